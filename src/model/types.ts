@@ -1,0 +1,78 @@
+/**
+ * What the compiler knows about a model: its module tree, the symbolic type of every
+ * module boundary value, its parameters and its graph inputs and outputs. Produced from
+ * the ONNX graph by `buildModuleTree` (src/model/modules.ts); consumed by the resolver,
+ * the type checker, the splice passes and `nns modules`.
+ * @module
+ */
+
+/** Element types the IR and results use (ONNX names in lower case). */
+export type DType =
+  | 'float32' | 'float16' | 'bfloat16' | 'float64'
+  | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'uint16' | 'uint32' | 'uint64'
+  | 'bool';
+
+/**
+ * One dimension of a shape: a fixed size, or a symbol. The model's symbolic input
+ * dimensions are normalized to `batch` and `sequence`; other symbols keep their names.
+ */
+export type Dim = number | string;
+
+/** dtype plus symbolic shape. `shape` is `null` when the rank is unknown. */
+export interface TensorSig {
+  dtype: DType;
+  shape: Dim[] | null;
+}
+
+/** An ONNX value at a module boundary (or a graph input/output). */
+export interface BoundaryValue {
+  /** Name of the value in the ONNX graph. */
+  name: string;
+  /** Its type, when known. */
+  sig?: TensorSig;
+}
+
+/** A parameter (weight) of a module. */
+export interface ParamInfo {
+  /** State-dict name, e.g. `transformer.h.0.mlp.c_fc.weight`. */
+  name: string;
+  /** Name of the ONNX initializer that holds it. */
+  initializer: string;
+  /** When the exporter stored the weight transposed (e.g. tied `lm_head.weight`), the permutation to apply. */
+  perm?: number[];
+  sig?: TensorSig;
+}
+
+/** One module, as in PyTorch's `named_modules()`. */
+export interface ModuleInfo {
+  /** Dotted path, `transformer.h.0.mlp`; `''` for the root model. */
+  path: string;
+  /** PyTorch class name when the export recorded it (`GPT2MLP`). */
+  className?: string;
+  /** Values produced inside and consumed outside (or graph outputs), first output first. */
+  outputs: BoundaryValue[];
+  /** Values consumed inside, produced outside, not weights or constants; ordered by first use. */
+  inputs: BoundaryValue[];
+  /** Direct and nested parameters by state-dict name. */
+  params: ParamInfo[];
+  /** Indices into `graph.node` of every ONNX node in this module's subtree, in graph order. */
+  nodes: number[];
+  /** Paths of direct children. */
+  children: string[];
+  /** Path of the parent (`undefined` for the root). */
+  parent?: string;
+  /** How many times the module was called in the export (2+ for reused modules; `outputs` are of the first call). */
+  calls: number;
+}
+
+/** The module tree of one model. */
+export interface ModuleTree {
+  /** Every module by path, including the root `''`. Iteration order is graph order. */
+  modules: ReadonlyMap<string, ModuleInfo>;
+  /** Graph inputs, with normalized symbolic dims. */
+  graphInputs: BoundaryValue[];
+  /** Graph outputs (`logits`, ...). */
+  graphOutputs: BoundaryValue[];
+  /** All parameters by state-dict name. */
+  params: ReadonlyMap<string, ParamInfo>;
+}
