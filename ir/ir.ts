@@ -1,0 +1,203 @@
+/**
+ * The intervention IR: a list of {@link Node}s in program order, each producing zero or
+ * more {@link Value}s, grouped into batch-row {@link Scope}s (one per `invoke`, plus one
+ * for the whole batch). Identity is by object; names matter only when printing or
+ * serializing. Every node carries the {@link Span} of the script text (or TS call site)
+ * it came from, so errors raised deep in a pass point at the user's source.
+ *
+ * Semantics follow NNsight: module references read the module's value during the one
+ * forward pass; `set` replaces it for everything downstream; values flow freely between
+ * scopes (a value from one invoke may be used in another).
+ * @module
+ */
+import type { Span } from '../src/errors.js';
+import type { Dim, DType } from '../src/model/types.js';
+
+export type { Dim, DType, Span };
+
+/** dtype plus symbolic shape; `shape === null` when the rank is unknown (before inference). */
+export interface TensorType {
+  dtype: DType;
+  shape: Dim[] | null;
+}
+
+/** One item of an index expression, numpy/PyTorch style. */
+export type IndexItem =
+  | { kind: 'index'; index: number }
+  | { kind: 'slice'; start?: number; stop?: number; step?: number }
+  | { kind: 'ellipsis' }
+  | { kind: 'newaxis' };
+
+/** Attributes of each operation. */
+export interface OpAttrs {
+  /** A module's output (`index` selects among several); reads the value as set so far in program order (`version`). */
+  'module.output': { path: string; index: number; version: number };
+  /** A module's input. */
+  'module.input': { path: string; index: number; version: number };
+  /** A graph output: `name` null means the first one. */
+  'model.output': { name: string | null };
+  /** A parameter by state-dict name (`lm_head.weight`). */
+  param: { name: string };
+  /** A literal tensor, row-major data. */
+  const: { dtype: DType; shape: number[]; data: number[] };
+  /** Indexing and slicing. */
+  index: { items: IndexItem[] };
+  add: Record<string, never>;
+  sub: Record<string, never>;
+  mul: Record<string, never>;
+  div: Record<string, never>;
+  matmul: Record<string, never>;
+  neg: Record<string, never>;
+  exp: Record<string, never>;
+  log: Record<string, never>;
+  sqrt: Record<string, never>;
+  abs: Record<string, never>;
+  relu: Record<string, never>;
+  zeros_like: Record<string, never>;
+  ones_like: Record<string, never>;
+  softmax: { dim: number };
+  log_softmax: { dim: number };
+  argmax: { dim: number; keepdim: boolean };
+  sum: { dim: number | null; keepdim: boolean };
+  mean: { dim: number | null; keepdim: boolean };
+  max: { dim: number | null; keepdim: boolean };
+  norm: { dim: number; keepdim: boolean };
+  /** Two results: values, indices. */
+  topk: { k: number; dim: number };
+  /** Target shape, PyTorch semantics: `-1` infers one dimension. */
+  reshape: { shape: number[] };
+  transpose: { dim0: number; dim1: number };
+  /** Apply a module out of order to new inputs; results are the module's outputs. */
+  call_module: { path: string };
+  /** Replace a module boundary value (whole, or the slice `items`) with the single input, broadcast. No results. */
+  set: { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null };
+  /** Send the single input back to the user under `name`. No results. */
+  save: { name: string };
+}
+
+/** Every operation name. */
+export type OpName = keyof OpAttrs;
+
+/** Operations with effects: never removed by DCE, never merged by CSE. */
+export const EFFECT_OPS: ReadonlySet<OpName> = new Set<OpName>(['set', 'save']);
+
+/** A batch-row range: one per `invoke`, and one covering the whole batch. */
+export interface Scope {
+  /** Index of this scope in `Graph.scopes`. */
+  id: number;
+  /** First batch row (inclusive). */
+  rowStart: number;
+  /** Last batch row (exclusive). */
+  rowEnd: number;
+  /** Token ids of this invoke's prompt (before padding); absent for the whole-batch scope. */
+  tokens?: number[];
+  /** The prompt text, when it was given as text. */
+  prompt?: string;
+  /** Span of the `invoke`/`trace` header. */
+  span?: Span;
+}
+
+let nextId = 1;
+
+/** An SSA value: produced by exactly one node, used by any number. */
+export class Value {
+  /** Unique id (stable within a process; used by the printer only as a fallback). */
+  readonly id = nextId++;
+  /** Producer. */
+  readonly producer: Node;
+  /** Which result of the producer. */
+  readonly resultIndex: number;
+  /** Inferred type (set by the type-inference pass, or by the builder when obvious). */
+  type: TensorType | null = null;
+  /** A user-facing name, if the script bound one (`h2`). */
+  name?: string;
+  /** Nodes using this value (kept in sync by Node). */
+  readonly uses = new Set<Node>();
+
+  constructor(producer: Node, resultIndex: number) {
+    this.producer = producer;
+    this.resultIndex = resultIndex;
+  }
+
+  /** Rewire every use of this value to `other`, except in the nodes of `except`. */
+  replaceAllUsesWith(other: Value, except: ReadonlySet<Node> = new Set()): void {
+    for (const user of [...this.uses]) {
+      if (except.has(user)) continue;
+      user.inputs = user.inputs.map((v) => (v === this ? other : v));
+    }
+  }
+}
+
+/** One operation. */
+export class Node<K extends OpName = OpName> {
+  readonly id = nextId++;
+  readonly op: K;
+  attrs: OpAttrs[K];
+  /** Scope (batch rows) this node belongs to. */
+  scope: number;
+  span: Span;
+  readonly results: Value[];
+  private _inputs: Value[] = [];
+
+  constructor(op: K, inputs: Value[], attrs: OpAttrs[K], nResults: number, scope: number, span: Span) {
+    this.op = op;
+    this.attrs = attrs;
+    this.scope = scope;
+    this.span = span;
+    this.inputs = inputs;
+    this.results = Array.from({ length: nResults }, (_, i) => new Value(this as Node, i));
+  }
+
+  get inputs(): Value[] {
+    return this._inputs;
+  }
+
+  set inputs(vs: Value[]) {
+    for (const v of this._inputs) v.uses.delete(this as Node);
+    this._inputs = [...vs];
+    for (const v of this._inputs) v.uses.add(this as Node);
+  }
+
+  /** The single result (throws when the node has none or several). */
+  get result(): Value {
+    if (this.results.length !== 1) throw new Error(`internal: ${this.op} has ${this.results.length} results`);
+    return this.results[0]!;
+  }
+
+  /** Narrow to a specific op. */
+  is<Q extends OpName>(op: Q): this is Node<Q> {
+    return (this.op as OpName) === op;
+  }
+
+  /** Detach from inputs (before removal from the graph). */
+  drop(): void {
+    this.inputs = [];
+  }
+}
+
+/** The whole intervention program for one trace. */
+export class Graph {
+  /** Nodes in program order (a valid topological order of the IR). */
+  nodes: Node[] = [];
+  /** Scopes; `scopes[0]` is the whole batch. */
+  scopes: Scope[] = [];
+  /** Values of symbolic dims known for this trace (`{ sequence: 8 }`), for range checks. */
+  dimValues: Record<string, number> = {};
+
+  /** Append a node. */
+  add<K extends OpName>(node: Node<K>): Node<K> {
+    this.nodes.push(node as Node);
+    return node;
+  }
+
+  /** Remove nodes (they must have no remaining uses). */
+  remove(dead: ReadonlySet<Node>): void {
+    for (const n of dead) n.drop();
+    this.nodes = this.nodes.filter((n) => !dead.has(n));
+  }
+
+  /** Total batch rows. */
+  get batch(): number {
+    return this.scopes[0]?.rowEnd ?? 1;
+  }
+}

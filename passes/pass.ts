@@ -1,0 +1,42 @@
+/**
+ * The pass interface. A pass is a small named object whose `run` transforms the
+ * compilation state in place and says whether it changed anything. The pipeline
+ * (passes/pipeline.ts) is one ordered array of passes.
+ *
+ * The state has two halves: `ir`, the intervention program, and `model`, the ONNX model
+ * being rewritten (present from the lowering pass on). Passes before lowering work on the
+ * IR only; lowering splices the IR into `model`; later passes clean `model` up.
+ * @module
+ */
+import type { NnsError } from '../src/errors.js';
+import type { Graph } from '../ir/ir.js';
+import type { ModelProto } from '../src/onnx/proto.js';
+import type { ModuleTree } from '../src/model/types.js';
+
+/** What passes may read. */
+export interface PassContext {
+  /** The model's module tree (resolution, types, splicing). */
+  tree: ModuleTree;
+  /** Collected user errors; a pass that adds errors makes the pipeline stop after it. */
+  errors: NnsError[];
+  /** Print the state after every pass (`--print-ir-after-all`). */
+  printAfterEach?: (passName: string, text: string) => void;
+}
+
+/** What passes transform. */
+export interface CompileState {
+  /** The intervention program. */
+  ir: Graph;
+  /** The ONNX model being rewritten: a deep-enough copy of the original (weights stay external). */
+  model: ModelProto;
+  /** Graph outputs added for saves: save name → ONNX value name. */
+  saved: Map<string, string>;
+}
+
+/** One pass. */
+export interface Pass {
+  /** Unique, kebab-case (`infer-types`). */
+  readonly name: string;
+  /** Transform `state` in place. */
+  run(state: CompileState, ctx: PassContext): { changed: boolean };
+}
