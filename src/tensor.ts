@@ -1,0 +1,44 @@
+/**
+ * Host tensors: what saved values come back as, and what the host feeds in.
+ * @module
+ */
+import type { DType } from './model/types.js';
+
+/** Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`). */
+export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | BigUint64Array;
+
+/** A dense, row-major host tensor. */
+export interface Tensor {
+  /** Element type. */
+  readonly dtype: DType;
+  /** Dimensions. */
+  readonly shape: readonly number[];
+  /** Row-major elements. */
+  readonly data: TensorData;
+}
+
+/** The JSON form of a tensor in results files: `{ dtype, shape, data }` with plain numbers. */
+export interface TensorJSON {
+  dtype: DType;
+  shape: number[];
+  data: number[];
+}
+
+/** Converts a tensor to its JSON form (int64 as plain numbers). */
+export function tensorToJSON(t: Tensor): TensorJSON {
+  const data: number[] = new Array(t.data.length);
+  for (let i = 0; i < t.data.length; i++) data[i] = Number(t.data[i]);
+  return { dtype: t.dtype, shape: [...t.shape], data };
+}
+
+/** Number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Reads element `i` of a tensor as a JS number. */
+export function elementAt(t: Tensor, i: number): number {
+  return Number(t.data[i]);
+}
