@@ -38,6 +38,8 @@ export interface OpAttrs {
   'model.output': { name: string | null };
   /** A parameter by state-dict name (`lm_head.weight`). */
   param: { name: string };
+  /** A value supplied by the host at run time under `name` (a saved result of an earlier trace, a TS array, a lifted constant). Becomes a graph input. */
+  host: { name: string; dtype: DType; shape: number[] };
   /** A literal tensor, row-major data. */
   const: { dtype: DType; shape: number[]; data: number[] };
   /** Indexing and slicing. */
