@@ -31,6 +31,8 @@ export interface CompileState {
   model: ModelProto;
   /** Graph outputs added for saves: save name → ONNX value name. */
   saved: Map<string, string>;
+  /** Graph inputs added for host values: host name → ONNX input name (set by lowering). */
+  hostInputs?: Map<string, string>;
 }
 
 /** One pass. */

@@ -1,0 +1,439 @@
+/**
+ * Lowering + splicing: turns the IR into ONNX nodes inside the model being rewritten.
+ *
+ * Walks the IR in program order. Reads of module values see the value as it stands at
+ * that point (earlier `set`s included). A `set` computes the new value and rewires the
+ * model's own consumers of the boundary — for an output, every original consumer outside
+ * the module; for an input, the consumers inside it — so the intervention's own nodes keep
+ * seeing the old value. Slice sets and per-invoke sets scatter into the selected elements
+ * (an index tensor sliced like the value gives the flat positions), so any basic slice
+ * works and everything else is copied exactly. `call_module` clones the module's nodes
+ * onto new inputs; `save` becomes a graph output named by the save name; `host` values
+ * become graph inputs.
+ * @module
+ */
+import type { Pass, PassContext, CompileState } from './pass.js';
+import type { Node, Value, IndexItem, Graph } from '../ir/ir.js';
+import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
+import type { ModuleInfo } from '../src/model/types.js';
+import type { DType } from '../src/model/types.js';
+import { NnsError } from '../src/errors.js';
+import { Emitter, valueInfo, onnxElemType } from './onnx-emit.js';
+
+const INT64_MAX = 9223372036854775807n;
+const INT64_MIN = -9223372036854775808n;
+
+/** A slot of an original model node's input list. */
+interface Slot {
+  node: NodeProto;
+  index: number;
+}
+
+class Lowerer {
+  readonly em: Emitter;
+  readonly g: GraphProto;
+  readonly opset: number;
+  readonly names = new Map<Value, string>();
+  /** Current name of each set module output (`path#index`). */
+  readonly currentOut = new Map<string, string>();
+  /** Original names renamed because they were graph outputs that got replaced. */
+  readonly renamed = new Map<string, string>();
+  /** Graph outputs that must become Identity(current) at the end: output name → boundary key. */
+  readonly outputFixes = new Map<string, string>();
+  readonly saved = new Map<string, string>();
+  readonly hostInputs = new Map<string, string>();
+  private readonly originalNodes: NodeProto[];
+  private readonly consumers = new Map<string, Slot[]>();
+  private readonly shapeCache = new Map<string, string>();
+
+  constructor(readonly state: CompileState, readonly ctx: PassContext) {
+    this.g = state.model.graph!;
+    // Copy every node so rewiring never touches the caller's model objects.
+    this.g.node = (this.g.node ?? []).map((n) => ({ ...n, input: [...(n.input ?? [])], output: [...(n.output ?? [])] }));
+    this.originalNodes = [...this.g.node];
+    this.g.output = [...(this.g.output ?? [])];
+    this.g.input = [...(this.g.input ?? [])];
+    this.em = new Emitter(this.g);
+    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+    this.opset = Number(op?.version ?? 0);
+    this.originalNodes.forEach((n) => n.input!.forEach((name, index) => {
+      if (!name) return;
+      let list = this.consumers.get(name);
+      if (!list) this.consumers.set(name, (list = []));
+      list.push({ node: n, index });
+    }));
+  }
+
+  module(path: string): ModuleInfo {
+    const m = this.ctx.tree.modules.get(path);
+    if (!m) throw new Error(`internal: module '${path}' not resolved`);
+    return m;
+  }
+
+  private inside(m: ModuleInfo): Set<NodeProto> {
+    return new Set(m.nodes.map((i) => this.originalNodes[i]!));
+  }
+
+  /** Slots inside (input) or outside (output) the module that consume the original boundary value. */
+  private slots(m: ModuleInfo, port: 'output' | 'input', index: number): Slot[] {
+    const list = port === 'output' ? m.outputs : m.inputs;
+    const original = list[index]!.name;
+    const name = this.renamed.get(original) ?? original;
+    const inside = this.inside(m);
+    return (this.consumers.get(name) ?? []).filter((s) => (port === 'input') === inside.has(s.node));
+  }
+
+  /** The value a module boundary has at this point of the program (whole batch). */
+  boundary(path: string, port: 'output' | 'input', index: number): string {
+    const m = this.module(path);
+    if (port === 'output') {
+      const key = `${path}#${index}`;
+      const original = m.outputs[index]!.name;
+      return this.currentOut.get(key) ?? this.renamed.get(original) ?? original;
+    }
+    const slots = this.slots(m, 'input', index);
+    if (slots.length) return slots[0]!.node.input![slots[0]!.index]!;
+    const original = m.inputs[index]!.name;
+    return this.renamed.get(original) ?? original;
+  }
+
+  /** Rows `[r0, r1)` of a whole-batch value for the node's scope. */
+  rows(name: string, irGraph: Graph, scope: number): string {
+    const s = irGraph.scopes[scope]!;
+    if (coversBatch(irGraph, scope)) return name;
+    return this.em.op('Slice', [name, this.em.ints([s.rowStart]), this.em.ints([s.rowEnd]), this.em.ints([0])]);
+  }
+
+  shape(name: string): string {
+    let s = this.shapeCache.get(name);
+    if (!s) this.shapeCache.set(name, (s = this.em.op('Shape', [name])));
+    return s;
+  }
+
+  /** numpy-style basic indexing, lowered to Slice/Gather/Unsqueeze. */
+  index(x: string, rank: number, items: IndexItem[]): string {
+    const consumed = items.filter((i) => i.kind === 'index' || i.kind === 'slice').length;
+    let cur = x;
+    let axis = 0;
+    for (const it of items) {
+      switch (it.kind) {
+        case 'index':
+          cur = this.em.op('Gather', [cur, this.em.scalarInt(it.index)], { axis });
+          break;
+        case 'slice': {
+          const step = it.step ?? 1;
+          const start = it.start ?? (step > 0 ? 0 : -1);
+          const stop = step > 0 ? INT64_MAX : INT64_MIN;
+          if (!(it.start === undefined && it.stop === undefined && step === 1)) {
+            const ends = it.stop === undefined ? this.bigEnd(stop) : this.em.ints([it.stop]);
+            cur = this.em.op('Slice', [cur, this.em.ints([start]), ends, this.em.ints([axis]), this.em.ints([step])]);
+          }
+          axis++;
+          break;
+        }
+        case 'newaxis':
+          cur = this.em.op('Unsqueeze', [cur, this.em.ints([axis])]);
+          axis++;
+          break;
+        case 'ellipsis':
+          axis += rank - consumed;
+          break;
+      }
+    }
+    return cur;
+  }
+
+  private bigEnd(v: bigint): string {
+    const bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setBigInt64(0, v, true);
+    const key = `bigend${v}`;
+    const cached = this.shapeCache.get(key);
+    if (cached) return cached;
+    const name = this.em.op('Constant', [], { value: { dims: [1], data_type: onnxElemType('int64'), raw_data: bytes } });
+    this.shapeCache.set(key, name);
+    return name;
+  }
+
+  cast(name: string, from: DType | undefined, to: DType): string {
+    if (from === undefined || from === to) return name;
+    return this.em.op('Cast', [name], { to: onnxElemType(to) });
+  }
+
+  /** The IR value's ONNX name, cast to `dt` when its dtype differs. */
+  input(v: Value, dt?: DType): string {
+    const name = this.names.get(v);
+    if (name === undefined) throw new Error(`internal: value %${v.id} lowered before its producer`);
+    return dt ? this.cast(name, v.type?.dtype, dt) : name;
+  }
+
+  lower(n: Node): void {
+    const ir = this.state.ir;
+    const res = (name: string, i = 0): void => {
+      this.names.set(n.results[i]!, name);
+    };
+    const dt = (n.results[0]?.type?.dtype ?? 'float32') as DType;
+    const a = n.attrs as Record<string, unknown>;
+    const reduceAxes = (dim: number | null, opVersionWithInput: number, op: string, x: string, keep: boolean): string => {
+      if (dim === null) return this.em.op(op, [x], { keepdims: keep ? 1 : 0 });
+      if (this.opset >= opVersionWithInput) return this.em.op(op, [x, this.em.ints([dim])], { keepdims: keep ? 1 : 0 });
+      return this.em.op(op, [x], { axes: [dim], keepdims: keep ? 1 : 0 });
+    };
+    switch (n.op) {
+      case 'module.output':
+      case 'module.input': {
+        const { path, index } = a as { path: string; index: number };
+        const port = n.op === 'module.output' ? 'output' : 'input';
+        res(this.rows(this.boundary(path, port, index), ir, n.scope));
+        return;
+      }
+      case 'model.output': {
+        const name = (a.name as string | null) ?? this.g.output![0]!.name!;
+        res(this.rows(name, ir, n.scope));
+        return;
+      }
+      case 'param': {
+        const p = this.ctx.tree.params.get(a.name as string);
+        if (!p) throw new Error(`internal: parameter '${String(a.name)}' not resolved`);
+        res(p.perm ? this.em.op('Transpose', [p.initializer], { perm: p.perm }) : p.initializer);
+        return;
+      }
+      case 'const': {
+        const c = a as { dtype: DType; shape: number[]; data: number[] };
+        res(this.em.constant(c.dtype, c.shape, c.data));
+        return;
+      }
+      case 'host': {
+        const h = a as { name: string; dtype: DType; shape: number[] };
+        let gname = this.hostInputs.get(h.name);
+        if (!gname) {
+          gname = this.em.unique(`host.${h.name}`);
+          this.g.input!.push(valueInfo(gname, h.dtype, h.shape));
+          this.hostInputs.set(h.name, gname);
+        }
+        res(gname);
+        return;
+      }
+      case 'index': {
+        const x = n.inputs[0]!;
+        res(this.index(this.input(x), x.type?.shape?.length ?? 0, (a as { items: IndexItem[] }).items));
+        return;
+      }
+      case 'add': case 'sub': case 'mul': case 'div': {
+        const op = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' }[n.op];
+        res(this.em.op(op, [this.input(n.inputs[0]!, dt), this.input(n.inputs[1]!, dt)]));
+        return;
+      }
+      case 'matmul':
+        res(this.em.op('MatMul', [this.input(n.inputs[0]!, dt), this.input(n.inputs[1]!, dt)]));
+        return;
+      case 'neg': case 'exp': case 'log': case 'sqrt': case 'abs': case 'relu': {
+        const op = { neg: 'Neg', exp: 'Exp', log: 'Log', sqrt: 'Sqrt', abs: 'Abs', relu: 'Relu' }[n.op];
+        res(this.em.op(op, [this.input(n.inputs[0]!, dt)]));
+        return;
+      }
+      case 'zeros_like': case 'ones_like': {
+        const x = this.input(n.inputs[0]!);
+        const t = { dims: [1], data_type: onnxElemType(dt), raw_data: new Uint8Array(0) };
+        const one = n.op === 'ones_like';
+        const value = { ...t, raw_data: constBytes(dt, one ? 1 : 0) };
+        res(this.em.op('ConstantOfShape', [this.shape(x)], { value }));
+        return;
+      }
+      case 'softmax':
+        res(this.em.op('Softmax', [this.input(n.inputs[0]!, dt)], { axis: a.dim as number }));
+        return;
+      case 'log_softmax':
+        res(this.em.op('LogSoftmax', [this.input(n.inputs[0]!, dt)], { axis: a.dim as number }));
+        return;
+      case 'argmax':
+        res(this.em.op('ArgMax', [this.input(n.inputs[0]!)], { axis: a.dim as number, keepdims: a.keepdim ? 1 : 0 }));
+        return;
+      case 'sum':
+        res(reduceAxes(a.dim as number | null, 13, 'ReduceSum', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
+        return;
+      case 'mean':
+        res(reduceAxes(a.dim as number | null, 18, 'ReduceMean', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
+        return;
+      case 'max':
+        res(reduceAxes(a.dim as number | null, 18, 'ReduceMax', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
+        return;
+      case 'norm':
+        res(reduceAxes(a.dim as number, 18, 'ReduceL2', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
+        return;
+      case 'topk': {
+        const [values, indices] = this.em.node('TopK', [this.input(n.inputs[0]!), this.em.ints([a.k as number])], { axis: a.dim as number, largest: 1, sorted: 1 }, 2);
+        res(values!, 0);
+        res(indices!, 1);
+        return;
+      }
+      case 'reshape': {
+        const shape = a.shape as number[];
+        res(this.em.op('Reshape', [this.input(n.inputs[0]!), this.em.ints(shape)], shape.includes(0) ? { allowzero: 1 } : {}));
+        return;
+      }
+      case 'transpose': {
+        const x = n.inputs[0]!;
+        const rank = x.type?.shape?.length ?? 0;
+        const norm = (d: number): number => (d < 0 ? d + rank : d);
+        const perm = Array.from({ length: rank }, (_, i) => i);
+        const d0 = norm(a.dim0 as number);
+        const d1 = norm(a.dim1 as number);
+        [perm[d0], perm[d1]] = [perm[d1]!, perm[d0]!];
+        res(this.em.op('Transpose', [this.input(x)], { perm }));
+        return;
+      }
+      case 'call_module': {
+        const outs = this.callModule(a.path as string, n.inputs.map((v) => this.input(v)));
+        outs.forEach((o, i) => { if (i < n.results.length) res(o, i); });
+        return;
+      }
+      case 'set':
+        this.set(n, a as { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null });
+        return;
+      case 'save':
+        this.save(n, a.name as string);
+        return;
+    }
+  }
+
+  private set(n: Node, a: { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null }): void {
+    const ir = this.state.ir;
+    const m = this.module(a.path);
+    const list = a.port === 'output' ? m.outputs : m.inputs;
+    const bv = list[a.index]!;
+    const target = this.boundary(a.path, a.port, a.index);
+    const tdtype = (bv.sig?.dtype ?? n.inputs[0]!.type?.dtype ?? 'float32') as DType;
+    const value = this.input(n.inputs[0]!, tdtype);
+    const scope = ir.scopes[n.scope]!;
+    const wholeBatch = coversBatch(ir, n.scope);
+    let next: string;
+    if (!a.items && wholeBatch) {
+      const vs = n.inputs[0]!.type?.shape;
+      const ts = bv.sig?.shape;
+      const same = vs && ts && vs.length === ts.length && vs.every((d, i) => d === ts[i] || (ts[i] === 'batch' && d === ir.batch));
+      next = same ? value : this.em.op('Expand', [value, this.shape(target)]);
+    } else {
+      // Scatter into the selected elements: iota shaped like the target, selected the same way.
+      const shape = this.shape(target);
+      const count = this.em.op('ReduceProd', [shape], { keepdims: 0 });
+      const iota = this.em.op('Reshape', [this.em.op('Range', [this.em.scalarInt(0), count, this.em.scalarInt(1)]), shape]);
+      const rank = bv.sig?.shape?.length ?? 0;
+      let sel = wholeBatch ? iota : this.em.op('Slice', [iota, this.em.ints([scope.rowStart]), this.em.ints([scope.rowEnd]), this.em.ints([0])]);
+      if (a.items) sel = this.index(sel, rank, a.items);
+      const flatIdx = this.em.op('Reshape', [sel, this.em.ints([-1])]);
+      const vals = this.em.op('Reshape', [this.em.op('Expand', [value, this.em.op('Shape', [sel])]), this.em.ints([-1])]);
+      const flat = this.em.op('Reshape', [target, this.em.ints([-1])]);
+      next = this.em.op('Reshape', [this.em.op('ScatterElements', [flat, flatIdx, vals], { axis: 0 }), shape]);
+    }
+    this.rewire(m, a.port, a.index, next);
+  }
+
+  /** Point the model's consumers of a boundary at `next`. */
+  private rewire(m: ModuleInfo, port: 'output' | 'input', index: number, next: string): void {
+    const original = (port === 'output' ? m.outputs : m.inputs)[index]!.name;
+    if (port === 'output' && (this.g.output ?? []).some((o) => o.name === original) && !this.renamed.has(original)) {
+      this.renameOriginal(original);
+    }
+    for (const s of this.slots(m, port, index)) s.node.input![s.index] = next;
+    if (port === 'output') {
+      const key = `${m.path}#${index}`;
+      this.currentOut.set(key, next);
+      if ((this.g.output ?? []).some((o) => o.name === original)) this.outputFixes.set(original, next);
+      // Other modules whose output is the same value (e.g. a module and its last child) now read the new value too.
+      for (const other of this.ctx.tree.modules.values()) {
+        other.outputs.forEach((o, i) => { if (o.name === original && other !== m) this.currentOut.set(`${other.path}#${i}`, next); });
+      }
+    }
+  }
+
+  /** A graph output is being replaced: give the original value another name so the output can be re-produced. */
+  private renameOriginal(name: string): void {
+    const fresh = this.em.unique(`${name}/nns.original`);
+    this.renamed.set(name, fresh);
+    for (const n of this.originalNodes) {
+      n.output = n.output!.map((o) => (o === name ? fresh : o));
+      n.input = n.input!.map((i) => (i === name ? fresh : i));
+    }
+    this.consumers.set(fresh, this.consumers.get(name) ?? []);
+    for (const [k, v] of this.currentOut) if (v === name) this.currentOut.set(k, fresh);
+  }
+
+  private callModule(path: string, args: string[]): string[] {
+    const m = this.module(path);
+    const map = new Map<string, string>();
+    m.inputs.forEach((inp, i) => {
+      if (i >= args.length) return;
+      map.set(this.renamed.get(inp.name) ?? inp.name, args[i]!);
+      for (const s of this.slots(m, 'input', i)) map.set(s.node.input![s.index]!, args[i]!);
+    });
+    for (const idx of m.nodes) {
+      const orig = this.originalNodes[idx]!;
+      const outs = this.em.node(orig.op_type!, orig.input!.map((x) => map.get(x) ?? x), {}, orig.output!.length);
+      const clone = this.g.node![this.g.node!.length - 1]!;
+      clone.attribute = orig.attribute;
+      if (orig.domain !== undefined) clone.domain = orig.domain;
+      orig.output!.forEach((o, i) => { if (o) map.set(o, outs[i]!); });
+    }
+    return m.outputs.map((o) => map.get(this.renamed.get(o.name) ?? o.name) ?? o.name);
+  }
+
+  private save(n: Node, name: string): void {
+    const v = n.inputs[0]!;
+    const src = this.input(v);
+    const outName = this.em.unique(name);
+    this.em.node('Identity', [src], {}, 1);
+    const id = this.g.node![this.g.node!.length - 1]!;
+    id.output = [outName];
+    const t = v.type;
+    this.g.output!.push(valueInfo(outName, (t?.dtype ?? 'float32') as DType, t?.shape ?? null));
+    this.saved.set(name, outName);
+  }
+
+  finish(): void {
+    for (const [outName, current] of this.outputFixes) {
+      this.em.prov = { module: '', irOp: 'set' };
+      this.em.node('Identity', [current], {}, 1);
+      const id = this.g.node![this.g.node!.length - 1]!;
+      this.em.reserve(outName);
+      id.output = [outName];
+    }
+  }
+}
+
+/** Whether a scope's rows are the whole batch (scope 0, or the only invoke). */
+function coversBatch(ir: Graph, scope: number): boolean {
+  const s = ir.scopes[scope]!;
+  return scope === 0 || (s.rowStart === 0 && s.rowEnd === ir.batch);
+}
+
+function constBytes(dt: DType, v: number): Uint8Array {
+  switch (dt) {
+    case 'float32': return new Uint8Array(Float32Array.of(v).buffer);
+    case 'float64': return new Uint8Array(Float64Array.of(v).buffer);
+    case 'int64': return new Uint8Array(BigInt64Array.of(BigInt(v)).buffer);
+    case 'int32': return new Uint8Array(Int32Array.of(v).buffer);
+    default: return Uint8Array.of(v);
+  }
+}
+
+/** Splices the IR into `state.model`. */
+export const lowerOnnxPass: Pass = {
+  name: 'lower-onnx',
+  run(state, ctx) {
+    const l = new Lowerer(state, ctx);
+    for (const n of state.ir.nodes) {
+      const path = (n.attrs as { path?: string }).path ?? n.inputs.map((v) => (v.producer.attrs as { path?: string }).path).find((p) => p !== undefined) ?? '';
+      l.em.prov = { module: path, irOp: n.op.replace('module.', '').replace('model.output', 'output'), span: n.span };
+      try {
+        l.lower(n);
+      } catch (e) {
+        if (e instanceof NnsError) ctx.errors.push(e);
+        else throw e;
+      }
+    }
+    l.finish();
+    for (const [k, v] of l.saved) state.saved.set(k, v);
+    state.hostInputs = l.hostInputs;
+    return { changed: true };
+  },
+};
