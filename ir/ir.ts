@@ -203,3 +203,79 @@ export class Graph {
     return this.scopes[0]?.rowEnd ?? 1;
   }
 }
+
+/** Operations with no inputs that introduce a value (module refs, params, host values, literals). */
+export const SOURCE_OPS: ReadonlySet<OpName> = new Set<OpName>([
+  'module.output', 'module.input', 'model.output', 'param', 'host', 'const',
+]);
+
+/** Operations whose value depends on the node's scope (they read that scope's batch rows). */
+export const ROW_OPS: ReadonlySet<OpName> = new Set<OpName>(['module.output', 'module.input', 'model.output']);
+
+/**
+ * Single-result computational operations, built with `Builder.op`: everything except
+ * sources, effects and multi-result operations (`topk`, `call_module`).
+ */
+export type PureOp = Exclude<
+  OpName,
+  'module.output' | 'module.input' | 'model.output' | 'param' | 'host' | 'const' | 'topk' | 'call_module' | 'set' | 'save'
+>;
+
+/** A literal: nested arrays of numbers (rectangular). */
+export type NestedNumbers = ReadonlyArray<number | NestedNumbers>;
+
+/** How an attribute value is checked and serialized. */
+export type AttrKind =
+  | 'string' | 'string?' | 'int' | 'int?' | 'bool' | 'dtype' | 'port'
+  | 'ints' | 'numbers' | 'items' | 'items?';
+
+/** Static description of one operation: arity and attribute kinds (in printing order). */
+export interface OpSchema {
+  /** Number of inputs, or `'variadic'` (at least one). */
+  inputs: number | 'variadic';
+  /** Number of results, or `'variadic'` (at least one; `call_module`). */
+  results: number | 'variadic';
+  /** Attribute names and kinds, in the order they are printed. */
+  attrs: ReadonlyArray<readonly [string, AttrKind]>;
+}
+
+const unary: OpSchema = { inputs: 1, results: 1, attrs: [] };
+const binary: OpSchema = { inputs: 2, results: 1, attrs: [] };
+const reduce: OpSchema = { inputs: 1, results: 1, attrs: [['dim', 'int?'], ['keepdim', 'bool']] };
+const ref: OpSchema = { inputs: 0, results: 1, attrs: [['path', 'string'], ['index', 'int'], ['version', 'int']] };
+
+/** The op catalogue: arity and attributes of every operation (verifier, printer, JSON reader). */
+export const OP_SCHEMA: Readonly<Record<OpName, OpSchema>> = {
+  'module.output': ref,
+  'module.input': ref,
+  'model.output': { inputs: 0, results: 1, attrs: [['name', 'string?']] },
+  param: { inputs: 0, results: 1, attrs: [['name', 'string']] },
+  host: { inputs: 0, results: 1, attrs: [['name', 'string'], ['dtype', 'dtype'], ['shape', 'ints']] },
+  const: { inputs: 0, results: 1, attrs: [['dtype', 'dtype'], ['shape', 'ints'], ['data', 'numbers']] },
+  index: { inputs: 1, results: 1, attrs: [['items', 'items']] },
+  add: binary, sub: binary, mul: binary, div: binary, matmul: binary,
+  neg: unary, exp: unary, log: unary, sqrt: unary, abs: unary, relu: unary,
+  zeros_like: unary, ones_like: unary,
+  softmax: { inputs: 1, results: 1, attrs: [['dim', 'int']] },
+  log_softmax: { inputs: 1, results: 1, attrs: [['dim', 'int']] },
+  argmax: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
+  sum: reduce, mean: reduce, max: reduce,
+  norm: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
+  topk: { inputs: 1, results: 2, attrs: [['k', 'int'], ['dim', 'int']] },
+  reshape: { inputs: 1, results: 1, attrs: [['shape', 'ints']] },
+  transpose: { inputs: 1, results: 1, attrs: [['dim0', 'int'], ['dim1', 'int']] },
+  call_module: { inputs: 'variadic', results: 'variadic', attrs: [['path', 'string']] },
+  set: { inputs: 1, results: 0, attrs: [['path', 'string'], ['port', 'port'], ['index', 'int'], ['items', 'items?']] },
+  save: { inputs: 1, results: 0, attrs: [['name', 'string']] },
+};
+
+/** Every dtype name, for validation. */
+export const DTYPES: ReadonlySet<DType> = new Set<DType>([
+  'float32', 'float16', 'bfloat16', 'float64',
+  'int64', 'int32', 'int16', 'int8', 'uint8', 'uint16', 'uint32', 'uint64', 'bool',
+]);
+
+/** A module path in the script's form: `transformer.h.3.mlp` → `transformer.h[3].mlp`. */
+export function scriptPath(path: string): string {
+  return path === '' ? 'model' : path.replace(/\.(\d+)(?=\.|$)/g, '[$1]');
+}
