@@ -1,0 +1,75 @@
+/**
+ * Text tokenization through `@huggingface/tokenizers` (a pure-JS port of Hugging Face
+ * tokenizers that reads `tokenizer.json` directly).
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { modelError } from '../errors.js';
+
+/** The tokenizer of a model, as the rest of onnsight uses it. */
+export interface TextTokenizer {
+  /** Token ids of `text`, with the special tokens the tokenizer's post-processor adds (none for GPT-2). */
+  encode(text: string): number[];
+  /** Text of a sequence of token ids (special tokens kept). */
+  decode(ids: number[]): string;
+  /** Text of one token as it would appear in decoded output, e.g. `383` → `" Paris"` (not the BPE form `ĠParis`). */
+  tokenToString(id: number): string;
+  /** Id used to pad batch rows: `pad_token`, else `eos_token`, else 0. */
+  readonly padId?: number;
+}
+
+/**
+ * Builds a {@link TextTokenizer} from parsed `tokenizer.json` and `tokenizer_config.json`.
+ * @throws NnsError `tokenizer-invalid` when the JSON is not a tokenizer the library understands.
+ */
+export function makeTokenizer(tokenizerJson: Record<string, unknown>, tokenizerConfig: Record<string, unknown> = {}, source = 'tokenizer.json'): TextTokenizer {
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+  } catch (e) {
+    throw modelError('tokenizer-invalid', `cannot build a tokenizer from ${source}: ${(e as Error).message}`);
+  }
+  const special = (key: string): number | undefined => {
+    const v = tokenizerConfig[key];
+    const text = typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined;
+    return text === undefined ? undefined : tok.token_to_id(text);
+  };
+  const padId = special('pad_token') ?? special('eos_token') ?? 0;
+  return {
+    encode: (text) => tok.encode(text).ids,
+    decode: (ids) => tok.decode(ids, { skip_special_tokens: false }),
+    tokenToString: (id) => tok.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false }),
+    padId,
+  };
+}
+
+/**
+ * Loads the tokenizer of a model folder (`tokenizer.json`, optional `tokenizer_config.json`),
+ * or returns `undefined` when the folder has no `tokenizer.json`.
+ * @throws NnsError `tokenizer-invalid` for unreadable JSON.
+ */
+export function loadTokenizer(dir: string): TextTokenizer | undefined {
+  const tjPath = path.join(dir, 'tokenizer.json');
+  if (!fs.existsSync(tjPath)) return undefined;
+  const tj = readJson(tjPath);
+  const cfgPath = path.join(dir, 'tokenizer_config.json');
+  const cfg = fs.existsSync(cfgPath) ? readJson(cfgPath) : {};
+  return makeTokenizer(tj, cfg, tjPath);
+}
+
+/**
+ * Reads a JSON object file.
+ * @throws NnsError `json-invalid` naming the file.
+ */
+export function readJson(file: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw modelError('json-invalid', `cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw modelError('json-invalid', `${file} does not hold a JSON object`);
+  return value as Record<string, unknown>;
+}
