@@ -1,0 +1,94 @@
+/**
+ * Resolve every name the IR mentions against the model: module paths (refs, sets, calls),
+ * boundary indices, parameters and graph output names. Unknown names become user errors
+ * at the node's span, with the nearest existing name (or, for a list index out of range,
+ * the valid range). Paths print in the script's form (`transformer.h[7]`).
+ * @module
+ */
+import { NnsError } from '../src/errors.js';
+import type { ModuleTree } from '../src/model/types.js';
+import { suggest } from '../src/suggest.js';
+import { scriptPath, type Node } from '../ir/ir.js';
+import type { Pass } from './pass.js';
+
+/** Why `path` is not a module of `tree` (a full message), or null when it is one. */
+export function explainUnknownModule(tree: ModuleTree, path: string): string | null {
+  if (tree.modules.has(path)) return null;
+  const segs = path.split('.');
+  let k = 0;
+  while (k < segs.length && tree.modules.has(segs.slice(0, k + 1).join('.'))) k++;
+  const prefix = segs.slice(0, k).join('.');
+  const join = (a: string, b: string): string => (a === '' ? b : `${a}.${b}`);
+  const bad = segs[k]!;
+  const children = tree.modules.get(prefix)?.children ?? [];
+  const last = (p: string): string => p.slice(p.lastIndexOf('.') + 1);
+  const head = `no module '${scriptPath(path)}'`;
+  const nums = children.map(last).filter((s) => /^\d+$/.test(s)).map(Number);
+  if (/^\d+$/.test(bad) && nums.length > 0) {
+    const lo = Math.min(...nums);
+    const hi = Math.max(...nums);
+    return `${head} (the model has ${scriptPath(join(prefix, String(lo)))}..${scriptPath(join(prefix, String(hi)))})`;
+  }
+  const rest = segs.slice(k + 1);
+  let guess: string | undefined;
+  const near = suggest(bad, children.map(last));
+  if (near !== undefined) {
+    const whole = [join(prefix, near), ...rest].join('.');
+    guess = tree.modules.has(whole) ? whole : join(prefix, near);
+  }
+  if (guess === undefined) {
+    const all = [...tree.modules.keys()].filter((p) => p !== '');
+    guess = all.find((p) => p.endsWith(`.${path}`)) ?? suggest(path, all, Math.max(3, Math.floor(path.length / 3)));
+  }
+  return guess === undefined ? head : `${head}; did you mean '${scriptPath(guess)}'?`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** The user errors for one node (empty when every name resolves). */
+export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
+  const err = (code: string, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
+  const boundary = (path: string, port: 'output' | 'input', index: number): NnsError[] => {
+    const why = explainUnknownModule(tree, path);
+    if (why !== null) return err('unknown-module', why);
+    const m = tree.modules.get(path)!;
+    const count = port === 'output' ? m.outputs.length : m.inputs.length;
+    if (index >= 0 && index < count) return [];
+    return err('no-such-output', `${scriptPath(path)} has no ${port}s[${index}] (it has ${plural(count, port)})`);
+  };
+  if (n.is('module.output') || n.is('module.input')) {
+    return boundary(n.attrs.path, n.op === 'module.output' ? 'output' : 'input', n.attrs.index);
+  }
+  if (n.is('set')) return boundary(n.attrs.path, n.attrs.port, n.attrs.index);
+  if (n.is('call_module')) {
+    const why = explainUnknownModule(tree, n.attrs.path);
+    return why === null ? [] : err('unknown-module', why);
+  }
+  if (n.is('param')) {
+    const name = n.attrs.name;
+    if (tree.params.has(name)) return [];
+    const s = suggest(name, tree.params.keys(), Math.max(3, Math.floor(name.length / 4)));
+    return err('unknown-parameter', `no parameter '${scriptPath(name)}'${s ? `; did you mean '${scriptPath(s)}'?` : ''}`);
+  }
+  if (n.is('model.output')) {
+    const names = tree.graphOutputs.map((o) => o.name);
+    if (n.attrs.name === null) return names.length > 0 ? [] : err('unknown-output', 'the model has no graph outputs');
+    if (names.includes(n.attrs.name)) return [];
+    const s = suggest(n.attrs.name, names);
+    return err('unknown-output', `the model has no output '${n.attrs.name}'${s ? `; did you mean '${s}'?` : ''}`, [
+      `the model's outputs are: ${names.join(', ')}`,
+    ]);
+  }
+  return [];
+}
+
+/** Checks every module path, boundary index, parameter and output name against `ctx.tree`. */
+export const resolveModulesPass: Pass = {
+  name: 'resolve-modules',
+  run(state, ctx) {
+    for (const n of state.ir.nodes) ctx.errors.push(...resolveNode(ctx.tree, n));
+    return { changed: false };
+  },
+};
