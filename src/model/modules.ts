@@ -1,0 +1,177 @@
+/**
+ * Recovers the PyTorch module tree (`named_modules()`) of an exported ONNX graph, with each
+ * module's boundary values, parameters and nodes. Works from what the exporters record (see
+ * src/model/scopes.ts) and never from model-specific names.
+ *
+ * Boundaries (first call of a module; `M` = the nodes of that call, nested modules included):
+ * - inputs: values used by `M`, produced outside `M`, that carry data (not initializers,
+ *   `Constant` outputs, values computed from constants only, nor shape bookkeeping computed
+ *   from `Shape`/`Size`; see {@link ValueKind}); ordered by first use.
+ * - outputs: data values produced in `M` and used outside it, or graph outputs.
+ *
+ * **Output order** (first output = the module's first returned tensor). Candidates are split
+ * into *flowing* outputs (used by a node outside `M`) and *exported-only* outputs (only graph
+ * outputs: a returned key/value cache `present.*`, attention weights). Flowing outputs come
+ * first, and among them the one produced last comes first (a module computes what it returns
+ * last: attention builds k/v before the output projection, a block adds its residual at the
+ * end), the rest in production order; exported-only outputs follow in graph-output order.
+ * When no output flows (the last module before the graph's end, e.g. `lm_head`), the first by
+ * graph-output order leads (`logits`, `last_hidden_state` precede `present.*` in every exporter).
+ * @module
+ */
+import type { ModelProto } from '../onnx/proto.js';
+import type { BoundaryValue, ModuleInfo, ModuleTree, ParamInfo } from './types.js';
+import { indexGraph, type GraphIndex } from './graph-index.js';
+import { recoverScopes, type NodeScope } from './scopes.js';
+import { scanParams } from './params.js';
+
+export type { ValueKind } from './graph-index.js';
+
+interface Draft {
+  path: string;
+  className?: string;
+  /** Subtree nodes (all calls), ascending. */
+  nodes: number[];
+  /** Call key per subtree node (same order as `nodes`). */
+  keys: string[];
+}
+
+/** Nearest existing ancestor of a dotted path (`transformer.h.0` → `transformer` when `transformer.h` is not a module). */
+function parentPath(path: string, exists: (p: string) => boolean): string {
+  let p = path;
+  for (;;) {
+    const k = p.lastIndexOf('.');
+    if (k < 0) return '';
+    p = p.slice(0, k);
+    if (exists(p)) return p;
+  }
+}
+
+/**
+ * Call keys: explicit call indices of every level up to the module (`relu_1`, `relu@1`) and,
+ * for dynamo graphs (execution-ordered, no explicit marker for a second call), the index of
+ * the run of consecutive subtree nodes — a new run starts when a node of another module that
+ * computes data ran in between.
+ */
+function callKeys(d: Draft, depth: Map<number, number>, scopes: NodeScope[], breaks: number[], dynamo: boolean): void {
+  let run = 0;
+  d.keys = d.nodes.map((n, j) => {
+    if (dynamo && j > 0 && breaks[n] - breaks[d.nodes[j - 1] + 1] > 0) run++;
+    const lv = scopes[n].levels.slice(0, (depth.get(n) ?? 0) + 1).map((l) => l.call).join(',');
+    return dynamo ? `${lv}#${run}` : lv;
+  });
+}
+
+/** Orders output candidates by the rule in the module documentation. */
+function orderOutputs(cands: string[], inCall: Set<number>, ix: GraphIndex): string[] {
+  const outIdx = new Map(ix.graphOutputs.map((n, i) => [n, i]));
+  const flows = (v: string): boolean => (ix.consumers.get(v) ?? []).some((c) => {
+    if (inCall.has(c)) return false;
+    const n = ix.nodes[c];
+    // An Identity that only renames into a graph output is not a use.
+    if (n.op_type === 'Identity') return (n.output ?? []).some((o) => !outIdx.has(o) || flows(o));
+    return true;
+  });
+  const flowing = cands.filter(flows).sort((a, b) => ix.producer.get(a)! - ix.producer.get(b)!);
+  const exported = cands.filter((v) => !flowing.includes(v)).sort((a, b) => (outIdx.get(a) ?? 1e9) - (outIdx.get(b) ?? 1e9));
+  if (flowing.length > 1) flowing.unshift(flowing.pop()!);
+  return [...flowing, ...exported];
+}
+
+function boundaries(nodes: number[], ix: GraphIndex): { inputs: string[]; outputs: string[] } {
+  const inCall = new Set(nodes);
+  const produced = new Set<string>();
+  for (const n of nodes) for (const v of ix.nodes[n].output ?? []) if (v) produced.add(v);
+  const graphOut = new Set(ix.graphOutputs);
+  const inputs: string[] = [];
+  const seen = new Set<string>();
+  for (const n of nodes) {
+    for (const v of ix.uses[n]) {
+      if (produced.has(v) || seen.has(v) || ix.kind.get(v) !== 'data') continue;
+      seen.add(v);
+      inputs.push(v);
+    }
+  }
+  const cands: string[] = [];
+  for (const n of nodes) {
+    for (const v of ix.nodes[n].output ?? []) {
+      if (!v) continue;
+      const external = graphOut.has(v) || (ix.consumers.get(v) ?? []).some((c) => !inCall.has(c));
+      if (external && (graphOut.has(v) || ix.kind.get(v) === 'data')) cands.push(v);
+    }
+  }
+  return { inputs, outputs: orderOutputs(cands, inCall, ix) };
+}
+
+const bv = (name: string): BoundaryValue => ({ name });
+
+/**
+ * Builds the module tree of an exported model (TorchScript scope names or dynamo metadata).
+ * Symbolic types are not filled here; see `inferBoundaryTypes` (src/model/shapes.ts).
+ */
+export function buildModuleTree(model: ModelProto): ModuleTree {
+  const ix = indexGraph(model.graph ?? {});
+  const { scopes, rootClass, dynamo } = recoverScopes(ix);
+
+  const drafts = new Map<string, Draft>();
+  const root: Draft = { path: '', nodes: [], keys: [] };
+  if (rootClass) root.className = rootClass;
+  drafts.set('', root);
+  /** Per module: node → depth of the module in that node's stack. */
+  const depthOf = new Map<string, Map<number, number>>();
+  scopes.forEach((s, i) => {
+    root.nodes.push(i);
+    s.levels.forEach((l, k) => {
+      let d = drafts.get(l.path);
+      if (!d) drafts.set(l.path, (d = { path: l.path, nodes: [], keys: [] }));
+      if (l.className && !d.className) d.className = l.className;
+      if (d.nodes[d.nodes.length - 1] !== i) d.nodes.push(i);
+      let dm = depthOf.get(l.path);
+      if (!dm) depthOf.set(l.path, (dm = new Map()));
+      if (!dm.has(i)) dm.set(i, k);
+    });
+  });
+
+  // Parameters; modules that only hold parameters (no node) are added.
+  const ownModule = scopes.map((s) => (s.levels.length ? s.levels[s.levels.length - 1].path : ''));
+  const { params, owner } = scanParams(ix, ownModule);
+  for (const own of owner.values()) if (!drafts.has(own)) drafts.set(own, { path: own, nodes: [], keys: [] });
+
+  // Prefix count of nodes that break a run of a module's nodes (dynamo call detection).
+  const breaks = [0];
+  scopes.forEach((s, i) => {
+    const isBreak = s.source === 'dynamo' && (ix.nodes[i].output ?? []).some((v) => ix.kind.get(v) === 'data');
+    breaks.push(breaks[i] + (isBreak ? 1 : 0));
+  });
+
+  const order = [...drafts.values()].sort((a, b) => (a.nodes[0] ?? Infinity) - (b.nodes[0] ?? Infinity));
+  const modules = new Map<string, ModuleInfo>();
+  for (const d of order) {
+    const info: ModuleInfo = { path: d.path, outputs: [], inputs: [], params: [], nodes: d.nodes, children: [], calls: d.nodes.length ? 1 : 0 };
+    if (d.className) info.className = d.className;
+    if (d.path === '') {
+      info.inputs = ix.graphInputs.map(bv);
+      info.outputs = ix.graphOutputs.map(bv);
+    } else {
+      info.parent = parentPath(d.path, (p) => drafts.has(p));
+      if (d.nodes.length) {
+        callKeys(d, depthOf.get(d.path) ?? new Map(), scopes, breaks, dynamo);
+        info.calls = new Set(d.keys).size;
+        const first = d.nodes.filter((_, j) => d.keys[j] === d.keys[0]);
+        const b = boundaries(first, ix);
+        info.inputs = b.inputs.map(bv);
+        info.outputs = b.outputs.map(bv);
+      }
+    }
+    modules.set(d.path, info);
+  }
+  for (const m of modules.values()) if (m.parent !== undefined) modules.get(m.parent)?.children.push(m.path);
+
+  const all = new Map<string, ParamInfo>();
+  for (const [name, p] of params) {
+    all.set(name, p);
+    const own = owner.get(name) ?? '';
+    for (let q: string | undefined = own; q !== undefined; q = modules.get(q)?.parent) modules.get(q)?.params.push(p);
+  }
+  return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all };
+}
