@@ -8,7 +8,8 @@
  * ```
  * Values are numbered by order of appearance (not by global id), so equal graphs print
  * equally. Attributes print in the op catalogue's order ({@link OP_SCHEMA}). A bound
- * name prints in the trailing comment (`# h2 @ eiffel.nns:4:8`).
+ * name prints in the trailing comment (`# h2 @ eiffel.nns:4:8`); the ` : type` part is
+ * omitted while no result has a type (before inference), `?` marks one unknown type.
  * @module
  */
 import { OP_SCHEMA, type Graph, type IndexItem, type Node, type Scope, type Value } from './ir.js';
@@ -56,7 +57,7 @@ export function printNode(n: Node, ids: Map<Value, number>, opts: PrintOptions =
   if (n.inputs.length > 0) line += ' ' + n.inputs.map(ref).join(', ');
   const attrs = printAttrs(n);
   if (attrs) line += ` {${attrs}}`;
-  if (n.results.length > 0) line += ' : ' + n.results.map((v) => formatType(v.type)).join(', ');
+  if (n.results.some((v) => v.type !== null)) line += ' : ' + n.results.map((v) => formatType(v.type)).join(', ');
   const notes: string[] = [];
   const names = n.results.filter((v) => v.name !== undefined).map((v) => v.name!);
   if (names.length > 0) notes.push(names.join(', '));
