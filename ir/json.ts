@@ -2,7 +2,8 @@
  * The JSON form of the IR: the wire format for remote execution. Round-trips exactly
  * (types, names, spans, scopes, dim values). Reading validates strictly: every problem
  * throws an {@link IRFormatError} naming the JSON path of the offending field.
- * Non-finite constants are written as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+ * Non-finite constants and negative zero are written as the strings `"NaN"`, `"Infinity"`,
+ * `"-Infinity"`, `"-0"`.
  * @module
  */
 import type { Span } from '../src/errors.js';
@@ -43,7 +44,7 @@ export class IRFormatError extends Error {
   }
 }
 
-const encNum = (x: number): number | string => (Number.isFinite(x) ? x : String(x));
+const encNum = (x: number): number | string => (Object.is(x, -0) ? '-0' : Number.isFinite(x) ? x : String(x));
 
 /** Serialize a graph (plain JSON-compatible data). */
 export function graphToJSON(graph: Graph): GraphJSON {
@@ -146,7 +147,7 @@ function readNode(raw: unknown, at: string, values: Value[], nScopes: number): N
   need(isObj(raw.attrs), `${at}.attrs`, 'expected an object');
   const attrs = JSON.parse(JSON.stringify(raw.attrs)) as Obj;
   if (op === 'const' && Array.isArray(attrs.data)) {
-    attrs.data = attrs.data.map((x) => (x === 'NaN' || x === 'Infinity' || x === '-Infinity' ? Number(x) : x));
+    attrs.data = attrs.data.map((x) => (x === 'NaN' || x === 'Infinity' || x === '-Infinity' || x === '-0' ? Number(x) : x));
   }
   const span = readSpan(raw.span, `${at}.span`);
   const node = new Node(op as OpName, inputs, attrs as never, nRes, raw.scope, span);
