@@ -1,0 +1,248 @@
+/**
+ * Lowering of expressions to IR through the {@link Builder}. Compile-time integers
+ * (literals, loop variables and arithmetic on them) are folded here, because indices,
+ * dims, loop bounds and module list indices must be known at compile time. A `model.…`
+ * chain is read left to right: names and list indices form the module path until a port
+ * (`.output`, `.input`, `.outputs[i]`, `.inputs[i]`), a call (module call), or the end of
+ * the chain (a parameter, `model.lm_head.weight`).
+ * @module
+ */
+import type { Builder } from '../ir/builder.js';
+import type { IndexItem, Value } from '../ir/ir.js';
+import { NnsError, type Span } from '../src/errors.js';
+import { suggest } from '../src/suggest.js';
+import type * as A from './ast.js';
+import { exprText } from './exprtext.js';
+import { FUNCTIONS, RESERVED_FUNCTIONS, signature, unknownFunction, type FnArgs, type FnResult } from './functions.js';
+import { chainSegments, walkModulePath, type Seg } from './modref.js';
+import { Poisoned, type Env } from './scope.js';
+import { constInt, constNumber } from './consteval.js';
+
+/** Shape and dtype of a value saved by an earlier trace (it arrives as a host value). */
+export interface HostValueInfo {
+  dtype: import('../src/model/types.js').DType;
+  shape: number[];
+}
+
+/** What expression lowering needs from the statement lowering. */
+export interface ExprContext {
+  b: Builder;
+  /** Values saved by earlier traces. */
+  host: ReadonlyMap<string, HostValueInfo>;
+  /** Registers a save under a final name (checks duplicates). */
+  save(value: Value, name: string, span: Span): void;
+}
+
+/** A lowered expression: a tensor, or a pending `topk` pair. */
+export type Lowered = FnResult;
+
+const err = (code: string, message: string, span: Span, notes: string[] = []): NnsError => new NnsError(code, message, { span, notes });
+
+/** Lowers expressions of one trace. */
+export class ExprLowerer {
+  constructor(private readonly ctx: ExprContext) {}
+
+  private get b(): Builder {
+    return this.ctx.b;
+  }
+
+  /** Lowers `e` to a tensor value (`topk` pairs are an error here). */
+  value(e: A.Expr, env: Env): Value {
+    return this.asValue(this.lower(e, env), e.span);
+  }
+
+  /** A tensor from a lowered expression. */
+  asValue(l: Lowered, span: Span): Value {
+    if (l.kind === 'topk') throw err('topk-without-field', 'topk(...) has two results: use .values or .indices', span);
+    return l.value;
+  }
+
+  /**
+   * Lowers `e`. When `saveName` is given and `e` is `X.save()`, the save gets that name
+   * (`h = X.save()`); other saves get their automatic name.
+   */
+  lower(e: A.Expr, env: Env, saveName?: string): Lowered {
+    const c = constNumber(e, env);
+    if (c !== undefined) return { kind: 'value', value: this.b.constant(c, e.span) };
+    switch (e.kind) {
+      case 'String':
+        throw err('unexpected-string', 'a string is not a value (strings are prompts and model paths)', e.span);
+      case 'Bool':
+        throw err('unexpected-bool', `'${e.value}' is only allowed as a keepdim argument`, e.span);
+      case 'Name':
+        return this.name(e, env);
+      case 'Model':
+        throw err('invalid-module-ref', "'model' alone is not a value: use model.output or model.MODULE.output", e.span);
+      case 'List':
+        return { kind: 'value', value: this.b.constant(this.nested(e, env), e.span) };
+      case 'Unary':
+        return { kind: 'value', value: this.b.op('neg', [this.value(e.operand, env)], {}, e.span) };
+      case 'Binary': {
+        const ops = { '+': 'add', '-': 'sub', '*': 'mul', '/': 'div', '@': 'matmul' } as const;
+        return { kind: 'value', value: this.b.op(ops[e.op], [this.value(e.left, env), this.value(e.right, env)], {}, e.span) };
+      }
+      default:
+        return this.chain(e, env, saveName);
+    }
+  }
+
+  private name(e: A.NameExpr, env: Env): Lowered {
+    const bound = env.lookup(e.name);
+    if (bound) {
+      if (bound.kind === 'poison') throw new Poisoned();
+      if (bound.kind === 'topk') return { kind: 'topk', values: bound.values, indices: bound.indices };
+      if (bound.kind === 'value') return { kind: 'value', value: bound.value };
+    }
+    const h = this.ctx.host.get(e.name);
+    if (h) return { kind: 'value', value: this.b.host(e.name, h.dtype, h.shape, e.span) };
+    if (RESERVED_FUNCTIONS.has(e.name)) throw err('not-yet-supported', `'${e.name}' is not supported yet`, e.span);
+    if (FUNCTIONS.has(e.name)) throw err('not-a-value', `'${e.name}' is a function; call it: ${signature(e.name, FUNCTIONS.get(e.name)!)}`, e.span);
+    const near = suggest(e.name, [...env.names(), ...this.ctx.host.keys()]);
+    return this.fail(err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span));
+  }
+
+  private fail(e: NnsError): never {
+    throw e;
+  }
+
+  private nested(e: A.ListExpr, env: Env): number[] | number[][] {
+    return e.items.map((item) => {
+      if (item.kind === 'List') return this.nested(item, env);
+      const v = constNumber(item, env);
+      if (v === undefined) throw err('not-constant', 'a list literal may contain only numbers', item.span);
+      return v;
+    }) as number[] | number[][];
+  }
+
+  /** Index items, with every bound a compile-time integer. */
+  items(items: A.IndexItemAst[], env: Env): IndexItem[] {
+    return items.map((it): IndexItem => {
+      if (it.kind === 'ellipsis') return { kind: 'ellipsis' };
+      if (it.kind === 'index') return { kind: 'index', index: constInt(it.value, env, 'an index') };
+      const out: IndexItem = { kind: 'slice' };
+      if (it.start) out.start = constInt(it.start, env, 'a slice bound');
+      if (it.stop) out.stop = constInt(it.stop, env, 'a slice bound');
+      if (it.step) {
+        out.step = constInt(it.step, env, 'a slice step');
+        if (out.step <= 0) throw err('bad-index', 'a slice step must be positive', it.step.span);
+      }
+      return out;
+    });
+  }
+
+  private chain(e: A.Expr, env: Env, saveName?: string): Lowered {
+    const { root, segs } = chainSegments(e);
+    let cur: Lowered;
+    let i = 0;
+    if (root.kind === 'Name' && segs[0]?.kind === 'call' && !env.lookup(root.name) && !this.ctx.host.has(root.name)) {
+      cur = this.call(root, segs[0].node, env);
+      i = 1;
+    } else if (root.kind === 'Model') {
+      const walked = walkModulePath(segs, env, 'value');
+      i = walked.next;
+      const p = walked.path.join('.');
+      const t = walked.end;
+      if (t.kind === 'port') {
+        const v = t.port === 'output' ? this.b.moduleOutput(p, t.index, t.span) : this.b.moduleInput(p, t.index, t.span);
+        cur = { kind: 'value', value: v };
+      } else if (t.kind === 'graphOutput') {
+        cur = { kind: 'value', value: this.b.modelOutput(t.name, t.span) };
+      } else if (t.kind === 'call') {
+        const args = t.node.args.map((a) => {
+          if (a.name) throw err('bad-argument', 'module calls take positional arguments only', a.span);
+          return this.value(a.value, env);
+        });
+        cur = { kind: 'value', value: this.b.callModule(p, args, t.node.span)[0]! };
+      } else {
+        cur = { kind: 'value', value: this.b.param(p, t.span) };
+      }
+    } else {
+      cur = this.lower(root, env);
+    }
+    for (; i < segs.length; i++) {
+      const s = segs[i]!;
+      if (s.kind === 'index') {
+        cur = { kind: 'value', value: this.b.index(this.asValue(cur, s.node.object.span), this.items(s.node.items, env), s.node.span) };
+      } else if (s.kind === 'call') {
+        throw err('not-callable', `'${exprText(s.node.callee, () => undefined)}' is not a function or a module`, s.node.callee.span);
+      } else if (s.name === 'save') {
+        const call = segs[i + 1];
+        if (call?.kind !== 'call') throw err('unknown-attribute', "use .save() to save a value", s.node.nameSpan);
+        if (call.node.args.length > 0) throw err('wrong-arity', 'save() takes no arguments', call.node.span);
+        const v = this.asValue(cur, s.node.object.span);
+        const name = call.node === e && saveName !== undefined ? saveName : this.autoName(s.node.object, env);
+        this.ctx.save(v, name, call.node.span);
+        cur = { kind: 'value', value: v };
+        i++;
+      } else if (s.name === 'values' || s.name === 'indices') {
+        if (cur.kind !== 'topk') throw err('unknown-attribute', `only topk(...) results have .${s.name}`, s.node.nameSpan);
+        cur = { kind: 'value', value: s.name === 'values' ? cur.values : cur.indices };
+      } else {
+        const near = suggest(s.name, cur.kind === 'topk' ? ['values', 'indices'] : ['save']);
+        const what = cur.kind === 'topk' ? 'topk(...) results have .values and .indices' : 'values have only .save()';
+        throw err('unknown-attribute', `no attribute '${s.name}': ${what}${near ? `; did you mean '${near}'?` : ''}`, s.node.nameSpan);
+      }
+    }
+    return cur;
+  }
+
+  private autoName(e: A.Expr, env: Env): string {
+    return exprText(e, (n) => {
+      const b = env.lookup(n);
+      return b?.kind === 'int' ? b.value : undefined;
+    });
+  }
+
+  private call(callee: A.NameExpr, node: A.CallExpr, env: Env): Lowered {
+    const name = callee.name;
+    if (RESERVED_FUNCTIONS.has(name)) throw err('not-yet-supported', `'${name}(...)' is not supported yet`, callee.span);
+    const spec = FUNCTIONS.get(name);
+    if (!spec) throw unknownFunction(name, callee.span);
+    const params = ['x', ...spec.params.map(([p]) => p)];
+    const given = new Map<string, A.Arg>();
+    const arity = (): NnsError => {
+      const range = spec.required === params.length ? `${params.length}` : `${spec.required} to ${params.length}`;
+      return err('wrong-arity', `${name} takes ${range} argument${params.length === 1 ? '' : 's'}, ${signature(name, spec)}, but got ${node.args.length}`, node.span);
+    };
+    let named = false;
+    node.args.forEach((a, k) => {
+      if (!a.name) {
+        if (named) throw err('bad-argument', 'a positional argument cannot follow a keyword argument', a.span);
+        if (k >= params.length) throw arity();
+        given.set(params[k]!, a);
+        return;
+      }
+      named = true;
+      if (!params.includes(a.name) || a.name === 'x') {
+        const near = suggest(a.name, params.slice(1));
+        throw err('unknown-argument', `${name} has no argument '${a.name}'${near ? `; did you mean '${near}'?` : ''}`, a.span, [`signature: ${signature(name, spec)}`]);
+      }
+      if (given.has(a.name)) throw err('bad-argument', `argument '${a.name}' given twice`, a.span);
+      given.set(a.name, a);
+    });
+    for (let k = 0; k < spec.required; k++) if (!given.has(params[k]!)) throw arity();
+    const args: FnArgs = { x: this.value(given.get('x')!.value, env), ints: new Map(), lists: new Map(), bools: new Map() };
+    for (const [p, kind] of spec.params) {
+      const a = given.get(p);
+      if (!a) continue;
+      if (kind === 'int') args.ints.set(p, constInt(a.value, env, `'${p}'`));
+      else if (kind === 'bool') args.bools.set(p, this.bool(a.value, env));
+      else args.lists.set(p, this.intList(a.value, env));
+    }
+    return spec.lower(this.b, args, node.span);
+  }
+
+  private bool(e: A.Expr, env: Env): boolean {
+    if (e.kind === 'Bool') return e.value;
+    const v = constNumber(e, env);
+    if (v === 0 || v === 1) return v === 1;
+    throw err('bad-argument', 'expected true or false', e.span);
+  }
+
+  private intList(e: A.Expr, env: Env): number[] {
+    if (e.kind !== 'List') throw err('bad-argument', 'expected a list of integers, e.g. [1, -1, 128]', e.span);
+    return e.items.map((x) => constInt(x, env, 'a shape entry'));
+  }
+}
+
+export type { Seg };

@@ -1,0 +1,233 @@
+/**
+ * AST → IR: lowers one `trace` to an intervention {@link Graph} through the
+ * {@link Builder}, checking names, arities, saves, loops and invokes on the way.
+ *
+ * Scopes: every prompt is an invoke. A single-prompt `trace PROMPT { ... }` gets one
+ * invoke (scope 1, batch row 0) and its body is lowered in that scope; `scopes[0]` is the
+ * whole batch. In a multi-invoke `trace { ... }`, each `invoke` adds a row and its body is
+ * lowered in its scope; statements outside any invoke are lowered in scope 0 (every row
+ * of the batch), in program order. `graph.dimValues.sequence` is the longest prompt.
+ *
+ * Loops are unrolled: each iteration has its own name environment; a save bound to NAME
+ * inside loops is named `NAME.I` (`NAME.I.J` nested, outer index first).
+ * @module
+ */
+import { Builder } from '../ir/builder.js';
+import type { Graph, Value } from '../ir/ir.js';
+import { NnsError, type Span } from '../src/errors.js';
+import type { ModuleTree } from '../src/model/types.js';
+import type * as A from './ast.js';
+import { constInt, constNumber } from './consteval.js';
+import { ExprLowerer, type HostValueInfo } from './lower-expr.js';
+import { setTarget } from './modref.js';
+import { Env, Poisoned } from './scope.js';
+
+export type { HostValueInfo };
+
+/** Options of {@link lowerTrace}. */
+export interface LowerOptions {
+  /** File name for spans and messages. */
+  file: string;
+  /** Tokenizes a text prompt (the model's tokenizer). May throw an NnsError. */
+  tokenize: (text: string) => number[];
+  /** Names saved by earlier traces of the script, with their types: they arrive as host values. */
+  host?: ReadonlyMap<string, HostValueInfo>;
+  /** The module tree, when known: module calls then get one result per module output. */
+  tree?: ModuleTree;
+}
+
+/** Result of {@link lowerTrace}. */
+export interface LoweredTrace {
+  /** The IR (meaningful only when `errors` is empty). */
+  graph: Graph;
+  /** Save names in program order. */
+  saves: string[];
+  /** Every error found, in source order. */
+  errors: NnsError[];
+}
+
+/** Largest number of iterations of one loop, and of unrolled statements per trace. */
+const MAX_LOOP = 10_000;
+const MAX_STATEMENTS = 200_000;
+
+type Mode = 'single' | 'batch' | 'invoke';
+
+interface Where {
+  mode: Mode;
+  /** Loop indices of the enclosing loops, outer first. */
+  loop: number[];
+}
+
+class TraceLowerer {
+  readonly b: Builder;
+  readonly errors: NnsError[] = [];
+  readonly saves: string[] = [];
+  private readonly saveSet = new Set<string>();
+  private readonly expr: ExprLowerer;
+  private readonly host: ReadonlyMap<string, HostValueInfo>;
+  private statements = 0;
+  private maxTokens = 0;
+
+  constructor(private readonly opts: LowerOptions) {
+    this.b = new Builder({ file: opts.file, tree: opts.tree });
+    this.host = opts.host ?? new Map();
+    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s) });
+  }
+
+  run(trace: A.TraceStmt): void {
+    const env = new Env();
+    if (trace.prompt) {
+      const scope = this.invoke(trace.prompt, trace.headerSpan);
+      if (scope === undefined) return;
+      this.b.scope = scope;
+      this.block(trace.body, env, { mode: 'single', loop: [] });
+    } else {
+      this.block(trace.body, env, { mode: 'batch', loop: [] });
+      if (this.b.graph.scopes.length === 1 && this.errors.length === 0) {
+        this.errors.push(new NnsError('no-prompt', 'this trace has no prompt: write trace "PROMPT" { ... } or add invoke "PROMPT" { ... } blocks', { span: trace.headerSpan }));
+      }
+    }
+    this.b.graph.dimValues.sequence = this.maxTokens;
+  }
+
+  private save(value: Value, name: string, span: Span): void {
+    if (this.saveSet.has(name) || this.host.has(name)) {
+      throw new NnsError('duplicate-save', `a value is already saved as '${name}'`, { span, notes: ['give each saved value its own name: NAME = EXPR.save()'] });
+    }
+    this.saveSet.add(name);
+    this.saves.push(name);
+    this.b.save(value, name, span);
+  }
+
+  /** Adds an invoke for a prompt; undefined (and an error) when the prompt is bad. */
+  private invoke(p: A.Prompt, span: Span, env = new Env()): number | undefined {
+    let tokens: number[];
+    try {
+      tokens = p.kind === 'TextPrompt' ? this.opts.tokenize(p.text) : p.items.map((e) => {
+        const v = constInt(e, env, 'a token id');
+        if (v < 0) throw new NnsError('bad-prompt', `token ids are >= 0, got ${v}`, { span: e.span });
+        return v;
+      });
+    } catch (e) {
+      if (e instanceof Poisoned) return undefined;
+      if (!(e instanceof NnsError)) throw e;
+      this.errors.push(e.span ? e : new NnsError(e.code, e.message, { kind: e.kind, span: p.span, notes: e.notes }));
+      return undefined;
+    }
+    if (tokens.length === 0) {
+      this.errors.push(new NnsError('bad-prompt', 'the prompt is empty (it has no tokens)', { span: p.span }));
+      return undefined;
+    }
+    this.maxTokens = Math.max(this.maxTokens, tokens.length);
+    return this.b.addInvoke(tokens, span, p.kind === 'TextPrompt' ? p.text : undefined);
+  }
+
+  private block(stmts: A.Statement[], env: Env, where: Where): void {
+    for (const s of stmts) {
+      if (++this.statements > MAX_STATEMENTS) {
+        this.errors.push(new NnsError('too-large', `the unrolled trace has more than ${MAX_STATEMENTS} statements`, { span: s.span }));
+        throw new Poisoned();
+      }
+      try {
+        this.statement(s, env, where);
+      } catch (e) {
+        if (e instanceof NnsError) this.errors.push(e);
+        else if (!(e instanceof Poisoned)) throw e;
+        if (s.kind === 'Bind' && !env.lookup(s.name)) env.bind(s.name, { kind: 'poison', span: s.nameSpan });
+        if (this.statements > MAX_STATEMENTS) throw new Poisoned();
+      }
+    }
+  }
+
+  private checkFree(name: string, span: Span, env: Env): void {
+    const prev = env.lookup(name);
+    if (prev && prev.kind !== 'poison') {
+      const l = prev.span;
+      throw new NnsError('rebinding', `'${name}' is already bound (names are immutable)`, { span, notes: [`'${name}' was bound at ${l.file}:${l.line}:${l.col}`] });
+    }
+    if (this.host.has(name)) throw new NnsError('rebinding', `'${name}' is already a value saved by an earlier trace`, { span });
+  }
+
+  private statement(s: A.Statement, env: Env, where: Where): void {
+    switch (s.kind) {
+      case 'Bind': {
+        this.checkFree(s.name, s.nameSpan, env);
+        const saveName = [s.name, ...where.loop].join('.');
+        const l = this.expr.lower(s.value, env, saveName);
+        if (l.kind === 'topk') env.bind(s.name, { kind: 'topk', values: l.values, indices: l.indices, span: s.nameSpan });
+        else {
+          l.value.name ??= s.name;
+          env.bind(s.name, { kind: 'value', value: l.value, span: s.nameSpan });
+        }
+        return;
+      }
+      case 'Set': {
+        const t = setTarget(s.target, env);
+        const items = t.items ? this.expr.items(t.items, env) : null;
+        const v = this.expr.value(s.value, env);
+        this.b.set(t.path, t.port, t.index, items, v, s.target.span);
+        return;
+      }
+      case 'ExprStmt':
+        this.expr.lower(s.expr, env);
+        return;
+      case 'For':
+        return this.loop(s, env, where);
+      case 'Invoke': {
+        if (where.mode !== 'batch') {
+          const msg = where.mode === 'invoke' ? 'an invoke cannot contain another invoke'
+            : 'invoke is only allowed in a multi-prompt trace: trace { invoke "A" { ... } invoke "B" { ... } }';
+          throw new NnsError(where.mode === 'invoke' ? 'nested-invoke' : 'invoke-outside-batch', msg, { span: s.headerSpan });
+        }
+        const scope = this.invoke(s.prompt, s.headerSpan, env);
+        if (scope === undefined) return;
+        const outer = this.b.scope;
+        this.b.scope = scope;
+        try {
+          this.block(s.body, env, { ...where, mode: 'invoke' });
+        } finally {
+          this.b.scope = outer;
+        }
+        return;
+      }
+      case 'Reserved':
+        throw new NnsError('not-yet-supported', `'${s.keyword}' is not supported yet`, { span: s.keywordSpan });
+    }
+  }
+
+  private loop(s: A.ForStmt, env: Env, where: Where): void {
+    this.checkFree(s.name, s.nameSpan, env);
+    const bound = (e: A.Expr): number => {
+      const v = constNumber(e, env);
+      if (v === undefined || !Number.isSafeInteger(v)) throw new NnsError('bad-range', 'loop bounds must be integers known at compile time', { span: e.span });
+      return v;
+    };
+    const from = bound(s.from);
+    const to = bound(s.to);
+    const range = { ...s.from.span, endLine: s.to.span.endLine, endCol: s.to.span.endCol, endOffset: s.to.span.endOffset };
+    if (to <= from) throw new NnsError('empty-range', `the range ${from}..${to} is empty (A..B runs from A up to B-1)`, { span: range });
+    if (to - from > MAX_LOOP) throw new NnsError('bad-range', `the range ${from}..${to} has more than ${MAX_LOOP} iterations`, { span: range });
+    for (let i = from; i < to; i++) {
+      const inner = new Env(env);
+      inner.bind(s.name, { kind: 'int', value: i, span: s.nameSpan });
+      this.block(s.body, inner, { ...where, loop: [...where.loop, i] });
+    }
+  }
+}
+
+/**
+ * Lowers one trace to IR.
+ * @returns the graph, the save names in order, and the errors (sorted by position).
+ *   Throws only for internal failures (never for a problem in the script).
+ */
+export function lowerTrace(trace: A.TraceStmt, opts: LowerOptions): LoweredTrace {
+  const t = new TraceLowerer(opts);
+  try {
+    t.run(trace);
+  } catch (e) {
+    if (e instanceof NnsError) t.errors.push(e);
+    else if (!(e instanceof Poisoned)) throw e;
+  }
+  const errors = [...t.errors].sort((a, b) => (a.span?.offset ?? 0) - (b.span?.offset ?? 0));
+  return { graph: t.b.graph, saves: t.saves, errors };
+}
