@@ -201,7 +201,7 @@ export function indexShape(shape: readonly Dim[], items: readonly IndexItem[], d
       }
     } else if (it.kind === 'slice') {
       if (it.step === 0) return { code: 'bad-index', message: 'slice step cannot be zero' };
-      const whole = it.start === undefined && it.stop === undefined && (it.step ?? 1) === 1;
+      const whole = it.start === undefined && it.stop === undefined && Math.abs(it.step ?? 1) === 1;
       out.push(whole ? d : n === null ? '?' : sliceRange(n, it).len);
     }
     axis++;
