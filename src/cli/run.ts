@@ -1,0 +1,127 @@
+/**
+ * STUB written by the grammar/CLI helper so that `nns run|compile|check` work end to end
+ * before the lead's version lands. The lead owns this file: replace it freely, keeping
+ * (or adapting `main.ts` to) the three entry points `runScript`, `compileScript` and
+ * `checkScript` and the {@link ScriptJob} shape.
+ * @module
+ */
+import type { Script } from '../../grammar/ast.js';
+import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
+import { checkTopLevel, traces } from '../../grammar/script.js';
+import type { Graph } from '../../ir/ir.js';
+import { NnsError, NnsErrors } from '../errors.js';
+import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
+import { encodeModel } from '../onnx/serde.js';
+import type { Tensor } from '../tensor.js';
+import type { TokenDecoder } from './print.js';
+
+/** One script to run, compile or check. */
+export interface ScriptJob {
+  /** The script's file name as the user gave it (used in spans). */
+  file: string;
+  /** Its text. */
+  text: string;
+  /** Its AST (already parsed without errors). */
+  ast: Script;
+  /** The resolved model path (folder or `.onnx`); absent for `check` without a model. */
+  modelPath?: string;
+  /** Print the IR after every pass. */
+  printIrAfterAll?: boolean;
+  /** Where diagnostics-free side output (IR dumps) goes (stderr). */
+  log: (text: string) => void;
+}
+
+/** What `runScript` returns. */
+export interface RunOutput {
+  /** Saved values by name, in save order (all traces). */
+  results: Map<string, Tensor>;
+  /** For printing top tokens. */
+  decoder?: TokenDecoder;
+}
+
+function throwIfAny(errors: NnsError[]): void {
+  if (errors.length > 0) throw new NnsErrors(errors);
+}
+
+async function open(job: ScriptJob): Promise<ModelContext> {
+  if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
+  return openModel(job.modelPath);
+}
+
+function tokenizeWith(mc: ModelContext): (text: string) => number[] {
+  return (text) => {
+    const tok = mc.loaded.tokenizer;
+    if (!tok) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
+    return tok.encode(text);
+  };
+}
+
+function printer(job: ScriptJob): ((pass: string, text: string) => void) | undefined {
+  return job.printIrAfterAll ? (pass, text) => job.log(`// ----- IR after ${pass} -----\n${text}`) : undefined;
+}
+
+function decoderOf(mc: ModelContext): TokenDecoder | undefined {
+  const tok = mc.loaded.tokenizer;
+  const vocab = Number(mc.loaded.config?.vocab_size);
+  return tok && Number.isInteger(vocab) ? { vocabSize: vocab, tokenToString: (id) => tok.tokenToString(id) } : undefined;
+}
+
+/** Runs every trace in order; saves of earlier traces are host values of later ones. */
+export async function runScript(job: ScriptJob): Promise<RunOutput> {
+  throwIfAny(checkTopLevel(job.ast));
+  const mc = await open(job);
+  const results = new Map<string, Tensor>();
+  for (const t of traces(job.ast)) {
+    const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
+    throwIfAny(lowered.errors);
+    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job) });
+    for (const [k, v] of out) results.set(k, v);
+  }
+  return { results, decoder: decoderOf(mc) };
+}
+
+/** Compiles a single-trace script into one rewritten model. */
+export async function compileScript(job: ScriptJob): Promise<{ bytes: Uint8Array }> {
+  throwIfAny(checkTopLevel(job.ast));
+  const ts = traces(job.ast);
+  if (ts.length !== 1) throw new NnsError('multi-trace-compile', `nns compile needs a script with exactly one trace (this one has ${ts.length})`, { kind: 'usage' });
+  const mc = await open(job);
+  const lowered = lowerTrace(ts[0]!, { file: job.file, tokenize: tokenizeWith(mc), tree: mc.tree });
+  throwIfAny(lowered.errors);
+  const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+  return { bytes: encodeModel(state.model) };
+}
+
+function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | undefined): number[] {
+  if (!shape) return [];
+  return shape.map((d) => (typeof d === 'number' ? d : d === 'batch' ? g.batch : g.dimValues[d] ?? 1));
+}
+
+/** Validates without running: parse, lower, and (with a model) the IR passes. */
+export async function checkScript(job: ScriptJob): Promise<void> {
+  throwIfAny(checkTopLevel(job.ast));
+  const mc = job.modelPath ? await open(job) : undefined;
+  const host = new Map<string, HostValueInfo>();
+  const errors: NnsError[] = [];
+  for (const t of traces(job.ast)) {
+    const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
+    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree });
+    errors.push(...lowered.errors);
+    if (lowered.errors.length > 0) continue;
+    if (mc) {
+      try {
+        compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+      } catch (e) {
+        if (e instanceof NnsErrors) errors.push(...e.errors);
+        else throw e;
+      }
+    }
+    for (const n of lowered.graph.nodes) {
+      if (!n.is('save')) continue;
+      const ty = n.inputs[0]?.type;
+      host.set(n.attrs.name, { dtype: ty?.dtype ?? 'float32', shape: concreteShape(lowered.graph, ty?.shape) });
+    }
+  }
+  throwIfAny(errors);
+}
