@@ -140,7 +140,7 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
   // Prefix count of nodes that break a run of a module's nodes (dynamo call detection).
   const breaks = [0];
   scopes.forEach((s, i) => {
-    const isBreak = s.source === 'dynamo' && (ix.nodes[i].output ?? []).some((v) => ix.kind.get(v) === 'data');
+    const isBreak = s.source !== 'torchscript' && (ix.nodes[i].output ?? []).some((v) => ix.kind.get(v) === 'data');
     breaks.push(breaks[i] + (isBreak ? 1 : 0));
   });
 

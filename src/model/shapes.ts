@@ -60,7 +60,10 @@ export function createOrtProbe(modelDir?: string): ProbeRunner {
     const session = await ort.InferenceSession.create(bytes, options);
     try {
       const inputs: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) inputs[name] = new ort.Tensor(t.dtype === 'bool' ? 'bool' : t.dtype, t.data, [...t.dims]);
+      for (const [name, t] of Object.entries(feeds)) {
+        if (t.dtype === 'bfloat16') throw new Error(`probe: cannot feed bfloat16 input '${name}' to onnxruntime-node`);
+        inputs[name] = new ort.Tensor(t.dtype, t.data, [...t.dims]);
+      }
       const res = await session.run(inputs, [...fetch]);
       const out: Record<string, ProbeTensor> = {};
       for (const [name, t] of Object.entries(res)) out[name] = { dtype: t.type as DType, dims: [...t.dims], data: t.data as ProbeData };
