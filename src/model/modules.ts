@@ -17,6 +17,26 @@
  * end), the rest in production order; exported-only outputs follow in graph-output order.
  * When no output flows (the last module before the graph's end, e.g. `lm_head`), the first by
  * graph-output order leads (`logits`, `last_hidden_state` precede `present.*` in every exporter).
+ *
+ * **Calls.** TorchScript marks a second call in the same parent call with `_N` (`relu_1`);
+ * dynamo records the same path again (or `path@N`), and a new call is detected when a node of
+ * another module computing data ran between two runs of the module's nodes. `calls` counts
+ * them; boundaries are those of the first call, `nodes` covers all calls.
+ *
+ * **Known differences between exports of one model** (gpt2-facts; the tests pin them):
+ * - Inputs of the root and of the module that consumes graph inputs follow the graph inputs:
+ *   the dynamo export takes `input_ids` only and computes the attention mask and positions
+ *   inside `transformer`, the TorchScript one takes `attention_mask` and `position_ids`.
+ * - `transformer.wpe` returns `[1, sequence, 128]` in the dynamo export (positions are
+ *   `arange(sequence).unsqueeze(0)`, as in PyTorch without `position_ids`) and
+ *   `[batch, sequence, 128]` in the TorchScript one (it gathers the `position_ids` input).
+ * - Class names exist only in dynamo exports.
+ * - Dynamo's optimizer adds nodes without metadata (`Split` of c_attn): they are placed by
+ *   their neighbours (see src/model/scopes.ts) and land where TorchScript puts them.
+ * Limits: a module registered in one place and called from another (shared activation) is
+ * named by its call site in TorchScript exports; modules folded away by the exporter
+ * (BatchNorm into Conv) do not appear; nodes inside `If`/`Loop` bodies are not assigned to
+ * modules (the `If` node is, by its own name).
  * @module
  */
 import type { ModelProto } from '../onnx/proto.js';
