@@ -1,0 +1,63 @@
+/**
+ * The commands of `nns` and their help texts.
+ * @module
+ */
+import type { CommandSpec, FlagSpec } from './args.js';
+
+const help: FlagSpec = { name: 'help', short: 'h', value: false, help: 'show this help' };
+const model: FlagSpec = { name: 'model', value: true, placeholder: 'PATH', help: 'model folder or .onnx file (wins over the script\'s model "PATH")' };
+const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR after every compiler pass (to stderr)' };
+
+/** Every command by name. */
+export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, CommandSpec>([
+  ['run', {
+    name: 'run',
+    positionals: ['SCRIPT'],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, help],
+    summary: 'Run a .nns script with the model and print the saved values.',
+    details: [
+      'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
+      'folder, then to the current folder).',
+    ],
+  }],
+  ['compile', {
+    name: 'compile',
+    positionals: ['SCRIPT'],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, help],
+    summary: 'Compile a one-trace script into a single rewritten ONNX model (openable in Netron).',
+    details: [],
+  }],
+  ['modules', {
+    name: 'modules',
+    positionals: ['PATH'],
+    flags: [help],
+    summary: 'Print the module tree of a model folder or .onnx file, with each module\'s output shapes.',
+    details: [],
+  }],
+  ['check', {
+    name: 'check',
+    positionals: ['SCRIPT'],
+    flags: [model, printIr, help],
+    summary: 'Check a script without running it: syntax, names, and (with a model) modules and shapes.',
+    details: [],
+  }],
+]);
+
+/** `nns --help`. */
+export const GENERAL_HELP = [
+  'usage: nns <command> [options]',
+  '',
+  'NNsight-style interventions on ONNX models, from .nns scripts.',
+  '',
+  'commands:',
+  '  run SCRIPT [--model PATH] [--out FILE.json] [--print-ir-after-all]',
+  '                      run a script and print (or write) the saved values',
+  '  compile SCRIPT [--model PATH] -o OUT.onnx',
+  '                      write the rewritten model',
+  '  modules PATH        print a model\'s module tree with output shapes',
+  '  check SCRIPT [--model PATH]',
+  '                      validate a script without running it',
+  '',
+  'nns <command> --help shows the options of a command.',
+  'exit codes: 0 ok, 1 errors in the script, 2 usage or model errors, 3 internal error.',
+].join('\n');

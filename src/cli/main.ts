@@ -1,0 +1,183 @@
+/**
+ * The `nns` command line: `run`, `compile`, `modules`, `check`. Exit codes: 0 ok,
+ * 1 errors in the script, 2 usage or model errors, 3 internal errors (a bug; the stack is
+ * printed only with `NNS_DEBUG=1`). Never a stack trace otherwise, never a partial output
+ * file (outputs are written to a temporary file and renamed, after success only).
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseScript } from '../../grammar/parse.js';
+import { NnsError, usageError } from '../errors.js';
+import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
+import { tensorToJSON } from '../tensor.js';
+import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
+import { COMMANDS, GENERAL_HELP } from './commands.js';
+import { formatResults } from './print.js';
+
+/** Where the CLI writes and what it reads from its environment (replaceable in tests). */
+export interface CliIO {
+  out(text: string): void;
+  err(text: string): void;
+  cwd: string;
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+const defaultIO: CliIO = {
+  out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
+  err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  cwd: process.cwd(),
+  env: process.env,
+};
+
+/** Writes `data` to `file` atomically: a temporary file in the same folder, then a rename. */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
+  try {
+    fs.writeFileSync(tmp, data);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw usageError('cannot-write', `cannot write '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+function checkWritable(file: string, cwd: string): string {
+  const abs = path.resolve(cwd, file);
+  const dir = path.dirname(abs);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw usageError('cannot-write', `cannot write '${file}': folder '${path.dirname(file)}' does not exist`);
+  return abs;
+}
+
+interface Loaded {
+  file: string;
+  text: string;
+  ast: import('../../grammar/ast.js').Script;
+}
+
+/** Reads and parses the script; syntax errors are thrown as a list (exit 1). */
+function loadScript(file: string, cwd: string, sources: Map<string, string>): Loaded {
+  let text: string;
+  try {
+    const abs = path.resolve(cwd, file);
+    if (fs.statSync(abs).isDirectory()) throw usageError('bad-script', `'${file}' is a folder, not a script`);
+    text = fs.readFileSync(abs, 'utf8');
+  } catch (e) {
+    if (e instanceof NnsError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw usageError('no-such-file', code === 'ENOENT' ? `no such script: '${file}'` : `cannot read '${file}': ${code ?? (e as Error).message}`);
+  }
+  sources.set(file, text);
+  const parsed = parseScript(text, file);
+  if (!parsed.ast) throw new ScriptErrors(parsed.errors);
+  return { file, text, ast: parsed.ast };
+}
+
+class ScriptErrors extends Error {
+  constructor(readonly errors: NnsError[]) {
+    super('script errors');
+  }
+}
+
+/**
+ * The model to use: `--model` (relative to the cwd) wins; else the script's `model "PATH"`,
+ * relative to the script's folder, then to the cwd.
+ */
+export function resolveModelPath(flag: string | undefined, script: Loaded, cwd: string): string | undefined {
+  if (flag) return path.resolve(cwd, flag);
+  const m = script.ast.models[0];
+  if (!m) return undefined;
+  if (path.isAbsolute(m.path)) return m.path;
+  const besideScript = path.resolve(cwd, path.dirname(script.file), m.path);
+  if (fs.existsSync(besideScript)) return besideScript;
+  const fromCwd = path.resolve(cwd, m.path);
+  return fs.existsSync(fromCwd) ? fromCwd : besideScript;
+}
+
+function flag(a: ParsedArgs, name: string): string | undefined {
+  const v = a.flags.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<string, string>): Promise<number> {
+  if (cmd.name === 'modules') {
+    const { openModel } = await import('../engine.js');
+    const { formatModuleTree } = await import('../model/format.js');
+    const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!));
+    io.out(formatModuleTree(mc.tree).join('\n'));
+    return 0;
+  }
+  const out = cmd.name === 'compile' ? flag(a, 'out') : flag(a, 'out');
+  if (cmd.name === 'compile' && !out) throw usageError('missing-argument', "'nns compile' needs -o OUT.onnx", [`usage: ${usageLine(cmd)}`]);
+  const outAbs = out ? checkWritable(out, io.cwd) : undefined;
+  const script = loadScript(a.positionals[0]!, io.cwd, sources);
+  const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
+  const run = await import('./run.js');
+  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t) };
+  if (cmd.name === 'check') {
+    await run.checkScript(job);
+    io.out(`${script.file}: ok`);
+    return 0;
+  }
+  if (!modelPath) throw usageError('no-model', 'no model: add model "PATH" to the script or pass --model PATH');
+  if (cmd.name === 'compile') {
+    const { bytes } = await run.compileScript(job);
+    writeFileAtomic(outAbs!, bytes);
+    io.out(`wrote ${out}`);
+    return 0;
+  }
+  const { results, decoder } = await run.runScript(job);
+  if (outAbs) {
+    const json: Record<string, unknown> = {};
+    for (const [k, v] of results) json[k] = tensorToJSON(v);
+    writeFileAtomic(outAbs, `${JSON.stringify(json)}\n`);
+  }
+  io.out(formatResults(results, decoder));
+  return 0;
+}
+
+/**
+ * Runs the `nns` command line with `argv` (without `node` and the script name).
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[], io: CliIO = defaultIO): Promise<number> {
+  const sources = new Map<string, string>();
+  try {
+    const [name, ...rest] = argv;
+    if (name === undefined) {
+      io.err(GENERAL_HELP);
+      return 2;
+    }
+    if (name === '--help' || name === '-h' || name === 'help') {
+      const sub = rest[0] ? COMMANDS.get(rest[0]) : undefined;
+      io.out(sub ? commandHelp(sub) : GENERAL_HELP);
+      return 0;
+    }
+    if (name === '--version' || name === '-V') {
+      io.out('nns (onnsight) 0.1.0');
+      return 0;
+    }
+    const cmd = COMMANDS.get(name);
+    if (!cmd) {
+      const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
+      throw usageError('unknown-command', what, ['commands: run, compile, modules, check; see nns --help']);
+    }
+    const args = parseArgs(cmd, rest);
+    if (args.flags.has('help')) {
+      io.out(commandHelp(cmd));
+      return 0;
+    }
+    return await execute(cmd, args, io, sources);
+  } catch (e) {
+    const errors = e instanceof ScriptErrors ? e.errors : userErrors(e);
+    if (errors) {
+      io.err(renderErrors(errors, sources));
+      return exitCodeFor(errors);
+    }
+    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    io.err(`nns: internal error: ${msg}`);
+    if (io.env.NNS_DEBUG === '1' && e instanceof Error && e.stack) io.err(e.stack);
+    else io.err('nns: this is a bug in onnsight; please report it (rerun with NNS_DEBUG=1 to see the stack trace)');
+    return 3;
+  }
+}
