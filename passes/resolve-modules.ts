@@ -11,30 +11,40 @@ import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
 import type { Pass } from './pass.js';
 
-/** Why `path` is not a module of `tree` (a full message), or null when it is one. */
+/**
+ * Why `path` is not a module of `tree` (a full message), or null when it is one. A list
+ * index out of range names the valid range (whether or not the exporter kept a module
+ * for the list itself, e.g. `transformer.h`); otherwise the nearest existing path is
+ * suggested: first among the children of the longest existing prefix, then any path
+ * ending with the given one, then the nearest path overall.
+ */
 export function explainUnknownModule(tree: ModuleTree, path: string): string | null {
   if (tree.modules.has(path)) return null;
   const segs = path.split('.');
-  let k = 0;
-  while (k < segs.length && tree.modules.has(segs.slice(0, k + 1).join('.'))) k++;
-  const prefix = segs.slice(0, k).join('.');
   const join = (a: string, b: string): string => (a === '' ? b : `${a}.${b}`);
-  const bad = segs[k]!;
-  const children = tree.modules.get(prefix)?.children ?? [];
-  const last = (p: string): string => p.slice(p.lastIndexOf('.') + 1);
   const head = `no module '${scriptPath(path)}'`;
-  const nums = children.map(last).filter((s) => /^\d+$/.test(s)).map(Number);
-  if (/^\d+$/.test(bad) && nums.length > 0) {
-    const lo = Math.min(...nums);
-    const hi = Math.max(...nums);
-    return `${head} (the model has ${scriptPath(join(prefix, String(lo)))}..${scriptPath(join(prefix, String(hi)))})`;
+  for (let i = 0; i < segs.length; i++) {
+    const list = segs.slice(0, i).join('.');
+    if (!/^\d+$/.test(segs[i]!) || tree.modules.has(join(list, segs[i]!))) continue;
+    const nums = [...tree.modules.keys()]
+      .filter((p) => p.startsWith(list === '' ? '' : `${list}.`) && /^\d+$/.test(p.slice(list === '' ? 0 : list.length + 1)))
+      .map((p) => Number(p.slice(list === '' ? 0 : list.length + 1)));
+    if (nums.length === 0) break;
+    const [lo, hi] = [Math.min(...nums), Math.max(...nums)];
+    return `${head} (the model has ${scriptPath(join(list, String(lo)))}..${scriptPath(join(list, String(hi)))})`;
   }
-  const rest = segs.slice(k + 1);
+  let k = segs.length - 1;
+  while (k > 0 && !tree.modules.has(segs.slice(0, k).join('.'))) k--;
+  const prefix = segs.slice(0, k).join('.');
+  const bad = segs[k]!;
+  const rel = (tree.modules.get(prefix)?.children ?? []).map((c) => (prefix === '' ? c : c.slice(prefix.length + 1)));
+  const firsts = [...new Set(rel.map((r) => r.split('.')[0]!))].filter((f) => /^\d+$/.test(f) === /^\d+$/.test(bad));
   let guess: string | undefined;
-  const near = suggest(bad, children.map(last));
+  const near = suggest(bad, firsts);
   if (near !== undefined) {
-    const whole = [join(prefix, near), ...rest].join('.');
-    guess = tree.modules.has(whole) ? whole : join(prefix, near);
+    const whole = [join(prefix, near), ...segs.slice(k + 1)].join('.');
+    const stem = join(prefix, near);
+    guess = tree.modules.has(whole) ? whole : tree.modules.has(stem) ? stem : [...tree.modules.keys()].find((p) => p.startsWith(`${stem}.`));
   }
   if (guess === undefined) {
     const all = [...tree.modules.keys()].filter((p) => p !== '');

@@ -49,8 +49,16 @@ describe('resolve-modules', () => {
     ]);
   });
 
+  it('gives the range also when the export kept a module for the list', () => {
+    const tree = gpt2Tree({ listContainer: true });
+    expect(explainUnknownModule(tree, 'transformer.h.7')).toBe("no module 'transformer.h[7]' (the model has transformer.h[0]..transformer.h[3])");
+    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'transformer.hh[2]'; did you mean 'transformer.h[2]'?");
+  });
+
   it('suggests the nearest existing path', () => {
     const tree = gpt2Tree();
+    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'transformer.hh[2]'; did you mean 'transformer.h[2]'?");
+    expect(explainUnknownModule(tree, 'transformer.hh')).toBe("no module 'transformer.hh'; did you mean 'transformer.h[0]'?");
     expect(explainUnknownModule(tree, 'transformer.h.2.mpl')).toBe("no module 'transformer.h[2].mpl'; did you mean 'transformer.h[2].mlp'?");
     expect(explainUnknownModule(tree, 'transformer.h.2.mlp.c_fcc')).toBe("no module 'transformer.h[2].mlp.c_fcc'; did you mean 'transformer.h[2].mlp.c_fc'?");
     expect(explainUnknownModule(tree, 'transfomer.h.1')).toBe("no module 'transfomer.h[1]'; did you mean 'transformer.h[1]'?");

@@ -14,8 +14,11 @@ import type { ModelProto } from '../../src/onnx/proto.js';
 const H: TensorSig = { dtype: 'float32', shape: ['batch', 'sequence', 128] };
 const bv = (name: string, sig: TensorSig): BoundaryValue => ({ name, sig });
 
-/** The test tree. */
-export function gpt2Tree(): ModuleTree {
+/**
+ * The test tree. Like the real TorchScript export, there is no module for the list
+ * `transformer.h` itself unless `listContainer` is set.
+ */
+export function gpt2Tree(opts: { listContainer?: boolean } = {}): ModuleTree {
   const modules = new Map<string, ModuleInfo>();
   const params = new Map<string, ParamInfo>();
   const add = (path: string, inputs: BoundaryValue[], outputs: BoundaryValue[], children: string[] = []): void => {
@@ -27,9 +30,10 @@ export function gpt2Tree(): ModuleTree {
   };
   const blocks = [0, 1, 2, 3].map((i) => `transformer.h.${i}`);
   add('', [bv('input_ids', { dtype: 'int64', shape: ['batch', 'sequence'] })], [bv('logits', { dtype: 'float32', shape: ['batch', 'sequence', 874] })], ['transformer', 'lm_head']);
-  add('transformer', [bv('input_ids', { dtype: 'int64', shape: ['batch', 'sequence'] })], [bv('ln_f_out', H)], ['transformer.wte', 'transformer.h', 'transformer.ln_f']);
+  const mid = opts.listContainer ? ['transformer.h'] : blocks;
+  add('transformer', [bv('input_ids', { dtype: 'int64', shape: ['batch', 'sequence'] })], [bv('ln_f_out', H)], ['transformer.wte', ...mid, 'transformer.ln_f']);
   add('transformer.wte', [bv('input_ids', { dtype: 'int64', shape: ['batch', 'sequence'] })], [bv('wte_out', H)]);
-  add('transformer.h', [bv('h_in', H)], [bv('h3_out', H)], blocks);
+  if (opts.listContainer) add('transformer.h', [bv('h_in', H)], [bv('h3_out', H)], blocks);
   for (const b of blocks) {
     add(b, [bv(`${b}_in`, H)], [bv(`${b}_out`, H)], ['ln_1', 'attn', 'ln_2', 'mlp'].map((c) => `${b}.${c}`));
     for (const c of ['ln_1', 'attn', 'ln_2']) add(`${b}.${c}`, [bv(`${b}.${c}_in`, H)], [bv(`${b}.${c}_out`, H)]);
