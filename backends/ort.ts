@@ -1,0 +1,224 @@
+/**
+ * Local execution with onnxruntime-node: sessions created from a graph file next to its
+ * weights, cached by path and options under an LRU bound, and runs that fetch only the
+ * outputs asked for.
+ *
+ * Defaults, measured with onnxruntime-node 1.30 on this 2-core machine (see
+ * {@link OrtSessionOptions} for the numbers): prepacking off, `graphOptimizationLevel: 'all'`,
+ * intra-op threads = ORT's default (one per physical core), sequential execution, warnings
+ * silenced.
+ *
+ * Works in worker threads: the only state is per {@link OrtBackend} instance, and
+ * onnxruntime-node's addon can be loaded in several threads of one process.
+ * @module
+ */
+import fs from 'node:fs';
+import ort from 'onnxruntime-node';
+import { modelError, NnsError } from '../src/errors.js';
+import type { DType } from '../src/model/types.js';
+import type { Tensor, TensorData } from '../src/tensor.js';
+
+/**
+ * Options of one session.
+ *
+ * Measured (onnxruntime-node 1.30, 2 cores; create = `InferenceSession.create`, run = median
+ * of a forward pass), see the report in the module's tests and `/work/shared/design/onnx-notes.md`:
+ *
+ * | model | options | create | run |
+ * |---|---|---|---|
+ * | gpt2-facts (0.6 M params, T=8), external data | prepack off, `all` | 25 ms | 1.0 ms |
+ * | gpt2-facts | prepack on, `all` | 30 ms | 0.9 ms |
+ * | gpt2-facts | prepack off, `disabled` | 20 ms | 1.6 ms |
+ * | GPT-2-small shape (124 M), T=128, external data | prepack off | 0.15 s | 198–216 ms |
+ * | GPT-2-small shape | prepack on | 2.0–2.8 s | 135 ms |
+ * | MatMul stack 12×(768×3072), [128,768], external data | 1 thread / 2 threads | — | see tests |
+ *
+ * Prepacking buys ~1.45× run speed on big models for seconds of creation per session (and a
+ * private copy of the packed weights per session), so it is off by default: interventions
+ * create a session per rewritten graph and often run it a few times only. Turn it on for
+ * long runs over one graph (generation, big batches).
+ */
+export interface OrtSessionOptions {
+  /** Let ORT prepack weights (faster runs on big models, slow creation). Default false. */
+  prepack?: boolean;
+  /** Graph optimization level. Default `'all'`. */
+  optimization?: 'all' | 'disabled' | 'basic' | 'extended';
+  /** Intra-op threads; 0 or undefined = ORT's default (one per physical core). */
+  threads?: number;
+  /**
+   * Create the session from the graph's bytes with external data resolved against this
+   * folder (`LoadedModel.externalDataDir`), instead of against the graph file's folder.
+   */
+  externalDataDir?: string;
+}
+
+/** Options of an {@link OrtBackend}. */
+export interface OrtBackendOptions {
+  /** Most sessions kept open; the least recently used one is released beyond it. Default 8. */
+  maxSessions?: number;
+  /** Defaults for every session of this backend. */
+  defaults?: OrtSessionOptions;
+}
+
+interface Entry {
+  key: string;
+  promise: Promise<ort.InferenceSession>;
+  session?: ort.InferenceSession;
+  busy: number;
+  evicted: boolean;
+}
+
+/** A local runner: a session cache plus `run`. One per thread. */
+export class OrtBackend {
+  private readonly max: number;
+  private readonly defaults: OrtSessionOptions;
+  /** Insertion order = recency order (re-inserted on use). */
+  private readonly entries = new Map<string, Entry>();
+  private readonly bySession = new Map<ort.InferenceSession, Entry>();
+
+  constructor(opts: OrtBackendOptions = {}) {
+    this.max = Math.max(1, opts.maxSessions ?? 8);
+    this.defaults = opts.defaults ?? {};
+  }
+
+  /** Number of sessions open or being created. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * A session for a graph file, created once per path and options and reused.
+   * @throws NnsError `ort-session` (kind `model`) with ORT's reason on one line.
+   */
+  session(graphPath: string, opts: OrtSessionOptions = {}): Promise<ort.InferenceSession> {
+    const o = { ...this.defaults, ...opts };
+    const key = JSON.stringify([graphPath, !!o.prepack, o.optimization ?? 'all', o.threads ?? 0, o.externalDataDir ?? '']);
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit.promise;
+    }
+    const entry: Entry = { key, busy: 0, evicted: false, promise: createSession(graphPath, o) };
+    entry.promise.then(
+      (s) => {
+        entry.session = s;
+        this.bySession.set(s, entry);
+        if (entry.evicted) void this.dispose(entry);
+      },
+      () => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      },
+    );
+    this.entries.set(key, entry);
+    this.evict();
+    return entry.promise;
+  }
+
+  /**
+   * Runs a session, fetching only `fetchNames` (all outputs when omitted), and converts the
+   * results to host {@link Tensor}s (int64 as `BigInt64Array`).
+   * @throws NnsError `ort-run` (kind `model`) with ORT's reason on one line.
+   */
+  async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetchNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    const entry = this.bySession.get(session);
+    if (entry) entry.busy++;
+    try {
+      let out: ort.InferenceSession.ReturnType;
+      try {
+        out = fetchNames ? await session.run(feeds, [...fetchNames]) : await session.run(feeds);
+      } catch (e) {
+        throw modelError('ort-run', `onnxruntime failed to run the model: ${oneLine(e)}`);
+      }
+      const result: Record<string, Tensor> = {};
+      for (const [name, t] of Object.entries(out)) result[name] = fromOrtTensor(t);
+      return result;
+    } finally {
+      if (entry) {
+        entry.busy--;
+        if (entry.evicted && entry.busy === 0) void this.dispose(entry);
+      }
+    }
+  }
+
+  /** Releases every session (or those of one graph file). Sessions running finish first. */
+  async release(graphPath?: string): Promise<void> {
+    const doomed = [...this.entries.values()].filter((e) => graphPath === undefined || (JSON.parse(e.key) as unknown[])[0] === graphPath);
+    await Promise.all(doomed.map((e) => {
+      this.entries.delete(e.key);
+      e.evicted = true;
+      return e.promise.then(() => this.dispose(e), () => undefined);
+    }));
+  }
+
+  private evict(): void {
+    for (const [key, e] of this.entries) {
+      if (this.entries.size <= this.max) break;
+      this.entries.delete(key);
+      e.evicted = true;
+      if (e.session) void this.dispose(e);
+    }
+  }
+
+  private async dispose(e: Entry): Promise<void> {
+    if (!e.session || e.busy > 0) return;
+    const s = e.session;
+    e.session = undefined;
+    this.bySession.delete(s);
+    await s.release();
+  }
+}
+
+/** ORT session options for onnsight options. */
+export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.SessionOptions {
+  const session: Record<string, string> = {};
+  if (!o.prepack) session.disable_prepacking = '1';
+  if (o.externalDataDir) session.model_external_initializers_file_folder_path = o.externalDataDir;
+  return {
+    graphOptimizationLevel: o.optimization ?? 'all',
+    executionMode: 'sequential',
+    logSeverityLevel: 3,
+    ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
+    extra: { session },
+  };
+}
+
+async function createSession(graphPath: string, o: OrtSessionOptions): Promise<ort.InferenceSession> {
+  if (!fs.existsSync(graphPath)) throw modelError('model-not-found', `model file not found: ${graphPath}`);
+  try {
+    if (o.externalDataDir) return await ort.InferenceSession.create(fs.readFileSync(graphPath), ortSessionOptions(o));
+    return await ort.InferenceSession.create(graphPath, ortSessionOptions(o));
+  } catch (e) {
+    if (e instanceof NnsError) throw e;
+    throw modelError('ort-session', `onnxruntime cannot load ${graphPath}: ${oneLine(e)}`);
+  }
+}
+
+/** ORT's message on one line, without its `[ONNXRuntimeError] : 1 : FAIL :` prefix and source locations. */
+function oneLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg
+    .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/g, '')
+    .replace(/\b[\w/.-]+\.(cc|h|cpp):\d+\s+(\w+(::\w+)*\s+)?/g, '')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
+}
+
+const DTYPES: Record<string, DType> = {
+  float32: 'float32', float16: 'float16', float64: 'float64', int64: 'int64', int32: 'int32', int16: 'int16',
+  int8: 'int8', uint8: 'uint8', uint16: 'uint16', uint32: 'uint32', uint64: 'uint64', bool: 'bool',
+};
+
+/** Converts an ORT CPU tensor to a host tensor (the data array is shared, not copied). */
+export function fromOrtTensor(t: ort.Tensor): Tensor {
+  const dtype = DTYPES[t.type];
+  if (!dtype) throw modelError('ort-dtype', `model output of type ${t.type} is not supported`);
+  return { dtype, shape: [...t.dims], data: t.data as TensorData };
+}
+
+/** Converts a host tensor to an ORT tensor (the data array is shared, not copied). */
+export function toOrtTensor(t: Tensor): ort.Tensor {
+  const type = t.dtype === 'bfloat16' ? undefined : t.dtype;
+  if (!type) throw modelError('ort-dtype', `cannot feed a ${t.dtype} tensor to onnxruntime-node`);
+  return new ort.Tensor(type, t.data as ort.Tensor.DataTypeMap[typeof type], [...t.shape]);
+}
