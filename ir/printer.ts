@@ -21,7 +21,7 @@ export interface PrintOptions {
   spans?: boolean;
 }
 
-/** Number values by order of appearance (results first, then any inputs not produced in the graph). */
+/** Number values by order of first appearance, as an input or a result (the printer's and JSON form's `%N`). */
 export function numberValues(graph: Graph): Map<Value, number> {
   const ids = new Map<Value, number>();
   for (const n of graph.nodes) {
