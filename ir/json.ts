@@ -9,7 +9,7 @@
 import type { Span } from '../src/errors.js';
 import { DTYPES, Graph, Node, OP_SCHEMA, type Dim, type DType, type OpName, type Scope, type TensorType, type Value } from './ir.js';
 import { numberValues } from './printer.js';
-import { checkAttrs } from './verifier.js';
+import { checkAttrs, verify } from './verifier.js';
 
 /** One serialized result value. */
 export interface ValueJSON {
@@ -80,7 +80,7 @@ function need(cond: boolean, where: string, what: string): asserts cond {
   if (!cond) throw new IRFormatError(`${where}: ${what}`);
 }
 
-/** Parse and validate a serialized graph (an object or JSON text). */
+/** Parse and validate a serialized graph (an object or JSON text); the result also passes {@link verify}. */
 export function graphFromJSON(json: unknown): Graph {
   if (typeof json === 'string') {
     try { json = JSON.parse(json) as unknown; } catch (e) { throw new IRFormatError(`not JSON (${(e as Error).message})`); }
@@ -97,6 +97,8 @@ export function graphFromJSON(json: unknown): Graph {
   need(Array.isArray(json.nodes), '$.nodes', 'expected an array');
   const values: Value[] = [];
   json.nodes.forEach((raw, i) => g.nodes.push(readNode(raw, `$.nodes[${i}]`, values, g.scopes.length)));
+  const problems = verify(g);
+  need(problems.length === 0, '$', problems.join('; '));
   return g;
 }
 

@@ -148,5 +148,6 @@ describe('JSON form', () => {
     expect(() => graphFromJSON(bad((j) => (j.nodes[0]!.results = [])))).toThrow(/results/);
     expect(() => graphFromJSON(bad((j) => ((j.nodes[0]!.results as unknown[])[0] = { type: { dtype: 'f99', shape: [] } })))).toThrow(/unknown dtype "f99"/);
     expect(() => graphFromJSON(bad((j) => (j.nodes[0]!.op = 'index')))).toThrow(IRFormatError);
+    expect(() => graphFromJSON(bad((j) => ((j.scopes as { rowStart: number }[])[1]!.rowStart = 1)))).toThrow(/rows must be contiguous/);
   });
 });
