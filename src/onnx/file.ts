@@ -61,7 +61,7 @@ export function decodeModelFile(bytes: Uint8Array, path: string): ModelProto {
   } catch {
     // A protobuf that starts like a model (field 1 ir_version, varint) but fails to decode
     // was cut short; anything else is not ONNX.
-    if (bytes[0] === 0x08) throw modelError('model-truncated', `${path} is truncated or corrupt (protobuf decoding failed after ${bytes.length} bytes)`);
+    if (bytes[0] === 0x08) throw modelError('model-truncated', `${path} is truncated or corrupt (protobuf decoding failed; the file has ${bytes.length} bytes)`);
     throw modelError('model-not-onnx', `${path} is not an ONNX model (not a protobuf ModelProto)`);
   }
   checkModelProto(proto, path);
