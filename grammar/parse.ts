@@ -3,10 +3,10 @@
  * AST. Later phases run only when this one reports no errors.
  * @module
  */
-import { EOF, type IRecognitionException } from 'chevrotain';
+import { EOF, type IRecognitionException, type IToken } from 'chevrotain';
 import { NnsError, type Span } from '../src/errors.js';
 import type { Script } from './ast.js';
-import { markLineStarts, nnsLexer, UnterminatedString } from './lexer.js';
+import { markLineStarts, nnsLexer, StringLiteral, UnterminatedString } from './lexer.js';
 import { nnsParser } from './parser.js';
 import { AstBuilder, tokenSpan } from './visitor.js';
 
@@ -32,10 +32,18 @@ function pointSpan(file: string, text: string, offset: number, length = 1): Span
 
 function syntaxError(file: string, text: string, e: IRecognitionException): NnsError {
   const t = e.token;
-  // At end of input Chevrotain reports a virtual EOF token with NaN positions: point past the last character.
-  const span = t.tokenType === EOF || Number.isNaN(t.startOffset)
-    ? pointSpan(file, text, Math.max(0, text.trimEnd().length), 1)
-    : tokenSpan(file, t);
+  const prev = (e as IRecognitionException & { previousToken?: IToken }).previousToken;
+  const atEnd = t.tokenType === EOF || Number.isNaN(t.startOffset);
+  let span: Span;
+  if (prev && !Number.isNaN(prev.startOffset) && (atEnd || (t.startLine ?? 0) > (prev.endLine ?? 0))) {
+    // What is missing belongs to the previous line: point just after the last token there.
+    span = pointSpan(file, text, (prev.endOffset ?? prev.startOffset) + 1, 1);
+  } else if (atEnd) {
+    // Chevrotain's virtual EOF token has NaN positions: point past the last character.
+    span = pointSpan(file, text, Math.max(0, text.trimEnd().length), 1);
+  } else {
+    span = tokenSpan(file, t);
+  }
   return new NnsError('syntax-error', e.message, { span });
 }
 
@@ -51,10 +59,11 @@ export function parseScript(text: string, file: string): ParseResult {
     const ch = text.slice(e.offset, e.offset + e.length);
     errors.push(new NnsError('unexpected-character', `unexpected character${e.length > 1 ? 's' : ''} '${ch}'`, { span: pointSpan(file, text, e.offset, e.length) }));
   }
-  const tokens = lexed.tokens.filter((t) => {
-    if (t.tokenType !== UnterminatedString) return true;
+  // An unterminated string is reported once and then parsed as a string, to avoid a cascade.
+  const tokens = lexed.tokens.map((t) => {
+    if (t.tokenType !== UnterminatedString) return t;
     errors.push(new NnsError('unterminated-string', 'string is not closed before the end of the line', { span: tokenSpan(file, t) }));
-    return false;
+    return { ...t, tokenType: StringLiteral, tokenTypeIdx: StringLiteral.tokenTypeIdx! };
   });
   nnsParser.lineStarts = markLineStarts(tokens);
   nnsParser.input = tokens;
