@@ -1,0 +1,32 @@
+/**
+ * The default compilation pipeline: one ordered array, one comment per entry.
+ * @module
+ */
+import type { Pass } from './pass.js';
+import { resolveModulesPass } from './resolve-modules.js';
+import { inferTypesPass } from './infer-types.js';
+import { foldConstantsPass } from './fold-constants.js';
+import { csePass } from './cse.js';
+import { dcePass } from './dce.js';
+import { lowerOnnxPass } from './lower-onnx.js';
+import { prunePass } from './prune.js';
+import { toposortPass } from './toposort.js';
+import { checkModelPass } from './check-model.js';
+
+/** Passes that only read and rewrite the IR (enough for `nns check`). */
+export const checkPipeline: readonly Pass[] = [
+  resolveModulesPass, // module paths, params and graph outputs → the model's module tree; unknown names suggest the nearest
+  inferTypesPass, //     dtypes and symbolic shapes; shape errors name both shapes and point at the source
+];
+
+/** The whole pipeline, IR to rewritten ONNX model. */
+export const defaultPipeline: readonly Pass[] = [
+  ...checkPipeline,
+  foldConstantsPass, //  evaluate operations on literals
+  csePass, //            merge identical pure operations (never across a set of the same module value)
+  dcePass, //            drop pure operations nothing uses (saves and sets stay)
+  lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke), module calls, saves → outputs, host values → inputs
+  prunePass, //          drop nodes no graph output needs
+  toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
+  checkModelPass, //     unique names, SSA, every input defined, opset and IR version present
+];

@@ -1,0 +1,155 @@
+/**
+ * onnsight — NNsight's interventions, compiled into the model's ONNX graph.
+ *
+ * ```ts
+ * import { LanguageModel } from 'onnsight';
+ * const model = await LanguageModel.load('models/gpt2-facts');
+ * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
+ *   m.transformer.h[2].output.save('h2');
+ *   m.transformer.h[3].mlp.output = 0;
+ *   m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+ * });
+ * ```
+ * @module
+ */
+import { Builder } from '../ir/builder.js';
+import type { Graph } from '../ir/ir.js';
+import { NnsError } from './errors.js';
+import { compileGraph, openModel, runGraph, type CompileOptions, type ModelContext } from './engine.js';
+import type { LoadOptions } from './model/load.js';
+import type { TextTokenizer } from './model/tokenizer.js';
+import type { ModuleTree } from './model/types.js';
+import type { ModelProto } from './onnx/proto.js';
+import type { Tensor } from './tensor.js';
+import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+
+export { NnsError, NnsErrors, type Span } from './errors.js';
+export type { Tensor, TensorData, TensorJSON } from './tensor.js';
+export { tensorToJSON } from './tensor.js';
+export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
+export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
+export type { ModelProto } from './onnx/proto.js';
+export { decodeModel, encodeModel } from './onnx/serde.js';
+
+/** A prompt: text (tokenized with the model's tokenizer) or token ids. */
+export type Prompt = string | readonly number[];
+
+/** Inside a multi-prompt trace: add invokes; `model` refers to the whole batch. */
+export interface Tracer {
+  /** One prompt = one batch row; inside `fn`, module references mean this prompt's rows. */
+  invoke(prompt: Prompt, fn: (m: ModelRef) => void): void;
+  /** The whole batch (use after the invokes, e.g. to copy values between rows). */
+  readonly model: ModelRef;
+}
+
+/** What a trace returns. */
+export interface TraceResult {
+  /** Saved values by save name. */
+  readonly saves: Readonly<Record<string, Tensor>>;
+}
+
+/** Options of a trace. */
+export interface TraceOptions {
+  /** Called with the printed IR / graph after every pass. */
+  printAfterEach?: (pass: string, text: string) => void;
+  /** Run the IR verifier after every pass. */
+  verifyEach?: boolean;
+}
+
+/** A language model loaded from a Hugging Face-style folder or an `.onnx` file. */
+export class LanguageModel {
+  /** @internal */ readonly mc: ModelContext;
+
+  private constructor(mc: ModelContext) {
+    this.mc = mc;
+  }
+
+  /** Loads a model folder (`config.json`, `tokenizer.json`, `onnx/model.onnx`) or an `.onnx` file. */
+  static async load(path: string, opts: LoadOptions = {}): Promise<LanguageModel> {
+    return new LanguageModel(await openModel(path, opts));
+  }
+
+  /** The model's module tree. */
+  get modules(): ModuleTree {
+    return this.mc.tree;
+  }
+
+  /** The tokenizer, when the model folder has one. */
+  get tokenizer(): TextTokenizer | undefined {
+    return this.mc.loaded.tokenizer;
+  }
+
+  /** The original model (weights external). */
+  get proto(): ModelProto {
+    return this.mc.loaded.proto;
+  }
+
+  /** Token ids of a prompt. */
+  tokenize(prompt: Prompt): number[] {
+    if (typeof prompt !== 'string') return [...prompt];
+    if (!this.tokenizer) throw new NnsError('no-tokenizer', 'this model has no tokenizer.json: give token ids instead of text', { kind: 'usage', span: callSite() });
+    return this.tokenizer.encode(prompt);
+  }
+
+  /** Builds the IR of a trace without running it. */
+  build(prompt: Prompt, fn: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext };
+  build(fn: (tr: Tracer) => void): { graph: Graph; ctx: TraceContext };
+  build(a: Prompt | ((tr: Tracer) => void), b?: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext } {
+    const builder = new Builder({ file: '<api>', tree: this.mc.tree });
+    const ctx: TraceContext = { builder, tree: this.mc.tree, saved: new Map(), host: new Map() };
+    const invoke = (prompt: Prompt, fn: (m: ModelRef) => void): void => {
+      const tokens = this.tokenize(prompt);
+      const scope = builder.addInvoke(tokens, callSite(), typeof prompt === 'string' ? prompt : undefined);
+      const outer = builder.scope;
+      builder.scope = scope;
+      try {
+        fn(moduleProxy(ctx, ''));
+      } finally {
+        builder.scope = outer;
+      }
+    };
+    if (typeof a === 'function') {
+      a({ invoke, get model() { return moduleProxy(ctx, ''); } });
+    } else {
+      if (!b) throw new NnsError('usage', 'trace(prompt, fn) needs a function', { kind: 'usage' });
+      invoke(a, b);
+    }
+    const graph = builder.graph;
+    graph.dimValues.sequence = Math.max(0, ...graph.scopes.slice(1).map((s) => s.tokens?.length ?? 0));
+    return { graph, ctx };
+  }
+
+  /**
+   * Runs one forward pass with interventions. With a prompt, `fn` receives the model;
+   * without, it receives a {@link Tracer} to add several invokes (one batched pass).
+   * Saved proxies get `.value`; the result holds every saved value by name.
+   */
+  async trace(prompt: Prompt, fn: (m: ModelRef) => void, opts?: TraceOptions): Promise<TraceResult>;
+  async trace(fn: (tr: Tracer) => void, opts?: TraceOptions): Promise<TraceResult>;
+  async trace(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
+    const { graph, ctx } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
+    const opts = (typeof a === 'function' ? b : c) as TraceOptions | undefined;
+    const results = await runGraph(graph, this.mc, { ...opts, host: ctx.host });
+    const saves: Record<string, Tensor> = {};
+    for (const [name, t] of results) {
+      saves[name] = t;
+      const proxy: TensorProxy | undefined = ctx.saved.get(name);
+      if (proxy) proxy.value = t;
+    }
+    return { saves };
+  }
+
+  /** Compiles a trace into one rewritten model (open it in Netron) without running it. */
+  compile(prompt: Prompt, fn: (m: ModelRef) => void, opts?: CompileOptions): ModelProto;
+  compile(fn: (tr: Tracer) => void, opts?: CompileOptions): ModelProto;
+  compile(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | CompileOptions, c?: CompileOptions): ModelProto {
+    const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
+    const opts = (typeof a === 'function' ? b : c) as CompileOptions | undefined;
+    return compileGraph(graph, this.mc, opts).model;
+  }
+
+  /** Releases cached sessions. */
+  async dispose(): Promise<void> {
+    await this.mc.backend.release();
+  }
+}

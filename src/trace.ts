@@ -1,0 +1,306 @@
+/**
+ * The TypeScript tracing API, in NNsight's spirit: inside `model.trace(prompt, (m) => ...)`
+ * module references, arithmetic and assignments build intervention IR through the same
+ * {@link Builder} the `.nns` language uses. Nothing runs until the callback returns; then
+ * the trace is compiled into the model's graph and run, and every saved proxy gets its
+ * `.value`.
+ * @module
+ */
+import path from 'node:path';
+import type { Span } from './errors.js';
+import { NnsError } from './errors.js';
+import type { Builder } from '../ir/builder.js';
+import type { IndexItem, PureOp, OpAttrs, Value } from '../ir/ir.js';
+import type { DType, ModuleTree } from './model/types.js';
+import type { Tensor } from './tensor.js';
+
+/** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
+export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };
+
+/** Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace). */
+export type TensorLike = TensorProxy | number | NestedArray | Float32Array | Tensor;
+
+/** Nested arrays of numbers. */
+export type NestedArray = ReadonlyArray<number | NestedArray>;
+
+/** Where a proxy's value lives in the model, when it can be assigned to. */
+interface Target {
+  path: string;
+  port: 'output' | 'input';
+  index: number;
+  items: IndexItem[] | null;
+}
+
+/** The state shared by the proxies of one trace. */
+export interface TraceContext {
+  /** The IR builder. */
+  readonly builder: Builder;
+  /** The model's module tree (to tell parameters from submodules). */
+  readonly tree: ModuleTree;
+  /** Proxies that were saved, by save name. */
+  readonly saved: Map<string, TensorProxy>;
+  /** Host tensors fed to the trace (`host` values), by name. */
+  readonly host: Map<string, Tensor>;
+}
+
+const THIS_FILE = new URL(import.meta.url).pathname;
+
+/** The user's call site, as a span (the first stack frame outside onnsight's own files). */
+export function callSite(): Span {
+  const stack = new Error().stack?.split('\n').slice(1) ?? [];
+  const root = path.dirname(path.dirname(THIS_FILE));
+  for (const line of stack) {
+    const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):(\d+)\)?\s*$/.exec(line);
+    if (!m) continue;
+    const file = m[1]!.replace(/^file:\/\//, '');
+    const inside = file.startsWith(path.join(root, 'src')) || file.startsWith(path.join(root, 'ir')) || file.includes('node_modules') || file.startsWith('node:');
+    if (inside) continue;
+    const l = Number(m[2]);
+    const c = Number(m[3]);
+    return { file: path.relative(process.cwd(), file) || file, line: l, col: c, endLine: l, endCol: c + 1, offset: 0, endOffset: 0 };
+  }
+  return { file: '<api>', line: 1, col: 1, endLine: 1, endCol: 2, offset: 0, endOffset: 0 };
+}
+
+/** Parses `at(...)` arguments into IR index items. */
+export function parseIndex(specs: IndexSpec[]): IndexItem[] {
+  return specs.map((s): IndexItem => {
+    if (s === null) return { kind: 'newaxis' };
+    if (typeof s === 'number') return { kind: 'index', index: s };
+    if (typeof s === 'object') return { kind: 'slice', ...s };
+    const t = s.replace(/\s+/g, '');
+    if (t === '...') return { kind: 'ellipsis' };
+    if (/^-?\d+$/.test(t)) return { kind: 'index', index: Number(t) };
+    const m = /^(-?\d+)?:(-?\d+)?(?::(-?\d+)?)?$/.exec(t);
+    if (!m) throw new NnsError('bad-index', `cannot read index '${s}' (use a number, ':', 'a:b', 'a:b:c', '...' or null)`, { span: callSite() });
+    const item: IndexItem = { kind: 'slice' };
+    if (m[1] !== undefined) item.start = Number(m[1]);
+    if (m[2] !== undefined) item.stop = Number(m[2]);
+    if (m[3] !== undefined) item.step = Number(m[3]);
+    return item;
+  });
+}
+
+/** A value inside a trace: a module's output, a parameter, or anything computed from them. */
+export class TensorProxy {
+  /** @internal */ readonly ctx: TraceContext;
+  /** @internal */ readonly ir: Value;
+  /** @internal */ readonly target: Target | null;
+  /** The saved result, filled in after the trace runs (only for saved proxies). */
+  value: Tensor | undefined;
+
+  /** @internal */
+  constructor(ctx: TraceContext, ir: Value, target: Target | null = null) {
+    this.ctx = ctx;
+    this.ir = ir;
+    this.target = target;
+  }
+
+  private wrap(v: Value): TensorProxy {
+    return new TensorProxy(this.ctx, v);
+  }
+
+  private lift(x: TensorLike, span: Span): Value {
+    return toValue(this.ctx, x, span);
+  }
+
+  private unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
+    return this.wrap(this.ctx.builder.op(op, [this.ir], attrs, callSite()));
+  }
+
+  private binary(op: 'add' | 'sub' | 'mul' | 'div' | 'matmul', other: TensorLike): TensorProxy {
+    const span = callSite();
+    return this.wrap(this.ctx.builder.op(op, [this.ir, this.lift(other, span)], {}, span));
+  }
+
+  /** Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`. */
+  save(name?: string): this {
+    const n = name ?? `save_${this.ctx.saved.size}`;
+    if (this.ctx.saved.has(n)) throw new NnsError('duplicate-save', `the name '${n}' is already saved in this trace`, { span: callSite() });
+    this.ctx.builder.save(this.ir, n, callSite());
+    this.ctx.saved.set(n, this);
+    return this;
+  }
+
+  /** Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`. */
+  at(...index: IndexSpec[]): TensorProxy {
+    const items = parseIndex(index);
+    const v = this.ctx.builder.index(this.ir, items, callSite());
+    const target = this.target && this.target.items === null ? { ...this.target, items } : null;
+    return new TensorProxy(this.ctx, v, target);
+  }
+
+  /**
+   * Assign to this value in the model (only for module outputs/inputs and slices of them):
+   * `m.transformer.h[3].output.at(':', -1).set(0)`.
+   */
+  set(value: TensorLike): void {
+    const span = callSite();
+    if (!this.target) throw new NnsError('not-assignable', 'only a module output or input (or a slice of one) can be set', { span });
+    const t = this.target;
+    this.ctx.builder.set(t.path, t.port, t.index, t.items, this.lift(value, span), span);
+  }
+
+  /** `this + other`, broadcasting. */
+  add(other: TensorLike): TensorProxy { return this.binary('add', other); }
+  /** `this - other`. */
+  sub(other: TensorLike): TensorProxy { return this.binary('sub', other); }
+  /** `this * other`. */
+  mul(other: TensorLike): TensorProxy { return this.binary('mul', other); }
+  /** `this / other`. */
+  div(other: TensorLike): TensorProxy { return this.binary('div', other); }
+  /** Matrix product (`@`). */
+  matmul(other: TensorLike): TensorProxy { return this.binary('matmul', other); }
+  /** `-this`. */
+  neg(): TensorProxy { return this.unary('neg', {}); }
+  /** Softmax along `dim`. */
+  softmax(dim: number): TensorProxy { return this.unary('softmax', { dim }); }
+  /** Log-softmax along `dim`. */
+  logSoftmax(dim: number): TensorProxy { return this.unary('log_softmax', { dim }); }
+  /** Index of the maximum along `dim` (int64). */
+  argmax(dim: number, keepdim = false): TensorProxy { return this.unary('argmax', { dim, keepdim }); }
+  /** Sum along `dim` (all elements when omitted). */
+  sum(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('sum', { dim, keepdim }); }
+  /** Mean along `dim`. */
+  mean(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('mean', { dim, keepdim }); }
+  /** Maximum along `dim`. */
+  max(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('max', { dim, keepdim }); }
+  /** Euclidean norm along `dim`. */
+  norm(dim: number, keepdim = false): TensorProxy { return this.unary('norm', { dim, keepdim }); }
+  /** Reshape (`-1` infers one dimension). */
+  reshape(shape: number[]): TensorProxy { return this.unary('reshape', { shape: [...shape] }); }
+  /** Swap two dimensions. */
+  transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
+  /** Elementwise e^x. */
+  exp(): TensorProxy { return this.unary('exp', {}); }
+  /** Natural log. */
+  log(): TensorProxy { return this.unary('log', {}); }
+  /** Square root. */
+  sqrt(): TensorProxy { return this.unary('sqrt', {}); }
+  /** Absolute value. */
+  abs(): TensorProxy { return this.unary('abs', {}); }
+  /** max(x, 0). */
+  relu(): TensorProxy { return this.unary('relu', {}); }
+  /** Zeros of the same shape and dtype. */
+  zerosLike(): TensorProxy { return this.unary('zeros_like', {}); }
+  /** Ones of the same shape and dtype. */
+  onesLike(): TensorProxy { return this.unary('ones_like', {}); }
+  /** The `k` largest values along `dim` (default last) and their indices. */
+  topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
+    const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
+    return { values: this.wrap(values), indices: this.wrap(indices) };
+  }
+}
+
+/** Turns a TensorLike into an IR value. */
+export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
+  if (x instanceof TensorProxy) return x.ir;
+  if (x instanceof Float32Array) return ctx.builder.constant(Array.from(x), span);
+  if (isTensor(x)) {
+    let name = [...ctx.host].find(([, t]) => t === x)?.[0];
+    if (!name) {
+      name = `t${ctx.host.size}`;
+      ctx.host.set(name, x);
+    }
+    return ctx.builder.host(name, x.dtype, [...x.shape], span);
+  }
+  return ctx.builder.constant(x, span);
+}
+
+function isTensor(x: TensorLike): x is Tensor {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && 'dtype' in x && 'shape' in x && 'data' in x;
+}
+
+/** A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it. */
+export interface ModuleBase {
+  /** The module's (first) output. Assigning replaces it for the rest of the model. */
+  get output(): TensorProxy;
+  set output(v: TensorLike);
+  /** The module's (first) input. Assigning replaces what the module sees. */
+  get input(): TensorProxy;
+  set input(v: TensorLike);
+  /** All outputs (for modules returning several tensors). */
+  readonly outputs: readonly TensorProxy[];
+  /** All inputs. */
+  readonly inputs: readonly TensorProxy[];
+  /** Apply the module out of order to new inputs; returns its first output. */
+  (...args: TensorLike[]): TensorProxy;
+}
+
+/** A module reference: its own members plus submodules and parameters by name or index. */
+export type ModuleRef = ModuleBase & { readonly [name: string]: ModuleRef; readonly [index: number]: ModuleRef };
+
+/** The root: like any module, plus `output.logits` style access to graph outputs by name. */
+export type ModelRef = ModuleRef & { readonly output: TensorProxy & { readonly [name: string]: TensorProxy } };
+
+const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
+
+/** Builds the proxy for module `modPath` (`''` = the model). */
+export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
+  const join = (name: string): string => (modPath ? `${modPath}.${name}` : name);
+  const boundary = (port: 'output' | 'input', index: number): TensorProxy => {
+    const span = callSite();
+    const b = ctx.builder;
+    const v = port === 'output' ? b.moduleOutput(modPath, index, span) : b.moduleInput(modPath, index, span);
+    return new TensorProxy(ctx, v, { path: modPath, port, index, items: null });
+  };
+  const list = (port: 'output' | 'input'): readonly TensorProxy[] => {
+    const m = ctx.tree.modules.get(modPath);
+    const n = (port === 'output' ? m?.outputs.length : m?.inputs.length) ?? 1;
+    return Array.from({ length: n }, (_, i) => boundary(port, i));
+  };
+  const callable = function onnsightModule(): void {} as unknown as object;
+  const handler: ProxyHandler<object> = {
+    get(_t, prop) {
+      if (typeof prop === 'symbol') return undefined;
+      if (prop === 'output' && modPath === '') return graphOutputProxy(ctx);
+      if (prop === 'output') return boundary('output', 0);
+      if (prop === 'input') return boundary('input', 0);
+      if (prop === 'outputs') return list('output');
+      if (prop === 'inputs') return list('input');
+      if (prop === 'then') return undefined; // not a thenable
+      const p = join(prop);
+      if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
+      return moduleProxy(ctx, p);
+    },
+    set(_t, prop, value: TensorLike) {
+      if (typeof prop !== 'string' || !PORTS.has(prop) || prop.endsWith('s')) {
+        throw new NnsError('not-assignable', `cannot assign to '${String(prop)}' of module '${modPath || 'model'}' (assign to .output or .input)`, { span: callSite() });
+      }
+      const span = callSite();
+      ctx.builder.set(modPath, prop as 'output' | 'input', 0, null, toValue(ctx, value, span), span);
+      return true;
+    },
+    apply(_t, _this, args: TensorLike[]) {
+      const span = callSite();
+      const outs = ctx.builder.callModule(modPath, args.map((a) => toValue(ctx, a, span)), span);
+      return new TensorProxy(ctx, outs[0]!);
+    },
+  };
+  return new Proxy(callable, handler) as ModelRef;
+}
+
+function graphOutputProxy(ctx: TraceContext): TensorProxy & { readonly [name: string]: TensorProxy } {
+  const first = new TensorProxy(ctx, ctx.builder.modelOutput(null, callSite()));
+  return new Proxy(first, {
+    get(target, prop, receiver) {
+      if (typeof prop === 'symbol' || prop in target) return Reflect.get(target, prop, receiver) as unknown;
+      return new TensorProxy(ctx, ctx.builder.modelOutput(prop, callSite()));
+    },
+  }) as TensorProxy & { readonly [name: string]: TensorProxy };
+}
+
+/** Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`. */
+export const ops = {
+  /** Softmax along `dim`. */
+  softmax: (x: TensorProxy, dim: number): TensorProxy => x.softmax(dim),
+  /** Log-softmax along `dim`. */
+  logSoftmax: (x: TensorProxy, dim: number): TensorProxy => x.logSoftmax(dim),
+  /** Index of the maximum along `dim`. */
+  argmax: (x: TensorProxy, dim: number): TensorProxy => x.argmax(dim),
+  /** The k largest values. */
+  topk: (x: TensorProxy, k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } => x.topk(k, dim),
+};
+
+/** dtype re-export for API users. */
+export type { DType };

@@ -1,0 +1,81 @@
+/**
+ * Ground truth from PyTorch (forward hooks): models/gpt2-facts/reference.json, and
+ * comparison helpers used by the API and language tests.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'vitest';
+import type { Tensor } from '../../src/tensor.js';
+
+export const ROOT = path.resolve(import.meta.dirname, '..', '..');
+export const MODEL_DIR = path.join(ROOT, 'models', 'gpt2-facts');
+/** Both exports of gpt2-facts: the model folder (TorchScript export) and the bare dynamo file. */
+export const EXPORTS = [
+  { name: 'torchscript', path: MODEL_DIR },
+  { name: 'dynamo', path: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx') },
+] as const;
+
+export interface RefCase {
+  id: string;
+  doc: string;
+  prompt?: string;
+  input_ids: number[] | number[][];
+  source_ids?: number[];
+  answer_id?: number;
+  source_answer_id?: number;
+  layer?: number;
+  alpha?: number;
+  vector?: number[];
+  expect: unknown;
+}
+
+const reference = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference.json'), 'utf8')) as { cases: RefCase[]; paths: Record<string, string | string[]> };
+
+/** A reference case by id. */
+export function refCase(id: string): RefCase {
+  const c = reference.cases.find((x) => x.id === id);
+  if (!c) throw new Error(`no reference case ${id}`);
+  return c;
+}
+
+/** Asserts every element within `tol` (absolute), reporting the worst index. */
+export function expectClose(actual: ArrayLike<number | bigint>, expected: readonly number[], tol: number, what = 'values'): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(Number(actual[i]) - expected[i]!);
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  expect(worst, `${what}: max abs diff at ${at} (got ${at >= 0 ? Number(actual[at]) : ''}, want ${at >= 0 ? expected[at] : ''})`).toBeLessThanOrEqual(tol);
+}
+
+/** Softmax of a vector (float64). */
+export function softmax(xs: ArrayLike<number>): number[] {
+  let m = -Infinity;
+  for (let i = 0; i < xs.length; i++) m = Math.max(m, xs[i]!);
+  const e = Array.from(xs, (x) => Math.exp(x - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((x) => x / s);
+}
+
+/** Index of the maximum. */
+export function argmax(xs: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < xs.length; i++) if (xs[i]! > xs[best]!) best = i;
+  return best;
+}
+
+/** Indices of the k largest values, largest first. */
+export function topk(xs: ArrayLike<number>, k: number): number[] {
+  return Array.from(xs, (v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map((p) => p[1]);
+}
+
+/** Row `r` of the last dimension of a tensor flattened to rows. */
+export function row(t: Tensor, r: number): Float32Array {
+  const n = t.shape[t.shape.length - 1]!;
+  return (t.data as Float32Array).subarray(r * n, (r + 1) * n);
+}
