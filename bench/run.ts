@@ -212,6 +212,7 @@ async function main(): Promise<void> {
     log,
   };
 
+  const loadBefore = os.loadavg()[0]!;
   const values: Record<string, number | null> = {};
   for (const m of MEASUREMENTS) {
     if (!m.run) {
@@ -239,6 +240,10 @@ async function main(): Promise<void> {
     onnxruntime_node: ort.env.versions.common,
     node: process.version,
     cpus: os.cpus().length,
+    // 1-minute load average before and after: above ~the core count, other processes competed
+    // for the CPU and times are inflated (ORT's intra-op threads are very sensitive to it).
+    load_avg_before: Math.round(loadBefore * 100) / 100,
+    load_avg_after: Math.round(os.loadavg()[0]! * 100) / 100,
     date: new Date().toISOString(),
   };
   if (matrix) report.session_matrix = matrix;
@@ -247,6 +252,7 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`model       ${bm.name}`);
   out.push(`params      ${(bm.params / 1e6).toFixed(1)} M   weights ${bm.weightsMb.toFixed(0)} MB   seq_len ${args.seq}   batch 1   median of ${args.runs} after ${args.warmup} warm-up`);
+  out.push(`load avg    ${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after (${os.cpus().length} cores; higher = contended, times inflated)`);
   out.push('');
   const width = Math.max(...MEASUREMENTS.map((m) => m.name.length), 'peak_rss_mb'.length) + 2;
   for (const m of MEASUREMENTS) out.push(`${m.name.padEnd(width)}${fmt(values[m.name] ?? null, m.name.endsWith('_ms') ? 'ms' : 'count')}`);
