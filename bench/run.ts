@@ -16,8 +16,8 @@ import { decodeModel } from '../src/onnx/serde.js';
 import { dataTypeBits } from '../src/onnx/proto.js';
 import type { ModelProto } from '../src/onnx/proto.js';
 import { ensureGpt2Small } from './gpt2-model.js';
-import { timeRuns, type BenchContext, type BenchModel } from './measure.js';
-import { MEASUREMENTS, RATIOS, medianCreateMs } from './measurements.js';
+import { median, type BenchContext, type BenchModel } from './measure.js';
+import { MEASUREMENTS, RATIOS } from './measurements.js';
 
 interface Args {
   model?: string;
@@ -146,28 +146,43 @@ interface SessionMatrixRow {
   graph_optimization_level: 'all' | 'disabled';
   create_ms: number;
   run_ms: number;
-  rss_after_create_mb: number;
 }
 
+/**
+ * Session creation and run times under four option sets. Paired: each repetition goes through
+ * all four configurations in turn, so load changes during the measurement hit all of them alike.
+ */
 async function sessionMatrix(ctx: BenchContext): Promise<SessionMatrixRow[]> {
-  const rows: SessionMatrixRow[] = [];
-  for (const prepack of ['0', '1'] as const) {
-    for (const level of ['all', 'disabled'] as const) {
-      const options: ort.InferenceSession.SessionOptions = {
-        graphOptimizationLevel: level,
-        extra: { session: { disable_prepacking: prepack } },
-      };
-      log(`session matrix: disable_prepacking=${prepack} graphOptimizationLevel=${level}`);
-      const create_ms = await medianCreateMs(ctx.model.graphPath, options, ctx, 3);
-      const s = await ort.InferenceSession.create(ctx.model.graphPath, options);
-      const rss_after_create_mb = process.memoryUsage().rss / 2 ** 20;
-      const t = await timeRuns(() => s.run(ctx.feeds), ctx.timing);
+  const configs = (['0', '1'] as const).flatMap((prepack) => (['all', 'disabled'] as const).map((level) => ({
+    prepack, level,
+    options: { graphOptimizationLevel: level, extra: { session: { disable_prepacking: prepack } } } as ort.InferenceSession.SessionOptions,
+    creates: [] as number[], runs: [] as number[],
+  })));
+  const createReps = 3;
+  log(`session matrix: ${configs.length} configs × (1 + ${createReps}) creations, interleaved`);
+  for (let rep = 0; rep <= createReps; rep++) {
+    for (const c of configs) {
+      const t0 = performance.now();
+      const s = await ort.InferenceSession.create(ctx.model.graphPath, c.options);
+      if (rep > 0) c.creates.push(performance.now() - t0);
       await s.release();
-      const r2 = (x: number): number => Math.round(x * 100) / 100;
-      rows.push({ disable_prepacking: prepack, graph_optimization_level: level, create_ms: r2(create_ms), run_ms: r2(t.median), rss_after_create_mb: Math.round(rss_after_create_mb) });
     }
   }
-  return rows;
+  log(`session matrix: ${ctx.timing.runs} runs per config after ${ctx.timing.warmup} warm-up, interleaved`);
+  const sessions = [];
+  for (const c of configs) sessions.push(await ort.InferenceSession.create(ctx.model.graphPath, c.options));
+  for (let rep = 0; rep < ctx.timing.warmup + ctx.timing.runs; rep++) {
+    for (let i = 0; i < configs.length; i++) {
+      const t0 = performance.now();
+      await sessions[i]!.run(ctx.feeds);
+      if (rep >= ctx.timing.warmup) configs[i]!.runs.push(performance.now() - t0);
+    }
+  }
+  for (const s of sessions) await s.release();
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  return configs.map((c) => ({
+    disable_prepacking: c.prepack, graph_optimization_level: c.level, create_ms: r2(median(c.creates)), run_ms: r2(median(c.runs)),
+  }));
 }
 
 const fmt = (v: number | null, unit = 'ms'): string =>
@@ -269,10 +284,10 @@ async function main(): Promise<void> {
   }
   if (matrix) {
     out.push('');
-    out.push('session options (create: median of 3; run: median of ' + args.runs + ')');
-    out.push('disable_prepacking  optimization  create       run        rss after create');
+    out.push(`session options, paired (create: median of 3; run: median of ${args.runs})`);
+    out.push('disable_prepacking  optimization  create       run');
     for (const r of matrix) {
-      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${fmt(r.create_ms).padEnd(13)}${fmt(r.run_ms).padEnd(11)}${fmt(r.rss_after_create_mb, 'MB')}`);
+      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${fmt(r.create_ms).padEnd(13)}${fmt(r.run_ms)}`);
     }
   }
   process.stdout.write(out.join('\n') + '\n');
