@@ -206,11 +206,9 @@ function writeOne(f: FieldInfo, v: unknown, w: protobuf.Writer): void {
   }
 }
 
-/** Appends bytes verbatim (protobufjs has no public raw write; emulate with a 0-length op). */
+/** Appends bytes verbatim (an unknown field, tag included). */
 function writeRaw(w: protobuf.Writer, raw: Uint8Array): void {
-  // Writer internals: push an op that copies `raw` into the output buffer.
-  const writer = w as unknown as { _push(fn: (val: Uint8Array, buf: Uint8Array, pos: number) => void, len: number, val: Uint8Array): protobuf.Writer };
-  writer._push((val, buf, pos) => { buf.set(val, pos); }, raw.length, raw);
+  w.raw(raw);
 }
 
 function typeOf(name: string): TypeInfo {
