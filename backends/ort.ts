@@ -3,10 +3,9 @@
  * weights, cached by path and options under an LRU bound, and runs that fetch only the
  * outputs asked for.
  *
- * Defaults, measured with onnxruntime-node 1.30 on this 2-core machine (see
- * {@link OrtSessionOptions} for the numbers): prepacking off, `graphOptimizationLevel: 'all'`,
- * intra-op threads = ORT's default (one per physical core), sequential execution, warnings
- * silenced.
+ * Defaults, chosen from measurements on this 2-core machine (numbers on
+ * {@link OrtSessionOptions}): prepacking off, `graphOptimizationLevel: 'all'`, intra-op
+ * threads = ORT's default (one per physical core), sequential execution, warnings silenced.
  *
  * Works in worker threads: the only state is per {@link OrtBackend} instance, and
  * onnxruntime-node's addon can be loaded in several threads of one process.
@@ -21,22 +20,29 @@ import type { Tensor, TensorData } from '../src/tensor.js';
 /**
  * Options of one session.
  *
- * Measured (onnxruntime-node 1.30, 2 cores; create = `InferenceSession.create`, run = median
- * of a forward pass), see the report in the module's tests and `/work/shared/design/onnx-notes.md`:
+ * Measured with onnxruntime-node 1.30 on this 2-core AMD EPYC VM while other jobs kept the
+ * load average at 3–5 (so medians are noisy; minimums in parentheses). Sessions created from
+ * a graph file next to an external weights file; create = `InferenceSession.create`, run =
+ * one forward pass fetching `logits`.
  *
- * | model | options | create | run |
+ * | model | options | create (median) | run median (min) |
  * |---|---|---|---|
- * | gpt2-facts (0.6 M params, T=8), external data | prepack off, `all` | 25 ms | 1.0 ms |
- * | gpt2-facts | prepack on, `all` | 30 ms | 0.9 ms |
- * | gpt2-facts | prepack off, `disabled` | 20 ms | 1.6 ms |
- * | GPT-2-small shape (124 M), T=128, external data | prepack off | 0.15 s | 198–216 ms |
- * | GPT-2-small shape | prepack on | 2.0–2.8 s | 135 ms |
- * | MatMul stack 12×(768×3072), [128,768], external data | 1 thread / 2 threads | — | see tests |
+ * | gpt2-facts (0.6 M params), T=8 | defaults | 84 ms | 0.9 ms (0.5) |
+ * | gpt2-facts | `prepack: true` | 98 ms | 0.9 ms (0.5) |
+ * | gpt2-facts | `optimization: 'disabled'` | 42 ms | 1.1 ms (0.6) |
+ * | GPT-2-small shape (124 M, bench/gpt2-model.ts), T=128 | defaults | 170 ms | 275 ms (222) |
+ * | GPT-2-small | `prepack: true` | 0.6 s (2–3 s when uncached, onnx-notes.md) | 221 ms (190) |
+ * | GPT-2-small | `threads: 1` | 106 ms | 390 ms (381) |
+ * | GPT-2-small | `optimization: 'disabled'` | 89 ms | 314 ms (202) |
+ * | GPT-2-small | `optimization: 'basic'` | 186 ms | 250 ms (240) |
+ * | GPT-2-small | `optimization: 'extended'` | 129 ms | 249 ms (216) |
  *
- * Prepacking buys ~1.45× run speed on big models for seconds of creation per session (and a
- * private copy of the packed weights per session), so it is off by default: interventions
- * create a session per rewritten graph and often run it a few times only. Turn it on for
- * long runs over one graph (generation, big batches).
+ * So: two intra-op threads (ORT's default here) run 1.4–1.7× faster than one; prepacking buys
+ * ~1.2–1.45× run speed for up to seconds of creation per session (and a private copy of the
+ * packed weights per session), so it is off by default — interventions create a session per
+ * rewritten graph and often run it a few times only; turn it on for long runs over one graph
+ * (generation, big batches). Optimization levels differ by less than the noise on GPT-2;
+ * `'all'` is kept (fusions of attention/GELU/LayerNorm on exported transformers).
  */
 export interface OrtSessionOptions {
   /** Let ORT prepack weights (faster runs on big models, slow creation). Default false. */
@@ -68,13 +74,22 @@ interface Entry {
   evicted: boolean;
 }
 
-/** A local runner: a session cache plus `run`. One per thread. */
+/**
+ * A local runner: a session cache plus `run`. One per thread.
+ *
+ * Eviction is safe for callers holding a session: an evicted session is released only when
+ * no run is using it and not before the current turn of the event loop ends (so
+ * `await session(); await run()` never sees it vanish), and `run` on a session that was
+ * released meanwhile transparently recreates it from its graph path and options.
+ */
 export class OrtBackend {
   private readonly max: number;
   private readonly defaults: OrtSessionOptions;
   /** Insertion order = recency order (re-inserted on use). */
   private readonly entries = new Map<string, Entry>();
   private readonly bySession = new Map<ort.InferenceSession, Entry>();
+  /** How each session handed out was made, to recreate it after eviction. */
+  private readonly origin = new WeakMap<ort.InferenceSession, { graphPath: string; opts: OrtSessionOptions }>();
 
   constructor(opts: OrtBackendOptions = {}) {
     this.max = Math.max(1, opts.maxSessions ?? 8);
@@ -104,7 +119,8 @@ export class OrtBackend {
       (s) => {
         entry.session = s;
         this.bySession.set(s, entry);
-        if (entry.evicted) void this.dispose(entry);
+        this.origin.set(s, { graphPath, opts });
+        if (entry.evicted) this.disposeLater(entry);
       },
       () => {
         if (this.entries.get(key) === entry) this.entries.delete(key);
@@ -121,6 +137,10 @@ export class OrtBackend {
    * @throws NnsError `ort-run` (kind `model`) with ORT's reason on one line.
    */
   async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetchNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    if (!this.bySession.has(session)) {
+      const from = this.origin.get(session);
+      if (from) session = await this.session(from.graphPath, from.opts);
+    }
     const entry = this.bySession.get(session);
     if (entry) entry.busy++;
     try {
@@ -136,7 +156,7 @@ export class OrtBackend {
     } finally {
       if (entry) {
         entry.busy--;
-        if (entry.evicted && entry.busy === 0) void this.dispose(entry);
+        if (entry.evicted && entry.busy === 0) this.disposeLater(entry);
       }
     }
   }
@@ -156,8 +176,12 @@ export class OrtBackend {
       if (this.entries.size <= this.max) break;
       this.entries.delete(key);
       e.evicted = true;
-      if (e.session) void this.dispose(e);
+      if (e.session) this.disposeLater(e);
     }
+  }
+
+  private disposeLater(e: Entry): void {
+    setImmediate(() => void this.dispose(e));
   }
 
   private async dispose(e: Entry): Promise<void> {
