@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import ort from 'onnxruntime-node';
 import { fromOrtTensor, OrtBackend, toOrtTensor } from '../backends/ort.js';
 import { NnsError } from '../src/errors.js';
@@ -97,6 +97,46 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
     const { logits } = await backend.run(s, feeds, ['logits']);
     expect(top(lastRow(logits!), 5)).toEqual(CLEAN.expect.top5);
+  });
+
+  it('weights symlinked from outside the folder (Hugging Face hub layout) are hard-linked into the cache and run', async () => {
+    const src = await loadModel(ROOT, { cacheDir });
+    const blobs = path.join(tmp, 'hub', 'blobs');
+    const snap = path.join(tmp, 'hub', 'snapshots', 'rev');
+    fs.mkdirSync(blobs, { recursive: true });
+    fs.mkdirSync(snap, { recursive: true });
+    fs.copyFileSync(path.join(src.dir, 'model.onnx.data'), path.join(blobs, 'abc'));
+    fs.symlinkSync(path.join(blobs, 'abc'), path.join(snap, 'model.onnx.data'));
+    fs.copyFileSync(src.graphPath, path.join(snap, 'model.onnx'));
+    const m = await loadModel(snap, { cacheDir });
+    expect(m.dir).not.toBe(snap);
+    expect(fs.statSync(path.join(m.dir, 'model.onnx.data')).ino).toBe(fs.statSync(path.join(blobs, 'abc')).ino);
+    expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids])), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+  });
+
+  it('when hard links fail (another file system), graphs go to the cache and sessions use externalDataDir', async () => {
+    const src = await loadModel(ROOT, { cacheDir });
+    const dir = path.join(tmp, 'xdev');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.copyFileSync(path.join(src.dir, 'model.onnx.data'), path.join(dir, 'model.onnx.data'));
+    fs.copyFileSync(src.graphPath, path.join(dir, 'model.onnx'));
+    const spy = vi.spyOn(fs, 'linkSync').mockImplementation(() => {
+      throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
+    });
+    let m: LoadedModel;
+    try {
+      m = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache'), inPlace: false });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(m.externalDataDir).toBe(dir);
+    expect(m.dir.startsWith(path.join(tmp, 'xdev-cache'))).toBe(true);
+    expect(fs.existsSync(path.join(m.dir, 'model.onnx.data'))).toBe(false);
+    const v = writeVariant(m, { ...m.proto, doc_string: 'v' }, 'xdev');
+    expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], v)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+    const again = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache'), inPlace: false });
+    expect(again.cached).toBe(true);
+    expect(again.externalDataDir).toBe(dir);
   });
 
   it('runs inside a worker thread', async () => {
