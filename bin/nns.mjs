@@ -8,6 +8,8 @@ function internal(e) {
   else process.stderr.write('nns: this is a bug in onnsight; please report it (rerun with NNS_DEBUG=1 to see the stack trace)\n');
   process.exit(3);
 }
+// A closed pipe (`nns run x.nns | head`) is not an error.
+process.stdout.on('error', (e) => (e && e.code === 'EPIPE' ? process.exit(0) : internal(e)));
 process.on('uncaughtException', internal);
 process.on('unhandledRejection', internal);
 
