@@ -19,14 +19,21 @@ export const checkPipeline: readonly Pass[] = [
   inferTypesPass, //     dtypes and symbolic shapes; shape errors name both shapes and point at the source
 ];
 
-/** The whole pipeline, IR to rewritten ONNX model. */
-export const defaultPipeline: readonly Pass[] = [
+/** Checks plus IR optimizations: the IR the fast path (ports) and the compiler both start from. */
+export const irPipeline: readonly Pass[] = [
   ...checkPipeline,
   foldConstantsPass, //  evaluate operations on literals
   csePass, //            merge identical pure operations (never across a set of the same module value)
   dcePass, //            drop pure operations nothing uses (saves and sets stay)
+];
+
+/** IR → rewritten ONNX model (after {@link irPipeline}). */
+export const onnxPipeline: readonly Pass[] = [
   lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke), module calls, saves → outputs, host values → inputs
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present
 ];
+
+/** The whole pipeline, IR to rewritten ONNX model. */
+export const defaultPipeline: readonly Pass[] = [...irPipeline, ...onnxPipeline];
