@@ -10,17 +10,18 @@
 import type { Builder } from '../ir/builder.js';
 import type { IndexItem, Value } from '../ir/ir.js';
 import { NnsError, type Span } from '../src/errors.js';
+import type { DType } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import type * as A from './ast.js';
 import { exprText } from './exprtext.js';
 import { FUNCTIONS, RESERVED_FUNCTIONS, signature, unknownFunction, type FnArgs, type FnResult } from './functions.js';
-import { chainSegments, walkModulePath, type Seg } from './modref.js';
+import { chainSegments, walkModulePath } from './modref.js';
 import { Poisoned, type Env } from './scope.js';
 import { constInt, constNumber } from './consteval.js';
 
 /** Shape and dtype of a value saved by an earlier trace (it arrives as a host value). */
 export interface HostValueInfo {
-  dtype: import('../src/model/types.js').DType;
+  dtype: DType;
   shape: number[];
 }
 
@@ -98,11 +99,7 @@ export class ExprLowerer {
     if (RESERVED_FUNCTIONS.has(e.name)) throw err('not-yet-supported', `'${e.name}' is not supported yet`, e.span);
     if (FUNCTIONS.has(e.name)) throw err('not-a-value', `'${e.name}' is a function; call it: ${signature(e.name, FUNCTIONS.get(e.name)!)}`, e.span);
     const near = suggest(e.name, [...env.names(), ...this.ctx.host.keys()]);
-    return this.fail(err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span));
-  }
-
-  private fail(e: NnsError): never {
-    throw e;
+    throw err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span);
   }
 
   private nested(e: A.ListExpr, env: Env): number[] | number[][] {
@@ -245,4 +242,3 @@ export class ExprLowerer {
   }
 }
 
-export type { Seg };

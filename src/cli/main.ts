@@ -107,7 +107,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     io.out(formatModuleTree(mc.tree).join('\n'));
     return 0;
   }
-  const out = cmd.name === 'compile' ? flag(a, 'out') : flag(a, 'out');
+  const out = flag(a, 'out');
   if (cmd.name === 'compile' && !out) throw usageError('missing-argument', "'nns compile' needs -o OUT.onnx", [`usage: ${usageLine(cmd)}`]);
   const outAbs = out ? checkWritable(out, io.cwd) : undefined;
   const script = loadScript(a.positionals[0]!, io.cwd, sources);
