@@ -10,7 +10,7 @@ import ort from 'onnxruntime-node';
 import { NnsError, NnsErrors } from './errors.js';
 import type { Graph } from '../ir/ir.js';
 import type { CompileState, Pass, PassContext } from '../passes/pass.js';
-import { defaultPipeline } from '../passes/pipeline.js';
+import { defaultPipeline, irPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
 import { encodeModel } from './onnx/serde.js';
 import type { ModelProto } from './onnx/proto.js';
@@ -22,8 +22,19 @@ import type { ModuleTree } from './model/types.js';
 import { OrtBackend } from '../backends/ort.js';
 import type { Tensor } from './tensor.js';
 
+/**
+ * The zero-compile fast path: runs a trace on the instrumented (ported) model when the
+ * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
+ */
+export interface FastPath {
+  /** Try to run `ir` (already through the IR pipeline). */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
+}
+
 /** A model ready for tracing. */
 export interface ModelContext {
+  /** The fast path, when enabled for this model. */
+  fast?: FastPath;
   /** Files and decoded graph. */
   readonly loaded: LoadedModel;
   /** Module tree with boundary types. */
@@ -70,6 +81,14 @@ export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions =
   return state;
 }
 
+/** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */
+function continueCompile(state: CompileState, mc: ModelContext, opts: CompileOptions): CompileState {
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  const { ok } = runPasses([...onnxPipeline], state, ctx, { verifyEach: opts.verifyEach });
+  if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
+  return state;
+}
+
 /** Host tensor → onnxruntime tensor. */
 function toOrt(t: Tensor): ort.Tensor {
   return new ort.Tensor(t.dtype === 'float32' ? 'float32' : t.dtype === 'int64' ? 'int64' : t.dtype === 'int32' ? 'int32' : 'float64', t.data as Float32Array, [...t.shape]);
@@ -86,11 +105,21 @@ export function batchRows(ir: Graph): number[][] {
 export interface RunOptions extends CompileOptions {
   /** Values of `host` nodes by name. */
   host?: ReadonlyMap<string, Tensor>;
+  /** Set `false` to always compile (never use the fast path). */
+  fast?: boolean;
 }
 
 /** Compiles and runs `ir`; returns saved values by save name. */
 export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {}): Promise<Map<string, Tensor>> {
-  const state = compileGraph(ir, mc, opts);
+  let state: CompileState;
+  if (mc.fast && !opts.pipeline && opts.fast !== false) {
+    state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
+    const fast = await mc.fast.tryRun(state.ir, opts.host ?? new Map());
+    if (fast) return fast;
+    state = continueCompile(state, mc, opts);
+  } else {
+    state = compileGraph(ir, mc, opts);
+  }
   const bytes = encodeModel(state.model);
   const key = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, key);
