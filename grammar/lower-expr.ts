@@ -32,6 +32,8 @@ export interface ExprContext {
   host: ReadonlyMap<string, HostValueInfo>;
   /** Registers a save under a final name (checks duplicates). */
   save(value: Value, name: string, span: Span): void;
+  /** Where a name is bound anywhere in the trace (for "used before its definition" notes). */
+  bindingSite?(name: string): Span | undefined;
 }
 
 /** A lowered expression: a tensor, or a pending `topk` pair. */
@@ -99,6 +101,10 @@ export class ExprLowerer {
     if (RESERVED_FUNCTIONS.has(e.name)) throw err('not-yet-supported', `'${e.name}' is not supported yet`, e.span);
     if (FUNCTIONS.has(e.name)) throw err('not-a-value', `'${e.name}' is a function; call it: ${signature(e.name, FUNCTIONS.get(e.name)!)}`, e.span);
     const near = suggest(e.name, [...env.names(), ...this.ctx.host.keys()]);
+    const site = this.ctx.bindingSite?.(e.name);
+    if (site && site.offset > e.span.offset) {
+      throw err('undefined-name', `'${e.name}' is used before its definition`, e.span, [`'${e.name}' is bound at ${site.file}:${site.line}:${site.col}`]);
+    }
     throw err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span);
   }
 

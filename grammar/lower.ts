@@ -71,10 +71,21 @@ class TraceLowerer {
   constructor(private readonly opts: LowerOptions) {
     this.b = new Builder({ file: opts.file, tree: opts.tree });
     this.host = opts.host ?? new Map();
-    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s) });
+    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n) });
+  }
+
+  /** First binding site of every name in the trace. */
+  private readonly sites = new Map<string, Span>();
+
+  private collectSites(stmts: A.Statement[]): void {
+    for (const s of stmts) {
+      if (s.kind === 'Bind' && !this.sites.has(s.name)) this.sites.set(s.name, s.nameSpan);
+      if (s.kind === 'For' || s.kind === 'Invoke') this.collectSites(s.body);
+    }
   }
 
   run(trace: A.TraceStmt): void {
+    this.collectSites(trace.body);
     const env = new Env();
     if (trace.prompt) {
       const scope = this.invoke(trace.prompt, trace.headerSpan);
