@@ -121,9 +121,8 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   if (!modelPath) throw usageError('no-model', 'no model: add model "PATH" to the script or pass --model PATH');
   if (cmd.name === 'compile') {
-    const { bytes } = await run.compileScript(job);
-    writeFileAtomic(outAbs!, bytes);
-    io.out(`wrote ${out}`);
+    const { weights } = await run.compileScript(job, outAbs!);
+    io.out(`wrote ${out}${weights.length ? ` (weights: ${weights.map((w) => `${w.location}, ${w.how}`).join('; ')})` : ''}`);
     return 0;
   }
   const { results, decoder } = await run.runScript(job);

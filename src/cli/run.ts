@@ -11,7 +11,7 @@ import { checkTopLevel, traces } from '../../grammar/script.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
-import { encodeModel } from '../onnx/serde.js';
+import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 
@@ -81,16 +81,31 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   return { results, decoder: decoderOf(mc) };
 }
 
-/** Compiles a single-trace script into one rewritten model. */
-export async function compileScript(job: ScriptJob): Promise<{ bytes: Uint8Array }> {
-  throwIfAny(checkTopLevel(job.ast));
+/**
+ * Compiles a script into one rewritten model written to `outPath` (weights linked beside
+ * it). A script without traces compiles to the unchanged model. A script with several
+ * traces compiles its last one, earlier traces' saves becoming graph inputs (`host.NAME`).
+ */
+export async function compileScript(job: ScriptJob, outPath: string): Promise<ExportResult> {
+  const top = checkTopLevel(job.ast).filter((e) => e.code !== 'no-trace');
+  throwIfAny(top);
   const ts = traces(job.ast);
-  if (ts.length !== 1) throw new NnsError('multi-trace-compile', `nns compile needs a script with exactly one trace (this one has ${ts.length})`, { kind: 'usage' });
   const mc = await open(job);
-  const lowered = lowerTrace(ts[0]!, { file: job.file, tokenize: tokenizeWith(mc), tree: mc.tree });
-  throwIfAny(lowered.errors);
-  const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
-  return { bytes: encodeModel(state.model) };
+  if (ts.length === 0) return exportModel(mc.loaded, mc.loaded.proto, outPath);
+  const host = new Map<string, HostValueInfo>();
+  let proto = mc.loaded.proto;
+  for (const t of ts) {
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
+    throwIfAny(lowered.errors);
+    const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+    proto = state.model;
+    for (const n of lowered.graph.nodes) {
+      if (!n.is('save')) continue;
+      const ty = n.inputs[0]?.type;
+      host.set(n.attrs.name, { dtype: ty?.dtype ?? 'float32', shape: concreteShape(lowered.graph, ty?.shape) });
+    }
+  }
+  return exportModel(mc.loaded, proto, outPath);
 }
 
 function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | undefined): number[] {
