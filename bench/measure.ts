@@ -103,6 +103,11 @@ export interface BenchContext {
   scratchDir: string;
   /** Progress output (stderr). */
   log(msg: string): void;
+  /**
+   * Secondary numbers a measurement may record (e.g. `plain_run_min_ms`); written to the JSON
+   * report after the measurements. Minimums are the best estimate under CPU contention.
+   */
+  extra: Record<string, number>;
 }
 
 /** One named measurement. */

@@ -6,17 +6,22 @@
 import * as ort from 'onnxruntime-node';
 import { timeRuns, type BenchContext, type Measurement } from './measure.js';
 
-/** Median run time of `session` on the context's feeds, fetching only `fetches` (default: all outputs). */
-export async function medianRunMs(ctx: BenchContext, session: ort.InferenceSession, fetches?: readonly string[]): Promise<number> {
+/**
+ * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
+ * outputs). With `minKey`, the fastest run is recorded in `ctx.extra[minKey]`.
+ */
+export async function medianRunMs(ctx: BenchContext, session: ort.InferenceSession, fetches?: readonly string[], minKey?: string): Promise<number> {
   const t = await timeRuns(() => (fetches ? session.run(ctx.feeds, [...fetches]) : session.run(ctx.feeds)), ctx.timing);
+  if (minKey) ctx.extra[minKey] = t.min;
   return t.median;
 }
 
-/** Median creation time of a session over `graphPath` with `options` (each session released after). */
-export async function medianCreateMs(graphPath: string, options: ort.InferenceSession.SessionOptions, ctx: BenchContext, runs = ctx.timing.runs): Promise<number> {
+/** Median creation time of a session over `graphPath` with `options` (each session released after); fastest into `ctx.extra[minKey]`. */
+export async function medianCreateMs(graphPath: string, options: ort.InferenceSession.SessionOptions, ctx: BenchContext, minKey?: string): Promise<number> {
   const t = await timeRuns(() => ort.InferenceSession.create(graphPath, options), {
-    warmup: 1, runs, teardown: (s) => s.release(),
+    warmup: 1, runs: ctx.timing.runs, teardown: (s) => s.release(),
   });
+  if (minKey) ctx.extra[minKey] = t.min;
   return t.median;
 }
 
@@ -25,12 +30,12 @@ export const MEASUREMENTS: Measurement[] = [
   {
     name: 'session_create_baseline_ms',
     doc: 'Creating a plain onnxruntime session (default options) over the unmodified model file; median of ≥5 after one warm-up (page cache warm).',
-    run: (ctx) => medianCreateMs(ctx.model.graphPath, {}, ctx),
+    run: (ctx) => medianCreateMs(ctx.model.graphPath, {}, ctx, 'session_create_baseline_min_ms'),
   },
   {
     name: 'plain_run_ms',
     doc: 'One forward pass of the unmodified model in a plain onnxruntime session (default options); median of ≥5 after warm-up.',
-    run: async (ctx) => medianRunMs(ctx, await ctx.plainSession()),
+    run: async (ctx) => medianRunMs(ctx, await ctx.plainSession(), undefined, 'plain_run_min_ms'),
   },
   {
     name: 'ported_plain_run_ms',

@@ -146,6 +146,8 @@ interface SessionMatrixRow {
   graph_optimization_level: 'all' | 'disabled';
   create_ms: number;
   run_ms: number;
+  create_min_ms: number;
+  run_min_ms: number;
 }
 
 /**
@@ -182,6 +184,7 @@ async function sessionMatrix(ctx: BenchContext): Promise<SessionMatrixRow[]> {
   const r2 = (x: number): number => Math.round(x * 100) / 100;
   return configs.map((c) => ({
     disable_prepacking: c.prepack, graph_optimization_level: c.level, create_ms: r2(median(c.creates)), run_ms: r2(median(c.runs)),
+    create_min_ms: r2(Math.min(...c.creates)), run_min_ms: r2(Math.min(...c.runs)),
   }));
 }
 
@@ -225,6 +228,7 @@ async function main(): Promise<void> {
     plainSession: () => (plain ??= ort.InferenceSession.create(bm.graphPath)),
     scratchDir,
     log,
+    extra: {},
   };
 
   const loadBefore = os.loadavg()[0]!;
@@ -251,6 +255,7 @@ async function main(): Promise<void> {
     runs: args.runs,
     warmup: args.warmup,
     ...Object.fromEntries(Object.entries(values).map(([k, v]) => [k, v === null ? null : Math.round(v * 100) / 100])),
+    ...Object.fromEntries(Object.entries(ctx.extra).map(([k, v]) => [k, Math.round(v * 100) / 100])),
     peak_rss_mb: Math.round(peakRssMb),
     onnxruntime_node: ort.env.versions.common,
     node: process.version,
@@ -269,8 +274,9 @@ async function main(): Promise<void> {
   out.push(`params      ${(bm.params / 1e6).toFixed(1)} M   weights ${bm.weightsMb.toFixed(0)} MB   seq_len ${args.seq}   batch 1   median of ${args.runs} after ${args.warmup} warm-up`);
   out.push(`load avg    ${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after (${os.cpus().length} cores; higher = contended, times inflated)`);
   out.push('');
-  const width = Math.max(...MEASUREMENTS.map((m) => m.name.length), 'peak_rss_mb'.length) + 2;
+  const width = Math.max(...MEASUREMENTS.map((m) => m.name.length), ...Object.keys(ctx.extra).map((k) => k.length)) + 2;
   for (const m of MEASUREMENTS) out.push(`${m.name.padEnd(width)}${fmt(values[m.name] ?? null, m.name.endsWith('_ms') ? 'ms' : 'count')}`);
+  for (const [k, v] of Object.entries(ctx.extra)) out.push(`${k.padEnd(width)}${fmt(v)}`);
   out.push(`${'peak_rss_mb'.padEnd(width)}${fmt(peakRssMb, 'MB')}`);
   out.push('');
   const derived: Record<string, number | null> = {
@@ -285,9 +291,9 @@ async function main(): Promise<void> {
   if (matrix) {
     out.push('');
     out.push(`session options, paired (create: median of 3; run: median of ${args.runs})`);
-    out.push('disable_prepacking  optimization  create       run');
+    out.push('disable_prepacking  optimization  create (min)            run (min)');
     for (const r of matrix) {
-      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${fmt(r.create_ms).padEnd(13)}${fmt(r.run_ms)}`);
+      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${`${fmt(r.create_ms)} (${fmt(r.create_min_ms)})`.padEnd(24)}${fmt(r.run_ms)} (${fmt(r.run_min_ms)})`);
     }
   }
   process.stdout.write(out.join('\n') + '\n');
