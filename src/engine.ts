@@ -20,7 +20,10 @@ import { buildModuleTree } from './model/modules.js';
 import { inferBoundaryTypes, createOrtProbe } from './model/shapes.js';
 import type { ModuleTree } from './model/types.js';
 import { OrtBackend } from '../backends/ort.js';
+import { dedupInvokes } from '../passes/dedup-invokes.js';
+import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
+import { FastExecutor } from './fast/execute.js';
 
 /**
  * The zero-compile fast path: runs a trace on the instrumented (ported) model when the
@@ -45,12 +48,18 @@ export interface ModelContext {
   readonly feedInputs: FeedInput[];
 }
 
-/** Opens a model folder or `.onnx` file for tracing. */
-export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend } = {}): Promise<ModelContext> {
+/**
+ * Opens a model folder or `.onnx` file for tracing. The zero-compile fast path (src/fast/)
+ * is attached unless `fast: false` or the environment sets `ONNSIGHT_FAST=0`; its
+ * instrumented model is built on first use.
+ */
+export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean } = {}): Promise<ModelContext> {
   const loaded = await loadModel(source, opts);
   const tree = buildModuleTree(loaded.proto);
   await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
-  return { loaded, tree, backend: opts.backend ?? new OrtBackend(), feedInputs: graphFeedInputs(loaded.proto) };
+  const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend(), feedInputs: graphFeedInputs(loaded.proto) };
+  if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
+  return mc;
 }
 
 /** Options of {@link compileGraph}. */
@@ -102,38 +111,33 @@ export function batchRows(ir: Graph): number[][] {
 }
 
 /** Options of {@link runGraph}. */
-export interface RunOptions extends CompileOptions {
+export interface RunOptions extends CompileOptions, CompiledRunOptions {
   /** Values of `host` nodes by name. */
   host?: ReadonlyMap<string, Tensor>;
   /** Set `false` to always compile (never use the fast path). */
   fast?: boolean;
+  /** Set `false` to keep identical read-only invokes as separate batch rows. */
+  dedup?: boolean;
 }
 
-/** Compiles and runs `ir`; returns saved values by save name. */
+/**
+ * Compiles and runs `ir`; returns saved values by save name. After the IR pipeline,
+ * identical read-only invokes are merged; then the fast path is tried; otherwise the
+ * compiled path (src/compiled-run.ts: compile cache, batch splitting, tiered sessions).
+ * Printing or verifying after each pass, or a custom pipeline, always compiles afresh.
+ */
 export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {}): Promise<Map<string, Tensor>> {
-  let state: CompileState;
-  if (mc.fast && !opts.pipeline && opts.fast !== false) {
-    state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
-    const fast = await mc.fast.tryRun(state.ir, opts.host ?? new Map());
+  const host = opts.host ?? new Map<string, Tensor>();
+  if (opts.pipeline) {
+    const done = compileGraph(ir, mc, opts);
+    return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
+  }
+  const state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
+  if (opts.dedup !== false) dedupInvokes(state.ir);
+  if (mc.fast && opts.fast !== false) {
+    const fast = await mc.fast.tryRun(state.ir, host);
     if (fast) return fast;
-    state = continueCompile(state, mc, opts);
-  } else {
-    state = compileGraph(ir, mc, opts);
   }
-  const bytes = encodeModel(state.model);
-  const key = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
-  const graphPath = writeVariant(mc.loaded, state.model, key);
-  const session = await mc.backend.session(graphPath);
-  const { feeds } = buildFeeds(mc.feedInputs, batchRows(ir), { padId: 0 });
-  const allFeeds: Record<string, ort.Tensor> = { ...feeds };
-  for (const [name, input] of state.hostInputs ?? []) {
-    const t = opts.host?.get(name);
-    if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
-    allFeeds[input] = toOrt(t);
-  }
-  const fetch = [...state.saved.values()];
-  const out = fetch.length ? await mc.backend.run(session, allFeeds, fetch) : {};
-  const results = new Map<string, Tensor>();
-  for (const [name, output] of state.saved) results.set(name, out[output]!);
-  return results;
+  const uncached = !!(opts.printAfterEach || opts.verifyEach);
+  return runCompiled(state, mc, host, { ...opts, uncached }, (g) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map() }, mc, opts));
 }

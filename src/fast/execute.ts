@@ -1,0 +1,199 @@
+/**
+ * The fast-path executor: runs a planned trace on the instrumented model. Sets become port
+ * feeds (keep = 0 and add = value at the selected elements; add = X for `h + X`), saves are
+ * fetched port values and graph outputs, finished on the host. When a set value needs
+ * values of the trace's own prompts, a first run with no sets (same batch, so the same
+ * numbers) fetches them. The instrumented model is built lazily on first use and run in one
+ * prepacked session.
+ * @module
+ */
+import type ort from 'onnxruntime-node';
+import type { Graph, Value } from '../../ir/ir.js';
+import { batchRows, type FastPath, type ModelContext } from '../engine.js';
+import { buildFeeds } from '../model/feeds.js';
+import { numel, type Tensor } from '../tensor.js';
+import { toOrtTensor } from '../../backends/ort.js';
+import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
+import { explainFastPath, type FastPlan } from './plan.js';
+import { buildPortedModel, type PortedModel } from './ports.js';
+
+/** Counters of an executor (tests and benchmarks assert which path a trace took). */
+export interface FastStats {
+  /** Traces run on the fast path. */
+  fastRuns: number;
+  /** Of those, how many needed a source run first. */
+  sourceRuns: number;
+  /** Traces handed back to the compiler. */
+  fallbacks: number;
+  /** Why the last fallback happened. */
+  lastReject?: string;
+}
+
+/** Options of a {@link FastExecutor}. */
+export interface FastExecutorOptions {
+  /** Prepack weights in the ported session (default true: it is reused by every fast trace). */
+  prepack?: boolean;
+}
+
+/** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
+class Fallback extends Error {}
+
+/** Keeps the elements of the first slab along each axis the data is constant on (`[B,T,D]` → `[B,T,1]`, `[1,1,1]`). */
+export function compress(data: Float32Array, shape: readonly number[]): Tensor {
+  let d = data;
+  const s = [...shape];
+  for (let a = 0; a < s.length; a++) {
+    const len = s[a]!;
+    if (len === 1) continue;
+    const inner = strides(s)[a]!;
+    const outer = numel(s.slice(0, a));
+    let same = true;
+    for (let o = 0; o < outer && same; o++) {
+      const base = o * len * inner;
+      for (let j = inner; j < len * inner && same; j++) same = Object.is(d[base + j], d[base + (j % inner)]);
+    }
+    if (!same) continue;
+    const next = new Float32Array(outer * inner);
+    for (let o = 0; o < outer; o++) next.set(d.subarray(o * len * inner, o * len * inner + inner), o * inner);
+    d = next;
+    s[a] = 1;
+  }
+  return { dtype: 'float32', shape: s, data: d };
+}
+
+/** Runs traces on the instrumented model (see the module comment). */
+export class FastExecutor implements FastPath {
+  /** Counters. */
+  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0 };
+  private portedModel: PortedModel | undefined;
+  private readonly neutral = new Map<string, ort.Tensor>();
+
+  constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {}
+
+  /** The instrumented model (built and written on first use). */
+  get ported(): PortedModel {
+    this.portedModel ??= buildPortedModel(this.mc);
+    return this.portedModel;
+  }
+
+  /** The one session over the instrumented model. */
+  session(): Promise<ort.InferenceSession> {
+    const externalDataDir = this.mc.loaded.externalDataDir;
+    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
+  }
+
+  /** Plans and runs `ir`; null when it needs the compiler. */
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
+    const r = explainFastPath(ir, this.mc.tree, this.ported);
+    if ('reject' in r) return this.fallback(r.reject);
+    try {
+      const out = await this.execute(ir, r.plan, host);
+      this.stats.fastRuns++;
+      return out;
+    } catch (e) {
+      if (e instanceof Fallback || e instanceof HostEvalError) return this.fallback(e.message);
+      throw e;
+    }
+  }
+
+  private fallback(reason: string): null {
+    this.stats.fallbacks++;
+    this.stats.lastReject = reason;
+    return null;
+  }
+
+  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
+    const results = new Map<string, Tensor>();
+    if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
+    const session = await this.session();
+    const { feeds, seqLen } = buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
+    const base: Record<string, ort.Tensor> = { ...feeds };
+    for (const p of this.ported.ports) {
+      base[p.keep] = this.constant(1, p.shape.length);
+      base[p.add] = this.constant(0, p.shape.length);
+    }
+    let source: Record<string, Tensor> = {};
+    if (plan.sourceFetch.length) {
+      source = await this.mc.backend.run(session, base, plan.sourceFetch);
+      this.stats.sourceRuns++;
+    }
+    const main = { ...base, ...this.portFeeds(ir, plan, seqLen, host, source) };
+    const fetched = await this.mc.backend.run(session, main, plan.mainFetch);
+    const memo = new Map<Value, Tensor>();
+    for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, ir, host, fetched, memo));
+    return results;
+  }
+
+  /** keep/add feeds of every port a set writes. */
+  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Record<string, Tensor>): Record<string, ort.Tensor> {
+    const memo = new Map<Value, Tensor>();
+    const bufs = new Map<number, { keep: Float32Array; add: Float32Array; steered: Uint8Array; shape: number[] }>();
+    for (const s of plan.sets) {
+      const p = s.port;
+      let buf = bufs.get(p.id);
+      if (!buf) {
+        const shape = p.shape.map((d) => (d === 'batch' ? ir.batch : d === 'sequence' ? seqLen : Number(d)));
+        const n = numel(shape);
+        buf = { keep: new Float32Array(n).fill(1), add: new Float32Array(n), steered: new Uint8Array(n), shape };
+        bufs.set(p.id, buf);
+      }
+      const iota = tensorOf('float64', buf.shape, Float64Array.from({ length: buf.keep.length }, (_, i) => i));
+      const rows = s.rowStart === 0 && s.rowEnd === ir.batch ? iota : indexTensor(iota, [{ kind: 'slice', start: s.rowStart, stop: s.rowEnd }]);
+      const sel = s.items ? indexTensor(rows, s.items) : rows;
+      const vals = broadcastTo(castTo(this.evaluate(s.value, plan, ir, host, source, memo), 'float32'), sel.shape);
+      const idx = sel.data as Float64Array;
+      const v = vals.data as Float32Array;
+      for (let i = 0; i < idx.length; i++) {
+        const k = idx[i]!;
+        if (s.kind === 'replace') {
+          buf.keep[k] = 0;
+          buf.add[k] = v[i]!;
+          buf.steered[k] = 0;
+        } else {
+          if (buf.steered[k]) throw new Fallback('two additions to one element');
+          buf.add[k] = buf.keep[k] === 0 ? Math.fround(buf.add[k]! + v[i]!) : v[i]!;
+          buf.steered[k] = 1;
+        }
+      }
+    }
+    const out: Record<string, ort.Tensor> = {};
+    for (const [id, b] of bufs) {
+      const p = this.ported.ports[id]!;
+      out[p.keep] = toOrtTensor(compress(b.keep, b.shape));
+      out[p.add] = toOrtTensor(compress(b.add, b.shape));
+    }
+    return out;
+  }
+
+  /** A value on the host, from fetched outputs, literals and host values. */
+  private evaluate(v: Value, plan: FastPlan, ir: Graph, host: ReadonlyMap<string, Tensor>, fetched: Record<string, Tensor>, memo: Map<Value, Tensor>): Tensor {
+    const hit = memo.get(v);
+    if (hit) return hit;
+    const p = v.producer;
+    const b = plan.reads.get(v);
+    let t: Tensor;
+    if (b) {
+      const whole = fetched[b.fetch];
+      if (!whole) throw new Error(`internal: ${b.fetch} was not fetched`);
+      t = b.rowStart === 0 && b.rowEnd === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: b.rowStart, stop: b.rowEnd }]);
+    } else if (p.is('const')) {
+      t = tensorOf(p.attrs.dtype, p.attrs.shape, p.attrs.data);
+    } else if (p.is('host')) {
+      const h = host.get(p.attrs.name);
+      if (!h) throw new Fallback(`no value was given for '${p.attrs.name}'`);
+      t = h;
+    } else {
+      const xs = p.inputs.map((x) => this.evaluate(x, plan, ir, host, fetched, memo));
+      t = evalOp(p.op, p.attrs, xs, p.results[0]!.type?.dtype ?? xs[0]?.dtype ?? 'float32')[v.resultIndex]!;
+    }
+    memo.set(v, t);
+    return t;
+  }
+
+  private constant(value: number, rank: number): ort.Tensor {
+    const key = `${value}/${rank}`;
+    let t = this.neutral.get(key);
+    if (!t) this.neutral.set(key, (t = toOrtTensor({ dtype: 'float32', shape: Array(rank).fill(1), data: Float32Array.of(value) })));
+    return t;
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The fast-path planner: decides whether a trace (IR after the IR pipeline, types inferred)
+ * can run on the instrumented model as port feeds and fetches, and how.
+ *
+ * Accepted: reads of ported boundaries and graph outputs; `set`s on ported boundaries (whole
+ * or any basic slice, any scope) whose value is known on the host before the run — built
+ * from literals, host values and *source reads* (reads no set changes, fetched by a first run
+ * with the same batch) — or the steering form `read(same boundary, same scope) + X`; saves
+ * of anything computable on the host from reads, literals and host values. Everything else
+ * (module calls, parameters, a set value that depends on a set, ...) is rejected with a
+ * reason, and the compiler splices a custom graph.
+ *
+ * Rows are independent through the model (every op of a language model acts per batch row),
+ * so a set on some rows changes only those rows downstream; data flow between ports comes
+ * from the ported graph ({@link Port.upstream}).
+ * @module
+ */
+import { expandItems, sliceRange } from '../../ir/shape.js';
+import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
+import type { ModuleTree } from '../model/types.js';
+import { HOST_OPS } from './host-eval.js';
+import { portKey, type Port, type PortedModel } from './ports.js';
+
+/** Where a read's value comes from: a graph output of the instrumented model, sliced to the read's rows. */
+export interface ReadBinding {
+  /** Graph output to fetch (a port's pre/post value, or a model output). */
+  fetch: string;
+  /** Rows `[rowStart, rowEnd)` of the batch. */
+  rowStart: number;
+  rowEnd: number;
+}
+
+/** One `set`, as port feeds. */
+export interface SetPlan {
+  /** The IR node. */
+  node: Node;
+  /** The port written. */
+  port: Port;
+  /** `replace`: keep = 0 and add = value at the selected elements; `steer`: add += value. */
+  kind: 'replace' | 'steer';
+  /** The value written (replace) or added (steer), computed on the host. */
+  value: Value;
+  /** Rows of the set's scope. */
+  rowStart: number;
+  rowEnd: number;
+  /** Slice of those rows, or null for all of them. */
+  items: IndexItem[] | null;
+}
+
+/** How to run a trace on the instrumented model. */
+export interface FastPlan {
+  /** Every read the plan evaluates, bound to a fetch. */
+  reads: ReadonlyMap<Value, ReadBinding>;
+  /** Graph outputs the source run (no sets) fetches for set values; empty = no source run. */
+  sourceFetch: string[];
+  /** Graph outputs the main run fetches for saves. */
+  mainFetch: string[];
+  /** Sets in program order. */
+  sets: SetPlan[];
+  /** Saves in program order. */
+  saves: { name: string; value: Value }[];
+}
+
+/** A plan, or why there is none. */
+export type PlanResult = { plan: FastPlan } | { reject: string };
+
+class Reject extends Error {}
+
+const READ_OPS = new Set(['module.output', 'module.input', 'model.output']);
+
+/** Rows of `[r0, r1)` a set's items select (the first indexed axis is the batch axis). */
+function setRows(r0: number, r1: number, items: IndexItem[] | null, rank: number): Set<number> {
+  const all = new Set(Array.from({ length: r1 - r0 }, (_, i) => r0 + i));
+  if (!items) return all;
+  const full = expandItems(items, rank);
+  if (!Array.isArray(full)) throw new Reject(full.message);
+  const first = full.find((i) => i.kind === 'index' || i.kind === 'slice');
+  if (!first || first.kind === 'slice' && first.start === undefined && first.stop === undefined && (first.step ?? 1) === 1) return all;
+  const n = r1 - r0;
+  if (first.kind === 'index') return new Set([r0 + (first.index < 0 ? first.index + n : first.index)]);
+  if (first.kind !== 'slice') return all;
+  const { start, step, len } = sliceRange(n, first);
+  return new Set(Array.from({ length: len }, (_, i) => r0 + start + i * step));
+}
+
+const meets = (a: ReadonlySet<number>, r0: number, r1: number): boolean => [...a].some((r) => r >= r0 && r < r1);
+
+/** Plans `ir` on the instrumented model, or says why it cannot. */
+export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel): PlanResult {
+  try {
+    return { plan: plan(ir, tree, ported) };
+  } catch (e) {
+    if (e instanceof Reject) return { reject: e.message };
+    throw e;
+  }
+}
+
+/** Plans `ir` on the instrumented model; null when the compiler must splice a custom graph. */
+export function planFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel): FastPlan | null {
+  const r = explainFastPath(ir, tree, ported);
+  return 'plan' in r ? r.plan : null;
+}
+
+interface SetInfo { node: Node; pos: number; port: Port; rows: Set<number> }
+
+function plan(ir: Graph, tree: ModuleTree, ported: PortedModel): FastPlan {
+  const pos = new Map(ir.nodes.map((n, i) => [n, i]));
+  const rowsOf = (n: Node): [number, number] => {
+    const s = ir.scopes[n.scope]!;
+    return n.scope === 0 ? [0, ir.batch] : [s.rowStart, s.rowEnd];
+  };
+  const portOf = (path: string, kind: 'output' | 'input', index: number): Port => {
+    const p = index === 0 ? ported.byKey.get(portKey(path, kind)) : undefined;
+    if (!p) throw new Reject(`${path} ${kind}s[${index}] has no port`);
+    return p;
+  };
+
+  // Sets, by port.
+  const sets: SetInfo[] = [];
+  for (const n of ir.nodes) {
+    if (n.op === 'call_module' || n.op === 'param') throw new Reject(`${n.op} needs the compiler`);
+    if (!n.is('set')) continue;
+    const port = portOf(n.attrs.path, n.attrs.port, n.attrs.index);
+    if (port.shape.some((d) => typeof d === 'string' && d !== 'batch' && d !== 'sequence')) throw new Reject(`${port.path} has a symbolic dim other than batch/sequence`);
+    const [r0, r1] = rowsOf(n);
+    sets.push({ node: n, pos: pos.get(n)!, port, rows: setRows(r0, r1, n.attrs.items, port.shape.length) });
+  }
+  const setsOn = (p: Port): SetInfo[] => sets.filter((s) => s.port === p);
+  // An input port on the value an output port writes: sets on both interleave in ways the ports cannot express.
+  const aliasOf = new Map<Port, Port>();
+  for (const i of ported.ports) {
+    if (i.kind !== 'input') continue;
+    const o = ported.ports.find((p) => p.kind === 'output' && p.value === i.value);
+    if (!o) continue;
+    if (setsOn(i).length && setsOn(o).length) throw new Reject(`sets on both ${o.path}.output and ${i.path}.input`);
+    if (setsOn(o).length) aliasOf.set(i, o); // reads of the input see the output's sets
+  }
+
+  // Reads → pre or post values.
+  const reads = new Map<Value, ReadBinding & { port: Port | null; post: boolean }>();
+  for (const n of ir.nodes) {
+    if (!READ_OPS.has(n.op)) continue;
+    const [r0, r1] = rowsOf(n);
+    if (n.is('model.output')) {
+      const name = n.attrs.name ?? tree.graphOutputs[0]?.name;
+      if (!name || !ported.outputUpstream.has(name)) throw new Reject(`no graph output ${name}`);
+      reads.set(n.result, { fetch: name, rowStart: r0, rowEnd: r1, port: null, post: true });
+      continue;
+    }
+    const a = n.attrs as { path: string; index: number };
+    let port = portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index);
+    port = aliasOf.get(port) ?? port;
+    const here = pos.get(n)!;
+    const touching = setsOn(port).filter((s) => meets(s.rows, r0, r1));
+    let post: boolean;
+    if (touching.every((s) => s.pos > here)) post = false;
+    else if (touching.every((s) => s.pos < here)) post = true;
+    else throw new Reject(`a read of ${port.path}.${port.kind} between two sets of its rows`);
+    reads.set(n.result, { fetch: post ? port.post : port.pre, rowStart: r0, rowEnd: r1, port, post });
+  }
+
+  // Values computable on the host; reads feeding a set must not depend on any set touching their rows.
+  const source = new Set<Value>();
+  const hostComputable = (v: Value, forSet: SetInfo | null, seen = new Set<Value>()): void => {
+    if (seen.has(v)) return;
+    seen.add(v);
+    const p = v.producer;
+    if (p.op === 'const' || p.op === 'host') return;
+    const b = reads.get(v);
+    if (b) {
+      if (!forSet) return;
+      const up = b.port ? new Set([...b.port.upstream, ...(b.post ? [b.port.id] : [])]) : ported.outputUpstream.get(b.fetch)!;
+      for (const s of sets) {
+        if (!up.has(s.port.id)) continue;
+        if (s === forSet) throw new Reject(`the value set on ${s.port.path}.${s.port.kind} depends on that set`);
+        if (meets(s.rows, b.rowStart, b.rowEnd)) throw new Reject(`a value set on ${forSet.port.path}.${forSet.port.kind} depends on another set`);
+      }
+      source.add(v);
+      return;
+    }
+    if (!HOST_OPS.has(p.op)) throw new Reject(`${p.op} cannot run on the host`);
+    for (const x of p.inputs) hostComputable(x, forSet, seen);
+  };
+
+  const planned: SetPlan[] = sets.map((s) => {
+    const n = s.node as Node<'set'>;
+    const v = n.inputs[0]!;
+    const [r0, r1] = rowsOf(n);
+    const base = { node: n, port: s.port, rowStart: r0, rowEnd: r1, items: n.attrs.items };
+    const steer = steerOperand(v, s, reads, sets, pos);
+    if (steer) {
+      hostComputable(steer, s);
+      return { ...base, kind: 'steer', value: steer };
+    }
+    hostComputable(v, s);
+    return { ...base, kind: 'replace', value: v };
+  });
+  // Two steering sets on the same rows of a port would have to add in order: leave it to the compiler.
+  for (let j = 0; j < planned.length; j++) {
+    for (let i = 0; i < j; i++) {
+      const [p, q] = [planned[i]!, planned[j]!];
+      if (p.kind === 'steer' && q.kind === 'steer' && p.port === q.port && [...sets[j]!.rows].some((r) => sets[i]!.rows.has(r))) {
+        throw new Reject(`two additions to the same rows of ${p.port.path}.${p.port.kind}`);
+      }
+    }
+  }
+
+  const saves: { name: string; value: Value }[] = [];
+  const mainReads = new Set<Value>();
+  for (const n of ir.nodes) {
+    if (!n.is('save')) continue;
+    const collect = (v: Value): void => {
+      if (reads.has(v)) mainReads.add(v);
+      else if (!['const', 'host'].includes(v.producer.op) && !HOST_OPS.has(v.producer.op)) throw new Reject(`${v.producer.op} cannot run on the host`);
+      else v.producer.inputs.forEach(collect);
+    };
+    collect(n.inputs[0]!);
+    saves.push({ name: n.attrs.name, value: n.inputs[0]! });
+  }
+  const fetches = (vs: Iterable<Value>): string[] => [...new Set([...vs].map((v) => reads.get(v)!.fetch))];
+  const plain = new Map([...reads].map(([v, b]) => [v, { fetch: b.fetch, rowStart: b.rowStart, rowEnd: b.rowEnd }]));
+  return { reads: plain, sourceFetch: fetches(source), mainFetch: fetches(mainReads), sets: planned, saves };
+}
+
+/** For `read + X` / `X + read` of the set's own boundary and scope with no set in between: X. */
+function steerOperand(v: Value, s: SetInfo, reads: ReadonlyMap<Value, { port: Port | null; post: boolean }>, sets: readonly SetInfo[], pos: ReadonlyMap<Node, number>): Value | null {
+  const add = v.producer;
+  if (add.op !== 'add' || add.scope !== s.node.scope) return null;
+  const items = (s.node as Node<'set'>).attrs.items;
+  for (const [r, x] of [[add.inputs[0]!, add.inputs[1]!], [add.inputs[1]!, add.inputs[0]!]] as const) {
+    let readV = r;
+    if (items) {
+      if (r.producer.op !== 'index' || JSON.stringify((r.producer.attrs as { items: IndexItem[] }).items) !== JSON.stringify(items)) continue;
+      readV = r.producer.inputs[0]!;
+    }
+    const b = reads.get(readV);
+    const rn = readV.producer;
+    if (!b || b.port !== s.port || rn.scope !== s.node.scope || rn.op === 'model.output') continue;
+    const readAt = pos.get(rn)!;
+    if (!sets.some((t) => t.port === s.port && t.pos > readAt && t.pos < s.pos)) return x;
+  }
+  return null;
+}

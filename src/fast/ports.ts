@@ -1,0 +1,176 @@
+/**
+ * The instrumented model: the model's graph with *ports* spliced in at module boundary
+ * values, built once per model with the ordinary splice machinery (an IR of `set`s and
+ * `save`s through the compile pipeline).
+ *
+ * A port at boundary value `h` becomes `h' = h * keep + add`, where `port.<n>.keep` and
+ * `port.<n>.add` are float graph inputs with symbolic dims (broadcast against `h`). An
+ * output port rewires the consumers outside its module, an input port those inside, like a
+ * `set`. Both `h` (pre) and `h'` (post) are graph outputs, so any port can be fetched. Fed
+ * keep = 1 and add = 0 (`[1,1,1]`), a port leaves `h` bit-exact.
+ *
+ * Default ports (generic, no model-specific names): every *block* — a module whose last path
+ * segment is an integer (`transformer.h.3`, `model.layers.7`) — gets an input port and an
+ * output port on its first input/output, and every direct child of a block that has children
+ * of its own (`attn`, `mlp`, `self_attn`) gets an output port.
+ * @module
+ */
+import crypto from 'node:crypto';
+import { Builder } from '../../ir/builder.js';
+import type { Span } from '../errors.js';
+import type { ModelContext } from '../engine.js';
+import { compileGraph } from '../engine.js';
+import { writeVariant } from '../model/load.js';
+import type { Dim, ModuleTree } from '../model/types.js';
+import type { ModelProto } from '../onnx/proto.js';
+
+/** Bump when the ported graph's layout changes (invalidates written variants). */
+export const PORTS_FORMAT = 1;
+
+/** Where a port sits: a module's first output or first input. */
+export interface PortSpec {
+  /** Module path (`transformer.h.3`). */
+  path: string;
+  /** Which boundary. */
+  kind: 'output' | 'input';
+}
+
+/** One port of the instrumented model. */
+export interface Port extends PortSpec {
+  /** Index in {@link PortedModel.ports}. */
+  id: number;
+  /** The original ONNX value at the boundary. */
+  value: string;
+  /** Its symbolic shape (`['batch', 'sequence', 768]`). */
+  shape: Dim[];
+  /** Graph input multiplied into the value. */
+  keep: string;
+  /** Graph input added to the value. */
+  add: string;
+  /** Graph output holding the value before the port. */
+  pre: string;
+  /** Graph output holding the value after the port. */
+  post: string;
+  /** Ports whose result this port's `pre` value depends on (data flow in the ported graph). */
+  upstream: ReadonlySet<number>;
+}
+
+/** The instrumented model, written next to the weights. */
+export interface PortedModel {
+  /** Graph file (weights external, shared with the model). */
+  graphPath: string;
+  /** Ports in splice order (an output port precedes an input port on the same value). */
+  ports: Port[];
+  /** Port by `path#kind`. */
+  byKey: ReadonlyMap<string, Port>;
+  /** Ports each graph output depends on, by graph output name. */
+  outputUpstream: ReadonlyMap<string, ReadonlySet<number>>;
+  /** The rewritten proto (kept for tests and inspection). */
+  proto: ModelProto;
+}
+
+/** `path#kind`, the key of {@link PortedModel.byKey}. */
+export function portKey(path: string, kind: 'output' | 'input'): string {
+  return `${path}#${kind}`;
+}
+
+/** The default port set of a module tree (see the module comment), in graph order. */
+export function choosePorts(tree: ModuleTree): PortSpec[] {
+  const graphInputs = new Set(tree.graphInputs.map((g) => g.name));
+  const seen = new Set<string>();
+  const out: PortSpec[] = [];
+  const add = (path: string, kind: 'output' | 'input'): void => {
+    const m = tree.modules.get(path);
+    const bv = (kind === 'output' ? m?.outputs : m?.inputs)?.[0];
+    const sig = bv?.sig;
+    if (!bv || !sig || sig.dtype !== 'float32' || sig.shape === null || graphInputs.has(bv.name)) return;
+    const k = `${kind}|${bv.name}`;
+    if (seen.has(k)) return; // another module returns the same value: the first one owns the port
+    seen.add(k);
+    out.push({ path, kind });
+  };
+  for (const m of tree.modules.values()) {
+    if (!/^\d+$/.test(m.path.split('.').pop() ?? '')) continue;
+    add(m.path, 'input');
+    for (const c of m.children) if ((tree.modules.get(c)?.children.length ?? 0) > 0) add(c, 'output');
+    add(m.path, 'output');
+  }
+  return out;
+}
+
+const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
+
+/** Builds (or reuses, when written before) the instrumented model for `specs`. */
+export function buildPortedModel(mc: ModelContext, specs: readonly PortSpec[] = choosePorts(mc.tree)): PortedModel {
+  const b = new Builder({ file: '<ports>', tree: mc.tree });
+  const read = (s: PortSpec): ReturnType<Builder['moduleOutput']> => (s.kind === 'output' ? b.moduleOutput(s.path, 0, SPAN) : b.moduleInput(s.path, 0, SPAN));
+  specs.forEach((s, i) => {
+    const bv = (s.kind === 'output' ? mc.tree.modules.get(s.path)!.outputs : mc.tree.modules.get(s.path)!.inputs)[0]!;
+    const ones = bv.sig!.shape!.map(() => 1);
+    const pre = read(s);
+    const keep = b.host(`port.${i}.keep`, 'float32', ones, SPAN);
+    const add = b.host(`port.${i}.add`, 'float32', ones, SPAN);
+    b.set(s.path, s.kind, 0, null, b.op('add', [b.op('mul', [pre, keep], {}, SPAN), add], {}, SPAN), SPAN);
+    b.save(pre, `port.${i}.pre`, SPAN);
+    b.save(read(s), `port.${i}.post`, SPAN);
+  });
+  const state = compileGraph(b.graph, mc);
+  const g = state.model.graph!;
+
+  // Saves are Identity nodes feeding new graph outputs: output the values themselves instead (no copies).
+  const saved = new Map<string, string>(); // save name → ONNX value
+  const identityOf = new Map((g.node ?? []).filter((n) => n.op_type === 'Identity').map((n) => [n.output![0]!, n]));
+  const drop = new Set<unknown>();
+  for (const [name, out] of state.saved) {
+    const id = identityOf.get(out)!;
+    saved.set(name, id.input![0]!);
+    drop.add(id);
+  }
+  g.node = (g.node ?? []).filter((n) => !drop.has(n));
+  const outNames = new Set<string>();
+  g.output = (g.output ?? []).flatMap((o) => {
+    const name = [...state.saved].find(([, v]) => v === o.name)?.[0];
+    const real = name ? saved.get(name)! : o.name!;
+    if (outNames.has(real)) return [];
+    outNames.add(real);
+    return [{ ...o, name: real }];
+  });
+
+  // Host inputs → `port.<n>.keep` / `port.<n>.add` with symbolic dims.
+  const taken = new Set([...(g.node ?? []).flatMap((n) => n.output ?? []), ...(g.input ?? []).map((i) => i.name)]);
+  const inputName = new Map<string, string>();
+  for (const [host, gname] of state.hostInputs ?? []) {
+    const want = taken.has(host) ? gname : host;
+    inputName.set(host, want);
+    const vi = g.input!.find((i) => i.name === gname)!;
+    vi.name = want;
+    const dims = vi.type!.tensor_type!.shape!.dim!;
+    vi.type!.tensor_type!.shape!.dim = dims.map((_, d) => ({ dim_param: `${want.replace(/\./g, '_')}_d${d}` }));
+    if (want !== gname) for (const n of g.node ?? []) n.input = n.input!.map((x) => (x === gname ? want : x));
+  }
+
+  // Data flow: which port results each value depends on.
+  const postOf = new Map(specs.map((_, i) => [saved.get(`port.${i}.post`)!, i]));
+  const deps = new Map<string, Set<number>>();
+  for (const n of g.node ?? []) {
+    const d = new Set<number>();
+    for (const x of n.input ?? []) for (const p of deps.get(x) ?? []) d.add(p);
+    for (const o of n.output ?? []) {
+      const own = postOf.get(o);
+      deps.set(o, own === undefined ? d : new Set([...d, own]));
+    }
+  }
+  const ports: Port[] = specs.map((s, i) => {
+    const bv = (s.kind === 'output' ? mc.tree.modules.get(s.path)!.outputs : mc.tree.modules.get(s.path)!.inputs)[0]!;
+    const pre = saved.get(`port.${i}.pre`)!;
+    return {
+      ...s, id: i, value: bv.name, shape: [...bv.sig!.shape!],
+      keep: inputName.get(`port.${i}.keep`)!, add: inputName.get(`port.${i}.add`)!,
+      pre, post: saved.get(`port.${i}.post`)!, upstream: deps.get(pre) ?? new Set(),
+    };
+  });
+  const outputUpstream = new Map(mc.tree.graphOutputs.map((o) => [o.name, deps.get(o.name) ?? new Set<number>()]));
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${PORTS_FORMAT}`).digest('hex').slice(0, 24);
+  const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model };
+}
