@@ -1,0 +1,132 @@
+/**
+ * Tiered sessions: a graph first runs on a session that is fast to create (no weight
+ * prepacking, on the JS thread, from the model's {@link OrtBackend}); once the same graph
+ * has been used `promoteAfter` times, a prepacked session — slow to create, faster to run —
+ * is built in a worker thread ({@link WorkerBackend}) while runs continue on the fast
+ * session, and is swapped in when ready. The fast session is then released.
+ *
+ * Every session, in either tier, is created from the same graph file next to the model's
+ * one external weights file, so weights are never duplicated on disk and share the page
+ * cache; prepacked sessions hold a private packed copy, so they are LRU-bounded
+ * (`maxPrepacked`), and an evicted one is released inside the worker and its graph goes
+ * back to the fast tier.
+ * @module
+ */
+import ort from 'onnxruntime-node';
+import type { Tensor } from '../src/tensor.js';
+import { OrtBackend, type OrtSessionOptions } from './ort.js';
+import { WorkerBackend } from './worker.js';
+
+/** Which session a graph runs on. */
+export type Tier = 'fast' | 'building' | 'prepacked';
+
+/** Options of {@link TieredSessions}. */
+export interface TieredOptions {
+  /** Uses of one graph before its prepacked session is built; 0 disables promotion. Default 2. */
+  promoteAfter?: number;
+  /** Prepacked sessions kept open (LRU). Default 2. */
+  maxPrepacked?: number;
+}
+
+interface GraphState {
+  uses: number;
+  tier: Tier;
+  ready?: Promise<void>;
+  opts: OrtSessionOptions;
+}
+
+/** Which tier served a run, and how long the run took in the thread that ran it. */
+export interface TieredRun {
+  /** Fetched outputs. */
+  outputs: Record<string, Tensor>;
+  /** The tier that ran it. */
+  tier: Tier;
+}
+
+/** Session tiers over one model's graphs. */
+export class TieredSessions {
+  private readonly graphs = new Map<string, GraphState>();
+  /** Prepacked graphs in recency order. */
+  private readonly prepacked = new Set<string>();
+  private readonly promoteAfter: number;
+  private readonly maxPrepacked: number;
+  private workerBackend: WorkerBackend | undefined;
+  /** Worker-side creation times of prepacked sessions, ms (measurements). */
+  readonly createTimes: number[] = [];
+
+  constructor(readonly fast: OrtBackend, opts: TieredOptions = {}) {
+    this.promoteAfter = opts.promoteAfter ?? 2;
+    this.maxPrepacked = Math.max(1, opts.maxPrepacked ?? 2);
+  }
+
+  /** The worker (started on first promotion). */
+  get worker(): WorkerBackend {
+    return (this.workerBackend ??= new WorkerBackend({ maxSessions: this.maxPrepacked + 1 }));
+  }
+
+  /** The current tier of a graph. */
+  tierOf(graphPath: string): Tier {
+    return this.graphs.get(graphPath)?.tier ?? 'fast';
+  }
+
+  /** Resolves when the graph's promotion (if started) has finished or failed. */
+  async whenReady(graphPath: string): Promise<void> {
+    await this.graphs.get(graphPath)?.ready;
+  }
+
+  /** Runs a graph on its best ready session, counting the use (and maybe starting a promotion). */
+  async run(graphPath: string, opts: OrtSessionOptions, feeds: Record<string, ort.Tensor>, fetch: readonly string[]): Promise<TieredRun> {
+    let g = this.graphs.get(graphPath);
+    if (!g) this.graphs.set(graphPath, (g = { uses: 0, tier: 'fast', opts: { ...opts, prepack: false } }));
+    g.uses++;
+    if (this.promoteAfter > 0 && g.tier === 'fast' && g.uses >= this.promoteAfter) this.promote(graphPath, g);
+    if (g.tier === 'prepacked') {
+      this.prepacked.delete(graphPath);
+      this.prepacked.add(graphPath);
+      const host: Record<string, Tensor> = {};
+      for (const [k, t] of Object.entries(feeds)) host[k] = { dtype: t.type as Tensor['dtype'], shape: [...t.dims], data: t.data as Tensor['data'] };
+      return { outputs: await this.worker.run(graphPath, { ...g.opts, prepack: true }, host, fetch), tier: 'prepacked' };
+    }
+    const session = await this.fast.session(graphPath, g.opts);
+    return { outputs: await this.fast.run(session, feeds, fetch), tier: g.tier };
+  }
+
+  private promote(graphPath: string, g: GraphState): void {
+    g.tier = 'building';
+    g.ready = this.worker.open(graphPath, { ...g.opts, prepack: true }).then(
+      (ms) => {
+        this.createTimes.push(ms);
+        g.tier = 'prepacked';
+        this.prepacked.add(graphPath);
+        void this.fast.release(graphPath);
+        this.evict();
+      },
+      () => {
+        g.tier = 'fast'; // stay on the fast session; never retry this graph
+        g.uses = -Infinity;
+      },
+    );
+  }
+
+  private evict(): void {
+    for (const p of this.prepacked) {
+      if (this.prepacked.size <= this.maxPrepacked) break;
+      this.prepacked.delete(p);
+      const g = this.graphs.get(p);
+      if (g) {
+        g.tier = 'fast';
+        g.uses = 0;
+      }
+      void this.worker.release(p);
+    }
+  }
+
+  /** Releases every session of both tiers and stops the worker. */
+  async release(): Promise<void> {
+    await Promise.all([...this.graphs.values()].map((g) => g.ready));
+    this.graphs.clear();
+    this.prepacked.clear();
+    await this.workerBackend?.terminate();
+    this.workerBackend = undefined;
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * Split a batch into chunks that run one after another, so a sweep too large for memory
+ * still runs, with the same results as one batched run.
+ *
+ * Dependencies between invokes come from dataflow: a `set` in invoke j whose value reads
+ * invoke i makes j depend on i (i is a *source*); a save of a value combining several
+ * invokes ties them into one unit. Each chunk holds some units plus the transitive sources
+ * they need — a source is recomputed in every chunk that needs it (one extra row per chunk;
+ * feeding it instead would need its values cut out of the graph as host inputs, and a
+ * source with its own sets would need its whole closure run first). Each save is emitted by
+ * exactly one chunk (the one owning its unit), so stitching is a union of the chunks' saves.
+ *
+ * Not split (one chunk): when the whole-batch scope (#0) reads or sets module values.
+ * Rows keep their prompts' padding: the runner slices the chunk's rows out of the feeds of
+ * the whole batch, so every row sees the same sequence length as in one run.
+ * @module
+ */
+import { Graph, Node, ROW_OPS, type Scope, type Value } from '../ir/ir.js';
+
+/** One chunk: a self-contained IR over some of the original scopes. */
+export interface Chunk {
+  /** The chunk's IR (scopes renumbered, rows compacted). */
+  ir: Graph;
+  /** Original batch row of each of the chunk's rows. */
+  rows: number[];
+  /** Rows this chunk owns (not recomputed sources), for progress. */
+  ownRows: number;
+}
+
+function find(parent: number[], x: number): number {
+  while (parent[x] !== x) x = parent[x] = parent[parent[x]!]!;
+  return x;
+}
+
+/**
+ * Splits `ir` into chunks of at most `maxRows` rows where the dependencies allow (a unit
+ * and its sources never split). Returns `null` when one run is needed or possible.
+ */
+export function splitBatch(ir: Graph, maxRows: number): Chunk[] | null {
+  const nScopes = ir.scopes.length;
+  if (ir.batch <= maxRows || nScopes <= 2) return null;
+  if (ir.nodes.some((n) => n.scope === 0 && (ROW_OPS.has(n.op) || n.op === 'set'))) return null;
+  // deps: invoke scopes each value reads (transitively).
+  const deps = new Map<Value, Set<number>>();
+  const parent = Array.from({ length: nScopes }, (_, i) => i);
+  const edges: Array<[number, number]> = [];
+  const needOf = new Map<Node, Set<number>>();
+  for (const n of ir.nodes) {
+    const d = new Set<number>();
+    if (ROW_OPS.has(n.op)) d.add(n.scope);
+    for (const v of n.inputs) for (const s of deps.get(v) ?? []) d.add(s);
+    for (const r of n.results) deps.set(r, d);
+    const need = new Set(d);
+    if (n.op === 'set') {
+      need.add(n.scope);
+      for (const s of d) if (s !== n.scope) edges.push([n.scope, s]);
+    }
+    if (n.op === 'save') {
+      const first = [...d][0];
+      for (const s of d) parent[find(parent, s)] = find(parent, first!);
+    }
+    needOf.set(n, need);
+  }
+  // Units, their rows and direct sources.
+  const unitOf = (s: number): number => find(parent, s);
+  const sources = new Map<number, Set<number>>();
+  for (const [a, b] of edges) {
+    const ua = unitOf(a), ub = unitOf(b);
+    if (ua === ub) continue;
+    if (!sources.has(ua)) sources.set(ua, new Set());
+    sources.get(ua)!.add(ub);
+  }
+  const members = new Map<number, number[]>();
+  for (let s = 1; s < nScopes; s++) {
+    const u = unitOf(s);
+    if (!members.has(u)) members.set(u, []);
+    members.get(u)!.push(s);
+  }
+  const rowsOf = (units: Set<number>): number => [...units].reduce((a, u) => a + members.get(u)!.reduce((b, s) => b + ir.scopes[s]!.rowEnd - ir.scopes[s]!.rowStart, 0), 0);
+  const closure = (u: number, acc: Set<number>): Set<number> => {
+    if (acc.has(u)) return acc;
+    acc.add(u);
+    for (const s of sources.get(u) ?? []) closure(s, acc);
+    return acc;
+  };
+  // Greedy packing in scope order.
+  const plans: Array<{ own: Set<number>; all: Set<number> }> = [];
+  let cur = { own: new Set<number>(), all: new Set<number>() };
+  for (const u of members.keys()) {
+    const all = closure(u, new Set(cur.all));
+    if (cur.own.size > 0 && rowsOf(all) > maxRows) {
+      plans.push(cur);
+      cur = { own: new Set(), all: closure(u, new Set()) };
+    } else cur.all = all;
+    cur.own.add(u);
+  }
+  plans.push(cur);
+  if (plans.length <= 1) return null;
+  return plans.map((p, i) => buildChunk(ir, p.own, p.all, members, unitOf, needOf, deps, i === 0));
+}
+
+function buildChunk(
+  ir: Graph, own: Set<number>, all: Set<number>, members: Map<number, number[]>, unitOf: (s: number) => number,
+  needOf: Map<Node, Set<number>>, deps: Map<Value, Set<number>>, first: boolean,
+): Chunk {
+  const included = [...all].flatMap((u) => members.get(u)!).sort((a, b) => a - b);
+  const newId = new Map<number, number>([[0, 0]]);
+  const g = new Graph();
+  g.dimValues = { ...ir.dimValues };
+  const scopes: Scope[] = [{ ...ir.scopes[0]!, rowStart: 0, rowEnd: 0 }];
+  const rows: number[] = [];
+  let ownRows = 0;
+  for (const s of included) {
+    const sc = ir.scopes[s]!;
+    const n = sc.rowEnd - sc.rowStart;
+    newId.set(s, scopes.length);
+    scopes.push({ ...sc, id: scopes.length, rowStart: rows.length, rowEnd: rows.length + n });
+    for (let r = sc.rowStart; r < sc.rowEnd; r++) rows.push(r);
+    if (own.has(unitOf(s))) ownRows += n;
+  }
+  scopes[0]!.rowEnd = rows.length;
+  g.scopes = scopes;
+  // Keep effects whose needs are present (saves only in the owning chunk), then what they use.
+  const keep = new Set<Node>();
+  const mark = (n: Node): void => {
+    if (keep.has(n)) return;
+    keep.add(n);
+    for (const v of n.inputs) mark(v.producer);
+  };
+  for (const n of ir.nodes) {
+    const need = needOf.get(n)!;
+    if (![...need].every((s) => newId.has(s))) continue;
+    if (n.op === 'set') mark(n);
+    if (n.op === 'save') {
+      const d = [...(deps.get(n.inputs[0]!) ?? [])];
+      if (d.length ? own.has(unitOf(d[0]!)) : first) mark(n);
+    }
+  }
+  const map = new Map<Value, Value>();
+  for (const n of ir.nodes) {
+    if (!keep.has(n)) continue;
+    const c = new Node(n.op, n.inputs.map((v) => map.get(v)!), structuredClone(n.attrs), n.results.length, newId.get(n.scope) ?? 0, n.span);
+    n.results.forEach((r, i) => {
+      const cr = c.results[i]!;
+      cr.type = r.type;
+      if (r.name !== undefined) cr.name = r.name;
+      map.set(r, cr);
+    });
+    g.add(c);
+  }
+  return { ir: g, rows, ownRows };
+}

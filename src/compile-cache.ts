@@ -1,0 +1,122 @@
+/**
+ * The structural compile cache: the compiled half of a trace (ONNX pipeline, encoding,
+ * variant file) keyed by the *structure* of its IR after the IR pipeline, with literals
+ * lifted to host inputs (passes/lift-constants.ts) and token ids left out (they are feeds).
+ *
+ * What the key holds: every node's op, scope, inputs (by order of appearance), attributes
+ * in catalogue order, result types (symbolic dims such as `sequence` stay symbolic), and
+ * every scope's batch rows. What it leaves out: tokens, prompts, spans, bound names and
+ * `dimValues` (the prompt length) — so another prompt of another length reuses the graph.
+ * Range checks that depend on the prompt length ran in the IR pipeline already.
+ *
+ * The in-memory cache is per model and LRU-bounded; rewritten graphs on disk are keyed by
+ * their content (`nns-<sha256>.onnx` next to the weights) and are shared across processes.
+ * @module
+ */
+import crypto from 'node:crypto';
+import { OP_SCHEMA, type Graph, type Value } from '../ir/ir.js';
+
+/** What a compiled structure needs to run: its graph file and its input/output names. */
+export interface CompiledEntry {
+  /** The structural key. */
+  readonly key: string;
+  /** Rewritten graph file (next to the model's weights). */
+  readonly graphPath: string;
+  /** Save name → graph output name. */
+  readonly saved: ReadonlyMap<string, string>;
+  /** Host value name → graph input name. */
+  readonly hostInputs: ReadonlyMap<string, string>;
+  /** Times this entry was used (1 after the compile that made it). */
+  uses: number;
+}
+
+/** JSON with `-0`, NaN and ±Infinity kept distinct. */
+function stable(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && (!Number.isFinite(x) || Object.is(x, -0)) ? `#${Object.is(x, -0) ? '-0' : String(x)}` : x));
+}
+
+/** The canonical text the structural key hashes (exported for tests and debugging). */
+export function structuralText(ir: Graph): string {
+  const ids = new Map<Value, number>();
+  const id = (v: Value): number => {
+    let n = ids.get(v);
+    if (n === undefined) ids.set(v, (n = ids.size));
+    return n;
+  };
+  const lines = [`scopes ${stable(ir.scopes.map((s) => [s.rowStart, s.rowEnd]))}`];
+  for (const n of ir.nodes) {
+    const attrs = n.attrs as unknown as Record<string, unknown>;
+    const a = OP_SCHEMA[n.op].attrs.map(([k]) => attrs[k] ?? null);
+    const ins = n.inputs.map(id);
+    const outs = n.results.map((r) => [id(r), r.type ? [r.type.dtype, r.type.shape] : null]);
+    lines.push(stable([n.op, n.scope, ins, a, outs]));
+  }
+  return lines.join('\n');
+}
+
+/** sha256 (hex, 32 chars) of {@link structuralText}. */
+export function structuralKey(ir: Graph): string {
+  return crypto.createHash('sha256').update(structuralText(ir)).digest('hex').slice(0, 32);
+}
+
+/** Options of a {@link CompileCache}. */
+export interface CompileCacheOptions {
+  /** Most entries kept (least recently used dropped beyond). Default 64. */
+  maxEntries?: number;
+}
+
+/** An LRU map from structural key to {@link CompiledEntry}, with hit/miss counters. */
+export class CompileCache {
+  private readonly max: number;
+  private readonly entries = new Map<string, CompiledEntry>();
+  /** Lookups that found an entry. */
+  hits = 0;
+  /** Lookups that did not. */
+  misses = 0;
+
+  constructor(opts: CompileCacheOptions = {}) {
+    this.max = Math.max(1, opts.maxEntries ?? 64);
+  }
+
+  /** Number of entries. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The entry for `key` (marked most recently used), counting a hit or a miss. */
+  get(key: string): CompiledEntry | undefined {
+    const e = this.entries.get(key);
+    if (!e) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.entries.delete(key);
+    this.entries.set(key, e);
+    return e;
+  }
+
+  /** Stores an entry, dropping the least recently used beyond the bound. */
+  set(e: CompiledEntry): void {
+    this.entries.delete(e.key);
+    this.entries.set(e.key, e);
+    for (const k of this.entries.keys()) {
+      if (this.entries.size <= this.max) break;
+      this.entries.delete(k);
+    }
+  }
+
+  /** Forgets every entry (files on disk stay). */
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+const caches = new WeakMap<object, CompileCache>();
+
+/** The compile cache of one model context (created on first use). */
+export function compileCacheOf(owner: object, opts?: CompileCacheOptions): CompileCache {
+  let c = caches.get(owner);
+  if (!c) caches.set(owner, (c = new CompileCache(opts)));
+  return c;
+}

@@ -1,0 +1,137 @@
+/**
+ * The compiled half of a run (after the IR pipeline and the fast-path hook): lift
+ * constants, split an over-budget batch into chunks, and for each chunk look up its
+ * structure in the compile cache — compiling, encoding and writing the variant only on a
+ * miss — then run it on a tiered session and stitch the saves back together.
+ * @module
+ */
+import crypto from 'node:crypto';
+import ort from 'onnxruntime-node';
+import type { Graph } from '../ir/ir.js';
+import { liftConstants } from '../passes/lift-constants.js';
+import { splitBatch, type Chunk } from '../passes/split-batch.js';
+import type { CompileState } from '../passes/pass.js';
+import { toOrtTensor, type OrtSessionOptions } from '../backends/ort.js';
+import { TieredSessions, type TieredOptions } from '../backends/tiered.js';
+import { compileCacheOf, structuralKey, type CompiledEntry } from './compile-cache.js';
+import type { ModelContext } from './engine.js';
+import { NnsError } from './errors.js';
+import { buildFeeds } from './model/feeds.js';
+import { writeVariant } from './model/load.js';
+import { encodeModel } from './onnx/serde.js';
+import type { ProgressCallback } from './progress.js';
+import type { Tensor } from './tensor.js';
+
+/** Options of the compiled path (part of `RunOptions` and `TraceOptions`). */
+export interface CompiledRunOptions {
+  /** Use the structural compile cache (default true; `ONNSIGHT_COMPILE_CACHE=0` turns it off). */
+  cache?: boolean;
+  /** Session tiers: `false` runs every graph on a fast session only (default: on; `ONNSIGHT_TIERED=0` turns it off). */
+  tiered?: boolean | TieredOptions;
+  /** Activation memory budget of one run, bytes (default 2 GiB, or `ONNSIGHT_BATCH_BUDGET_MB`); bigger batches are split. */
+  memoryBudget?: number;
+  /** Called after each compile and each run of a chunk. */
+  onProgress?: ProgressCallback;
+}
+
+const tiers = new WeakMap<ModelContext, TieredSessions>();
+
+/** The session tiers of a model context (created on first use with `opts`). */
+export function tieredOf(mc: ModelContext, opts: TieredOptions = {}): TieredSessions {
+  let t = tiers.get(mc);
+  if (!t) tiers.set(mc, (t = new TieredSessions(mc.backend, opts)));
+  return t;
+}
+
+/** Releases the tiered sessions (and worker) of a model context. */
+export async function releaseCompiled(mc: ModelContext): Promise<void> {
+  await tiers.get(mc)?.release();
+  tiers.delete(mc);
+}
+
+/** Rough bytes of activations one batch row needs at `seqLen` tokens (outputs, hidden states, saves). */
+export function rowBytes(mc: ModelContext, seqLen: number, saves = 0): number {
+  const dimSize = (d: number | string): number => (d === 'batch' ? 1 : typeof d === 'number' ? d : seqLen);
+  let perRow = 0;
+  for (const o of mc.tree.graphOutputs) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
+  const cfg = mc.loaded.config ?? {};
+  const width = Number(cfg.n_embd ?? cfg.hidden_size ?? cfg.d_model ?? 1024);
+  const heads = Number(cfg.n_head ?? cfg.num_attention_heads ?? 16);
+  perRow += seqLen * width * (16 + saves) + heads * seqLen * seqLen;
+  return 4 * perRow;
+}
+
+/** Rows of `full` (a `[batch, seq]` feed) selected by `rows`. */
+function gatherRows(full: ort.Tensor, rows: readonly number[]): ort.Tensor {
+  const [, seq] = full.dims as [number, number];
+  const src = full.data as BigInt64Array | Int32Array;
+  const out = new (src.constructor as { new (n: number): BigInt64Array | Int32Array })(rows.length * seq);
+  rows.forEach((r, i) => out.set(src.subarray(r * seq, (r + 1) * seq) as never, i * seq));
+  return new ort.Tensor(full.type as 'int64', out as BigInt64Array, [rows.length, seq]);
+}
+
+function envOff(name: string): boolean {
+  return process.env[name] === '0';
+}
+
+/**
+ * Runs `state.ir` (through the IR pipeline) through the compile cache and tiered sessions.
+ * `lower` runs the ONNX half of the pipeline on an IR against a fresh copy of the model.
+ */
+export async function runCompiled(
+  state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
+  opts: CompiledRunOptions & { uncached?: boolean }, lower: (ir: Graph) => CompileState,
+): Promise<Map<string, Tensor>> {
+  const ir = state.ir;
+  const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
+  if (rows.length === 0) throw new NnsError('no-prompt', 'the trace has no prompt', { kind: 'usage' });
+  const saveOrder = ir.nodes.filter((n) => n.is('save')).map((n) => (n.attrs as { name: string }).name);
+  const host = new Map(hostValues);
+  for (const [k, v] of liftConstants(ir)) host.set(k, v);
+  const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
+  const budget = opts.memoryBudget ?? (Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 31);
+  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length)));
+  const chunks: Chunk[] = splitBatch(ir, maxRows) ?? [{ ir, rows: rows.map((_, i) => i), ownRows: rows.length }];
+  const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
+  const cache = compileCacheOf(mc);
+  const tiered = opts.tiered !== false && !envOff('ONNSIGHT_TIERED') ? tieredOf(mc, typeof opts.tiered === 'object' ? opts.tiered : {}) : undefined;
+  const sessionOpts: OrtSessionOptions = mc.loaded.externalDataDir ? { externalDataDir: mc.loaded.externalDataDir } : {};
+  const totalRows = chunks.reduce((a, c) => a + c.ownRows, 0);
+  let done = 0;
+  let rowsDone = 0;
+  const progress = (phase: 'compile' | 'run'): void => opts.onProgress?.({ phase, done: ++done, total: chunks.length * 2, rowsDone, rows: totalRows });
+  const results = new Map<string, Tensor>();
+  for (const chunk of chunks) {
+    const key = structuralKey(chunk.ir);
+    let entry = useCache ? cache.get(key) : undefined;
+    if (entry) entry.uses++;
+    else {
+      const st = lower(chunk.ir);
+      const bytes = encodeModel(st.model);
+      const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
+      entry = { key, graphPath: writeVariant(mc.loaded, st.model, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };
+      if (useCache) cache.set(entry);
+    }
+    progress('compile');
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [k, t] of Object.entries(full)) feeds[k] = chunks.length === 1 ? t : gatherRows(t, chunk.rows);
+    for (const [name, input] of entry.hostInputs) {
+      const t = host.get(name);
+      if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
+      feeds[input] = toOrtTensor(t);
+    }
+    const out = await runEntry(entry, mc, tiered, sessionOpts, feeds);
+    for (const [name, output] of entry.saved) results.set(name, out[output]!);
+    rowsDone += chunk.ownRows;
+    progress('run');
+  }
+  return new Map(saveOrder.filter((n) => results.has(n)).map((n) => [n, results.get(n)!]));
+}
+
+async function runEntry(entry: CompiledEntry, mc: ModelContext, tiered: TieredSessions | undefined, so: OrtSessionOptions, feeds: Record<string, ort.Tensor>): Promise<Record<string, Tensor>> {
+  const fetch = [...entry.saved.values()];
+  if (fetch.length === 0) return {};
+  if (tiered) return (await tiered.run(entry.graphPath, so, feeds, fetch)).outputs;
+  const session = await mc.backend.session(entry.graphPath, so);
+  return mc.backend.run(session, feeds, fetch);
+}
