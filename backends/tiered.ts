@@ -53,6 +53,8 @@ export class TieredSessions {
   private workerBackend: WorkerBackend | undefined;
   /** Worker-side creation times of prepacked sessions, ms (measurements). */
   readonly createTimes: number[] = [];
+  /** The tier of the last run. */
+  lastTier: Tier = 'fast';
 
   constructor(readonly fast: OrtBackend, opts: TieredOptions = {}) {
     this.promoteAfter = opts.promoteAfter ?? 2;
@@ -85,9 +87,11 @@ export class TieredSessions {
       this.prepacked.add(graphPath);
       const host: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(feeds)) host[k] = { dtype: t.type as Tensor['dtype'], shape: [...t.dims], data: t.data as Tensor['data'] };
+      this.lastTier = 'prepacked';
       return { outputs: await this.worker.run(graphPath, { ...g.opts, prepack: true }, host, fetch), tier: 'prepacked' };
     }
     const session = await this.fast.session(graphPath, g.opts);
+    this.lastTier = g.tier;
     return { outputs: await this.fast.run(session, feeds, fetch), tier: g.tier };
   }
 

@@ -16,6 +16,7 @@ import { Builder } from '../ir/builder.js';
 import type { Graph } from '../ir/ir.js';
 import { NnsError } from './errors.js';
 import { compileGraph, openModel, runGraph, type CompileOptions, type ModelContext } from './engine.js';
+import { releaseCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { LoadOptions } from './model/load.js';
 import type { TextTokenizer } from './model/tokenizer.js';
 import type { ModuleTree } from './model/types.js';
@@ -29,6 +30,9 @@ export { tensorToJSON } from './tensor.js';
 export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto } from './onnx/proto.js';
+export type { CompiledRunOptions } from './compiled-run.js';
+export type { TieredOptions } from '../backends/tiered.js';
+export type { ProgressEvent, ProgressCallback } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
 
 /** A prompt: text (tokenized with the model's tokenizer) or token ids. */
@@ -48,8 +52,13 @@ export interface TraceResult {
   readonly saves: Readonly<Record<string, Tensor>>;
 }
 
-/** Options of a trace. */
-export interface TraceOptions {
+/**
+ * Options of a trace. From {@link CompiledRunOptions}: `cache`, `tiered`, `memoryBudget`
+ * (bigger batches run in chunks) and `onProgress` (called after each chunk's compile and run).
+ */
+export interface TraceOptions extends CompiledRunOptions {
+  /** `false` keeps identical read-only invokes as separate batch rows (default: merged). */
+  dedup?: boolean;
   /** Called with the printed IR / graph after every pass. */
   printAfterEach?: (pass: string, text: string) => void;
   /** Run the IR verifier after every pass. */
@@ -150,6 +159,7 @@ export class LanguageModel {
 
   /** Releases cached sessions. */
   async dispose(): Promise<void> {
+    await releaseCompiled(this.mc);
     await this.mc.backend.release();
   }
 }
