@@ -42,8 +42,15 @@ function isScalarLiteral(v: Value): boolean {
   return v.producer.op === 'const' && (v.producer.attrs as { shape: number[] }).shape.length === 0;
 }
 
-/** Whether shape `v` broadcasts to exactly `t`. */
+/**
+ * Whether a value of shape `v` can be assigned to a slot of shape `t`: numpy/PyTorch
+ * assignment rules, i.e. broadcasting after dropping leading size-1 dims of `v`
+ * (`a[0, -1] = x` accepts `x` of shape [1, 128] for a [128] slot).
+ */
 export function broadcastsTo(v: readonly Dim[], t: readonly Dim[], dims: DimValues): boolean {
+  let lead = 0;
+  while (v.length - lead > t.length && v[lead] === 1) lead++;
+  v = v.slice(lead);
   if (v.length > t.length) return false;
   return v.every((d, i) => {
     const td = t[t.length - v.length + i]!;

@@ -18,7 +18,7 @@ import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
-import { Emitter, valueInfo, onnxElemType } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -301,10 +301,20 @@ class Lowerer {
     const m = this.module(a.path);
     const list = a.port === 'output' ? m.outputs : m.inputs;
     const bv = list[a.index]!;
+    // A replaced graph output: rename the original value first so the output name can be re-produced.
+    if (a.port === 'output' && (this.g.output ?? []).some((o) => o.name === bv.name) && !this.renamed.has(bv.name)) this.renameOriginal(bv.name);
     const target = this.boundary(a.path, a.port, a.index);
     const tdtype = (bv.sig?.dtype ?? n.inputs[0]!.type?.dtype ?? 'float32') as DType;
-    const value = this.input(n.inputs[0]!, tdtype);
+    let value = this.input(n.inputs[0]!, tdtype);
     const scope = ir.scopes[n.scope]!;
+    // Assignment drops leading size-1 dims of the value (numpy/PyTorch), e.g. [1, 128] into a [128] slot.
+    const vrank = n.inputs[0]!.type?.shape?.length ?? 0;
+    const items = a.items ?? [];
+    const slotRank = (bv.sig?.shape?.length ?? 0) - items.filter((i) => i.kind === 'index').length + items.filter((i) => i.kind === 'newaxis').length;
+    if (vrank > slotRank) {
+      const axes = Array.from({ length: vrank - slotRank }, (_, i) => i);
+      value = this.opset >= 13 ? this.em.op('Squeeze', [value, this.em.ints(axes)]) : this.em.op('Squeeze', [value], { axes });
+    }
     const wholeBatch = coversBatch(ir, n.scope);
     let next: string;
     if (!a.items && wholeBatch) {
@@ -331,10 +341,11 @@ class Lowerer {
   /** Point the model's consumers of a boundary at `next`. */
   private rewire(m: ModuleInfo, port: 'output' | 'input', index: number, next: string): void {
     const original = (port === 'output' ? m.outputs : m.inputs)[index]!.name;
-    if (port === 'output' && (this.g.output ?? []).some((o) => o.name === original) && !this.renamed.has(original)) {
-      this.renameOriginal(original);
+    for (const s of this.slots(m, port, index)) {
+      s.node.input![s.index] = next;
+      // Errors found later (a cycle) blame the intervention that rewired this node.
+      if (this.em.prov.span) nodeSpans.set(s.node, this.em.prov.span);
     }
-    for (const s of this.slots(m, port, index)) s.node.input![s.index] = next;
     if (port === 'output') {
       const key = `${m.path}#${index}`;
       this.currentOut.set(key, next);

@@ -59,8 +59,18 @@ export const toposortPass: Pass = {
       for (const u of users[i]!) if (--pending[u]! === 0) push(u);
     }
     if (order.length !== nodes.length) {
-      const stuck = nodes.filter((_, i) => pending[i]! > 0);
-      const culprit = stuck.find((n) => nodeSpans.has(n));
+      // Nodes on a cycle: the stuck ones, minus those that only hang below a cycle (peel off sinks).
+      const onCycle = new Set(nodes.map((_, i) => i).filter((i) => pending[i]! > 0));
+      for (let changed = true; changed; ) {
+        changed = false;
+        for (const i of onCycle) {
+          if (!users[i]!.some((u) => onCycle.has(u))) {
+            onCycle.delete(i);
+            changed = true;
+          }
+        }
+      }
+      const culprit = [...onCycle].map((i) => nodes[i]!).find((n) => nodeSpans.has(n));
       const span = culprit ? nodeSpans.get(culprit) : undefined;
       ctx.errors.push(new NnsError('order', 'this intervention needs a value the model computes later in the same pass (a module\'s value cannot depend on a module that runs after it)', {
         span,

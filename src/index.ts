@@ -63,6 +63,8 @@ export interface TraceOptions extends CompiledRunOptions {
   printAfterEach?: (pass: string, text: string) => void;
   /** Run the IR verifier after every pass. */
   verifyEach?: boolean;
+  /** `false` forces the compiled (spliced) path even when the fast path could run the trace. */
+  fast?: boolean;
 }
 
 /** A language model loaded from a Hugging Face-style folder or an `.onnx` file. */
