@@ -14,7 +14,7 @@ import { buildFeeds } from '../model/feeds.js';
 import { numel, type Tensor } from '../tensor.js';
 import { toOrtTensor } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
-import { explainFastPath, type FastPlan } from './plan.js';
+import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
 import { buildPortedModel, type PortedModel } from './ports.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
@@ -33,6 +33,8 @@ export interface FastStats {
 export interface FastExecutorOptions {
   /** Prepack weights in the ported session (default true: it is reused by every fast trace). */
   prepack?: boolean;
+  /** Planner options. */
+  plan?: PlanOptions;
 }
 
 /** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
@@ -84,7 +86,7 @@ export class FastExecutor implements FastPath {
 
   /** Plans and runs `ir`; null when it needs the compiler. */
   async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
-    const r = explainFastPath(ir, this.mc.tree, this.ported);
+    const r = explainFastPath(ir, this.mc.tree, this.ported, this.opts.plan);
     if ('reject' in r) return this.fallback(r.reject);
     try {
       const out = await this.execute(ir, r.plan, host);

@@ -153,7 +153,7 @@ function reduce(x: Tensor, dim: number | null, keepdim: boolean, outType: DType,
   return tensorOf(outType, shape, out);
 }
 
-/** Softmax / log-softmax along `dim` like onnxruntime: subtract the max, exp, sum, divide (or subtract the log of the sum). */
+/** Softmax / log-softmax along `dim` like onnxruntime's MLAS kernel: subtract the max, exp, sum, multiply by 1/sum (or add −log sum). */
 function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
   const f32 = dtype === 'float32';
   const r = (v: number): number => (f32 ? Math.fround(v) : v);
@@ -165,11 +165,12 @@ function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
     let s = 0;
     for (let i = 0; i < len; i++) s += r(Math.exp(r(v[base + i * step]! - m)));
     const sum = r(s);
-    const logSum = r(Math.log(sum));
+    const inv = r(1 / sum);
+    const negLogSum = r(-Math.log(sum));
     for (let i = 0; i < len; i++) {
       const k = base + i * step;
       const shifted = r(v[k]! - m);
-      out[k] = log ? shifted - logSum : r(Math.exp(shifted)) / sum;
+      out[k] = log ? shifted + negLogSum : r(Math.exp(shifted)) * inv;
     }
   });
   return tensorOf(dtype, x.shape, out);

@@ -6,6 +6,6 @@
  * @module
  */
 export { FastExecutor, compress, type FastStats, type FastExecutorOptions } from './execute.js';
-export { planFastPath, explainFastPath, type FastPlan, type PlanResult, type ReadBinding, type SetPlan } from './plan.js';
+export { planFastPath, explainFastPath, type FastPlan, type PlanResult, type PlanOptions, type ReadBinding, type SetPlan } from './plan.js';
 export { buildPortedModel, choosePorts, portKey, PORTS_FORMAT, type Port, type PortSpec, type PortedModel } from './ports.js';
 export { evalOp, indexTensor, broadcastTo, castTo, tensorOf, HOST_OPS, HostEvalError } from './host-eval.js';

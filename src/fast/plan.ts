@@ -61,6 +61,17 @@ export interface FastPlan {
   saves: { name: string; value: Value }[];
 }
 
+/** Planner options. */
+export interface PlanOptions {
+  /**
+   * Let a set's value come from a read in rows that a set also writes, when data flow shows
+   * the read is upstream of every such set (`h.output = h.input`: fetch the input in a first
+   * run). Exact, but it costs two runs where a compiled graph costs one; default false: only
+   * reads in rows no set writes ("run the source prompt first") are source reads.
+   */
+  sameRowSources?: boolean;
+}
+
 /** A plan, or why there is none. */
 export type PlanResult = { plan: FastPlan } | { reject: string };
 
@@ -86,9 +97,9 @@ function setRows(r0: number, r1: number, items: IndexItem[] | null, rank: number
 const meets = (a: ReadonlySet<number>, r0: number, r1: number): boolean => [...a].some((r) => r >= r0 && r < r1);
 
 /** Plans `ir` on the instrumented model, or says why it cannot. */
-export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel): PlanResult {
+export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOptions = {}): PlanResult {
   try {
-    return { plan: plan(ir, tree, ported) };
+    return { plan: plan(ir, tree, ported, opts) };
   } catch (e) {
     if (e instanceof Reject) return { reject: e.message };
     throw e;
@@ -96,14 +107,14 @@ export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel
 }
 
 /** Plans `ir` on the instrumented model; null when the compiler must splice a custom graph. */
-export function planFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel): FastPlan | null {
-  const r = explainFastPath(ir, tree, ported);
+export function planFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOptions = {}): FastPlan | null {
+  const r = explainFastPath(ir, tree, ported, opts);
   return 'plan' in r ? r.plan : null;
 }
 
 interface SetInfo { node: Node; pos: number; port: Port; rows: Set<number> }
 
-function plan(ir: Graph, tree: ModuleTree, ported: PortedModel): FastPlan {
+function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOptions): FastPlan {
   const pos = new Map(ir.nodes.map((n, i) => [n, i]));
   const rowsOf = (n: Node): [number, number] => {
     const s = ir.scopes[n.scope]!;
@@ -171,9 +182,11 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel): FastPlan {
       if (!forSet) return;
       const up = b.port ? new Set([...b.port.upstream, ...(b.post ? [b.port.id] : [])]) : ported.outputUpstream.get(b.fetch)!;
       for (const s of sets) {
-        if (!up.has(s.port.id)) continue;
-        if (s === forSet) throw new Reject(`the value set on ${s.port.path}.${s.port.kind} depends on that set`);
-        if (meets(s.rows, b.rowStart, b.rowEnd)) throw new Reject(`a value set on ${forSet.port.path}.${forSet.port.kind} depends on another set`);
+        const affects = up.has(s.port.id);
+        if (affects && s === forSet) throw new Reject(`the value set on ${s.port.path}.${s.port.kind} depends on that set`);
+        if (!meets(s.rows, b.rowStart, b.rowEnd)) continue;
+        if (affects) throw new Reject(`a value set on ${forSet.port.path}.${forSet.port.kind} depends on another set`);
+        if (!opts.sameRowSources) throw new Reject(`a value set on ${forSet.port.path}.${forSet.port.kind} is read from rows that sets write`);
       }
       source.add(v);
       return;

@@ -12,7 +12,8 @@
  * Default ports (generic, no model-specific names): every *block* — a module whose last path
  * segment is an integer (`transformer.h.3`, `model.layers.7`) — gets an input port and an
  * output port on its first input/output, and every direct child of a block that has children
- * of its own (`attn`, `mlp`, `self_attn`) gets an output port.
+ * of its own (`attn`, `mlp`, `self_attn`) gets an output port; so does every other child of
+ * the module holding a top-level block list (`transformer.wte`, `transformer.ln_f`, `model.norm`).
  * @module
  */
 import crypto from 'node:crypto';
@@ -89,11 +90,29 @@ export function choosePorts(tree: ModuleTree): PortSpec[] {
     seen.add(k);
     out.push({ path, kind });
   };
+  const isBlock = (path: string): boolean => /^\d+$/.test(path.split('.').pop() ?? '');
+  const inBlock = (path: string | undefined): boolean => {
+    for (let p = path; p !== undefined; p = tree.modules.get(p)?.parent) if (isBlock(p)) return true;
+    return false;
+  };
+  // Owners of top-level block lists (`transformer` for `transformer.h.N`): their other children get output ports.
+  const owners = new Set<string>();
+  const lists = new Set<string>();
   for (const m of tree.modules.values()) {
-    if (!/^\d+$/.test(m.path.split('.').pop() ?? '')) continue;
-    add(m.path, 'input');
-    for (const c of m.children) if ((tree.modules.get(c)?.children.length ?? 0) > 0) add(c, 'output');
-    add(m.path, 'output');
+    if (!isBlock(m.path) || inBlock(m.parent)) continue;
+    const list = m.path.split('.').slice(0, -1).join('.');
+    lists.add(list);
+    const owner = tree.modules.has(list) ? tree.modules.get(list)!.parent : m.parent;
+    if (owner !== undefined) owners.add(owner);
+  }
+  for (const m of tree.modules.values()) {
+    if (isBlock(m.path)) {
+      add(m.path, 'input');
+      for (const c of m.children) if ((tree.modules.get(c)?.children.length ?? 0) > 0) add(c, 'output');
+      add(m.path, 'output');
+    } else if (m.parent !== undefined && owners.has(m.parent) && !lists.has(m.path) && !inBlock(m.parent)) {
+      add(m.path, 'output');
+    }
   }
   return out;
 }
