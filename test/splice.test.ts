@@ -87,3 +87,37 @@ describe('splicing', () => {
     expect(e.span?.file).toMatch(/splice\.test\.ts$/);
   });
 });
+
+describe('rewritten models', () => {
+  it('agree with and without onnxruntime graph optimizations', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const ort = (await import('onnxruntime-node')).default;
+    const { exportModel } = await import('../src/model/export.js');
+    const model = await LanguageModel.load(MODEL_DIR);
+    const proto = model.compile(IDS, (m) => {
+      m.transformer.h[1].mlp.output = 0;
+      const h = m.transformer.h[2].output.at(':', -1, ':');
+      m.lm_head(m.transformer.ln_f(h)).softmax(-1).save('lens');
+      m.transformer.h[3].output.at(':', '2:5', ':').set(m.transformer.h[3].output.at(':', '2:5', ':').mul(0.5));
+      m.output.logits.save('logits');
+    });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-opt-'));
+    const file = exportModel(model.mc.loaded, proto, path.join(dir, 'rewritten.onnx')).graphPath;
+    const feeds = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(IDS.map(BigInt)), [1, 8]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(8).fill(1n), [1, 8]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from([0, 1, 2, 3, 4, 5, 6, 7].map(BigInt)), [1, 8]),
+    };
+    const results = [];
+    for (const level of ['disabled', 'all'] as const) {
+      const s = await ort.InferenceSession.create(file, { graphOptimizationLevel: level });
+      results.push(await s.run(feeds));
+      await s.release();
+    }
+    for (const name of ['lens', 'logits']) {
+      expectClose(results[0]![name]!.data as Float32Array, Array.from(results[1]![name]!.data as Float32Array), 1e-5, name);
+    }
+  });
+});
