@@ -66,6 +66,11 @@ export class TieredSessions {
     return (this.workerBackend ??= new WorkerBackend({ maxSessions: this.maxPrepacked + 1 }));
   }
 
+  /** Graph files seen so far, in first-use order. */
+  known(): string[] {
+    return [...this.graphs.keys()];
+  }
+
   /** The current tier of a graph. */
   tierOf(graphPath: string): Tier {
     return this.graphs.get(graphPath)?.tier ?? 'fast';
