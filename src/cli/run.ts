@@ -14,6 +14,7 @@ import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.
 import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
+import { progressBar } from '../progress.js';
 
 /** One script to run, compile or check. */
 export interface ScriptJob {
@@ -71,11 +72,12 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = await open(job);
   const results = new Map<string, Tensor>();
+  const bar = progressBar(); // stderr, only on a TTY (or ONNSIGHT_PROGRESS=1)
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
     throwIfAny(lowered.errors);
-    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job) });
+    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: bar });
     for (const [k, v] of out) results.set(k, v);
   }
   return { results, decoder: decoderOf(mc) };
