@@ -36,6 +36,8 @@ async function handle(req: WorkerRequest): Promise<WorkerReply> {
       const runMs = performance.now() - t0;
       return { id: req.id, ok: true, runMs, outputs: Object.entries(out).map(([k, v]) => toWire(k, v)) };
     }
+    case 'size':
+      return { id: req.id, ok: true, size: backend.size };
     case 'release':
       await backend.release(req.graphPath);
       return { id: req.id, ok: true };

@@ -32,7 +32,8 @@ export interface WireTensor {
 export type WorkerRequest =
   | { id: number; op: 'open'; graphPath: string; opts: OrtSessionOptions }
   | { id: number; op: 'run'; graphPath: string; opts: OrtSessionOptions; feeds: WireTensor[]; fetch: string[] }
-  | { id: number; op: 'release'; graphPath: string };
+  | { id: number; op: 'release'; graphPath: string }
+  | { id: number; op: 'size' };
 
 /** The worker's answer. */
 export interface WorkerReply {
@@ -42,6 +43,8 @@ export interface WorkerReply {
   ok: boolean;
   /** `open`: milliseconds the session took to create (inside the worker). */
   createMs?: number;
+  /** `size`: sessions open in the worker. */
+  size?: number;
   /** `run`: milliseconds of `session.run` inside the worker. */
   runMs?: number;
   /** `run`: fetched outputs. */
@@ -128,6 +131,12 @@ export class WorkerBackend {
   async release(graphPath: string): Promise<void> {
     if (!this.worker) return;
     await this.request({ id: this.nextId++, op: 'release', graphPath });
+  }
+
+  /** Number of sessions open (or being created) in the worker; 0 when it is not running. */
+  async sessions(): Promise<number> {
+    if (!this.worker) return 0;
+    return (await this.request({ id: this.nextId++, op: 'size' })).size ?? 0;
   }
 
   /** Stops the worker (its sessions are released with it). */

@@ -50,6 +50,7 @@ describe('tiered sessions', () => {
     await ti.whenReady(other);
     expect(ti.tierOf(other)).toBe('prepacked');
     expect(ti.tierOf(path)).toBe('fast');
+    expect(await ti.worker.sessions()).toBe(1); // the evicted prepacked session was released in the worker
     const again = await model.trace(ids, ablate(1));
     expect(ti.lastTier).toBe('fast');
     expect(maxDiff(first.saves.probs!.data as Float32Array, again.saves.probs!.data as Float32Array)).toBe(0);
