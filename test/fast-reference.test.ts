@@ -6,9 +6,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import ort from 'onnxruntime-node';
 import { LanguageModel, type ModelRef, type ModuleRef, type Tensor } from '../src/index.js';
-import { runGraph } from '../src/engine.js';
+import { compileGraph, runGraph } from '../src/engine.js';
+import { irPipeline } from '../passes/pipeline.js';
 import { buildFeeds } from '../src/model/feeds.js';
-import { FastExecutor } from '../src/fast/index.js';
+import { FastExecutor, explainFastPath } from '../src/fast/index.js';
 import { ortSessionOptions, type OrtSessionOptions } from '../backends/ort.js';
 import { EXPORTS, refCase, expectClose, softmax, argmax, row } from './helpers/reference.js';
 import type { TraceContext } from '../src/trace.js';
@@ -120,6 +121,23 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
       }
     }
   }, 120_000);
+
+  it('a patch runs each pass on the rows it needs only, with the same numbers as the batched compiled pass', async () => {
+    const c = refCase('patch_block_outputs');
+    const build = (): Built => model.build((tr) => {
+      let hb = undefined as unknown as ReturnType<ModuleRef['output']['at']>;
+      tr.invoke(c.source_ids!, (m) => { hb = m.transformer.h[2]!.output.at(':', 3, ':'); });
+      tr.invoke(c.input_ids as number[], (m) => {
+        m.transformer.h[2]!.output.at(':', 3, ':').set(hb);
+        m.output.logits.save('logits');
+      });
+    });
+    const ir = build().graph;
+    const plan = explainFastPath(compileGraph(ir, model.mc, { pipeline: irPipeline }).ir, model.mc.tree, fast.ported);
+    expect('plan' in plan && [plan.plan.sourceRows, plan.plan.mainRows]).toEqual([[0], [1]]);
+    const r = await both('patch logits (row-subset runs)', build);
+    expect([r.path, r.sourceRun]).toEqual(['fast', true]);
+  });
 
   it('steer_add: fast, keep = 1 and add = the vector', async () => {
     const c = refCase('steer_add');

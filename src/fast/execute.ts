@@ -3,11 +3,13 @@
  * feeds (keep = 0 and add = value at the selected elements; add = X for `h + X`), saves are
  * fetched port values and graph outputs, finished on the host. When a set value needs
  * values of the trace's own prompts, a first run with no sets (same batch, so the same
- * numbers) fetches them. The instrumented model is built lazily on first use and run in one
- * prepacked session.
+ * numbers) fetches them. Each run computes only the batch rows it needs (the source run the
+ * source prompts' rows, the main run the rows saves read), keeping the whole batch's padded
+ * length, since rows are independent through the model. The instrumented model is built
+ * lazily on first use and run in one prepacked session.
  * @module
  */
-import type ort from 'onnxruntime-node';
+import ort from 'onnxruntime-node';
 import type { Graph, Value } from '../../ir/ir.js';
 import { batchRows, type FastPath, type ModelContext } from '../engine.js';
 import { buildFeeds } from '../model/feeds.js';
@@ -35,6 +37,21 @@ export interface FastExecutorOptions {
   prepack?: boolean;
   /** Planner options. */
   plan?: PlanOptions;
+}
+
+/** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
+interface Env {
+  out: Record<string, Tensor>;
+  rows: number[];
+}
+
+/** Rows `rows` (first axis) of an onnxruntime tensor. */
+function selectRows(t: ort.Tensor, rows: readonly number[]): ort.Tensor {
+  const size = t.dims.slice(1).reduce((a, b) => a * b, 1);
+  const src = t.data as Float32Array;
+  const data = new (src.constructor as Float32ArrayConstructor)(rows.length * size);
+  rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
+  return new ort.Tensor(t.type as 'float32', data, [rows.length, ...t.dims.slice(1)]);
 }
 
 /** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
@@ -68,6 +85,7 @@ export class FastExecutor implements FastPath {
   /** Counters. */
   readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0 };
   private portedModel: PortedModel | undefined;
+  private separable: boolean | undefined;
   private readonly neutral = new Map<string, ort.Tensor>();
 
   constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {}
@@ -104,30 +122,49 @@ export class FastExecutor implements FastPath {
     return null;
   }
 
+  /**
+   * Whether runs may compute a subset of the batch rows: every port, graph output and feed
+   * has the batch first (rows are independent; the padded length stays the whole batch's).
+   */
+  private get rowsSeparable(): boolean {
+    this.separable ??= this.ported.ports.every((p) => p.shape[0] === 'batch')
+      && this.mc.tree.graphOutputs.every((o) => o.sig?.shape?.[0] === 'batch')
+      && this.mc.feedInputs.every((f) => typeof f.dims?.[0] !== 'number');
+    return this.separable;
+  }
+
   private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
     const session = await this.session();
     const { feeds, seqLen } = buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
-    const base: Record<string, ort.Tensor> = { ...feeds };
-    for (const p of this.ported.ports) {
-      base[p.keep] = this.constant(1, p.shape.length);
-      base[p.add] = this.constant(0, p.shape.length);
-    }
-    let source: Record<string, Tensor> = {};
+    const all = Array.from({ length: ir.batch }, (_, i) => i);
+    const runRows = (rows: number[]): number[] => (this.rowsSeparable && rows.length > 0 ? rows : all);
+    const base = (rows: number[]): Record<string, ort.Tensor> => {
+      const f: Record<string, ort.Tensor> = {};
+      for (const [k, t] of Object.entries(feeds)) f[k] = rows.length === ir.batch ? t : selectRows(t, rows);
+      for (const p of this.ported.ports) {
+        f[p.keep] = this.constant(1, p.shape.length);
+        f[p.add] = this.constant(0, p.shape.length);
+      }
+      return f;
+    };
+    let source: Env = { out: {}, rows: all };
     if (plan.sourceFetch.length) {
-      source = await this.mc.backend.run(session, base, plan.sourceFetch);
+      const rows = runRows(plan.sourceRows);
+      source = { out: await this.mc.backend.run(session, base(rows), plan.sourceFetch), rows };
       this.stats.sourceRuns++;
     }
-    const main = { ...base, ...this.portFeeds(ir, plan, seqLen, host, source) };
-    const fetched = await this.mc.backend.run(session, main, plan.mainFetch);
+    const rows = runRows(plan.mainRows);
+    const main = { ...base(rows), ...this.portFeeds(ir, plan, seqLen, host, source, rows) };
+    const fetched: Env = { out: await this.mc.backend.run(session, main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
-    for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, ir, host, fetched, memo));
+    for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
     return results;
   }
 
   /** keep/add feeds of every port a set writes. */
-  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Record<string, Tensor>): Record<string, ort.Tensor> {
+  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, ort.Tensor> {
     const memo = new Map<Value, Tensor>();
     const bufs = new Map<number, { keep: Float32Array; add: Float32Array; steered: Uint8Array; shape: number[] }>();
     for (const s of plan.sets) {
@@ -142,7 +179,7 @@ export class FastExecutor implements FastPath {
       const iota = tensorOf('float64', buf.shape, Float64Array.from({ length: buf.keep.length }, (_, i) => i));
       const rows = s.rowStart === 0 && s.rowEnd === ir.batch ? iota : indexTensor(iota, [{ kind: 'slice', start: s.rowStart, stop: s.rowEnd }]);
       const sel = s.items ? indexTensor(rows, s.items) : rows;
-      const vals = broadcastTo(castTo(this.evaluate(s.value, plan, ir, host, source, memo), 'float32'), sel.shape);
+      const vals = broadcastTo(castTo(this.evaluate(s.value, plan, host, source, memo), 'float32'), sel.shape);
       const idx = sel.data as Float64Array;
       const v = vals.data as Float32Array;
       for (let i = 0; i < idx.length; i++) {
@@ -159,25 +196,32 @@ export class FastExecutor implements FastPath {
       }
     }
     const out: Record<string, ort.Tensor> = {};
+    const pick = (data: Float32Array, shape: number[]): Tensor => {
+      if (rows.length === ir.batch) return compress(data, shape);
+      const t = selectRows(toOrtTensor({ dtype: 'float32', shape, data }), rows);
+      return compress(t.data as Float32Array, [...t.dims]);
+    };
     for (const [id, b] of bufs) {
       const p = this.ported.ports[id]!;
-      out[p.keep] = toOrtTensor(compress(b.keep, b.shape));
-      out[p.add] = toOrtTensor(compress(b.add, b.shape));
+      out[p.keep] = toOrtTensor(pick(b.keep, b.shape));
+      out[p.add] = toOrtTensor(pick(b.add, b.shape));
     }
     return out;
   }
 
   /** A value on the host, from fetched outputs, literals and host values. */
-  private evaluate(v: Value, plan: FastPlan, ir: Graph, host: ReadonlyMap<string, Tensor>, fetched: Record<string, Tensor>, memo: Map<Value, Tensor>): Tensor {
+  private evaluate(v: Value, plan: FastPlan, host: ReadonlyMap<string, Tensor>, env: Env, memo: Map<Value, Tensor>): Tensor {
     const hit = memo.get(v);
     if (hit) return hit;
     const p = v.producer;
     const b = plan.reads.get(v);
     let t: Tensor;
     if (b) {
-      const whole = fetched[b.fetch];
-      if (!whole) throw new Error(`internal: ${b.fetch} was not fetched`);
-      t = b.rowStart === 0 && b.rowEnd === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: b.rowStart, stop: b.rowEnd }]);
+      const whole = env.out[b.fetch];
+      const at = env.rows.indexOf(b.rowStart);
+      if (!whole || at < 0) throw new Error(`internal: ${b.fetch} rows ${b.rowStart}..${b.rowEnd} were not fetched`);
+      const n = b.rowEnd - b.rowStart;
+      t = at === 0 && n === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: at, stop: at + n }]);
     } else if (p.is('const')) {
       t = tensorOf(p.attrs.dtype, p.attrs.shape, p.attrs.data);
     } else if (p.is('host')) {
@@ -185,7 +229,7 @@ export class FastExecutor implements FastPath {
       if (!h) throw new Fallback(`no value was given for '${p.attrs.name}'`);
       t = h;
     } else {
-      const xs = p.inputs.map((x) => this.evaluate(x, plan, ir, host, fetched, memo));
+      const xs = p.inputs.map((x) => this.evaluate(x, plan, host, env, memo));
       t = evalOp(p.op, p.attrs, xs, p.results[0]!.type?.dtype ?? xs[0]?.dtype ?? 'float32')[v.resultIndex]!;
     }
     memo.set(v, t);

@@ -55,6 +55,10 @@ export interface FastPlan {
   sourceFetch: string[];
   /** Graph outputs the main run fetches for saves. */
   mainFetch: string[];
+  /** Batch rows the source run must compute (sorted): the rows of its reads. */
+  sourceRows: number[];
+  /** Batch rows the main run must compute (sorted): the rows saves read. */
+  mainRows: number[];
   /** Sets in program order. */
   sets: SetPlan[];
   /** Saves in program order. */
@@ -232,7 +236,15 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
   }
   const fetches = (vs: Iterable<Value>): string[] => [...new Set([...vs].map((v) => reads.get(v)!.fetch))];
   const plain = new Map([...reads].map(([v, b]) => [v, { fetch: b.fetch, rowStart: b.rowStart, rowEnd: b.rowEnd }]));
-  return { reads: plain, sourceFetch: fetches(source), mainFetch: fetches(mainReads), sets: planned, saves };
+  const rowsOf2 = (vs: Iterable<Value>): number[] => {
+    const r = new Set<number>();
+    for (const v of vs) for (let i = reads.get(v)!.rowStart; i < reads.get(v)!.rowEnd; i++) r.add(i);
+    return [...r].sort((x, y) => x - y);
+  };
+  return {
+    reads: plain, sourceFetch: fetches(source), mainFetch: fetches(mainReads),
+    sourceRows: rowsOf2(source), mainRows: rowsOf2(mainReads), sets: planned, saves,
+  };
 }
 
 /** For `read + X` / `X + read` of the set's own boundary and scope with no set in between: X. */
