@@ -148,6 +148,15 @@ interface SessionMatrixRow {
   run_ms: number;
   create_min_ms: number;
   run_min_ms: number;
+  /** Process CPU time (user + system, all threads) of one creation / run, median: robust to contention. */
+  create_cpu_ms: number;
+  run_cpu_ms: number;
+}
+
+/** Process CPU time so far, ms (all threads, user + system). */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /**
@@ -158,15 +167,18 @@ async function sessionMatrix(ctx: BenchContext): Promise<SessionMatrixRow[]> {
   const configs = (['0', '1'] as const).flatMap((prepack) => (['all', 'disabled'] as const).map((level) => ({
     prepack, level,
     options: { graphOptimizationLevel: level, extra: { session: { disable_prepacking: prepack } } } as ort.InferenceSession.SessionOptions,
-    creates: [] as number[], runs: [] as number[],
+    creates: [] as number[], runs: [] as number[], createCpu: [] as number[], runCpu: [] as number[],
   })));
   const createReps = 3;
   log(`session matrix: ${configs.length} configs × (1 + ${createReps}) creations, interleaved`);
   for (let rep = 0; rep <= createReps; rep++) {
     for (const c of configs) {
-      const t0 = performance.now();
+      const t0 = performance.now(), c0 = cpuMs();
       const s = await ort.InferenceSession.create(ctx.model.graphPath, c.options);
-      if (rep > 0) c.creates.push(performance.now() - t0);
+      if (rep > 0) {
+        c.creates.push(performance.now() - t0);
+        c.createCpu.push(cpuMs() - c0);
+      }
       await s.release();
     }
   }
@@ -175,9 +187,12 @@ async function sessionMatrix(ctx: BenchContext): Promise<SessionMatrixRow[]> {
   for (const c of configs) sessions.push(await ort.InferenceSession.create(ctx.model.graphPath, c.options));
   for (let rep = 0; rep < ctx.timing.warmup + ctx.timing.runs; rep++) {
     for (let i = 0; i < configs.length; i++) {
-      const t0 = performance.now();
+      const t0 = performance.now(), c0 = cpuMs();
       await sessions[i]!.run(ctx.feeds);
-      if (rep >= ctx.timing.warmup) configs[i]!.runs.push(performance.now() - t0);
+      if (rep >= ctx.timing.warmup) {
+        configs[i]!.runs.push(performance.now() - t0);
+        configs[i]!.runCpu.push(cpuMs() - c0);
+      }
     }
   }
   for (const s of sessions) await s.release();
@@ -185,6 +200,7 @@ async function sessionMatrix(ctx: BenchContext): Promise<SessionMatrixRow[]> {
   return configs.map((c) => ({
     disable_prepacking: c.prepack, graph_optimization_level: c.level, create_ms: r2(median(c.creates)), run_ms: r2(median(c.runs)),
     create_min_ms: r2(Math.min(...c.creates)), run_min_ms: r2(Math.min(...c.runs)),
+    create_cpu_ms: r2(median(c.createCpu)), run_cpu_ms: r2(median(c.runCpu)),
   }));
 }
 
@@ -291,9 +307,10 @@ async function main(): Promise<void> {
   if (matrix) {
     out.push('');
     out.push(`session options, paired (create: median of 3; run: median of ${args.runs})`);
-    out.push('disable_prepacking  optimization  create (min)            run (min)');
+    out.push('disable_prepacking  optimization  create (min)            create cpu  run (min)               run cpu');
     for (const r of matrix) {
-      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${`${fmt(r.create_ms)} (${fmt(r.create_min_ms)})`.padEnd(24)}${fmt(r.run_ms)} (${fmt(r.run_min_ms)})`);
+      out.push(`${r.disable_prepacking.padEnd(20)}${r.graph_optimization_level.padEnd(14)}${`${fmt(r.create_ms)} (${fmt(r.create_min_ms)})`.padEnd(24)}`
+        + `${fmt(r.create_cpu_ms).padEnd(12)}${`${fmt(r.run_ms)} (${fmt(r.run_min_ms)})`.padEnd(24)}${fmt(r.run_cpu_ms)}`);
     }
   }
   process.stdout.write(out.join('\n') + '\n');
