@@ -38,7 +38,8 @@ export function dedupInvokes(ir: Graph): DedupResult {
   const identity = ir.scopes.map((s) => s.id);
   if (ir.scopes.length <= 2 || !wholeBatchIsPure(ir)) return { rowsBefore, rowsAfter: rowsBefore, scopeMap: identity };
   const writes = new Set<number>();
-  for (const n of ir.nodes) if (n.op === 'set' || (EFFECT_OPS.has(n.op) && n.op !== 'save')) writes.add(n.scope);
+  // Every effect other than `save` writes into its scope's rows.
+  for (const n of ir.nodes) if (EFFECT_OPS.has(n.op) && n.op !== 'save') writes.add(n.scope);
   const kept = new Map<string, number>();
   const target = [...identity];
   for (const s of ir.scopes.slice(1)) {

@@ -6,6 +6,7 @@
  * @module
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import ort from 'onnxruntime-node';
 import type { Graph } from '../ir/ir.js';
 import { liftConstants } from '../passes/lift-constants.js';
@@ -104,6 +105,7 @@ export async function runCompiled(
   for (const chunk of chunks) {
     const key = structuralKey(chunk.ir);
     let entry = useCache ? cache.get(key) : undefined;
+    if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again
     if (entry) entry.uses++;
     else {
       const st = lower(chunk.ir);
