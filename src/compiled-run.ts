@@ -50,15 +50,19 @@ export async function releaseCompiled(mc: ModelContext): Promise<void> {
   tiers.delete(mc);
 }
 
-/** Rough bytes of activations one batch row needs at `seqLen` tokens (outputs, hidden states, saves). */
-export function rowBytes(mc: ModelContext, seqLen: number, saves = 0): number {
+/**
+ * Rough bytes of activations one batch row needs at `seqLen` tokens: the graph outputs
+ * (logits dominate: vocab × seqLen), ~16 hidden-state-sized buffers live at once, the
+ * attention scores, and `savesPerRow` saved hidden states (4-byte elements).
+ */
+export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0): number {
   const dimSize = (d: number | string): number => (d === 'batch' ? 1 : typeof d === 'number' ? d : seqLen);
   let perRow = 0;
   for (const o of mc.tree.graphOutputs) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
   const cfg = mc.loaded.config ?? {};
   const width = Number(cfg.n_embd ?? cfg.hidden_size ?? cfg.d_model ?? 1024);
   const heads = Number(cfg.n_head ?? cfg.num_attention_heads ?? 16);
-  perRow += seqLen * width * (16 + saves) + heads * seqLen * seqLen;
+  perRow += seqLen * width * (16 + savesPerRow) + heads * seqLen * seqLen;
   return 4 * perRow;
 }
 
@@ -91,7 +95,7 @@ export async function runCompiled(
   for (const [k, v] of liftConstants(ir)) host.set(k, v);
   const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
   const budget = opts.memoryBudget ?? (Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 31);
-  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length)));
+  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length)));
   const chunks: Chunk[] = splitBatch(ir, maxRows) ?? [{ ir, rows: rows.map((_, i) => i), ownRows: rows.length }];
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
   const cache = compileCacheOf(mc);

@@ -69,7 +69,7 @@ describe('batched sweeps', () => {
   it('an over-budget batch runs in chunks (the source in each) with the results of one run', async () => {
     const one = await run({ memoryBudget: Infinity });
     expect(one.events.length).toBe(2);
-    const budget = rowBytes(model.mc, (c.input_ids as number[]).length, 12) * 4;
+    const budget = rowBytes(model.mc, (c.input_ids as number[]).length, 1) * 4;
     const split = await run({ memoryBudget: budget });
     const chunks = split.events.length / 2;
     expect(chunks).toBeGreaterThanOrEqual(3);
