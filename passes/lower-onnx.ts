@@ -12,7 +12,8 @@
  * become graph inputs.
  * @module
  */
-import type { Pass, PassContext, CompileState } from './pass.js';
+import type { Pass, PassContext, CompileState, ModuleCall } from './pass.js';
+import { CALL_DOMAIN } from './pass.js';
 import type { Node, Value, IndexItem, Graph } from '../ir/ir.js';
 import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
@@ -40,7 +41,7 @@ class Lowerer {
   readonly renamed = new Map<string, string>();
   /** Graph outputs that must become Identity(current) at the end: output name → boundary key. */
   readonly outputFixes = new Map<string, string>();
-  readonly saved = new Map<string, string>();
+  readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
   private readonly consumers = new Map<string, Slot[]>();
@@ -291,8 +292,8 @@ class Lowerer {
         this.set(n, a as { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null });
         return;
       case 'save':
-        this.save(n, a.name as string);
-        return;
+        return; // saves become graph outputs in the save-outputs pass
+
     }
   }
 
@@ -369,6 +370,11 @@ class Lowerer {
     for (const [k, v] of this.currentOut) if (v === name) this.currentOut.set(k, fresh);
   }
 
+  /**
+   * A placeholder `CallModule` node whose outputs stand for the module's outputs on the new
+   * inputs; the apply-modules pass replaces it by a clone of the module's nodes. The inner
+   * nodes' inputs are captured now, so sets later in the program do not leak into the call.
+   */
   private callModule(path: string, args: string[]): string[] {
     const m = this.module(path);
     const map = new Map<string, string>();
@@ -377,27 +383,17 @@ class Lowerer {
       map.set(this.renamed.get(inp.name) ?? inp.name, args[i]!);
       for (const s of this.slots(m, 'input', i)) map.set(s.node.input![s.index]!, args[i]!);
     });
-    for (const idx of m.nodes) {
-      const orig = this.originalNodes[idx]!;
-      const outs = this.em.node(orig.op_type!, orig.input!.map((x) => map.get(x) ?? x), {}, orig.output!.length);
-      const clone = this.g.node![this.g.node!.length - 1]!;
-      clone.attribute = orig.attribute;
-      if (orig.domain !== undefined) clone.domain = orig.domain;
-      orig.output!.forEach((o, i) => { if (o) map.set(o, outs[i]!); });
-    }
-    return m.outputs.map((o) => map.get(this.renamed.get(o.name) ?? o.name) ?? o.name);
-  }
-
-  private save(n: Node, name: string): void {
-    const v = n.inputs[0]!;
-    const src = this.input(v);
-    const outName = this.em.unique(name);
-    this.em.node('Identity', [src], {}, 1);
-    const id = this.g.node![this.g.node!.length - 1]!;
-    id.output = [outName];
-    const t = v.type;
-    this.g.output!.push(valueInfo(outName, (t?.dtype ?? 'float32') as DType, t?.shape ?? null));
-    this.saved.set(name, outName);
+    const inner = m.nodes.map((idx) => this.originalNodes[idx]!);
+    const outputs = this.em.node('CallModule', args, { module: path }, m.outputs.length);
+    const placeholder = this.g.node![this.g.node!.length - 1]!;
+    placeholder.domain = CALL_DOMAIN;
+    const resultOf = new Map(m.outputs.map((o, i) => [this.renamed.get(o.name) ?? o.name, outputs[i]!]));
+    this.calls.push({
+      placeholder,
+      path,
+      nodes: inner.map((n) => ({ node: n, inputs: n.input!.map((x) => map.get(x) ?? x), outputs: n.output!.map((o) => resultOf.get(o) ?? '') })),
+    });
+    return outputs;
   }
 
   finish(): void {
@@ -443,8 +439,9 @@ export const lowerOnnxPass: Pass = {
       }
     }
     l.finish();
-    for (const [k, v] of l.saved) state.saved.set(k, v);
     state.hostInputs = l.hostInputs;
+    state.valueNames = l.names;
+    state.moduleCalls = l.calls;
     return { changed: true };
   },
 };

@@ -9,8 +9,8 @@
  * @module
  */
 import type { NnsError } from '../src/errors.js';
-import type { Graph } from '../ir/ir.js';
-import type { ModelProto } from '../src/onnx/proto.js';
+import type { Graph, Value } from '../ir/ir.js';
+import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { ModuleTree } from '../src/model/types.js';
 
 /** What passes may read. */
@@ -33,6 +33,23 @@ export interface CompileState {
   saved: Map<string, string>;
   /** Graph inputs added for host values: host name → ONNX input name (set by lowering). */
   hostInputs?: Map<string, string>;
+  /** ONNX value name of every lowered IR value (set by lowering; used by save-outputs). */
+  valueNames?: Map<Value, string>;
+  /** Module applications to expand (set by lowering; consumed by apply-modules). */
+  moduleCalls?: ModuleCall[];
+}
+
+/** ONNX domain of the placeholder nodes that stand for module applications until apply-modules expands them. */
+export const CALL_DOMAIN = 'ai.onnsight';
+
+/** One module application: a placeholder node and the module's nodes as they were at that point of the program. */
+export interface ModuleCall {
+  /** The `CallModule` placeholder in the graph; its outputs are the call's results. */
+  placeholder: NodeProto;
+  /** Module path. */
+  path: string;
+  /** The module's nodes with their inputs already mapped onto the call's arguments, and which outputs are results ('' = internal). */
+  nodes: { node: NodeProto; inputs: string[]; outputs: string[] }[];
 }
 
 /** One pass. */

@@ -9,6 +9,8 @@ import { foldConstantsPass } from './fold-constants.js';
 import { csePass } from './cse.js';
 import { dcePass } from './dce.js';
 import { lowerOnnxPass } from './lower-onnx.js';
+import { applyModulesPass } from './apply-modules.js';
+import { saveOutputsPass } from './save-outputs.js';
 import { prunePass } from './prune.js';
 import { toposortPass } from './toposort.js';
 import { checkModelPass } from './check-model.js';
@@ -29,7 +31,9 @@ export const irPipeline: readonly Pass[] = [
 
 /** IR → rewritten ONNX model (after {@link irPipeline}). */
 export const onnxPipeline: readonly Pass[] = [
-  lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke), module calls, saves → outputs, host values → inputs
+  lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke) rewire consumers, host values → inputs
+  applyModulesPass, //   module application: clone each called module's nodes onto the new inputs, fresh names
+  saveOutputsPass, //    saved values become graph outputs named by their save names
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present
