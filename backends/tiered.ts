@@ -17,8 +17,11 @@
  * with a warm page cache, 1.3–3.9 s in the worker; prepacked run 468 ms (418) on the JS
  * thread, 555 ms (442) through the worker, of which 11 ms (1) is the worker round trip
  * with the result transferred. Prepacked results differ from fast ones by ≤ 2e-9 on
- * gpt2-facts probabilities (not bit-identical). So the tier pays off from the third use
- * on; `tiered: false` or `ONNSIGHT_TIERED=0` turns it off.
+ * gpt2-facts probabilities (not bit-identical). Memory (PSS, /proc/self/smaps_rollup):
+ * weights are memory-mapped and shared by every session (file pages counted once), a fast
+ * session adds ~130–230 MB of arena at batch 4, a prepacked one ~490 MB of packed weights
+ * at creation. So the tier pays off for graphs run many times, from the third use on, at
+ * ~0.5 GB per prepacked session; `tiered: false` or `ONNSIGHT_TIERED=0` turns it off.
  * @module
  */
 import ort from 'onnxruntime-node';
@@ -33,7 +36,7 @@ export type Tier = 'fast' | 'building' | 'prepacked';
 export interface TieredOptions {
   /** Uses of one graph before its prepacked session is built; 0 disables promotion. Default 2. */
   promoteAfter?: number;
-  /** Prepacked sessions kept open (LRU). Default 2. */
+  /** Prepacked sessions kept open (LRU). Default 1: each holds a private packed copy of the weights (~490 MB on GPT-2-small). */
   maxPrepacked?: number;
 }
 
@@ -67,7 +70,7 @@ export class TieredSessions {
 
   constructor(readonly fast: OrtBackend, opts: TieredOptions = {}) {
     this.promoteAfter = opts.promoteAfter ?? 2;
-    this.maxPrepacked = Math.max(1, opts.maxPrepacked ?? 2);
+    this.maxPrepacked = Math.max(1, opts.maxPrepacked ?? 1);
   }
 
   /** The worker (started on first promotion). */
