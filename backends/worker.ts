@@ -2,7 +2,7 @@
  * An onnxruntime backend in a worker thread: session creation and runs happen off the JS
  * thread, so the main thread keeps running (other sessions included) while a slow session
  * — a prepacked one — is being built. One worker per {@link WorkerBackend}; the worker owns
- * its sessions (an {@link OrtBackend} with its own LRU bound) and runs them. Feeds are
+ * its sessions (an `OrtBackend` with its own LRU bound) and runs them. Feeds are
  * copied to the worker (they are small: token ids, host values); results come back with
  * their buffers transferred.
  *

@@ -1,6 +1,6 @@
 /**
  * TypeScript shapes of the ONNX protobuf messages (ONNX 1.20, IR ≤ 13), as decoded by
- * {@link decodeModel}. Field names are the schema's (snake_case). A field that is absent
+ * `decodeModel` (serde.ts). Field names are the schema's (snake_case). A field that is absent
  * on the wire is `undefined`; a repeated field that is absent is `undefined` or `[]`.
  * 64-bit integers are `number` when they fit exactly and `bigint` otherwise.
  * @module
