@@ -12,6 +12,7 @@ import { Emitter, nodeSpans } from './onnx-emit.js';
 /** The apply-modules pass. */
 export const applyModulesPass: Pass = {
   name: 'apply-modules',
+  prints: 'model',
   run(state) {
     const calls = state.moduleCalls ?? [];
     if (!calls.length) return { changed: false };

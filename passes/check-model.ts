@@ -38,6 +38,7 @@ export function checkModel(model: ModelProto): string[] {
 /** The check pass: throws (an internal error) when the rewritten model is invalid. */
 export const checkModelPass: Pass = {
   name: 'check-model',
+  prints: 'model',
   run(state) {
     const problems = checkModel(state.model);
     if (problems.length) throw new Error(`internal: rewritten model is invalid:\n  ${problems.slice(0, 10).join('\n  ')}`);

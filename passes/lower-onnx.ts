@@ -426,6 +426,7 @@ function constBytes(dt: DType, v: number): Uint8Array {
 /** Splices the IR into `state.model`. */
 export const lowerOnnxPass: Pass = {
   name: 'lower-onnx',
+  prints: 'model',
   run(state, ctx) {
     const l = new Lowerer(state, ctx);
     for (const n of state.ir.nodes) {

@@ -58,4 +58,6 @@ export interface Pass {
   readonly name: string;
   /** Transform `state` in place. */
   run(state: CompileState, ctx: PassContext): { changed: boolean };
+  /** What `--print-ir-after-all` shows after this pass: the IR (default) or the rewritten model. */
+  readonly prints?: 'ir' | 'model';
 }

@@ -54,6 +54,7 @@ export function pruneGraph(g: GraphProto): boolean {
 /** The prune pass. */
 export const prunePass: Pass = {
   name: 'prune',
+  prints: 'model',
   run(state) {
     return { changed: pruneGraph(state.model.graph!) };
   },

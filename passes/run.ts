@@ -7,6 +7,7 @@
  */
 import { printIR } from '../ir/printer.js';
 import { verify } from '../ir/verifier.js';
+import { printModelChanges } from './print-model.js';
 import type { CompileState, Pass, PassContext } from './pass.js';
 
 /** Runner options. */
@@ -26,7 +27,7 @@ export function runPasses(passes: Pass[], state: CompileState, ctx: PassContext,
         throw new Error(`internal: IR invalid after pass '${pass.name}':\n  ${problems.join('\n  ')}\n${printIR(state.ir)}`);
       }
     }
-    ctx.printAfterEach?.(pass.name, printIR(state.ir));
+    if (ctx.printAfterEach) ctx.printAfterEach(pass.name, pass.prints === 'model' ? printModelChanges(state.model) : printIR(state.ir));
     if (ctx.errors.length > before) return { ok: false };
   }
   return { ok: true };

@@ -11,6 +11,7 @@ import { Emitter, valueInfo } from './onnx-emit.js';
 /** The save-outputs pass. */
 export const saveOutputsPass: Pass = {
   name: 'save-outputs',
+  prints: 'model',
   run(state) {
     const names = state.valueNames;
     const g = state.model.graph!;

@@ -14,6 +14,7 @@ import { nodeSpans } from './onnx-emit.js';
 /** The toposort pass. */
 export const toposortPass: Pass = {
   name: 'toposort',
+  prints: 'model',
   run(state, ctx) {
     const g = state.model.graph!;
     const nodes = g.node ?? [];

@@ -136,7 +136,10 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
   if (opts.dedup !== false) dedupInvokes(state.ir);
   if (mc.fast && opts.fast !== false) {
     const fast = await mc.fast.tryRun(state.ir, host);
-    if (fast) return fast;
+    if (fast) {
+      opts.printAfterEach?.('fast-path', 'runs on the instrumented model (port feeds and fetches): no graph was compiled');
+      return fast;
+    }
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
   return runCompiled(state, mc, host, { ...opts, uncached }, (g) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map() }, mc, opts));

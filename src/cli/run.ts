@@ -58,7 +58,7 @@ function tokenizeWith(mc: ModelContext): (text: string) => number[] {
 }
 
 function printer(job: ScriptJob): ((pass: string, text: string) => void) | undefined {
-  return job.printIrAfterAll ? (pass, text) => job.log(`// ----- IR after ${pass} -----\n${text}`) : undefined;
+  return job.printIrAfterAll ? (pass, text) => job.log(`// ----- after ${pass} -----\n${text}`) : undefined;
 }
 
 function decoderOf(mc: ModelContext): TokenDecoder | undefined {
