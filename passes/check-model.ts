@@ -6,7 +6,6 @@
  */
 import type { Pass } from './pass.js';
 import type { ModelProto } from '../src/onnx/proto.js';
-import { nodeReads } from './prune.js';
 
 /** Returns problems found in `model` (empty when valid). */
 export function checkModel(model: ModelProto): string[] {

@@ -6,27 +6,7 @@
  */
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
-
-/** Names a node reads, including those captured by subgraph attributes. */
-export function nodeReads(n: NodeProto): string[] {
-  const names = [...(n.input ?? [])];
-  for (const a of n.attribute ?? []) {
-    for (const g of [a.g, ...(a.graphs ?? [])]) if (g) names.push(...graphFreeNames(g));
-  }
-  return names.filter((x) => x !== '');
-}
-
-/** Names a subgraph uses that it does not define itself (outer-scope captures). */
-function graphFreeNames(g: GraphProto): string[] {
-  const defined = new Set<string>([...(g.input ?? []).map((i) => i.name!), ...(g.initializer ?? []).map((t) => t.name!)]);
-  const free: string[] = [];
-  for (const n of g.node ?? []) {
-    for (const r of nodeReads(n)) if (!defined.has(r)) free.push(r);
-    for (const o of n.output ?? []) defined.add(o);
-  }
-  for (const o of g.output ?? []) if (!defined.has(o.name!)) free.push(o.name!);
-  return free;
-}
+import { nodeReads } from '../src/onnx/graph-builder.js';
 
 /** Drops nodes not needed for any graph output, then unused initializers. */
 export function pruneGraph(g: GraphProto): boolean {

@@ -343,7 +343,7 @@ function definedValues(graph: GraphProto): Set<string> {
 }
 
 /** Names a node reads, including outer-scope names read inside its subgraphs. */
-function nodeReads(n: NodeProto): string[] {
+export function nodeReads(n: NodeProto): string[] {
   const reads = (n.input ?? []).filter((x) => x);
   for (const a of n.attribute ?? []) {
     for (const g of [a.g, ...(a.graphs ?? [])]) {
@@ -356,12 +356,19 @@ function nodeReads(n: NodeProto): string[] {
   return reads;
 }
 
+/** A topological order of a graph's nodes, and the nodes that sit on cycles (empty when there are none). */
+export interface TopoOrder {
+  /** Nodes in a valid order (all of them when acyclic); stable: the existing order is kept where valid. */
+  order: NodeProto[];
+  /** Nodes on a cycle (nodes that only hang below a cycle are left out). */
+  cyclic: NodeProto[];
+}
+
 /**
- * Sorts `graph.node` topologically in place (stable: keeps the existing order where it is
- * already valid). Reads of names that no node produces (inputs, initializers, outer scope)
- * impose no order. Throws on a cycle.
+ * Orders `graph.node` topologically without changing the graph. Reads of names that no
+ * node produces (inputs, initializers, outer scope) impose no order.
  */
-export function topoSort(graph: GraphProto): void {
+export function topoOrder(graph: GraphProto): TopoOrder {
   const nodes = graph.node ?? [];
   const producer = new Map<string, number>();
   nodes.forEach((n, i) => { for (const o of n.output ?? []) if (o) producer.set(o, i); });
@@ -413,7 +420,27 @@ export function topoSort(graph: GraphProto): void {
     order.push(nodes[i]!);
     for (const u of users[i]!) if (--indeg[u]! === 0) push(u);
   }
-  if (order.length !== nodes.length) throw new Error('internal: topoSort: the graph has a cycle');
+  // Left over: nodes on cycles and nodes below them; peel off the ones with no left-over user.
+  const left = new Set(nodes.map((_, i) => i).filter((i) => indeg[i]! > 0));
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const i of left) {
+      if (!users[i]!.some((u) => left.has(u))) {
+        left.delete(i);
+        changed = true;
+      }
+    }
+  }
+  return { order, cyclic: [...left].map((i) => nodes[i]!) };
+}
+
+/**
+ * Sorts `graph.node` topologically in place (stable: keeps the existing order where it is
+ * already valid). Throws on a cycle.
+ */
+export function topoSort(graph: GraphProto): void {
+  const { order, cyclic } = topoOrder(graph);
+  if (cyclic.length) throw new Error('internal: topoSort: the graph has a cycle');
   graph.node = order;
 }
 
