@@ -5,17 +5,14 @@
  * cached by the backend.
  * @module
  */
-import crypto from 'node:crypto';
-import ort from 'onnxruntime-node';
 import { NnsError, NnsErrors } from './errors.js';
 import type { Graph } from '../ir/ir.js';
 import type { CompileState, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, irPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
-import { encodeModel } from './onnx/serde.js';
 import type { ModelProto } from './onnx/proto.js';
-import { loadModel, writeVariant, type LoadedModel, type LoadOptions } from './model/load.js';
-import { buildFeeds, graphFeedInputs, type FeedInput } from './model/feeds.js';
+import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
+import { graphFeedInputs, type FeedInput } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
 import { inferBoundaryTypes, createOrtProbe } from './model/shapes.js';
 import type { ModuleTree } from './model/types.js';
@@ -98,10 +95,6 @@ function continueCompile(state: CompileState, mc: ModelContext, opts: CompileOpt
   return state;
 }
 
-/** Host tensor → onnxruntime tensor. */
-function toOrt(t: Tensor): ort.Tensor {
-  return new ort.Tensor(t.dtype === 'float32' ? 'float32' : t.dtype === 'int64' ? 'int64' : t.dtype === 'int32' ? 'int32' : 'float64', t.data as Float32Array, [...t.shape]);
-}
 
 /** Batch rows of token ids, one per invoke scope (scope 0 alone when there are no invokes). */
 export function batchRows(ir: Graph): number[][] {
