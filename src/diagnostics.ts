@@ -57,7 +57,7 @@ export function renderErrors(errors: readonly NnsError[], sources: Sources = new
     if (fa !== fb) return fa < fb ? -1 : 1;
     return (a.span?.offset ?? -1) - (b.span?.offset ?? -1);
   });
-  return sorted.map((e) => renderError(e, sources)).join('\n\n');
+  return sorted.map((e) => renderError(e, sources).trimEnd()).join('\n');
 }
 
 /** The individual errors inside a thrown NnsError or NnsErrors, or undefined for anything else. */
