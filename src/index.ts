@@ -81,8 +81,11 @@ export class LanguageModel {
     this.mc = mc;
   }
 
-  /** Loads a model folder (`config.json`, `tokenizer.json`, `onnx/model.onnx`) or an `.onnx` file. */
-  static async load(path: string, opts: LoadOptions = {}): Promise<LanguageModel> {
+  /**
+   * Loads a model folder (`config.json`, `tokenizer.json`, `onnx/model.onnx`) or an `.onnx` file.
+   * `fast: false` turns the zero-compile fast path off for this model (every trace is spliced and compiled).
+   */
+  static async load(path: string, opts: LoadOptions & { fast?: boolean } = {}): Promise<LanguageModel> {
     return new LanguageModel(await openModel(path, opts));
   }
 
