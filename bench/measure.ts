@@ -6,6 +6,7 @@
  * not implemented yet (reported as `null`).
  * @module
  */
+import fs from 'node:fs';
 import type * as ort from 'onnxruntime-node';
 
 /** Median of a non-empty list (mean of the two middle values for even lengths). */
@@ -34,6 +35,17 @@ export interface Timing {
   max: number;
   /** Every timed run, ms, in order. */
   samples: number[];
+  /**
+   * Median process CPU time (user + system, all threads — ORT's pools and workers included)
+   * of one timed call, ms: robust to other jobs competing for the cores, unlike wall time.
+   */
+  cpuMedian: number;
+}
+
+/** Process CPU time so far (user + system, all threads), ms. */
+export function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** Wall time of one call, ms. */
@@ -58,13 +70,16 @@ export async function timeRuns<T>(
     await opts.teardown?.(v);
   }
   const samples: number[] = [];
+  const cpu: number[] = [];
   for (let i = 0; i < runs; i++) {
+    const c0 = cpuMs();
     const t0 = performance.now();
     const v = await fn();
     samples.push(performance.now() - t0);
+    cpu.push(cpuMs() - c0);
     await opts.teardown?.(v);
   }
-  return { median: median(samples), min: Math.min(...samples), max: Math.max(...samples), samples };
+  return { median: median(samples), min: Math.min(...samples), max: Math.max(...samples), samples, cpuMedian: median(cpu) };
 }
 
 /** The model under test, as the harness resolved it. */
@@ -97,6 +112,8 @@ export interface BenchContext {
   feeds: Record<string, ort.Tensor>;
   /** Timing repetitions to use. */
   timing: Required<TimingOptions>;
+  /** Timed repetitions of a whole sweep (each takes seconds to minutes on GPT-2 small). */
+  sweepRuns: number;
   /** The shared plain session (default options), created on first use; do not release it. */
   plainSession(): Promise<ort.InferenceSession>;
   /** A scratch folder for measurement artifacts (rewritten graphs, ...), inside `.cache/bench`. */
@@ -108,6 +125,38 @@ export interface BenchContext {
    * report after the measurements. Minimums are the best estimate under CPU contention.
    */
   extra: Record<string, number>;
+  /** Secondary text facts a measurement records (which path or session tier served a trace). */
+  notes: Record<string, string>;
+  /**
+   * Ends a memory phase: records the peak RSS since the previous phase as
+   * `ctx.extra['peak_rss_<name>_mb']` and resets the peak (see {@link resetPeakRss}).
+   */
+  rssPhase(name: string): void;
+}
+
+/** Current and peak resident set size of this process (all threads, workers included), MB (10⁶ bytes, like `weights_mb`). */
+export function rssMb(): { current: number; peak: number } {
+  try {
+    const status = fs.readFileSync('/proc/self/status', 'utf8');
+    const kb = (k: string): number => Number(/^\S+:\s+(\d+)/m.exec(status.split('\n').find((l) => l.startsWith(`${k}:`)) ?? '')?.[1] ?? NaN);
+    const current = kb('VmRSS'), peak = kb('VmHWM');
+    if (Number.isFinite(current) && Number.isFinite(peak)) return { current: (current * 1024) / 1e6, peak: (peak * 1024) / 1e6 };
+  } catch { /* not Linux */ }
+  return { current: process.memoryUsage().rss / 1e6, peak: (process.resourceUsage().maxRSS * 1024) / 1e6 };
+}
+
+/**
+ * Resets the peak RSS (VmHWM) to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`),
+ * so later peaks exclude what was released before. Returns false where unsupported (peaks
+ * then include everything since the process started).
+ */
+export function resetPeakRss(): boolean {
+  try {
+    fs.writeFileSync('/proc/self/clear_refs', '5');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** One named measurement. */
@@ -118,4 +167,10 @@ export interface Measurement {
   doc: string;
   /** The measurement, or `null` while not implemented (reported as `null`). */
   run: ((ctx: BenchContext) => Promise<number>) | null;
+  /**
+   * `baseline` measurements use the plain onnxruntime session; before the first `onnsight`
+   * one the harness releases it and resets the peak RSS, so `peak_rss_mb` is onnsight's.
+   * Default `onnsight`.
+   */
+  phase?: 'baseline' | 'onnsight';
 }

@@ -12,12 +12,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { decodeModel } from '../src/onnx/serde.js';
-import { dataTypeBits } from '../src/onnx/proto.js';
-import type { ModelProto } from '../src/onnx/proto.js';
 import { ensureGpt2Small } from './gpt2-model.js';
-import { median, type BenchContext, type BenchModel } from './measure.js';
+import { cpuMs, median, resetPeakRss, rssMb, type BenchContext, type BenchModel } from './measure.js';
 import { MEASUREMENTS, RATIOS } from './measurements.js';
+import { describeModel, makeFeeds, maxPositions, resolveGraph } from './setup.js';
 
 interface Args {
   model?: string;
@@ -26,12 +24,14 @@ interface Args {
   runs: number;
   warmup: number;
   seed: number;
+  sweepRuns: number;
+  only?: Set<string>;
   sessionMatrix: boolean;
   list: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seq: 128, runs: 5, warmup: 1, seed: 0, sessionMatrix: false, list: false };
+  const a: Args = { seq: 128, runs: 5, warmup: 1, seed: 0, sweepRuns: 1, sessionMatrix: false, list: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const val = (): string => {
@@ -51,10 +51,12 @@ function parseArgs(argv: string[]): Args {
       case '--runs': a.runs = Math.max(5, int()); break;
       case '--warmup': a.warmup = int(); break;
       case '--seed': a.seed = int(); break;
+      case '--sweep-runs': a.sweepRuns = Math.max(1, int()); break;
+      case '--only': a.only = new Set(val().split(',')); break;
       case '--session-matrix': a.sessionMatrix = true; break;
       case '--list': a.list = true; break;
       case '--help': case '-h':
-        process.stdout.write('usage: npm run bench -- [--model DIR|FILE] [--json FILE] [--seq 128] [--runs 5] [--warmup 1] [--seed 0] [--session-matrix] [--list]\n');
+        process.stdout.write('usage: npm run bench -- [--model DIR|FILE] [--json FILE] [--seq 128] [--runs 5] [--warmup 1] [--seed 0] [--sweep-runs 1] [--only NAME,...] [--session-matrix] [--list]\n');
         process.exit(0);
         break;
       default: throw new Error(`unknown option ${k}`);
@@ -64,81 +66,6 @@ function parseArgs(argv: string[]): Args {
 }
 
 const log = (msg: string): void => { process.stderr.write(`[bench] ${msg}\n`); };
-
-/** Resolves `--model` (folder with `onnx/model.onnx` or `model.onnx`, or an `.onnx` file) to a graph path. */
-function resolveGraph(p: string): string {
-  const abs = path.resolve(p);
-  if (!fs.existsSync(abs)) throw new Error(`no such model: ${p}`);
-  if (fs.statSync(abs).isFile()) return abs;
-  for (const c of ['onnx/model.onnx', 'model.onnx']) if (fs.existsSync(path.join(abs, c))) return path.join(abs, c);
-  throw new Error(`${p}: no onnx/model.onnx or model.onnx inside`);
-}
-
-function describeModel(graphPath: string, name: string, paramsOverride?: number): BenchModel {
-  const model: ModelProto = decodeModel(fs.readFileSync(graphPath));
-  const g = model.graph ?? {};
-  let elems = 0, bytes = 0;
-  for (const t of g.initializer ?? []) {
-    const n = (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1);
-    elems += n;
-    bytes += Math.ceil((n * dataTypeBits(t.data_type ?? 0)) / 8);
-  }
-  const logits = g.output?.find((o) => o.name === 'logits') ?? g.output?.[0];
-  const last = logits?.type?.tensor_type?.shape?.dim?.at(-1)?.dim_value;
-  const inits = new Set((g.initializer ?? []).map((t) => t.name));
-  return {
-    name,
-    graphPath,
-    params: paramsOverride ?? elems,
-    weightsMb: bytes / 1e6,
-    vocab: last !== undefined ? Number(last) : undefined,
-    inputNames: (g.input ?? []).map((v) => v.name!).filter((n) => !inits.has(n)),
-    outputNames: (g.output ?? []).map((v) => v.name!),
-  };
-}
-
-/** The longest sequence the model supports, from a nearby `config.json` or our `manifest.json`. */
-function maxPositions(graphPath: string): number | undefined {
-  const dir = path.dirname(graphPath);
-  for (const f of [path.join(dir, 'manifest.json'), path.join(dir, 'config.json'), path.join(dir, '..', 'config.json')]) {
-    if (!fs.existsSync(f)) continue;
-    const j = JSON.parse(fs.readFileSync(f, 'utf8')) as { config?: { positions?: number }; n_positions?: number; max_position_embeddings?: number };
-    const n = j.config?.positions ?? j.n_positions ?? j.max_position_embeddings;
-    if (typeof n === 'number') return n;
-  }
-  return undefined;
-}
-
-/** mulberry32: seeded uniform floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function makeFeeds(m: BenchModel, batch: number, seq: number, seed: number): Record<string, ort.Tensor> {
-  const rand = mulberry32(seed + 1);
-  const vocab = m.vocab ?? 100;
-  const n = batch * seq;
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const name of m.inputNames) {
-    let data: BigInt64Array;
-    switch (name) {
-      case 'input_ids': data = BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rand() * vocab))); break;
-      case 'attention_mask': data = new BigInt64Array(n).fill(1n); break;
-      case 'position_ids': data = BigInt64Array.from({ length: n }, (_, i) => BigInt(i % seq)); break;
-      case 'token_type_ids': data = new BigInt64Array(n); break;
-      default: throw new Error(`don't know how to feed model input ${JSON.stringify(name)} (supported: input_ids, attention_mask, position_ids, token_type_ids)`);
-    }
-    feeds[name] = new ort.Tensor('int64', data, [batch, seq]);
-  }
-  return feeds;
-}
 
 /** One row of the session-options matrix. */
 interface SessionMatrixRow {
@@ -153,11 +80,6 @@ interface SessionMatrixRow {
   run_cpu_ms: number;
 }
 
-/** Process CPU time so far, ms (all threads, user + system). */
-function cpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}
 
 /**
  * Session creation and run times under four option sets. Paired: each repetition goes through
@@ -235,32 +157,58 @@ async function main(): Promise<void> {
   const scratchDir = path.join(process.cwd(), '.cache', 'bench', 'scratch');
   fs.mkdirSync(scratchDir, { recursive: true });
   let plain: Promise<ort.InferenceSession> | undefined;
+  // Peak RSS by phase: each phase's peak is recorded, then the peak is reset (Linux).
+  let onnsightPeak = 0;
+  let peakResettable = true;
   const ctx: BenchContext = {
     model: bm,
     seqLen: args.seq,
     batch: 1,
     feeds: makeFeeds(bm, 1, args.seq, args.seed),
     timing: { warmup: args.warmup, runs: args.runs },
+    sweepRuns: args.sweepRuns,
     plainSession: () => (plain ??= ort.InferenceSession.create(bm.graphPath)),
     scratchDir,
     log,
     extra: {},
+    notes: {},
+    rssPhase: (name) => {
+      const { peak, current } = rssMb();
+      ctx.extra[`peak_rss_${name}_mb`] = peak;
+      if (name !== 'baseline') onnsightPeak = Math.max(onnsightPeak, peak);
+      peakResettable = resetPeakRss() && peakResettable;
+      ctx.extra[`rss_after_${name}_mb`] = current;
+    },
   };
 
   const loadBefore = os.loadavg()[0]!;
   const values: Record<string, number | null> = {};
+  let phase: 'baseline' | 'onnsight' = 'baseline';
   for (const m of MEASUREMENTS) {
-    if (!m.run) {
+    if ((m.phase ?? 'onnsight') === 'onnsight' && phase === 'baseline') {
+      // The plain session holds its own (prepacked) weights: release it so the onnsight
+      // phases' peak RSS is what onnsight needs.
+      if (plain) await (await plain).release();
+      plain = undefined;
+      ctx.rssPhase('baseline');
+      phase = 'onnsight';
+    }
+    if (!m.run || (args.only && !args.only.has(m.name))) {
       values[m.name] = null;
       continue;
     }
     log(`measuring ${m.name} ...`);
+    const t0 = performance.now();
     values[m.name] = await m.run(ctx);
+    log(`  ${m.name} = ${values[m.name]!.toFixed(1)} (${((performance.now() - t0) / 1000).toFixed(1)} s, load ${os.loadavg()[0]!.toFixed(2)})`);
   }
-  const peakRssMb = process.resourceUsage().maxRSS / 1024;
+  ctx.rssPhase('end');
+  // Without a resettable peak (not Linux), the process maximum is all we have.
+  const peakRssMb = peakResettable ? onnsightPeak : rssMb().peak;
   if (plain) await (await plain).release();
   const matrix = args.sessionMatrix ? await sessionMatrix(ctx) : undefined;
 
+  const r2 = (v: number): number => Math.round(v * 100) / 100;
   const report: Record<string, unknown> = {
     model: bm.name,
     graph_path: path.relative(process.cwd(), bm.graphPath),
@@ -270,16 +218,18 @@ async function main(): Promise<void> {
     batch: 1,
     runs: args.runs,
     warmup: args.warmup,
-    ...Object.fromEntries(Object.entries(values).map(([k, v]) => [k, v === null ? null : Math.round(v * 100) / 100])),
-    ...Object.fromEntries(Object.entries(ctx.extra).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+    sweep_runs: args.sweepRuns,
+    ...Object.fromEntries(Object.entries(values).map(([k, v]) => [k, v === null ? null : r2(v)])),
     peak_rss_mb: Math.round(peakRssMb),
+    ...Object.fromEntries(Object.entries(ctx.extra).map(([k, v]) => [k, r2(v)])),
+    notes: ctx.notes,
     onnxruntime_node: ort.env.versions.common,
     node: process.version,
     cpus: os.cpus().length,
     // 1-minute load average before and after: above ~the core count, other processes competed
     // for the CPU and times are inflated (ORT's intra-op threads are very sensitive to it).
-    load_avg_before: Math.round(loadBefore * 100) / 100,
-    load_avg_after: Math.round(os.loadavg()[0]! * 100) / 100,
+    load_avg_before: r2(loadBefore),
+    load_avg_after: r2(os.loadavg()[0]!),
     date: new Date().toISOString(),
   };
   if (matrix) report.session_matrix = matrix;
@@ -287,23 +237,40 @@ async function main(): Promise<void> {
   // ── table ──
   const out: string[] = [];
   out.push(`model       ${bm.name}`);
-  out.push(`params      ${(bm.params / 1e6).toFixed(1)} M   weights ${bm.weightsMb.toFixed(0)} MB   seq_len ${args.seq}   batch 1   median of ${args.runs} after ${args.warmup} warm-up`);
+  out.push(`params      ${(bm.params / 1e6).toFixed(1)} M   weights ${bm.weightsMb.toFixed(0)} MB   seq_len ${args.seq}   batch 1   median of ${args.runs} after ${args.warmup} warm-up (sweeps: ${args.sweepRuns})`);
   out.push(`load avg    ${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after (${os.cpus().length} cores; higher = contended, times inflated)`);
   out.push('');
   const width = Math.max(...MEASUREMENTS.map((m) => m.name.length), ...Object.keys(ctx.extra).map((k) => k.length)) + 2;
-  for (const m of MEASUREMENTS) out.push(`${m.name.padEnd(width)}${fmt(values[m.name] ?? null, m.name.endsWith('_ms') ? 'ms' : 'count')}`);
-  for (const [k, v] of Object.entries(ctx.extra)) out.push(`${k.padEnd(width)}${fmt(v)}`);
+  const unit = (k: string): string => (k.endsWith('_ms') ? 'ms' : k.endsWith('_mb') ? 'MB' : 'count');
+  for (const m of MEASUREMENTS) {
+    const note = ctx.notes[m.name];
+    out.push(`${m.name.padEnd(width)}${fmt(values[m.name] ?? null, unit(m.name)).padEnd(14)}${note ? `  ${note}` : ''}`);
+  }
   out.push(`${'peak_rss_mb'.padEnd(width)}${fmt(peakRssMb, 'MB')}`);
   out.push('');
-  const derived: Record<string, number | null> = {
-    ...values,
-    session_create_plus_run_ms: values.session_create_baseline_ms != null && values.plain_run_ms != null
-      ? values.session_create_baseline_ms + values.plain_run_ms : null,
-  };
-  for (const [label, num, den] of RATIOS) {
-    const a = derived[num], b = derived[den];
-    out.push(`${label.padEnd(52)}${a != null && b != null && b !== 0 ? `${(a / b).toFixed(2)}×` : '—'}`);
+  for (const [k, v] of Object.entries(ctx.extra)) {
+    const note = ctx.notes[k];
+    out.push(`${k.padEnd(width)}${fmt(v, unit(k)).padEnd(14)}${note ? `  ${note}` : ''}`);
   }
+  out.push('');
+  const derived: Record<string, number | null> = { ...values, ...ctx.extra, peak_rss_mb: peakRssMb, weights_mb: bm.weightsMb };
+  const ratios: Record<string, { value: number | null; goal: number; pass: boolean | null; cpu_value?: number }> = {};
+  out.push(`${'ratio'.padEnd(48)}${'value'.padEnd(10)}${'goal'.padEnd(10)}${'result'.padEnd(30)}cpu-time ratio`);
+  const ratio = (num: string, den: string): number | null => {
+    const a = derived[num], b = derived[den];
+    return a != null && b != null && b !== 0 ? a / b : null;
+  };
+  for (const [label, num, den, goal] of RATIOS) {
+    const v = ratio(num, den);
+    // The same ratio on process CPU time, where both sides have one (robust to contention).
+    const c = num.endsWith('_ms') && den.endsWith('_ms') ? ratio(num.replace(/_ms$/, '_cpu_ms'), den.replace(/_ms$/, '_cpu_ms')) : null;
+    ratios[label] = { value: v === null ? null : Math.round(v * 1000) / 1000, goal, pass: v === null ? null : v <= goal, ...(c !== null ? { cpu_value: Math.round(c * 1000) / 1000 } : {}) };
+    const result = v === null ? '—' : v <= goal ? 'pass' : `MISS (${(v / goal).toFixed(2)}× the goal)`;
+    out.push(`${label.padEnd(48)}${(v === null ? '—' : `${v.toFixed(3)}×`).padEnd(10)}${`≤ ${goal}`.padEnd(10)}${result.padEnd(30)}${c === null ? '' : `${c.toFixed(3)}×`}`);
+  }
+  const pre = ratio('repeat_trace_prepacked_ms', 'plain_run_ms');
+  if (pre !== null) out.push(`${'(repeat_trace_prepacked / plain_run)'.padEnd(48)}${`${pre.toFixed(3)}×`.padEnd(10)}${'≤ 1.15'.padEnd(10)}${(pre <= 1.15 ? 'pass' : 'miss').padEnd(30)}${ratio('repeat_trace_prepacked_cpu_ms', 'plain_run_cpu_ms')?.toFixed(3) ?? ''}×`);
+  report.ratios = ratios;
   if (matrix) {
     out.push('');
     out.push(`session options, paired (create: median of 3; run: median of ${args.runs})`);

@@ -1,0 +1,225 @@
+/**
+ * The onnsight side of the benchmark: one {@link LanguageModel} per benchmark context, the
+ * model's block list found generically from its module tree, and the `.nns` scripts the
+ * measurements trace (written as text, parsed and lowered through grammar/ like `nns run`).
+ *
+ * Nothing here caches across what the issue calls "new": every script that must be new
+ * gets a fresh text *and* a fresh structure (a position or layer that no earlier script
+ * of the run used), so neither the structural compile cache nor a session can hit.
+ * @module
+ */
+import { parseScript } from '../grammar/parse.js';
+import { lowerTrace } from '../grammar/lower.js';
+import { checkTopLevel, traces } from '../grammar/script.js';
+import type { Graph } from '../ir/ir.js';
+import { LanguageModel } from '../src/index.js';
+import { NnsErrors } from '../src/errors.js';
+import type { FastExecutor } from '../src/fast/execute.js';
+import type { ModuleTree } from '../src/model/types.js';
+import type { BenchContext } from './measure.js';
+import { mulberry32 } from './setup.js';
+
+/** The model's block list and the modules the logit lens needs, found from the module tree. */
+export interface Blocks {
+  /** Block module paths in order (`transformer.h.0`, ...). */
+  paths: string[];
+  /** The final norm applied to the last block's output (`transformer.ln_f`), if found. */
+  finalNorm?: string;
+  /** The module producing the first graph output, the unembedding (`lm_head`), if found. */
+  unembed?: string;
+  /** Name of the first graph output (`logits`). */
+  output: string;
+}
+
+const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+$/.test(seg);
+
+/**
+ * The block list: modules whose last path segment is an integer and that sit in no other
+ * such module (`transformer.h.N`, `model.layers.N`); the longest such list when there are
+ * several. The final norm is the last child of the list's owner after the list (graph
+ * order) whose output has the blocks' shape; the unembedding is the deepest module whose
+ * first output is the first graph output.
+ */
+export function findBlocks(tree: ModuleTree): Blocks {
+  const lists = new Map<string, string[]>();
+  for (const m of tree.modules.values()) {
+    const segs = m.path.split('.');
+    if (!isIndex(segs.at(-1)) || segs.slice(0, -1).some(isIndex)) continue;
+    const list = segs.slice(0, -1).join('.');
+    lists.set(list, [...(lists.get(list) ?? []), m.path]);
+  }
+  const [list, paths] = [...lists].sort((a, b) => b[1].length - a[1].length)[0] ?? [];
+  if (!list || !paths) throw new Error('benchmark: the model has no block list (modules named like `transformer.h.0`)');
+  paths.sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()));
+  const output = tree.graphOutputs[0]?.name ?? 'logits';
+  const blockSig = JSON.stringify(tree.modules.get(paths[0]!)?.outputs[0]?.sig?.shape);
+  const owner = tree.modules.get(list)?.parent ?? tree.modules.get(paths[0]!)?.parent;
+  let finalNorm: string | undefined;
+  if (owner !== undefined) {
+    const children = tree.modules.get(owner)?.children ?? [];
+    const after = children.slice(children.indexOf(list) + 1);
+    finalNorm = after.filter((c) => JSON.stringify(tree.modules.get(c)?.outputs[0]?.sig?.shape) === blockSig).at(-1);
+  }
+  const unembed = [...tree.modules.values()]
+    .filter((m) => m.path !== '' && m.outputs[0]?.name === output)
+    .sort((a, b) => b.path.split('.').length - a.path.split('.').length)[0]?.path;
+  return { paths, finalNorm, unembed, output };
+}
+
+/** A module path as an `.nns` reference: `transformer.h.3` → `model.transformer.h[3]`. */
+export function nnsRef(path: string): string {
+  return 'model' + path.split('.').map((s) => (isIndex(s) ? `[${s}]` : `.${s}`)).join('');
+}
+
+/** A token-id prompt as `.nns` text. */
+export const idsText = (ids: readonly number[]): string => `[${ids.join(', ')}]`;
+
+/** Everything the onnsight measurements share. */
+export interface OnnsightState {
+  model: LanguageModel;
+  blocks: Blocks;
+  /** The fast-path executor (stats: which path a trace took). */
+  fast: FastExecutor;
+  /** Token ids: `prompts[0]` = the context's feeds; more are seeded random ids of the same length. */
+  prompt(i: number): number[];
+  /** A number never handed out before in this process (fresh positions/constants). */
+  fresh(): number;
+}
+
+const states = new WeakMap<BenchContext, OnnsightState>();
+
+/** Loads the model through onnsight (first call only), timing it into `ctx.extra.model_open_ms`. */
+export async function onnsight(ctx: BenchContext): Promise<OnnsightState> {
+  let st = states.get(ctx);
+  if (st) return st;
+  const t0 = performance.now();
+  const model = await LanguageModel.load(ctx.model.graphPath);
+  ctx.extra.model_open_ms = performance.now() - t0;
+  const fast = model.mc.fast as FastExecutor | undefined;
+  if (!fast) throw new Error('benchmark: the fast path is off (ONNSIGHT_FAST=0?); the benchmark measures onnsight with its defaults');
+  const base = ctx.feeds.input_ids ? Array.from(ctx.feeds.input_ids.data as BigInt64Array, Number) : undefined;
+  if (!base) throw new Error('benchmark: the model has no input_ids input');
+  const vocab = ctx.model.vocab ?? 100;
+  const prompts = new Map<number, number[]>([[0, base]]);
+  let counter = 0;
+  st = {
+    model, blocks: findBlocks(model.modules), fast,
+    prompt(i) {
+      let p = prompts.get(i);
+      if (!p) {
+        const r = mulberry32(1000 + i);
+        prompts.set(i, (p = Array.from({ length: base.length }, () => Math.floor(r() * vocab))));
+      }
+      return p;
+    },
+    fresh: () => counter++,
+  };
+  states.set(ctx, st);
+  return st;
+}
+
+/** Releases the onnsight model of a context (sessions, tiers, worker). */
+export async function disposeOnnsight(ctx: BenchContext): Promise<void> {
+  const st = states.get(ctx);
+  states.delete(ctx);
+  await st?.model.dispose();
+}
+
+/** Parses `text` and lowers its one trace against the model (`nns run`'s front half). */
+export function lowerScript(st: OnnsightState, text: string, file = '<bench>'): Graph {
+  const parsed = parseScript(text, file);
+  if (!parsed.ast) throw new NnsErrors(parsed.errors);
+  const top = checkTopLevel(parsed.ast);
+  if (top.length) throw new NnsErrors(top);
+  const [t] = traces(parsed.ast);
+  const lowered = lowerTrace(t!, {
+    file, tree: st.model.modules, host: new Map(),
+    tokenize: () => { throw new Error('benchmark scripts use token ids'); },
+  });
+  if (lowered.errors.length) throw new NnsErrors(lowered.errors);
+  return lowered.graph;
+}
+
+/**
+ * Saves and one slice set (fast-path material): the middle block's output at position
+ * `pos` set to the constant `value`, block `save`'s output and the last logits saved.
+ */
+export function savesAndSetScript(st: OnnsightState, ids: readonly number[], pos: number, value: number, save: number): string {
+  const b = st.blocks.paths;
+  const mid = b[b.length >> 1]!;
+  return [
+    `trace ${idsText(ids)} {`,
+    `  ${nnsRef(mid)}.output[:, ${pos}, :] = ${value}`,
+    `  h = ${nnsRef(b[save % b.length]!)}.output.save()`,
+    `  logits = model.output.${st.blocks.output}[:, -1, :].save()`,
+    `}`,
+  ].join('\n');
+}
+
+/**
+ * The logit lens at every layer (needs splicing: module application): each block's output
+ * at position `pos` through the final norm and the unembedding, softmaxed and saved.
+ */
+export function logitLensScript(st: OnnsightState, ids: readonly number[], pos: number): string {
+  const { paths, finalNorm, unembed } = st.blocks;
+  if (!unembed) throw new Error('benchmark: no unembedding module (the module producing the first graph output) for the logit lens');
+  const list = paths[0]!.split('.').slice(0, -1).join('.');
+  const lens = finalNorm ? `${nnsRef(unembed)}(${nnsRef(finalNorm)}(h))` : `${nnsRef(unembed)}(h)`;
+  return [
+    `trace ${idsText(ids)} {`,
+    `  for l in 0..${paths.length} {`,
+    `    h = ${nnsRef(list)}[l].output[:, ${pos}, :]`,
+    `    lens = softmax(${lens}, -1).save()`,
+    `  }`,
+    `}`,
+  ].join('\n');
+}
+
+/**
+ * Activation patching, NNsight style, batched in one trace: per block, an invoke of the
+ * source prompt reading that block's output (identical read-only invokes: the engine's dedup
+ * merges them into one batch row), then one invoke per position with the target prompt's
+ * block output at that position replaced by the source's, saving the last logits
+ * (`out_P.L`). `scope0Source` writes it like examples/patching.nns instead: the source invoke
+ * once, its value read outside the invokes as row 0 of the whole batch.
+ */
+export function patchingSweepScript(st: OnnsightState, source: readonly number[], target: readonly number[], positions: readonly number[], scope0Source = false): string {
+  const list = nnsRef(st.blocks.paths[0]!.split('.').slice(0, -1).join('.'));
+  const L = st.blocks.paths.length;
+  const lines = [`trace {`];
+  if (scope0Source) lines.push(`  invoke ${idsText(source)} { }`);
+  lines.push(`  for l in 0..${L} {`);
+  if (scope0Source) lines.push(`    src = ${list}[l].output[0]`);
+  else lines.push(`    invoke ${idsText(source)} {`, `      src = ${list}[l].output[0]`, `    }`);
+  positions.forEach((p) => {
+    lines.push(
+      `    invoke ${idsText(target)} {`,
+      `      ${list}[l].output[:, ${p}, :] = src[${p}]`,
+      `      out_${p} = model.output.${st.blocks.output}[:, -1, :].save()`,
+      `    }`,
+    );
+  });
+  lines.push(`  }`, `}`);
+  return lines.join('\n');
+}
+
+/** One variant of the sweep as its own trace: its own source invoke, one patched invoke. */
+export function patchingVariantScript(st: OnnsightState, source: readonly number[], target: readonly number[], layer: number, pos: number): string {
+  const block = nnsRef(st.blocks.paths[layer]!);
+  return [
+    `trace {`,
+    `  invoke ${idsText(source)} {`,
+    `    src = ${block}.output[0]`,
+    `  }`,
+    `  invoke ${idsText(target)} {`,
+    `    ${block}.output[:, ${pos}, :] = src[${pos}]`,
+    `    out = model.output.${st.blocks.output}[:, -1, :].save()`,
+    `  }`,
+    `}`,
+  ].join('\n');
+}
+
+/** `n` positions spread evenly over `[0, seqLen)`. */
+export function spreadPositions(seqLen: number, n: number): number[] {
+  return Array.from({ length: Math.min(n, seqLen) }, (_, i) => Math.floor((i * seqLen) / Math.min(n, seqLen)));
+}
