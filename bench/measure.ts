@@ -146,6 +146,23 @@ export function rssMb(): { current: number; peak: number } {
 }
 
 /**
+ * Proportional set size, MB (10⁶ bytes): like RSS, but a file page mapped by several
+ * sessions (each unprepacked session maps the external weights file) counts once, not once
+ * per mapping. `anon` = private memory (prepacked weights, arenas, JS heap). Linux only.
+ */
+export function pssMb(): { pss: number; anon: number; file: number } | undefined {
+  try {
+    const s = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
+    const r = { pss: kb('Pss'), anon: kb('Pss_Anon'), file: kb('Pss_File') };
+    if (!Object.values(r).every(Number.isFinite)) return undefined;
+    return { pss: (r.pss * 1024) / 1e6, anon: (r.anon * 1024) / 1e6, file: (r.file * 1024) / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Resets the peak RSS (VmHWM) to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`),
  * so later peaks exclude what was released before. Returns false where unsupported (peaks
  * then include everything since the process started).

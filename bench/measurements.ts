@@ -25,7 +25,7 @@ import { explainFastPath } from '../src/fast/plan.js';
 import type { ModelRef, TensorProxy, Tracer } from '../src/index.js';
 import { writeVariant } from '../src/model/load.js';
 import { encodeModel } from '../src/onnx/serde.js';
-import { cpuMs, median, rssMb, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
+import { cpuMs, median, pssMb, rssMb, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
 import {
   disposeOnnsight, logitLensScript, lowerScript, onnsight, patchingSweepScript, patchingVariantScript,
   savesAndSetScript, spreadPositions, type OnnsightState,
@@ -95,20 +95,29 @@ async function readyFast(st: OnnsightState, text: string): Promise<void> {
  * weights, and create its first-tier session (no prepacking) as `TieredSessions` does.
  * Returns the variant's path.
  */
-async function readyCompiled(st: OnnsightState, text: string): Promise<string> {
+async function readyCompiled(st: OnnsightState, text: string, split?: { front: number[]; splice: number[]; write: number[]; session: number[] }): Promise<string> {
   const mc = st.model.mc;
+  const t0 = performance.now();
   const state = compileGraph(lowerScript(st, text), mc, { pipeline: irPipeline });
   dedupInvokes(state.ir);
   const r = explainFastPath(state.ir, mc.tree, st.fast.ported);
   if (!('reject' in r)) throw new Error('benchmark: expected the compiled path, but the fast path accepts this script');
   liftConstants(state.ir);
   structuralKey(state.ir);
+  const t1 = performance.now();
   const lowered = compileGraph(state.ir as Graph, mc, { pipeline: onnxPipeline });
+  const t2 = performance.now();
   const bytes = encodeModel(lowered.model);
   const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, lowered.model, file);
+  const t3 = performance.now();
   const externalDataDir = mc.loaded.externalDataDir;
   await mc.backend.session(graphPath, { prepack: false, ...(externalDataDir ? { externalDataDir } : {}) });
+  const t4 = performance.now();
+  split?.front.push(t1 - t0);
+  split?.splice.push(t2 - t1);
+  split?.write.push(t3 - t2);
+  split?.session.push(t4 - t3);
   return graphPath;
 }
 
@@ -163,6 +172,8 @@ export const MEASUREMENTS: Measurement[] = [
       const create = await timeOnce(() => st.fast.session());
       ctx.extra.ported_session_create_ms = create;
       ctx.extra.rss_after_ported_session_mb = rssMb().current;
+      const pss = pssMb();
+      if (pss) Object.assign(ctx.extra, { pss_after_ported_session_mb: pss.pss, pss_anon_after_ported_session_mb: pss.anon, pss_file_after_ported_session_mb: pss.file });
       ctx.extra.ports = st.fast.ported.ports.length;
       return build + create;
     },
@@ -250,8 +261,18 @@ export const MEASUREMENTS: Measurement[] = [
       await runText(st, probe, {});
       const tiers = tieredOf(mc);
       if (!tiers.known().includes(mine)) throw new Error(`benchmark: readyCompiled wrote ${mine}, the engine ran ${tiers.known().join(', ')}`);
-      const t = await timeRuns(() => readyCompiled(st, fresh()), { ...ctx.timing, teardown: (p) => mc.backend.release(p) });
+      const split = { front: [] as number[], splice: [] as number[], write: [] as number[], session: [] as number[] };
+      const t = await timeRuns(() => readyCompiled(st, fresh(), split), { ...ctx.timing, teardown: (p) => mc.backend.release(p) });
       ctx.extra.first_custom_trace_min_ms = t.min;
+      // Where it goes (medians over warm-up and timed calls).
+      ctx.extra.first_custom_front_ms = median(split.front);
+      ctx.notes.first_custom_front_ms = 'parse, lower, IR pipeline, dedup, plan, lift constants, structural key';
+      ctx.extra.first_custom_splice_ms = median(split.splice);
+      ctx.notes.first_custom_splice_ms = 'ONNX pipeline (splice into a copy of the model graph)';
+      ctx.extra.first_custom_write_ms = median(split.write);
+      ctx.notes.first_custom_write_ms = 'encode, hash, write the variant (writeVariant encodes again on a new file)';
+      ctx.extra.first_custom_session_ms = median(split.session);
+      ctx.notes.first_custom_session_ms = 'create the first-tier session (no prepacking)';
       ctx.notes.first_custom_trace_ms = 'compiled path: cache miss, first-tier session (no prepacking)';
       return t.median;
     },
@@ -295,6 +316,8 @@ export const MEASUREMENTS: Measurement[] = [
       ctx.extra.repeat_trace_prepacked_cpu_ms = pre.cpuMedian;
       if (tiers.createTimes.length) ctx.extra.prepacked_build_ms = median(tiers.createTimes);
       ctx.extra.rss_with_tiers_mb = rssMb().current;
+      const pss = pssMb();
+      if (pss) Object.assign(ctx.extra, { pss_with_tiers_mb: pss.pss, pss_anon_with_tiers_mb: pss.anon, pss_file_with_tiers_mb: pss.file });
       ctx.notes.rss_with_tiers_mb = `RSS with the instrumented session, ${(await tiers.worker.sessions())} prepacked worker session(s) and the first-tier sessions still open`;
       // The tiers are done: release them (and the worker) before the sweeps.
       await releaseTiers(st);
@@ -317,6 +340,16 @@ export const MEASUREMENTS: Measurement[] = [
       const st = await onnsight(ctx);
       const positions = spreadPositions(ctx.seqLen, SWEEP_POSITIONS);
       const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions);
+      // First, for comparison, the same script forced through the compiled path (one spliced
+      // graph for the whole batch, split by the memory budget): one run. Measured before the
+      // default run so its peak RSS is its own (the fast path's arena stays grown after).
+      const p0 = { n: 0 };
+      const c0 = cpuMs();
+      ctx.extra.sweep_compiled_ms = await timeOnce(() => runGraph(lowerScript(st, text), st.model.mc, { fast: false, onProgress: (e) => { p0.n = Math.max(p0.n, e.total / 2); } }));
+      ctx.extra.sweep_compiled_cpu_ms = cpuMs() - c0;
+      ctx.notes.sweep_compiled_ms = `the same script with fast: false: compiled path, ${p0.n} chunk(s) (source row recomputed in each), first-tier session; one run`;
+      await releaseTiers(st);
+      ctx.rssPhase('sweep_compiled');
       const s0 = { ...st.fast.stats };
       const samples: number[] = [];
       for (let i = 0; i < ctx.sweepRuns; i++) samples.push(await timeOnce(() => runText(st, text)));
@@ -328,13 +361,6 @@ export const MEASUREMENTS: Measurement[] = [
       ctx.notes.sweep_rows = `batch rows after dedup (${dedup.rowsBefore} invokes before)`;
       await releaseTiers(st);
       ctx.rssPhase('sweep');
-      // The same script forced through the compiled path (one spliced graph for the whole
-      // batch, split by the memory budget), for comparison: one run.
-      const p0 = { n: 0 };
-      ctx.extra.sweep_compiled_ms = await timeOnce(() => runGraph(lowerScript(st, text), st.model.mc, { fast: false, onProgress: (e) => { p0.n = Math.max(p0.n, e.total / 2); } }));
-      ctx.notes.sweep_compiled_ms = `the same script with fast: false: compiled path, ${p0.n} chunk(s), first-tier session; one run`;
-      await releaseTiers(st);
-      ctx.rssPhase('sweep_compiled');
       return median(samples);
     },
   },
