@@ -244,6 +244,7 @@ export const MEASUREMENTS: Measurement[] = [
       const e2e = await timeRuns(() => runText(st, text()), ctx.timing);
       ctx.extra.first_trace_e2e_ms = e2e.median;
       ctx.notes.first_trace_ms = 'fast path (no compilation, no session)';
+      ctx.rssPhase('fast'); // everything so far ran on the instrumented session alone
       return t.median;
     },
   },
