@@ -56,6 +56,11 @@ export interface OrtSessionOptions {
    * folder (`LoadedModel.externalDataDir`), instead of against the graph file's folder.
    */
   externalDataDir?: string;
+  /**
+   * Keep this session out of LRU eviction (the instrumented model's one session, which every
+   * fast-path trace uses); it is released only by {@link OrtBackend.release}. Not part of the cache key.
+   */
+  pinned?: boolean;
 }
 
 /** Options of an {@link OrtBackend}. */
@@ -68,6 +73,7 @@ export interface OrtBackendOptions {
 
 interface Entry {
   key: string;
+  pinned: boolean;
   promise: Promise<ort.InferenceSession>;
   session?: ort.InferenceSession;
   busy: number;
@@ -110,11 +116,12 @@ export class OrtBackend {
     const key = JSON.stringify([graphPath, !!o.prepack, o.optimization ?? 'all', o.threads ?? 0, o.externalDataDir ?? '']);
     const hit = this.entries.get(key);
     if (hit) {
+      hit.pinned ||= !!o.pinned;
       this.entries.delete(key);
       this.entries.set(key, hit);
       return hit.promise;
     }
-    const entry: Entry = { key, busy: 0, evicted: false, promise: createSession(graphPath, o) };
+    const entry: Entry = { key, pinned: !!o.pinned, busy: 0, evicted: false, promise: createSession(graphPath, o) };
     entry.promise.then(
       (s) => {
         entry.session = s;
@@ -172,8 +179,10 @@ export class OrtBackend {
   }
 
   private evict(): void {
+    const unpinned = (): number => [...this.entries.values()].filter((e) => !e.pinned).length;
     for (const [key, e] of this.entries) {
-      if (this.entries.size <= this.max) break;
+      if (unpinned() <= this.max) break;
+      if (e.pinned) continue;
       this.entries.delete(key);
       e.evicted = true;
       if (e.session) this.disposeLater(e);

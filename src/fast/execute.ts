@@ -13,6 +13,7 @@ import ort from 'onnxruntime-node';
 import type { Graph, Value } from '../../ir/ir.js';
 import { batchRows, type FastPath, type ModelContext } from '../engine.js';
 import { buildFeeds } from '../model/feeds.js';
+import { rowBytes } from '../compiled-run.js';
 import { numel, type Tensor } from '../tensor.js';
 import { toOrtTensor } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
@@ -99,7 +100,7 @@ export class FastExecutor implements FastPath {
   /** The one session over the instrumented model. */
   session(): Promise<ort.InferenceSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
-    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
+    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 
   /** Plans and runs `ir`; null when it needs the compiler. */
@@ -136,8 +137,9 @@ export class FastExecutor implements FastPath {
   private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
-    const session = await this.session();
     const { feeds, seqLen } = buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
+    this.checkBudget(plan, this.rowsSeparable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
+    const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
     const runRows = (rows: number[]): number[] => (this.rowsSeparable && rows.length > 0 ? rows : all);
     const base = (rows: number[]): Record<string, ort.Tensor> => {
@@ -163,6 +165,19 @@ export class FastExecutor implements FastPath {
     return results;
   }
 
+  /**
+   * The fast path runs a batch in one go; a batch whose activations, fetched outputs and
+   * port feeds would exceed the memory budget (`ONNSIGHT_BATCH_BUDGET_MB`, default 512 MiB)
+   * goes to the compiled path, which splits it into chunks.
+   */
+  private checkBudget(plan: FastPlan, rows: number, seqLen: number): void {
+    const budget = Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29;
+    const ports = new Set(plan.sets.map((x) => x.port.id)).size;
+    const width = Math.max(1, ...this.ported.ports.map((p) => Number(p.shape[p.shape.length - 1]) || 1));
+    const bytes = rows * (rowBytes(this.mc, seqLen, plan.mainFetch.length) + ports * 2 * 4 * seqLen * width);
+    if (bytes > budget) throw new Fallback(`a batch of ${rows} rows needs ~${Math.round(bytes / 2 ** 20)} MiB in one run (budget ${Math.round(budget / 2 ** 20)} MiB); the compiled path splits it`);
+  }
+
   /** keep/add feeds of every port a set writes. */
   private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, ort.Tensor> {
     const memo = new Map<Value, Tensor>();
@@ -176,9 +191,10 @@ export class FastExecutor implements FastPath {
         buf = { keep: new Float32Array(n).fill(1), add: new Float32Array(n), steered: new Uint8Array(n), shape };
         bufs.set(p.id, buf);
       }
-      const iota = tensorOf('float64', buf.shape, Float64Array.from({ length: buf.keep.length }, (_, i) => i));
-      const rows = s.rowStart === 0 && s.rowEnd === ir.batch ? iota : indexTensor(iota, [{ kind: 'slice', start: s.rowStart, stop: s.rowEnd }]);
-      const sel = s.items ? indexTensor(rows, s.items) : rows;
+      // Flat positions of this scope's rows only (an index tensor over the whole batch would cost batch× more per set).
+      const inner = numel(buf.shape.slice(1));
+      const rowIota = tensorOf('float64', [s.rowEnd - s.rowStart, ...buf.shape.slice(1)], Float64Array.from({ length: (s.rowEnd - s.rowStart) * inner }, (_, i) => s.rowStart * inner + i));
+      const sel = s.items ? indexTensor(rowIota, s.items) : rowIota;
       const vals = broadcastTo(castTo(this.evaluate(s.value, plan, host, source, memo), 'float32'), sel.shape);
       const idx = sel.data as Float64Array;
       const v = vals.data as Float32Array;

@@ -55,8 +55,10 @@ export function dtypeOf(elemType: number | undefined): DType | undefined {
 export function createOrtProbe(modelDir?: string): ProbeRunner {
   return async (model, feeds, fetch) => {
     const bytes = model instanceof Uint8Array ? model : encodeModel(model);
-    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'disabled' };
-    if (modelDir) options.extra = { session: { model_external_initializers_file_folder_path: path.resolve(modelDir) } };
+    // One-shot: no prepacking (it would cost seconds and ~weights-size memory for a big model).
+    const extra: Record<string, string> = { disable_prepacking: '1' };
+    if (modelDir) extra.model_external_initializers_file_folder_path = path.resolve(modelDir);
+    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'disabled', extra: { session: extra } };
     const session = await ort.InferenceSession.create(bytes, options);
     try {
       const inputs: Record<string, ort.Tensor> = {};
