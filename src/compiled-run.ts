@@ -120,7 +120,7 @@ export async function runCompiled(
       const st = lower(chunk.ir);
       const bytes = encodeModel(st.model);
       const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
-      entry = { key, graphPath: writeVariant(mc.loaded, st.model, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };
+      entry = { key, graphPath: writeVariant(mc.loaded, bytes, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };
       if (useCache) cache.set(entry);
     }
     progress('compile');

@@ -193,17 +193,17 @@ function placeExternal(graphFile: string, modelDir: string, proto: ModelProto, b
  * Writes a rewritten graph next to the weights it references (in {@link LoadedModel.dir},
  * as `nns-<key>.onnx`: ORT resolves external data relative to the graph file's folder and
  * rejects `..` and symlinks out of it, so variants cannot live in a subfolder) and returns
- * its path. A file that already exists for `key` is reused without encoding `proto`, so the
+ * its path. `proto` may be given already encoded. A file that already exists for `key` is reused without encoding `proto`, so the
  * key must identify the rewrite (e.g. a hash of the intervention plan). Written atomically.
  * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`.
  */
-export function writeVariant(model: LoadedModel, proto: ModelProto, key: string): string {
+export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array, key: string): string {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(key)) throw modelError('variant-key', `invalid variant key "${key}": use letters, digits, '.', '_' or '-'`);
   const file = path.join(model.dir, `nns-${key}.onnx`);
   if (fs.existsSync(file)) return file;
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   try {
-    writeSynced(tmp, encodeModel(proto));
+    writeSynced(tmp, proto instanceof Uint8Array ? proto : encodeModel(proto));
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
