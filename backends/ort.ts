@@ -190,7 +190,7 @@ export class OrtBackend {
   }
 
   private disposeLater(e: Entry): void {
-    setImmediate(() => void this.dispose(e));
+    setImmediate(() => void this.dispose(e).catch(() => undefined));
   }
 
   private async dispose(e: Entry): Promise<void> {

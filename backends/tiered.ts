@@ -124,7 +124,7 @@ export class TieredSessions {
         this.createTimes.push(ms);
         g.tier = 'prepacked';
         this.prepacked.add(graphPath);
-        void this.fast.release(graphPath);
+        this.fast.release(graphPath).catch(() => undefined);
         this.evict();
       },
       () => {
@@ -143,7 +143,8 @@ export class TieredSessions {
         g.tier = 'fast';
         g.uses = 0;
       }
-      void this.worker.release(p);
+      // Best effort: the worker may be stopping (its sessions go with it).
+      this.worker.release(p).catch(() => undefined);
     }
   }
 
