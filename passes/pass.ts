@@ -37,6 +37,12 @@ export interface CompileState {
   valueNames?: Map<Value, string>;
   /** Module applications to expand (set by lowering; consumed by apply-modules). */
   moduleCalls?: ModuleCall[];
+  /**
+   * Keep the model's own graph outputs (default true: `nns compile`, `LanguageModel.compile`).
+   * The compiled run path sets it false: it fetches only the saves, so passes/fetch-saves.ts
+   * drops the other outputs and prune removes what only they needed.
+   */
+  keepModelOutputs?: boolean;
 }
 
 /** ONNX domain of the placeholder nodes that stand for module applications until apply-modules expands them. */

@@ -11,6 +11,8 @@ import { dcePass } from './dce.js';
 import { lowerOnnxPass } from './lower-onnx.js';
 import { applyModulesPass } from './apply-modules.js';
 import { saveOutputsPass } from './save-outputs.js';
+import { fetchSavesPass } from './fetch-saves.js';
+import { sinkSlicesPass } from './sink-slices.js';
 import { prunePass } from './prune.js';
 import { toposortPass } from './toposort.js';
 import { checkModelPass } from './check-model.js';
@@ -34,6 +36,8 @@ export const onnxPipeline: readonly Pass[] = [
   lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke) rewire consumers, host values → inputs
   applyModulesPass, //   module application: clone each called module's nodes onto the new inputs, fresh names
   saveOutputsPass, //    saved values become graph outputs named by their save names
+  fetchSavesPass, //     run variants (keepModelOutputs false): drop the model's own outputs no save needs
+  sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only)
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present

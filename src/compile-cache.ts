@@ -5,7 +5,8 @@
  *
  * What the key holds: every node's op, scope, inputs (by order of appearance), attributes
  * in catalogue order, result types (symbolic dims such as `sequence` stay symbolic), and
- * every scope's batch rows. What it leaves out: tokens, prompts, spans, bound names and
+ * every scope's batch rows, and the variant settings (`keepModelOutputs`: run variants drop
+ * the model outputs no save needs, so they never share an entry with full variants). What it leaves out: tokens, prompts, spans, bound names and
  * `dimValues` (the prompt length) — so another prompt of another length reuses the graph.
  * Range checks that depend on the prompt length ran in the IR pipeline already.
  *
@@ -35,8 +36,14 @@ function stable(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && (!Number.isFinite(x) || Object.is(x, -0)) ? `#${Object.is(x, -0) ? '-0' : String(x)}` : x));
 }
 
+/** Compile settings that change the variant a structure compiles to (part of the key). */
+export interface VariantSettings {
+  /** `CompileState.keepModelOutputs` (default true); run variants drop unsaved model outputs. */
+  keepModelOutputs?: boolean;
+}
+
 /** The canonical text the structural key hashes (exported for tests and debugging). */
-export function structuralText(ir: Graph): string {
+export function structuralText(ir: Graph, settings: VariantSettings = {}): string {
   const ids = new Map<Value, number>();
   const id = (v: Value): number => {
     let n = ids.get(v);
@@ -44,6 +51,7 @@ export function structuralText(ir: Graph): string {
     return n;
   };
   const lines = [`scopes ${stable(ir.scopes.map((s) => [s.rowStart, s.rowEnd]))}`];
+  if (settings.keepModelOutputs === false) lines.unshift('variant saves-only');
   for (const n of ir.nodes) {
     const attrs = n.attrs as unknown as Record<string, unknown>;
     const a = OP_SCHEMA[n.op].attrs.map(([k]) => attrs[k] ?? null);
@@ -55,8 +63,8 @@ export function structuralText(ir: Graph): string {
 }
 
 /** sha256 (hex, 32 chars) of {@link structuralText}. */
-export function structuralKey(ir: Graph): string {
-  return crypto.createHash('sha256').update(structuralText(ir)).digest('hex').slice(0, 32);
+export function structuralKey(ir: Graph, settings: VariantSettings = {}): string {
+  return crypto.createHash('sha256').update(structuralText(ir, settings)).digest('hex').slice(0, 32);
 }
 
 /** Options of a {@link CompileCache}. */

@@ -85,12 +85,19 @@ function envOff(name: string): boolean {
 }
 
 /**
+ * Run variants fetch the saves only (see {@link runEntry}), so they are compiled without the
+ * model's own outputs: prune then drops what only those needed (e.g. the full logits).
+ */
+const RUN_VARIANT = { keepModelOutputs: false } as const;
+
+/**
  * Runs `state.ir` (through the IR pipeline) through the compile cache and tiered sessions.
- * `lower` runs the ONNX half of the pipeline on an IR against a fresh copy of the model.
+ * `lower` runs the ONNX half of the pipeline on an IR against a fresh copy of the model,
+ * with the given variant settings.
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean }, lower: (ir: Graph) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -112,12 +119,12 @@ export async function runCompiled(
   const progress = (phase: 'compile' | 'run'): void => opts.onProgress?.({ phase, done: ++done, total: chunks.length * 2, rowsDone, rows: totalRows });
   const results = new Map<string, Tensor>();
   for (const chunk of chunks) {
-    const key = structuralKey(chunk.ir);
+    const key = structuralKey(chunk.ir, RUN_VARIANT);
     let entry = useCache ? cache.get(key) : undefined;
     if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again
     if (entry) entry.uses++;
     else {
-      const st = lower(chunk.ir);
+      const st = lower(chunk.ir, RUN_VARIANT);
       const bytes = encodeModel(st.model);
       const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
       entry = { key, graphPath: writeVariant(mc.loaded, bytes, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };

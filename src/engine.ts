@@ -67,6 +67,11 @@ export interface CompileOptions {
   verifyEach?: boolean;
   /** The passes to run (default: the whole pipeline). */
   pipeline?: readonly Pass[];
+  /**
+   * Keep the model's own graph outputs (default true). The compiled run path compiles with
+   * false: only the saves are outputs, so nothing only the model's outputs needed is computed.
+   */
+  keepModelOutputs?: boolean;
 }
 
 /** A copy of the model proto whose graph can be rewritten without touching the original. */
@@ -80,7 +85,7 @@ function workingCopy(proto: ModelProto): ModelProto {
  * user error found (later passes are skipped once a pass reports errors).
  */
 export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
-  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map() };
+  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
@@ -135,5 +140,5 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     }
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
-  return runCompiled(state, mc, host, { ...opts, uncached }, (g) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map() }, mc, opts));
+  return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));
 }

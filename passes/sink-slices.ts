@@ -1,0 +1,444 @@
+/**
+ * Sinks position selections below position-wise computations: `Slice(P(x, w))` →
+ * `P(Slice(x), w)`, so a save of `logits[:, -1, :]` computes the lm_head (and the final
+ * norm) on one position instead of all of them. Runs before `prune` (after fetch-saves has
+ * dropped the model outputs no save needs), repeated to a fixed point.
+ *
+ * A *selection* S is a `Gather` (scalar or 1-D constant indices) or a `Slice` (constant
+ * starts/ends/axes/steps, opset ≥ 10 input form) whose axes, normalized with the known rank,
+ * are not the last one. Three exact rewrites:
+ *
+ * 1. **sink** — S's data input `y` is produced by a position-wise node P (below) whose output
+ *    has S as its only reader and is not a graph output: S is re-emitted on P's data input
+ *    and P after it, producing S's output name (readers of S are untouched).
+ * 2. **swap** — `S2(Slice1(x))` with every axis of S2 above every axis of Slice1 and Slice1's
+ *    output read only by S2 becomes `Slice1(S2(x))` (selections on different axes commute;
+ *    Slice keeps the rank, so S2's axes are the same; Slice1's negative axes are normalized
+ *    when S2 drops an axis). This puts the position selection of each invoke (`[:, -1, :]`)
+ *    above its row slice (`rows r0:r1`).
+ * 3. **merge** — identical selections (same op, attributes and parameter inputs) of one value
+ *    become one; the readers of the others read the kept one. After 2 and 3, a batched sweep's
+ *    N per-invoke `logits[r:r+1][:, -1, :]` read the logits through ONE Gather, which sinks.
+ *
+ * Position-wise P (r = rank of P's output = rank of its data operand, a = every selected axis):
+ * - unary elementwise (Relu, Gelu, Tanh, Sigmoid, Erf, Sqrt, Cast, Neg, Exp, Log, Abs,
+ *   Identity, Reciprocal, Softplus, Softsign, Elu, LeakyRelu, Selu, HardSigmoid, Floor, Ceil,
+ *   Round, Sign, Not; Gelu also in com.microsoft): any a.
+ * - Add/Sub/Mul/Div/Pow with exactly one constant operand (initializer or Constant) of known
+ *   dims and rank ≤ r: its axis aligned with a must be absent, or of size 1 when S keeps
+ *   the rank (Slice, 1-D Gather). A scalar Gather needs it absent (the rank drops).
+ * - MatMul with a constant 2-D right operand and r ≥ 2: a ≤ r − 2 (rows of x @ W are rows of x).
+ * - Gemm (2-D) with transA = 0: a = 0, rank-keeping S only, C absent or not varying along 0.
+ * - LayerNormalization with normalized axis k: a < k; Mean/InvStdDev outputs unused.
+ * - Softmax/LogSoftmax on the last axis: a < r − 1.
+ * Anything else (attention's MatMul of two activations, Reshape, Transpose, ...) stops it.
+ * Moved nodes are emitted as `/<module>/nns.sink/<Op>` with provenance `onnsight.op = sink`.
+ * @module
+ */
+import type { Pass } from './pass.js';
+import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
+import { AttributeType, DataType } from '../src/onnx/proto.js';
+import { nodeReads, tensorData, topoOrder } from '../src/onnx/graph-builder.js';
+import { Emitter, nodeSpans } from './onnx-emit.js';
+
+const UNARY = new Set([
+  'Relu', 'Gelu', 'Tanh', 'Sigmoid', 'Erf', 'Sqrt', 'Cast', 'Neg', 'Exp', 'Log', 'Abs', 'Identity',
+  'Reciprocal', 'Softplus', 'Softsign', 'Elu', 'LeakyRelu', 'Selu', 'HardSigmoid', 'Floor', 'Ceil', 'Round', 'Sign', 'Not',
+]);
+const BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow']);
+const SAME_RANK = new Set([...UNARY, 'LayerNormalization', 'Softmax', 'LogSoftmax', 'Slice', 'Transpose', 'Dropout', 'Split', 'CumSum', 'Clip', 'Trilu']);
+const BROADCAST = new Set([...BINARY, 'Where', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor', 'Max', 'Min', 'Mod']);
+
+/** Safety bound on rewrite rounds (each round does at least one rewrite or stops). */
+const MAX_ROUNDS = 10_000;
+
+/** Options of {@link sinkSlices}. */
+export interface SinkOptions {
+  /** Ranks known from outside the graph (IR types, module boundaries), by value name. */
+  ranks?: ReadonlyMap<string, number>;
+  /** Emitter to create nodes with (a fresh one on the graph by default). */
+  emitter?: Emitter;
+}
+
+/** What {@link sinkSlices} did. */
+export interface SinkStats {
+  sunk: number;
+  swapped: number;
+  merged: number;
+}
+
+/** A parsed selection node. */
+interface Selection {
+  node: NodeProto;
+  /** Normalized axes (w.r.t. the rank of the data input). */
+  axes: number[];
+  /** 1 for a scalar-index Gather (drops the axis), else 0. */
+  drop: 0 | 1;
+  /** Rank of the data input. */
+  rank: number;
+}
+
+function attrOf(n: NodeProto, name: string): { i?: number | bigint; ints?: (number | bigint)[]; t?: TensorProto; f?: number; floats?: number[] } | undefined {
+  return (n.attribute ?? []).find((a) => a.name === name) as never;
+}
+
+function attrInt(n: NodeProto, name: string, dflt: number): number {
+  const a = attrOf(n, name);
+  return a?.i === undefined ? dflt : Number(a.i);
+}
+
+function setAttrInt(n: NodeProto, name: string, v: number): void {
+  const rest = (n.attribute ?? []).filter((a) => a.name !== name);
+  n.attribute = [...rest, { name, i: v, type: AttributeType.INT }];
+}
+
+/** Rewrites `g` in place; returns counts. */
+export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {}): SinkStats {
+  const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0 };
+  const em = opts.emitter ?? new Emitter(g);
+  const graphInputs = new Set((g.input ?? []).map((v) => v.name!));
+  const inits = new Map<string, TensorProto>();
+  for (const t of g.initializer ?? []) if (!graphInputs.has(t.name!)) inits.set(t.name!, t);
+
+  // ── constants ──
+  let producer = new Map<string, NodeProto>();
+  const constTensor = (name: string): TensorProto | undefined => {
+    const init = inits.get(name);
+    if (init) return init;
+    const p = producer.get(name);
+    if (!p || p.op_type !== 'Constant' || (p.domain ?? '') !== '') return undefined;
+    const a = (p.attribute ?? [])[0];
+    if (!a) return undefined;
+    if (a.name === 'value' && a.t) return a.t;
+    if (a.name === 'value_int') return { dims: [], data_type: DataType.INT64, int64_data: [a.i ?? 0] };
+    if (a.name === 'value_ints') return { dims: [(a.ints ?? []).length], data_type: DataType.INT64, int64_data: [...(a.ints ?? [])] };
+    if (a.name === 'value_float') return { dims: [], data_type: DataType.FLOAT, float_data: [a.f ?? 0] };
+    if (a.name === 'value_floats') return { dims: [(a.floats ?? []).length], data_type: DataType.FLOAT, float_data: [...(a.floats ?? [])] };
+    return undefined;
+  };
+  const constDims = (name: string): number[] | undefined => {
+    const t = constTensor(name);
+    return t ? (t.dims ?? []).map(Number) : undefined;
+  };
+  /** Integer values of a small inline constant (undefined when not constant, external or not integer). */
+  const constInts = (name: string): number[] | undefined => {
+    const t = constTensor(name);
+    if (!t || (t.data_type !== DataType.INT64 && t.data_type !== DataType.INT32)) return undefined;
+    try {
+      return Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => Number(x));
+    } catch {
+      return undefined;
+    }
+  };
+  /** Content key of a constant (to compare parameter inputs by value). */
+  const constKey = (name: string): string => {
+    const t = constTensor(name);
+    if (!t) return `name:${name}`;
+    const dims = (t.dims ?? []).map(Number);
+    let data: string;
+    try {
+      data = Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => String(x)).join(',');
+    } catch {
+      return `name:${name}`;
+    }
+    return `const:${t.data_type}:${dims.join('x')}:${data}`;
+  };
+
+  // ── ranks: seeds, then forward propagation in topological order ──
+  const ranks = new Map<string, number>(opts.ranks ?? []);
+  const seed = (name: string | undefined, dims: unknown[] | undefined): void => {
+    if (name && dims && !ranks.has(name)) ranks.set(name, dims.length);
+  };
+  for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.value_info ?? [])]) {
+    const shape = v.type?.tensor_type?.shape;
+    if (shape) seed(v.name, shape.dim ?? []);
+  }
+  for (const t of g.initializer ?? []) seed(t.name, t.dims ?? []);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) if (o) producer.set(o, n);
+  for (const n of topoOrder(g).order) inferRank(n);
+
+  function inferRank(n: NodeProto): void {
+    const out = n.output?.[0];
+    if (!out || ranks.has(out) || (n.domain ?? '') !== '') return;
+    const r = (i: number): number | undefined => {
+      const name = n.input?.[i];
+      return name ? ranks.get(name) : undefined;
+    };
+    const op = n.op_type!;
+    let v: number | undefined;
+    if (op === 'Constant') v = constDims(out)?.length;
+    else if (SAME_RANK.has(op)) {
+      v = r(0);
+      if (op === 'Split' && v !== undefined) for (const o of n.output ?? []) if (o) ranks.set(o, v);
+    } else if (BROADCAST.has(op)) {
+      const rs = (n.input ?? []).map((_, i) => r(i));
+      v = rs.every((x) => x !== undefined) ? Math.max(...(rs as number[])) : undefined;
+    } else if (op === 'MatMul') {
+      const a = r(0), b = r(1);
+      if (a !== undefined && b !== undefined) v = a >= 2 && b >= 2 ? Math.max(a, b) : a === 1 && b === 1 ? 0 : a === 1 ? b - 1 : a - 1;
+    } else if (op === 'Gemm') v = 2;
+    else if (op === 'Gather') {
+      const a = r(0), q = r(1) ?? constDims(n.input![1]!)?.length;
+      if (a !== undefined && q !== undefined) v = a + q - 1;
+    } else if (op === 'Shape') v = 1;
+    else if (op === 'Size') v = 0;
+    else if (op === 'Concat') v = (n.input ?? []).map((_, i) => r(i)).find((x) => x !== undefined);
+    else if (op === 'Unsqueeze' || op === 'Squeeze') {
+      const axes = n.input?.[1] ? constInts(n.input[1]) : (attrOf(n, 'axes')?.ints ?? undefined)?.map(Number);
+      const a = r(0);
+      if (a !== undefined && axes) v = op === 'Unsqueeze' ? a + axes.length : a - axes.length;
+    } else if (op === 'Reshape') {
+      v = n.input?.[1] ? constDims(n.input[1])?.[0] : undefined;
+    } else if (op.startsWith('Reduce')) {
+      if (attrInt(n, 'keepdims', 1) === 1) v = r(0);
+    }
+    if (v !== undefined) ranks.set(out, v);
+  }
+
+  // ── selections and position-wise nodes ──
+  const selection = (s: NodeProto): Selection | undefined => {
+    if ((s.domain ?? '') !== '') return undefined;
+    const ins = s.input ?? [];
+    const data = ins[0];
+    if (!data) return undefined;
+    const rank = ranks.get(data);
+    if (rank === undefined || rank < 1) return undefined;
+    const norm = (a: number): number => (a < 0 ? a + rank : a);
+    if (s.op_type === 'Gather') {
+      if (ins.length !== 2 || !ins[1]) return undefined;
+      const q = constDims(ins[1])?.length;
+      if (q !== 0 && q !== 1) return undefined;
+      const a = norm(attrInt(s, 'axis', 0));
+      if (a < 0 || a >= rank) return undefined;
+      return { node: s, axes: [a], drop: q === 0 ? 1 : 0, rank };
+    }
+    if (s.op_type === 'Slice') {
+      if (ins.length < 3 || (s.attribute ?? []).length) return undefined; // opset < 10 attribute form
+      const starts = constInts(ins[1]!);
+      if (!starts || !constInts(ins[2]!)) return undefined;
+      if (ins[4] && !constInts(ins[4])) return undefined;
+      const axesRaw = ins[3] ? constInts(ins[3]) : starts.map((_, i) => i);
+      if (!axesRaw) return undefined;
+      const axes = axesRaw.map(norm);
+      if (axes.some((a) => a < 0 || a >= rank) || new Set(axes).size !== axes.length) return undefined;
+      return { node: s, axes, drop: 0, rank };
+    }
+    return undefined;
+  };
+
+  /** Index of P's data operand when S's selection commutes with P, plus attribute fixes for P. */
+  const commutes = (p: NodeProto, sel: Selection, readers: Map<string, number>, outputs: Set<string>): { data: number; fix?: (clone: NodeProto) => void } | undefined => {
+    const r = sel.rank;
+    const op = p.op_type!;
+    const domain = p.domain ?? '';
+    const ins = p.input ?? [];
+    if (sel.axes.some((a) => a === r - 1)) return undefined; // never the last axis
+    // Only the first output may be used.
+    for (const o of (p.output ?? []).slice(1)) if (o && ((readers.get(o) ?? 0) > 0 || outputs.has(o))) return undefined;
+    if (UNARY.has(op) && (domain === '' || (domain === 'com.microsoft' && op === 'Gelu'))) {
+      return ins.length === 1 && ins[0] ? { data: 0 } : undefined;
+    }
+    if (domain !== '') return undefined;
+    if (BINARY.has(op)) {
+      if (ins.length !== 2 || !ins[0] || !ins[1]) return undefined;
+      const c0 = constDims(ins[0]), c1 = constDims(ins[1]);
+      if ((c0 === undefined) === (c1 === undefined)) return undefined; // exactly one constant operand
+      const data = c0 === undefined ? 0 : 1;
+      const dims = (c0 ?? c1)!;
+      if (dims.length > r) return undefined;
+      if (dims.length === r && ranks.get(ins[data]!) !== r) return undefined; // data must carry every axis
+      for (const a of sel.axes) {
+        const j = a - (r - dims.length);
+        if (j >= 0 && (sel.drop || dims[j] !== 1)) return undefined;
+      }
+      return { data };
+    }
+    if (op === 'MatMul') {
+      if (ins.length !== 2 || !ins[1] || constDims(ins[1])?.length !== 2 || r < 2) return undefined;
+      return sel.axes.every((a) => a <= r - 2) ? { data: 0 } : undefined;
+    }
+    if (op === 'Gemm') {
+      if (r !== 2 || sel.drop || attrInt(p, 'transA', 0) !== 0 || !sel.axes.every((a) => a === 0)) return undefined;
+      if (ins[2]) {
+        const c = ranks.get(ins[2]) ?? constDims(ins[2])?.length;
+        const cd = constDims(ins[2]);
+        if (c === undefined) return undefined;
+        if (c === 2 && !(cd && cd[0] === 1)) return undefined;
+      }
+      return { data: 0 };
+    }
+    if (op === 'LayerNormalization') {
+      const axisAttr = attrInt(p, 'axis', -1);
+      const k = axisAttr < 0 ? axisAttr + r : axisAttr;
+      if (!sel.axes.every((a) => a < k)) return undefined;
+      return { data: 0, fix: sel.drop && axisAttr >= 0 ? (c) => setAttrInt(c, 'axis', k - r) : undefined };
+    }
+    if (op === 'Softmax' || op === 'LogSoftmax') {
+      const axisAttr = attrInt(p, 'axis', opset >= 13 ? -1 : 1);
+      const k = axisAttr < 0 ? axisAttr + r : axisAttr;
+      if (k !== r - 1) return undefined;
+      return { data: 0, fix: sel.drop && axisAttr >= 0 ? (c) => setAttrInt(c, 'axis', -1) : undefined };
+    }
+    return undefined;
+  };
+
+  /** Module path of a node for provenance: its `onnsight.module`, else from its scope-style name. */
+  const moduleOf = (n: NodeProto): string => {
+    const m = (n.metadata_props ?? []).find((e) => e.key === 'onnsight.module')?.value;
+    if (m) return m;
+    const segs = (n.name ?? '').split('/').filter((s) => s);
+    segs.pop();
+    const cut = segs.findIndex((s) => s.startsWith('nns.'));
+    return (cut >= 0 ? segs.slice(0, cut) : segs).join('.');
+  };
+
+  /**
+   * Emits a copy of `n` (op, domain, attributes) on `inputs` in the scope of module `at`;
+   * `output` names its first output (a fresh name when undefined); the span is `span`'s.
+   */
+  const emitCopy = (n: NodeProto, inputs: string[], output: string | undefined, at: NodeProto, span: NodeProto): NodeProto => {
+    em.prov = { module: moduleOf(at), irOp: 'sink', span: nodeSpans.get(span) ?? nodeSpans.get(n) };
+    const [fresh] = em.node(n.op_type!, inputs, {}, 1);
+    const c = g.node![g.node!.length - 1]!;
+    c.attribute = (n.attribute ?? []).map((a) => ({ ...a }));
+    if (n.domain) c.domain = n.domain;
+    if (output !== undefined) c.output = [output];
+    else c.output = [fresh!];
+    return c;
+  };
+
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    // Maps of the current graph.
+    producer = new Map();
+    const readers = new Map<string, number>();
+    const readerNodes = new Map<string, NodeProto[]>();
+    const subgraphRead = new Set<string>();
+    for (const n of g.node ?? []) {
+      for (const o of n.output ?? []) if (o) producer.set(o, n);
+      for (const x of n.input ?? []) {
+        if (!x) continue;
+        readers.set(x, (readers.get(x) ?? 0) + 1);
+        let l = readerNodes.get(x);
+        if (!l) readerNodes.set(x, (l = []));
+        if (!l.includes(n)) l.push(n);
+      }
+      const direct = new Set(n.input ?? []);
+      for (const x of nodeReads(n)) if (!direct.has(x)) { subgraphRead.add(x); readers.set(x, (readers.get(x) ?? 0) + 1); }
+    }
+    const outputs = new Set((g.output ?? []).map((o) => o.name!));
+    /** `name` is read exactly once, by input 0 of `n`, and is not a graph output. */
+    const onlyReaderIs = (name: string, n: NodeProto): boolean =>
+      readers.get(name) === 1 && !outputs.has(name) && !subgraphRead.has(name) && n.input?.[0] === name;
+
+    const claimed = new Set<NodeProto>();
+    const remove = new Set<NodeProto>();
+    let changed = false;
+    const nodes = [...(g.node ?? [])];
+
+    // 3. merge identical selections of one value.
+    for (const [value, list] of readerNodes) {
+      if (list.length < 2) continue;
+      const groups = new Map<string, Selection[]>();
+      for (const s of list) {
+        if (claimed.has(s) || s.input?.[0] !== value || s.input.slice(1).includes(value) || (s.output ?? []).length !== 1) continue;
+        const sel = selection(s);
+        if (!sel) continue;
+        const key = [s.op_type, JSON.stringify(s.attribute ?? [], (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Array.from(x) : x)),
+          ...s.input.slice(1).map((x) => (x ? constKey(x) : ''))].join('|');
+        let gl = groups.get(key);
+        if (!gl) groups.set(key, (gl = []));
+        gl.push(sel);
+      }
+      for (const gl of groups.values()) {
+        if (gl.length < 2) continue;
+        const keep = gl[0]!.node;
+        const keptOut = keep.output![0]!;
+        for (const { node: d } of gl.slice(1)) {
+          const o = d.output![0]!;
+          if (outputs.has(o) || subgraphRead.has(o)) continue;
+          for (const rd of readerNodes.get(o) ?? []) {
+            rd.input = rd.input!.map((x) => (x === o ? keptOut : x));
+            claimed.add(rd);
+          }
+          remove.add(d);
+          claimed.add(d);
+          stats.merged++;
+          changed = true;
+        }
+        claimed.add(keep);
+      }
+    }
+    if (changed) {
+      g.node = (g.node ?? []).filter((n) => !remove.has(n));
+      continue; // maps changed: rebuild
+    }
+
+    for (const s of nodes) {
+      if (claimed.has(s) || (s.output ?? []).length !== 1) continue;
+      const sel = selection(s);
+      if (!sel) continue;
+      const y = s.input![0]!;
+      const p = producer.get(y);
+      if (!p || claimed.has(p) || !onlyReaderIs(y, s)) continue;
+      const z = s.output![0]!;
+
+      // 2. swap: S(Slice1(x)) → Slice1(S(x)) when S selects only axes above Slice1's.
+      if (p.op_type === 'Slice' && (p.output ?? []).length === 1) {
+        const up = selection(p);
+        if (up && Math.min(...sel.axes) > Math.max(...up.axes)) {
+          const x = p.input![0]!;
+          const s2 = emitCopy(s, [x, ...s.input!.slice(1)], undefined, s, s);
+          const u = s2.output![0]!;
+          ranks.set(u, sel.rank - sel.drop);
+          const pIns = [u, ...p.input!.slice(1)];
+          const rawAxes = p.input![3] ? constInts(p.input![3]) : undefined;
+          if (sel.drop && rawAxes && rawAxes.some((a) => a < 0)) pIns[3] = em.ints(up.axes);
+          emitCopy(p, pIns, z, p, p);
+          remove.add(s).add(p);
+          claimed.add(s).add(p);
+          stats.swapped++;
+          changed = true;
+          continue;
+        }
+      }
+
+      // 1. sink below a position-wise node.
+      if ((p.output ?? [])[0] !== y) continue;
+      const how = commutes(p, sel, readers, outputs);
+      if (!how) continue;
+      const x = p.input![how.data]!;
+      const moved = emitCopy(s, [x, ...s.input!.slice(1)], undefined, p, s);
+      const xs = moved.output![0]!;
+      ranks.set(xs, sel.rank - sel.drop);
+      const pIns = [...p.input!];
+      pIns[how.data] = xs;
+      const pc = emitCopy(p, pIns, z, p, s);
+      how.fix?.(pc);
+      remove.add(s).add(p);
+      claimed.add(s).add(p);
+      stats.sunk++;
+      changed = true;
+    }
+    if (!changed) break;
+    g.node = (g.node ?? []).filter((n) => !remove.has(n));
+  }
+  return stats;
+}
+
+/** The sink-slices pass: ranks from the IR types and module boundaries, then {@link sinkSlices}. */
+export const sinkSlicesPass: Pass = {
+  name: 'sink-slices',
+  prints: 'model',
+  run(state, ctx) {
+    const ranks = new Map<string, number>();
+    for (const [v, name] of state.valueNames ?? []) if (v.type?.shape) ranks.set(name, v.type.shape.length);
+    const boundary = (b: { name: string; sig?: { shape: unknown[] | null } }): void => {
+      if (b.sig?.shape && !ranks.has(b.name)) ranks.set(b.name, b.sig.shape.length);
+    };
+    for (const m of ctx.tree.modules.values()) [...m.outputs, ...m.inputs].forEach(boundary);
+    [...ctx.tree.graphInputs, ...ctx.tree.graphOutputs].forEach(boundary);
+    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+    const s = sinkSlices(state.model.graph!, Number(op?.version ?? 0), { ranks });
+    return { changed: s.sunk + s.swapped + s.merged > 0 };
+  },
+};
