@@ -14,7 +14,7 @@ import { sinkSlices, sinkSlicesPass, type SinkStats } from '../passes/sink-slice
 import { pruneGraph } from '../passes/prune.js';
 import { checkModel } from '../passes/check-model.js';
 import { defaultPipeline } from '../passes/pipeline.js';
-import { LanguageModel, type ModelRef, type Tracer } from '../src/index.js';
+import { LanguageModel, NnsErrors, type ModelRef, type Tracer } from '../src/index.js';
 import { compileGraph, runGraph } from '../src/engine.js';
 import { structuralKey } from '../src/compile-cache.js';
 import type { Tensor } from '../src/tensor.js';
@@ -267,6 +267,14 @@ describe('gpt2-facts: run variants compute the lm_head on the saved position onl
     expectClose(saves.last!.data as Float32Array, e.last_logits, 1e-4);
     const ref = (await plain(lastLogits)).get('last')!;
     expectNear(saves.last!, ref, 'last');
+  });
+
+  it('an intervention that needs a later module\'s value is still the order error when no save depends on it', async () => {
+    const err = await model.trace(ids, (m) => {
+      m.transformer.h[0]!.output.save('h0');
+      m.transformer.h[1]!.output = m.transformer.h[3]!.output;
+    }, { fast: false }).then(() => null, (e: unknown) => e);
+    expect((err as NnsErrors).errors?.[0]?.code).toBe('order');
   });
 
   it('saving model.output.logits itself still works (bit-identical to the unoptimized variant)', async () => {
