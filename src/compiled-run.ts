@@ -57,13 +57,14 @@ export async function releaseCompiled(mc: ModelContext): Promise<void> {
 
 /**
  * Rough bytes of activations one batch row needs at `seqLen` tokens: the graph outputs
- * (logits dominate: vocab × seqLen), ~16 hidden-state-sized buffers live at once, the
- * attention scores, and `savesPerRow` saved hidden states (4-byte elements).
+ * (logits dominate: vocab × seqLen; only `withModelOutputs`, i.e. when they are computed
+ * whole), ~16 hidden-state-sized buffers live at once, the attention scores, and
+ * `savesPerRow` saved hidden states (4-byte elements).
  */
-export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0): number {
+export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0, withModelOutputs = true): number {
   const dimSize = (d: number | string): number => (d === 'batch' ? 1 : typeof d === 'number' ? d : seqLen);
   let perRow = 0;
-  for (const o of mc.tree.graphOutputs) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
+  if (withModelOutputs) for (const o of mc.tree.graphOutputs) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
   const cfg = mc.loaded.config ?? {};
   const width = Number(cfg.n_embd ?? cfg.hidden_size ?? cfg.d_model ?? 1024);
   const heads = Number(cfg.n_head ?? cfg.num_attention_heads ?? 16);
@@ -107,7 +108,9 @@ export async function runCompiled(
   for (const [k, v] of liftConstants(ir)) host.set(k, v);
   const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
   const budget = opts.memoryBudget ?? (Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29);
-  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length)));
+  // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
+  const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
+  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
   const chunks: Chunk[] = splitBatch(ir, maxRows) ?? [{ ir, rows: rows.map((_, i) => i), ownRows: rows.length }];
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
   const cache = compileCacheOf(mc);
