@@ -10,7 +10,7 @@ import type { Graph } from '../ir/ir.js';
 import type { CompileState, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, irPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
-import type { ModelProto } from './onnx/proto.js';
+import { dataTypeBits, type ModelProto } from './onnx/proto.js';
 import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
 import { graphFeedInputs, type FeedInput } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
@@ -54,9 +54,25 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
   const loaded = await loadModel(source, opts);
   const tree = buildModuleTree(loaded.proto);
   await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
-  const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend(), feedInputs: graphFeedInputs(loaded.proto) };
+  const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto) };
   if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
+}
+
+/**
+ * How many unpinned sessions to keep open for a model. Every session maps the weights file
+ * (RSS counts it once per session, though the pages are shared) and holds its own
+ * activation arena; sessions without prepacking are cheap to recreate (~0.1 s for
+ * GPT-2 small), so big models keep only 2, small ones 8. `ONNSIGHT_MAX_SESSIONS` overrides.
+ */
+export function sessionBound(loaded: LoadedModel): number {
+  const env = Number(process.env.ONNSIGHT_MAX_SESSIONS);
+  if (env >= 1) return env;
+  let bytes = 0;
+  for (const t of loaded.proto.graph?.initializer ?? []) {
+    bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
+  }
+  return bytes > 256 * 2 ** 20 ? 2 : 8;
 }
 
 /** Options of {@link compileGraph}. */
