@@ -100,12 +100,28 @@ export class ExprLowerer {
     if (h) return { kind: 'value', value: this.b.host(e.name, h.dtype, h.shape, e.span) };
     if (RESERVED_FUNCTIONS.has(e.name)) throw err('not-yet-supported', `'${e.name}' is not supported yet`, e.span);
     if (FUNCTIONS.has(e.name)) throw err('not-a-value', `'${e.name}' is a function; call it: ${signature(e.name, FUNCTIONS.get(e.name)!)}`, e.span);
-    const near = suggest(e.name, [...env.names(), ...this.ctx.host.keys()]);
+    if (this.hasFamily(e.name)) {
+      throw err('undefined-name', `'${e.name}' was saved inside a loop; read one iteration: ${e.name}[${this.familyIndices(e.name)[0]}]`, e.span);
+    }
+    const near = suggest(e.name, [...env.names(), ...[...this.ctx.host.keys()].map((k) => k.replace(/\.(\d+)/g, '[$1]'))]);
     const site = this.ctx.bindingSite?.(e.name);
     if (site && site.offset > e.span.offset) {
       throw err('undefined-name', `'${e.name}' is used before its definition`, e.span, [`'${e.name}' is bound at ${site.file}:${site.line}:${site.col}`]);
     }
     throw err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span);
+  }
+
+  /** Whether earlier traces saved `name.I...` values (a name saved inside a loop). */
+  private hasFamily(name: string): boolean {
+    for (const k of this.ctx.host.keys()) if (k.startsWith(`${name}.`)) return true;
+    return false;
+  }
+
+  /** The iteration indices saved under `name.` (`hb.0`, `hb.1` → 0, 1). */
+  private familyIndices(name: string): string[] {
+    const out = new Set<string>();
+    for (const k of this.ctx.host.keys()) if (k.startsWith(`${name}.`)) out.add(k.slice(name.length + 1).split('.')[0]!);
+    return [...out];
   }
 
   private nested(e: A.ListExpr, env: Env): number[] | number[][] {
@@ -159,6 +175,22 @@ export class ExprLowerer {
       } else {
         cur = { kind: 'value', value: this.b.param(p, t.span) };
       }
+    } else if (root.kind === 'Name' && !env.lookup(root.name) && !this.ctx.host.has(root.name) && this.hasFamily(root.name)) {
+      // A name saved inside a loop of an earlier trace (`hb.0`, `hb.1`, ...) reads as a list: `hb[l]`.
+      let key = root.name;
+      for (; i < segs.length && !this.ctx.host.has(key); i++) {
+        const s = segs[i]!;
+        const item = s.kind === 'index' && s.node.items.length === 1 ? s.node.items[0]! : undefined;
+        if (!item || item.kind !== 'index') throw err('bad-index', `'${key}' was saved in a loop: pick one iteration with a constant index, e.g. ${key}[0]`, s.kind === 'member' ? s.node.span : s.node.span);
+        const at = constInt(item.value, env, 'an iteration index');
+        if (!this.hasFamily(`${key}.${at}`) && !this.ctx.host.has(`${key}.${at}`)) {
+          throw err('index-out-of-range', `'${key}' has no iteration ${at} (saved: ${this.familyIndices(key).join(', ')})`, s.node.span);
+        }
+        key = `${key}.${at}`;
+      }
+      if (!this.ctx.host.has(key)) throw err('bad-index', `'${key}' was saved in a nested loop: give one index per loop`, root.span);
+      const h = this.ctx.host.get(key)!;
+      cur = { kind: 'value', value: this.b.host(key, h.dtype, h.shape, root.span) };
     } else {
       cur = this.lower(root, env);
     }
