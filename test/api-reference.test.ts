@@ -4,13 +4,9 @@
  * (probabilities 1e-5).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { LanguageModel, type ModelRef, type ModuleRef } from '../src/index.js';
-import { EXPORTS, refCase, expectClose, softmax, argmax, topk, row } from './helpers/reference.js';
+import { LanguageModel, type ModuleRef } from '../src/index.js';
+import { EXPORTS, refCase, expectClose, softmax, argmax, topk, row, mod } from './helpers/reference.js';
 
-/** `transformer.h.0.mlp` → m.transformer.h[0].mlp */
-function mod(m: ModelRef, p: string): ModuleRef {
-  return p.split('.').reduce<ModuleRef>((acc, seg) => acc[seg]!, m);
-}
 
 describe.each(EXPORTS)('TS API on the $name export', ({ path }) => {
   let model: LanguageModel;

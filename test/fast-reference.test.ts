@@ -5,21 +5,18 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import ort from 'onnxruntime-node';
-import { LanguageModel, type ModelRef, type ModuleRef, type Tensor } from '../src/index.js';
+import { LanguageModel, type ModuleRef, type Tensor } from '../src/index.js';
 import { compileGraph, runGraph } from '../src/engine.js';
 import { irPipeline } from '../passes/pipeline.js';
 import { buildFeeds } from '../src/model/feeds.js';
 import { FastExecutor, explainFastPath } from '../src/fast/index.js';
 import { ortSessionOptions, type OrtSessionOptions } from '../backends/ort.js';
-import { EXPORTS, refCase, expectClose, softmax, argmax, row } from './helpers/reference.js';
+import { EXPORTS, refCase, expectClose, softmax, argmax, row, mod } from './helpers/reference.js';
 import type { TraceContext } from '../src/trace.js';
 import type { Graph } from '../ir/ir.js';
 
 type Built = { graph: Graph; ctx: TraceContext };
 
-function mod(m: ModelRef, p: string): ModuleRef {
-  return p.split('.').reduce<ModuleRef>((acc, seg) => acc[seg]!, m);
-}
 
 function maxDiff(a: Tensor, b: Tensor): number {
   expect(a.shape).toEqual(b.shape);

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
 import type { Tensor } from '../../src/tensor.js';
+import type { ModelRef, ModuleRef } from '../../src/trace.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const MODEL_DIR = path.join(ROOT, 'models', 'gpt2-facts');
@@ -78,4 +79,9 @@ export function topk(xs: ArrayLike<number>, k: number): number[] {
 export function row(t: Tensor, r: number): Float32Array {
   const n = t.shape[t.shape.length - 1]!;
   return (t.data as Float32Array).subarray(r * n, (r + 1) * n);
+}
+
+/** A module proxy by path: `transformer.h.0.mlp` → `m.transformer.h[0].mlp`. */
+export function mod(m: ModelRef, p: string): ModuleRef {
+  return p.split('.').reduce<ModuleRef>((acc, seg) => acc[seg]!, m);
 }
