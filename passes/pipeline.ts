@@ -5,6 +5,7 @@
 import type { Pass } from './pass.js';
 import { resolveModulesPass } from './resolve-modules.js';
 import { inferTypesPass } from './infer-types.js';
+import { narrowRowsPass } from './narrow-rows.js';
 import { foldConstantsPass } from './fold-constants.js';
 import { csePass } from './cse.js';
 import { dcePass } from './dce.js';
@@ -20,6 +21,7 @@ import { checkModelPass } from './check-model.js';
 /** Passes that only read and rewrite the IR (enough for `nns check`). */
 export const checkPipeline: readonly Pass[] = [
   resolveModulesPass, // module paths, params and graph outputs → the model's module tree; unknown names suggest the nearest
+  narrowRowsPass, //     a whole-batch read or set of one row (`output[0]`) → that row's invoke
   inferTypesPass, //     dtypes and symbolic shapes; shape errors name both shapes and point at the source
 ];
 
