@@ -304,3 +304,11 @@ describe('buildFeeds', () => {
     expectModelError(() => buildFeeds(inputs, [[1], []]), 'feeds-empty', 'row 1');
   });
 });
+
+describe('padding without an attention mask', () => {
+  it('is refused with a clear error instead of silently changing results', () => {
+    const inputs = [{ name: 'input_ids', elemType: 7, dims: ['s72', 's70'] }];
+    expect(() => buildFeeds(inputs, [[1, 2, 3], [4, 5]])).toThrow(/different lengths \(3, 2 tokens\).*no attention_mask/);
+    expect(buildFeeds(inputs, [[1, 2], [4, 5]]).seqLen).toBe(2);
+  });
+});

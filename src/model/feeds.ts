@@ -52,7 +52,9 @@ export function graphFeedInputs(model: ModelProto): FeedInput[] {
  * batches; `token_type_ids` is all 0. Each is produced only when the graph takes it.
  * @throws NnsError `feeds-empty` for no rows or an empty row, `feeds-unknown-input` for a
  *   graph input this function cannot fill (named), `feeds-dtype` for an input that is not
- *   int32/int64, `feeds-shape` when the graph fixes a batch or sequence size the rows don't have.
+ *   int32/int64, `feeds-shape` when the graph fixes a batch or sequence size the rows don't have,
+ *   `feeds-padding` when rows need padding but the graph takes no `attention_mask` (it would
+ *   attend to the pads: e.g. dynamo exports that build their mask inside).
  */
 export function buildFeeds(inputs: FeedInput[], rows: number[][], opts: FeedOptions = {}): Feeds {
   if (rows.length === 0) throw modelError('feeds-empty', 'no input rows: give at least one prompt');
@@ -61,6 +63,9 @@ export function buildFeeds(inputs: FeedInput[], rows: number[][], opts: FeedOpti
   const batch = rows.length;
   const seqLen = Math.max(...rows.map((r) => r.length));
   const padLeft = rows.map((r) => seqLen - r.length);
+  if (padLeft.some((p) => p > 0) && !inputs.some((i) => i.name === 'attention_mask')) {
+    throw modelError('feeds-padding', `the prompts of one batch have different lengths (${[...new Set(rows.map((r) => r.length))].join(', ')} tokens), but this model takes no attention_mask, so padding would change its results; use prompts of equal length or separate traces`);
+  }
   const padId = opts.padId ?? 0;
   const n = batch * seqLen;
   const values = new Map<string, (b: number, t: number) => number>();
