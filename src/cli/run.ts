@@ -1,8 +1,7 @@
 /**
- * STUB written by the grammar/CLI helper so that `nns run|compile|check` work end to end
- * before the lead's version lands. The lead owns this file: replace it freely, keeping
- * (or adapting `main.ts` to) the three entry points `runScript`, `compileScript` and
- * `checkScript` and the {@link ScriptJob} shape.
+ * What `nns run`, `nns compile` and `nns check` do with a parsed script: open the model,
+ * lower each trace through the shared IR builder, and run, compile or only check it.
+ * Traces run in order; names saved by an earlier trace are host values of later ones.
  * @module
  */
 import type { Script } from '../../grammar/ast.js';
