@@ -5,7 +5,8 @@
  * cached by the backend.
  * @module
  */
-import { NnsError, NnsErrors } from './errors.js';
+import { NnsError, NnsErrors, modelError } from './errors.js';
+import { checkModel } from '../passes/check-model.js';
 import type { Graph } from '../ir/ir.js';
 import type { CompileState, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, irPipeline, onnxPipeline } from '../passes/pipeline.js';
@@ -52,8 +53,18 @@ export interface ModelContext {
  */
 export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean } = {}): Promise<ModelContext> {
   const loaded = await loadModel(source, opts);
+  const problems = checkModel(loaded.proto);
+  if (problems.length) {
+    throw modelError('invalid-model', `${source} is not a valid ONNX graph: ${problems[0]}`, problems.length > 1 ? [`and ${problems.length - 1} more problem(s)`] : []);
+  }
   const tree = buildModuleTree(loaded.proto);
-  await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
+  try {
+    await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
+  } catch (e) {
+    if (e instanceof NnsError) throw e;
+    const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
+  }
   const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto) };
   if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
