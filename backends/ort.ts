@@ -144,6 +144,7 @@ export class OrtBackend {
    * @throws NnsError `ort-run` (kind `model`) with ORT's reason on one line.
    */
   async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetchNames?: readonly string[]): Promise<Record<string, Tensor>> {
+    if (fetchNames && fetchNames.length === 0) return {}; // nothing wanted: nothing to run (ORT rejects empty fetches)
     if (!this.bySession.has(session)) {
       const from = this.origin.get(session);
       if (from) session = await this.session(from.graphPath, from.opts);
