@@ -93,7 +93,9 @@ describe('structural compile cache', () => {
     const variants = fs.readdirSync(dir).filter((f) => /^nns-.*\.onnx$/.test(f));
     expect(variants.length).toBeGreaterThan(0);
     for (const v of variants) {
-      expect(locs(path.join(dir, v)), v).toEqual(original);
+      // Graphs whose tensors are all small and inline (module models of a norm, traces on constants) reference none.
+      expect(original, v).toEqual(expect.arrayContaining(locs(path.join(dir, v))));
+      expect(locs(path.join(dir, v)).length, v).toBeLessThanOrEqual(1);
       expect(fs.statSync(path.join(dir, v)).size).toBeLessThan(fs.statSync(path.join(dir, original[0]!)).size / 4);
     }
   });

@@ -7,10 +7,19 @@
  * source prompts' rows, the main run the rows saves read), keeping the whole batch's padded
  * length, since rows are independent through the model. The instrumented model is built
  * lazily on first use and run in one prepacked session.
+ *
+ * Module applications (`lm_head(ln_f(h))`) of closed modules run after the main run on
+ * standalone module models (src/fast/module-model.ts), in program order by dependency level:
+ * calls of one module whose arguments have the same shape are stacked along a new leading
+ * axis and run in one session run (a logit lens at every layer streams `lm_head`'s weight
+ * once), then split back. Stacking relies on what the fast path already relies on — modules
+ * act on each leading index independently — and is only done when the stacked rank stays
+ * within the module input's own rank, and checked on the result shapes.
  * @module
  */
 import ort from 'onnxruntime-node';
-import type { Graph, Value } from '../../ir/ir.js';
+import type { Graph, Node, Value } from '../../ir/ir.js';
+import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../engine.js';
 import { buildFeeds } from '../model/feeds.js';
 import { rowBytes } from '../compiled-run.js';
@@ -18,6 +27,7 @@ import { numel, type Tensor } from '../tensor.js';
 import { toOrtTensor } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
 import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
+import { ModuleModels } from './module-model.js';
 import { buildPortedModel, type PortedModel } from './ports.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
@@ -30,6 +40,10 @@ export interface FastStats {
   fallbacks: number;
   /** Why the last fallback happened. */
   lastReject?: string;
+  /** Module applications evaluated on module models. */
+  moduleCalls: number;
+  /** Session runs of module models (≤ moduleCalls: calls of one module with same-shape arguments share a run). */
+  moduleRuns: number;
 }
 
 /** Options of a {@link FastExecutor}. */
@@ -84,12 +98,16 @@ export function compress(data: Float32Array, shape: readonly number[]): Tensor {
 /** Runs traces on the instrumented model (see the module comment). */
 export class FastExecutor implements FastPath {
   /** Counters. */
-  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0 };
+  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0 };
+  /** Standalone models of closed modules, for module applications. */
+  readonly modules: ModuleModels;
   private portedModel: PortedModel | undefined;
   private separable: boolean | undefined;
   private readonly neutral = new Map<string, ort.Tensor>();
 
-  constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {}
+  constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {
+    this.modules = new ModuleModels(mc);
+  }
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
@@ -105,7 +123,7 @@ export class FastExecutor implements FastPath {
 
   /** Plans and runs `ir`; null when it needs the compiler. */
   async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
-    const r = explainFastPath(ir, this.mc.tree, this.ported, this.opts.plan);
+    const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
     if ('reject' in r) return this.fallback(r.reject);
     try {
       const out = await this.execute(ir, r.plan, host);
@@ -161,8 +179,91 @@ export class FastExecutor implements FastPath {
     const main = { ...base(rows), ...this.portFeeds(ir, plan, seqLen, host, source, rows) };
     const fetched: Env = { out: await this.mc.backend.run(session, main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
+    await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
     return results;
+  }
+
+  /**
+   * Evaluates the plan's module applications into `memo`: by dependency level (a call whose
+   * arguments need another call's results comes a level later), and within a level, calls of
+   * one module whose arguments have the same shapes and dtypes in one stacked session run.
+   */
+  private async runCalls(plan: FastPlan, host: ReadonlyMap<string, Tensor>, env: Env, memo: Map<Value, Tensor>): Promise<void> {
+    if (!plan.calls.length) return;
+    const level = new Map<Node, number>();
+    const depth = new Map<Value, number>();
+    const levelOf = (v: Value): number => {
+      let d = depth.get(v);
+      if (d !== undefined) return d;
+      const p = v.producer;
+      d = plan.reads.has(v) ? 0 : p.op === 'call_module' ? level.get(p)! : Math.max(0, ...p.inputs.map(levelOf));
+      depth.set(v, d);
+      return d;
+    };
+    for (const c of plan.calls) level.set(c, 1 + Math.max(0, ...c.inputs.map(levelOf)));
+    const levels = [...new Set(level.values())].sort((a, b) => a - b);
+    for (const l of levels) {
+      const groups = new Map<string, { path: string; calls: Node<'call_module'>[]; args: Tensor[][] }>();
+      for (const c of plan.calls) {
+        if (level.get(c) !== l) continue;
+        const args = c.inputs.map((x) => this.evaluate(x, plan, host, env, memo));
+        const key = JSON.stringify([c.attrs.path, args.map((a) => [a.dtype, a.shape])]);
+        let g = groups.get(key);
+        if (!g) groups.set(key, (g = { path: c.attrs.path, calls: [], args: [] }));
+        g.calls.push(c);
+        g.args.push(args);
+      }
+      for (const g of groups.values()) {
+        const outs = await this.applyModule(g.path, g.args, Math.max(...g.calls.map((c) => c.results.length)));
+        g.calls.forEach((c, j) => c.results.forEach((v, r) => memo.set(v, outs[j]![r]!)));
+        this.stats.moduleCalls += g.calls.length;
+      }
+    }
+  }
+
+  /** Results `[call][output]` of module `path` applied to each argument list (same shapes), stacked when it can. */
+  private async applyModule(path: string, argLists: Tensor[][], nOut: number): Promise<Tensor[][]> {
+    const mm = this.modules.model(path);
+    const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
+    const runOnce = async (args: Tensor[]): Promise<Tensor[]> => {
+      const session = await this.modules.session(path);
+      const feeds: Record<string, ort.Tensor> = {};
+      args.forEach((a, i) => { feeds[mm.inputs[i]!.name] = toOrtTensor(castTo(a, mm.inputs[i]!.sig!.dtype)); });
+      let out: Record<string, Tensor>;
+      try {
+        out = await this.mc.backend.run(session, feeds, fetch);
+      } catch (e) {
+        if (e instanceof NnsError) throw new Fallback(`module ${path}: ${e.message}`);
+        throw e;
+      }
+      this.stats.moduleRuns++;
+      return fetch.map((f) => out[f]!);
+    };
+    const k = argLists.length;
+    const first = argLists[0]!;
+    const stackable = k > 1 && first.every((a, i) => {
+      const sig = mm.inputs[i]!.sig?.shape;
+      return !!sig && a.shape.length < sig.length;
+    });
+    if (stackable) {
+      const stacked = first.map((a0, i) => {
+        const n = numel(a0.shape);
+        const data = new (a0.data.constructor as Float32ArrayConstructor)(k * n);
+        argLists.forEach((args, j) => data.set(castTo(args[i]!, a0.dtype).data as Float32Array, j * n));
+        return { dtype: a0.dtype, shape: [k, ...a0.shape], data } as Tensor;
+      });
+      const outs = await runOnce(stacked);
+      if (outs.every((o) => o.shape[0] === k)) {
+        return argLists.map((_, j) => outs.map((o) => {
+          const n = numel(o.shape.slice(1));
+          return { dtype: o.dtype, shape: o.shape.slice(1), data: o.data.subarray(j * n, (j + 1) * n) } as Tensor;
+        }));
+      }
+    }
+    const res: Tensor[][] = [];
+    for (const args of argLists) res.push(await runOnce(args));
+    return res;
   }
 
   /**
@@ -240,6 +341,8 @@ export class FastExecutor implements FastPath {
       t = at === 0 && n === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: at, stop: at + n }]);
     } else if (p.is('const')) {
       t = tensorOf(p.attrs.dtype, p.attrs.shape, p.attrs.data);
+    } else if (p.is('call_module')) {
+      throw new Error(`internal: call_module ${p.attrs.path} was not evaluated before its use`);
     } else if (p.is('host')) {
       const h = host.get(p.attrs.name);
       if (!h) throw new Fallback(`no value was given for '${p.attrs.name}'`);

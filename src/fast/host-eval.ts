@@ -163,14 +163,18 @@ function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
     let m = -Infinity;
     for (let i = 0; i < len; i++) m = Math.max(m, v[base + i * step]!);
     let s = 0;
-    for (let i = 0; i < len; i++) s += r(Math.exp(r(v[base + i * step]! - m)));
+    for (let i = 0; i < len; i++) {
+      const k = base + i * step;
+      const e = r(Math.exp(r(v[k]! - m)));
+      out[k] = e; // kept for the second pass (one exp per element)
+      s += e;
+    }
     const sum = r(s);
     const inv = r(1 / sum);
     const negLogSum = r(-Math.log(sum));
     for (let i = 0; i < len; i++) {
       const k = base + i * step;
-      const shifted = r(v[k]! - m);
-      out[k] = log ? shifted + negLogSum : r(Math.exp(shifted)) * inv;
+      out[k] = log ? r(v[k]! - m) + negLogSum : out[k]! * inv;
     }
   });
   return tensorOf(dtype, x.shape, out);

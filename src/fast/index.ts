@@ -2,10 +2,12 @@
  * The zero-compile fast path: an instrumented model with ports at module boundaries
  * ({@link buildPortedModel}), a planner that maps a trace onto port feeds and fetches
  * ({@link planFastPath}), a host evaluator for what is computed around the runs
- * ({@link evalOp}), and the executor the engine calls ({@link FastExecutor}).
+ * ({@link evalOp}), standalone models of closed modules for module applications
+ * ({@link ModuleModels}), and the executor the engine calls ({@link FastExecutor}).
  * @module
  */
 export { FastExecutor, compress, type FastStats, type FastExecutorOptions } from './execute.js';
 export { planFastPath, explainFastPath, type FastPlan, type PlanResult, type PlanOptions, type ReadBinding, type SetPlan } from './plan.js';
 export { buildPortedModel, choosePorts, portKey, PORTS_FORMAT, type Port, type PortSpec, type PortedModel } from './ports.js';
+export { ModuleModels, moduleClosure, moduleModelProto, MODULE_MODEL_FORMAT, type ModuleModel, type ModuleClosure } from './module-model.js';
 export { evalOp, indexTensor, broadcastTo, castTo, tensorOf, HOST_OPS, HostEvalError } from './host-eval.js';

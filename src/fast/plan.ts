@@ -6,8 +6,10 @@
  * or any basic slice, any scope) whose value is known on the host before the run — built
  * from literals, host values and *source reads* (reads no set changes, fetched by a first run
  * with the same batch) — or the steering form `read(same boundary, same scope) + X`; saves
- * of anything computable on the host from reads, literals and host values. Everything else
- * (module calls, parameters, a set value that depends on a set, ...) is rejected with a
+ * of anything computable on the host from reads, literals and host values, including
+ * applications of *closed* modules ({@link PlanOptions.callable}: the executor runs them as
+ * standalone module models after the main run). Everything else (parameters, calls of other
+ * modules, a set value that depends on a set or on a module call, ...) is rejected with a
  * reason, and the compiler splices a custom graph.
  *
  * Rows are independent through the model (every op of a language model acts per batch row),
@@ -63,6 +65,8 @@ export interface FastPlan {
   sets: SetPlan[];
   /** Saves in program order. */
   saves: { name: string; value: Value }[];
+  /** Module applications the saves need, in program order (evaluated on the host after the main run). */
+  calls: Node<'call_module'>[];
 }
 
 /** Planner options. */
@@ -74,6 +78,12 @@ export interface PlanOptions {
    * reads in rows no set writes ("run the source prompt first") are source reads.
    */
   sameRowSources?: boolean;
+  /**
+   * Whether applications of module `path` can run after the main run as a standalone module
+   * model (src/fast/module-model.ts): null when they can, else why not. Without it every
+   * `call_module` is rejected.
+   */
+  callable?: (path: string) => string | null;
 }
 
 /** A plan, or why there is none. */
@@ -133,7 +143,14 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
   // Sets, by port.
   const sets: SetInfo[] = [];
   for (const n of ir.nodes) {
-    if (n.op === 'call_module' || n.op === 'param') throw new Reject(`${n.op} needs the compiler`);
+    if (n.op === 'param') throw new Reject(`${n.op} needs the compiler`);
+    if (n.is('call_module')) {
+      const path = n.attrs.path;
+      const why = opts.callable ? opts.callable(path) : 'call_module needs the compiler';
+      if (why) throw new Reject(opts.callable ? `call_module ${path}: ${why}` : why);
+      const want = tree.modules.get(path)?.inputs.length ?? -1;
+      if (n.inputs.length !== want) throw new Reject(`call_module ${path} with ${n.inputs.length} of its ${want} inputs (the others come from the model's own run)`);
+    }
     if (!n.is('set')) continue;
     const port = portOf(n.attrs.path, n.attrs.port, n.attrs.index);
     if (port.shape.some((d) => typeof d === 'string' && d !== 'batch' && d !== 'sequence')) throw new Reject(`${port.path} has a symbolic dim other than batch/sequence`);
@@ -195,6 +212,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
       source.add(v);
       return;
     }
+    if (p.op === 'call_module' && forSet) throw new Reject(`the value set on ${forSet.port.path}.${forSet.port.kind} depends on a module call (call_module)`);
     if (!HOST_OPS.has(p.op)) throw new Reject(`${p.op} cannot run on the host`);
     for (const x of p.inputs) hostComputable(x, forSet, seen);
   };
@@ -224,11 +242,16 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
 
   const saves: { name: string; value: Value }[] = [];
   const mainReads = new Set<Value>();
+  const called = new Set<Node>();
   for (const n of ir.nodes) {
     if (!n.is('save')) continue;
     const collect = (v: Value): void => {
       if (reads.has(v)) mainReads.add(v);
-      else if (!['const', 'host'].includes(v.producer.op) && !HOST_OPS.has(v.producer.op)) throw new Reject(`${v.producer.op} cannot run on the host`);
+      else if (v.producer.op === 'call_module') {
+        if (called.has(v.producer)) return;
+        called.add(v.producer); // accepted above (closed module, every input given)
+        v.producer.inputs.forEach(collect);
+      } else if (!['const', 'host'].includes(v.producer.op) && !HOST_OPS.has(v.producer.op)) throw new Reject(`${v.producer.op} cannot run on the host`);
       else v.producer.inputs.forEach(collect);
     };
     collect(n.inputs[0]!);
@@ -244,6 +267,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
   return {
     reads: plain, sourceFetch: fetches(source), mainFetch: fetches(mainReads),
     sourceRows: rowsOf2(source), mainRows: rowsOf2(mainReads), sets: planned, saves,
+    calls: ir.nodes.filter((n): n is Node<'call_module'> => called.has(n)),
   };
 }
 
