@@ -301,7 +301,7 @@ export const MEASUREMENTS: Measurement[] = [
   },
   {
     name: 'first_custom_trace_ms',
-    doc: 'A new .nns script that needs splicing, the logit lens at every layer (each block\'s output at one position through the final norm and the unembedding, softmaxed, saved): parse + lower + IR pipeline + plan (rejected) + lift constants + structural key + splice (ONNX pipeline) + encode + write + create its first-tier session (no prepacking). A new position (= a new structure) every time; each session released after. first_custom_trace_e2e_ms: fresh logit-lens scripts end to end (compile, session, run).',
+    doc: 'A new .nns script with module application, the logit lens at every layer (each block\'s output at one position through the final norm and the unembedding, softmaxed, saved), until ready to run. When the fast path accepts it (closed modules run as module models on the host side): parse + lower + IR pipeline + plan. Otherwise: … + lift constants + structural key + splice (ONNX pipeline) + encode + write + create its first-tier session (no prepacking). A new position (= a new structure) every time. first_custom_trace_e2e_ms: fresh logit-lens scripts end to end, including the run.',
     run: async (ctx) => {
       const st = await onnsight(ctx);
       const mc = st.model.mc;
@@ -341,7 +341,7 @@ export const MEASUREMENTS: Measurement[] = [
   },
   {
     name: 'repeat_trace_ms',
-    doc: 'The logit-lens script again with another prompt (its second use: structural cache hit, no compile), end to end — parse, lower, IR pipeline, cache lookup, run on the first-tier session. Median over ≥5 structures, each first run once (timed as first_custom_trace_e2e_ms); after each, the prepacked promotion the second use starts is awaited so it does not overlap the next. repeat_trace_prepacked_ms: the same script on later uses, after the prepacked session (built in the worker) was swapped in — the steady state.',
+    doc: 'The logit-lens script again with another prompt, end to end including the run. On the fast path: parse, lower, IR pipeline, plan, the instrumented model\'s run, the module models\' (stacked) runs and the host softmax. On the compiled path: its second use (structural cache hit, no compile) on the first-tier session; repeat_trace_prepacked_ms is then the steady state on the prepacked session built in the worker.',
     run: async (ctx) => {
       const st = await onnsight(ctx);
       const mc = st.model.mc;
