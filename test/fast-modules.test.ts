@@ -10,18 +10,11 @@ import { LanguageModel, type ModelRef, type Tensor } from '../src/index.js';
 import { runGraph } from '../src/engine.js';
 import { FastExecutor } from '../src/fast/index.js';
 import { moduleClosure, moduleModelProto } from '../src/fast/module-model.js';
-import { EXPORTS, refCase, argmax } from './helpers/reference.js';
+import { EXPORTS, refCase, argmax, maxDiff } from './helpers/reference.js';
 import type { TraceContext } from '../src/trace.js';
 import type { Graph } from '../ir/ir.js';
 
 type Built = { graph: Graph; ctx: TraceContext };
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  expect(a.shape).toEqual(b.shape);
-  let d = 0;
-  for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(Number(a.data[i]) - Number(b.data[i])));
-  return d;
-}
 
 describe.each(EXPORTS)('module application on the $name export', ({ name, path }) => {
   let model: LanguageModel;

@@ -11,19 +11,11 @@ import { irPipeline } from '../passes/pipeline.js';
 import { buildFeeds } from '../src/model/feeds.js';
 import { FastExecutor, explainFastPath } from '../src/fast/index.js';
 import { ortSessionOptions, type OrtSessionOptions } from '../backends/ort.js';
-import { EXPORTS, refCase, expectClose, softmax, argmax, row, mod } from './helpers/reference.js';
+import { EXPORTS, refCase, expectClose, softmax, argmax, row, mod, maxDiff } from './helpers/reference.js';
 import type { TraceContext } from '../src/trace.js';
 import type { Graph } from '../ir/ir.js';
 
 type Built = { graph: Graph; ctx: TraceContext };
-
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  expect(a.shape).toEqual(b.shape);
-  let d = 0;
-  for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(Number(a.data[i]) - Number(b.data[i])));
-  return d;
-}
 
 function bitwise(a: Tensor, b: Tensor): boolean {
   const x = a.data as Float32Array;

@@ -85,3 +85,11 @@ export function row(t: Tensor, r: number): Float32Array {
 export function mod(m: ModelRef, p: string): ModuleRef {
   return p.split('.').reduce<ModuleRef>((acc, seg) => acc[seg]!, m);
 }
+
+/** Largest absolute elementwise difference of two tensors of the same shape. */
+export function maxDiff(a: Tensor, b: Tensor): number {
+  expect(a.shape).toEqual(b.shape);
+  let d = 0;
+  for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(Number(a.data[i]) - Number(b.data[i])));
+  return d;
+}
