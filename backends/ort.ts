@@ -256,3 +256,12 @@ export function toOrtTensor(t: Tensor): ort.Tensor {
   if (!type) throw modelError('ort-dtype', `cannot feed a ${t.dtype} tensor to onnxruntime-node`);
   return new ort.Tensor(type, t.data as ort.Tensor.DataTypeMap[typeof type], [...t.shape]);
 }
+
+/** Rows `rows` (along the first axis) of a tensor, copied into a new tensor of the same type. */
+export function selectRows(t: ort.Tensor, rows: readonly number[]): ort.Tensor {
+  const size = t.dims.slice(1).reduce((a, b) => a * b, 1);
+  const src = t.data as Float32Array;
+  const data = new (src.constructor as Float32ArrayConstructor)(rows.length * size);
+  rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
+  return new ort.Tensor(t.type as 'float32', data, [rows.length, ...t.dims.slice(1)]);
+}

@@ -12,7 +12,7 @@ import type { Graph } from '../ir/ir.js';
 import { liftConstants } from '../passes/lift-constants.js';
 import { splitBatch, type Chunk } from '../passes/split-batch.js';
 import type { CompileState } from '../passes/pass.js';
-import { toOrtTensor, type OrtSessionOptions } from '../backends/ort.js';
+import { selectRows, toOrtTensor, type OrtSessionOptions } from '../backends/ort.js';
 import { TieredSessions, type TieredOptions } from '../backends/tiered.js';
 import { compileCacheOf, structuralKey, type CompiledEntry } from './compile-cache.js';
 import type { ModelContext } from './engine.js';
@@ -72,14 +72,11 @@ export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0, with
   return 4 * perRow;
 }
 
-/** Rows of `full` (a `[batch, seq]` feed) selected by `rows`. */
-function gatherRows(full: ort.Tensor, rows: readonly number[]): ort.Tensor {
-  const [, seq] = full.dims as [number, number];
-  const src = full.data as BigInt64Array | Int32Array;
-  const out = new (src.constructor as { new (n: number): BigInt64Array | Int32Array })(rows.length * seq);
-  rows.forEach((r, i) => out.set(src.subarray(r * seq, (r + 1) * seq) as never, i * seq));
-  return new ort.Tensor(full.type as 'int64', out as BigInt64Array, [rows.length, seq]);
+/** The activation memory budget of one run, bytes: `ONNSIGHT_BATCH_BUDGET_MB`, default 512 MiB. */
+export function batchBudget(): number {
+  return Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29;
 }
+
 
 function envOff(name: string): boolean {
   return process.env[name] === '0';
@@ -107,7 +104,7 @@ export async function runCompiled(
   const host = new Map(hostValues);
   for (const [k, v] of liftConstants(ir)) host.set(k, v);
   const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
-  const budget = opts.memoryBudget ?? (Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29);
+  const budget = opts.memoryBudget ?? batchBudget();
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
@@ -135,7 +132,7 @@ export async function runCompiled(
     }
     progress('compile');
     const feeds: Record<string, ort.Tensor> = {};
-    for (const [k, t] of Object.entries(full)) feeds[k] = chunks.length === 1 ? t : gatherRows(t, chunk.rows);
+    for (const [k, t] of Object.entries(full)) feeds[k] = chunks.length === 1 ? t : selectRows(t, chunk.rows);
     for (const [name, input] of entry.hostInputs) {
       const t = host.get(name);
       if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });

@@ -22,9 +22,9 @@ import type { Graph, Node, Value } from '../../ir/ir.js';
 import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../engine.js';
 import { buildFeeds } from '../model/feeds.js';
-import { rowBytes } from '../compiled-run.js';
+import { batchBudget, rowBytes } from '../compiled-run.js';
 import { numel, type Tensor } from '../tensor.js';
-import { toOrtTensor } from '../../backends/ort.js';
+import { selectRows, toOrtTensor } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
 import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
@@ -58,15 +58,6 @@ export interface FastExecutorOptions {
 interface Env {
   out: Record<string, Tensor>;
   rows: number[];
-}
-
-/** Rows `rows` (first axis) of an onnxruntime tensor. */
-function selectRows(t: ort.Tensor, rows: readonly number[]): ort.Tensor {
-  const size = t.dims.slice(1).reduce((a, b) => a * b, 1);
-  const src = t.data as Float32Array;
-  const data = new (src.constructor as Float32ArrayConstructor)(rows.length * size);
-  rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
-  return new ort.Tensor(t.type as 'float32', data, [rows.length, ...t.dims.slice(1)]);
 }
 
 /** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
@@ -272,7 +263,7 @@ export class FastExecutor implements FastPath {
    * goes to the compiled path, which splits it into chunks.
    */
   private checkBudget(plan: FastPlan, rows: number, seqLen: number): void {
-    const budget = Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29;
+    const budget = batchBudget();
     const ports = new Set(plan.sets.map((x) => x.port.id)).size;
     const width = Math.max(1, ...this.ported.ports.map((p) => Number(p.shape[p.shape.length - 1]) || 1));
     const bytes = rows * (rowBytes(this.mc, seqLen, plan.mainFetch.length) + ports * 2 * 4 * seqLen * width);
