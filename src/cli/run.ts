@@ -11,6 +11,10 @@ import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
 import { exportModel, type ExportResult } from '../model/export.js';
+import { locate } from '../model/load.js';
+import { usesExternalData } from '../onnx/external.js';
+import { readModelFile } from '../onnx/file.js';
+import type { ModelProto } from '../onnx/proto.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import { progressBar } from '../progress.js';
@@ -92,7 +96,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
   throwIfAny(top);
   const ts = traces(job.ast);
   const mc = await open(job);
-  if (ts.length === 0) return exportModel(mc.loaded, mc.loaded.proto, outPath);
+  if (ts.length === 0) return exportModel(mc.loaded, unchangedModel(mc), outPath);
   const host = new Map<string, HostValueInfo>();
   let proto = mc.loaded.proto;
   for (const t of ts) {
@@ -107,6 +111,17 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
     }
   }
   return exportModel(mc.loaded, proto, outPath);
+}
+
+/**
+ * The model as the user gave it, for a compile without traces: the loaded proto, except
+ * when loading moved inline weights out into a cache entry's data file — then the source
+ * file decoded again, so that an empty script compiles a model to itself.
+ */
+function unchangedModel(mc: ModelContext): ModelProto {
+  if (!usesExternalData(mc.loaded.proto)) return mc.loaded.proto;
+  const source = readModelFile(locate(mc.loaded.source).graphFile).proto;
+  return usesExternalData(source) ? mc.loaded.proto : source;
 }
 
 function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | undefined): number[] {

@@ -89,8 +89,12 @@ export async function loadModel(source: string, opts: LoadOptions = {}): Promise
   return { source, config, tokenizer, ...placed };
 }
 
-/** Finds the graph file of a source and the folder holding `config.json` / `tokenizer.json`. */
-function locate(source: string): { graphFile: string; metaDir: string } {
+/**
+ * Finds the graph file of a source (a folder or an `.onnx` file) and the folder holding
+ * `config.json` / `tokenizer.json`.
+ * @throws NnsError `model-not-found`
+ */
+export function locate(source: string): { graphFile: string; metaDir: string } {
   const abs = path.resolve(source);
   let st: fs.Stats;
   try {

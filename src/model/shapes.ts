@@ -58,7 +58,8 @@ export function createOrtProbe(modelDir?: string): ProbeRunner {
     // One-shot: no prepacking (it would cost seconds and ~weights-size memory for a big model).
     const extra: Record<string, string> = { disable_prepacking: '1' };
     if (modelDir) extra.model_external_initializers_file_folder_path = path.resolve(modelDir);
-    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'disabled', extra: { session: extra } };
+    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'disabled', logSeverityLevel: 4, extra: { session: extra } };
+    ort.env.logLevel = 'fatal';
     const session = await ort.InferenceSession.create(bytes, options);
     try {
       const inputs: Record<string, ort.Tensor> = {};
@@ -66,7 +67,7 @@ export function createOrtProbe(modelDir?: string): ProbeRunner {
         if (t.dtype === 'bfloat16') throw new Error(`probe: cannot feed bfloat16 input '${name}' to onnxruntime-node`);
         inputs[name] = new ort.Tensor(t.dtype, t.data, [...t.dims]);
       }
-      const res = await session.run(inputs, [...fetch]);
+      const res = await session.run(inputs, [...fetch], { logSeverityLevel: 4 });
       const out: Record<string, ProbeTensor> = {};
       for (const [name, t] of Object.entries(res)) out[name] = { dtype: t.type as DType, dims: [...t.dims], data: t.data as ProbeData };
       return out;
@@ -126,6 +127,29 @@ function complete(sig: TensorSig | undefined): boolean {
   return sig !== undefined && sig.shape !== null;
 }
 
+/**
+ * True when a declared type is something the probe can never type: a sequence, map,
+ * optional or sparse tensor, or a tensor of an element type the IR does not model (string, ...).
+ * An undeclared type (`undefined`) may still be a plain tensor.
+ */
+function untypable(type: TypeProto | undefined): boolean {
+  if (!type) return false;
+  return !type.tensor_type || dtypeOf(type.tensor_type.elem_type) === undefined;
+}
+
+/**
+ * True when the probe can feed every real graph input: each is a tensor of a modelled
+ * element type with a known rank. Models with sequence, optional or string inputs are valid
+ * ONNX but cannot be probed; their untyped values stay untyped.
+ */
+export function probeable(model: ModelProto): boolean {
+  const symbols = symbolMap(model);
+  return realInputs(model).every((i) => {
+    const sig = sigOfType(i.type, symbols);
+    return sig !== undefined && sig.shape !== null && sig.dtype !== 'bfloat16';
+  });
+}
+
 /** Feeds for a probe run: token ids 0, attention mask 1, position ids 0..seq-1, other inputs 0. */
 export function probeFeeds(model: ModelProto, batch: number, seq: number): Record<string, ProbeTensor> {
   const symbols = symbolMap(model);
@@ -183,7 +207,7 @@ function dimFrom(a: number, b: number): Dim {
  */
 export async function probeTypes(model: ModelProto, names: readonly string[], probe: ProbeRunner): Promise<Map<string, TensorSig>> {
   const out = new Map<string, TensorSig>();
-  if (names.length === 0) return out;
+  if (names.length === 0 || !probeable(model)) return out;
   const bytes = encodeModel(withExtraOutputs(model, names));
   const ra = await probe(bytes, probeFeeds(model, RUNS[0].batch, RUNS[0].seq), names);
   const rb = await probe(bytes, probeFeeds(model, RUNS[1].batch, RUNS[1].seq), names);
@@ -206,7 +230,11 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   const graph = model.graph ?? {};
   const symbols = symbolMap(model);
   const known = new Map<string, TensorSig>();
+  // Values declared as something other than a modelled tensor (sequences, optionals,
+  // strings): never probed (onnxruntime-node cannot even fetch sequences), never typed.
+  const never = new Set<string>();
   for (const vi of [...(graph.value_info ?? []), ...(graph.input ?? []), ...(graph.output ?? [])]) {
+    if (vi.name && untypable(vi.type)) never.add(vi.name);
     const sig = vi.name ? sigOfType(vi.type, symbols) : undefined;
     if (sig && (complete(sig) || !known.has(vi.name!))) known.set(vi.name!, sig);
   }
@@ -218,7 +246,7 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
 
   const boundary = [...tree.graphInputs, ...tree.graphOutputs];
   for (const m of tree.modules.values()) boundary.push(...m.inputs, ...m.outputs);
-  const missing = [...new Set(boundary.map((v) => v.name).filter((n) => !complete(known.get(n))))];
+  const missing = [...new Set(boundary.map((v) => v.name).filter((n) => !complete(known.get(n)) && !never.has(n)))];
   for (const [n, sig] of await probeTypes(model, missing, probe)) known.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
