@@ -16,8 +16,9 @@ import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
 import { graphFeedInputs, type FeedInput } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
 import { inferBoundaryTypes, createOrtProbe } from './model/shapes.js';
+import { maxPositions, vocabTableSize } from './model/positions.js';
 import type { ModuleTree } from './model/types.js';
-import { OrtBackend } from '../backends/ort.js';
+import { OrtBackend, oneLine } from '../backends/ort.js';
 import { dedupInvokes } from '../passes/dedup-invokes.js';
 import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
@@ -44,6 +45,13 @@ export interface ModelContext {
   readonly backend: OrtBackend;
   /** Inputs the graph needs fed. */
   readonly feedInputs: FeedInput[];
+  /**
+   * The longest prompt the model accepts (its learned positions, from `config.json` or the
+   * position-embedding table); undefined when unknown.
+   */
+  readonly maxPositions?: number;
+  /** Rows of the token-embedding table: token ids must be below it; undefined when unknown. */
+  readonly vocabRows?: number;
 }
 
 /**
@@ -62,10 +70,13 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
     await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
   } catch (e) {
     if (e instanceof NnsError) throw e;
-    const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    const reason = oneLine(e);
     throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
   }
-  const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto) };
+  const mc: ModelContext = {
+    loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto),
+    maxPositions: maxPositions(loaded.proto, loaded.config), vocabRows: vocabTableSize(loaded.proto),
+  };
   if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
 }
@@ -112,11 +123,38 @@ function workingCopy(proto: ModelProto): ModelProto {
  * user error found (later passes are skipped once a pass reports errors).
  */
 export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
+  checkPrompts(ir, mc);
   const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
   return state;
+}
+
+/**
+ * Refuses prompts the model cannot take, one located error per invoke, before anything
+ * runs (onnxruntime would fail inside an embedding's `Gather`): longer than the model's
+ * positions, or with a token id outside its embedding table.
+ * @throws NnsErrors `prompt-too-long`, `bad-token-id`
+ */
+export function checkPrompts(ir: Graph, mc: Pick<ModelContext, 'maxPositions' | 'vocabRows'>): void {
+  const limit = mc.maxPositions;
+  const vocab = mc.vocabRows;
+  const errors: NnsError[] = [];
+  for (const s of ir.scopes.slice(1)) {
+    const tokens = s.tokens ?? [];
+    if (limit !== undefined && tokens.length > limit) {
+      const over = tokens.length - limit;
+      errors.push(new NnsError('prompt-too-long', `the prompt has ${tokens.length} tokens; the model takes at most ${limit} positions`, {
+        span: s.span, notes: [`shorten the prompt by ${over} token${over === 1 ? '' : 's'}`],
+      }));
+    }
+    const bad = vocab === undefined ? undefined : tokens.find((t) => t >= vocab);
+    if (bad !== undefined) {
+      errors.push(new NnsError('bad-token-id', `token id ${bad} is outside the model's vocabulary (ids 0 to ${vocab! - 1})`, { span: s.span }));
+    }
+  }
+  if (errors.length) throw new NnsErrors(errors);
 }
 
 /** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseScript } from '../../grammar/parse.js';
 import { NnsError, usageError } from '../errors.js';
+import { NOT_REGULAR, readRegularFile } from '../read-file.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { tensorToJSON } from '../tensor.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
@@ -61,10 +62,11 @@ function loadScript(file: string, cwd: string, sources: Map<string, string>): Lo
   try {
     const abs = path.resolve(cwd, file);
     if (fs.statSync(abs).isDirectory()) throw usageError('bad-script', `'${file}' is a folder, not a script`);
-    text = fs.readFileSync(abs, 'utf8');
+    text = readRegularFile(abs).toString('utf8');
   } catch (e) {
     if (e instanceof NnsError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === NOT_REGULAR) throw usageError('bad-script', `'${file}' is not a regular file`);
     throw usageError('no-such-file', code === 'ENOENT' ? `no such script: '${file}'` : `cannot read '${file}': ${code ?? (e as Error).message}`);
   }
   sources.set(file, text);

@@ -239,7 +239,12 @@ function buildEntry(cacheDir: string, entry: string, fill: (tmp: string) => void
   } catch (e) {
     throw modelError('cache-unwritable', `cannot create cache folder ${cacheDir}: ${(e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder']);
   }
-  const tmp = fs.mkdtempSync(path.join(cacheDir, '.tmp-'));
+  let tmp: string;
+  try {
+    tmp = fs.mkdtempSync(path.join(cacheDir, '.tmp-'));
+  } catch (e) {
+    throw modelError('cache-unwritable', `cannot write in cache folder ${cacheDir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder']);
+  }
   try {
     fill(tmp);
     try {
