@@ -7,6 +7,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // A fresh temporary ONNSIGHT_CACHE for every run (test/setup/temp-cache.ts).
+    globalSetup: ['test/setup/temp-cache.ts'],
     testTimeout: 300_000,
     hookTimeout: 300_000,
     teardownTimeout: 60_000,

@@ -176,8 +176,17 @@ describe('other internal errors become clean errors (issue 9.9)', () => {
     expect(e.message).toContain('symlink loop');
   });
 
-  it('an existing cache folder on a read-only file system (EROFS at mkdtemp)', async () => {
+  it('an existing cache folder on a read-only file system (EROFS creating the entry)', async () => {
     fs.mkdirSync(path.join(tmp, 'ro-cache'), { recursive: true });
+    const mkdir = fs.mkdirSync;
+    // The folder exists (creating it recursively succeeds); nothing can be created inside.
+    vi.spyOn(fs, 'mkdirSync').mockImplementation(((p: fs.PathLike, o?: fs.MakeDirectoryOptions) => {
+      if (String(p).startsWith(path.join(tmp, 'ro-cache'))) {
+        if (o?.recursive && fs.existsSync(p)) return undefined;
+        throw Object.assign(new Error(`EROFS: read-only file system, mkdir '${String(p)}'`), { code: 'EROFS' });
+      }
+      return mkdir(p, o);
+    }) as typeof fs.mkdirSync);
     vi.spyOn(fs, 'mkdtempSync').mockImplementation(() => {
       throw Object.assign(new Error("EROFS: read-only file system, mkdtemp '.tmp-XXXXXX'"), { code: 'EROFS' });
     });
