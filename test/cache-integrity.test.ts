@@ -74,7 +74,7 @@ describe('leftovers of killed loads are swept', () => {
   });
 });
 
-describe('damaged cache entries are rebuilt', { timeout: 60_000 }, () => {
+describe('damaged cache entries are rebuilt', () => {
   it('flipped bytes in the cached weights: the next load rebuilds the entry and the output is right again', async () => {
     const cacheDir = path.join(tmp, 'flip');
     expectClose(await cleanLogits(MODEL_DIR, cacheDir), want(), 1e-4, 'before');
@@ -108,7 +108,7 @@ describe('damaged cache entries are rebuilt', { timeout: 60_000 }, () => {
   });
 });
 
-describe('size bound with least-recently-used eviction', { timeout: 60_000 }, () => {
+describe('size bound with least-recently-used eviction', () => {
   /** A cache holding entries of both exports (built elsewhere, so this process does not hold them open). */
   async function populated(name: string): Promise<{ dir: string; ts: string; dyn: string }> {
     const build = path.join(tmp, `${name}-build`);

@@ -61,7 +61,7 @@ const noLinks = (): void => {
 };
 const listing = (dir: string): string[] => fs.readdirSync(dir).sort();
 
-describe('nns compile -o into another file system', { timeout: 60_000 }, () => {
+describe('nns compile -o into another file system', () => {
   it('copies atomically; a second compile into the folder reuses the identical weights file', async () => {
     const dir = path.join(tmp, 'xdev');
     fs.mkdirSync(dir);
@@ -114,7 +114,7 @@ describe('nns compile -o into another file system', { timeout: 60_000 }, () => {
   });
 });
 
-describe('two exports share one folder', { timeout: 60_000 }, () => {
+describe('two exports share one folder', () => {
   it('the TorchScript and the dynamo export compile into one folder, each with its own weights', async () => {
     const dir = path.join(tmp, 'shared');
     fs.mkdirSync(dir);
