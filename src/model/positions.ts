@@ -3,8 +3,8 @@
  * that is too long is refused with a located error before onnxruntime fails inside a
  * `Gather` ("indices element out of data bounds, idx=64").
  *
- * Sources, in order: `config.json` (`n_positions`, `max_position_embeddings`, `n_ctx`),
- * then the graph: a rank-2 initializer read by a `Gather` whose indices come from the
+ * Sources: `config.json` (`n_positions`, `max_position_embeddings`, `n_ctx`) and the graph
+ * (the smaller when both tell): a rank-2 initializer read by a `Gather` whose indices come from the
  * position-id input (`position_ids`), or from a `Range` (exports that compute positions
  * inside the graph), through index arithmetic only. Models without either (rotary
  * embeddings and no config) have no known limit.
@@ -26,11 +26,13 @@ const MAX_HOPS = 12;
  * @param config the model folder's parsed `config.json`, when there is one
  */
 export function maxPositions(model: ModelProto, config?: Record<string, unknown>): number | undefined {
+  const table = positionTableSize(model);
   for (const key of ['n_positions', 'max_position_embeddings', 'n_ctx']) {
     const v = config?.[key];
-    if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+    // A config that promises more positions than the graph's table holds is wrong: the table wins.
+    if (typeof v === 'number' && Number.isInteger(v) && v > 0) return table === undefined ? v : Math.min(v, table);
   }
-  return positionTableSize(model);
+  return table;
 }
 
 /** Rows of the position-embedding table found in the graph (see the module comment). */
