@@ -21,7 +21,9 @@ let script: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-export-'));
   script = path.join(tmp, 'plain.nns');
-  fs.writeFileSync(script, '# no trace: the model as it is\n');
+  // A trace that changes nothing: the export references the model's weights file (a script
+  // without any trace writes the model exactly as it is, inline weights inline).
+  fs.writeFileSync(script, 'trace [464] { }\n');
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 afterEach(() => vi.restoreAllMocks());
