@@ -35,6 +35,31 @@ function walk(dir, rel) {
 }
 walk(root, '');
 
+// chevrotain's own single-file ES bundle (shipped in its package as lib/chevrotain.mjs, the
+// same version) instead of its ~600 separate modules (lodash-es): loading those is most of
+// `nns run`'s start-up. The package does not export that file, so the build copies it into
+// dist/vendor/ and points the compiled imports at it. Types still come from 'chevrotain'.
+const require = createRequire(import.meta.url);
+const chevrotainDir = path.dirname(path.dirname(path.dirname(require.resolve('chevrotain'))));
+const bundle = fs.readFileSync(path.join(chevrotainDir, 'lib', 'chevrotain.mjs'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
+const version = JSON.parse(fs.readFileSync(path.join(chevrotainDir, 'package.json'), 'utf8')).version;
+fs.mkdirSync(path.join(dist, 'vendor'), { recursive: true });
+fs.writeFileSync(path.join(dist, 'vendor', 'chevrotain.mjs'), `// chevrotain ${version} (Apache-2.0), its published bundle lib/chevrotain.mjs; see node_modules/chevrotain/LICENSE.txt\n${bundle}`);
+function pointAtVendor(dir) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) pointAtVendor(p);
+    else if (e.name.endsWith('.js')) {
+      const src = fs.readFileSync(p, 'utf8');
+      let rel = path.relative(dir, path.join(dist, 'vendor', 'chevrotain.mjs')).split(path.sep).join('/');
+      if (!rel.startsWith('.')) rel = `./${rel}`;
+      const out = src.replace(/(from\s*|import\s*\(\s*)(['"])chevrotain\2/g, (_m, pre, q) => `${pre}${q}${rel}${q}`);
+      if (out !== src) fs.writeFileSync(p, out);
+    }
+  }
+}
+pointAtVendor(dist);
+
 // CommonJS: `require('onnsight')` loads the ES module (Node >= 20.19 / 22.12 load ES modules
 // from require()); its types are the ES module's.
 fs.writeFileSync(path.join(dist, 'index.cjs'), "'use strict';\n// CommonJS entry: the ES module build, loaded with require() (Node >= 20.19).\nmodule.exports = require('./src/index.js');\n");
