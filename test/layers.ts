@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
   ['api and cli', ['src/trace.ts', 'src/index.ts', 'src/cli/']],
 ];
 
-const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache']);
+const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache', 'vitest.config.ts']);
 const IMPORT = /^\s*(import|export)\s+(type\s+)?(?:[^'";]*?\s+from\s+)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
 
 /** The layer index of a repository-relative path (posix separators), or -1. */

@@ -101,6 +101,10 @@ function flag(a: ParsedArgs, name: string): string | undefined {
 }
 
 async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<string, string>): Promise<number> {
+  if (cmd.name === 'cache') {
+    const { cacheCommand } = await import('./cache.js');
+    return cacheCommand(a.positionals[0] ?? 'list', io);
+  }
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
     const { formatModuleTree } = await import('../model/format.js');
@@ -160,7 +164,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, modules, check; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, modules, check, cache; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {
