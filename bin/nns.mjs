@@ -35,7 +35,7 @@ function newestSource(dir, top) {
     if (e.name.startsWith('.') || (top && NOT_SOURCES.has(e.name))) continue;
     const p = path.join(dir, e.name);
     if (e.isDirectory()) newest = Math.max(newest, newestSource(p, false));
-    else if (e.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
+    else if (e.name.endsWith('.ts') && !top) newest = Math.max(newest, fs.statSync(p).mtimeMs);
   }
   return newest;
 }
