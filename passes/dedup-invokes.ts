@@ -14,7 +14,8 @@
  * scope's row count, which is unchanged (one row per invoke).
  * @module
  */
-import { EFFECT_OPS, ROW_OPS, type Graph, type Scope } from '../ir/ir.js';
+import { ROW_OPS, type Graph, type Scope } from '../ir/ir.js';
+import { EFFECT_OPS } from '../ir/ops.js';
 import type { Pass } from './pass.js';
 
 /** What {@link dedupInvokes} did. */

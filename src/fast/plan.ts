@@ -20,7 +20,7 @@
 import { expandItems, sliceRange } from '../../ir/shape.js';
 import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
 import type { ModuleTree } from '../model/types.js';
-import { HOST_OPS } from './host-eval.js';
+import { HOST_OPS } from '../../ir/ops.js';
 import { portKey, type Port, type PortedModel } from './ports.js';
 
 /** Where a read's value comes from: a graph output of the instrumented model, sliced to the read's rows. */

@@ -1,26 +1,22 @@
 /**
- * The host evaluator: the IR's pure operations on host {@link Tensor}s, computed the way
+ * Host kernels: the IR's pure operations on host {@link Tensor}s, computed the way
  * the ONNX lowering computes them (passes/lower-onnx.ts) so that results taken on the
  * fast path agree with the compiled path. Elementwise float32 arithmetic rounds every
  * result to float32 (`Math.fround`), which makes `+ - * /`, `neg`, `abs`, `relu`, index,
  * reshape and transpose bit-identical to onnxruntime; `exp`/`log`/`sqrt`, reductions,
  * softmax (max subtracted, exp, sum, divide) and matmul accumulate in float64 and round
  * once, so they agree with onnxruntime's vectorized kernels to a few float32 ulps.
+ *
+ * The op catalogue (ir/ops.ts) binds each op to these kernels; its `evalOp` is the one host
+ * evaluator, used by constant folding and by the fast path alike.
  * @module
  */
-import type { DType, IndexItem, OpAttrs, OpName } from '../../ir/ir.js';
-import { broadcast, expandItems, isFloat, sliceRange } from '../../ir/shape.js';
-import { numel, type Tensor, type TensorData } from '../tensor.js';
+import type { DType, IndexItem } from './ir.js';
+import { broadcast, expandItems, reshapeShape, sliceRange } from './shape.js';
+import { numel, type Tensor, type TensorData } from '../src/tensor.js';
 
 /** A value the host evaluator cannot compute (bad shapes, indices out of range, unsupported dtype or op). */
 export class HostEvalError extends Error {}
-
-/** Operations {@link evalOp} implements (every pure op, plus `topk`). */
-export const HOST_OPS: ReadonlySet<OpName> = new Set<OpName>([
-  'index', 'add', 'sub', 'mul', 'div', 'matmul', 'neg', 'exp', 'log', 'sqrt', 'abs', 'relu',
-  'zeros_like', 'ones_like', 'softmax', 'log_softmax', 'argmax', 'sum', 'mean', 'max', 'norm',
-  'topk', 'reshape', 'transpose',
-]);
 
 /** Row-major strides of a shape. */
 export function strides(shape: readonly number[]): number[] {
@@ -47,7 +43,7 @@ export function tensorOf(dtype: DType, shape: readonly number[], values: ArrayLi
 }
 
 /** The elements of a tensor as float64 numbers. */
-function nums(t: Tensor): Float64Array {
+export function nums(t: Tensor): Float64Array {
   if (t.data instanceof BigInt64Array || t.data instanceof BigUint64Array) return Float64Array.from(t.data as ArrayLike<bigint>, Number);
   return Float64Array.from(t.data as ArrayLike<number>);
 }
@@ -114,14 +110,6 @@ export function castTo(x: Tensor, dtype: DType): Tensor {
   return tensorOf(dtype, x.shape, nums(x));
 }
 
-const UNARY: Partial<Record<OpName, (v: number) => number>> = {
-  neg: (v) => -v, exp: Math.exp, log: Math.log, sqrt: Math.sqrt, abs: Math.abs, relu: (v) => (v > 0 ? v : 0),
-};
-const BINARY: Partial<Record<OpName, (a: number, b: number) => number>> = {
-  add: (a, b) => a + b, sub: (a, b) => a - b, mul: (a, b) => a * b,
-  div: (a, b) => a / b,
-};
-
 /** Iterates lines along axis `d`: calls `fn(base, step, len)` for every combination of the other axes. */
 function lines(shape: readonly number[], d: number, fn: (base: number, step: number, len: number, line: number) => void): void {
   const st = strides(shape);
@@ -132,14 +120,15 @@ function lines(shape: readonly number[], d: number, fn: (base: number, step: num
   for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) fn(o * len * inner + i, inner, len, line++);
 }
 
-function axis(dim: number, rank: number): number {
+/** A dimension index normalized against `rank` (negative counts from the end). */
+export function axis(dim: number, rank: number): number {
   const d = dim < 0 ? dim + rank : dim;
   if (d < 0 || d >= rank) throw new HostEvalError(`dimension ${dim} out of range for rank ${rank}`);
   return d;
 }
 
 /** Reduction along `dim` (all axes when null) with `f(values) → number`. */
-function reduce(x: Tensor, dim: number | null, keepdim: boolean, outType: DType, f: (v: Float64Array) => number): Tensor {
+export function reduce(x: Tensor, dim: number | null, keepdim: boolean, outType: DType, f: (v: Float64Array) => number): Tensor {
   const v = nums(x);
   if (dim === null) return tensorOf(outType, keepdim ? x.shape.map(() => 1) : [], [f(v)]);
   const d = axis(dim, x.shape.length);
@@ -154,7 +143,7 @@ function reduce(x: Tensor, dim: number | null, keepdim: boolean, outType: DType,
 }
 
 /** Softmax / log-softmax along `dim` like onnxruntime's MLAS kernel: subtract the max, exp, sum, multiply by 1/sum (or add −log sum). */
-function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
+export function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
   const f32 = dtype === 'float32';
   const r = (v: number): number => (f32 ? Math.fround(v) : v);
   const v = nums(x);
@@ -181,7 +170,7 @@ function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
 }
 
 /** PyTorch matmul (1-D operands promoted and squeezed, batch dims broadcast); float64 accumulation. */
-function matmul(a: Tensor, b: Tensor, dtype: DType): Tensor {
+export function matmul(a: Tensor, b: Tensor, dtype: DType): Tensor {
   const as = a.shape.length === 1 ? [1, a.shape[0]!] : [...a.shape];
   const bs = b.shape.length === 1 ? [b.shape[0]!, 1] : [...b.shape];
   const [m, k] = [as[as.length - 2]!, as[as.length - 1]!];
@@ -209,90 +198,76 @@ function matmul(a: Tensor, b: Tensor, dtype: DType): Tensor {
   return tensorOf(dtype, shape, out);
 }
 
-/**
- * Evaluates one IR operation. `dtype` is the IR result type (inputs are cast to it where the
- * lowering casts them); returns one tensor per result (two for `topk`).
- */
-export function evalOp<K extends OpName>(op: K, attrs: OpAttrs[K], xs: readonly Tensor[], dtype: DType): Tensor[] {
-  const a = attrs as Record<string, unknown>;
-  const x = xs[0]!;
-  const cast = (t: Tensor): Tensor => castTo(t, dtype);
-  const f1 = UNARY[op];
-  if (f1) return [tensorOf(dtype, x.shape, Array.from(nums(cast(x)), f1))];
-  const f2 = BINARY[op];
-  if (f2) {
-    const [p, q] = [cast(x), cast(xs[1]!)];
-    const shape = broadcast(p.shape, q.shape) as number[] | null;
-    if (shape === null) throw new HostEvalError('shapes do not broadcast');
-    const [pv, qv] = [nums(p), nums(q)];
-    const [po, qo] = [broadcastOffsets(p.shape, shape), broadcastOffsets(q.shape, shape)];
-    const out = new Float64Array(po.length);
-    for (let i = 0; i < out.length; i++) out[i] = f2(pv[po[i]!]!, qv[qo[i]!]!);
-    return [tensorOf(dtype, shape, out)];
+/** `f` on every element of `x` (cast to `dtype` first), in `dtype`. */
+export function map1(x: Tensor, dtype: DType, f: (v: number) => number): Tensor {
+  return tensorOf(dtype, x.shape, Array.from(nums(castTo(x, dtype)), f));
+}
+
+/** `f` on the broadcast elements of `x` and `y` (both cast to `dtype` first), in `dtype`. */
+export function map2(x: Tensor, y: Tensor, dtype: DType, f: (a: number, b: number) => number): Tensor {
+  const [p, q] = [castTo(x, dtype), castTo(y, dtype)];
+  const shape = broadcast(p.shape, q.shape) as number[] | null;
+  if (shape === null) throw new HostEvalError('shapes do not broadcast');
+  const [pv, qv] = [nums(p), nums(q)];
+  const [po, qo] = [broadcastOffsets(p.shape, shape), broadcastOffsets(q.shape, shape)];
+  const out = new Float64Array(po.length);
+  for (let i = 0; i < out.length; i++) out[i] = f(pv[po[i]!]!, qv[qo[i]!]!);
+  return tensorOf(dtype, shape, out);
+}
+
+/** A tensor of `x`'s shape filled with `value`, in `dtype`. */
+export function fill(x: Tensor, dtype: DType, value: number): Tensor {
+  return tensorOf(dtype, x.shape, new Float64Array(numel(x.shape)).fill(value));
+}
+
+/** Reshape, PyTorch semantics (`-1` infers one dimension); the data is shared. */
+export function reshape(x: Tensor, target: readonly number[]): Tensor {
+  const r = reshapeShape(x.shape, target);
+  if ('code' in r) throw new HostEvalError(r.message);
+  return { dtype: x.dtype, shape: r.shape as number[], data: x.data };
+}
+
+/** Swaps two dimensions. */
+export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
+  const r = x.shape.length;
+  const [d0, d1] = [axis(dim0, r), axis(dim1, r)];
+  const perm = Array.from({ length: r }, (_, i) => (i === d0 ? d1 : i === d1 ? d0 : i));
+  const shape = perm.map((p) => x.shape[p]!);
+  const st = strides(x.shape);
+  const pst = perm.map((p) => st[p]!);
+  const n = numel(shape);
+  const data = makeData(x.dtype, n);
+  const idx = new Array<number>(r).fill(0);
+  for (let i = 0; i < n; i++) {
+    let k = 0;
+    for (let j = 0; j < r; j++) k += idx[j]! * pst[j]!;
+    (data as Float32Array)[i] = (x.data as Float32Array)[k]!;
+    for (let j = r - 1; j >= 0; j--) { if (++idx[j]! < shape[j]!) break; idx[j] = 0; }
   }
-  switch (op) {
-    case 'index': return [indexTensor(x, (a as OpAttrs['index']).items)];
-    case 'reshape': {
-      const target = (a as OpAttrs['reshape']).shape;
-      const known = target.filter((d) => d !== -1).reduce((p, d) => p * d, 1);
-      const shape = target.map((d) => (d === -1 ? numel(x.shape) / known : d));
-      return [{ dtype: x.dtype, shape, data: x.data }];
+  return { dtype: x.dtype, shape, data };
+}
+
+/** The `k` largest values along `dim` (sorted, ties by lower index) and their int64 indices. */
+export function topk(x: Tensor, k: number, dim: number): [Tensor, Tensor] {
+  const d = axis(dim, x.shape.length);
+  const v = nums(x);
+  const shape = x.shape.map((s, i) => (i === d ? k : s));
+  const vals = new Float64Array(numel(shape));
+  const inds = new Float64Array(vals.length);
+  const ost = strides(shape);
+  lines(x.shape, d, (base, step, len, line) => {
+    const order = Array.from({ length: len }, (_, i) => i).sort((p, q) => v[base + q * step]! - v[base + p * step]! || p - q);
+    const inner = step;
+    const obase = Math.floor(line / inner) * k * inner + (line % inner);
+    for (let i = 0; i < k; i++) {
+      vals[obase + i * ost[d]!] = v[base + order[i]! * step]!;
+      inds[obase + i * ost[d]!] = order[i]!;
     }
-    case 'transpose': {
-      const r = x.shape.length;
-      const [d0, d1] = [axis((a as OpAttrs['transpose']).dim0, r), axis((a as OpAttrs['transpose']).dim1, r)];
-      const perm = Array.from({ length: r }, (_, i) => (i === d0 ? d1 : i === d1 ? d0 : i));
-      const shape = perm.map((p) => x.shape[p]!);
-      const st = strides(x.shape);
-      const pst = perm.map((p) => st[p]!);
-      const n = numel(shape);
-      const data = makeData(x.dtype, n);
-      const idx = new Array<number>(r).fill(0);
-      for (let i = 0; i < n; i++) {
-        let k = 0;
-        for (let j = 0; j < r; j++) k += idx[j]! * pst[j]!;
-        (data as Float32Array)[i] = (x.data as Float32Array)[k]!;
-        for (let j = r - 1; j >= 0; j--) { if (++idx[j]! < shape[j]!) break; idx[j] = 0; }
-      }
-      return [{ dtype: x.dtype, shape, data }];
-    }
-    case 'matmul': return [matmul(cast(x), cast(xs[1]!), dtype)];
-    case 'zeros_like': case 'ones_like':
-      return [tensorOf(dtype, x.shape, new Float64Array(numel(x.shape)).fill(op === 'ones_like' ? 1 : 0))];
-    case 'softmax': case 'log_softmax': return [softmax(cast(x), (a as OpAttrs['softmax']).dim, op === 'log_softmax', dtype)];
-    case 'argmax': {
-      const { dim, keepdim } = a as OpAttrs['argmax'];
-      return [reduce(x, dim, keepdim, 'int64', (v) => { let b = 0; for (let i = 1; i < v.length; i++) if (v[i]! > v[b]!) b = i; return b; })];
-    }
-    case 'sum': case 'mean': case 'max': case 'norm': {
-      const { dim, keepdim } = a as OpAttrs['sum'];
-      const f = {
-        sum: (v: Float64Array) => v.reduce((s, e) => s + e, 0),
-        mean: (v: Float64Array) => v.reduce((s, e) => s + e, 0) / v.length,
-        max: (v: Float64Array) => v.reduce((s, e) => Math.max(s, e), -Infinity),
-        norm: (v: Float64Array) => Math.sqrt(v.reduce((s, e) => s + e * e, 0)),
-      }[op as 'sum'];
-      return [reduce(isFloat(dtype) ? cast(x) : x, dim, keepdim, dtype, f)];
-    }
-    case 'topk': {
-      const { k, dim } = a as OpAttrs['topk'];
-      const d = axis(dim, x.shape.length);
-      const v = nums(x);
-      const shape = x.shape.map((s, i) => (i === d ? k : s));
-      const vals = new Float64Array(numel(shape));
-      const inds = new Float64Array(vals.length);
-      const ost = strides(shape);
-      lines(x.shape, d, (base, step, len, line) => {
-        const order = Array.from({ length: len }, (_, i) => i).sort((p, q) => v[base + q * step]! - v[base + p * step]! || p - q);
-        const inner = step;
-        const obase = Math.floor(line / inner) * k * inner + (line % inner);
-        for (let i = 0; i < k; i++) {
-          vals[obase + i * ost[d]!] = v[base + order[i]! * step]!;
-          inds[obase + i * ost[d]!] = order[i]!;
-        }
-      });
-      return [tensorOf(x.dtype, shape, vals), tensorOf('int64', shape, inds)];
-    }
-    default: throw new HostEvalError(`${op} is not a host operation`);
-  }
+  });
+  return [tensorOf(x.dtype, shape, vals), tensorOf('int64', shape, inds)];
+}
+
+/** Index of the maximum along `dim` (first on ties), int64. */
+export function argmax(x: Tensor, dim: number, keepdim: boolean): Tensor {
+  return reduce(x, dim, keepdim, 'int64', (v) => { let b = 0; for (let i = 1; i < v.length; i++) if (v[i]! > v[b]!) b = i; return b; });
 }
