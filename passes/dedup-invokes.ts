@@ -69,7 +69,7 @@ export function dedupInvokes(ir: Graph): DedupResult {
   return { rowsBefore, rowsAfter: row, scopeMap };
 }
 
-/** {@link dedupInvokes} as a pass. */
+/** {@link dedupInvokes} as a pass (the first run stage: skipped with `dedup: false`). */
 export const dedupInvokesPass: Pass = {
   name: 'dedup-invokes',
   run(state) {
