@@ -20,16 +20,14 @@ import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
+import { OnnxGraphView, type Use } from '../src/onnx/view.js';
 import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
 
 /** A slot of an original model node's input list. */
-interface Slot {
-  node: NodeProto;
-  index: number;
-}
+type Slot = Use;
 
 class Lowerer {
   readonly em: Emitter;
@@ -45,7 +43,8 @@ class Lowerer {
   readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
-  private readonly consumers = new Map<string, Slot[]>();
+  /** Use-lists of the model's own nodes as they were before lowering (rewiring a set's consumers does not change them). */
+  private readonly original: OnnxGraphView;
   private readonly shapeCache = new Map<string, string>();
 
   constructor(readonly state: CompileState, readonly ctx: PassContext) {
@@ -58,12 +57,7 @@ class Lowerer {
     this.em = new Emitter(this.g);
     const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
     this.opset = Number(op?.version ?? 0);
-    this.originalNodes.forEach((n) => n.input!.forEach((name, index) => {
-      if (!name) return;
-      let list = this.consumers.get(name);
-      if (!list) this.consumers.set(name, (list = []));
-      list.push({ node: n, index });
-    }));
+    this.original = new OnnxGraphView({ node: this.originalNodes });
   }
 
   module(path: string): ModuleInfo {
@@ -82,7 +76,7 @@ class Lowerer {
     const original = list[index]!.name;
     const name = this.renamed.get(original) ?? original;
     const inside = this.inside(m);
-    return (this.consumers.get(name) ?? []).filter((s) => (port === 'input') === inside.has(s.node));
+    return this.original.uses(name).filter((s) => (port === 'input') === inside.has(s.node));
   }
 
   /** The value a module boundary has at this point of the program (whole batch). */
@@ -311,11 +305,7 @@ class Lowerer {
   private renameOriginal(name: string): void {
     const fresh = this.em.unique(`${name}/nns.original`);
     this.renamed.set(name, fresh);
-    for (const n of this.originalNodes) {
-      n.output = n.output!.map((o) => (o === name ? fresh : o));
-      n.input = n.input!.map((i) => (i === name ? fresh : i));
-    }
-    this.consumers.set(fresh, this.consumers.get(name) ?? []);
+    this.original.renameValue(name, fresh);
     for (const [k, v] of this.currentOut) if (v === name) this.currentOut.set(k, fresh);
   }
 
