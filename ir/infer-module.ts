@@ -14,13 +14,14 @@
  *   (literals are exempt: they are cast).
  * @module
  */
+import type { ErrorCode } from '../src/error-codes.js';
 import type { ModuleTree, TensorSig } from '../src/model/types.js';
 import { scriptPath, type Dim, type IndexItem, type TensorType } from './ir.js';
 import { dimSize, formatItems, formatType, indexShape, type DimValues } from './shape.js';
 
 /** A type problem: error code and message (the caller adds the node's span). */
 export interface TypeProblem {
-  code: string;
+  code: ErrorCode;
   message: string;
 }
 
@@ -60,7 +61,7 @@ export function boundaryType(tree: ModuleTree, path: string, port: 'output' | 'i
 export function inferCall(path: string, nResults: number, args: readonly TensorType[], tree: ModuleTree, dims: DimValues): { types: (TensorType | null)[]; problem?: TypeProblem } {
   const name = scriptPath(path);
   const m = tree.modules.get(path);
-  const err = (code: string, message: string): { types: (TensorType | null)[]; problem: TypeProblem } => ({ types: [], problem: { code, message } });
+  const err = (code: ErrorCode, message: string): { types: (TensorType | null)[]; problem: TypeProblem } => ({ types: [], problem: { code, message } });
   if (!m) return err('unknown-module', `no module '${name}'`);
   if (args.length > m.inputs.length) return err('bad-call', `${name} takes ${m.inputs.length} input(s), got ${args.length}`);
   if (nResults > m.outputs.length) throw new Error(`internal: call_module ${path} has ${nResults} results, module has ${m.outputs.length} outputs`);

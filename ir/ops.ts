@@ -11,6 +11,7 @@
  * path's planner and evaluator and the ONNX lowering pick it up from here.
  * @module
  */
+import type { ErrorCode } from '../src/error-codes.js';
 import type { ModuleTree } from '../src/model/types.js';
 import type { TensorProto } from '../src/onnx/proto.js';
 import type { Tensor } from '../src/tensor.js';
@@ -119,7 +120,7 @@ export interface InferContext<K extends OpName = OpName> {
   /** Rows of the node's scope (0 when unknown). */
   readonly rows: number;
   /** Report a user error at the node. */
-  fail(code: string, message: string): void;
+  fail(code: ErrorCode, message: string): void;
 }
 
 /** A type rule: the result types (null = unknown, after an error). */
@@ -497,7 +498,7 @@ export function evalOp<K extends OpName>(op: K, attrs: OpAttrs[K], xs: readonly 
  * The result types of a node by its op's type rule; user errors go to `fail`. Types of
  * inputs must be known (callers skip nodes after an earlier error).
  */
-export function inferOp(n: Node, inputs: readonly TensorType[], ctx: { tree: ModuleTree; dims: DimValues; rows: number }, fail: (code: string, message: string) => void): (TensorType | null)[] {
+export function inferOp(n: Node, inputs: readonly TensorType[], ctx: { tree: ModuleTree; dims: DimValues; rows: number }, fail: (code: ErrorCode, message: string) => void): (TensorType | null)[] {
   return inferWith(n.op, {
     attrs: n.attrs, inputs, results: n.results.length, dims: ctx.dims, tree: ctx.tree, rows: ctx.rows, fail,
     literal: (i) => {

@@ -9,7 +9,7 @@
  * A value whose input types are unknown (after an earlier error) gets no type, silently.
  * @module
  */
-import { NnsError } from '../src/errors.js';
+import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
 import type { Graph, Node, TensorType } from '../ir/ir.js';
 import { inferOp } from '../ir/ops.js';
@@ -22,7 +22,7 @@ export function inferNode(n: Node, graph: Graph, tree: ModuleTree): NnsError[] {
   const ins = n.inputs.map((v) => v.type);
   let types: (TensorType | null)[] = [];
   if (!ins.some((t) => t === null)) {
-    const fail = (code: string, msg: string): void => void errors.push(new NnsError(code, msg, { span: n.span }));
+    const fail = (code: ErrorCode, msg: string): void => void errors.push(new NnsError(code, msg, { span: n.span }));
     types = inferOp(n, ins as TensorType[], { tree, dims: graph.dimValues, rows: sc ? sc.rowEnd - sc.rowStart : 0 }, fail);
   }
   n.results.forEach((v, i) => (v.type = types[i] ?? null));
