@@ -380,16 +380,16 @@ export const OPS: OpCatalogue = {
     lower: (c) => [c.op('MatMul', [c.input(0, c.dtype), c.input(1, c.dtype)])], derivative: null, fn: null,
   },
   neg: unaryOp('-x', (v) => -v, 'Neg', { fn: false }),
-  softmax: softmaxOp('softmax along dim', false, 'Softmax'),
-  log_softmax: softmaxOp('log-softmax along dim', true, 'LogSoftmax'),
+  softmax: softmaxOp('softmax along `dim`', false, 'Softmax'),
+  log_softmax: softmaxOp('log-softmax along `dim`', true, 'LogSoftmax'),
   argmax: {
-    doc: 'index of the maximum along dim (int64)', kind: 'pure', schema: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
+    doc: 'index of the maximum along `dim` (int64 result)', kind: 'pure', schema: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
     infer: reduceRule(() => 'int64'), eval: (a, xs) => [argmax(xs[0]!, a.dim, a.keepdim)], fold: false,
     lower: (c, a) => [c.op('ArgMax', [c.input(0)], { axis: a.dim, keepdims: a.keepdim ? 1 : 0 })], derivative: null,
     fn: { params: [['dim', 'int'], ['keepdim', 'bool', false]] },
   },
   topk: {
-    doc: 'the k largest values along dim and their indices', kind: 'pure', schema: { inputs: 1, results: 2, attrs: [['k', 'int'], ['dim', 'int']] },
+    doc: 'the `k` largest values along `dim` and their indices: use `.values` or `.indices` (`topk-without-field` otherwise); `t = topk(x, 5)` then `t.values` also works', kind: 'pure', schema: { inputs: 1, results: 2, attrs: [['k', 'int'], ['dim', 'int']] },
     infer: (c) => {
       const { k, dim } = c.attrs;
       const x = c.inputs[0]!;
@@ -408,14 +408,14 @@ export const OPS: OpCatalogue = {
     lower: (c, a) => c.node('TopK', [c.input(0), c.ints([a.k])], { axis: a.dim, largest: 1, sorted: 1 }, 2), derivative: null,
     fn: { params: [['k', 'int'], ['dim', 'int', -1]], check: (a) => ((a.k as number) < 1 ? `topk needs k >= 1, got ${String(a.k)}` : null) },
   },
-  sum: reduceOp('sum along dim (all elements when omitted)', sumOf, 'ReduceSum', 13),
-  mean: reduceOp('mean along dim', (v) => sumOf(v) / v.length, 'ReduceMean', 18, { float: true }),
-  max: reduceOp('maximum along dim', (v) => v.reduce((s, e) => Math.max(s, e), -Infinity), 'ReduceMax', 18),
-  norm: reduceOp('Euclidean norm along dim', (v) => Math.sqrt(v.reduce((s, e) => s + e * e, 0)), 'ReduceL2', 18, {
+  sum: reduceOp('sum along `dim`; without `dim`: over all elements', sumOf, 'ReduceSum', 13),
+  mean: reduceOp('mean along `dim`; without `dim`: over all elements', (v) => sumOf(v) / v.length, 'ReduceMean', 18, { float: true }),
+  max: reduceOp('maximum along `dim`; without `dim`: over all elements', (v) => v.reduce((s, e) => Math.max(s, e), -Infinity), 'ReduceMax', 18),
+  norm: reduceOp('L2 norm along `dim`', (v) => Math.sqrt(v.reduce((s, e) => s + e * e, 0)), 'ReduceL2', 18, {
     float: true, schema: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] }, fn: { params: [['dim', 'int'], ['keepdim', 'bool', false]] },
   }),
   reshape: {
-    doc: 'reshape (-1 infers one dimension)', kind: 'pure', schema: { inputs: 1, results: 1, attrs: [['shape', 'ints']] },
+    doc: 'reshape; `-1` infers one dimension', kind: 'pure', schema: { inputs: 1, results: 1, attrs: [['shape', 'ints']] },
     infer: onShape((d) => d, (s, c) => reshapeShape(s, c.attrs.shape, c.dims)),
     eval: (a, xs) => [reshape(xs[0]!, a.shape)], fold: true,
     lower: (c, a) => [c.op('Reshape', [c.input(0), c.ints(a.shape)], a.shape.includes(0) ? { allowzero: 1 } : {})], derivative: null,

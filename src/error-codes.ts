@@ -1,7 +1,7 @@
 /**
  * Every error code onnsight reports, in one table: where it arises and what it means.
  * `NnsError` takes an {@link ErrorCode}, so a code missing here does not compile, and
- * docs/language.md's list of codes is generated from this table (`npm run docs:errors`;
+ * docs/language.md's list of codes is generated from this table (`npm run docs:gen`;
  * test/foundation/error-codes.test.ts fails when the docs are out of date).
  * @module
  */

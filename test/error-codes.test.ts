@@ -3,14 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES } from '../src/error-codes.js';
-import { LANGUAGE_MD, withErrorTable } from './helpers/docs-errors.js';
+import { LANGUAGE_MD, withGeneratedTables } from './helpers/docs-gen.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
 
 describe('error codes', () => {
-  it('docs/language.md lists the table (regenerate with npm run docs:errors)', () => {
+  it('docs/language.md lists the table and the catalogue\'s functions (regenerate with npm run docs:gen)', () => {
     const text = fs.readFileSync(LANGUAGE_MD, 'utf8');
-    expect(text).toBe(withErrorTable(text));
+    expect(text).toBe(withGeneratedTables(text));
     for (const code of Object.keys(ERROR_CODES)) expect(text).toContain(`| \`${code}\` |`);
   });
 
