@@ -53,6 +53,7 @@ export interface OpAttrs {
   sqrt: NoAttrs;
   abs: NoAttrs;
   relu: NoAttrs;
+  tanh: NoAttrs;
   zeros_like: NoAttrs;
   ones_like: NoAttrs;
   softmax: { dim: number };
@@ -448,6 +449,7 @@ export const OPS: OpCatalogue = {
   sqrt: unaryOp('square root', Math.sqrt, 'Sqrt', { float: true }),
   abs: unaryOp('absolute value', Math.abs, 'Abs'),
   relu: unaryOp('max(x, 0)', (v) => (v > 0 ? v : 0), 'Relu'),
+  tanh: unaryOp('hyperbolic tangent', Math.tanh, 'Tanh', { float: true }),
   call_module: {
     doc: 'apply a module to new inputs', kind: 'call', schema: { inputs: 'variadic', results: 'variadic', attrs: [['path', 'string']] },
     infer: (c) => {

@@ -32,6 +32,8 @@ function body(m: ModelRef): void {
   h.reshape([8, -1]).save('reshape');
   v.abs().add(1).log().sqrt().exp().save('unary');
   v.relu().save('relu');
+  v.tanh().save('tanh');
+  v.save('v');
   v.zerosLike().add(v.onesLike()).save('like');
 }
 
@@ -74,6 +76,7 @@ describe.each(EXPORTS)('core functions on the $name export', ({ path }) => {
     for (let i = 1; i < 5; i++) expect(vals[i - 1]!).toBeGreaterThanOrEqual(vals[i]!);
     expect(Number(s.argmax!.data[0])).toBe(Number(s.topk_indices!.data[0]));
     expect(Array.from(s.like!.data as Float32Array).every((x) => x === 1)).toBe(true);
+    expectClose(s.tanh!.data as Float32Array, Array.from(s.v!.data as Float32Array, Math.tanh), 1e-6, 'tanh');
     const lsm = s.log_softmax!.data as Float32Array;
     expectClose(Array.from(lsm, Math.exp), Array.from(sm), 1e-6, 'exp(log_softmax) = softmax');
   });
