@@ -123,6 +123,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const printAfter = names('print-ir-after');
   if (printAfter) selectPasses(printAfter); // unknown names are usage errors
   const passes = names('passes');
+  if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
   const job = {
     ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
