@@ -2,7 +2,7 @@
  * Every reference.json case except gradients, generate and attention_probs, written as `.nns`
  * scripts (test/scripts/reference/), run through the real CLI (`node bin/nns.mjs run SCRIPT
  * --model EXPORT --out FILE.json`) on both gpt2-facts exports, and compared against PyTorch
- * within 1e-4 (probabilities 1e-5, top-1 ids exact). Mirrors test/api-reference.test.ts.
+ * within 1e-4 (probabilities 1e-5, top-1 ids exact). Mirrors test/api/api-reference.test.ts.
  *
  * The scripts give their prompts as text. The dynamo file lives in the model folder's `onnx/`
  * and so takes the folder's tokenizer; the scripts check the tokenizer's ids against

@@ -162,7 +162,7 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
       const h = m.transformer.h[1]!.output.at(':', -1, ':');
       m.lm_head(m.transformer.ln_f(h)).softmax(-1).save('lens');
     }));
-    expect(r1.path).toBe('fast'); // module models after the main run (test/fast-modules.test.ts)
+    expect(r1.path).toBe('fast'); // module models after the main run (test/engine/fast-modules.test.ts)
     const skip = refCase('skip_block');
     const r2 = await both('skip_block', () => model.build(skip.input_ids as number[], (m) => {
       const b = m.transformer.h[skip.layer!]!;

@@ -1,7 +1,7 @@
 /**
  * The generated parts of docs/language.md: the list of error codes (from src/error-codes.ts)
  * and the table of functions (from the op catalogue, ir/ops.ts). `npm run docs:gen` rewrites
- * the parts between their markers; test/error-codes.test.ts fails when they are out of date.
+ * the parts between their markers; test/foundation/error-codes.test.ts fails when they are out of date.
  * @module
  */
 import fs from 'node:fs';
