@@ -138,7 +138,7 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     const dims = (t.dims ?? []).map(Number);
     let data: string;
     try {
-      data = Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => String(x)).join(',');
+      data = Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => (Object.is(x, -0) ? '-0' : String(x))).join(',');
     } catch {
       return `name:${name}`;
     }
