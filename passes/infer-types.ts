@@ -13,7 +13,9 @@
  *   output sigs are then instantiated with that binding. When the first argument has fewer
  *   dims than the input sig, the same number of leading dims is dropped from each output
  *   sig (lm_head on [1, 128] gives [1, 874]); when it has more, its extra leading dims are
- *   prepended.
+ *   prepended. Such calls run at the module's own rank (passes/call-rank.ts); one that
+ *   cannot (the module also reads model values, or does not keep its leading dims) is a
+ *   `shape-mismatch` error here.
  * - `set`: the value must broadcast to the target (sliced by `items`), and have its dtype
  *   (literals are exempt: they are cast).
  * A value whose input types are unknown (after an earlier error) gets no type, silently.
@@ -27,6 +29,7 @@ import {
   promote, reduceShape, reshapeShape, describeDim, type DimValues, type ShapeResult,
 } from '../ir/shape.js';
 import type { Pass } from './pass.js';
+import { checkCallRank } from './call-rank.js';
 
 const BINARY_VERB: Record<string, string> = { add: 'add', sub: 'subtract', mul: 'multiply', div: 'divide', matmul: 'matmul' };
 const FLOAT_RESULT = new Set(['exp', 'log', 'sqrt', 'softmax', 'log_softmax', 'mean', 'norm']);
@@ -169,7 +172,7 @@ export function inferNode(n: Node, graph: Graph, tree: ModuleTree): NnsError[] {
       break;
     }
     case 'index': withShape(x.dtype, unaryShape((s) => indexShape(s, (n.attrs as { items: IndexItem[] }).items, dims))); break;
-    case 'call_module': errors.push(...inferCall(n, ins as TensorType[], tree, dims)); break;
+    case 'call_module': errors.push(...inferCall(n, ins as TensorType[], tree, { ...dims, batch: graph.batch })); break;
     case 'set': errors.push(...checkSet(n, x, tree, rows, dims)); break;
     case 'save': break;
   }
@@ -206,6 +209,22 @@ function inferCall(n: Node, args: TensorType[], tree: ModuleTree, dims: DimValue
         if (p !== null && q !== null && p !== q) return bad();
       } else if (typeof sd === 'string') bind.set(sd, ad);
     }
+  }
+  // Inputs the call does not give are read from the model's own run: the dims they share with the given ones must be the model's.
+  for (const [k, b] of m.inputs.entries()) {
+    if (k < args.length || !b.sig?.shape) continue;
+    for (const sym of new Set(b.sig.shape.filter((d): d is string => typeof d === 'string'))) {
+      const got = bind.get(sym);
+      const [g, own] = [got === undefined ? null : dimSize(got, dims), dimSize(sym, dims)];
+      if (g === null || own === null || g === own) continue;
+      return err('shape-mismatch', `cannot apply ${name} (input ${formatType(m.inputs[0]!.sig!)}) to a value of shape ${formatType(args[0]!)}: its ${sym} is ${g}, but the module also reads the model's own inputs[${k}] (ONNX value '${b.name}', e.g. an attention mask), whose ${sym} is ${own}`);
+    }
+  }
+  const why = checkCallRank(m, args.map((a) => a.shape), delta, (x, y) => x === y || (dimSize(x, dims) !== null && dimSize(x, dims) === dimSize(y, dims)));
+  if (why !== null) {
+    const sig = m.inputs[0]!.sig!;
+    const r = sig.shape?.length ?? 0;
+    return err('shape-mismatch', `cannot apply ${name} (input ${formatType(sig)}) to a value of shape ${formatType(args[0]!)}: ${why}; apply it to a value of rank ${r}`);
   }
   const lead = args[0]?.shape?.slice(0, Math.max(0, delta)) ?? [];
   n.results.forEach((v, r) => {
