@@ -6,7 +6,7 @@
  * `transformer.h.3` on a four-block model). Paths print in the script's form (`transformer.h[7]`).
  * @module
  */
-import { NnsError } from '../src/errors.js';
+import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
 import { resolveModulePath } from '../src/model/modules.js';
 import { suggest } from '../src/suggest.js';
@@ -63,7 +63,7 @@ function plural(n: number, word: string): string {
 /** The user errors for one node (empty when every name resolves). Negative list indices in its module path are resolved first (`h.-1` → `h.11`). */
 export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
   if (n.is('module.output') || n.is('module.input') || n.is('set') || n.is('call_module')) n.attrs.path = resolveModulePath(tree, n.attrs.path);
-  const err = (code: string, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
+  const err = (code: ErrorCode, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
   const boundary = (path: string, port: 'output' | 'input', index: number): NnsError[] => {
     const why = explainUnknownModule(tree, path);
     if (why !== null) return err('unknown-module', why);
