@@ -22,8 +22,8 @@ import type { Tensor } from './tensor.js';
  * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
  */
 export interface FastPath {
-  /** Try to run `ir` (already through the IR pipeline). */
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
+  /** Try to run `ir` (already through the IR pipeline); `onStart` once it is sure to try. */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, onStart?: () => void): Promise<Map<string, Tensor> | null>;
 }
 
 /** A model ready for tracing. */

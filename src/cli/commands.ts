@@ -6,6 +6,7 @@ import type { CommandSpec, FlagSpec } from './args.js';
 
 const help: FlagSpec = { name: 'help', short: 'h', value: false, help: 'show this help' };
 const model: FlagSpec = { name: 'model', value: true, placeholder: 'PATH', help: 'model folder or .onnx file (wins over the script\'s model "PATH")' };
+const progress: FlagSpec = { name: 'progress', value: true, placeholder: 'MODE', help: 'bar (a TTY), plain (a line every 10 s), none; default: bar on a TTY, else plain' };
 const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR after every compiler pass (to stderr)' };
 
 /** Every command by name. */
@@ -13,7 +14,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -23,16 +24,20 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['compile', {
     name: 'compile',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, progress, help],
     summary: 'Compile a one-trace script into a single rewritten ONNX model (openable in Netron).',
     details: [],
   }],
   ['modules', {
     name: 'modules',
     positionals: ['PATH'],
-    flags: [help],
-    summary: 'Print the module tree of a model folder or .onnx file, with each module\'s output shapes.',
-    details: [],
+    flags: [{ name: 'json', value: false, help: 'print the tree as JSON (every module: path, class, inputs, outputs, parameters)' }, progress, help],
+    summary: 'Print the module tree of a model folder or .onnx file, with each module\'s class and output shapes.',
+    details: [
+      'Modules are listed in the model\'s order. A module\'s class is the exporter\'s (torch',
+      'class names in dynamo metadata) or, when the export has none, inferred from its',
+      'operators (Linear, Conv1D, LayerNorm, Attention, MLP, Block, ...; marked with ~).',
+    ],
   }],
   ['cache', {
     name: 'cache',
@@ -53,7 +58,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['check', {
     name: 'check',
     positionals: ['SCRIPT'],
-    flags: [model, printIr, help],
+    flags: [model, printIr, progress, help],
     summary: 'Check a script without running it: syntax, names, and (with a model) modules and shapes.',
     details: [],
   }],
@@ -66,16 +71,19 @@ export const GENERAL_HELP = [
   'NNsight-style interventions on ONNX models, from .nns scripts.',
   '',
   'commands:',
-  '  run SCRIPT [--model PATH] [--out FILE.json] [--print-ir-after-all]',
+  '  run SCRIPT [--model PATH] [--out FILE.json] [--print-ir-after-all] [--progress MODE]',
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',
-  '  modules PATH        print a model\'s module tree with output shapes',
+  '  modules PATH [--json]',
+  '                      print a model\'s module tree: classes and output shapes',
   '  check SCRIPT [--model PATH]',
   '                      validate a script without running it',
   '  cache [list|size|clean]',
   '                      show or clean the cache ($ONNSIGHT_CACHE, else ~/.cache/onnsight)',
   '',
-  'nns <command> --help shows the options of a command.',
+  'nns <command> --help shows the options of a command. --progress bar|plain|none: how',
+  'loading, compiling and long runs report progress on stderr (default: a bar on a',
+  'terminal, else a plain line every 10 s; ONNSIGHT_PROGRESS sets the default).',
   'exit codes: 0 ok, 1 errors in the script, 2 usage or model errors, 3 internal error.',
 ].join('\n');

@@ -13,6 +13,7 @@ import { tensorToJSON } from '../tensor.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
 import { COMMANDS, GENERAL_HELP } from './commands.js';
 import { formatResults } from './print.js';
+import { PROGRESS_MODES, envProgressMode, progressReporter, type ProgressCallback, type ProgressMode, type ProgressStream } from '../progress.js';
 
 /** Where the CLI writes and what it reads from its environment (replaceable in tests). */
 export interface CliIO {
@@ -20,6 +21,8 @@ export interface CliIO {
   err(text: string): void;
   cwd: string;
   env: Readonly<Record<string, string | undefined>>;
+  /** Where progress goes (stderr); without it, no progress is shown. */
+  progress?: ProgressStream;
 }
 
 const defaultIO: CliIO = {
@@ -27,6 +30,7 @@ const defaultIO: CliIO = {
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
   cwd: process.cwd(),
   env: process.env,
+  progress: process.stderr,
 };
 
 /** Writes `data` to `file` atomically: a temporary file in the same folder, then a rename. */
@@ -100,6 +104,16 @@ function flag(a: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The progress callback `--progress` (else `ONNSIGHT_PROGRESS`, else auto) asks for. */
+function progressOf(a: ParsedArgs, io: CliIO, cmd: CommandSpec): ProgressCallback | undefined {
+  const v = flag(a, 'progress');
+  if (v !== undefined && !(PROGRESS_MODES as readonly string[]).includes(v)) {
+    throw usageError('bad-flag', `--progress must be bar, plain or none, not '${v}'`, [`usage: ${usageLine(cmd)}`]);
+  }
+  if (!io.progress) return undefined;
+  return progressReporter({ mode: (v as ProgressMode | undefined) ?? envProgressMode(io.env) ?? 'auto', stream: io.progress });
+}
+
 async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<string, string>): Promise<number> {
   if (cmd.name === 'cache') {
     const { cacheCommand } = await import('./cache.js');
@@ -108,7 +122,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
     const { formatModuleTree } = await import('../model/format.js');
-    const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!));
+    const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!), { onProgress: progressOf(a, io, cmd) });
     io.out(formatModuleTree(mc.tree).join('\n'));
     return 0;
   }
@@ -118,7 +132,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
-  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t) };
+  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), onProgress: progressOf(a, io, cmd) };
   if (cmd.name === 'check') {
     await run.checkScript(job);
     io.out(`${script.file}: ok`);

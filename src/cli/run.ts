@@ -13,7 +13,7 @@ import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.
 import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
-import { progressBar } from '../progress.js';
+import type { ProgressCallback } from '../progress.js';
 
 /** One script to run, compile or check. */
 export interface ScriptJob {
@@ -29,6 +29,8 @@ export interface ScriptJob {
   printIrAfterAll?: boolean;
   /** Where diagnostics-free side output (IR dumps) goes (stderr). */
   log: (text: string) => void;
+  /** Progress of loading, compiling and running (none when absent). */
+  onProgress?: ProgressCallback;
 }
 
 /** What `runScript` returns. */
@@ -45,7 +47,7 @@ function throwIfAny(errors: NnsError[]): void {
 
 async function open(job: ScriptJob): Promise<ModelContext> {
   if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
-  return openModel(job.modelPath);
+  return openModel(job.modelPath, job.onProgress ? { onProgress: job.onProgress } : {});
 }
 
 function tokenizeWith(mc: ModelContext): (text: string) => number[] {
@@ -71,12 +73,11 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = await open(job);
   const results = new Map<string, Tensor>();
-  const bar = progressBar(); // stderr, only on a TTY (or ONNSIGHT_PROGRESS=1)
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
     throwIfAny(lowered.errors);
-    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: bar });
+    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
   return { results, decoder: decoderOf(mc) };
@@ -95,10 +96,12 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
   if (ts.length === 0) return exportModel(mc.loaded, mc.loaded.proto, outPath);
   const host = new Map<string, HostValueInfo>();
   let proto = mc.loaded.proto;
-  for (const t of ts) {
+  for (const [i, t] of ts.entries()) {
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
     throwIfAny(lowered.errors);
+    job.onProgress?.({ phase: 'compile', done: i, total: ts.length, rowsDone: 0, rows: 0, what: `splicing trace ${i + 1} of ${ts.length}` });
     const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+    job.onProgress?.({ phase: 'compile', done: i + 1, total: ts.length, rowsDone: 0, rows: 0 });
     proto = state.model;
     for (const n of lowered.graph.nodes) {
       if (!n.is('save')) continue;

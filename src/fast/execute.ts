@@ -111,10 +111,11 @@ export class FastExecutor implements FastPath {
     return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 
-  /** Plans and runs `ir`; null when it needs the compiler. */
-  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
+  /** Plans and runs `ir`; null when it needs the compiler. `onStart` is called once the plan is accepted. */
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, onStart?: () => void): Promise<Map<string, Tensor> | null> {
     const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
     if ('reject' in r) return this.fallback(r.reject);
+    onStart?.();
     try {
       const out = await this.execute(ir, r.plan, host);
       this.stats.fastRuns++;
