@@ -21,6 +21,7 @@ import type { LoadOptions } from './model/load.js';
 import type { TextTokenizer } from './model/tokenizer.js';
 import type { ModuleTree } from './model/types.js';
 import type { ModelProto } from './onnx/proto.js';
+import { moduleClasses, type ModuleClass } from './model/classes.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
@@ -44,6 +45,8 @@ export { progressReporter } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
 export type { ExportResult } from './model/export.js';
 export { demoModelPath } from './demo.js';
+export { moduleClasses, type ModuleClass } from './model/classes.js';
+export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
 
 /** A prompt: text (tokenized with the model's tokenizer) or token ids. */
 export type Prompt = string | readonly number[];
@@ -80,6 +83,7 @@ export interface TraceOptions extends CompiledRunOptions {
 /** A language model loaded from a Hugging Face-style folder or an `.onnx` file. */
 export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
+  private classMap?: ReadonlyMap<string, ModuleClass>;
 
   private constructor(mc: ModelContext) {
     this.mc = mc;
@@ -96,6 +100,19 @@ export class LanguageModel {
   /** The model's module tree. */
   get modules(): ModuleTree {
     return this.mc.tree;
+  }
+
+  /**
+   * Every module's class, by path: the export's class name, or one inferred from the
+   * module's structure when the export recorded none (`inferred: true`).
+   *
+   * ```ts
+   * model.classes.get('transformer.h.0.mlp'); // { name: 'MLP', inferred: true } (TorchScript export)
+   * ```
+   */
+  get classes(): ReadonlyMap<string, ModuleClass> {
+    this.classMap ??= moduleClasses(this.mc.loaded.proto, this.mc.tree);
+    return this.classMap;
   }
 
   /** The tokenizer, when the model folder has one. */

@@ -121,9 +121,11 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
-    const { formatModuleTree } = await import('../model/format.js');
+    const { formatModuleTree, moduleTreeJson } = await import('../model/format.js');
+    const { moduleClasses } = await import('../model/classes.js');
     const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!), { onProgress: progressOf(a, io, cmd) });
-    io.out(formatModuleTree(mc.tree).join('\n'));
+    const classes = moduleClasses(mc.loaded.proto, mc.tree);
+    io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes).join('\n'));
     return 0;
   }
   const out = flag(a, 'out');
