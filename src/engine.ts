@@ -71,7 +71,10 @@ export function sessionBound(loaded: LoadedModel): number {
   return bytes > 256 * 2 ** 20 ? 2 : 8;
 }
 
-/** Options of {@link runGraph}. */
+/**
+ * Options of {@link runGraph}.
+ * @category Tracing
+ */
 export interface RunOptions extends CompileOptions, CompiledRunOptions {
   /** Values of `host` nodes by name. */
   host?: ReadonlyMap<string, Tensor>;

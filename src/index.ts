@@ -32,34 +32,49 @@ export { tensorToJSON } from './tensor.js';
 export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';
-export type { CompileOptions, RunOptions, ModelContext, FastPath } from './engine.js';
-export type { LoadOptions, LoadedModel } from './model/load.js';
+export type { CompileOptions } from './engine.js';
+export type { LoadOptions } from './model/load.js';
 export type { TextTokenizer } from './model/tokenizer.js';
-export type { Graph, Value, Node, Scope, TensorType, IndexItem } from '../ir/ir.js';
-export type { TraceContext } from './trace.js';
-export { TieredSessions } from '../backends/tiered.js';
 export type { CompiledRunOptions } from './compiled-run.js';
 export type { TieredOptions } from '../backends/tiered.js';
 export type { ProgressEvent, ProgressCallback, ProgressMode, ProgressStream, ProgressReporterOptions } from './progress.js';
 export { progressReporter } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
-export type { ExportResult } from './model/export.js';
+export type { ExportResult, WeightsPlacement } from './model/export.js';
 export { demoModelPath } from './demo.js';
 export { moduleClasses, type ModuleClass } from './model/classes.js';
 export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
 
-/** A prompt: text (tokenized with the model's tokenizer) or token ids. */
+/**
+ * A prompt: text (tokenized with the model's tokenizer) or token ids.
+ * @category Model
+ */
 export type Prompt = string | readonly number[];
 
-/** Inside a multi-prompt trace: add invokes; `model` refers to the whole batch. */
+/**
+ * Inside a multi-prompt trace: add invokes; `model` refers to the whole batch.
+ * @category Tracing
+ */
 export interface Tracer {
-  /** One prompt = one batch row; inside `fn`, module references mean this prompt's rows. */
+  /**
+   * One prompt = one batch row; inside `fn`, module references mean this prompt's rows.
+   *
+   * ```ts
+   * await model.trace((tr) => {
+   *   tr.invoke('The Louvre is in the city of', (m) => { m.output.logits.at(':', -1, ':').save('louvre'); });
+   *   tr.invoke([264, 758, 334], (m) => { m.output.logits.save('ids'); }); // token ids work too
+   * });
+   * ```
+   */
   invoke(prompt: Prompt, fn: (m: ModelRef) => void): void;
   /** The whole batch (use after the invokes, e.g. to copy values between rows). */
   readonly model: ModelRef;
 }
 
-/** What a trace returns. */
+/**
+ * What a trace returns.
+ * @category Results
+ */
 export interface TraceResult {
   /** Saved values by save name. */
   readonly saves: Readonly<Record<string, Tensor>>;
@@ -68,6 +83,7 @@ export interface TraceResult {
 /**
  * Options of a trace. From {@link CompiledRunOptions}: `cache`, `tiered`, `memoryBudget`
  * (bigger batches run in chunks) and `onProgress` (called after each chunk's compile and run).
+ * @category Tracing
  */
 export interface TraceOptions extends CompiledRunOptions {
   /** `false` keeps identical read-only invokes as separate batch rows (default: merged). */
@@ -80,7 +96,10 @@ export interface TraceOptions extends CompiledRunOptions {
   fast?: boolean;
 }
 
-/** A language model loaded from a Hugging Face-style folder or an `.onnx` file. */
+/**
+ * A language model loaded from a Hugging Face-style folder or an `.onnx` file.
+ * @category Model
+ */
 export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
   private classMap?: ReadonlyMap<string, ModuleClass>;
@@ -92,12 +111,24 @@ export class LanguageModel {
   /**
    * Loads a model folder (`config.json`, `tokenizer.json`, `onnx/model.onnx`) or an `.onnx` file.
    * `fast: false` turns the zero-compile fast path off for this model (every trace is spliced and compiled).
+   *
+   * ```ts
+   * const model = await LanguageModel.load(demoModelPath());           // the bundled demo model
+   * const other = await LanguageModel.load('exports/gpt2/onnx/model.onnx');
+   * ```
    */
   static async load(path: string, opts: LoadOptions & { fast?: boolean } = {}): Promise<LanguageModel> {
     return new LanguageModel(await openModel(path, opts));
   }
 
-  /** The model's module tree. */
+  /**
+   * The model's module tree: every module by path, in the model's order, with its inputs,
+   * outputs (with shapes) and parameters.
+   *
+   * ```ts
+   * for (const [path, m] of model.modules.modules) console.log(path, m.outputs[0]?.sig?.shape);
+   * ```
+   */
   get modules(): ModuleTree {
     return this.mc.tree;
   }
@@ -115,24 +146,42 @@ export class LanguageModel {
     return this.classMap;
   }
 
-  /** The tokenizer, when the model folder has one. */
+  /**
+   * The tokenizer, when the model folder has one.
+   *
+   * ```ts
+   * model.tokenizer?.tokenToString(383); // 'Paris' (leading-space marker stripped as the tokenizer does)
+   * ```
+   */
   get tokenizer(): TextTokenizer | undefined {
     return this.mc.loaded.tokenizer;
   }
 
-  /** The original model (weights external). */
+  /**
+   * The original model (weights external), as decoded ONNX.
+   *
+   * ```ts
+   * model.proto.graph?.node?.length; // number of ONNX nodes
+   * ```
+   */
   get proto(): ModelProto {
     return this.mc.loaded.proto;
   }
 
-  /** Token ids of a prompt. */
+  /**
+   * Token ids of a prompt.
+   *
+   * ```ts
+   * model.tokenize('The Eiffel Tower is in the city of'); // [264, 758, 334, 260, 268, 261, 271, 267]
+   * ```
+   */
   tokenize(prompt: Prompt): number[] {
     if (typeof prompt !== 'string') return [...prompt];
     if (!this.tokenizer) throw new NnsError('no-tokenizer', 'this model has no tokenizer.json: give token ids instead of text', { kind: 'usage', span: callSite() });
     return this.tokenizer.encode(prompt);
   }
 
-  /** Builds the IR of a trace without running it. */
+  /** Builds the IR of a trace without running it. @internal */
   build(prompt: Prompt, fn: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext };
   build(fn: (tr: Tracer) => void): { graph: Graph; ctx: TraceContext };
   build(a: Prompt | ((tr: Tracer) => void), b?: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext } {
@@ -164,8 +213,29 @@ export class LanguageModel {
    * Runs one forward pass with interventions. With a prompt, `fn` receives the model;
    * without, it receives a {@link Tracer} to add several invokes (one batched pass).
    * Saved proxies get `.value`; the result holds every saved value by name.
+   *
+   * ```ts
+   * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
+   *   m.transformer.h[3].mlp.output = 0;
+   *   m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+   * });
+   * ```
    */
   async trace(prompt: Prompt, fn: (m: ModelRef) => void, opts?: TraceOptions): Promise<TraceResult>;
+  /**
+   * Several prompts in one batched pass: `tr.invoke(prompt, fn)` per prompt; values flow between invokes.
+   *
+   * ```ts
+   * let hb: TensorProxy | undefined;
+   * await model.trace((tr) => {
+   *   tr.invoke('The Trevi Fountain is in the city of', (m) => { hb = m.transformer.h[3].output.at(':', -1, ':'); });
+   *   tr.invoke('The Eiffel Tower is in the city of', (m) => {
+   *     m.transformer.h[3].output.at(':', -1, ':').set(hb!);
+   *     m.output.logits.at(':', -1, ':').save('patched');
+   *   });
+   * });
+   * ```
+   */
   async trace(fn: (tr: Tracer) => void, opts?: TraceOptions): Promise<TraceResult>;
   async trace(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
     const { graph, ctx } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
@@ -180,8 +250,26 @@ export class LanguageModel {
     return { saves };
   }
 
-  /** Compiles a trace into one rewritten model (open it in Netron) without running it. */
+  /**
+   * Compiles a trace into one rewritten model (open it in Netron) without running it;
+   * {@link LanguageModel.save} writes it runnable.
+   *
+   * ```ts
+   * const rewritten = model.compile('The Eiffel Tower is in the city of', (m) => { m.transformer.h[3].mlp.output = 0; });
+   * model.save(rewritten, 'knockout.onnx');
+   * ```
+   */
   compile(prompt: Prompt, fn: (m: ModelRef) => void, opts?: CompileOptions): ModelProto;
+  /**
+   * Compiles a multi-prompt trace (one batch row per invoke).
+   *
+   * ```ts
+   * const proto = model.compile((tr) => {
+   *   tr.invoke('The Colosseum is in the city of', (m) => { m.output.logits.save('a'); });
+   *   tr.invoke('The Louvre is in the city of', (m) => { m.output.logits.save('b'); });
+   * });
+   * ```
+   */
   compile(fn: (tr: Tracer) => void, opts?: CompileOptions): ModelProto;
   compile(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | CompileOptions, c?: CompileOptions): ModelProto {
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
@@ -205,7 +293,13 @@ export class LanguageModel {
     return exportModel(this.mc.loaded, proto, outPath);
   }
 
-  /** Releases cached sessions. */
+  /**
+   * Releases cached sessions (the model object is not usable afterwards).
+   *
+   * ```ts
+   * await model.dispose();
+   * ```
+   */
   async dispose(): Promise<void> {
     await releaseCompiled(this.mc);
     await this.mc.backend.release();

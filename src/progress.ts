@@ -14,7 +14,10 @@
  * @module
  */
 
-/** One step of a run. */
+/**
+ * One step of a run.
+ * @category Progress
+ */
 export interface ProgressEvent {
   /** What is happening: loading the model, compiling a chunk's graph, or running it. */
   phase: 'load' | 'compile' | 'run';
@@ -30,22 +33,42 @@ export interface ProgressEvent {
   what?: string;
 }
 
-/** A progress callback (`TraceOptions.onProgress`). */
+/**
+ * A progress callback (`TraceOptions.onProgress`).
+ * @category Progress
+ */
 export type ProgressCallback = (e: ProgressEvent) => void;
 
-/** How progress is shown. */
+/**
+ * How progress is shown.
+ * @category Progress
+ */
 export type ProgressMode = 'bar' | 'plain' | 'none' | 'auto';
 
 /** The modes `--progress` accepts. */
 export const PROGRESS_MODES: readonly ProgressMode[] = ['bar', 'plain', 'none', 'auto'];
 
-/** Where a reporter writes: a stream with `write` (and `isTTY` for `auto`). */
+/**
+ * Where a reporter writes: a stream with `write` (and `isTTY` for `auto`).
+ * @category Progress
+ */
 export interface ProgressStream {
+  /**
+   * Writes text (a bar redraw starts with `\r`).
+   *
+   * ```ts
+   * const lines: string[] = [];
+   * progressReporter({ mode: 'plain', stream: { write: (t) => lines.push(t) } });
+   * ```
+   */
   write(text: string): unknown;
   isTTY?: boolean;
 }
 
-/** Options of {@link progressReporter}. */
+/**
+ * Options of {@link progressReporter}.
+ * @category Progress
+ */
 export interface ProgressReporterOptions {
   /** `bar`, `plain`, `none` or `auto` (default: `ONNSIGHT_PROGRESS`, else `auto`). */
   mode?: ProgressMode;
@@ -122,6 +145,11 @@ export function envProgressMode(env: Readonly<Record<string, string | undefined>
  * A progress callback writing to stderr in the given mode, or `undefined` for `none`.
  * Sequences of steps (loading, then each trace) are timed separately: a sequence starts
  * at an event with `done ≤ 1` or another `total`.
+ *
+ * ```ts
+ * await model.trace(sweep, { onProgress: progressReporter({ mode: 'plain' }) });
+ * ```
+ * @category Progress
  */
 export function progressReporter(opts: ProgressReporterOptions = {}): ProgressCallback | undefined {
   const stream = opts.stream ?? process.stderr;

@@ -2,16 +2,25 @@
  * Host tensors: what saved values come back as, and what the host feeds in.
  * @module
  */
-/** Element types the IR and results use (ONNX names in lower case). */
+/**
+ * Element types the IR and results use (ONNX names in lower case).
+ * @category Model
+ */
 export type DType =
   | 'float32' | 'float16' | 'bfloat16' | 'float64'
   | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'uint16' | 'uint32' | 'uint64'
   | 'bool';
 
-/** Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`). */
+/**
+ * Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`).
+ * @category Results
+ */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | BigUint64Array;
 
-/** A dense, row-major host tensor. */
+/**
+ * A dense, row-major host tensor.
+ * @category Results
+ */
 export interface Tensor {
   /** Element type. */
   readonly dtype: DType;
@@ -21,14 +30,25 @@ export interface Tensor {
   readonly data: TensorData;
 }
 
-/** The JSON form of a tensor in results files: `{ dtype, shape, data }` with plain numbers. */
+/**
+ * The JSON form of a tensor in results files: `{ dtype, shape, data }` with plain numbers.
+ * @category Results
+ */
 export interface TensorJSON {
   dtype: DType;
   shape: number[];
   data: number[];
 }
 
-/** Converts a tensor to its JSON form (int64 as plain numbers). */
+/**
+ * Converts a tensor to its JSON form (int64 as plain numbers).
+ *
+ * ```ts
+ * const { saves } = await model.trace('The Eiffel Tower is in', (m) => { m.output.logits.save('logits'); });
+ * JSON.stringify(tensorToJSON(saves.logits)); // {"dtype":"float32","shape":[1,6,874],"data":[...]}
+ * ```
+ * @category Results
+ */
 export function tensorToJSON(t: Tensor): TensorJSON {
   const data: number[] = new Array(t.data.length);
   for (let i = 0; i < t.data.length; i++) data[i] = Number(t.data[i]);

@@ -14,13 +14,22 @@ import type { IndexItem, PureOp, OpAttrs, Value } from '../ir/ir.js';
 import type { DType, ModuleTree } from './model/types.js';
 import type { Tensor } from './tensor.js';
 
-/** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
+/**
+ * One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object.
+ * @category Tracing
+ */
 export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };
 
-/** Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace). */
+/**
+ * Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace).
+ * @category Tracing
+ */
 export type TensorLike = TensorProxy | number | NestedArray | Float32Array | Tensor;
 
-/** Nested arrays of numbers. */
+/**
+ * Nested arrays of numbers.
+ * @category Tracing
+ */
 export type NestedArray = ReadonlyArray<number | NestedArray>;
 
 /** Where a proxy's value lives in the model, when it can be assigned to. */
@@ -81,7 +90,10 @@ export function parseIndex(specs: IndexSpec[]): IndexItem[] {
   });
 }
 
-/** A value inside a trace: a module's output, a parameter, or anything computed from them. */
+/**
+ * A value inside a trace: a module's output, a parameter, or anything computed from them.
+ * @category Tracing
+ */
 export class TensorProxy {
   /** @internal */ readonly ctx: TraceContext;
   /** @internal */ readonly ir: Value;
@@ -113,7 +125,14 @@ export class TensorProxy {
     return this.wrap(this.ctx.builder.op(op, [this.ir, this.lift(other, span)], {}, span));
   }
 
-  /** Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`. */
+  /**
+   * Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`.
+   *
+   * ```ts
+   * const { saves } = await model.trace('The Eiffel Tower is in', (m) => { m.transformer.h[2].output.save('h2'); });
+   * saves.h2; // { dtype: 'float32', shape: [1, 6, 128], data }
+   * ```
+   */
   save(name?: string): this {
     const n = name ?? `save_${this.ctx.saved.size}`;
     if (this.ctx.saved.has(n)) throw new NnsError('duplicate-save', `the name '${n}' is already saved in this trace`, { span: callSite() });
@@ -122,7 +141,14 @@ export class TensorProxy {
     return this;
   }
 
-  /** Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`. */
+  /**
+   * Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').save('last');   // the last position
+   * m.transformer.h[0].output.at(0, '2:4').save('two');
+   * ```
+   */
   at(...index: IndexSpec[]): TensorProxy {
     const items = parseIndex(index);
     const v = this.ctx.builder.index(this.ir, items, callSite());
@@ -133,6 +159,11 @@ export class TensorProxy {
   /**
    * Assign to this value in the model (only for module outputs/inputs and slices of them):
    * `m.transformer.h[3].output.at(':', -1).set(0)`.
+   *
+   * ```ts
+   * m.transformer.h[3].output.at(':', -1, ':').set(hb); // patch in another invoke's value
+   * m.transformer.h[1].mlp.output.at(':', 2).set(0);
+   * ```
    */
   set(value: TensorLike): void {
     const span = callSite();
@@ -141,51 +172,190 @@ export class TensorProxy {
     this.ctx.builder.set(t.path, t.port, t.index, t.items, this.lift(value, span), span);
   }
 
-  /** `this + other`, broadcasting. */
+  /**
+   * `this + other`, broadcasting.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.add(steer.mul(4));   // steering: steer is a Float32Array or a saved value
+   * ```
+   */
   add(other: TensorLike): TensorProxy { return this.binary('add', other); }
-  /** `this - other`. */
+  /**
+   * `this - other`.
+   *
+   * ```ts
+   * const diff = m.transformer.h[2].output.sub(m.transformer.h[1].output);
+   * ```
+   */
   sub(other: TensorLike): TensorProxy { return this.binary('sub', other); }
-  /** `this * other`. */
+  /**
+   * `this * other`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.mul(0.5);
+   * ```
+   */
   mul(other: TensorLike): TensorProxy { return this.binary('mul', other); }
-  /** `this / other`. */
+  /**
+   * `this / other`.
+   *
+   * ```ts
+   * const unit = m.transformer.h[2].output.div(m.transformer.h[2].output.norm(-1, true));
+   * ```
+   */
   div(other: TensorLike): TensorProxy { return this.binary('div', other); }
-  /** Matrix product (`@`). */
+  /**
+   * Matrix product (`@`).
+   *
+   * ```ts
+   * const scores = q.matmul(k.transpose(-1, -2));
+   * ```
+   */
   matmul(other: TensorLike): TensorProxy { return this.binary('matmul', other); }
-  /** `-this`. */
+  /**
+   * `-this`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.neg();
+   * ```
+   */
   neg(): TensorProxy { return this.unary('neg', {}); }
-  /** Softmax along `dim`. */
+  /**
+   * Softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+   * ```
+   */
   softmax(dim: number): TensorProxy { return this.unary('softmax', { dim }); }
-  /** Log-softmax along `dim`. */
+  /**
+   * Log-softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.logSoftmax(-1).save('logprobs');
+   * ```
+   */
   logSoftmax(dim: number): TensorProxy { return this.unary('log_softmax', { dim }); }
-  /** Index of the maximum along `dim` (int64). */
+  /**
+   * Index of the maximum along `dim` (int64).
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').argmax(-1).save('best');
+   * ```
+   */
   argmax(dim: number, keepdim = false): TensorProxy { return this.unary('argmax', { dim, keepdim }); }
-  /** Sum along `dim` (all elements when omitted). */
+  /**
+   * Sum along `dim` (all elements when omitted).
+   *
+   * ```ts
+   * m.transformer.h[2].output.sum(-1).save('total');
+   * ```
+   */
   sum(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('sum', { dim, keepdim }); }
-  /** Mean along `dim`. */
+  /**
+   * Mean along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.mean(1, true).save('mean_over_positions');
+   * ```
+   */
   mean(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('mean', { dim, keepdim }); }
-  /** Maximum along `dim`. */
+  /**
+   * Maximum along `dim`.
+   *
+   * ```ts
+   * m.output.logits.max(-1).save('top_logit');
+   * ```
+   */
   max(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('max', { dim, keepdim }); }
-  /** Euclidean norm along `dim`. */
+  /**
+   * Euclidean norm along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.norm(-1).save('norms'); // [batch, sequence]
+   * ```
+   */
   norm(dim: number, keepdim = false): TensorProxy { return this.unary('norm', { dim, keepdim }); }
-  /** Reshape (`-1` infers one dimension). */
+  /**
+   * Reshape (`-1` infers one dimension).
+   *
+   * ```ts
+   * m.transformer.h[2].output.reshape([-1, 128]);
+   * ```
+   */
   reshape(shape: number[]): TensorProxy { return this.unary('reshape', { shape: [...shape] }); }
-  /** Swap two dimensions. */
+  /**
+   * Swap two dimensions.
+   *
+   * ```ts
+   * m.transformer.h[2].output.transpose(0, 1);
+   * ```
+   */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /** Elementwise e^x. */
+  /**
+   * Elementwise e^x.
+   *
+   * ```ts
+   * m.output.logits.logSoftmax(-1).exp();
+   * ```
+   */
   exp(): TensorProxy { return this.unary('exp', {}); }
-  /** Natural log. */
+  /**
+   * Natural log.
+   *
+   * ```ts
+   * m.output.logits.softmax(-1).log();
+   * ```
+   */
   log(): TensorProxy { return this.unary('log', {}); }
-  /** Square root. */
+  /**
+   * Square root.
+   *
+   * ```ts
+   * m.transformer.h[2].output.mul(m.transformer.h[2].output).sum(-1).sqrt();
+   * ```
+   */
   sqrt(): TensorProxy { return this.unary('sqrt', {}); }
-  /** Absolute value. */
+  /**
+   * Absolute value.
+   *
+   * ```ts
+   * m.transformer.h[2].output.abs().max(-1);
+   * ```
+   */
   abs(): TensorProxy { return this.unary('abs', {}); }
-  /** max(x, 0). */
+  /**
+   * max(x, 0).
+   *
+   * ```ts
+   * m.transformer.h[2].output.relu();
+   * ```
+   */
   relu(): TensorProxy { return this.unary('relu', {}); }
-  /** Zeros of the same shape and dtype. */
+  /**
+   * Zeros of the same shape and dtype.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.zerosLike();
+   * ```
+   */
   zerosLike(): TensorProxy { return this.unary('zeros_like', {}); }
-  /** Ones of the same shape and dtype. */
+  /**
+   * Ones of the same shape and dtype.
+   *
+   * ```ts
+   * m.transformer.h[2].output.onesLike();
+   * ```
+   */
   onesLike(): TensorProxy { return this.unary('ones_like', {}); }
-  /** The `k` largest values along `dim` (default last) and their indices. */
+  /**
+   * The `k` largest values along `dim` (default last) and their indices.
+   *
+   * ```ts
+   * const { values, indices } = m.output.logits.at(':', -1, ':').softmax(-1).topk(5);
+   * values.save('p'); indices.save('ids');
+   * ```
+   */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };
@@ -211,12 +381,29 @@ function isTensor(x: TensorLike): x is Tensor {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && 'dtype' in x && 'shape' in x && 'data' in x;
 }
 
-/** A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it. */
+/**
+ * A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it.
+ * @category Tracing
+ */
 export interface ModuleBase {
-  /** The module's (first) output. Assigning replaces it for the rest of the model. */
+  /**
+   * The module's (first) output. Assigning replaces it for the rest of the model.
+   *
+   * ```ts
+   * m.transformer.h[2].output.save('h2');
+   * m.transformer.h[3].mlp.output = 0;   // knock the MLP out
+   * ```
+   */
   get output(): TensorProxy;
   set output(v: TensorLike);
-  /** The module's (first) input. Assigning replaces what the module sees. */
+  /**
+   * The module's (first) input. Assigning replaces what the module sees.
+   *
+   * ```ts
+   * m.transformer.h[2].input.save('resid_pre2');
+   * m.transformer.h[1].input = m.transformer.h[0].input; // block 0 skipped
+   * ```
+   */
   get input(): TensorProxy;
   set input(v: TensorLike);
   /** All outputs (for modules returning several tensors). */
@@ -227,10 +414,16 @@ export interface ModuleBase {
   (...args: TensorLike[]): TensorProxy;
 }
 
-/** A module reference: its own members plus submodules and parameters by name or index. */
+/**
+ * A module reference: its own members plus submodules and parameters by name or index.
+ * @category Tracing
+ */
 export type ModuleRef = ModuleBase & { readonly [name: string]: ModuleRef; readonly [index: number]: ModuleRef };
 
-/** The root: like any module, plus `output.logits` style access to graph outputs by name. */
+/**
+ * The root: like any module, plus `output.logits` style access to graph outputs by name.
+ * @category Tracing
+ */
 export type ModelRef = ModuleRef & { readonly output: TensorProxy & { readonly [name: string]: TensorProxy } };
 
 const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
@@ -290,7 +483,15 @@ function graphOutputProxy(ctx: TraceContext): TensorProxy & { readonly [name: st
   }) as TensorProxy & { readonly [name: string]: TensorProxy };
 }
 
-/** Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`. */
+/**
+ * Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`.
+ *
+ * ```ts
+ * import { ops } from 'onnsight';
+ * ops.softmax(m.output.logits, -1).save('probs');
+ * ```
+ * @category Tracing
+ */
 export const ops = {
   /** Softmax along `dim`. */
   softmax: (x: TensorProxy, dim: number): TensorProxy => x.softmax(dim),

@@ -10,7 +10,10 @@
 import type { GraphProto, ModelProto } from '../onnx/proto.js';
 import type { ModuleInfo, ModuleTree } from './types.js';
 
-/** A module's class and where it comes from. */
+/**
+ * A module's class and where it comes from.
+ * @category Model
+ */
 export interface ModuleClass {
   /** The class name: the export's (`GPT2MLP`) or an inferred one (`MLP`). */
   name: string;
@@ -127,6 +130,12 @@ function infer(ctx: Ctx, path: string): string {
  * `Embedding`, `LayerNorm`, `RMSNorm`, `Linear`, `Conv`, activations (`GELU`, `SiLU`,
  * `ReLU`, ...), `Attention`, `MLP`, `Block`, `Model` (embeddings and blocks), `CausalLM`
  * (a model and a head), `ModuleList`, `Sequential`, else `Module`.
+ *
+ * ```ts
+ * const classes = moduleClasses(model.proto, model.modules);
+ * classes.get('transformer.h.0.attn'); // { name: 'GPT2Attention', inferred: false } or { name: 'Attention', inferred: true }
+ * ```
+ * @category Model
  */
 export function moduleClasses(proto: ModelProto, tree: ModuleTree): Map<string, ModuleClass> {
   const graph = proto.graph ?? {};

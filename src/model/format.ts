@@ -32,7 +32,10 @@ export function formatModuleTree(tree: ModuleTree, classes?: ReadonlyMap<string,
   return rows.map(([p, c, o]) => `${p.padEnd(w0)}  ${c.padEnd(w1)}  ${o}`);
 }
 
-/** A value in `nns modules --json`. */
+/**
+ * A value in `nns modules --json`.
+ * @category Model
+ */
 export interface ValueJSON {
   /** The ONNX value name. */
   name: string;
@@ -42,7 +45,10 @@ export interface ValueJSON {
   shape: (number | string)[] | null;
 }
 
-/** A module in `nns modules --json`. */
+/**
+ * A module in `nns modules --json`.
+ * @category Model
+ */
 export interface ModuleJSON {
   /** Dotted path (`''` for the root). */
   path: string;
@@ -63,7 +69,10 @@ export interface ModuleJSON {
   params: { name: string; dtype: string | null; shape: (number | string)[] | null }[];
 }
 
-/** The whole tree in `nns modules --json`: the model's inputs and outputs and every module in the model's order. */
+/**
+ * The whole tree in `nns modules --json`: the model's inputs and outputs and every module in the model's order.
+ * @category Model
+ */
 export interface ModuleTreeJSON {
   inputs: ValueJSON[];
   outputs: ValueJSON[];
