@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { Span } from './errors.js';
 import { NnsError } from './errors.js';
 import type { Builder } from '../ir/builder.js';
-import type { IndexItem, PureOp, OpAttrs, Value } from '../ir/ir.js';
+import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
+import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
 import type { Tensor } from './tensor.js';
 
@@ -90,6 +91,21 @@ export function parseIndex(specs: IndexSpec[]): IndexItem[] {
   });
 }
 
+/** `zeros_like` → `zerosLike`. */
+type Camel<S extends string> = S extends `${infer A}_${infer B}` ? `${A}${Capitalize<Camel<B>>}` : S;
+
+/** Ops without attributes that take one tensor: the elementwise functions (`exp`, `relu`, `zeros_like`, ...). */
+type ElementwiseOp = Exclude<{ [K in OpName]: OpAttrs[K] extends NoAttrs ? K : never }[OpName], 'add' | 'sub' | 'mul' | 'div' | 'matmul' | 'neg'>;
+
+/**
+ * One method per elementwise function of the op catalogue (ir/ops.ts), camel-cased:
+ * `x.exp()`, `x.log()`, `x.sqrt()`, `x.abs()`, `x.relu()`, `x.zerosLike()`, `x.onesLike()`
+ * (each op's `doc` in the catalogue says what it computes).
+ */
+export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: () => TensorProxy };
+
+export interface TensorProxy extends ElementwiseMethods {}
+
 /**
  * A value inside a trace: a module's output, a parameter, or anything computed from them.
  * @category Tracing
@@ -116,7 +132,8 @@ export class TensorProxy {
     return toValue(this.ctx, x, span);
   }
 
-  private unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
+  /** @internal */
+  unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
     return this.wrap(this.ctx.builder.op(op, [this.ir], attrs, callSite()));
   }
 
@@ -292,74 +309,21 @@ export class TensorProxy {
    * ```
    */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /**
-   * Elementwise e^x.
-   *
-   * ```ts
-   * m.output.logits.logSoftmax(-1).exp();
-   * ```
-   */
-  exp(): TensorProxy { return this.unary('exp', {}); }
-  /**
-   * Natural log.
-   *
-   * ```ts
-   * m.output.logits.softmax(-1).log();
-   * ```
-   */
-  log(): TensorProxy { return this.unary('log', {}); }
-  /**
-   * Square root.
-   *
-   * ```ts
-   * m.transformer.h[2].output.mul(m.transformer.h[2].output).sum(-1).sqrt();
-   * ```
-   */
-  sqrt(): TensorProxy { return this.unary('sqrt', {}); }
-  /**
-   * Absolute value.
-   *
-   * ```ts
-   * m.transformer.h[2].output.abs().max(-1);
-   * ```
-   */
-  abs(): TensorProxy { return this.unary('abs', {}); }
-  /**
-   * max(x, 0).
-   *
-   * ```ts
-   * m.transformer.h[2].output.relu();
-   * ```
-   */
-  relu(): TensorProxy { return this.unary('relu', {}); }
-  /**
-   * Zeros of the same shape and dtype.
-   *
-   * ```ts
-   * m.transformer.h[2].output = m.transformer.h[2].output.zerosLike();
-   * ```
-   */
-  zerosLike(): TensorProxy { return this.unary('zeros_like', {}); }
-  /**
-   * Ones of the same shape and dtype.
-   *
-   * ```ts
-   * m.transformer.h[2].output.onesLike();
-   * ```
-   */
-  onesLike(): TensorProxy { return this.unary('ones_like', {}); }
-  /**
-   * The `k` largest values along `dim` (default last) and their indices.
-   *
-   * ```ts
-   * const { values, indices } = m.output.logits.at(':', -1, ':').softmax(-1).topk(5);
-   * values.save('p'); indices.save('ids');
-   * ```
-   */
+  /** The `k` largest values along `dim` (default last) and their indices. */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };
   }
+}
+
+// The elementwise methods, from the catalogue: every language function that takes `x` only.
+for (const [op, fn] of FUNCTION_OPS) {
+  const name = op.replace(/_(\w)/g, (_, c: string) => c.toUpperCase());
+  if (fn.params.length > 0 || name in TensorProxy.prototype) continue;
+  Object.defineProperty(TensorProxy.prototype, name, {
+    value(this: TensorProxy): TensorProxy { return this.unary(op as PureOp, {} as OpAttrs[PureOp]); },
+    writable: true, configurable: true,
+  });
 }
 
 /** Turns a TensorLike into an IR value. */
