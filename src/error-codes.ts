@@ -101,12 +101,14 @@ export const ERROR_CODES = {
   'bad-script': { phase: 'CLI', meaning: 'the script path is a folder' },
   'unknown-command': { phase: 'CLI', meaning: 'not an `nns` command' },
   'unknown-flag': { phase: 'CLI', meaning: 'an option the command does not have' },
-  'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none' },
+  'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none, or a value it does not accept (`--progress=loud`)' },
   'missing-value': { phase: 'CLI', meaning: 'an option without its value' },
   'missing-argument': { phase: 'CLI', meaning: 'a missing positional argument (or `compile` without `-o`)' },
   'extra-argument': { phase: 'CLI', meaning: 'an unexpected positional argument' },
   'unknown-pass': { phase: 'CLI', meaning: '`--passes` / `--print-ir-after` name a pass that does not exist (the passes are listed)' },
   'bad-cache-action': { phase: 'CLI', meaning: '`nns cache` with an action other than list, size, clean' },
+  'bad-results': { phase: 'CLI', meaning: '`nns plot` given a file that is not the JSON of `nns run --out`' },
+  'no-plotting': { phase: 'CLI', meaning: 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js, which are not installed' },
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

@@ -22,6 +22,7 @@ import type { TextTokenizer } from './model/tokenizer.js';
 import type { ModuleTree } from './model/types.js';
 import type { ModelProto } from './onnx/proto.js';
 import { moduleClasses, type ModuleClass } from './model/classes.js';
+import { groupFamilies, type Family, type PromptInfo } from './report/families.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
@@ -43,6 +44,7 @@ export { decodeModel, encodeModel } from './onnx/serde.js';
 export type { ExportResult, WeightsPlacement } from './model/export.js';
 export { demoModelPath } from './demo.js';
 export { moduleClasses, type ModuleClass } from './model/classes.js';
+export { groupFamilies, type Family, type PromptInfo, type FamilyJSON } from './report/families.js';
 export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
 
 /**
@@ -78,6 +80,18 @@ export interface Tracer {
 export interface TraceResult {
   /** Saved values by save name. */
   readonly saves: Readonly<Record<string, Tensor>>;
+  /**
+   * Saves named `NAME.I`, `NAME.I.J` (made in loops) stacked into one tensor per family,
+   * with index values (index names `i0`, `i1`, ...; `nns run` names them after the script's loop variables).
+   *
+   * ```ts
+   * const { families } = await model.trace(sweep);
+   * const paris = families.find((f) => f.name === 'paris')!; // shape [layers, positions, 1]
+   * ```
+   */
+  readonly families: readonly Family[];
+  /** The prompts of the trace: text, token ids and token strings, and how many rows used each. */
+  readonly prompts: readonly PromptInfo[];
 }
 
 /**
@@ -247,7 +261,18 @@ export class LanguageModel {
       const proxy: TensorProxy | undefined = ctx.saved.get(name);
       if (proxy) proxy.value = t;
     }
-    return { saves };
+    const prompts: PromptInfo[] = [];
+    const seen = new Map<string, PromptInfo>();
+    const tok = this.tokenizer;
+    for (const sc of graph.scopes.slice(1)) {
+      const tokens = [...(sc.tokens ?? [])];
+      const known = seen.get(tokens.join(','));
+      if (known) { known.rows++; continue; }
+      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
+      seen.set(tokens.join(','), info);
+      prompts.push(info);
+    }
+    return { saves, families: groupFamilies(saves), prompts };
   }
 
   /**

@@ -7,6 +7,8 @@ import type { CommandSpec, FlagSpec } from './args.js';
 const help: FlagSpec = { name: 'help', short: 'h', value: false, help: 'show this help' };
 const model: FlagSpec = { name: 'model', value: true, placeholder: 'PATH', help: 'model folder or .onnx file (wins over the script\'s model "PATH")' };
 const progress: FlagSpec = { name: 'progress', value: true, placeholder: 'MODE', help: 'bar (a TTY), plain (a line every 10 s), none; default: bar on a TTY, else plain' };
+const plot: FlagSpec = { name: 'plot', value: true, placeholder: 'DIR', help: 'write plots of the saved families to DIR (SVG, PNG, Vega-Lite JSON)' };
+const html: FlagSpec = { name: 'html', value: true, placeholder: 'FILE', help: 'write one self-contained HTML report (plots, values, the script)' };
 const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR (or the stage\'s summary) after every pass and run stage (to stderr)' };
 const printAfter: FlagSpec = { name: 'print-ir-after', value: true, placeholder: 'NAME[,NAME]', help: 'print after the named passes only' };
 const passes: FlagSpec = { name: 'passes', value: true, placeholder: 'NAME[,NAME]', help: 'run only these passes, in this order, and print the result (to stdout)' };
@@ -16,7 +18,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, printAfter, progress, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}, $families, $prompts}' }, plot, html, printIr, printAfter, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -29,6 +31,17 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
     flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, progress, help],
     summary: 'Compile a one-trace script into a single rewritten ONNX model (openable in Netron).',
     details: [],
+  }],
+  ['plot', {
+    name: 'plot',
+    positionals: ['RESULTS.json'],
+    flags: [plot, html, help],
+    summary: 'Plot the results of nns run --out: heatmaps, logit-lens tables, line plots (default: RESULTS-plots/).',
+    details: [
+      'A heatmap for every 2-D family of saves (NAME.I.J; positions labelled with the prompt\'s',
+      'tokens), a logit-lens table for every family of vocabulary-sized values, a line plot',
+      'for every 1-D family of numbers. Rendered with Vega-Lite in Node; PNG through resvg.',
+    ],
   }],
   ['modules', {
     name: 'modules',
@@ -77,6 +90,8 @@ export const GENERAL_HELP = [
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',
+  '  plot RESULTS.json [--plot DIR] [--html FILE]',
+  '                      plot the results of run --out (run takes --plot and --html too)',
   '  modules PATH [--json]',
   '                      print a model\'s module tree: classes and output shapes',
   '  check SCRIPT [--model PATH] [--passes=NAME,...]',

@@ -9,7 +9,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NnsError, usageError } from '../errors.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
-import { tensorToJSON } from '../tensor.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
 import { COMMANDS, GENERAL_HELP } from './commands.js';
 import { formatResults } from './print.js';
@@ -119,6 +118,28 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     const { cacheCommand } = await import('./cache.js');
     return cacheCommand(a.positionals[0] ?? 'list', io);
   }
+  if (cmd.name === 'plot') {
+    const file = path.resolve(io.cwd, a.positionals[0]!);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw usageError('no-such-file', `cannot read '${a.positionals[0]}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const { reportFromJSON } = await import('../report/report.js');
+    let report;
+    try {
+      report = reportFromJSON(text);
+    } catch (e) {
+      throw usageError('bad-results', `'${a.positionals[0]}' is not a results file of nns run --out: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const html = flag(a, 'html');
+    const dir = flag(a, 'plot') ?? (html ? undefined : file.replace(/\.json$/i, '') + '-plots');
+    const plotDir = dir !== undefined ? checkWritable(dir, io.cwd) : undefined;
+    const htmlAbs = html !== undefined ? checkWritable(html, io.cwd) : undefined;
+    await writeReport(report, plotDir, htmlAbs, io, {});
+    return 0;
+  }
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
     const { formatModuleTree, moduleTreeJson } = await import('../model/format.js');
@@ -155,14 +176,36 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     io.out(`wrote ${out}${weights.length ? ` (weights: ${weights.map((w) => `${w.location}, ${w.how}`).join('; ')})` : ''}`);
     return 0;
   }
-  const { results, decoder } = await run.runScript(job);
-  if (outAbs) {
-    const json: Record<string, unknown> = {};
-    for (const [k, v] of results) json[k] = tensorToJSON(v);
-    writeFileAtomic(outAbs, `${JSON.stringify(json)}\n`);
-  }
+  const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
+  const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
+  const { results, decoder, prompts } = await run.runScript(job);
+  const { buildReport, reportToJSON } = await import('../report/report.js');
+  const { loopIndexNames } = await import('../report/families.js');
+  const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
+  if (outAbs) writeFileAtomic(outAbs, reportToJSON(report));
   io.out(formatResults(results, decoder));
+  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}) });
   return 0;
+}
+
+/** Plots and/or the HTML report of a run or of a results file. */
+async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string }): Promise<void> {
+  const { renderPlots, writePlots, writeHtml } = await import('../report/report.js');
+  let plots;
+  try {
+    plots = await renderPlots(report);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') throw usageError('no-plotting', 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js: npm install vega vega-lite @resvg/resvg-js');
+    throw e;
+  }
+  if (plotDir) {
+    const files = await writePlots(plots, plotDir);
+    io.err(plots.length ? `wrote ${plots.length} plot${plots.length === 1 ? '' : 's'} (${files.length} files) to ${path.relative(io.cwd, plotDir) || '.'}` : 'no plots: plots are made for families of saves (NAME.I, NAME.I.J from loops)');
+  }
+  if (html) {
+    writeHtml(report, plots, html, { title: opts.script ? `onnsight: ${path.basename(opts.script.file)}` : 'onnsight report', ...opts });
+    io.err(`wrote ${path.relative(io.cwd, html) || html}`);
+  }
 }
 
 /**

@@ -14,6 +14,7 @@ import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import type { ProgressCallback } from '../progress.js';
+import type { PromptInfo } from '../report/families.js';
 import type { CompileState, Pass } from '../../passes/pass.js';
 import { printState } from '../../passes/run.js';
 
@@ -47,6 +48,8 @@ export interface RunOutput {
   results: Map<string, Tensor>;
   /** For printing top tokens. */
   decoder?: TokenDecoder;
+  /** The prompts of every trace (one entry per distinct prompt of a trace, with its row count). */
+  prompts: PromptInfo[];
 }
 
 function throwIfAny(errors: NnsError[]): void {
@@ -92,14 +95,26 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = await open(job);
   const results = new Map<string, Tensor>();
+  const prompts: PromptInfo[] = [];
+  const tok = mc.loaded.tokenizer;
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
     throwIfAny(lowered.errors);
+    const seen = new Map<string, PromptInfo>();
+    for (const sc of lowered.graph.scopes.slice(1)) {
+      const tokens = [...(sc.tokens ?? [])];
+      const key = tokens.join(',');
+      const p = seen.get(key);
+      if (p) { p.rows++; continue; }
+      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
+      seen.set(key, info);
+      prompts.push(info);
+    }
     const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
-  return { results, decoder: decoderOf(mc) };
+  return { results, decoder: decoderOf(mc), prompts };
 }
 
 /**
