@@ -43,6 +43,18 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
       'for every 1-D family of numbers. Rendered with Vega-Lite in Node; PNG through resvg.',
     ],
   }],
+  ['lsp', {
+    name: 'lsp',
+    positionals: [],
+    flags: [help],
+    summary: 'Run the language server for .nns files (Language Server Protocol over stdin/stdout).',
+    details: [
+      'Diagnostics as you type (the checks of nns check, against the script\'s model), completion',
+      'of module paths, ports and functions, hover with module classes and shapes. Point your',
+      'editor\'s LSP client at the command `nns lsp` for files ending in .nns; editors/ has a',
+      'TextMate grammar for highlighting.',
+    ],
+  }],
   ['modules', {
     name: 'modules',
     positionals: ['PATH'],
@@ -92,6 +104,7 @@ export const GENERAL_HELP = [
   '                      write the rewritten model',
   '  plot RESULTS.json [--plot DIR] [--html FILE]',
   '                      plot the results of run --out (run takes --plot and --html too)',
+  '  lsp                 the language server for .nns files (LSP over stdio)',
   '  modules PATH [--json]',
   '                      print a model\'s module tree: classes and output shapes',
   '  check SCRIPT [--model PATH] [--passes=NAME,...]',

@@ -118,6 +118,10 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     const { cacheCommand } = await import('./cache.js');
     return cacheCommand(a.positionals[0] ?? 'list', io);
   }
+  if (cmd.name === 'lsp') {
+    const { startLanguageServer } = await import('./lsp.js');
+    return startLanguageServer(io.cwd);
+  }
   if (cmd.name === 'plot') {
     const file = path.resolve(io.cwd, a.positionals[0]!);
     let text: string;
@@ -232,7 +236,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, modules, check, cache; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, plot, modules, check, cache, lsp; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {

@@ -40,6 +40,8 @@ export interface ScriptJob {
   log: (text: string) => void;
   /** Progress of loading, compiling and running (none when absent). */
   onProgress?: ProgressCallback;
+  /** An already opened model for `modelPath` (the language server keeps one per model). */
+  mc?: ModelContext;
 }
 
 /** What `runScript` returns. */
@@ -57,6 +59,7 @@ function throwIfAny(errors: NnsError[]): void {
 }
 
 async function open(job: ScriptJob): Promise<ModelContext> {
+  if (job.mc) return job.mc;
   if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
   return openModel(job.modelPath, job.onProgress ? { onProgress: job.onProgress } : {});
 }
