@@ -309,7 +309,14 @@ export class TensorProxy {
    * ```
    */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /** The `k` largest values along `dim` (default last) and their indices. */
+  /**
+   * The `k` largest values along `dim` (default last) and their indices.
+   *
+   * ```ts
+   * const { values, indices } = m.output.logits.at(':', -1, ':').softmax(-1).topk(5);
+   * values.save('p'); indices.save('ids');
+   * ```
+   */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };

@@ -69,7 +69,15 @@ const MEMBER = /^(.+?)((?:\.\d+)+)$/;
 /**
  * Groups saves named `NAME.I[.J...]` (what loops produce) into families. A family needs at
  * least two members with the same number of indices, shape and a numeric dtype.
- * `indexNames` maps a family name to its loop variables (see {@link loopIndexNames}).
+ * `indexNames` maps a family name to its loop variables (`nns run` takes them from the script's loops).
+ *
+ * ```ts
+ * const { saves } = await model.trace(prompt, (m) => {
+ *   for (let l = 0; l < 4; l++) m.transformer.h[l].output.at(':', -1, ':').norm(-1).save(`norm.${l}`);
+ * });
+ * groupFamilies(saves)[0]; // { name: 'norm', indexNames: ['i0'], indices: [[0, 1, 2, 3]], shape: [4, 1], ... }
+ * ```
+ * @category Results
  */
 export function groupFamilies(saves: ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>, indexNames: ReadonlyMap<string, string[]> = new Map()): Family[] {
   const entries = saves instanceof Map ? [...saves] : Object.entries(saves as Record<string, Tensor>);
