@@ -98,7 +98,7 @@ export const GENERAL_HELP = [
   'NNsight-style interventions on ONNX models, from .nns scripts.',
   '',
   'commands:',
-  '  run SCRIPT [--model PATH] [--out FILE.json] [--print-ir-after-all] [--progress MODE]',
+  '  run SCRIPT [--model PATH] [--out FILE.json] [--plot DIR] [--html FILE] [--progress MODE]',
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',
