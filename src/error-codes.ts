@@ -6,18 +6,27 @@
  * @module
  */
 
-/** Where an error arises. */
+/**
+ * Where an error arises.
+ * @category Errors
+ */
 export type ErrorPhase =
   | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'internal';
 
-/** One entry. */
+/**
+ * One entry.
+ * @category Errors
+ */
 export interface ErrorCodeInfo {
   phase: ErrorPhase;
   /** What it means (Markdown, one line). */
   meaning: string;
 }
 
-/** The table (order: the order of the phases, as docs/language.md lists them). */
+/**
+ * The table (order: the order of the phases, as docs/language.md lists them).
+ * @category Errors
+ */
 export const ERROR_CODES = {
   'unexpected-character': { phase: 'lex', meaning: 'a character that cannot start a token' },
   'unterminated-string': { phase: 'lex', meaning: 'a string not closed on its line' },
@@ -116,11 +125,15 @@ export const ERROR_CODES = {
  * The table's type, named so that a compile error on an unknown code reads
  * "… not assignable to parameter of type 'keyof ErrorCodeTable'": add the code to
  * {@link ERROR_CODES} (src/error-codes.ts) and run `npm run docs:gen`.
+ * @category Errors
  */
 export interface ErrorCodeTable extends Table {}
 type Table = typeof ERROR_CODES;
 
-/** Every error code. */
+/**
+ * Every error code.
+ * @category Errors
+ */
 export type ErrorCode = keyof ErrorCodeTable;
 
 /** Whether `code` is a known error code (for codes that cross a thread boundary). */

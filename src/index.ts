@@ -28,6 +28,7 @@ import type { Tensor } from './tensor.js';
 import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
+export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
 export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
 export { tensorToJSON, toJSONNumber } from './tensor.js';
 export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
