@@ -21,6 +21,7 @@ import { constInt, constNumber } from './consteval.js';
 import { ExprLowerer, type HostValueInfo } from './lower-expr.js';
 import { setTarget } from './modref.js';
 import { Env, Poisoned } from './scope.js';
+import { count, limitsWith, type FrontEndLimits } from './limits.js';
 
 export type { HostValueInfo };
 
@@ -34,6 +35,8 @@ export interface LowerOptions {
   host?: ReadonlyMap<string, HostValueInfo>;
   /** The module tree, when known: module calls then get one result per module output. */
   tree?: ModuleTree;
+  /** Limits of the front end (defaults: `DEFAULT_LIMITS`). */
+  limits?: Partial<FrontEndLimits>;
 }
 
 /** Result of {@link lowerTrace}. */
@@ -45,10 +48,6 @@ export interface LoweredTrace {
   /** Every error found, in source order. */
   errors: NnsError[];
 }
-
-/** Largest number of iterations of one loop, and of unrolled statements per trace. */
-const MAX_LOOP = 10_000;
-const MAX_STATEMENTS = 200_000;
 
 type Mode = 'single' | 'batch' | 'invoke';
 
@@ -65,13 +64,38 @@ class TraceLowerer {
   private readonly saveSet = new Set<string>();
   private readonly expr: ExprLowerer;
   private readonly host: ReadonlyMap<string, HostValueInfo>;
-  private statements = 0;
+  /** Unrolled work so far: statements and loop iterations. */
+  private work = 0;
+  /** Set once a limit is hit: the trace is abandoned after that one error. */
+  private overLimit = false;
   private maxTokens = 0;
+  private readonly limits: FrontEndLimits;
 
   constructor(private readonly opts: LowerOptions) {
+    this.limits = limitsWith(opts.limits);
     this.b = new Builder({ file: opts.file, tree: opts.tree });
     this.host = opts.host ?? new Map();
-    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n) });
+    this.expr = new ExprLowerer({
+      b: this.b,
+      host: this.host,
+      save: (v, n, s) => this.save(v, n, s),
+      bindingSite: (n) => this.sites.get(n),
+      // Suggestions compare a name with every name in scope: only for the errors that are shown.
+      maySuggest: () => this.errors.length < 50,
+    });
+  }
+
+  /** Counts `units` of unrolled work; past the budget, reports it at `span` and abandons the trace. */
+  private spend(units: number, span: Span, what: string): void {
+    this.work += units;
+    if (this.work > this.limits.maxUnrolledWork) this.stop(new NnsError('too-large', `the unrolled trace does more than ${count(this.limits.maxUnrolledWork)} steps (statements and loop iterations); ${what} goes past the limit`, { span }));
+    if (this.b.graph.nodes.length > this.limits.maxIrNodes) this.stop(new NnsError('too-large', `the trace lowers to more than ${count(this.limits.maxIrNodes)} IR nodes; ${what} goes past the limit`, { span }));
+  }
+
+  private stop(e: NnsError): never {
+    this.overLimit = true;
+    this.errors.push(e);
+    throw new Poisoned();
   }
 
   /** First binding site of every name in the trace. */
@@ -135,17 +159,15 @@ class TraceLowerer {
 
   private block(stmts: A.Statement[], env: Env, where: Where): void {
     for (const s of stmts) {
-      if (++this.statements > MAX_STATEMENTS) {
-        this.errors.push(new NnsError('too-large', `the unrolled trace has more than ${MAX_STATEMENTS} statements`, { span: s.span }));
-        throw new Poisoned();
-      }
+      this.spend(1, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       try {
         this.statement(s, env, where);
+        this.spend(0, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       } catch (e) {
+        if (this.overLimit) throw e;
         if (e instanceof NnsError) this.errors.push(e);
         else if (!(e instanceof Poisoned)) throw e;
         if (s.kind === 'Bind' && !env.lookup(s.name)) env.bind(s.name, { kind: 'poison', span: s.nameSpan });
-        if (this.statements > MAX_STATEMENTS) throw new Poisoned();
       }
     }
   }
@@ -217,8 +239,10 @@ class TraceLowerer {
     const to = bound(s.to);
     const range = { ...s.from.span, endLine: s.to.span.endLine, endCol: s.to.span.endCol, endOffset: s.to.span.endOffset };
     if (to <= from) throw new NnsError('empty-range', `the range ${from}..${to} is empty (A..B runs from A up to B-1)`, { span: range });
-    if (to - from > MAX_LOOP) throw new NnsError('bad-range', `the range ${from}..${to} has more than ${MAX_LOOP} iterations`, { span: range });
+    const max = this.limits.maxLoopIterations;
+    if (to - from > max) throw new NnsError('bad-range', `the range ${from}..${to} has more than ${count(max)} iterations`, { span: range });
     for (let i = from; i < to; i++) {
+      this.spend(1, s.headerSpan, 'this loop');
       const inner = new Env(env);
       inner.bind(s.name, { kind: 'int', value: i, span: s.nameSpan });
       this.block(s.body, inner, { ...where, loop: [...where.loop, i] });

@@ -121,6 +121,9 @@ function indexLit(x: Lit, items: IndexItem[]): Lit | null {
   return { dtype: x.dtype, shape, data: offs.map((o) => x.data[o]!) };
 }
 
+/** Largest literal that folding creates. */
+const FOLD_MAX_ELEMENTS = 2 ** 16;
+
 const lit = (v: Value): Lit | null => (v.producer.is('const') ? (v.producer.attrs as Lit) : null);
 
 /** Fold a pure op whose inputs are all literals. */
@@ -130,6 +133,9 @@ export const foldRule: Rule = {
     if (n.results.length !== 1 || n.inputs.length === 0) return null;
     const xs = n.inputs.map(lit);
     if (xs.some((x) => x === null)) return null;
+    // Big results stay operations (onnxruntime computes them; the model file stays small).
+    const shape = n.result.type?.shape;
+    if (!shape || shape.some((d) => typeof d !== 'number') || (shape as number[]).reduce((p, d) => p * d, 1) > FOLD_MAX_ELEMENTS) return null;
     const r = evaluate(n.op, n.attrs, xs as Lit[]);
     if (r === null) return null;
     const dtype = n.result.type?.dtype ?? r.dtype;

@@ -2,7 +2,8 @@
  * Resolve every name the IR mentions against the model: module paths (refs, sets, calls),
  * boundary indices, parameters and graph output names. Unknown names become user errors
  * at the node's span, with the nearest existing name (or, for a list index out of range,
- * the valid range). Paths print in the script's form (`transformer.h[7]`).
+ * the valid range). Paths print as the script writes them, from `model` (`model.transformer.h[7]`),
+ * so a suggestion is always a whole existing path that can be pasted into the script.
  * @module
  */
 import { NnsError } from '../src/errors.js';
@@ -10,6 +11,11 @@ import type { ModuleTree } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
 import type { Pass } from './pass.js';
+
+/** A module or parameter path as a script writes it: `model.transformer.h[3]` (`model` for the root). */
+export function fullPath(path: string): string {
+  return path === '' ? 'model' : `model.${scriptPath(path)}`;
+}
 
 /**
  * Why `path` is not a module of `tree` (a full message), or null when it is one. A list
@@ -22,7 +28,7 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
   if (tree.modules.has(path)) return null;
   const segs = path.split('.');
   const join = (a: string, b: string): string => (a === '' ? b : `${a}.${b}`);
-  const head = `no module '${scriptPath(path)}'`;
+  const head = `no module '${fullPath(path)}'`;
   for (let i = 0; i < segs.length; i++) {
     const list = segs.slice(0, i).join('.');
     if (!/^\d+$/.test(segs[i]!) || tree.modules.has(join(list, segs[i]!))) continue;
@@ -31,7 +37,7 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
       .map((p) => Number(p.slice(list === '' ? 0 : list.length + 1)));
     if (nums.length === 0) break;
     const [lo, hi] = [Math.min(...nums), Math.max(...nums)];
-    return `${head} (the model has ${scriptPath(join(list, String(lo)))}..${scriptPath(join(list, String(hi)))})`;
+    return `${head} (the model has ${fullPath(join(list, String(lo)))}..${fullPath(join(list, String(hi)))})`;
   }
   let k = segs.length - 1;
   while (k > 0 && !tree.modules.has(segs.slice(0, k).join('.'))) k--;
@@ -50,7 +56,7 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
     const all = [...tree.modules.keys()].filter((p) => p !== '');
     guess = all.find((p) => p.endsWith(`.${path}`)) ?? suggest(path, all, Math.max(3, Math.floor(path.length / 3)));
   }
-  return guess === undefined ? head : `${head}; did you mean '${scriptPath(guess)}'?`;
+  return guess === undefined ? head : `${head}; did you mean '${fullPath(guess)}'?`;
 }
 
 function plural(n: number, word: string): string {
@@ -66,7 +72,7 @@ export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
     const m = tree.modules.get(path)!;
     const count = port === 'output' ? m.outputs.length : m.inputs.length;
     if (index >= 0 && index < count) return [];
-    return err('no-such-output', `${scriptPath(path)} has no ${port}s[${index}] (it has ${plural(count, port)})`);
+    return err('no-such-output', `${fullPath(path)} has no ${port}s[${index}] (it has ${plural(count, port)})`);
   };
   if (n.is('module.output') || n.is('module.input')) {
     return boundary(n.attrs.path, n.op === 'module.output' ? 'output' : 'input', n.attrs.index);
@@ -80,7 +86,7 @@ export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
     const name = n.attrs.name;
     if (tree.params.has(name)) return [];
     const s = suggest(name, tree.params.keys(), Math.max(3, Math.floor(name.length / 4)));
-    return err('unknown-parameter', `no parameter '${scriptPath(name)}'${s ? `; did you mean '${scriptPath(s)}'?` : ''}`);
+    return err('unknown-parameter', `no parameter '${fullPath(name)}'${s ? `; did you mean '${fullPath(s)}'?` : ''}`);
   }
   if (n.is('model.output')) {
     const names = tree.graphOutputs.map((o) => o.name);
