@@ -20,10 +20,13 @@ export interface FrontEndLimits {
   maxLiteralElements: number;
   /** Most iterations of one `for` loop. */
   maxLoopIterations: number;
-  /** Most unrolled work per trace: every statement and every loop iteration (also of empty bodies) counts one. */
+  /**
+   * Most unrolled work per trace: every lowered statement counts one plus the number of
+   * AST nodes in its expressions, and every loop iteration (also of an empty body) one.
+   */
   maxUnrolledWork: number;
-  /** Most IR nodes one trace may lower to. */
-  maxIrNodes: number;
+  /** Most IR one trace may lower to: nodes, plus the elements of literals and of token prompts. */
+  maxIrSize: number;
 }
 
 /** The default limits. */
@@ -34,8 +37,8 @@ export const DEFAULT_LIMITS: Readonly<FrontEndLimits> = Object.freeze({
   maxExprDepth: 500,
   maxLiteralElements: 50_000,
   maxLoopIterations: 10_000,
-  maxUnrolledWork: 200_000,
-  maxIrNodes: 500_000,
+  maxUnrolledWork: 2_000_000,
+  maxIrSize: 1_000_000,
 });
 
 /** `DEFAULT_LIMITS` with some entries replaced. */

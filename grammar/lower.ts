@@ -22,6 +22,7 @@ import { ExprLowerer, type HostValueInfo } from './lower-expr.js';
 import { setTarget } from './modref.js';
 import { Env, Poisoned } from './scope.js';
 import { count, limitsWith, type FrontEndLimits } from './limits.js';
+import { badTokenId } from '../src/token-ids.js';
 
 export type { HostValueInfo };
 
@@ -37,6 +38,8 @@ export interface LowerOptions {
   tree?: ModuleTree;
   /** Limits of the front end (defaults: `DEFAULT_LIMITS`). */
   limits?: Partial<FrontEndLimits>;
+  /** The model's vocabulary size, when known: token ids must be below it. */
+  vocabSize?: number;
 }
 
 /** Result of {@link lowerTrace}. */
@@ -47,6 +50,8 @@ export interface LoweredTrace {
   saves: string[];
   /** Every error found, in source order. */
   errors: NnsError[];
+  /** Work spent and IR size built (both bounded by the limits; for tests and tools). */
+  stats: { work: number; irSize: number };
 }
 
 type Mode = 'single' | 'batch' | 'invoke';
@@ -65,7 +70,7 @@ class TraceLowerer {
   private readonly expr: ExprLowerer;
   private readonly host: ReadonlyMap<string, HostValueInfo>;
   /** Unrolled work so far: statements and loop iterations. */
-  private work = 0;
+  work = 0;
   /** Set once a limit is hit: the trace is abandoned after that one error. */
   private overLimit = false;
   private maxTokens = 0;
@@ -85,11 +90,39 @@ class TraceLowerer {
     });
   }
 
-  /** Counts `units` of unrolled work; past the budget, reports it at `span` and abandons the trace. */
+  /** IR size so far: nodes, plus the elements of literals and token prompts. */
+  irSize = 0;
+  private irCounted = 0;
+
+  /**
+   * Counts `units` of unrolled work and the IR built since the last call; past either
+   * budget, reports it at `span` and abandons the trace. Work and IR size are thereby
+   * bounded up front, whatever the loops multiply.
+   */
   private spend(units: number, span: Span, what: string): void {
     this.work += units;
-    if (this.work > this.limits.maxUnrolledWork) this.stop(new NnsError('too-large', `the unrolled trace does more than ${count(this.limits.maxUnrolledWork)} steps (statements and loop iterations); ${what} goes past the limit`, { span }));
-    if (this.b.graph.nodes.length > this.limits.maxIrNodes) this.stop(new NnsError('too-large', `the trace lowers to more than ${count(this.limits.maxIrNodes)} IR nodes; ${what} goes past the limit`, { span }));
+    const nodes = this.b.graph.nodes;
+    for (; this.irCounted < nodes.length; this.irCounted++) {
+      const n = nodes[this.irCounted]!;
+      this.irSize += 1 + (n.is('const') ? n.attrs.data.length : 0);
+    }
+    const l = this.limits;
+    if (this.work > l.maxUnrolledWork) this.stop(new NnsError('too-large', `the unrolled trace does more than ${count(l.maxUnrolledWork)} steps of work (statements by size, and loop iterations); ${what} goes past the limit`, { span }));
+    if (this.irSize > l.maxIrSize) this.stop(new NnsError('too-large', `the trace lowers to more than ${count(l.maxIrSize)} IR nodes and literal elements; ${what} goes past the limit`, { span }));
+  }
+
+  /** Size of each statement (its expressions' AST nodes, not nested bodies), computed once. */
+  private readonly sizes = new WeakMap<A.Statement, number>();
+
+  private sizeOf(s: A.Statement): number {
+    let n = this.sizes.get(s);
+    if (n === undefined) {
+      const roots: A.Expr[] = s.kind === 'Bind' ? [s.value] : s.kind === 'Set' ? [s.target, s.value] : s.kind === 'ExprStmt' ? [s.expr]
+        : s.kind === 'For' ? [s.from, s.to] : s.kind === 'Invoke' && s.prompt.kind === 'TokenPrompt' ? s.prompt.items : [];
+      n = 1 + exprSize(roots);
+      this.sizes.set(s, n);
+    }
+    return n;
   }
 
   private stop(e: NnsError): never {
@@ -140,7 +173,8 @@ class TraceLowerer {
     try {
       tokens = p.kind === 'TextPrompt' ? this.opts.tokenize(p.text) : p.items.map((e) => {
         const v = constInt(e, env, 'a token id');
-        if (v < 0) throw new NnsError('bad-prompt', `token ids are >= 0, got ${v}`, { span: e.span });
+        const why = badTokenId(v, this.opts.vocabSize);
+        if (why) throw new NnsError('bad-prompt', why, { span: e.span });
         return v;
       });
     } catch (e) {
@@ -154,12 +188,14 @@ class TraceLowerer {
       return undefined;
     }
     this.maxTokens = Math.max(this.maxTokens, tokens.length);
+    this.irSize += tokens.length;
+    this.spend(0, span, 'this prompt');
     return this.b.addInvoke(tokens, span, p.kind === 'TextPrompt' ? p.text : undefined);
   }
 
   private block(stmts: A.Statement[], env: Env, where: Where): void {
     for (const s of stmts) {
-      this.spend(1, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
+      this.spend(this.sizeOf(s), s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       try {
         this.statement(s, env, where);
         this.spend(0, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
@@ -250,6 +286,32 @@ class TraceLowerer {
   }
 }
 
+/** Number of AST nodes under `roots` (iterative: expressions may be deep). */
+export function exprSize(roots: readonly A.Expr[]): number {
+  const stack = [...roots];
+  let n = 0;
+  while (stack.length > 0) {
+    const e = stack.pop()!;
+    n++;
+    switch (e.kind) {
+      case 'List': stack.push(...e.items); break;
+      case 'Unary': stack.push(e.operand); break;
+      case 'Binary': stack.push(e.left, e.right); break;
+      case 'Member': stack.push(e.object); break;
+      case 'Index':
+        stack.push(e.object);
+        for (const it of e.items) {
+          if (it.kind === 'index') stack.push(it.value);
+          else if (it.kind === 'slice') for (const x of [it.start, it.stop, it.step]) if (x) stack.push(x);
+        }
+        break;
+      case 'Call': stack.push(e.callee, ...e.args.map((a) => a.value)); break;
+      default: break;
+    }
+  }
+  return n;
+}
+
 /**
  * Lowers one trace to IR.
  * @returns the graph, the save names in order, and the errors (sorted by position).
@@ -264,5 +326,5 @@ export function lowerTrace(trace: A.TraceStmt, opts: LowerOptions): LoweredTrace
     else if (!(e instanceof Poisoned)) throw e;
   }
   const errors = [...t.errors].sort((a, b) => (a.span?.offset ?? 0) - (b.span?.offset ?? 0));
-  return { graph: t.b.graph, saves: t.saves, errors };
+  return { graph: t.b.graph, saves: t.saves, errors, stats: { work: t.work, irSize: t.irSize } };
 }

@@ -76,12 +76,19 @@ function quote(line: string, span: Span): [string, string] {
   return [text, pad + '^' + '~'.repeat(Math.max(0, end - start - 1))];
 }
 
+/** Longest message or note shown (they may quote the script's text). */
+export const MAX_MESSAGE = 400;
+
+function clip(text: string): string {
+  return text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE)}…` : text;
+}
+
 /** Renders one error (several lines, no trailing newline). */
 export function renderError(err: NnsError, sources: Sources = new Map()): string {
-  const head = `error[${err.code}]: ${err.message}`;
+  const head = `error[${err.code}]: ${clip(err.message)}`;
   const span = err.span;
-  if (!span) return [`nns: ${head}`, ...err.notes.map((n) => `  = note: ${n}`)].join('\n');
-  const out = [`${span.file}:${span.line}:${span.col}: ${head}`];
+  if (!span) return [`nns: ${head}`, ...err.notes.map((n) => `  = note: ${clip(n)}`)].join('\n');
+  const out = [`${clip(span.file)}:${span.line}:${span.col}: ${head}`];
   const text = sources.get(span.file);
   const line = text === undefined ? undefined : lineOf(text, startsFor(sources, span.file, text), span.line);
   const width = String(span.line).length;
@@ -91,7 +98,7 @@ export function renderError(err: NnsError, sources: Sources = new Map()): string
     out.push(`  ${span.line} | ${shown}`);
     out.push(`  ${gutter} | ${caret}`);
   }
-  for (const n of err.notes) out.push(`  ${gutter} = note: ${n}`);
+  for (const n of err.notes.slice(0, 10)) out.push(`  ${gutter} = note: ${clip(n)}`);
   return out.join('\n');
 }
 

@@ -14,6 +14,7 @@ import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import { progressBar } from '../progress.js';
+import { vocabSizeOf } from '../token-ids.js';
 
 /** One script to run, compile or check. */
 export interface ScriptJob {
@@ -74,7 +75,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   const bar = progressBar(); // stderr, only on a TTY (or ONNSIGHT_PROGRESS=1)
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: bar });
     for (const [k, v] of out) results.set(k, v);
@@ -96,7 +97,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
   const host = new Map<string, HostValueInfo>();
   let proto = mc.loaded.proto;
   for (const t of ts) {
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
     proto = state.model;
@@ -122,7 +123,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const errors: NnsError[] = [];
   for (const t of traces(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
-    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, vocabSize: vocabSizeOf(mc?.loaded.config) });
     errors.push(...lowered.errors);
     if (lowered.errors.length > 0) continue;
     if (mc) {
