@@ -22,7 +22,7 @@ import { ExprLowerer, type HostValueInfo } from './lower-expr.js';
 import { setTarget } from './modref.js';
 import { Env, Poisoned } from './scope.js';
 import { count, limitsWith, type FrontEndLimits } from './limits.js';
-import { badTokenId } from '../src/token-ids.js';
+import { badTokenId } from '../src/model/token-ids.js';
 
 export type { HostValueInfo };
 

@@ -24,7 +24,7 @@ import type { ModelProto } from './onnx/proto.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, checkOpen, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
-import { badTokenId, describeValue, vocabSizeOf } from './token-ids.js';
+import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export type { Tensor, TensorData, TensorJSON } from './tensor.js';

@@ -14,7 +14,7 @@ import type { IndexItem, PureOp, OpAttrs, Value } from '../ir/ir.js';
 import type { DType, ModuleTree } from './model/types.js';
 import { DTYPES } from '../ir/ir.js';
 import { numel, type Tensor } from './tensor.js';
-import { describeValue } from './token-ids.js';
+import { describeValue } from './model/token-ids.js';
 
 /** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
 export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };

@@ -14,7 +14,7 @@ import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import { progressBar } from '../progress.js';
-import { vocabSizeOf } from '../token-ids.js';
+import { vocabSizeOf } from '../model/token-ids.js';
 
 /** One script to run, compile or check. */
 export interface ScriptJob {
