@@ -59,3 +59,12 @@ describe.concurrent('hostile scripts through nns run', { timeout: 180_000 }, () 
     expect(fs.readdirSync(tmp).filter((f) => f.endsWith('.json') || f.includes('.tmp-'))).toEqual([]);
   });
 });
+
+describe('an endless script file', { timeout: 120_000 }, () => {
+  it.skipIf(!fs.existsSync('/dev/zero'))('nns check /dev/zero stops after the size limit', async () => {
+    const r = await nns(['check', '/dev/zero']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('error[too-large]');
+    expect(r.err.match(/error\[/g)).toHaveLength(1);
+  });
+});
