@@ -9,7 +9,8 @@
  * @module
  */
 import { NnsError } from '../src/errors.js';
-import { SOURCE_OPS, type DType, type Graph, type Node } from '../ir/ir.js';
+import type { DType, Graph, Node } from '../ir/ir.js';
+import { SOURCE_OPS } from '../ir/ops.js';
 import { dimSize } from '../ir/shape.js';
 import type { Pass } from './pass.js';
 

@@ -6,7 +6,7 @@
  * so a suggestion is always a whole existing path that can be pasted into the script.
  * @module
  */
-import { NnsError } from '../src/errors.js';
+import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
@@ -65,7 +65,7 @@ function plural(n: number, word: string): string {
 
 /** The user errors for one node (empty when every name resolves). */
 export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
-  const err = (code: string, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
+  const err = (code: ErrorCode, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
   const boundary = (path: string, port: 'output' | 'input', index: number): NnsError[] => {
     const why = explainUnknownModule(tree, path);
     if (why !== null) return err('unknown-module', why);
