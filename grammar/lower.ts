@@ -85,6 +85,7 @@ class TraceLowerer {
       host: this.host,
       save: (v, n, s) => this.save(v, n, s),
       bindingSite: (n) => this.sites.get(n),
+      tree: opts.tree,
       // Suggestions compare a name with every name in scope: only for the errors that are shown.
       maySuggest: () => this.errors.length < 50,
     });
@@ -231,7 +232,7 @@ class TraceLowerer {
         return;
       }
       case 'Set': {
-        const t = setTarget(s.target, env);
+        const t = setTarget(s.target, env, this.expr.walkOptions);
         const items = t.items ? this.expr.items(t.items, env) : null;
         const v = this.expr.value(s.value, env);
         this.b.set(t.path, t.port, t.index, items, v, s.target.span);

@@ -16,6 +16,7 @@ import type { DType, ModuleTree } from './model/types.js';
 import { DTYPES } from '../ir/ir.js';
 import { numel, type Tensor } from './tensor.js';
 import { describeValue } from './model/token-ids.js';
+import { resolveModulePath } from './model/modules.js';
 
 /** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
 export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };
@@ -326,7 +327,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'outputs') return list('output');
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
-      const p = join(prop);
+      const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
       if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) {
         checkOpen(ctx, `parameter ${p} was read`);
         return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
