@@ -183,12 +183,19 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     const c = chain(portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index));
     const here = pos.get(n)!;
     const touching = c.map((q) => setsOn(q).filter((s) => meets(s.rows, r0, r1)));
-    let j = 0;
-    while (j < c.length && touching[j]!.every((s) => s.pos < here)) j++;
-    if (touching.slice(j).some((ts) => ts.some((s) => s.pos < here))) {
+    // Between the last port of the chain with a set before the read and the first with one
+    // after it; of those positions, the read's own port's pre value when it is one of them.
+    let lo = 0;
+    let hi = c.length;
+    touching.forEach((ts, i) => {
+      if (ts.some((s) => s.pos < here)) lo = i + 1;
+      if (hi === c.length && ts.some((s) => s.pos > here)) hi = i;
+    });
+    if (lo > hi || touching.some((ts, i) => ts.some((s) => (i < lo) !== (s.pos < here)))) {
       throw new Reject(`a read of ${a.path}.${n.op === 'module.output' ? 'output' : 'input'} between two sets of its rows`);
     }
-    const [port, post] = j === 0 ? [c[0]!, false] : [c[j - 1]!, true];
+    const j = Math.min(Math.max(c.length - 1, lo), hi);
+    const [port, post] = j < c.length ? [c[j]!, false] : [c[c.length - 1]!, true];
     reads.set(n.result, { fetch: post ? port.post : port.pre, rowStart: r0, rowEnd: r1, port, post });
   }
 
