@@ -14,7 +14,11 @@
  *
  * Rows are independent through the model (every op of a language model acts per batch row),
  * so a set on some rows changes only those rows downstream; data flow between ports comes
- * from the ported graph ({@link Port.upstream}).
+ * from the ported graph ({@link Port.upstream}). Ports on one model value under several names
+ * (a block's output and the next block's input) are chained in data order in the ported
+ * graph, so sets on both compose per row as the compiler composes them; a read of one of
+ * them is bound to the value between the chain's ports that its rows' sets leave (rejected
+ * when no such value exists: a read between two sets of its rows).
  * @module
  */
 import { expandItems, sliceRange } from '../../ir/shape.js';
