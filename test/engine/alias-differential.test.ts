@@ -19,13 +19,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { LanguageModel, encodeModel, decodeModel, type ModelRef, type TensorProxy } from '../src/index.js';
-import type { FastExecutor } from '../src/fast/index.js';
-import { portKey } from '../src/fast/index.js';
-import type { ModelProto } from '../src/onnx/proto.js';
-import { llamaLike, V as LLAMA_V } from './fixtures/modules/synthetic.js';
-import { EXPORTS, mod } from './helpers/reference.js';
-import { CutOracle, select, softmaxLast, type Item, type RowState, type ViewRef } from './helpers/cut-oracle.js';
+import { LanguageModel, encodeModel, decodeModel, type ModelRef, type TensorProxy } from '../../src/index.js';
+import type { FastExecutor } from '../../src/fast/index.js';
+import { portKey } from '../../src/fast/index.js';
+import type { ModelProto } from '../../src/onnx/proto.js';
+import { llamaLike, V as LLAMA_V } from '../fixtures/modules/synthetic.js';
+import { EXPORTS, mod } from '../helpers/reference.js';
+import { CutOracle, select, softmaxLast, type Item, type RowState, type ViewRef } from '../helpers/cut-oracle.js';
 
 type ValueSpec = { const: number } | { mul: number; add: number };
 type Step =
