@@ -25,7 +25,8 @@ import { moduleClasses, type ModuleClass } from './model/classes.js';
 import { groupFamilies, type Family, type PromptInfo } from './report/families.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
-import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { callSite, checkOpen, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
@@ -112,6 +113,19 @@ export interface TraceOptions extends CompiledRunOptions {
 }
 
 /**
+ * Refuses a callback's result when it is a promise (an `async` callback): nothing runs
+ * until the callback returns, so whatever it did after an `await` would be lost, and an
+ * error it throws later would be an unhandled rejection. The promise's own failure is
+ * absorbed here; the caller gets one clear error.
+ */
+function synchronous(result: unknown): void {
+  if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as { then?: unknown }).then === 'function') {
+    (result as PromiseLike<unknown>).then(undefined, () => undefined);
+    throw new NnsError('async-callback', 'trace callbacks must be synchronous (not async): the trace is built when the callback returns, so anything after an await would be lost; await model.trace(...) itself instead', { kind: 'usage', span: callSite() });
+  }
+}
+
+/**
  * A language model loaded from a Hugging Face-style folder or an `.onnx` file.
  * @category Model
  */
@@ -184,14 +198,25 @@ export class LanguageModel {
   }
 
   /**
-   * Token ids of a prompt.
+   * Token ids of a prompt. Token ids given directly must be whole numbers in the model's
+   * vocabulary (as in `.nns` scripts); anything else is a `bad-prompt` error.
    *
    * ```ts
    * model.tokenize('The Eiffel Tower is in the city of'); // [264, 758, 334, 260, 268, 261, 271, 267]
    * ```
    */
   tokenize(prompt: Prompt): number[] {
-    if (typeof prompt !== 'string') return [...prompt];
+    if (typeof prompt !== 'string') {
+      if (!Array.isArray(prompt)) throw new NnsError('bad-prompt', `a prompt is a string or an array of token ids, got ${describeValue(prompt)}`, { kind: 'usage', span: callSite() });
+      const ids = [...(prompt as readonly unknown[])];
+      if (ids.length === 0) throw new NnsError('bad-prompt', 'the prompt is empty (it has no tokens)', { kind: 'usage', span: callSite() });
+      const vocab = vocabSizeOf(this.mc.loaded.config);
+      ids.forEach((id, i) => {
+        const why = badTokenId(id, vocab);
+        if (why) throw new NnsError('bad-prompt', `${why} (position ${i} of the prompt)`, { kind: 'usage', span: callSite() });
+      });
+      return ids as number[];
+    }
     if (!this.tokenizer) throw new NnsError('no-tokenizer', 'this model has no tokenizer.json: give token ids instead of text', { kind: 'usage', span: callSite() });
     return this.tokenizer.encode(prompt);
   }
@@ -203,21 +228,31 @@ export class LanguageModel {
     const builder = new Builder({ file: '<api>', tree: this.mc.tree });
     const ctx: TraceContext = { builder, tree: this.mc.tree, saved: new Map(), host: new Map() };
     const invoke = (prompt: Prompt, fn: (m: ModelRef) => void): void => {
+      checkOpen(ctx, 'invoke() was called');
+      if (builder.scope !== 0) throw new NnsError('nested-invoke', 'an invoke cannot contain another invoke', { kind: 'usage', span: callSite() });
+      if (typeof fn !== 'function') throw new NnsError('bad-argument', `invoke(prompt, fn) needs a function, got ${describeValue(fn)}`, { kind: 'usage', span: callSite() });
       const tokens = this.tokenize(prompt);
       const scope = builder.addInvoke(tokens, callSite(), typeof prompt === 'string' ? prompt : undefined);
       const outer = builder.scope;
       builder.scope = scope;
       try {
-        fn(moduleProxy(ctx, ''));
+        synchronous(fn(moduleProxy(ctx, '')));
       } finally {
         builder.scope = outer;
       }
     };
-    if (typeof a === 'function') {
-      a({ invoke, get model() { return moduleProxy(ctx, ''); } });
-    } else {
-      if (!b) throw new NnsError('usage', 'trace(prompt, fn) needs a function', { kind: 'usage' });
-      invoke(a, b);
+    try {
+      if (typeof a === 'function') {
+        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); } }));
+        if (builder.graph.scopes.length === 1) {
+          throw new NnsError('no-prompt', 'this trace has no invoke: call tr.invoke(prompt, (m) => { ... }) at least once, or use trace(prompt, (m) => { ... })', { kind: 'usage', span: callSite() });
+        }
+      } else {
+        if (typeof b !== 'function') throw new NnsError('bad-argument', `trace(prompt, fn) needs a function, got ${describeValue(b)}`, { kind: 'usage', span: callSite() });
+        invoke(a, b);
+      }
+    } finally {
+      ctx.closed = true;
     }
     const graph = builder.graph;
     graph.dimValues.sequence = Math.max(0, ...graph.scopes.slice(1).map((s) => s.tokens?.length ?? 0));

@@ -13,8 +13,10 @@ import type { Builder } from '../ir/builder.js';
 import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
 import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
+import { DTYPES } from '../ir/ir.js';
+import { numel, type Tensor } from './tensor.js';
+import { describeValue } from './model/token-ids.js';
 import { resolveModulePath } from './model/modules.js';
-import type { Tensor } from './tensor.js';
 
 /**
  * One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object.
@@ -52,6 +54,15 @@ export interface TraceContext {
   readonly saved: Map<string, TensorProxy>;
   /** Host tensors fed to the trace (`host` values), by name. */
   readonly host: Map<string, Tensor>;
+  /** Set when the trace's callback has returned: its proxies can no longer build IR. */
+  closed?: boolean;
+}
+
+/** Throws when the trace of `ctx` has ended (a proxy kept and used after its trace). */
+export function checkOpen(ctx: TraceContext, what: string): void {
+  if (ctx.closed) {
+    throw new NnsError('trace-ended', `${what} after its trace has ended: proxies only work inside the trace callback (after the trace, read a saved proxy's .value)`, { kind: 'usage', span: callSite() });
+  }
 }
 
 const THIS_FILE = new URL(import.meta.url).pathname;
@@ -129,16 +140,22 @@ export class TensorProxy {
     return new TensorProxy(this.ctx, v);
   }
 
+  private live(what: string): void {
+    checkOpen(this.ctx, what);
+  }
+
   private lift(x: TensorLike, span: Span): Value {
     return toValue(this.ctx, x, span);
   }
 
   /** @internal */
   unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
+    this.live(`.${op}() was used`);
     return this.wrap(this.ctx.builder.op(op, [this.ir], attrs, callSite()));
   }
 
   private binary(op: 'add' | 'sub' | 'mul' | 'div' | 'matmul', other: TensorLike): TensorProxy {
+    this.live(`.${op}() was used`);
     const span = callSite();
     return this.wrap(this.ctx.builder.op(op, [this.ir, this.lift(other, span)], {}, span));
   }
@@ -152,6 +169,10 @@ export class TensorProxy {
    * ```
    */
   save(name?: string): this {
+    this.live('.save() was called');
+    if (name !== undefined && (typeof name !== 'string' || name === '')) {
+      throw new NnsError('bad-argument', `a save name is a non-empty string, got ${describeValue(name)}`, { kind: 'usage', span: callSite() });
+    }
     const n = name ?? `save_${this.ctx.saved.size}`;
     if (this.ctx.saved.has(n)) throw new NnsError('duplicate-save', `the name '${n}' is already saved in this trace`, { span: callSite() });
     this.ctx.builder.save(this.ir, n, callSite());
@@ -168,6 +189,7 @@ export class TensorProxy {
    * ```
    */
   at(...index: IndexSpec[]): TensorProxy {
+    this.live('.at() was used');
     const items = parseIndex(index);
     const v = this.ctx.builder.index(this.ir, items, callSite());
     const target = this.target && this.target.items === null ? { ...this.target, items } : null;
@@ -184,6 +206,7 @@ export class TensorProxy {
    * ```
    */
   set(value: TensorLike): void {
+    this.live('.set() was called');
     const span = callSite();
     if (!this.target) throw new NnsError('not-assignable', 'only a module output or input (or a slice of one) can be set', { span });
     const t = this.target;
@@ -319,6 +342,7 @@ export class TensorProxy {
    * ```
    */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
+    this.live('.topk() was used');
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };
   }
@@ -334,22 +358,51 @@ for (const [op, fn] of FUNCTION_OPS) {
   });
 }
 
-/** Turns a TensorLike into an IR value. */
-export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
-  if (x instanceof TensorProxy) return x.ir;
-  if (x instanceof Float32Array) return ctx.builder.constant(Array.from(x), span);
-  if (isTensor(x)) {
-    let name = [...ctx.host].find(([, t]) => t === x)?.[0];
-    if (!name) {
-      name = `t${ctx.host.size}`;
-      ctx.host.set(name, x);
+const TENSOR_LIKE = 'a proxy, a number, nested arrays of numbers, a Float32Array or a Tensor';
+
+/** Nested arrays of numbers are rectangular-checked by the builder; here: only numbers, and not absurdly deep (or cyclic). */
+function checkNested(x: readonly unknown[], span: Span): void {
+  const stack: [readonly unknown[], number][] = [[x, 1]];
+  while (stack.length > 0) {
+    const [a, depth] = stack.pop()!;
+    if (depth > 32) throw new NnsError('bad-value', 'nested arrays deeper than 32 levels (or cyclic) are not a tensor', { kind: 'usage', span });
+    for (const e of a) {
+      if (Array.isArray(e)) stack.push([e, depth + 1]);
+      else if (typeof e !== 'number') throw new NnsError('bad-value', `expected ${TENSOR_LIKE}; the array holds ${describeValue(e)}`, { kind: 'usage', span });
     }
-    return ctx.builder.host(name, x.dtype, [...x.shape], span);
   }
-  return ctx.builder.constant(x, span);
 }
 
-function isTensor(x: TensorLike): x is Tensor {
+/** Turns a TensorLike into an IR value; anything else is a `bad-value` error (never a crash). */
+export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
+  checkOpen(ctx, 'a value was used');
+  if (x instanceof TensorProxy) {
+    if (x.ctx !== ctx) {
+      const why = x.ctx.closed ? 'comes from an earlier trace' : 'belongs to another trace (or another model)';
+      throw new NnsError('foreign-value', `this proxy ${why}: a proxy is only valid inside its own trace; save it there and pass its .value (a Tensor)`, { kind: 'usage', span });
+    }
+    return x.ir;
+  }
+  if (typeof x === 'number') return ctx.builder.constant(x, span);
+  if (x instanceof Float32Array) return ctx.builder.constant(Array.from(x), span);
+  if (Array.isArray(x)) {
+    checkNested(x, span);
+    return ctx.builder.constant(x as NestedArray, span);
+  }
+  if (!isTensor(x)) throw new NnsError('bad-value', `expected ${TENSOR_LIKE}, got ${describeValue(x)}`, { kind: 'usage', span });
+  const t = x as Tensor;
+  if (!DTYPES.has(t.dtype) || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !ArrayBuffer.isView(t.data) || numel(t.shape) !== (t.data as { length: number }).length) {
+    throw new NnsError('bad-value', `this Tensor is malformed: dtype '${String(t.dtype)}', shape [${String(t.shape)}] and ${(t.data as { length?: number })?.length ?? 'no'} data elements do not agree`, { kind: 'usage', span });
+  }
+  let name = [...ctx.host].find(([, h]) => h === t)?.[0];
+  if (!name) {
+    name = `t${ctx.host.size}`;
+    ctx.host.set(name, t);
+  }
+  return ctx.builder.host(name, t.dtype, [...t.shape], span);
+}
+
+function isTensor(x: unknown): x is Tensor {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && 'dtype' in x && 'shape' in x && 'data' in x;
 }
 
@@ -404,6 +457,7 @@ const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
 export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
   const join = (name: string): string => (modPath ? `${modPath}.${name}` : name);
   const boundary = (port: 'output' | 'input', index: number): TensorProxy => {
+    checkOpen(ctx, `model.${modPath ? `${modPath}.` : ''}${port} was read`);
     const span = callSite();
     const b = ctx.builder;
     const v = port === 'output' ? b.moduleOutput(modPath, index, span) : b.moduleInput(modPath, index, span);
@@ -425,10 +479,14 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
       const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
-      if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
+      if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) {
+        checkOpen(ctx, `parameter ${p} was read`);
+        return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
+      }
       return moduleProxy(ctx, p);
     },
     set(_t, prop, value: TensorLike) {
+      checkOpen(ctx, 'a module was assigned to');
       if (typeof prop !== 'string' || !PORTS.has(prop) || prop.endsWith('s')) {
         throw new NnsError('not-assignable', `cannot assign to '${String(prop)}' of module '${modPath || 'model'}' (assign to .output or .input)`, { span: callSite() });
       }
@@ -437,6 +495,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       return true;
     },
     apply(_t, _this, args: TensorLike[]) {
+      checkOpen(ctx, 'a module was called');
       const span = callSite();
       const outs = ctx.builder.callModule(modPath, args.map((a) => toValue(ctx, a, span)), span);
       return new TensorProxy(ctx, outs[0]!);
@@ -446,10 +505,13 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
 }
 
 function graphOutputProxy(ctx: TraceContext): TensorProxy & { readonly [name: string]: TensorProxy } {
+  checkOpen(ctx, 'model.output was read');
   const first = new TensorProxy(ctx, ctx.builder.modelOutput(null, callSite()));
   return new Proxy(first, {
     get(target, prop, receiver) {
       if (typeof prop === 'symbol' || prop in target) return Reflect.get(target, prop, receiver) as unknown;
+      if (prop === 'then') return undefined; // not a thenable
+      checkOpen(ctx, `model.output.${prop} was read`);
       return new TensorProxy(ctx, ctx.builder.modelOutput(prop, callSite()));
     },
   }) as TensorProxy & { readonly [name: string]: TensorProxy };

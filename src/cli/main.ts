@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NnsError, usageError } from '../errors.js';
+import { DEFAULT_LIMITS } from '../../grammar/limits.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
 import { COMMANDS, GENERAL_HELP } from './commands.js';
@@ -63,7 +64,7 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
   try {
     const abs = path.resolve(cwd, file);
     if (fs.statSync(abs).isDirectory()) throw usageError('bad-script', `'${file}' is a folder, not a script`);
-    text = fs.readFileSync(abs, 'utf8');
+    text = readBounded(abs, file);
   } catch (e) {
     if (e instanceof NnsError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
@@ -75,6 +76,30 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
   const parsed = parseScript(text, file);
   if (!parsed.ast) throw new ScriptErrors(parsed.errors);
   return { file, text, ast: parsed.ast };
+}
+
+/**
+ * Reads a script, at most 3 bytes per allowed character (UTF-8): a bigger file — or an
+ * endless one such as /dev/zero — is refused after that many bytes, never read whole.
+ */
+function readBounded(abs: string, file: string): string {
+  const max = 3 * DEFAULT_LIMITS.maxSourceChars;
+  const fd = fs.openSync(abs, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = Buffer.alloc(Math.min(1 << 20, max + 1 - total));
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      chunks.push(buf.subarray(0, n));
+      total += n;
+      if (total > max) throw usageError('too-large', `'${file}' is larger than ${(max / 1e6).toFixed(0)} MB; a script may have at most ${DEFAULT_LIMITS.maxSourceChars.toLocaleString('en-US')} characters`);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 class ScriptErrors extends Error {

@@ -15,6 +15,7 @@ import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import type { ProgressCallback } from '../progress.js';
 import type { PromptInfo } from '../report/families.js';
+import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
 import type { ModelProto } from '../onnx/proto.js';
 import type { CompileState, Pass } from '../../passes/pass.js';
@@ -104,7 +105,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   const tok = mc.loaded.tokenizer;
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     const seen = new Map<string, PromptInfo>();
     for (const sc of lowered.graph.scopes.slice(1)) {
@@ -169,7 +170,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
   ]);
   for (const [i, t] of ts.entries()) {
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     job.onProgress?.({ phase: 'compile', done: i, total: ts.length, rowsDone: 0, rows: 0, what: `splicing trace ${i + 1} of ${ts.length}` });
     const state = compileJob(job, lowered.graph, mc);
@@ -203,7 +204,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const errors: NnsError[] = [];
   for (const t of traces(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
-    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, vocabSize: vocabSizeOf(mc?.loaded.config) });
     errors.push(...lowered.errors);
     if (lowered.errors.length > 0) continue;
     if (mc) {
