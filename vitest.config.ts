@@ -12,5 +12,7 @@ export default defineConfig({
     testTimeout: 300_000,
     hookTimeout: 300_000,
     teardownTimeout: 60_000,
+    // No progress lines on the stderr of spawned nns processes (tests that want progress ask for it).
+    env: { ONNSIGHT_PROGRESS: 'none' },
   },
 });
