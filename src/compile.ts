@@ -107,7 +107,7 @@ export function checkPrompts(ir: Graph, mc: Pick<ModelContext, 'maxPositions' | 
     }
     const bad = vocab === undefined ? undefined : tokens.find((t) => t >= vocab);
     if (bad !== undefined) {
-      errors.push(new NnsError('bad-token-id', `token id ${bad} is outside the model's vocabulary (ids 0 to ${vocab! - 1})`, { span: s.span }));
+      errors.push(new NnsError('bad-token-id', `token id ${bad} is outside the model's vocabulary (0..${vocab! - 1}: the rows of its token-embedding table)`, { span: s.span }));
     }
   }
   if (errors.length) throw new NnsErrors(errors);

@@ -242,12 +242,19 @@ describe('other internal errors become clean errors (issue 9.9)', () => {
     expect(r.err).toContain(`${f}:3:3: error[prompt-too-long]: the prompt has 65 tokens; the model takes at most 64 positions`);
   });
 
-  it.concurrent('a token id outside the vocabulary', async () => {
+  it.concurrent('a token id outside the vocabulary (config.json vocab_size, or the graph\'s embedding table)', async () => {
     const f = path.join(tmp, 'vocab.nns');
     fs.writeFileSync(f, 'trace [464, 874] {\n  l = model.output.save()\n}\n');
     const r = await nns(['run', f, '--model', FACTS]);
-    expectClean(r, 1, 'bad-token-id');
-    expect(r.err).toContain("token id 874 is outside the model's vocabulary (ids 0 to 873)");
+    expectClean(r, 1, 'bad-prompt');
+    expect(r.err).toContain("token id 874 is outside the model's vocabulary (0..873)");
+    // Without config.json the limit comes from the token-embedding table in the graph.
+    const dir = path.join(tmp, 'bare-vocab');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(FACTS, 'onnx/model.dynamo.onnx'), path.join(dir, 'model.onnx'));
+    const bare = await nns(['run', f, '--model', path.join(dir, 'model.onnx')]);
+    expectClean(bare, 1, 'bad-token-id');
+    expect(bare.err).toContain(`${f}:1:1: error[bad-token-id]: token id 874 is outside the model's vocabulary (0..873: the rows of its token-embedding table)`);
   });
 
   it('the position and vocabulary limits of both exports, from the config and from the graph alone', () => {
