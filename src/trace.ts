@@ -13,7 +13,7 @@ import type { Builder } from '../ir/builder.js';
 import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
 import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
-import { resolveModulePath } from './model/modules.js';
+import { opPath, resolveModulePath } from './model/modules.js';
 import type { Tensor } from './tensor.js';
 
 /** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
@@ -239,6 +239,12 @@ export interface ModuleBase {
   readonly inputs: readonly TensorProxy[];
   /** Apply the module out of order to new inputs; returns its first output. */
   (...args: TensorLike[]): TensorProxy;
+  /**
+   * The `n`-th (from 0, graph order) ONNX node of op type `type` in this module's subtree, with
+   * `.output`, `.outputs[i]`, `.input`, `.inputs[i]` like a module:
+   * `m.transformer.h[1].attn.op('Softmax').output` (the attention probabilities).
+   */
+  op(type: string, n?: number): ModuleRef;
 }
 
 /** A module reference: its own members plus submodules and parameters by name or index. */
@@ -273,6 +279,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'outputs') return list('output');
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
+      if (prop === 'op') return (type: string, n = 0): ModuleRef => moduleProxy(ctx, opPath(modPath, type, n));
       const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
       if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
       return moduleProxy(ctx, p);

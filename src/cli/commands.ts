@@ -36,9 +36,9 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['modules', {
     name: 'modules',
     positionals: ['PATH'],
-    flags: [help],
+    flags: [{ name: 'ops', value: false, help: 'also list, under each module, its operations as op("TYPE", N) with output shapes' }, help],
     summary: 'Print the module tree of a model folder or .onnx file, with each module\'s output shapes.',
-    details: [],
+    details: ['With --ops, each module is followed by the ONNX nodes of its subtree (graph order), written as', 'MODULE.op("TYPE", N) names them in a script: model.transformer.h[1].attn.op("Softmax").output.'],
   }],
   ['cache', {
     name: 'cache',

@@ -109,7 +109,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     const { openModel } = await import('../engine.js');
     const { formatModuleTree } = await import('../model/format.js');
     const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!));
-    io.out(formatModuleTree(mc.tree).join('\n'));
+    io.out(formatModuleTree(mc.tree, { ops: a.flags.has('ops') }).join('\n'));
     return 0;
   }
   const out = flag(a, 'out');

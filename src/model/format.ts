@@ -19,9 +19,22 @@ function formatValues(values: readonly BoundaryValue[]): string {
  * (`-` when the export did not record it) and output types, in aligned columns:
  * `transformer.h.0.mlp  GPT2MLP  float32[batch, sequence, 128]`.
  */
-export function formatModuleTree(tree: ModuleTree): string[] {
+export function formatModuleTree(tree: ModuleTree, opts: { ops?: boolean } = {}): string[] {
   const rows = [...tree.modules.values()].map((m) => [m.path === '' ? '(root)' : m.path, m.className ?? '-', formatValues(m.outputs)]);
   const w0 = Math.max(0, ...rows.map((r) => r[0].length));
   const w1 = Math.max(0, ...rows.map((r) => r[1].length));
-  return rows.map(([p, c, o]) => `${p.padEnd(w0)}  ${c.padEnd(w1)}  ${o}`);
+  const lines: string[] = [];
+  [...tree.modules.values()].forEach((m, i) => {
+    const [p, c, o] = rows[i]!;
+    lines.push(`${p!.padEnd(w0)}  ${c!.padEnd(w1)}  ${o}`);
+    // With ops: the module's own operations (those of no child module), indented, as a script names them.
+    if (!opts.ops || !tree.ops) return;
+    const inChild = new Set<string>();
+    for (const ch of m.children) for (const op of tree.ops(ch)) inChild.add(op.outputs.map((v) => v.name).join(','));
+    for (const op of tree.ops(m.path)) {
+      if (op.opType === 'Constant' || inChild.has(op.outputs.map((v) => v.name).join(','))) continue;
+      lines.push(`    op("${op.opType}", ${op.n})  ${formatValues(op.outputs)}`);
+    }
+  });
+  return lines;
 }
