@@ -12,7 +12,7 @@
  * become graph inputs.
  * @module
  */
-import type { Pass, PassContext, CompileState, ModuleCall } from './pass.js';
+import type { Pass, PassContext, CompileState, ModuleCall, GradRequest } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
 import { scriptPath, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
 import { formatType } from '../ir/shape.js';
@@ -23,7 +23,7 @@ import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -78,6 +78,10 @@ class Lowerer {
   readonly g: GraphProto;
   readonly opset: number;
   readonly names = new Map<Value, string>();
+  /** Whole-batch ONNX name of every module read and parameter (what `grad` differentiates with respect to). */
+  private readonly whole = new Map<Value, string>();
+  /** `Grad` placeholders for the autodiff pass. */
+  readonly grads: GradRequest[] = [];
   readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
@@ -304,7 +308,9 @@ class Lowerer {
       case 'module.input': {
         const { path, index } = a as { path: string; index: number };
         const port = n.op === 'module.output' ? 'output' : 'input';
-        res(this.rows(this.boundary(path, port, index), ir, n.scope));
+        const wholeName = this.boundary(path, port, index);
+        this.whole.set(n.results[0]!, wholeName);
+        res(this.rows(wholeName, ir, n.scope));
         return;
       }
       case 'model.output': {
@@ -315,7 +321,25 @@ class Lowerer {
       case 'param': {
         const p = this.ctx.tree.params.get(a.name as string);
         if (!p) throw new Error(`internal: parameter '${String(a.name)}' not resolved`);
+        this.whole.set(n.results[0]!, p.initializer);
         res(p.perm ? this.em.op('Transpose', [p.initializer], { perm: p.perm }) : p.initializer);
+        return;
+      }
+      case 'grad': {
+        // A placeholder: the autodiff pass replaces it by the backward sweep's gradient of Y
+        // with respect to X's whole-batch value; this read's rows are then sliced out of it.
+        const [y, x] = n.inputs as [Value, Value];
+        const xWhole = this.whole.get(x);
+        if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read or a parameter');
+        const out = this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad_output_0`);
+        const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out] };
+        this.g.node!.push(node);
+        if (n.span) nodeSpans.set(node, n.span);
+        this.grads.push({ placeholder: node, span: n.span });
+        let g = out;
+        const param = x.producer.is('param') ? this.ctx.tree.params.get(x.producer.attrs.name) : undefined;
+        if (param?.perm) g = this.em.op('Transpose', [g], { perm: param.perm });
+        res(this.rows(g, ir, x.producer.scope));
         return;
       }
       case 'const': {
@@ -671,6 +695,7 @@ export const lowerOnnxPass: Pass = {
     state.hostInputs = l.hostInputs;
     state.valueNames = l.names;
     state.moduleCalls = l.calls;
+    state.grads = l.grads;
     return { changed: true };
   },
 };
