@@ -332,8 +332,10 @@ class Lowerer {
         const xWhole = this.whole.get(x);
         if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read or a parameter');
         const out = this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad_output_0`);
-        const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out] };
+        const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out],
+          metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
         this.g.node!.push(node);
+        this.em.created.add(node);
         if (n.span) nodeSpans.set(node, n.span);
         this.grads.push({ placeholder: node, span: n.span });
         let g = out;

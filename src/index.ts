@@ -23,12 +23,12 @@ import type { ModuleTree } from './model/types.js';
 import type { ModelProto } from './onnx/proto.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
-import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { callSite, grad, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
 export { tensorToJSON, toJSONNumber } from './tensor.js';
-export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
+export { TensorProxy, ops, grad, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';
 export type { CompileOptions, RunOptions, ModelContext, FastPath } from './engine.js';
@@ -53,6 +53,8 @@ export interface Tracer {
   invoke(prompt: Prompt, fn: (m: ModelRef) => void): void;
   /** The whole batch (use after the invokes, e.g. to copy values between rows). */
   readonly model: ModelRef;
+  /** `grad(y, x)` (see the exported {@link grad}): dy/dx, shaped like x. */
+  grad(y: TensorProxy, x: TensorProxy): TensorProxy;
 }
 
 /** What a trace returns. */
@@ -132,7 +134,7 @@ export class LanguageModel {
       }
     };
     if (typeof a === 'function') {
-      a({ invoke, get model() { return moduleProxy(ctx, ''); } });
+      a({ invoke, get model() { return moduleProxy(ctx, ''); }, grad });
     } else {
       if (!b) throw new NnsError('usage', 'trace(prompt, fn) needs a function', { kind: 'usage' });
       invoke(a, b);

@@ -98,6 +98,23 @@ export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: ()
 
 export interface TensorProxy extends ElementwiseMethods {}
 
+/**
+ * `grad(y, x)`: the gradient of the one-element value `y` with respect to `x` — a module
+ * value (`m.transformer.h[2].output`, `.input`, `.outputs[i]`, an op value
+ * `m.transformer.h[1].attn.op('Softmax').output`) or a parameter (`m.lm_head.weight`) of the
+ * same trace; the result has `x`'s shape. The derivative is taken through the forward pass
+ * as the trace modifies it; every `grad` of one `y` shares one backward pass (compiled into
+ * the same graph as the forward pass).
+ */
+export function grad(y: TensorProxy, x: TensorProxy): TensorProxy {
+  const span = callSite();
+  if (y.ctx !== x.ctx) throw new NnsError('bad-grad', 'grad(y, x): y and x belong to different traces', { span });
+  if (!['module.output', 'module.input', 'param'].includes(x.ir.producer.op)) {
+    throw new NnsError('bad-grad', 'grad(y, x): x must be a module value (.output, .input, .outputs[i], .inputs[i]), an op value (.op(TYPE).output) or a parameter', { span });
+  }
+  return new TensorProxy(y.ctx, y.ctx.builder.op('grad', [y.ir, x.ir], {}, span));
+}
+
 /** A value inside a trace: a module's output, a parameter, or anything computed from them. */
 export class TensorProxy {
   /** @internal */ readonly ctx: TraceContext;
