@@ -12,7 +12,8 @@
  * @module
  */
 import { NnsError } from '../src/errors.js';
-import type { NodeProto } from '../src/onnx/proto.js';
+import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
+import type { TensorSig } from '../src/model/types.js';
 import { ModuleMap } from '../src/model/modules.js';
 import type { Pass } from './pass.js';
 import { Emitter, nodeSpans } from './onnx-emit.js';
@@ -83,6 +84,20 @@ export const autodiffPass: Pass = {
     return { changed: true };
   },
 };
+
+/**
+ * Emits into `model`'s graph the gradients of the one-element value `y` with respect to the
+ * values `xs` (a name absent from the result: y does not depend on it). What the pass does
+ * per Y; exported for the derivative tests.
+ * @throws NotDifferentiable for a path through an op without a rule
+ */
+export function emitGradients(model: ModelProto, y: string, xs: string[], sigs: ReadonlyMap<string, TensorSig> = new Map()): Map<string, string> {
+  const g = model.graph!;
+  const em = new Emitter(g);
+  const op = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  const gb = new GradBuilder(em, Number(op?.version ?? 0), g, sigs);
+  return sweep([...g.node!], y, xs, gb);
+}
 
 /**
  * One backward sweep over `nodes` (the graph without placeholders): dY/dX for every X that

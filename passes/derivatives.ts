@@ -49,6 +49,7 @@ export class GradBuilder {
   private readonly consts = new Map<string, number[]>();
   private readonly producers = new Map<string, NodeProto>();
   private readonly ranks = new Map<string, number>();
+  private readonly inits = new Map<string, import('../src/onnx/proto.js').TensorProto>();
 
   constructor(readonly em: Emitter, readonly opset: number, graph: GraphProto, sigs: ReadonlyMap<string, TensorSig>) {
     for (const [k, s] of sigs) if (s.shape) this.ranks.set(k, s.shape.length);
@@ -56,7 +57,7 @@ export class GradBuilder {
       const dims = vi.type?.tensor_type?.shape?.dim;
       if (vi.name && dims && vi.type?.tensor_type?.shape) this.ranks.set(vi.name, dims.length);
     }
-    for (const t of graph.initializer ?? []) if (t.name) this.ranks.set(t.name, (t.dims ?? []).length);
+    for (const t of graph.initializer ?? []) if (t.name) { this.ranks.set(t.name, (t.dims ?? []).length); this.inits.set(t.name, t); }
     for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) this.producers.set(o, n);
   }
 
@@ -92,6 +93,8 @@ export class GradBuilder {
     if (this.consts.has(name)) return this.consts.get(name);
     const p = this.producers.get(name);
     let v: number[] | undefined;
+    const init = this.inits.get(name);
+    if (init && !p) v = tensorInts(init);
     if (p?.op_type === 'Constant') {
       const t = attrOf(p, 'value')?.t;
       if (t) v = tensorInts(t);
