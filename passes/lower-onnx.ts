@@ -22,6 +22,7 @@ import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
+import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
 import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
@@ -134,7 +135,14 @@ class Lowerer {
     if (vv) return vv;
     if (!this.boundaryIndex) {
       this.boundaryIndex = new Map();
-      for (const m of this.ctx.tree.modules.values()) {
+      // Operation pseudo-modules (`MODULE.op("TYPE", N)`) the program names are views too (one node: innermost).
+      const opPaths = new Set<string>();
+      for (const n of this.state.ir.nodes) {
+        const p = (n.attrs as { path?: string }).path;
+        if (p !== undefined && parseOpPath(p)) opPaths.add(p);
+      }
+      const ops = [...opPaths].map((p) => this.ctx.tree.modules.get(p)).filter((m): m is ModuleInfo => m !== undefined);
+      for (const m of [...this.ctx.tree.modules.values(), ...ops]) {
         for (const port of ['output', 'input'] as const) {
           (port === 'output' ? m.outputs : m.inputs).forEach((b, index) => {
             let list = this.boundaryIndex!.get(b.name);
