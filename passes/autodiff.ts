@@ -12,6 +12,7 @@
  * @module
  */
 import { NnsError } from '../src/errors.js';
+import { scriptPath } from '../ir/ir.js';
 import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { TensorSig } from '../src/model/types.js';
 import { ModuleMap } from '../src/model/modules.js';
@@ -22,8 +23,7 @@ import { DERIVATIVES, NO_GRADIENT, GradBuilder, NotDifferentiable } from './deri
 /** Module of a node, for messages: onnsight's own tag, dynamo's name scopes, or a TorchScript scope name. */
 function moduleOf(n: NodeProto): string {
   const meta = new Map((n.metadata_props ?? []).map((p) => [p.key ?? '', p.value ?? '']));
-  const own = meta.get('onnsight.module');
-  if (own) return own;
+  if (meta.has('onnsight.op')) return meta.get('onnsight.module') ?? '';
   const scopes = meta.get('pkg.torch.onnx.name_scopes');
   if (scopes) {
     const m = /'([^']*)'\s*,?\s*\]\s*$/.exec(scopes.replace(/,\s*'[^']*'\]$/, ']'));
@@ -75,7 +75,7 @@ export const autodiffPass: Pass = {
         if (e instanceof NotDifferentiable) {
           const where = moduleOf(e.node);
           ctx.errors.push(new NnsError('not-differentiable',
-            `cannot differentiate through ${e.node.op_type} node '${e.node.name ?? '?'}'${where ? ` in module ${where}` : ''}: ${e.reason}`,
+            `cannot differentiate through ${e.node.op_type} node '${e.node.name ?? '?'}' ${where ? `in module ${scriptPath(where)}` : "of the script's own computation"}: ${e.reason}`,
             { span: group[0]!.span ?? nodeSpans.get(group[0]!.placeholder) }));
         } else throw e;
       }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LanguageModel, grad, type TensorProxy } from '../../src/index.js';
+import { LanguageModel, grad, type ModelRef, type TensorProxy } from '../../src/index.js';
 import { EXPORTS, ROOT, refCase, expectClose } from '../helpers/reference.js';
 
 const BIN = path.join(ROOT, 'bin', 'nns.mjs');
@@ -82,7 +82,7 @@ describe.each(EXPORTS)('grad on the $name export', ({ name, path: modelPath }) =
     const ids = c.input_ids as number[];
     const delta = 0.05;
     // Y = logit[answer] with block 2's MLP output scaled by 0.5 (a set after X); X = block 1's attention probabilities.
-    const body = (bump?: { i: number; j: number; k: number; h: number }) => (m: Parameters<Parameters<LanguageModel['trace']>[1]>[0]) => {
+    const body = (bump?: { i: number; j: number; k: number; h: number }) => (m: ModelRef): void => {
       const sm = m.transformer.h[1]!.attn.op('Softmax');
       if (bump) sm.output.at(0, bump.i, bump.j, bump.k).set(sm.output.at(0, bump.i, bump.j, bump.k).add(bump.h));
       m.transformer.h[2]!.mlp.output = m.transformer.h[2]!.mlp.output.mul(0.5);
@@ -114,7 +114,7 @@ describe('grad errors', () => {
       '}', ''].join('\n'));
     const r = await nns(['run', script, '--model', EXPORTS[0].path]);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/bad\.nns:4:7: error\[bad-grad\]: grad\(Y, X\) needs Y with exactly one element, but Y is float32\[1, \d+, 874\]/);
+    expect(r.err).toMatch(/bad\.nns:4:7: error\[bad-grad\]: grad\(Y, X\) needs Y with exactly one element, but Y is float32\[1, sequence, 874\]/);
     expect(r.err).not.toMatch(/^\s+at /m);
     fs.writeFileSync(script, [
       'trace "The Eiffel Tower is in the city of" {',
@@ -123,7 +123,7 @@ describe('grad errors', () => {
       '}', ''].join('\n'));
     const r2 = await nns(['run', script, '--model', EXPORTS[0].path]);
     expect(r2.code).toBe(1);
-    expect(r2.err).toMatch(/bad\.nns:3:7: error\[not-differentiable\]: cannot differentiate through ReduceMax node '[^']+': no derivative rule for ReduceMax/);
+    expect(r2.err).toMatch(/bad\.nns:3:7: error\[not-differentiable\]: cannot differentiate through ReduceMax node '\/nns\.max\/ReduceMax' of the script's own computation: no derivative rule for ReduceMax/);
     expect(r2.err).not.toMatch(/^\s+at /m);
   }, 60_000);
 });
