@@ -10,7 +10,6 @@ import path from 'node:path';
 import { parseScript } from '../../grammar/parse.js';
 import { NnsError, usageError } from '../errors.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
-import { tensorToJSON } from '../tensor.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
 import { COMMANDS, GENERAL_HELP } from './commands.js';
 import { formatResults } from './print.js';
@@ -131,9 +130,8 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   const { results, decoder } = await run.runScript(job);
   if (outAbs) {
-    const json: Record<string, unknown> = {};
-    for (const [k, v] of results) json[k] = tensorToJSON(v);
-    writeFileAtomic(outAbs, `${JSON.stringify(json)}\n`);
+    const { writeResultsFile } = await import('./results-file.js');
+    writeResultsFile(outAbs, results);
   }
   io.out(formatResults(results, decoder));
   return 0;
