@@ -7,8 +7,12 @@
  * - **Inline weights** (the usual small export) are moved once into the entry's
  *   `model.onnx.data`.
  * - **External-data models**: the entry holds a copy of the (small) graph and *hard links*
- *   to the weights (same inode: no copy, shared page cache; ORT rejects symlinks and `..`
- *   out of the graph's folder, measured with onnxruntime-node 1.30). When hard links are
+ *   to the weights (same inode: no copy, shared page cache). Measured with onnxruntime-node
+ *   1.30, for a graph in the cache and weights in the model's folder: a relative location
+ *   through `..`, an absolute location and a symlink in the cache are all refused ("External
+ *   data path escapes model directory", "Absolute path not allowed"); a hard link, and
+ *   `model_external_initializers_file_folder_path` with the graph given as bytes or as a
+ *   path, work. When hard links are
  *   impossible (another file system), the entry holds graphs only and
  *   {@link LoadedModel.externalDataDir} tells the backend to resolve the weights against
  *   the model's folder (`session.model_external_initializers_file_folder_path`).
