@@ -7,7 +7,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseScript } from '../../grammar/parse.js';
 import { NnsError, usageError } from '../errors.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
@@ -55,7 +54,7 @@ interface Loaded {
 }
 
 /** Reads and parses the script; syntax errors are thrown as a list (exit 1). */
-function loadScript(file: string, cwd: string, sources: Map<string, string>): Loaded {
+async function loadScript(file: string, cwd: string, sources: Map<string, string>): Promise<Loaded> {
   let text: string;
   try {
     const abs = path.resolve(cwd, file);
@@ -67,6 +66,8 @@ function loadScript(file: string, cwd: string, sources: Map<string, string>): Lo
     throw usageError('no-such-file', code === 'ENOENT' ? `no such script: '${file}'` : `cannot read '${file}': ${code ?? (e as Error).message}`);
   }
   sources.set(file, text);
+  // Loaded here, not at the top: `nns --help` and `nns modules` never load the parser.
+  const { parseScript } = await import('../../grammar/parse.js');
   const parsed = parseScript(text, file);
   if (!parsed.ast) throw new ScriptErrors(parsed.errors);
   return { file, text, ast: parsed.ast };
@@ -113,7 +114,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const out = flag(a, 'out');
   if (cmd.name === 'compile' && !out) throw usageError('missing-argument', "'nns compile' needs -o OUT.onnx", [`usage: ${usageLine(cmd)}`]);
   const outAbs = out ? checkWritable(out, io.cwd) : undefined;
-  const script = loadScript(a.positionals[0]!, io.cwd, sources);
+  const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
   const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t) };
