@@ -240,7 +240,7 @@ function weightsFolder(modelDir: string, dataFiles: { loc: string; real: string 
  * must identify the rewrite (e.g. a hash of the intervention plan); a damaged one is written
  * again. Written atomically.
  * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`;
- *   `variant-write` when the file cannot be written.
+ *   `variant-write` when the file cannot be written; `cache-entry-gone` when the entry was removed meanwhile.
  */
 export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array, key: string): string {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(key)) throw modelError('variant-key', `invalid variant key "${key}": use letters, digits, '.', '_' or '-'`);
@@ -250,6 +250,7 @@ export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array,
   try {
     writeVariantFile(file, bytes);
   } catch (e) {
+    if (!fs.existsSync(model.dir)) throw modelError('cache-entry-gone', `the cache entry of ${model.source} (${model.dir}) was removed meanwhile (nns cache clean, or the cache's size bound)`, ['load the model again']);
     throw modelError('variant-write', `cannot write rewritten graph ${file}: ${(e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder with enough space']);
   }
   noteWrite(path.dirname(model.dir), bytes.length);
