@@ -5,7 +5,7 @@
  *
  * - `FILE.json` (any name but `.safetensors`): `{"NAME": {"dtype", "shape", "data": [...]}, ...}`,
  *   exactly what `JSON.stringify` of {@link tensorToJSON} gives (int64 as plain numbers, NaN
- *   and ±Infinity as `null`), in save order.
+ *   and ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`), in save order.
  * - `FILE.safetensors`: the safetensors format (8-byte little-endian header length, a JSON
  *   header `{NAME: {dtype: "F32", shape, data_offsets}}`, then the raw little-endian data),
  *   readable by `safetensors`, PyTorch, NumPy or a few lines of any language; about a third of
@@ -62,7 +62,7 @@ function writeJson(sink: Sink, results: ReadonlyMap<string, Tensor>): void {
       let s = i === 0 ? '' : ',';
       for (let j = i; j < end; j++) {
         const v = Number(data[j]);
-        s += (j === i ? '' : ',') + (Number.isFinite(v) ? String(v) : 'null');
+        s += (j === i ? '' : ',') + (Number.isFinite(v) ? String(v) : `"${String(v)}"`);
       }
       sink.text(s);
     }
