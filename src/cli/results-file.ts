@@ -3,7 +3,8 @@
  * fit (one `JSON.stringify` of everything stops at V8's string limit, about 2^29 characters —
  * some 28 M floats). Written to a temporary file and renamed after success only.
  *
- * - `FILE.json` (any name but `.safetensors`): `{"NAME": {"dtype", "shape", "data": [...]}, ...}`,
+ * - `FILE.json` (any name but `.safetensors`): `{"NAME": {"dtype", "shape", "data": [...]}, ...,
+ *   "$families": ..., "$prompts": ...}` (src/report/report.ts `reportToJSON`, byte for byte),
  *   exactly what `JSON.stringify` of {@link tensorToJSON} gives (int64 as plain numbers, NaN
  *   and ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`), in save order.
  * - `FILE.safetensors`: the safetensors format (8-byte little-endian header length, a JSON
@@ -48,8 +49,8 @@ class Sink {
   }
 }
 
-/** Writes the JSON form of `results` (see the module comment) to `sink`, a chunk at a time. */
-function writeJson(sink: Sink, results: ReadonlyMap<string, Tensor>): void {
+/** Writes the JSON form of `results` and then of `extra`'s fields (see the module comment) to `sink`, a chunk at a time. */
+function writeJson(sink: Sink, results: ReadonlyMap<string, Tensor>, extra: Readonly<Record<string, unknown>>): void {
   sink.text('{');
   let first = true;
   for (const [name, t] of results) {
@@ -68,8 +69,58 @@ function writeJson(sink: Sink, results: ReadonlyMap<string, Tensor>): void {
     }
     sink.text(']}');
   }
+  for (const [k, v] of Object.entries(extra)) {
+    if (!jsonable(v)) continue;
+    sink.text(`${first ? '' : ','}${JSON.stringify(k)}:`);
+    first = false;
+    streamValue(sink, v);
+  }
   sink.text('}\n');
   sink.flush();
+}
+
+function jsonable(v: unknown): boolean {
+  return v !== undefined && typeof v !== 'function' && typeof v !== 'symbol';
+}
+
+/** Writes `v` as `JSON.stringify(v)` would, long arrays a chunk at a time. */
+function streamValue(sink: Sink, v: unknown): void {
+  if (v === null || typeof v !== 'object') {
+    sink.text(JSON.stringify(v) ?? 'null');
+    return;
+  }
+  if (Array.isArray(v)) {
+    sink.text('[');
+    for (let i = 0; i < v.length; i += 4096) {
+      const end = Math.min(v.length, i + 4096);
+      let s = '';
+      for (let j = i; j < end; j++) {
+        const x: unknown = v[j];
+        const sep = j === 0 ? '' : ',';
+        if (x !== null && typeof x === 'object') {
+          sink.text(s + sep);
+          s = '';
+          streamValue(sink, x);
+        } else s += sep + (jsonable(x) ? JSON.stringify(x) : 'null');
+      }
+      sink.text(s);
+    }
+    sink.text(']');
+    return;
+  }
+  if (typeof (v as { toJSON?: unknown }).toJSON === 'function') {
+    sink.text(JSON.stringify(v));
+    return;
+  }
+  sink.text('{');
+  let first = true;
+  for (const [k, x] of Object.entries(v)) {
+    if (!jsonable(x)) continue;
+    sink.text(`${first ? '' : ','}${JSON.stringify(k)}:`);
+    first = false;
+    streamValue(sink, x);
+  }
+  sink.text('}');
 }
 
 const SAFETENSORS_DTYPE: Record<DType, string> = {
@@ -99,17 +150,19 @@ function writeSafetensors(sink: Sink, results: ReadonlyMap<string, Tensor>): voi
 
 /**
  * Writes saved values to `file` (JSON, or safetensors for a `.safetensors` name), streamed,
- * through a temporary file renamed into place after success only.
+ * through a temporary file renamed into place after success only. The JSON form also holds
+ * `extra`'s fields after the saves (`$families`, `$prompts`), written as `JSON.stringify`
+ * would; safetensors holds the saves only.
  * @throws NnsError `cannot-write` (usage) when the file cannot be written (no partial file stays).
  */
-export function writeResultsFile(file: string, results: ReadonlyMap<string, Tensor>): void {
+export function writeResultsFile(file: string, results: ReadonlyMap<string, Tensor>, extra: Readonly<Record<string, unknown>> = {}): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'w');
     const sink = new Sink(fd);
     if (file.toLowerCase().endsWith('.safetensors')) writeSafetensors(sink, results);
-    else writeJson(sink, results);
+    else writeJson(sink, results, extra);
     fs.closeSync(fd);
     fd = undefined;
     fs.renameSync(tmp, file);

@@ -38,6 +38,17 @@ describe('--out FILE.json', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
 
+  it('with $families and $prompts: byte-identical to reportToJSON (what nns plot reads back)', async () => {
+    const { buildReport, reportToJSON } = await import('../../src/report/report.js');
+    const grid = new Map<string, Tensor>();
+    for (let l = 0; l < 3; l++) for (let p = 0; p < 2; p++) grid.set(`paris.${l}.${p}`, { dtype: 'float32', shape: [1], data: Float32Array.from([l + p / 10]) });
+    grid.set('odd', { dtype: 'float32', shape: [2], data: Float32Array.from([NaN, -Infinity]) });
+    const report = buildReport(grid, [{ text: 'a prompt', ids: [1, 2], tokens: ['a', ' prompt'] }] as never, new Map([['paris', ['l', 'p']]]));
+    const file = path.join(tmp, 'report.json');
+    writeResultsFile(file, grid, { $families: report.families, $prompts: report.prompts });
+    expect(fs.readFileSync(file, 'utf8')).toBe(reportToJSON(report));
+  });
+
   it('writes a result longer than V8\'s string limit (46 M int32 values, 552 MB of text)', { timeout: 600_000 }, async () => {
     // Ten-digit integers format ~3x faster than floats, which keeps this test to seconds.
     const n = 46_000_000;
