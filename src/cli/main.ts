@@ -221,10 +221,14 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
   const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
   const { results, decoder, prompts } = await run.runScript(job);
-  const { buildReport, reportToJSON } = await import('../report/report.js');
+  const { buildReport } = await import('../report/report.js');
   const { loopIndexNames } = await import('../report/families.js');
   const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
-  if (outAbs) writeFileAtomic(outAbs, reportToJSON(report));
+  if (outAbs) {
+    // Streamed: a save-everything run is longer than any one JavaScript string (src/cli/results-file.ts).
+    const { writeResultsFile } = await import('./results-file.js');
+    writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
+  }
   io.out(formatResults(results, decoder));
   if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}) });
   return 0;
