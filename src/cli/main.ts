@@ -220,7 +220,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
   const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
-  const { results, decoder, prompts } = await run.runScript(job);
+  const { results, decoder, prompts, graphs } = await run.runScript(job);
   const { buildReport } = await import('../report/report.js');
   const { loopIndexNames } = await import('../report/families.js');
   const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
@@ -230,12 +230,12 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
   }
   io.out(formatResults(results, decoder));
-  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}) });
+  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}), graphs });
   return 0;
 }
 
 /** Plots and/or the HTML report of a run or of a results file. */
-async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string }): Promise<void> {
+async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string; graphs?: { path: string; what: string }[] }): Promise<void> {
   const { renderPlots, writePlots, writeHtml } = await import('../report/report.js');
   let plots;
   try {

@@ -18,6 +18,7 @@ import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import type { ProgressCallback } from '../progress.js';
 import type { PromptInfo } from '../report/families.js';
+import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
 import type { ModelProto } from '../onnx/proto.js';
@@ -58,6 +59,8 @@ export interface RunOutput {
   decoder?: TokenDecoder;
   /** The prompts of every trace (one entry per distinct prompt of a trace, with its row count). */
   prompts: PromptInfo[];
+  /** The graphs the run used: the instrumented model (fast path) and compiled graphs, in the cache. */
+  graphs: { path: string; what: string }[];
 }
 
 function throwIfAny(errors: NnsError[]): void {
@@ -123,7 +126,11 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
     const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
-  return { results, decoder: decoderOf(mc), prompts };
+  const graphs = [
+    ...(mc.fast?.builtGraphPath ? [{ path: mc.fast.builtGraphPath, what: 'the instrumented model (fast path: ports at every block, attention and MLP boundary)' }] : []),
+    ...compileCacheOf(mc).graphPaths().map((p) => ({ path: p, what: 'a compiled (spliced) graph' })),
+  ];
+  return { results, decoder: decoderOf(mc), prompts, graphs };
 }
 
 /** A save whose graph output has another name than the save (the name is part of the model's interface). */

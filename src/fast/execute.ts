@@ -101,6 +101,11 @@ export class FastExecutor implements FastPath {
     this.modules = new ModuleModels(mc);
   }
 
+  /** The instrumented model's graph file, once built (never builds it). */
+  get builtGraphPath(): string | undefined {
+    return this.portedModel?.graphPath;
+  }
+
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
     this.portedModel ??= buildPortedModel(this.mc);
