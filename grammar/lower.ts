@@ -71,7 +71,7 @@ class TraceLowerer {
   constructor(private readonly opts: LowerOptions) {
     this.b = new Builder({ file: opts.file, tree: opts.tree });
     this.host = opts.host ?? new Map();
-    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n) });
+    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n), tree: opts.tree });
   }
 
   /** First binding site of every name in the trace. */
@@ -173,7 +173,7 @@ class TraceLowerer {
         return;
       }
       case 'Set': {
-        const t = setTarget(s.target, env);
+        const t = setTarget(s.target, env, this.expr.walkOptions);
         const items = t.items ? this.expr.items(t.items, env) : null;
         const v = this.expr.value(s.value, env);
         this.b.set(t.path, t.port, t.index, items, v, s.target.span);
