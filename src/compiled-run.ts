@@ -95,7 +95,7 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -103,8 +103,8 @@ export async function runCompiled(
   const saveOrder = ir.nodes.filter((n) => n.is('save')).map((n) => (n.attrs as { name: string }).name);
   const host = new Map(hostValues);
   for (const [k, v] of liftConstants(ir)) host.set(k, v);
-  const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
-  const budget = opts.memoryBudget ?? batchBudget();
+  const { feeds: full, seqLen } = opts.feeds ? givenFeeds(opts.feeds) : buildFeeds(mc.feedInputs, rows, { padId: 0 });
+  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget();
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
@@ -146,6 +146,14 @@ export async function runCompiled(
     progress('run');
   }
   return new Map(saveOrder.filter((n) => results.has(n)).map((n) => [n, results.get(n)!]));
+}
+
+/** Feeds given by the caller (generation), as onnxruntime tensors; the sequence length is `input_ids`' last dim. */
+export function givenFeeds(given: Readonly<Record<string, Tensor>>): { feeds: Record<string, ort.Tensor>; seqLen: number } {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [k, t] of Object.entries(given)) feeds[k] = toOrtTensor(t);
+  const ids = given.input_ids;
+  return { feeds, seqLen: ids ? ids.shape[ids.shape.length - 1]! : 1 };
 }
 
 async function runEntry(entry: CompiledEntry, mc: ModelContext, tiered: TieredSessions | undefined, so: OrtSessionOptions, feeds: Record<string, ort.Tensor>): Promise<Record<string, Tensor>> {

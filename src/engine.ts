@@ -28,8 +28,8 @@ import { FastExecutor } from './fast/execute.js';
  * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
  */
 export interface FastPath {
-  /** Try to run `ir` (already through the IR pipeline). */
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
+  /** Try to run `ir` (already through the IR pipeline); `feeds` replaces the feeds built from the invokes' tokens. */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
 }
 
 /** A model ready for tracing. */
@@ -143,6 +143,12 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
   fast?: boolean;
   /** Set `false` to keep identical read-only invokes as separate batch rows. */
   dedup?: boolean;
+  /**
+   * Graph feeds supplied by the caller, replacing those built from the invokes' tokens
+   * (generation: input ids, attention mask, positions and the key/value cache). The batch
+   * then runs whole: no invoke merging, no splitting into chunks.
+   */
+  feeds?: Readonly<Record<string, Tensor>>;
 }
 
 /**
@@ -158,9 +164,9 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
   }
   const state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
-  if (opts.dedup !== false) dedupInvokes(state.ir);
+  if (opts.dedup !== false && !opts.feeds) dedupInvokes(state.ir);
   if (mc.fast && opts.fast !== false) {
-    const fast = await mc.fast.tryRun(state.ir, host);
+    const fast = await mc.fast.tryRun(state.ir, host, opts.feeds);
     if (fast) {
       opts.printAfterEach?.('fast-path', 'runs on the instrumented model (port feeds and fetches): no graph was compiled');
       return fast;

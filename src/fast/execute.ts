@@ -22,7 +22,7 @@ import type { Graph, Node, Value } from '../../ir/ir.js';
 import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../engine.js';
 import { buildFeeds } from '../model/feeds.js';
-import { batchBudget, rowBytes } from '../compiled-run.js';
+import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
 import { numel, type Tensor } from '../tensor.js';
 import { selectRows, toOrtTensor } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
@@ -113,11 +113,11 @@ export class FastExecutor implements FastPath {
   }
 
   /** Plans and runs `ir`; null when it needs the compiler. */
-  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
     const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
     if ('reject' in r) return this.fallback(r.reject);
     try {
-      const out = await this.execute(ir, r.plan, host);
+      const out = await this.execute(ir, r.plan, host, feeds);
       this.stats.fastRuns++;
       return out;
     } catch (e) {
@@ -143,14 +143,16 @@ export class FastExecutor implements FastPath {
     return this.separable;
   }
 
-  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
+  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
-    const { feeds, seqLen } = buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
-    this.checkBudget(plan, this.rowsSeparable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
+    const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
+    // Given feeds (generation) run the whole batch: the caller fetches every row's cache.
+    const separable = !given && this.rowsSeparable;
+    if (!given) this.checkBudget(plan, separable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
     const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
-    const runRows = (rows: number[]): number[] => (this.rowsSeparable && rows.length > 0 ? rows : all);
+    const runRows = (rows: number[]): number[] => (separable && rows.length > 0 ? rows : all);
     const base = (rows: number[]): Record<string, ort.Tensor> => {
       const f: Record<string, ort.Tensor> = {};
       for (const [k, t] of Object.entries(feeds)) f[k] = rows.length === ir.batch ? t : selectRows(t, rows);
