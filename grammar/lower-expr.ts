@@ -34,6 +34,12 @@ export interface ExprContext {
   save(value: Value, name: string, span: Span): void;
   /** Where a name is bound anywhere in the trace (for "used before its definition" notes). */
   bindingSite?(name: string): Span | undefined;
+  /**
+   * What `model.generator` means: in a `trace` an error, in a `generate` only
+   * `tokens = model.generator.output.save()` (handled by the statement lowering); undefined
+   * when the model really has a module called `generator`.
+   */
+  generator?: 'trace' | 'generate';
 }
 
 /** A lowered expression: a tensor, or a pending `topk` pair. */
@@ -157,6 +163,12 @@ export class ExprLowerer {
       cur = this.call(root, segs[0].node, env);
       i = 1;
     } else if (root.kind === 'Model') {
+      const first = segs[0];
+      if (this.ctx.generator && first?.kind === 'member' && first.name === 'generator') {
+        throw this.ctx.generator === 'trace'
+          ? err('generator-outside-generate', 'model.generator.output exists only inside a generate block', first.node.span)
+          : err('bad-generator-use', 'model.generator.output is the finished token sequence: it can only be saved, as tokens = model.generator.output.save()', first.node.span);
+      }
       const walked = walkModulePath(segs, env, 'value');
       i = walked.next;
       const p = walked.path.join('.');

@@ -19,6 +19,8 @@ import { formatResults } from './print.js';
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
+  /** Raw output without an added newline (generated text as it comes); `out` per line when absent. */
+  write?(text: string): void;
   cwd: string;
   env: Readonly<Record<string, string | undefined>>;
 }
@@ -26,6 +28,7 @@ export interface CliIO {
 const defaultIO: CliIO = {
   out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  write: (t) => process.stdout.write(t),
   cwd: process.cwd(),
   env: process.env,
 };
@@ -113,7 +116,14 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const script = loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
-  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t) };
+  let line = '';
+  const write = io.write ? (t: string) => io.write!(t) : (t: string) => {
+    line += t;
+    const parts = line.split('\n');
+    line = parts.pop()!;
+    for (const p of parts) io.out(p);
+  };
+  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), write };
   if (cmd.name === 'check') {
     await run.checkScript(job);
     io.out(`${script.file}: ok`);
