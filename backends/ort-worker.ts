@@ -7,8 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import ort from 'onnxruntime-node';
-import { OrtBackend, toOrtTensor } from './ort.js';
+import { OrtBackend } from './ort.js';
 import { NnsError } from '../src/errors.js';
 import type { WorkerReply, WorkerRequest, WireTensor } from './worker.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
@@ -29,8 +28,8 @@ async function handle(req: WorkerRequest): Promise<WorkerReply> {
     }
     case 'run': {
       const session = await backend.session(req.graphPath, req.opts);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const f of req.feeds) feeds[f.name] = toOrtTensor({ dtype: f.dtype, shape: f.shape, data: f.data as TensorData });
+      const feeds: Record<string, Tensor> = {};
+      for (const f of req.feeds) feeds[f.name] = { dtype: f.dtype, shape: f.shape, data: f.data as TensorData };
       const t0 = performance.now();
       const out = await backend.run(session, feeds, req.fetch);
       const runMs = performance.now() - t0;

@@ -71,6 +71,12 @@ export interface OrtBackendOptions {
   defaults?: OrtSessionOptions;
 }
 
+/**
+ * A session handed out by {@link OrtBackend.session}: callers above backends/ hold it and
+ * pass it back to {@link OrtBackend.run}; only backends/ looks inside.
+ */
+export type OrtSession = ort.InferenceSession;
+
 interface Entry {
   key: string;
   pinned: boolean;
@@ -111,7 +117,7 @@ export class OrtBackend {
    * A session for a graph file, created once per path and options and reused.
    * @throws NnsError `ort-session` (kind `model`) with ORT's reason on one line.
    */
-  session(graphPath: string, opts: OrtSessionOptions = {}): Promise<ort.InferenceSession> {
+  session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
     const o = { ...this.defaults, ...opts };
     const key = JSON.stringify([graphPath, !!o.prepack, o.optimization ?? 'all', o.threads ?? 0, o.externalDataDir ?? '']);
     const hit = this.entries.get(key);
@@ -143,7 +149,7 @@ export class OrtBackend {
    * results to host {@link Tensor}s (int64 as `BigInt64Array`).
    * @throws NnsError `ort-run` (kind `model`) with ORT's reason on one line.
    */
-  async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetchNames?: readonly string[]): Promise<Record<string, Tensor>> {
+  async run(session: OrtSession, feeds: Readonly<Record<string, Tensor>>, fetchNames?: readonly string[]): Promise<Record<string, Tensor>> {
     if (fetchNames && fetchNames.length === 0) return {}; // nothing wanted: nothing to run (ORT rejects empty fetches)
     if (!this.bySession.has(session)) {
       const from = this.origin.get(session);
@@ -152,9 +158,11 @@ export class OrtBackend {
     const entry = this.bySession.get(session);
     if (entry) entry.busy++;
     try {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrtTensor(t);
       let out: ort.InferenceSession.ReturnType;
       try {
-        out = fetchNames ? await session.run(feeds, [...fetchNames]) : await session.run(feeds);
+        out = fetchNames ? await session.run(ortFeeds, [...fetchNames]) : await session.run(ortFeeds);
       } catch (e) {
         throw modelError('ort-run', `onnxruntime failed to run the model: ${oneLine(e)}`);
       }
@@ -255,13 +263,4 @@ export function toOrtTensor(t: Tensor): ort.Tensor {
   const type = t.dtype === 'bfloat16' ? undefined : t.dtype;
   if (!type) throw modelError('ort-dtype', `cannot feed a ${t.dtype} tensor to onnxruntime-node`);
   return new ort.Tensor(type, t.data as ort.Tensor.DataTypeMap[typeof type], [...t.shape]);
-}
-
-/** Rows `rows` (along the first axis) of a tensor, copied into a new tensor of the same type. */
-export function selectRows(t: ort.Tensor, rows: readonly number[]): ort.Tensor {
-  const size = t.dims.slice(1).reduce((a, b) => a * b, 1);
-  const src = t.data as Float32Array;
-  const data = new (src.constructor as Float32ArrayConstructor)(rows.length * size);
-  rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
-  return new ort.Tensor(t.type as 'float32', data, [rows.length, ...t.dims.slice(1)]);
 }

@@ -24,7 +24,6 @@
  * ~0.5 GB per prepacked session; `tiered: false` or `ONNSIGHT_TIERED=0` turns it off.
  * @module
  */
-import ort from 'onnxruntime-node';
 import type { Tensor } from '../src/tensor.js';
 import { OrtBackend, type OrtSessionOptions } from './ort.js';
 import { WorkerBackend } from './worker.js';
@@ -94,7 +93,7 @@ export class TieredSessions {
   }
 
   /** Runs a graph on its best ready session, counting the use (and maybe starting a promotion). */
-  async run(graphPath: string, opts: OrtSessionOptions, feeds: Record<string, ort.Tensor>, fetch: readonly string[]): Promise<TieredRun> {
+  async run(graphPath: string, opts: OrtSessionOptions, feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[]): Promise<TieredRun> {
     let g = this.graphs.get(graphPath);
     if (!g) this.graphs.set(graphPath, (g = { uses: 0, tier: 'fast', opts: { ...opts, prepack: false } }));
     g.uses++;
@@ -102,10 +101,8 @@ export class TieredSessions {
     if (g.tier === 'prepacked') {
       this.prepacked.delete(graphPath);
       this.prepacked.add(graphPath);
-      const host: Record<string, Tensor> = {};
-      for (const [k, t] of Object.entries(feeds)) host[k] = { dtype: t.type as Tensor['dtype'], shape: [...t.dims], data: t.data as Tensor['data'] };
       this.lastTier = 'prepacked';
-      return { outputs: await this.worker.run(graphPath, { ...g.opts, prepack: true }, host, fetch), tier: 'prepacked' };
+      return { outputs: await this.worker.run(graphPath, { ...g.opts, prepack: true }, feeds, fetch), tier: 'prepacked' };
     }
     const session = await this.fast.session(graphPath, g.opts);
     this.lastTier = g.tier;

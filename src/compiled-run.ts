@@ -7,21 +7,20 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import ort from 'onnxruntime-node';
 import type { Graph } from '../ir/ir.js';
 import { liftConstants } from '../passes/lift-constants.js';
 import { splitBatch, type Chunk } from '../passes/split-batch.js';
 import type { CompileState } from '../passes/pass.js';
-import { selectRows, toOrtTensor, type OrtSessionOptions } from '../backends/ort.js';
+import type { OrtSessionOptions } from '../backends/ort.js';
 import { TieredSessions, type TieredOptions } from '../backends/tiered.js';
 import { compileCacheOf, structuralKey, type CompiledEntry } from './compile-cache.js';
-import type { ModelContext } from './engine.js';
+import type { ModelContext } from './compile.js';
 import { NnsError } from './errors.js';
 import { buildFeeds } from './model/feeds.js';
 import { writeVariant } from './model/load.js';
 import { encodeModel } from './onnx/serde.js';
 import type { ProgressCallback } from './progress.js';
-import type { Tensor } from './tensor.js';
+import { selectRows, type Tensor } from './tensor.js';
 
 /** Options of the compiled path (part of `RunOptions` and `TraceOptions`). */
 export interface CompiledRunOptions {
@@ -131,12 +130,12 @@ export async function runCompiled(
       if (useCache) cache.set(entry);
     }
     progress('compile');
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, Tensor> = {};
     for (const [k, t] of Object.entries(full)) feeds[k] = chunks.length === 1 ? t : selectRows(t, chunk.rows);
     for (const [name, input] of entry.hostInputs) {
       const t = host.get(name);
       if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
-      feeds[input] = toOrtTensor(t);
+      feeds[input] = t;
     }
     const out = await runEntry(entry, mc, tiered, sessionOpts, feeds);
     for (const [name, output] of entry.saved) results.set(name, out[output]!);
@@ -148,15 +147,13 @@ export async function runCompiled(
   return new Map(saveOrder.filter((n) => results.has(n)).map((n) => [n, results.get(n)!]));
 }
 
-/** Feeds given by the caller (generation), as onnxruntime tensors; the sequence length is `input_ids`' last dim. */
-export function givenFeeds(given: Readonly<Record<string, Tensor>>): { feeds: Record<string, ort.Tensor>; seqLen: number } {
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const [k, t] of Object.entries(given)) feeds[k] = toOrtTensor(t);
+/** Feeds given by the caller (generation); the sequence length is `input_ids`' last dim. */
+export function givenFeeds(given: Readonly<Record<string, Tensor>>): { feeds: Record<string, Tensor>; seqLen: number } {
   const ids = given.input_ids;
-  return { feeds, seqLen: ids ? ids.shape[ids.shape.length - 1]! : 1 };
+  return { feeds: { ...given }, seqLen: ids ? ids.shape[ids.shape.length - 1]! : 1 };
 }
 
-async function runEntry(entry: CompiledEntry, mc: ModelContext, tiered: TieredSessions | undefined, so: OrtSessionOptions, feeds: Record<string, ort.Tensor>): Promise<Record<string, Tensor>> {
+async function runEntry(entry: CompiledEntry, mc: ModelContext, tiered: TieredSessions | undefined, so: OrtSessionOptions, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
   const fetch = [...entry.saved.values()];
   if (fetch.length === 0) return {};
   if (tiered) return (await tiered.run(entry.graphPath, so, feeds, fetch)).outputs;

@@ -5,46 +5,24 @@
  * cached by the backend.
  * @module
  */
-import { NnsError, NnsErrors, modelError } from './errors.js';
+import { NnsError, modelError } from './errors.js';
 import { checkModel } from '../passes/check-model.js';
 import type { Graph } from '../ir/ir.js';
-import type { CompileState, Pass, PassContext } from '../passes/pass.js';
-import { defaultPipeline, irPipeline, onnxPipeline } from '../passes/pipeline.js';
-import { runPasses } from '../passes/run.js';
-import { dataTypeBits, type ModelProto } from './onnx/proto.js';
+import { irPipeline } from '../passes/pipeline.js';
+import { dataTypeBits } from './onnx/proto.js';
 import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
-import { graphFeedInputs, type FeedInput } from './model/feeds.js';
+import { graphFeedInputs } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
-import { inferBoundaryTypes, createOrtProbe } from './model/shapes.js';
-import type { ModuleTree } from './model/types.js';
+import { inferBoundaryTypes } from './model/shapes.js';
 import { OrtBackend } from '../backends/ort.js';
+import { createOrtProbe } from '../backends/probe.js';
 import { dedupInvokes } from '../passes/dedup-invokes.js';
 import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
 import { FastExecutor } from './fast/execute.js';
+import { compileGraph, continueCompile, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
-/**
- * The zero-compile fast path: runs a trace on the instrumented (ported) model when the
- * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
- */
-export interface FastPath {
-  /** Try to run `ir` (already through the IR pipeline); `feeds` replaces the feeds built from the invokes' tokens. */
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
-}
-
-/** A model ready for tracing. */
-export interface ModelContext {
-  /** The fast path, when enabled for this model. */
-  fast?: FastPath;
-  /** Files and decoded graph. */
-  readonly loaded: LoadedModel;
-  /** Module tree with boundary types. */
-  readonly tree: ModuleTree;
-  /** Session cache. */
-  readonly backend: OrtBackend;
-  /** Inputs the graph needs fed. */
-  readonly feedInputs: FeedInput[];
-}
+export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
 
 /**
  * Opens a model folder or `.onnx` file for tracing. The zero-compile fast path (src/fast/)
@@ -84,55 +62,6 @@ export function sessionBound(loaded: LoadedModel): number {
     bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
   }
   return bytes > 256 * 2 ** 20 ? 2 : 8;
-}
-
-/** Options of {@link compileGraph}. */
-export interface CompileOptions {
-  /** Called with the printed state after every pass (`--print-ir-after-all`). */
-  printAfterEach?: (pass: string, text: string) => void;
-  /** Run the IR verifier after every pass (tests). */
-  verifyEach?: boolean;
-  /** The passes to run (default: the whole pipeline). */
-  pipeline?: readonly Pass[];
-  /**
-   * Keep the model's own graph outputs (default true). The compiled run path compiles with
-   * false: only the saves are outputs, so nothing only the model's outputs needed is computed.
-   */
-  keepModelOutputs?: boolean;
-}
-
-/** A copy of the model proto whose graph can be rewritten without touching the original. */
-function workingCopy(proto: ModelProto): ModelProto {
-  const g = proto.graph!;
-  return { ...proto, graph: { ...g, node: [...(g.node ?? [])], input: [...(g.input ?? [])], output: [...(g.output ?? [])], initializer: [...(g.initializer ?? [])] } };
-}
-
-/**
- * Runs the pipeline on `ir` against the model. Throws {@link NnsErrors} carrying every
- * user error found (later passes are skipped once a pass reports errors).
- */
-export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
-  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
-  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
-  const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
-  if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
-  return state;
-}
-
-/** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */
-function continueCompile(state: CompileState, mc: ModelContext, opts: CompileOptions): CompileState {
-  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
-  const { ok } = runPasses([...onnxPipeline], state, ctx, { verifyEach: opts.verifyEach });
-  if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
-  return state;
-}
-
-
-/** Batch rows of token ids, one per invoke scope (scope 0 alone when there are no invokes). */
-export function batchRows(ir: Graph): number[][] {
-  const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
-  if (rows.length === 0) throw new NnsError('no-prompt', 'the trace has no prompt', { kind: 'usage' });
-  return rows;
 }
 
 /** Options of {@link runGraph}. */

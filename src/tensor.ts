@@ -2,7 +2,11 @@
  * Host tensors: what saved values come back as, and what the host feeds in.
  * @module
  */
-import type { DType } from './model/types.js';
+/** Element types the IR and results use (ONNX names in lower case). */
+export type DType =
+  | 'float32' | 'float16' | 'bfloat16' | 'float64'
+  | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'uint16' | 'uint32' | 'uint64'
+  | 'bool';
 
 /** Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`). */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | BigUint64Array;
@@ -41,4 +45,13 @@ export function numel(shape: readonly number[]): number {
 /** Reads element `i` of a tensor as a JS number. */
 export function elementAt(t: Tensor, i: number): number {
   return Number(t.data[i]);
+}
+
+/** Rows `rows` (along the first axis) of a tensor, copied into a new tensor of the same type. */
+export function selectRows(t: Tensor, rows: readonly number[]): Tensor {
+  const size = numel(t.shape.slice(1));
+  const src = t.data as Float32Array;
+  const data = new (src.constructor as Float32ArrayConstructor)(rows.length * size);
+  rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
+  return { dtype: t.dtype, shape: [rows.length, ...t.shape.slice(1)], data };
 }

@@ -10,7 +10,7 @@ import { compileGraph, runGraph } from '../src/engine.js';
 import { irPipeline } from '../passes/pipeline.js';
 import { buildFeeds } from '../src/model/feeds.js';
 import { FastExecutor, explainFastPath } from '../src/fast/index.js';
-import { ortSessionOptions, type OrtSessionOptions } from '../backends/ort.js';
+import { ortSessionOptions, toOrtTensor, type OrtSessionOptions } from '../backends/ort.js';
 import { EXPORTS, refCase, expectClose, softmax, argmax, row, mod, maxDiff } from './helpers/reference.js';
 import type { TraceContext } from '../src/trace.js';
 import type { Graph } from '../ir/ir.js';
@@ -178,7 +178,7 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
     const ids = refCase('clean_logits').input_ids as number[];
     const r = await both('plain logits', () => model.build(ids, (m) => { m.output.save('logits'); }));
     expect(r.path).toBe('fast');
-    const { feeds } = buildFeeds(model.mc.feedInputs, [ids]);
+    const feeds = Object.fromEntries(Object.entries(buildFeeds(model.mc.feedInputs, [ids]).feeds).map(([k, t]) => [k, toOrtTensor(t)]));
     const portFeeds: Record<string, ort.Tensor> = { ...feeds };
     for (const p of fast.ported.ports) {
       portFeeds[p.keep] = new ort.Tensor('float32', Float32Array.of(1), p.shape.map(() => 1));

@@ -282,7 +282,7 @@ describe('buildFeeds', () => {
     expect(Array.from(feeds.input_ids!.data as BigInt64Array, Number)).toEqual([5, 6, 7, 8, 3, 3, 9, 10]);
     expect(Array.from(feeds.attention_mask!.data as BigInt64Array, Number)).toEqual([1, 1, 1, 1, 0, 0, 1, 1]);
     expect(Array.from(feeds.position_ids!.data as BigInt64Array, Number)).toEqual([0, 1, 2, 3, 0, 0, 0, 1]);
-    expect(feeds.input_ids!.dims).toEqual([2, 4]);
+    expect(feeds.input_ids!.shape).toEqual([2, 4]);
   });
   it('feeds only what the graph takes (dynamo export: input_ids)', () => {
     const dyn = graphFeedInputs(decodeModel(fs.readFileSync(DYNAMO_MODEL)));
@@ -290,7 +290,7 @@ describe('buildFeeds', () => {
   });
   it('respects int32 inputs', () => {
     const { feeds } = buildFeeds([{ name: 'input_ids', elemType: 6 }, { name: 'attention_mask', elemType: 6 }], [[1, 2]]);
-    expect(feeds.input_ids!.type).toBe('int32');
+    expect(feeds.input_ids!.dtype).toBe('int32');
     expect(feeds.attention_mask!.data).toBeInstanceOf(Int32Array);
   });
   it('an input it cannot fill is an error naming it', () => {

@@ -4,7 +4,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelProto } from '../src/onnx/proto.js';
 import { decodeModel } from '../src/onnx/serde.js';
 import { buildModuleTree } from '../src/model/modules.js';
-import { createOrtProbe, inferBoundaryTypes, withExtraOutputs, type ProbeRunner, type ProbeTensor } from '../src/model/shapes.js';
+import { inferBoundaryTypes, withExtraOutputs, type ProbeRunner, type ProbeTensor } from '../src/model/shapes.js';
+import { createOrtProbe } from '../backends/probe.js';
 import { formatModuleTree, formatSig } from '../src/model/format.js';
 import { parsePyStringList } from '../src/model/scopes.js';
 import type { ModuleInfo, ModuleTree } from '../src/model/types.js';
@@ -28,7 +29,7 @@ describe('gpt2-facts: TorchScript and dynamo exports', () => {
     for (const [name, file] of Object.entries(FILES) as [ExportName, string][]) {
       models[name] = decodeModel(new Uint8Array(fs.readFileSync(path.join(MODEL_DIR, 'onnx', file))));
       trees[name] = buildModuleTree(models[name]);
-      await inferBoundaryTypes(models[name], trees[name]);
+      await inferBoundaryTypes(models[name], trees[name], createOrtProbe());
     }
   });
 
@@ -225,7 +226,7 @@ describe('other exporter quirks', () => {
     expect(mod(tree, 'head').outputs.map((v) => v.name)).toEqual(['logits']);
     expect(tree.params.get('embed.weight')).toEqual({ name: 'embed.weight', initializer: 'head.weight' });
     expect(tree.params.get('head.weight')).toEqual({ name: 'head.weight', initializer: 'head.weight' });
-    await inferBoundaryTypes(model, tree);
+    await inferBoundaryTypes(model, tree, createOrtProbe());
     expect(tree.graphInputs[0].sig?.shape).toEqual(['batch', 'sequence']);
     expect(outSigs(mod(tree, 'block'))).toEqual([`float32[batch, sequence, ${D}]`]);
   });

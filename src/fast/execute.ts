@@ -17,14 +17,13 @@
  * within the module input's own rank, and checked on the result shapes.
  * @module
  */
-import ort from 'onnxruntime-node';
 import type { Graph, Node, Value } from '../../ir/ir.js';
 import { NnsError } from '../errors.js';
-import { batchRows, type FastPath, type ModelContext } from '../engine.js';
+import { batchRows, type FastPath, type ModelContext } from '../compile.js';
 import { buildFeeds } from '../model/feeds.js';
 import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
-import { numel, type Tensor } from '../tensor.js';
-import { selectRows, toOrtTensor } from '../../backends/ort.js';
+import { numel, selectRows, type Tensor } from '../tensor.js';
+import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
 import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
@@ -94,7 +93,7 @@ export class FastExecutor implements FastPath {
   readonly modules: ModuleModels;
   private portedModel: PortedModel | undefined;
   private separable: boolean | undefined;
-  private readonly neutral = new Map<string, ort.Tensor>();
+  private readonly neutral = new Map<string, Tensor>();
 
   constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {
     this.modules = new ModuleModels(mc);
@@ -107,7 +106,7 @@ export class FastExecutor implements FastPath {
   }
 
   /** The one session over the instrumented model. */
-  session(): Promise<ort.InferenceSession> {
+  session(): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
@@ -153,8 +152,8 @@ export class FastExecutor implements FastPath {
     const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
     const runRows = (rows: number[]): number[] => (separable && rows.length > 0 ? rows : all);
-    const base = (rows: number[]): Record<string, ort.Tensor> => {
-      const f: Record<string, ort.Tensor> = {};
+    const base = (rows: number[]): Record<string, Tensor> => {
+      const f: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(feeds)) f[k] = rows.length === ir.batch ? t : selectRows(t, rows);
       for (const p of this.ported.ports) {
         f[p.keep] = this.constant(1, p.shape.length);
@@ -221,8 +220,8 @@ export class FastExecutor implements FastPath {
     const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
     const runOnce = async (args: Tensor[]): Promise<Tensor[]> => {
       const session = await this.modules.session(path);
-      const feeds: Record<string, ort.Tensor> = {};
-      args.forEach((a, i) => { feeds[mm.inputs[i]!.name] = toOrtTensor(castTo(a, mm.inputs[i]!.sig!.dtype)); });
+      const feeds: Record<string, Tensor> = {};
+      args.forEach((a, i) => { feeds[mm.inputs[i]!.name] = castTo(a, mm.inputs[i]!.sig!.dtype); });
       let out: Record<string, Tensor>;
       try {
         out = await this.mc.backend.run(session, feeds, fetch);
@@ -273,7 +272,7 @@ export class FastExecutor implements FastPath {
   }
 
   /** keep/add feeds of every port a set writes. */
-  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, ort.Tensor> {
+  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, Tensor> {
     const memo = new Map<Value, Tensor>();
     const bufs = new Map<number, { keep: Float32Array; add: Float32Array; steered: Uint8Array; shape: number[] }>();
     for (const s of plan.sets) {
@@ -305,16 +304,16 @@ export class FastExecutor implements FastPath {
         }
       }
     }
-    const out: Record<string, ort.Tensor> = {};
+    const out: Record<string, Tensor> = {};
     const pick = (data: Float32Array, shape: number[]): Tensor => {
       if (rows.length === ir.batch) return compress(data, shape);
-      const t = selectRows(toOrtTensor({ dtype: 'float32', shape, data }), rows);
-      return compress(t.data as Float32Array, [...t.dims]);
+      const t = selectRows({ dtype: 'float32', shape, data }, rows);
+      return compress(t.data as Float32Array, [...t.shape]);
     };
     for (const [id, b] of bufs) {
       const p = this.ported.ports[id]!;
-      out[p.keep] = toOrtTensor(pick(b.keep, b.shape));
-      out[p.add] = toOrtTensor(pick(b.add, b.shape));
+      out[p.keep] = pick(b.keep, b.shape);
+      out[p.add] = pick(b.add, b.shape);
     }
     return out;
   }
@@ -348,10 +347,10 @@ export class FastExecutor implements FastPath {
     return t;
   }
 
-  private constant(value: number, rank: number): ort.Tensor {
+  private constant(value: number, rank: number): Tensor {
     const key = `${value}/${rank}`;
     let t = this.neutral.get(key);
-    if (!t) this.neutral.set(key, (t = toOrtTensor({ dtype: 'float32', shape: Array(rank).fill(1), data: Float32Array.of(value) })));
+    if (!t) this.neutral.set(key, (t = { dtype: 'float32', shape: Array(rank).fill(1), data: Float32Array.of(value) }));
     return t;
   }
 }

@@ -19,8 +19,8 @@
  * @module
  */
 import crypto from 'node:crypto';
-import type ort from 'onnxruntime-node';
-import type { ModelContext } from '../engine.js';
+import type { OrtSession } from '../../backends/ort.js';
+import type { ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { BoundaryValue, DType } from '../model/types.js';
 import { AttributeType, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
@@ -150,7 +150,7 @@ export class ModuleModels {
    * alone, ~15 ms after the main run; resident memory about the same either way (ORT holds
    * the weights in the session in both cases).
    */
-  session(path: string): Promise<ort.InferenceSession> {
+  session(path: string): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
   }

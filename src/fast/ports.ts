@@ -19,8 +19,7 @@
 import crypto from 'node:crypto';
 import { Builder } from '../../ir/builder.js';
 import type { Span } from '../errors.js';
-import type { ModelContext } from '../engine.js';
-import { compileGraph } from '../engine.js';
+import { compileGraph, type ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { Dim, ModuleTree } from '../model/types.js';
 import type { ModelProto } from '../onnx/proto.js';

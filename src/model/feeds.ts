@@ -3,10 +3,10 @@
  * `position_ids` (and `token_type_ids`), left-padded, in the element type the graph declares.
  * @module
  */
-import ort from 'onnxruntime-node';
 import { modelError } from '../errors.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { DataType } from '../onnx/proto.js';
+import type { Tensor } from '../tensor.js';
 
 /** A graph input as {@link buildFeeds} needs it. */
 export interface FeedInput {
@@ -21,7 +21,7 @@ export interface FeedInput {
 /** What {@link buildFeeds} returns. */
 export interface Feeds {
   /** One tensor per graph input, by name. */
-  feeds: Record<string, ort.Tensor>;
+  feeds: Record<string, Tensor>;
   /** Padded sequence length (the longest row). */
   seqLen: number;
   /** Number of pad tokens on the left of each row. */
@@ -75,12 +75,12 @@ export function buildFeeds(inputs: FeedInput[], rows: number[][], opts: FeedOpti
   values.set('position_ids', (b, t) => Math.max(0, t - padLeft[b]!));
   values.set('token_type_ids', () => 0);
 
-  const feeds: Record<string, ort.Tensor> = {};
+  const feeds: Record<string, Tensor> = {};
   for (const input of inputs) {
     // A key/value cache input (the Optimum "with past" layout) is empty in a plain forward pass.
     const d = input.dims;
     if (/^past_key_values\.\d+\.(key|value)$/.test(input.name) && input.elemType === DataType.FLOAT && d?.length === 4 && typeof d[1] === 'number' && typeof d[3] === 'number') {
-      feeds[input.name] = new ort.Tensor('float32', new Float32Array(0), [batch, d[1], 0, d[3]]);
+      feeds[input.name] = { dtype: 'float32', shape: [batch, d[1], 0, d[3]], data: new Float32Array(0) };
       continue;
     }
     const fill = values.get(input.name);
@@ -98,11 +98,11 @@ export function buildFeeds(inputs: FeedInput[], rows: number[][], opts: FeedOpti
     if (input.elemType === DataType.INT64) {
       const data = new BigInt64Array(n);
       for (let b = 0; b < batch; b++) for (let t = 0; t < seqLen; t++) data[b * seqLen + t] = BigInt(fill(b, t));
-      feeds[input.name] = new ort.Tensor('int64', data, [batch, seqLen]);
+      feeds[input.name] = { dtype: 'int64', shape: [batch, seqLen], data };
     } else if (input.elemType === DataType.INT32) {
       const data = new Int32Array(n);
       for (let b = 0; b < batch; b++) for (let t = 0; t < seqLen; t++) data[b * seqLen + t] = fill(b, t);
-      feeds[input.name] = new ort.Tensor('int32', data, [batch, seqLen]);
+      feeds[input.name] = { dtype: 'int32', shape: [batch, seqLen], data };
     } else {
       throw modelError('feeds-dtype', `model input "${input.name}" has element type ${input.elemType}; expected int64 (7) or int32 (6)`);
     }

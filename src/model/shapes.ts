@@ -9,8 +9,6 @@
  * length is `sequence`, one equal in both runs is fixed.
  * @module
  */
-import path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import type { ModelProto, TypeProto, ValueInfoProto } from '../onnx/proto.js';
 import { encodeModel } from '../onnx/serde.js';
 import type { DType, Dim, ModuleTree, TensorSig } from './types.js';
@@ -46,34 +44,6 @@ const DTYPES: Record<number, DType> = {
 /** The DType of an ONNX element type, or undefined for types the IR does not model. */
 export function dtypeOf(elemType: number | undefined): DType | undefined {
   return elemType === undefined ? undefined : DTYPES[elemType];
-}
-
-/**
- * The default probe: onnxruntime-node, one session per call (nothing is cached).
- * @param modelDir folder holding the model's external weights file, when it has one
- */
-export function createOrtProbe(modelDir?: string): ProbeRunner {
-  return async (model, feeds, fetch) => {
-    const bytes = model instanceof Uint8Array ? model : encodeModel(model);
-    // One-shot: no prepacking (it would cost seconds and ~weights-size memory for a big model).
-    const extra: Record<string, string> = { disable_prepacking: '1' };
-    if (modelDir) extra.model_external_initializers_file_folder_path = path.resolve(modelDir);
-    const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'disabled', extra: { session: extra } };
-    const session = await ort.InferenceSession.create(bytes, options);
-    try {
-      const inputs: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) {
-        if (t.dtype === 'bfloat16') throw new Error(`probe: cannot feed bfloat16 input '${name}' to onnxruntime-node`);
-        inputs[name] = new ort.Tensor(t.dtype, t.data, [...t.dims]);
-      }
-      const res = await session.run(inputs, [...fetch]);
-      const out: Record<string, ProbeTensor> = {};
-      for (const [name, t] of Object.entries(res)) out[name] = { dtype: t.type as DType, dims: [...t.dims], data: t.data as ProbeData };
-      return out;
-    } finally {
-      await session.release();
-    }
-  };
 }
 
 /** A copy of `model` whose graph also outputs `names` (the input model is not changed). */
@@ -199,10 +169,10 @@ export async function probeTypes(model: ModelProto, names: readonly string[], pr
 
 /**
  * Fills `sig` on every boundary value of `tree`, its graph inputs/outputs and its params.
- * @param probe how to run the model for values without static type info; default: onnxruntime-node
- *   over the model bytes (pass `createOrtProbe(modelDir)` for external-weights models)
+ * @param probe how to run the model for values without static type info (the engine passes
+ *   backends/probe.ts `createOrtProbe(modelDir)`, which runs it on onnxruntime-node)
  */
-export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, probe: ProbeRunner = createOrtProbe()): Promise<void> {
+export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, probe: ProbeRunner): Promise<void> {
   const graph = model.graph ?? {};
   const symbols = symbolMap(model);
   const known = new Map<string, TensorSig>();

@@ -6,11 +6,9 @@
  * @module
  */
 
-/** Element types the IR and results use (ONNX names in lower case). */
-export type DType =
-  | 'float32' | 'float16' | 'bfloat16' | 'float64'
-  | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'uint16' | 'uint32' | 'uint64'
-  | 'bool';
+import type { DType } from '../tensor.js';
+
+export type { DType } from '../tensor.js';
 
 /**
  * One dimension of a shape: a fixed size, or a symbol. The model's symbolic input

@@ -1,0 +1,91 @@
+/**
+ * What the engine layer shares: a model ready for tracing ({@link ModelContext}), the
+ * fast-path interface, and compiling an IR graph through the pass pipeline. The engine
+ * (src/engine.ts), the compiled path (src/compiled-run.ts) and the fast path (src/fast/)
+ * build on it; it imports none of them.
+ * @module
+ */
+import { NnsError, NnsErrors } from './errors.js';
+import type { Graph } from '../ir/ir.js';
+import type { CompileState, Pass, PassContext } from '../passes/pass.js';
+import { defaultPipeline, onnxPipeline } from '../passes/pipeline.js';
+import { runPasses } from '../passes/run.js';
+import type { ModelProto } from './onnx/proto.js';
+import type { LoadedModel } from './model/load.js';
+import type { FeedInput } from './model/feeds.js';
+import type { ModuleTree } from './model/types.js';
+import type { OrtBackend } from '../backends/ort.js';
+import type { Tensor } from './tensor.js';
+
+/**
+ * The zero-compile fast path: runs a trace on the instrumented (ported) model when the
+ * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
+ */
+export interface FastPath {
+  /** Try to run `ir` (already through the IR pipeline). */
+  /** `feeds` (generation) replaces the feeds built from the invokes' tokens. */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+}
+
+/** A model ready for tracing. */
+export interface ModelContext {
+  /** The fast path, when enabled for this model. */
+  fast?: FastPath;
+  /** Files and decoded graph. */
+  readonly loaded: LoadedModel;
+  /** Module tree with boundary types. */
+  readonly tree: ModuleTree;
+  /** Session cache. */
+  readonly backend: OrtBackend;
+  /** Inputs the graph needs fed. */
+  readonly feedInputs: FeedInput[];
+}
+
+/** Options of {@link compileGraph}. */
+export interface CompileOptions {
+  /** Called with the printed state after every pass (`--print-ir-after-all`). */
+  printAfterEach?: (pass: string, text: string) => void;
+  /** Run the IR verifier after every pass (tests). */
+  verifyEach?: boolean;
+  /** The passes to run (default: the whole pipeline). */
+  pipeline?: readonly Pass[];
+  /**
+   * Keep the model's own graph outputs (default true). The compiled run path compiles with
+   * false: only the saves are outputs, so nothing only the model's outputs needed is computed.
+   */
+  keepModelOutputs?: boolean;
+}
+
+/** A copy of the model proto whose graph can be rewritten without touching the original. */
+export function workingCopy(proto: ModelProto): ModelProto {
+  const g = proto.graph!;
+  return { ...proto, graph: { ...g, node: [...(g.node ?? [])], input: [...(g.input ?? [])], output: [...(g.output ?? [])], initializer: [...(g.initializer ?? [])] } };
+}
+
+/**
+ * Runs the pipeline on `ir` against the model. Throws {@link NnsErrors} carrying every
+ * user error found (later passes are skipped once a pass reports errors).
+ */
+export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
+  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
+  if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
+  return state;
+}
+
+/** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */
+export function continueCompile(state: CompileState, mc: ModelContext, opts: CompileOptions): CompileState {
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  const { ok } = runPasses([...onnxPipeline], state, ctx, { verifyEach: opts.verifyEach });
+  if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
+  return state;
+}
+
+
+/** Batch rows of token ids, one per invoke scope (scope 0 alone when there are no invokes). */
+export function batchRows(ir: Graph): number[][] {
+  const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
+  if (rows.length === 0) throw new NnsError('no-prompt', 'the trace has no prompt', { kind: 'usage' });
+  return rows;
+}
