@@ -52,7 +52,6 @@ export function checkGenerate(gen: GenerateStmt, opts: LowerOptions & { maxPosit
       const l = lowerGenerateStep(gen, { ...opts, builder: undefined, step: s, maxNewTokens: settings.maxNewTokens, rows: s === 0 ? undefined : prompts.map(() => [0]) });
       all.push(...l.errors);
       for (const n of l.saves) if (!saves.includes(n)) saves.push(n);
-      if (l.errors.length) break;
     }
   } else all.push(...first.errors.filter((e) => e.code !== 'bad-step'));
   return { settings, prompts, generatorSaves: first.generatorSaves, saves, errors: sortErrors(all) };
@@ -81,7 +80,7 @@ export function checkTopLevel(script: Script): NnsError[] {
 export interface LoweredScript {
   /** The AST (absent after syntax errors). */
   ast?: Script;
-  /** One lowered trace per `trace` block (empty after syntax errors). */
+  /** One lowered trace per `trace` block (empty after syntax errors); generate blocks are checked, not listed. */
   traces: LoweredTrace[];
   /** All errors of the first failing phase, in source order. */
   errors: NnsError[];
@@ -102,7 +101,14 @@ export function lowerScript(
   const host = new Map<string, HostValueInfo>();
   const out: LoweredTrace[] = [];
   const errors: NnsError[] = [];
-  for (const t of traces(parsed.ast)) {
+  for (const t of runnables(parsed.ast)) {
+    if (t.kind === 'Generate') {
+      const g = checkGenerate(t, { ...opts, host: new Map(host) });
+      errors.push(...g.errors);
+      for (const n of g.saves) for (let s = 0; s < (g.settings?.maxNewTokens ?? 0); s++) host.set(`${n}.${s}`, { dtype: 'float32' as DType, shape: [] });
+      for (const n of g.generatorSaves) host.set(n.name, { dtype: 'int64' as DType, shape: [] });
+      continue;
+    }
     const lowered = lowerTrace(t, { ...opts, host });
     out.push(lowered);
     errors.push(...lowered.errors);
