@@ -6,8 +6,9 @@
  * copied to the worker (they are small: token ids, host values); results come back with
  * their buffers transferred.
  *
- * The worker entry is `ort-worker.mjs`, which registers tsx (no build step) and imports
- * `ort-worker.ts`.
+ * The worker entry is the built `ort-worker.js` beside this file; when running from the
+ * TypeScript sources (tests, development) it is `ort-worker.mjs`, which registers tsx and
+ * imports `ort-worker.ts`.
  * @module
  */
 import { Worker } from 'node:worker_threads';
@@ -15,6 +16,9 @@ import { NnsError, type ErrorKind } from '../src/errors.js';
 import type { DType } from '../src/model/types.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
 import type { OrtSessionOptions } from './ort.js';
+
+/** The worker's entry: built JavaScript, or a tsx shim when this file runs as TypeScript. */
+const WORKER_ENTRY = import.meta.url.endsWith('.ts') ? './ort-worker.mjs' : './ort-worker.js';
 
 /** A tensor on the wire between threads. */
 export interface WireTensor {
@@ -76,7 +80,7 @@ export class WorkerBackend {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(new URL('./ort-worker.mjs', import.meta.url), { workerData: { maxSessions: this.opts.maxSessions ?? 4 } });
+    const w = new Worker(new URL(WORKER_ENTRY, import.meta.url), { workerData: { maxSessions: this.opts.maxSessions ?? 4 } });
     w.unref();
     w.on('message', (r: WorkerReply) => {
       const p = this.pending.get(r.id);

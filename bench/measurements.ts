@@ -13,6 +13,7 @@
  * @module
  */
 import crypto from 'node:crypto';
+import { CLI_MEASUREMENTS } from './cli.js';
 import * as ort from 'onnxruntime-node';
 import type { Graph } from '../ir/ir.js';
 import { dedupInvokes } from '../passes/dedup-invokes.js';
@@ -453,6 +454,7 @@ export const MEASUREMENTS: Measurement[] = [
       return per.reduce((a, b) => a + b, 0);
     },
   },
+  ...CLI_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */

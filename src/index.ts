@@ -2,8 +2,8 @@
  * onnsight — NNsight's interventions, compiled into the model's ONNX graph.
  *
  * ```ts
- * import { LanguageModel } from 'onnsight';
- * const model = await LanguageModel.load('models/gpt2-facts');
+ * import { LanguageModel, demoModelPath } from 'onnsight';
+ * const model = await LanguageModel.load(demoModelPath()); // or your model folder / .onnx file
  * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
  *   m.transformer.h[2].output.save('h2');
  *   m.transformer.h[3].mlp.output = 0;
@@ -21,6 +21,7 @@ import type { LoadOptions } from './model/load.js';
 import type { TextTokenizer } from './model/tokenizer.js';
 import type { ModuleTree } from './model/types.js';
 import type { ModelProto } from './onnx/proto.js';
+import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
@@ -44,6 +45,8 @@ export type { CompiledRunOptions } from './compiled-run.js';
 export type { TieredOptions } from '../backends/tiered.js';
 export type { ProgressEvent, ProgressCallback } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
+export type { ExportResult } from './model/export.js';
+export { demoModelPath } from './demo.js';
 
 /** A prompt: text (tokenized with the model's tokenizer) or token ids. */
 export type Prompt = string | readonly number[];
@@ -204,6 +207,22 @@ export class LanguageModel {
    */
   stream(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): AsyncIterable<GeneratedToken> & { result: Promise<GenerateResult> } {
     return streamWith((onToken) => this.generate(prompt, { ...opts, onToken: (t) => { opts.onToken?.(t); onToken(t); } }, fn));
+  }
+
+  /**
+   * Writes a model (the result of {@link LanguageModel.compile}, or {@link LanguageModel.proto})
+   * to `outPath` runnable: the graph goes to `outPath` (atomically) and the weights file it
+   * references is placed beside it without copying (a hard link; a copy-on-write clone across
+   * file systems). This is what `nns compile -o OUT.onnx` does; open the file in Netron or run
+   * it with any ONNX Runtime.
+   *
+   * ```ts
+   * const rewritten = model.compile('The Eiffel Tower is in the city of', (m) => { m.transformer.h[3].mlp.output = 0; });
+   * model.save(rewritten, 'out/knockout.onnx'); // out/knockout.onnx + out/<weights file>
+   * ```
+   */
+  save(proto: ModelProto, outPath: string): ExportResult {
+    return exportModel(this.mc.loaded, proto, outPath);
   }
 
   /** Releases cached sessions. */

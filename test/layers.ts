@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The layers, lowest first: [name, path prefixes (a folder ends with '/')]. */
 export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
-  ['foundation', ['src/errors.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/onnx/', 'src/model/']],
+  ['foundation', ['src/errors.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/demo.ts', 'src/onnx/', 'src/model/']],
   ['ir', ['ir/']],
   ['front end and passes', ['grammar/', 'passes/']],
   ['backends', ['backends/']],
@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
   ['api and cli', ['src/trace.ts', 'src/generate-api.ts', 'src/index.ts', 'src/cli/']],
 ];
 
-const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache']);
+const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache', 'vitest.config.ts']);
 const IMPORT = /^\s*(import|export)\s+(type\s+)?(?:[^'";]*?\s+from\s+)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
 
 /** The layer index of a repository-relative path (posix separators), or -1. */

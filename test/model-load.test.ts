@@ -198,33 +198,23 @@ describe('loadModel with inline weights: externalized once into the cache', () =
   });
 });
 
-describe('loadModel with external data: used in place, checked', () => {
-  it('an external-data model is used in place; writeVariant writes next to the weights and reuses by key', async () => {
-    const dir = path.join(tmp, 'ext-ok');
-    writeExternalModel(dir);
-    const m = await loadModel(path.join(dir, 'model.onnx'), { cacheDir: path.join(tmp, 'cache3') });
-    expect(m.dir).toBe(dir);
-    expect(m.graphPath).toBe(path.join(dir, 'model.onnx'));
-    expect(m.externalDataDir).toBeUndefined();
-    expect(fs.existsSync(path.join(tmp, 'cache3', m.id))).toBe(false);
-    const v = writeVariant(m, m.proto, 'abc123');
-    expect(path.dirname(v)).toBe(dir);
-    const stat = fs.statSync(v);
-    expect(writeVariant(m, m.proto, 'abc123')).toBe(v);
-    expect(fs.statSync(v).mtimeMs).toBe(stat.mtimeMs);
-    expect(() => writeVariant(m, m.proto, '../evil')).toThrow(NnsError);
-  });
-
-  it('inPlace: false puts the graph in the cache with hard links to the weights (no copy)', async () => {
+describe('loadModel with external data: a cache entry of links, checked', () => {
+  it('an external-data model gets a cache entry with hard links to its weights; nothing is written into its folder', async () => {
     const dir = path.join(tmp, 'ext-link');
     writeExternalModel(dir);
-    const m = await loadModel(path.join(dir, 'model.onnx'), { cacheDir: path.join(tmp, 'cache4'), inPlace: false });
+    const before = fs.readdirSync(dir).sort();
+    const m = await loadModel(path.join(dir, 'model.onnx'), { cacheDir: path.join(tmp, 'cache4') });
     expect(m.dir).toBe(path.join(tmp, 'cache4', m.id));
     expect(m.externalDataDir).toBeUndefined();
     expect(fs.statSync(path.join(m.dir, 'model.onnx.data')).ino).toBe(fs.statSync(path.join(dir, 'model.onnx.data')).ino);
-    const again = await loadModel(path.join(dir, 'model.onnx'), { cacheDir: path.join(tmp, 'cache4'), inPlace: false });
+    const v = writeVariant(m, m.proto, 'abc123');
+    expect(path.dirname(v)).toBe(m.dir);
+    expect(writeVariant(m, m.proto, 'abc123')).toBe(v);
+    expect(() => writeVariant(m, m.proto, '../evil')).toThrow(NnsError);
+    const again = await loadModel(path.join(dir, 'model.onnx'), { cacheDir: path.join(tmp, 'cache4') });
     expect(again.cached).toBe(true);
     expect(again.dir).toBe(m.dir);
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
   });
 
   it('a missing weights file is a clear error naming it', async () => {

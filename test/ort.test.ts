@@ -124,7 +124,7 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     });
     let m: LoadedModel;
     try {
-      m = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache'), inPlace: false });
+      m = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache') });
     } finally {
       spy.mockRestore();
     }
@@ -133,7 +133,7 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     expect(fs.existsSync(path.join(m.dir, 'model.onnx.data'))).toBe(false);
     const v = writeVariant(m, { ...m.proto, doc_string: 'v' }, 'xdev');
     expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], v)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
-    const again = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache'), inPlace: false });
+    const again = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache') });
     expect(again.cached).toBe(true);
     expect(again.externalDataDir).toBe(dir);
   });

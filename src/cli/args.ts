@@ -23,6 +23,8 @@ export interface CommandSpec {
   name: string;
   /** Positional argument names, in order (all required). */
   positionals: string[];
+  /** Optional positional argument names, after the required ones. */
+  optional?: string[];
   flags: FlagSpec[];
   /** One-line summary. */
   summary: string;
@@ -42,7 +44,7 @@ export function usageLine(c: CommandSpec): string {
   const flags = c.flags
     .filter((f) => f.name !== 'help')
     .map((f) => `[${f.short ? `-${f.short}|` : ''}--${f.name}${f.value ? ` ${f.placeholder ?? 'VALUE'}` : ''}]`);
-  return ['nns', c.name, ...c.positionals, ...flags].join(' ');
+  return ['nns', c.name, ...c.positionals, ...(c.optional ?? []).map((p) => `[${p}]`), ...flags].join(' ');
 }
 
 /** Full help text of a command. */
@@ -94,8 +96,9 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
   if (positionals.length < spec.positionals.length) {
     throw usageError('missing-argument', `'nns ${spec.name}' needs ${spec.positionals.slice(positionals.length).join(' ')}`, usage);
   }
-  if (positionals.length > spec.positionals.length) {
-    throw usageError('extra-argument', `unexpected argument '${positionals[spec.positionals.length]}' for 'nns ${spec.name}'`, usage);
+  const most = spec.positionals.length + (spec.optional?.length ?? 0);
+  if (positionals.length > most) {
+    throw usageError('extra-argument', `unexpected argument '${positionals[most]}' for 'nns ${spec.name}'`, usage);
   }
   return { positionals, flags };
 }

@@ -7,7 +7,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseScript } from '../../grammar/parse.js';
 import { NnsError, usageError } from '../errors.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { tensorToJSON } from '../tensor.js';
@@ -59,7 +58,7 @@ interface Loaded {
 }
 
 /** Reads and parses the script; syntax errors are thrown as a list (exit 1). */
-function loadScript(file: string, cwd: string, sources: Map<string, string>): Loaded {
+async function loadScript(file: string, cwd: string, sources: Map<string, string>): Promise<Loaded> {
   let text: string;
   try {
     const abs = path.resolve(cwd, file);
@@ -71,6 +70,8 @@ function loadScript(file: string, cwd: string, sources: Map<string, string>): Lo
     throw usageError('no-such-file', code === 'ENOENT' ? `no such script: '${file}'` : `cannot read '${file}': ${code ?? (e as Error).message}`);
   }
   sources.set(file, text);
+  // Loaded here, not at the top: `nns --help` and `nns modules` never load the parser.
+  const { parseScript } = await import('../../grammar/parse.js');
   const parsed = parseScript(text, file);
   if (!parsed.ast) throw new ScriptErrors(parsed.errors);
   return { file, text, ast: parsed.ast };
@@ -103,6 +104,10 @@ function flag(a: ParsedArgs, name: string): string | undefined {
 }
 
 async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<string, string>): Promise<number> {
+  if (cmd.name === 'cache') {
+    const { cacheCommand } = await import('./cache.js');
+    return cacheCommand(a.positionals[0] ?? 'list', io);
+  }
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
     const { formatModuleTree } = await import('../model/format.js');
@@ -113,7 +118,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const out = flag(a, 'out');
   if (cmd.name === 'compile' && !out) throw usageError('missing-argument', "'nns compile' needs -o OUT.onnx", [`usage: ${usageLine(cmd)}`]);
   const outAbs = out ? checkWritable(out, io.cwd) : undefined;
-  const script = loadScript(a.positionals[0]!, io.cwd, sources);
+  const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
   let line = '';
@@ -169,7 +174,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, modules, check; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, modules, check, cache; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {

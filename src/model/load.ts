@@ -1,18 +1,21 @@
 /**
- * Loading a model: a Hugging Face-style folder or a bare `.onnx` file, with its weights in
- * one external data file that every rewritten graph references by a relative path.
+ * Loading a model: a Hugging Face-style folder or a bare `.onnx` file, placed in a cache
+ * entry (src/model/cache.ts) whose graph references one set of weights by relative path;
+ * every rewritten graph of the model is written into that entry. Nothing is ever written
+ * into the model's own folder.
  *
- * - **Inline weights** (the usual small export) are moved once into a cache entry
- *   `<cache>/<sha256>/{model.onnx, model.onnx.data}`; the entry is built in a temporary
- *   folder and renamed into place, so a crash never leaves a half-written entry.
- * - **External-data models** are used in place when their folder is writable and every
- *   weights file really lies inside it (ORT resolves symlinks and rejects weights outside the
- *   graph's folder, e.g. Hugging Face hub snapshots whose files link into `blobs/`).
- *   Otherwise a cache entry holds a copy of the (small) graph and *hard links* to the weights
- *   (same inode: no copy, shared page cache). When hard links are impossible (another file
- *   system), the entry holds graphs only and {@link LoadedModel.externalDataDir} tells the
- *   backend to create sessions from bytes with
- *   `session.model_external_initializers_file_folder_path`.
+ * - **Inline weights** (the usual small export) are moved once into the entry's
+ *   `model.onnx.data`.
+ * - **External-data models**: the entry holds a copy of the (small) graph and *hard links*
+ *   to the weights (same inode: no copy, shared page cache; ORT rejects symlinks and `..`
+ *   out of the graph's folder, measured with onnxruntime-node 1.30). When hard links are
+ *   impossible (another file system), the entry holds graphs only and
+ *   {@link LoadedModel.externalDataDir} tells the backend to resolve the weights against
+ *   the model's folder (`session.model_external_initializers_file_folder_path`).
+ *
+ * Entries are built in a temporary folder and renamed into place, so a crash never leaves a
+ * half-written entry; each open checks the entry (src/model/cache.ts `verifyEntry`) and a
+ * damaged one is removed and built again.
  *
  * Content hashes: sha256 of the file bytes. To avoid rehashing large files on every run, a
  * fast key sha256(realpath, size, mtime, inode) maps to the content hash in
@@ -28,13 +31,16 @@ import { checkExternalData, externalizeWeights, hasLargeInlineTensors, INLINE_TH
 import { decodeModelFile, readModelFile } from '../onnx/file.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { encodeModel } from '../onnx/serde.js';
+import { defaultCacheDir, markOpen, MANIFEST, noteWrite, recordFile, removeCached, sha256, sha256File, sweepStale, tempName, verifyEntry, verifyVariant, writeAtomic, writeSynced, writeVariantFile, type EntryManifest, type FileRecord } from './cache.js';
 import { loadTokenizer, readJson, type TextTokenizer } from './tokenizer.js';
+
+export { defaultCacheDir } from './cache.js';
 
 /** A model ready to be rewritten and run. */
 export interface LoadedModel {
   /** What the user gave: a folder or an `.onnx` file path, as given. */
   source: string;
-  /** Absolute folder holding the graph file(s); rewritten graphs are written here. */
+  /** The model's cache entry (absolute): its graph, its weights or links to them; rewritten graphs are written here. */
   dir: string;
   /** Absolute path of the graph file, which references its weights by relative path. */
   graphPath: string;
@@ -53,21 +59,16 @@ export interface LoadedModel {
    * `extra.session.model_external_initializers_file_folder_path` set to this folder.
    */
   externalDataDir?: string;
-  /** True when this load wrote nothing: an existing cache entry, or an external-data model used in place. */
+  /** True when this load wrote nothing: its cache entry existed and checked out. */
   cached?: boolean;
 }
 
 /** Options of {@link loadModel}. */
 export interface LoadOptions {
-  /** Cache folder; default `$ONNSIGHT_CACHE`, else `<project root or cwd>/.cache/onnsight`. */
+  /** Cache folder; default {@link defaultCacheDir}: `$ONNSIGHT_CACHE`, else `$XDG_CACHE_HOME/onnsight`, else `~/.cache/onnsight`. */
   cacheDir?: string;
   /** Tensors smaller than this stay inline when externalizing (default {@link INLINE_THRESHOLD}). */
   inlineThreshold?: number;
-  /**
-   * Allow writing rewritten graphs into an external-data model's own folder (default true).
-   * With false, such models get a cache entry (hard links or `externalDataDir`).
-   */
-  inPlace?: boolean;
 }
 
 /** Name of the graph file and of its weights file inside a cache entry. */
@@ -82,6 +83,7 @@ const DATA_FILE = 'model.onnx.data';
 export async function loadModel(source: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const { graphFile, metaDir } = locate(source);
   const cacheDir = path.resolve(opts.cacheDir ?? defaultCacheDir());
+  sweepStale(cacheDir);
   const configPath = path.join(metaDir, 'config.json');
   const config = fs.existsSync(configPath) ? readJson(configPath) : undefined;
   const tokenizer = loadTokenizer(metaDir);
@@ -121,129 +123,155 @@ function locate(source: string): { graphFile: string; metaDir: string } {
 type Placed = Pick<LoadedModel, 'dir' | 'graphPath' | 'proto' | 'id' | 'externalDataDir' | 'cached'>;
 
 function placeModel(graphFile: string, cacheDir: string, opts: LoadOptions): Placed {
-  // Fast path: a known source file whose cache entry exists is never read or hashed again.
+  // Fast path: a known source file whose cache entry checks out is never read or hashed again.
   const known = lookupIndex(cacheDir, graphFile);
   if (known) {
-    const entry = path.join(cacheDir, known);
-    const entryGraph = path.join(entry, GRAPH_FILE);
-    if (fs.existsSync(entryGraph)) return openEntry(entry, known, true);
+    const hit = openEntry(path.join(cacheDir, known), known, true);
+    if (hit) return hit;
   }
   const { proto, bytes } = readModelFile(graphFile);
   const modelDir = path.dirname(graphFile);
-  if (usesExternalData(proto)) return placeExternal(graphFile, modelDir, proto, bytes, cacheDir, opts);
+  if (usesExternalData(proto)) return placeExternal(graphFile, modelDir, proto, bytes, cacheDir);
 
   const id = sha256(bytes);
   remember(cacheDir, graphFile, id);
   const entry = path.join(cacheDir, id);
-  if (fs.existsSync(path.join(entry, GRAPH_FILE))) return openEntry(entry, id, true);
+  const hit = openEntry(entry, id, true);
+  if (hit) return hit;
+  const threshold = opts.inlineThreshold ?? INLINE_THRESHOLD;
   buildEntry(cacheDir, entry, (tmp) => {
-    if (hasLargeInlineTensors(proto, opts.inlineThreshold ?? INLINE_THRESHOLD)) {
-      externalizeWeights(proto, path.join(tmp, DATA_FILE), DATA_FILE, opts.inlineThreshold ?? INLINE_THRESHOLD);
+    const weights: FileRecord[] = [];
+    if (hasLargeInlineTensors(proto, threshold)) {
+      const r = externalizeWeights(proto, path.join(tmp, DATA_FILE), DATA_FILE, threshold);
+      weights.push(recordFile(tmp, DATA_FILE, r.sha256));
     }
-    writeSynced(path.join(tmp, GRAPH_FILE), encodeModel(proto));
-    writeSynced(path.join(tmp, 'source.json'), Buffer.from(JSON.stringify({ source: graphFile, created: new Date().toISOString() }, null, 2)));
+    const graph = encodeModel(proto);
+    writeSynced(path.join(tmp, GRAPH_FILE), graph);
+    return { format: 1, source: graphFile, created: new Date().toISOString(), graph: recordFile(tmp, GRAPH_FILE, sha256(graph)), weights };
   });
-  return openEntry(entry, id, false);
+  return openBuilt(entry, id);
 }
 
-/** Reads a finished cache entry's graph. */
-function openEntry(entry: string, id: string, cached: boolean): Placed {
+/**
+ * Opens a cache entry after checking it (src/model/cache.ts `verifyEntry`); `undefined`
+ * when there is none, or when it was damaged (it is then removed, to be built again).
+ */
+function openEntry(entry: string, id: string, cached: boolean): Placed | undefined {
+  if (!fs.existsSync(entry)) return undefined;
+  const check = verifyEntry(entry);
+  if (!check.ok) {
+    removeCached(entry);
+    return undefined;
+  }
   const graphPath = path.join(entry, GRAPH_FILE);
-  const proto = decodeModelFile(fs.readFileSync(graphPath), graphPath);
-  let externalDataDir: string | undefined;
-  const linkInfo = path.join(entry, 'external-data-dir');
-  if (fs.existsSync(linkInfo)) externalDataDir = fs.readFileSync(linkInfo, 'utf8');
+  const proto = decodeModelFile(check.graphBytes, graphPath);
+  const externalDataDir = check.manifest.externalDataDir;
   checkExternalData(proto, externalDataDir ?? entry, graphPath);
+  markOpen(entry);
   return { dir: entry, graphPath, proto, id, externalDataDir, cached };
 }
 
-function placeExternal(graphFile: string, modelDir: string, proto: ModelProto, bytes: Uint8Array, cacheDir: string, opts: LoadOptions): Placed {
+function openBuilt(entry: string, id: string): Placed {
+  const placed = openEntry(entry, id, false);
+  if (!placed) throw modelError('cache-unwritable', `the cache entry ${entry} was damaged right after it was written`, ['set ONNSIGHT_CACHE to a folder on a healthy disk']);
+  return placed;
+}
+
+function placeExternal(graphFile: string, modelDir: string, proto: ModelProto, bytes: Uint8Array, cacheDir: string): Placed {
   const locations = checkExternalData(proto, modelDir, graphFile);
-  const realDir = fs.realpathSync(modelDir);
-  const dataFiles = locations.map((loc) => ({ loc, real: fs.realpathSync(path.join(modelDir, loc)) }));
+  const dataFiles = locations.map((loc) => {
+    const real = fs.realpathSync(path.join(modelDir, loc));
+    return { loc, real, sha: hashFile(cacheDir, real) };
+  });
   const hash = crypto.createHash('sha256').update(bytes);
-  for (const f of dataFiles) hash.update(`\0${f.loc}\0${hashFile(cacheDir, f.real)}`);
+  for (const f of dataFiles) hash.update(`\0${f.loc}\0${f.sha}`);
   const id = hash.digest('hex');
-  const inside = dataFiles.every((f) => !path.relative(realDir, f.real).startsWith('..'));
-  if (opts.inPlace !== false && inside && isWritable(modelDir)) {
-    return { dir: path.resolve(modelDir), graphPath: path.resolve(graphFile), proto, id, cached: true };
-  }
   const entry = path.join(cacheDir, id);
-  if (fs.existsSync(path.join(entry, GRAPH_FILE))) return openEntry(entry, id, true);
+  const hit = openEntry(entry, id, true);
+  if (hit) return hit;
   buildEntry(cacheDir, entry, (tmp) => {
-    let linked = true;
+    const weights: FileRecord[] = [];
     for (const f of dataFiles) {
       const target = path.join(tmp, f.loc);
       fs.mkdirSync(path.dirname(target), { recursive: true });
       try {
         fs.linkSync(f.real, target);
+        weights.push(recordFile(tmp, f.loc, f.sha));
       } catch {
-        linked = false;
         break;
       }
     }
-    if (!linked) writeSynced(path.join(tmp, 'external-data-dir'), Buffer.from(path.resolve(modelDir)));
+    const linked = weights.length === dataFiles.length;
+    if (!linked) for (const w of weights) fs.rmSync(path.join(tmp, w.file), { force: true });
     writeSynced(path.join(tmp, GRAPH_FILE), bytes);
-    writeSynced(path.join(tmp, 'source.json'), Buffer.from(JSON.stringify({ source: graphFile, created: new Date().toISOString() }, null, 2)));
+    const manifest: EntryManifest = { format: 1, source: graphFile, created: new Date().toISOString(), graph: recordFile(tmp, GRAPH_FILE, sha256(bytes)), weights: linked ? weights : [] };
+    if (!linked) manifest.externalDataDir = weightsFolder(modelDir, dataFiles);
+    return manifest;
   });
-  return openEntry(entry, id, false);
+  return openBuilt(entry, id);
 }
 
 /**
- * Writes a rewritten graph next to the weights it references (in {@link LoadedModel.dir},
- * as `nns-<key>.onnx`: ORT resolves external data relative to the graph file's folder and
- * rejects `..` and symlinks out of it, so variants cannot live in a subfolder) and returns
- * its path. `proto` may be given already encoded. A file that already exists for `key` is reused without encoding `proto`, so the
- * key must identify the rewrite (e.g. a hash of the intervention plan). Written atomically.
- * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`.
+ * The folder ORT resolves unlinked weights against: the one folder the data files really lie
+ * in under their locations (a Hugging Face snapshot's files link into `blobs/`, and ORT
+ * rejects symlinks leading out of the folder), else the model's folder.
+ */
+function weightsFolder(modelDir: string, dataFiles: { loc: string; real: string }[]): string {
+  const dirs = new Set(dataFiles.map((f) => {
+    const up = f.loc.split(/[\\/]/).filter((x) => x && x !== '.').length;
+    let d = f.real;
+    for (let i = 0; i < up; i++) d = path.dirname(d);
+    return path.join(d, f.loc) === f.real ? d : '';
+  }));
+  const [only] = dirs;
+  return dirs.size === 1 && only ? only : path.resolve(modelDir);
+}
+
+/**
+ * Writes a rewritten graph into the model's cache entry ({@link LoadedModel.dir}, as
+ * `nns-<key>.onnx` with a checksum file: ORT resolves external data relative to the graph
+ * file's folder and rejects `..` and symlinks out of it, so variants cannot live in a
+ * subfolder) and returns its path. `proto` may be given already encoded. A file that already
+ * exists for `key` and matches its checksum is reused without encoding `proto`, so the key
+ * must identify the rewrite (e.g. a hash of the intervention plan); a damaged one is written
+ * again. Written atomically.
+ * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`;
+ *   `variant-write` when the file cannot be written.
  */
 export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array, key: string): string {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(key)) throw modelError('variant-key', `invalid variant key "${key}": use letters, digits, '.', '_' or '-'`);
   const file = path.join(model.dir, `nns-${key}.onnx`);
-  if (fs.existsSync(file)) return file;
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  if (verifyVariant(file)) return file;
+  const bytes = proto instanceof Uint8Array ? proto : encodeModel(proto);
   try {
-    writeSynced(tmp, proto instanceof Uint8Array ? proto : encodeModel(proto));
-    fs.renameSync(tmp, file);
+    writeVariantFile(file, bytes);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw modelError('variant-write', `cannot write rewritten graph ${file}: ${(e as Error).message}`);
+    throw modelError('variant-write', `cannot write rewritten graph ${file}: ${(e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder with enough space']);
   }
+  noteWrite(path.dirname(model.dir), bytes.length);
   return file;
 }
 
-/**
- * The default cache folder: `$ONNSIGHT_CACHE`, else `.cache/onnsight` in the nearest
- * ancestor of the working directory that holds a `package.json`, else in the working directory.
- */
-export function defaultCacheDir(): string {
-  const env = process.env.ONNSIGHT_CACHE;
-  if (env) return path.resolve(env);
-  let dir = process.cwd();
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return path.join(dir, '.cache', 'onnsight');
-    const up = path.dirname(dir);
-    if (up === dir) return path.join(process.cwd(), '.cache', 'onnsight');
-    dir = up;
-  }
-}
-
 /** Builds a cache entry in a temporary sibling folder, then renames it into place. */
-function buildEntry(cacheDir: string, entry: string, fill: (tmp: string) => void): void {
+function buildEntry(cacheDir: string, entry: string, fill: (tmp: string) => EntryManifest): void {
   try {
     fs.mkdirSync(cacheDir, { recursive: true });
   } catch (e) {
     throw modelError('cache-unwritable', `cannot create cache folder ${cacheDir}: ${(e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder']);
   }
-  const tmp = fs.mkdtempSync(path.join(cacheDir, '.tmp-'));
+  const tmp = path.join(cacheDir, tempName());
+  let written = 0;
   try {
-    fill(tmp);
+    fs.mkdirSync(tmp);
+    const manifest = fill(tmp);
+    written = manifest.graph.size + manifest.weights.reduce((a, w) => a + (fs.statSync(path.join(tmp, w.file)).nlink > 1 ? 0 : w.size), 0);
+    writeSynced(path.join(tmp, MANIFEST), Buffer.from(JSON.stringify(manifest, null, 2)));
     try {
       fs.renameSync(tmp, entry);
     } catch (e) {
       // Another process finished the same entry first: keep theirs.
       const code = (e as NodeJS.ErrnoException).code;
-      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && fs.existsSync(path.join(entry, GRAPH_FILE))) return;
+      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && verifyEntry(entry).ok) return;
       throw e;
     }
   } catch (e) {
@@ -252,40 +280,15 @@ function buildEntry(cacheDir: string, entry: string, fill: (tmp: string) => void
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  markOpen(entry);
+  noteWrite(cacheDir, written);
 }
 
-function writeSynced(file: string, bytes: Uint8Array): void {
-  const fd = fs.openSync(file, 'w');
-  try {
-    let done = 0;
-    while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function sha256(bytes: Uint8Array): string {
-  return crypto.createHash('sha256').update(bytes).digest('hex');
-}
-
-/** Content hash of a (possibly huge) file, read in 4 MB chunks and memoized in the index. */
+/** Content hash of a (possibly huge) file, memoized in the index. */
 function hashFile(cacheDir: string, file: string): string {
   const known = lookupIndex(cacheDir, file);
   if (known) return known;
-  const hash = crypto.createHash('sha256');
-  const buf = Buffer.allocUnsafe(4 << 20);
-  const fd = fs.openSync(file, 'r');
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      hash.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  const id = hash.digest('hex');
+  const id = sha256File(file);
   remember(cacheDir, file, id);
   return id;
 }
@@ -319,22 +322,8 @@ function remember(cacheDir: string, file: string, id: string): void {
   try {
     const dir = path.join(cacheDir, 'index');
     fs.mkdirSync(dir, { recursive: true });
-    const tmp = path.join(dir, `.${key}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`);
-    fs.writeFileSync(tmp, id);
-    fs.renameSync(tmp, path.join(dir, key));
+    writeAtomic(path.join(dir, key), Buffer.from(id));
   } catch {
     // read-only cache: hash again next time
-  }
-}
-
-/** True when files can be created in `dir` (probed by creating one; root ignores mode bits). */
-function isWritable(dir: string): boolean {
-  const probe = path.join(dir, `.nns-probe-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-  try {
-    fs.writeFileSync(probe, '');
-    fs.rmSync(probe);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -10,6 +10,7 @@
  * cache-line and AVX-512 aligned.
  * @module
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { modelError } from '../errors.js';
@@ -161,6 +162,8 @@ export interface ExternalizeResult {
   tensors: number;
   /** Size of the data file in bytes (including alignment padding). */
   bytes: number;
+  /** sha256 (hex) of the data file as written. */
+  sha256: string;
 }
 
 /**
@@ -173,6 +176,11 @@ export interface ExternalizeResult {
  */
 export function externalizeWeights(model: ModelProto, dataPath: string, location: string, threshold = INLINE_THRESHOLD): ExternalizeResult {
   const fd = fs.openSync(dataPath, 'w');
+  const hash = crypto.createHash('sha256');
+  const writeAll = (b: Uint8Array): void => {
+    hash.update(b);
+    writeFully(fd, b);
+  };
   let pos = 0;
   let count = 0;
   const pad = new Uint8Array(DATA_ALIGNMENT);
@@ -182,8 +190,8 @@ export function externalizeWeights(model: ModelProto, dataPath: string, location
       const bytes = tensor.raw_data ?? typedFieldBytes(tensor);
       if (!bytes) continue;
       const offset = Math.ceil(pos / DATA_ALIGNMENT) * DATA_ALIGNMENT;
-      if (offset > pos) writeAll(fd, pad.subarray(0, offset - pos));
-      writeAll(fd, bytes);
+      if (offset > pos) writeAll(pad.subarray(0, offset - pos));
+      writeAll(bytes);
       pos = offset + bytes.length;
       count++;
       clearInlineData(tensor);
@@ -198,10 +206,10 @@ export function externalizeWeights(model: ModelProto, dataPath: string, location
   } finally {
     fs.closeSync(fd);
   }
-  return { tensors: count, bytes: pos };
+  return { tensors: count, bytes: pos, sha256: hash.digest('hex') };
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+function writeFully(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
 }

@@ -1,0 +1,8 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    // A fresh temporary ONNSIGHT_CACHE for every run (test/setup/temp-cache.ts).
+    globalSetup: ['test/setup/temp-cache.ts'],
+  },
+});
