@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
-import { timeRuns, type BenchContext, type Measurement } from './measure.js';
+import { cpuMs, median, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
 import { findBlocks } from './onnsight.js';
 
 /** New tokens per generation. */
@@ -82,6 +82,34 @@ async function tokensPerS(ctx: BenchContext, gen: () => Promise<unknown>, runs =
   return GENERATE_TOKENS / (t.median / 1000);
 }
 
+/**
+ * onnsight / plain, tokens per second, from paired runs (each onnsight generation timed right
+ * after a plain one, so both see the same machine load): median of the pairs, on wall time
+ * and on process CPU time. Recorded as `ctx.extra[<key>_paired]` and `<key>_paired_cpu`.
+ */
+async function paired(ctx: BenchContext, key: string, file: string, ons: () => Promise<unknown>): Promise<void> {
+  const session = await ort.InferenceSession.create(file);
+  try {
+    const ids = promptIds(ctx);
+    const wall: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < ctx.timing.runs; i++) {
+      const c0 = cpuMs();
+      const p = await timeOnce(() => plainGreedy(session, ids, GENERATE_TOKENS));
+      const c1 = cpuMs();
+      const o = await timeOnce(ons);
+      const c2 = cpuMs();
+      wall.push(p / o);
+      cpu.push((c1 - c0) / (c2 - c1));
+    }
+    ctx.extra[`${key}_paired`] = Math.round(median(wall) * 1000) / 1000;
+    ctx.extra[`${key}_paired_cpu`] = Math.round(median(cpu) * 1000) / 1000;
+    ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time)`;
+  } finally {
+    await session.release();
+  }
+}
+
 /** A steering vector of the block width (seeded, small), added at the middle block every step. */
 function steer(lm: LanguageModel): (m: ModelRef) => void {
   const blocks = findBlocks(lm.modules);
@@ -106,7 +134,22 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       const session = await ort.InferenceSession.create(file);
       try {
         ctx.notes.generate_plain_tokens_per_s = 'default session options';
-        return await tokensPerS(ctx, () => plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
+        const v = await tokensPerS(ctx, () => plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
+        // The cache leaves onnxruntime-node as JS typed arrays every step (IO binding and
+        // preferredOutputLocation exist only in ONNX Runtime Web): what one such copy costs
+        // at the last step's length, and the step's share of it.
+        const ids = promptIds(ctx);
+        const total = ids.length + GENERATE_TOKENS - 1;
+        const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
+        const meta = (session as unknown as { inputMetadata?: { name: string; shape?: (number | string)[] }[] }).inputMetadata ?? [];
+        const per = meta.filter((m) => pastNames.includes(m.name)).map((m) => Number(m.shape?.[1] ?? 0) * Number(m.shape?.[3] ?? 0) * total);
+        const bufs = per.map((n) => new Float32Array(n).fill(1));
+        const copy = await timeRuns(() => bufs.map((b) => b.slice()), { warmup: 1, runs: 9 });
+        ctx.extra.generate_cache_bytes_per_step = per.reduce((a, b) => a + b, 0) * 4;
+        ctx.extra.generate_cache_copy_ms = copy.median;
+        ctx.extra.generate_plain_step_ms = 1000 / v;
+        ctx.notes.generate_cache_copy_ms = 'one JS copy of every present.* tensor at the last step (the copy onnxruntime-node makes of each output); cache inputs are fed without a copy';
+        return v;
       } finally {
         await session.release();
       }
@@ -126,7 +169,10 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       })();
       const r = await lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
       ctx.notes.generate_tokens_per_s = `tokens equal to the plain loop's: ${JSON.stringify(r.newIds[0]) === JSON.stringify(plain)}`;
-      return tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }));
+      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
+      const v = await tokensPerS(ctx, run);
+      await paired(ctx, 'generate_vs_plain', file, run);
+      return v;
     },
   },
   {
@@ -138,7 +184,10 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       const lm = await model(ctx, file);
       const ids = promptIds(ctx);
       const fn = steer(lm);
-      return tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }, fn));
+      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }, fn);
+      const v = await tokensPerS(ctx, run);
+      await paired(ctx, 'generate_steered_vs_plain', file, run);
+      return v;
     },
   },
   {

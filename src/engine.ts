@@ -78,6 +78,11 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
    * then runs whole: no invoke merging, no splitting into chunks.
    */
   feeds?: Readonly<Record<string, Tensor>>;
+  /**
+   * The IR already went through the IR pipeline (generation runs one prepared IR per step
+   * structure); it is then run as it is.
+   */
+  prepared?: boolean;
 }
 
 /**
@@ -92,7 +97,7 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     const done = compileGraph(ir, mc, opts);
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
   }
-  const state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
+  const state = opts.prepared ? { ir, model: workingCopy(mc.loaded.proto), saved: new Map<string, string>() } : compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
   if (opts.dedup !== false && !opts.feeds) dedupInvokes(state.ir);
   if (mc.fast && opts.fast !== false) {
     const fast = await mc.fast.tryRun(state.ir, host, opts.feeds);

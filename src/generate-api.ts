@@ -16,6 +16,8 @@ import { StepBuilder } from './generate/step-builder.js';
 import type { Tensor } from './tensor.js';
 import { callSite, moduleProxy, type ModelRef, type TraceContext } from './trace.js';
 
+const STEP_SPAN = { file: '<api>', line: 1, col: 1, endLine: 1, endCol: 2, offset: 0, endOffset: 0 };
+
 /** A prompt: text (tokenized with the model's tokenizer) or token ids. */
 export type GeneratePrompt = string | readonly number[];
 
@@ -124,7 +126,7 @@ export async function generateWith(
       if (inStep) throw new NnsError('invoke-in-step', 'an invoke cannot be inside a step block: every step runs the same prompts', { kind: 'usage', span: callSite() });
       const tokens = rows?.[invokes] ?? tokenize(p);
       invokes++;
-      const scope = b.addInvoke(tokens, callSite(), typeof p === 'string' ? p : undefined);
+      const scope = b.addInvoke(tokens, rows ? STEP_SPAN : callSite(), typeof p === 'string' ? p : undefined);
       const outer = b.scope;
       b.scope = scope;
       const wasIn = inInvoke;

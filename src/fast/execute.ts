@@ -27,7 +27,7 @@ import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
 import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
-import { buildPortedModel, type PortedModel } from './ports.js';
+import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
 export interface FastStats {
@@ -51,6 +51,10 @@ export interface FastExecutorOptions {
   prepack?: boolean;
   /** Planner options. */
   plan?: PlanOptions;
+  /** The ports of the instrumented model (default: {@link choosePorts} of the tree). */
+  ports?: readonly PortSpec[];
+  /** Keep the session open for good (default true); false leaves it to the session LRU. */
+  pinned?: boolean;
 }
 
 /** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
@@ -101,14 +105,14 @@ export class FastExecutor implements FastPath {
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= buildPortedModel(this.mc);
+    this.portedModel ??= this.opts.ports ? buildPortedModel(this.mc, this.opts.ports) : buildPortedModel(this.mc);
     return this.portedModel;
   }
 
   /** The one session over the instrumented model. */
   session(): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
-    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
+    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: this.opts.pinned ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 
   /** Plans and runs `ir`; null when it needs the compiler. */

@@ -1,8 +1,10 @@
 /**
- * The decode loop of `generate`: one forward pass per new token, each pass an ordinary
- * trace of the engine (so interventions run on the fast path's port feeds and fetches when
- * they can, or on a compiled graph that the structural compile cache builds once per
- * structure and reuses across steps and runs).
+ * The decode loop of `generate`: one forward pass per new token, each pass a trace of the
+ * engine. A step's IR goes through the IR pipeline once per step structure (later steps of
+ * the same structure reuse it); it runs on an instrumented model with ports at just the
+ * boundaries the step touches (src/generate/step-ports.ts; interventions are port feeds,
+ * saves are fetches), or, when ports cannot express it, on a compiled graph that the
+ * structural compile cache builds once per structure and reuses across steps and runs.
  *
  * - **With a cache** (the Optimum / Transformers.js "with past" layout, src/generate/cache-layout.ts):
  *   step 0 runs the left-padded prompts with an empty cache; step s ≥ 1 runs each row's token
@@ -24,6 +26,10 @@
 import type { Graph, IndexItem } from '../../ir/ir.js';
 import { NnsError, type Span } from '../errors.js';
 import { runGraph, type ModelContext, type RunOptions } from '../engine.js';
+import { compileGraph } from '../compile.js';
+import { structuralText } from '../compile-cache.js';
+import { irPipeline } from '../../passes/pipeline.js';
+import { stepExecutor } from './step-ports.js';
 import { numel, type Tensor } from '../tensor.js';
 import { detectCache, type CacheLayout } from './cache-layout.js';
 import { chooseToken, Mulberry32, type SamplingOptions } from './sample.js';
@@ -173,6 +179,7 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
   const mask: number[][] = req.prompts.map((p) => [...Array(P - p.length).fill(0), ...Array(p.length).fill(1)]);
   let past: Tensor[] | undefined = layout?.entries.map((e) => ({ dtype: 'float32', shape: [B, ...e.emptyShape.slice(1)], data: new Float32Array(0) }));
   let steps = 0;
+  const prepared = new Map<string, { ir: Graph; text: string }>();
   for (let s = 0; s < o.maxNewTokens; s++) {
     const last = fed.map((r) => r[r.length - 1]!);
     const rows = layout ? (s === 0 ? fed.map((r) => [...r]) : last.map((t) => [t])) : fed.map((r) => [...r]);
@@ -223,7 +230,20 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
     graph.dimValues.sequence = layout ? (s === 0 ? P : 1) : L;
     let feeds: Record<string, Tensor> | undefined;
     if (layout) feeds = cacheFeeds(layout, s === 0 ? req.prompts.map((p) => [...Array(P - p.length).fill(padId), ...p]) : last.map((t) => [t]), mask, past!);
-    const results = await runGraph(graph, mc, { ...req.run, host, ...(feeds ? { feeds } : {}) });
+    // The IR pipeline runs once per step structure (and prompt length); later steps of the same
+    // structure reuse its result (tokens, host values and feeds are per step, not in the IR).
+    const key = `${graph.dimValues.sequence}|${structuralText(graph)}`;
+    let ready = prepared.get(key);
+    if (!ready && !req.run?.printAfterEach && !req.run?.pipeline) {
+      ready = { ir: compileGraph(graph, mc, { pipeline: irPipeline, verifyEach: req.run?.verifyEach }).ir, text: '' };
+      ready.text = structuralText(ready.ir);
+      prepared.set(key, ready);
+    }
+    let results: Map<string, Tensor> | null = null;
+    if (ready && mc.fast && req.run?.fast !== false) results = await stepExecutor(mc, ready.ir).tryRun(ready.ir, host, feeds);
+    results ??= await runGraph(ready?.ir ?? graph, mc, { ...req.run, host, ...(feeds ? { feeds } : {}), ...(ready ? { prepared: true, fast: false } : {}) });
+    // The compiled path lifts literals out of the IR it runs: such an IR is not reused.
+    if (ready && structuralText(ready.ir) !== ready.text) prepared.delete(key);
     const next = results.get(NEXT)!;
     if (layout) past = layout.entries.map((_, i) => results.get(`${INTERNAL}present.${i}`)!);
     const stepStart = s === 0 ? 0 : L - 1;
