@@ -13,6 +13,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { NnsError, type ErrorKind } from '../src/errors.js';
+import { isErrorCode } from '../src/error-codes.js';
 import type { DType } from '../src/model/types.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
 import type { OrtSessionOptions } from './ort.js';
@@ -87,7 +88,7 @@ export class WorkerBackend {
       if (!p) return;
       this.pending.delete(r.id);
       if (r.ok) p.resolve(r);
-      else p.reject(new NnsError(r.error!.code, r.error!.message, { kind: r.error!.kind }));
+      else p.reject(new NnsError(isErrorCode(r.error!.code) ? r.error!.code : 'internal', r.error!.message, { kind: r.error!.kind }));
     });
     w.on('error', (e) => this.failAll(e));
     w.on('exit', (code) => {

@@ -3,7 +3,7 @@
  *
  * The graph mirrors, node for node, what PyTorch's TorchScript exporter emits for GPT-2 as
  * Optimum exports decoders without cache (models/gpt2-facts/onnx/model.onnx is the reference;
- * test/bench-model.test.ts checks the node list against it): scope-path node names
+ * test/api/bench-model.test.ts checks the node list against it): scope-path node names
  * (`/transformer/h.0/attn/c_attn/Gemm`), `_N`-numbered repeats, unscoped `Constant_N` nodes
  * feeding `Unsqueeze`s, Conv1D as Shape/Slice/Reshape + Gemm + Reshape, the causal mask as a
  * bool `[1,1,positions,positions]` constant sliced to the sequence length, the attention mask as

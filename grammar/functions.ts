@@ -4,7 +4,8 @@
  * @module
  */
 import type { Builder } from '../ir/builder.js';
-import type { Value } from '../ir/ir.js';
+import type { OpAttrs, OpName, Value } from '../ir/ir.js';
+import { FUNCTION_OPS, type FnSurface, type ParamKind } from '../ir/ops.js';
 import { NnsError, type Span } from '../src/errors.js';
 import { suggest } from '../src/suggest.js';
 
@@ -23,8 +24,7 @@ export interface FnArgs {
 /** What a function returns: one value, or the two results of `topk`. */
 export type FnResult = { kind: 'value'; value: Value } | { kind: 'topk'; values: Value; indices: Value };
 
-/** How each parameter after `x` is read. */
-export type ParamKind = 'int' | 'ints' | 'bool';
+export type { ParamKind };
 
 /** Signature and lowering of one function. */
 export interface FnSpec {
@@ -35,61 +35,33 @@ export interface FnSpec {
   lower(b: Builder, a: FnArgs, span: Span): FnResult;
 }
 
-const value = (v: Value): FnResult => ({ kind: 'value', value: v });
-
-function elementwise(op: 'exp' | 'log' | 'sqrt' | 'abs' | 'relu' | 'zeros_like' | 'ones_like'): FnSpec {
-  return { params: [], required: 1, lower: (b, a, s) => value(b.op(op, [a.x], {}, s)) };
-}
-
-function reduce(op: 'sum' | 'mean' | 'max'): FnSpec {
+/**
+ * A function from its catalogue surface: arguments become the attributes of the same name
+ * (defaults for omitted ones), checked by the surface's `check`.
+ */
+function fromCatalogue(op: OpName, fn: FnSurface): FnSpec {
+  const required = 1 + fn.params.filter((p) => p.length < 3).length;
   return {
-    params: [['dim', 'int'], ['keepdim', 'bool']],
-    required: 1,
-    lower: (b, a, s) => value(b.op(op, [a.x], { dim: a.ints.get('dim') ?? null, keepdim: a.bools.get('keepdim') ?? false }, s)),
+    params: fn.params.map(([name, kind]) => [name, kind] as const),
+    required,
+    lower(b, a, span) {
+      const attrs: Record<string, unknown> = {};
+      for (const [name, kind, dflt] of fn.params) {
+        const given = kind === 'int' ? a.ints.get(name) : kind === 'bool' ? a.bools.get(name) : a.lists.get(name);
+        attrs[name] = given ?? dflt;
+      }
+      const bad = fn.check?.(attrs);
+      if (bad) throw new NnsError('bad-argument', bad, { span });
+      const rs = b.apply(op, [a.x], attrs as OpAttrs[typeof op], span);
+      return rs.length === 2 ? { kind: 'topk', values: rs[0]!, indices: rs[1]! } : { kind: 'value', value: rs[0]! };
+    },
   };
 }
 
-/** Every core function by name. */
-export const FUNCTIONS: ReadonlyMap<string, FnSpec> = new Map<string, FnSpec>([
-  ['softmax', { params: [['dim', 'int']], required: 2, lower: (b, a, s) => value(b.op('softmax', [a.x], { dim: a.ints.get('dim')! }, s)) }],
-  ['log_softmax', { params: [['dim', 'int']], required: 2, lower: (b, a, s) => value(b.op('log_softmax', [a.x], { dim: a.ints.get('dim')! }, s)) }],
-  ['argmax', {
-    params: [['dim', 'int'], ['keepdim', 'bool']],
-    required: 2,
-    lower: (b, a, s) => value(b.op('argmax', [a.x], { dim: a.ints.get('dim')!, keepdim: a.bools.get('keepdim') ?? false }, s)),
-  }],
-  ['topk', {
-    params: [['k', 'int'], ['dim', 'int']],
-    required: 2,
-    lower: (b, a, s) => {
-      const k = a.ints.get('k')!;
-      if (k < 1) throw new NnsError('bad-argument', `topk needs k >= 1, got ${k}`, { span: s });
-      const [values, indices] = b.topk(a.x, k, a.ints.get('dim') ?? -1, s);
-      return { kind: 'topk', values, indices };
-    },
-  }],
-  ['sum', reduce('sum')],
-  ['mean', reduce('mean')],
-  ['max', reduce('max')],
-  ['norm', {
-    params: [['dim', 'int'], ['keepdim', 'bool']],
-    required: 2,
-    lower: (b, a, s) => value(b.op('norm', [a.x], { dim: a.ints.get('dim')!, keepdim: a.bools.get('keepdim') ?? false }, s)),
-  }],
-  ['reshape', { params: [['shape', 'ints']], required: 2, lower: (b, a, s) => value(b.op('reshape', [a.x], { shape: a.lists.get('shape')! }, s)) }],
-  ['transpose', {
-    params: [['dim0', 'int'], ['dim1', 'int']],
-    required: 3,
-    lower: (b, a, s) => value(b.op('transpose', [a.x], { dim0: a.ints.get('dim0')!, dim1: a.ints.get('dim1')! }, s)),
-  }],
-  ['zeros_like', elementwise('zeros_like')],
-  ['ones_like', elementwise('ones_like')],
-  ['exp', elementwise('exp')],
-  ['log', elementwise('log')],
-  ['sqrt', elementwise('sqrt')],
-  ['abs', elementwise('abs')],
-  ['relu', elementwise('relu')],
-]);
+/** Every core function by name: the ops of the catalogue (ir/ops.ts) that have a function surface. */
+export const FUNCTIONS: ReadonlyMap<string, FnSpec> = new Map<string, FnSpec>(
+  [...FUNCTION_OPS].map(([op, fn]) => [op, fromCatalogue(op, fn)]),
+);
 
 /** Functions that are reserved for a later version of the language. */
 export const RESERVED_FUNCTIONS: ReadonlySet<string> = new Set(['grad']);

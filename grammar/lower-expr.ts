@@ -9,7 +9,7 @@
  */
 import type { Builder } from '../ir/builder.js';
 import type { IndexItem, Value } from '../ir/ir.js';
-import { NnsError, type Span } from '../src/errors.js';
+import { NnsError, type ErrorCode, type Span } from '../src/errors.js';
 import type { DType } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import type * as A from './ast.js';
@@ -45,7 +45,7 @@ export interface ExprContext {
 /** A lowered expression: a tensor, or a pending `topk` pair. */
 export type Lowered = FnResult;
 
-const err = (code: string, message: string, span: Span, notes: string[] = []): NnsError => new NnsError(code, message, { span, notes });
+const err = (code: ErrorCode, message: string, span: Span, notes: string[] = []): NnsError => new NnsError(code, message, { span, notes });
 
 /** Lowers expressions of one trace. */
 export class ExprLowerer {

@@ -8,6 +8,7 @@
  */
 import { NnsError, type Span } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
+import { OP_SCHEMA } from './ops.js';
 import {
   Graph, Node, type DType, type IndexItem, type NestedNumbers, type OpAttrs, type OpName, type PureOp, type Value,
 } from './ir.js';
@@ -89,6 +90,12 @@ export class Builder {
   /** A single-result computational op (`add`, `softmax`, `index`, ...). */
   op<K extends PureOp>(op: K, inputs: Value[], attrs: OpAttrs[K], span: Span): Value {
     return this.emit(op, inputs, attrs, 1, span)[0]!;
+  }
+
+  /** Any op by name (results as the schema says; one for variadic): the language's function table calls it. */
+  apply<K extends OpName>(op: K, inputs: Value[], attrs: OpAttrs[K], span: Span): Value[] {
+    const n = OP_SCHEMA[op].results;
+    return this.emit(op, inputs, attrs, n === 'variadic' ? 1 : n, span);
   }
 
   /** Indexing and slicing. */

@@ -12,6 +12,7 @@
  */
 import type { Span } from '../src/errors.js';
 import type { Dim, DType } from '../src/model/types.js';
+import type { OpAttrs, OpName } from './ops.js';
 
 export type { Dim, DType, Span };
 
@@ -28,60 +29,7 @@ export type IndexItem =
   | { kind: 'ellipsis' }
   | { kind: 'newaxis' };
 
-/** Attributes of each operation. */
-export interface OpAttrs {
-  /** A module's output (`index` selects among several); reads the value as set so far in program order (`version`). */
-  'module.output': { path: string; index: number; version: number };
-  /** A module's input. */
-  'module.input': { path: string; index: number; version: number };
-  /** A graph output: `name` null means the first one. */
-  'model.output': { name: string | null };
-  /** A parameter by state-dict name (`lm_head.weight`). */
-  param: { name: string };
-  /** A value supplied by the host at run time under `name` (a saved result of an earlier trace, a TS array, a lifted constant). Becomes a graph input. */
-  host: { name: string; dtype: DType; shape: number[] };
-  /** A literal tensor, row-major data. */
-  const: { dtype: DType; shape: number[]; data: number[] };
-  /** Indexing and slicing. */
-  index: { items: IndexItem[] };
-  add: Record<string, never>;
-  sub: Record<string, never>;
-  mul: Record<string, never>;
-  div: Record<string, never>;
-  matmul: Record<string, never>;
-  neg: Record<string, never>;
-  exp: Record<string, never>;
-  log: Record<string, never>;
-  sqrt: Record<string, never>;
-  abs: Record<string, never>;
-  relu: Record<string, never>;
-  zeros_like: Record<string, never>;
-  ones_like: Record<string, never>;
-  softmax: { dim: number };
-  log_softmax: { dim: number };
-  argmax: { dim: number; keepdim: boolean };
-  sum: { dim: number | null; keepdim: boolean };
-  mean: { dim: number | null; keepdim: boolean };
-  max: { dim: number | null; keepdim: boolean };
-  norm: { dim: number; keepdim: boolean };
-  /** Two results: values, indices. */
-  topk: { k: number; dim: number };
-  /** Target shape, PyTorch semantics: `-1` infers one dimension. */
-  reshape: { shape: number[] };
-  transpose: { dim0: number; dim1: number };
-  /** Apply a module out of order to new inputs; results are the module's outputs. */
-  call_module: { path: string };
-  /** Replace a module boundary value (whole, or the slice `items`) with the single input, broadcast. No results. */
-  set: { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null };
-  /** Send the single input back to the user under `name`. No results. */
-  save: { name: string };
-}
-
-/** Every operation name. */
-export type OpName = keyof OpAttrs;
-
-/** Operations with effects: never removed by DCE, never merged by CSE. */
-export const EFFECT_OPS: ReadonlySet<OpName> = new Set<OpName>(['set', 'save']);
+export type { OpAttrs, OpName } from './ops.js';
 
 /** A batch-row range: one per `invoke`, and one covering the whole batch. */
 export interface Scope {
@@ -204,11 +152,6 @@ export class Graph {
   }
 }
 
-/** Operations with no inputs that introduce a value (module refs, params, host values, literals). */
-export const SOURCE_OPS: ReadonlySet<OpName> = new Set<OpName>([
-  'module.output', 'module.input', 'model.output', 'param', 'host', 'const',
-]);
-
 /** Operations whose value depends on the node's scope (they read that scope's batch rows). */
 export const ROW_OPS: ReadonlySet<OpName> = new Set<OpName>(['module.output', 'module.input', 'model.output']);
 
@@ -223,51 +166,6 @@ export type PureOp = Exclude<
 
 /** A literal: nested arrays of numbers (rectangular). */
 export type NestedNumbers = ReadonlyArray<number | NestedNumbers>;
-
-/** How an attribute value is checked and serialized. */
-export type AttrKind =
-  | 'string' | 'string?' | 'int' | 'int?' | 'bool' | 'dtype' | 'port'
-  | 'ints' | 'numbers' | 'items' | 'items?';
-
-/** Static description of one operation: arity and attribute kinds (in printing order). */
-export interface OpSchema {
-  /** Number of inputs, or `'variadic'` (at least one). */
-  inputs: number | 'variadic';
-  /** Number of results, or `'variadic'` (at least one; `call_module`). */
-  results: number | 'variadic';
-  /** Attribute names and kinds, in the order they are printed. */
-  attrs: ReadonlyArray<readonly [string, AttrKind]>;
-}
-
-const unary: OpSchema = { inputs: 1, results: 1, attrs: [] };
-const binary: OpSchema = { inputs: 2, results: 1, attrs: [] };
-const reduce: OpSchema = { inputs: 1, results: 1, attrs: [['dim', 'int?'], ['keepdim', 'bool']] };
-const ref: OpSchema = { inputs: 0, results: 1, attrs: [['path', 'string'], ['index', 'int'], ['version', 'int']] };
-
-/** The op catalogue: arity and attributes of every operation (verifier, printer, JSON reader). */
-export const OP_SCHEMA: Readonly<Record<OpName, OpSchema>> = {
-  'module.output': ref,
-  'module.input': ref,
-  'model.output': { inputs: 0, results: 1, attrs: [['name', 'string?']] },
-  param: { inputs: 0, results: 1, attrs: [['name', 'string']] },
-  host: { inputs: 0, results: 1, attrs: [['name', 'string'], ['dtype', 'dtype'], ['shape', 'ints']] },
-  const: { inputs: 0, results: 1, attrs: [['dtype', 'dtype'], ['shape', 'ints'], ['data', 'numbers']] },
-  index: { inputs: 1, results: 1, attrs: [['items', 'items']] },
-  add: binary, sub: binary, mul: binary, div: binary, matmul: binary,
-  neg: unary, exp: unary, log: unary, sqrt: unary, abs: unary, relu: unary,
-  zeros_like: unary, ones_like: unary,
-  softmax: { inputs: 1, results: 1, attrs: [['dim', 'int']] },
-  log_softmax: { inputs: 1, results: 1, attrs: [['dim', 'int']] },
-  argmax: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
-  sum: reduce, mean: reduce, max: reduce,
-  norm: { inputs: 1, results: 1, attrs: [['dim', 'int'], ['keepdim', 'bool']] },
-  topk: { inputs: 1, results: 2, attrs: [['k', 'int'], ['dim', 'int']] },
-  reshape: { inputs: 1, results: 1, attrs: [['shape', 'ints']] },
-  transpose: { inputs: 1, results: 1, attrs: [['dim0', 'int'], ['dim1', 'int']] },
-  call_module: { inputs: 'variadic', results: 'variadic', attrs: [['path', 'string']] },
-  set: { inputs: 1, results: 0, attrs: [['path', 'string'], ['port', 'port'], ['index', 'int'], ['items', 'items?']] },
-  save: { inputs: 1, results: 0, attrs: [['name', 'string']] },
-};
 
 /** Every dtype name, for validation. */
 export const DTYPES: ReadonlySet<DType> = new Set<DType>([

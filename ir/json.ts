@@ -7,7 +7,8 @@
  * @module
  */
 import type { Span } from '../src/errors.js';
-import { DTYPES, Graph, Node, OP_SCHEMA, type Dim, type DType, type OpName, type Scope, type TensorType, type Value } from './ir.js';
+import { OP_SCHEMA } from './ops.js';
+import { DTYPES, Graph, Node, type Dim, type DType, type OpName, type Scope, type TensorType, type Value } from './ir.js';
 import { numberValues } from './printer.js';
 import { checkAttrs, verify } from './verifier.js';
 

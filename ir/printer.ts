@@ -12,7 +12,8 @@
  * omitted while no result has a type (before inference), `?` marks one unknown type.
  * @module
  */
-import { OP_SCHEMA, type Graph, type IndexItem, type Node, type Scope, type Value } from './ir.js';
+import type { Graph, IndexItem, Node, Scope, Value } from './ir.js';
+import { OP_SCHEMA } from './ops.js';
 import { formatItems, formatType } from './shape.js';
 
 /** Printing options. */

@@ -8,12 +8,13 @@
  * @module
  */
 import type { Dim, DType, IndexItem, TensorType } from './ir.js';
+import type { ErrorCode } from '../src/error-codes.js';
 
 /** Known values of symbolic dims (`{ sequence: 8 }`). */
 export type DimValues = Readonly<Record<string, number>>;
 
 /** A shape rule's outcome: the result shape, or a user-facing problem. */
-export type ShapeResult = { shape: Dim[] } | { code: string; message: string };
+export type ShapeResult = { shape: Dim[] } | { code: ErrorCode; message: string };
 
 /** `[1, sequence, 128]`; `[*]` for unknown rank. */
 export function formatShape(shape: readonly Dim[] | null): string {
@@ -126,7 +127,7 @@ export function reduceShape(shape: readonly Dim[], dim: number | null, keepdim: 
 }
 
 /** The `dimension-out-of-range` problem for an axis argument. */
-export function axisError(dim: number, rank: number): { code: string; message: string } {
+export function axisError(dim: number, rank: number): { code: ErrorCode; message: string } {
   return { code: 'dimension-out-of-range', message: `dimension ${dim} is out of range for a tensor of rank ${rank}` };
 }
 
@@ -154,7 +155,7 @@ export function reshapeShape(input: readonly Dim[], target: readonly number[], d
     const fill: Dim = syms.length === 1 && rest === known ? syms[0]! : '?';
     return { shape: target.map((d) => (d === -1 ? fill : d)) };
   }
-  const bad = { code: 'shape-mismatch', message: `cannot reshape ${formatShape(input)} (${total} elements) to ${formatShape(target)}` };
+  const bad: ShapeResult = { code: 'shape-mismatch', message: `cannot reshape ${formatShape(input)} (${total} elements) to ${formatShape(target)}` };
   if (holes === 0) return known === total ? { shape: [...target] } : bad;
   if (known === 0 || total % known !== 0) return bad;
   return { shape: target.map((d) => (d === -1 ? total / known : d)) };
@@ -175,7 +176,7 @@ export function sliceRange(n: number, it: { start?: number; stop?: number; step?
 }
 
 /** Expand `...` and pad with full slices so there is one item per input dim (plus newaxis items). */
-export function expandItems(items: readonly IndexItem[], rank: number): IndexItem[] | { code: string; message: string } {
+export function expandItems(items: readonly IndexItem[], rank: number): IndexItem[] | { code: ErrorCode; message: string } {
   const ell = items.filter((i) => i.kind === 'ellipsis').length;
   if (ell > 1) return { code: 'bad-index', message: 'an index can have only one ellipsis (...)' };
   const used = items.filter((i) => i.kind === 'index' || i.kind === 'slice').length;

@@ -4,7 +4,8 @@
  * catalogue, valid scopes with contiguous rows. Run after every pass in tests.
  * @module
  */
-import { DTYPES, OP_SCHEMA, type AttrKind, type DType, type Graph, type IndexItem, type Node, type Value } from './ir.js';
+import { DTYPES, type DType, type Graph, type IndexItem, type Node, type Value } from './ir.js';
+import { OP_SCHEMA, type AttrKind } from './ops.js';
 
 /** Check a graph; returns one message per violation (empty = valid). */
 export function verify(graph: Graph): string[] {

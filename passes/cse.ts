@@ -6,7 +6,8 @@
  * The first node in program order is kept; later ones are rewired to it and removed.
  * @module
  */
-import { EFFECT_OPS, ROW_OPS, type Graph, type Node, type Value } from '../ir/ir.js';
+import { ROW_OPS, type Graph, type Node, type Value } from '../ir/ir.js';
+import { EFFECT_OPS } from '../ir/ops.js';
 import type { Pass } from './pass.js';
 
 /** The structural key of a node (null for effect ops). */

@@ -4,7 +4,8 @@
  * dead chains.
  * @module
  */
-import { EFFECT_OPS, type Graph, type Node } from '../ir/ir.js';
+import type { Graph, Node } from '../ir/ir.js';
+import { EFFECT_OPS } from '../ir/ops.js';
 import type { Pass } from './pass.js';
 
 /** Remove dead pure nodes; returns how many were removed. */

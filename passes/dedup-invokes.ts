@@ -14,7 +14,8 @@
  * scope's row count, which is unchanged (one row per invoke).
  * @module
  */
-import { EFFECT_OPS, ROW_OPS, type Graph, type Scope } from '../ir/ir.js';
+import { ROW_OPS, type Graph, type Scope } from '../ir/ir.js';
+import { EFFECT_OPS } from '../ir/ops.js';
 import type { Pass } from './pass.js';
 
 /** What {@link dedupInvokes} did. */
@@ -68,7 +69,7 @@ export function dedupInvokes(ir: Graph): DedupResult {
   return { rowsBefore, rowsAfter: row, scopeMap };
 }
 
-/** {@link dedupInvokes} as a pass. */
+/** {@link dedupInvokes} as a pass (the first run stage: skipped with `dedup: false`). */
 export const dedupInvokesPass: Pass = {
   name: 'dedup-invokes',
   run(state) {

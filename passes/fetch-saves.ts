@@ -11,7 +11,7 @@
  * @module
  */
 import type { Pass } from './pass.js';
-import { topoOrder } from '../src/onnx/graph-builder.js';
+import { OnnxGraphView } from '../src/onnx/view.js';
 
 /** The fetch-saves pass. */
 export const fetchSavesPass: Pass = {
@@ -21,7 +21,7 @@ export const fetchSavesPass: Pass = {
     if (state.keepModelOutputs !== false) return { changed: false };
     const g = state.model.graph!;
     const keep = new Set(state.saved.values());
-    if (keep.size === 0 || topoOrder(g).cyclic.length) return { changed: false };
+    if (keep.size === 0 || new OnnxGraphView(g).cyclic().length) return { changed: false };
     const before = g.output?.length ?? 0;
     g.output = (g.output ?? []).filter((o) => keep.has(o.name!));
     return { changed: g.output.length !== before };

@@ -21,6 +21,7 @@
  */
 import { Node, type DType, type Graph } from '../ir/ir.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
+import { printIR } from '../ir/printer.js';
 import type { Pass } from './pass.js';
 
 /** Prefix of lifted constants' host names (never a valid script identifier). */
@@ -59,20 +60,16 @@ export function liftConstants(ir: Graph): Map<string, Tensor> {
   return values;
 }
 
-const lifted = new WeakMap<Graph, Map<string, Tensor>>();
-
-/** The values lifted from `ir` by {@link liftConstantsPass} (empty when it did not run). */
-export function liftedValues(ir: Graph): Map<string, Tensor> {
-  return lifted.get(ir) ?? new Map();
-}
-
-/** {@link liftConstants} as a pass; the values are kept for {@link liftedValues}. */
+/** {@link liftConstants} as a pass; the values go to `state.lifted`. Prints the IR and the lifted values. */
 export const liftConstantsPass: Pass = {
   name: 'lift-constants',
   run(state) {
     const values = liftConstants(state.ir);
-    const all = new Map([...liftedValues(state.ir), ...values]);
-    lifted.set(state.ir, all);
+    state.lifted = new Map([...(state.lifted ?? []), ...values]);
     return { changed: values.size > 0 };
+  },
+  prints: (state) => {
+    const vals = [...(state.lifted ?? [])].map(([k, t]) => `// ${k} = ${t.dtype}[${t.shape.join(', ')}] ${t.data.length <= 8 ? `[${Array.from(t.data as ArrayLike<number | bigint>, Number).join(', ')}]` : `(${t.data.length} values)`}`);
+    return printIR(state.ir) + (vals.length ? vals.join('\n') + '\n' : '');
   },
 };

@@ -14,21 +14,20 @@
  */
 import type { Pass, PassContext, CompileState, ModuleCall } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
-import type { Node, Value, IndexItem, Graph } from '../ir/ir.js';
+import type { Node, Value, IndexItem, Graph, OpName } from '../ir/ir.js';
+import { OPS, type LowerContext, type LowerRule } from '../ir/ops.js';
 import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans } from './onnx-emit.js';
+import { OnnxGraphView, type Use } from '../src/onnx/view.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
 
 /** A slot of an original model node's input list. */
-interface Slot {
-  node: NodeProto;
-  index: number;
-}
+type Slot = Use;
 
 class Lowerer {
   readonly em: Emitter;
@@ -44,7 +43,8 @@ class Lowerer {
   readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
-  private readonly consumers = new Map<string, Slot[]>();
+  /** Use-lists of the model's own nodes as they were before lowering (rewiring a set's consumers does not change them). */
+  private readonly original: OnnxGraphView;
   private readonly shapeCache = new Map<string, string>();
 
   constructor(readonly state: CompileState, readonly ctx: PassContext) {
@@ -57,12 +57,7 @@ class Lowerer {
     this.em = new Emitter(this.g);
     const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
     this.opset = Number(op?.version ?? 0);
-    this.originalNodes.forEach((n) => n.input!.forEach((name, index) => {
-      if (!name) return;
-      let list = this.consumers.get(name);
-      if (!list) this.consumers.set(name, (list = []));
-      list.push({ node: n, index });
-    }));
+    this.original = new OnnxGraphView({ node: this.originalNodes });
   }
 
   module(path: string): ModuleInfo {
@@ -81,7 +76,7 @@ class Lowerer {
     const original = list[index]!.name;
     const name = this.renamed.get(original) ?? original;
     const inside = this.inside(m);
-    return (this.consumers.get(name) ?? []).filter((s) => (port === 'input') === inside.has(s.node));
+    return this.original.uses(name).filter((s) => (port === 'input') === inside.has(s.node));
   }
 
   /** The value a module boundary has at this point of the program (whole batch). */
@@ -174,11 +169,11 @@ class Lowerer {
     };
     const dt = (n.results[0]?.type?.dtype ?? 'float32') as DType;
     const a = n.attrs as Record<string, unknown>;
-    const reduceAxes = (dim: number | null, opVersionWithInput: number, op: string, x: string, keep: boolean): string => {
-      if (dim === null) return this.em.op(op, [x], { keepdims: keep ? 1 : 0 });
-      if (this.opset >= opVersionWithInput) return this.em.op(op, [x, this.em.ints([dim])], { keepdims: keep ? 1 : 0 });
-      return this.em.op(op, [x], { axes: [dim], keepdims: keep ? 1 : 0 });
-    };
+    const rule = OPS[n.op].lower;
+    if (rule !== 'splice') {
+      (rule as Exclude<LowerRule<OpName>, 'splice'>)(this.context(n, dt), n.attrs).forEach((name, i) => res(name, i));
+      return;
+    }
     switch (n.op) {
       case 'module.output':
       case 'module.input': {
@@ -214,75 +209,6 @@ class Lowerer {
         res(gname);
         return;
       }
-      case 'index': {
-        const x = n.inputs[0]!;
-        res(this.index(this.input(x), x.type?.shape?.length ?? 0, (a as { items: IndexItem[] }).items));
-        return;
-      }
-      case 'add': case 'sub': case 'mul': case 'div': {
-        const op = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' }[n.op];
-        res(this.em.op(op, [this.input(n.inputs[0]!, dt), this.input(n.inputs[1]!, dt)]));
-        return;
-      }
-      case 'matmul':
-        res(this.em.op('MatMul', [this.input(n.inputs[0]!, dt), this.input(n.inputs[1]!, dt)]));
-        return;
-      case 'neg': case 'exp': case 'log': case 'sqrt': case 'abs': case 'relu': {
-        const op = { neg: 'Neg', exp: 'Exp', log: 'Log', sqrt: 'Sqrt', abs: 'Abs', relu: 'Relu' }[n.op];
-        res(this.em.op(op, [this.input(n.inputs[0]!, dt)]));
-        return;
-      }
-      case 'zeros_like': case 'ones_like': {
-        const x = this.input(n.inputs[0]!);
-        const t = { dims: [1], data_type: onnxElemType(dt), raw_data: new Uint8Array(0) };
-        const one = n.op === 'ones_like';
-        const value = { ...t, raw_data: constBytes(dt, one ? 1 : 0) };
-        res(this.em.op('ConstantOfShape', [this.shape(x)], { value }));
-        return;
-      }
-      case 'softmax':
-        res(this.em.op('Softmax', [this.input(n.inputs[0]!, dt)], { axis: a.dim as number }));
-        return;
-      case 'log_softmax':
-        res(this.em.op('LogSoftmax', [this.input(n.inputs[0]!, dt)], { axis: a.dim as number }));
-        return;
-      case 'argmax':
-        res(this.em.op('ArgMax', [this.input(n.inputs[0]!)], { axis: a.dim as number, keepdims: a.keepdim ? 1 : 0 }));
-        return;
-      case 'sum':
-        res(reduceAxes(a.dim as number | null, 13, 'ReduceSum', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
-        return;
-      case 'mean':
-        res(reduceAxes(a.dim as number | null, 18, 'ReduceMean', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
-        return;
-      case 'max':
-        res(reduceAxes(a.dim as number | null, 18, 'ReduceMax', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
-        return;
-      case 'norm':
-        res(reduceAxes(a.dim as number, 18, 'ReduceL2', this.input(n.inputs[0]!, dt), a.keepdim as boolean));
-        return;
-      case 'topk': {
-        const [values, indices] = this.em.node('TopK', [this.input(n.inputs[0]!), this.em.ints([a.k as number])], { axis: a.dim as number, largest: 1, sorted: 1 }, 2);
-        res(values!, 0);
-        res(indices!, 1);
-        return;
-      }
-      case 'reshape': {
-        const shape = a.shape as number[];
-        res(this.em.op('Reshape', [this.input(n.inputs[0]!), this.em.ints(shape)], shape.includes(0) ? { allowzero: 1 } : {}));
-        return;
-      }
-      case 'transpose': {
-        const x = n.inputs[0]!;
-        const rank = x.type?.shape?.length ?? 0;
-        const norm = (d: number): number => (d < 0 ? d + rank : d);
-        const perm = Array.from({ length: rank }, (_, i) => i);
-        const d0 = norm(a.dim0 as number);
-        const d1 = norm(a.dim1 as number);
-        [perm[d0], perm[d1]] = [perm[d1]!, perm[d0]!];
-        res(this.em.op('Transpose', [this.input(x)], { perm }));
-        return;
-      }
       case 'call_module': {
         const outs = this.callModule(a.path as string, n.inputs.map((v) => this.input(v)));
         outs.forEach((o, i) => { if (i < n.results.length) res(o, i); });
@@ -293,8 +219,25 @@ class Lowerer {
         return;
       case 'save':
         return; // saves become graph outputs in the save-outputs pass
-
+      default:
+        throw new Error(`internal: ${n.op} is not spliced`);
     }
+  }
+
+  /** What the op catalogue's lowering of `n` sees (ir/ops.ts `LowerContext`). */
+  private context(n: Node, dtype: DType): LowerContext {
+    return {
+      opset: this.opset,
+      dtype,
+      input: (i, dt) => this.input(n.inputs[i]!, dt),
+      rank: (i) => n.inputs[i]?.type?.shape?.length ?? 0,
+      op: (type, inputs, attrs = {}) => this.em.op(type, inputs, attrs),
+      node: (type, inputs, attrs, k) => this.em.node(type, inputs, attrs, k),
+      ints: (values) => this.em.ints([...values]),
+      shape: (x) => this.shape(x),
+      index: (x, rank, items) => this.index(x, rank, items),
+      tensor: makeTensor,
+    };
   }
 
   private set(n: Node, a: { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null }): void {
@@ -362,11 +305,7 @@ class Lowerer {
   private renameOriginal(name: string): void {
     const fresh = this.em.unique(`${name}/nns.original`);
     this.renamed.set(name, fresh);
-    for (const n of this.originalNodes) {
-      n.output = n.output!.map((o) => (o === name ? fresh : o));
-      n.input = n.input!.map((i) => (i === name ? fresh : i));
-    }
-    this.consumers.set(fresh, this.consumers.get(name) ?? []);
+    this.original.renameValue(name, fresh);
     for (const [k, v] of this.currentOut) if (v === name) this.currentOut.set(k, fresh);
   }
 
@@ -411,16 +350,6 @@ class Lowerer {
 function coversBatch(ir: Graph, scope: number): boolean {
   const s = ir.scopes[scope]!;
   return scope === 0 || (s.rowStart === 0 && s.rowEnd === ir.batch);
-}
-
-function constBytes(dt: DType, v: number): Uint8Array {
-  switch (dt) {
-    case 'float32': return new Uint8Array(Float32Array.of(v).buffer);
-    case 'float64': return new Uint8Array(Float64Array.of(v).buffer);
-    case 'int64': return new Uint8Array(BigInt64Array.of(BigInt(v)).buffer);
-    case 'int32': return new Uint8Array(Int32Array.of(v).buffer);
-    default: return Uint8Array.of(v);
-  }
 }
 
 /** Splices the IR into `state.model`. */

@@ -12,6 +12,17 @@ import type { NnsError } from '../src/errors.js';
 import type { Graph, Value } from '../ir/ir.js';
 import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { ModuleTree } from '../src/model/types.js';
+import type { Tensor } from '../src/tensor.js';
+import type { Chunk } from './split-batch.js';
+
+/**
+ * The fast path as the run stages see it (src/fast/ implements it): plan a trace as a
+ * partition of the IR into port feeds, fetches and host work, printable; or say why not.
+ */
+export interface FastPlanner {
+  /** Plans `ir` (after the IR pipeline and dedup). */
+  plan(ir: Graph): { plan: unknown; text: string } | { reject: string };
+}
 
 /** What passes may read. */
 export interface PassContext {
@@ -21,6 +32,8 @@ export interface PassContext {
   errors: NnsError[];
   /** Print the state after every pass (`--print-ir-after-all`). */
   printAfterEach?: (passName: string, text: string) => void;
+  /** The fast path, when the run may use it (plan-fast-path); absent: always compile. */
+  fast?: FastPlanner;
 }
 
 /** What passes transform. */
@@ -43,6 +56,16 @@ export interface CompileState {
    * drops the other outputs and prune removes what only they needed.
    */
   keepModelOutputs?: boolean;
+  /** Values of the constants lift-constants turned into host inputs, by host name. */
+  lifted?: Map<string, Tensor>;
+  /** The fast-path plan (plan-fast-path), or why there is none. */
+  fastPlan?: { plan: unknown; text: string } | { reject: string };
+  /** The executor choose-executor picked, and why. */
+  executor?: { kind: 'fast' | 'compiled'; reason: string };
+  /** Most batch rows one run may have (split-batch; set by the compiled path from the memory budget). */
+  maxRows?: number;
+  /** The chunks split-batch cut the batch into (one chunk: no split). */
+  chunks?: Chunk[];
 }
 
 /** ONNX domain of the placeholder nodes that stand for module applications until apply-modules expands them. */
@@ -64,6 +87,6 @@ export interface Pass {
   readonly name: string;
   /** Transform `state` in place. */
   run(state: CompileState, ctx: PassContext): { changed: boolean };
-  /** What `--print-ir-after-all` shows after this pass: the IR (default) or the rewritten model. */
-  readonly prints?: 'ir' | 'model';
+  /** What `--print-ir-after-all` shows after this pass: the IR (default), the rewritten model, or its own text. */
+  readonly prints?: 'ir' | 'model' | ((state: CompileState) => string);
 }

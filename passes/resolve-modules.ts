@@ -5,7 +5,7 @@
  * the valid range). Paths print in the script's form (`transformer.h[7]`).
  * @module
  */
-import { NnsError } from '../src/errors.js';
+import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
@@ -59,7 +59,7 @@ function plural(n: number, word: string): string {
 
 /** The user errors for one node (empty when every name resolves). */
 export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
-  const err = (code: string, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
+  const err = (code: ErrorCode, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
   const boundary = (path: string, port: 'output' | 'input', index: number): NnsError[] => {
     const why = explainUnknownModule(tree, path);
     if (why !== null) return err('unknown-module', why);

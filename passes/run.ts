@@ -27,8 +27,14 @@ export function runPasses(passes: Pass[], state: CompileState, ctx: PassContext,
         throw new Error(`internal: IR invalid after pass '${pass.name}':\n  ${problems.join('\n  ')}\n${printIR(state.ir)}`);
       }
     }
-    if (ctx.printAfterEach) ctx.printAfterEach(pass.name, pass.prints === 'model' ? printModelChanges(state.model) : printIR(state.ir));
+    if (ctx.printAfterEach) ctx.printAfterEach(pass.name, printState(pass, state));
     if (ctx.errors.length > before) return { ok: false };
   }
   return { ok: true };
+}
+
+/** What `--print-ir-after-all` shows after `pass`. */
+export function printState(pass: Pass, state: CompileState): string {
+  if (typeof pass.prints === 'function') return pass.prints(state);
+  return pass.prints === 'model' ? printModelChanges(state.model) : printIR(state.ir);
 }

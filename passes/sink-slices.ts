@@ -38,7 +38,8 @@
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
 import { AttributeType, DataType } from '../src/onnx/proto.js';
-import { nodeReads, tensorData, topoOrder } from '../src/onnx/graph-builder.js';
+import { tensorData } from '../src/onnx/graph-builder.js';
+import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
 import { Emitter, nodeSpans } from './onnx-emit.js';
 
 const UNARY = new Set([
@@ -96,26 +97,10 @@ function setAttrInt(n: NodeProto, name: string, v: number): void {
 export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {}): SinkStats {
   const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0 };
   const em = opts.emitter ?? new Emitter(g);
-  const graphInputs = new Set((g.input ?? []).map((v) => v.name!));
-  const inits = new Map<string, TensorProto>();
-  for (const t of g.initializer ?? []) if (!graphInputs.has(t.name!)) inits.set(t.name!, t);
 
-  // ── constants ──
-  let producer = new Map<string, NodeProto>();
-  const constTensor = (name: string): TensorProto | undefined => {
-    const init = inits.get(name);
-    if (init) return init;
-    const p = producer.get(name);
-    if (!p || p.op_type !== 'Constant' || (p.domain ?? '') !== '') return undefined;
-    const a = (p.attribute ?? [])[0];
-    if (!a) return undefined;
-    if (a.name === 'value' && a.t) return a.t;
-    if (a.name === 'value_int') return { dims: [], data_type: DataType.INT64, int64_data: [a.i ?? 0] };
-    if (a.name === 'value_ints') return { dims: [(a.ints ?? []).length], data_type: DataType.INT64, int64_data: [...(a.ints ?? [])] };
-    if (a.name === 'value_float') return { dims: [], data_type: DataType.FLOAT, float_data: [a.f ?? 0] };
-    if (a.name === 'value_floats') return { dims: [(a.floats ?? []).length], data_type: DataType.FLOAT, float_data: [...(a.floats ?? [])] };
-    return undefined;
-  };
+  // ── constants, producers and readers: the graph view (refreshed every round) ──
+  const view = new OnnxGraphView(g);
+  const constTensor = (name: string): TensorProto | undefined => view.constTensor(name);
   const constDims = (name: string): number[] | undefined => {
     const t = constTensor(name);
     return t ? (t.dims ?? []).map(Number) : undefined;
@@ -154,7 +139,6 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     if (shape) seed(v.name, shape.dim ?? []);
   }
   for (const t of g.initializer ?? []) seed(t.name, t.dims ?? []);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) if (o) producer.set(o, n);
   for (const n of topoOrder(g).order) inferRank(n);
 
   function inferRank(n: NodeProto): void {
@@ -227,14 +211,14 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
   };
 
   /** Index of P's data operand when S's selection commutes with P, plus attribute fixes for P. */
-  const commutes = (p: NodeProto, sel: Selection, readers: Map<string, number>, outputs: Set<string>): { data: number; fix?: (clone: NodeProto) => void } | undefined => {
+  const commutes = (p: NodeProto, sel: Selection): { data: number; fix?: (clone: NodeProto) => void } | undefined => {
     const r = sel.rank;
     const op = p.op_type!;
     const domain = p.domain ?? '';
     const ins = p.input ?? [];
     if (sel.axes.some((a) => a === r - 1)) return undefined; // never the last axis
     // Only the first output may be used.
-    for (const o of (p.output ?? []).slice(1)) if (o && ((readers.get(o) ?? 0) > 0 || outputs.has(o))) return undefined;
+    for (const o of (p.output ?? []).slice(1)) if (o && (view.uses(o).length > 0 || view.readInSubgraph(o) || view.isOutput(o))) return undefined;
     if (UNARY.has(op) && (domain === '' || (domain === 'com.microsoft' && op === 'Gelu'))) {
       return ins.length === 1 && ins[0] ? { data: 0 } : undefined;
     }
@@ -307,120 +291,110 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     return c;
   };
 
-  for (let round = 0; round < MAX_ROUNDS; round++) {
-    // Maps of the current graph.
-    producer = new Map();
-    const readers = new Map<string, number>();
-    const readerNodes = new Map<string, NodeProto[]>();
-    const subgraphRead = new Set<string>();
-    for (const n of g.node ?? []) {
-      for (const o of n.output ?? []) if (o) producer.set(o, n);
-      for (const x of n.input ?? []) {
-        if (!x) continue;
-        readers.set(x, (readers.get(x) ?? 0) + 1);
-        let l = readerNodes.get(x);
-        if (!l) readerNodes.set(x, (l = []));
-        if (!l.includes(n)) l.push(n);
-      }
-      const direct = new Set(n.input ?? []);
-      for (const x of nodeReads(n)) if (!direct.has(x)) { subgraphRead.add(x); readers.set(x, (readers.get(x) ?? 0) + 1); }
-    }
-    const outputs = new Set((g.output ?? []).map((o) => o.name!));
-    /** `name` is read exactly once, by input 0 of `n`, and is not a graph output. */
-    const onlyReaderIs = (name: string, n: NodeProto): boolean =>
-      readers.get(name) === 1 && !outputs.has(name) && !subgraphRead.has(name) && n.input?.[0] === name;
+  /** `name` is read exactly once, by input 0 of `n`, and is not a graph output. */
+  const onlyReaderIs = (name: string, n: NodeProto): boolean =>
+    view.uses(name).length === 1 && !view.isOutput(name) && !view.readInSubgraph(name) && n.input?.[0] === name;
 
-    const claimed = new Set<NodeProto>();
-    const remove = new Set<NodeProto>();
+  /** What one round of rules shares: nodes already rewritten this round, and nodes to remove at its end. */
+  interface Round { claimed: Set<NodeProto>; remove: Set<NodeProto> }
+
+  /** 3. merge: identical selections of one value → one; readers of the others read the kept one. */
+  const mergeRule = (value: string, r: Round): boolean => {
+    const list = view.users(value);
+    if (list.length < 2) return false;
     let changed = false;
-    const nodes = [...(g.node ?? [])];
-
-    // 3. merge identical selections of one value.
-    for (const [value, list] of readerNodes) {
-      if (list.length < 2) continue;
-      const groups = new Map<string, Selection[]>();
-      for (const s of list) {
-        if (claimed.has(s) || s.input?.[0] !== value || s.input.slice(1).includes(value) || (s.output ?? []).length !== 1) continue;
-        const sel = selection(s);
-        if (!sel) continue;
-        const key = [s.op_type, JSON.stringify(s.attribute ?? [], (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Array.from(x) : x)),
-          ...s.input.slice(1).map((x) => (x ? constKey(x) : ''))].join('|');
-        let gl = groups.get(key);
-        if (!gl) groups.set(key, (gl = []));
-        gl.push(sel);
-      }
-      for (const gl of groups.values()) {
-        if (gl.length < 2) continue;
-        const keep = gl[0]!.node;
-        const keptOut = keep.output![0]!;
-        for (const { node: d } of gl.slice(1)) {
-          const o = d.output![0]!;
-          if (outputs.has(o) || subgraphRead.has(o)) continue;
-          for (const rd of readerNodes.get(o) ?? []) {
-            rd.input = rd.input!.map((x) => (x === o ? keptOut : x));
-            claimed.add(rd);
-          }
-          remove.add(d);
-          claimed.add(d);
-          stats.merged++;
-          changed = true;
-        }
-        claimed.add(keep);
-      }
-    }
-    if (changed) {
-      g.node = (g.node ?? []).filter((n) => !remove.has(n));
-      continue; // maps changed: rebuild
-    }
-
-    for (const s of nodes) {
-      if (claimed.has(s) || (s.output ?? []).length !== 1) continue;
+    const groups = new Map<string, Selection[]>();
+    for (const s of list) {
+      if (r.claimed.has(s) || s.input?.[0] !== value || s.input.slice(1).includes(value) || (s.output ?? []).length !== 1) continue;
       const sel = selection(s);
       if (!sel) continue;
-      const y = s.input![0]!;
-      const p = producer.get(y);
-      if (!p || claimed.has(p) || !onlyReaderIs(y, s)) continue;
-      const z = s.output![0]!;
-
-      // 2. swap: S(Slice1(x)) → Slice1(S(x)) when S selects only axes above Slice1's.
-      if (p.op_type === 'Slice' && (p.output ?? []).length === 1) {
-        const up = selection(p);
-        if (up && Math.min(...sel.axes) > Math.max(...up.axes)) {
-          const x = p.input![0]!;
-          const s2 = emitCopy(s, [x, ...s.input!.slice(1)], undefined, s, s);
-          const u = s2.output![0]!;
-          ranks.set(u, sel.rank - sel.drop);
-          const pIns = [u, ...p.input!.slice(1)];
-          const rawAxes = p.input![3] ? constInts(p.input![3]) : undefined;
-          if (sel.drop && rawAxes && rawAxes.some((a) => a < 0)) pIns[3] = em.ints(up.axes);
-          emitCopy(p, pIns, z, p, p);
-          remove.add(s).add(p);
-          claimed.add(s).add(p);
-          stats.swapped++;
-          changed = true;
-          continue;
-        }
+      const key = [s.op_type, JSON.stringify(s.attribute ?? [], (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Array.from(x) : x)),
+        ...s.input.slice(1).map((x) => (x ? constKey(x) : ''))].join('|');
+      let gl = groups.get(key);
+      if (!gl) groups.set(key, (gl = []));
+      gl.push(sel);
+    }
+    for (const gl of groups.values()) {
+      if (gl.length < 2) continue;
+      const keep = gl[0]!.node;
+      const keptOut = keep.output![0]!;
+      for (const { node: d } of gl.slice(1)) {
+        const o = d.output![0]!;
+        if (view.isOutput(o) || view.readInSubgraph(o)) continue;
+        for (const rd of view.users(o)) r.claimed.add(rd);
+        view.replaceAllUsesWith(o, keptOut);
+        r.remove.add(d);
+        r.claimed.add(d);
+        stats.merged++;
+        changed = true;
       }
+      r.claimed.add(keep);
+    }
+    return changed;
+  };
 
-      // 1. sink below a position-wise node.
-      if ((p.output ?? [])[0] !== y) continue;
-      const how = commutes(p, sel, readers, outputs);
-      if (!how) continue;
-      const x = p.input![how.data]!;
-      const moved = emitCopy(s, [x, ...s.input!.slice(1)], undefined, p, s);
-      const xs = moved.output![0]!;
-      ranks.set(xs, sel.rank - sel.drop);
-      const pIns = [...p.input!];
-      pIns[how.data] = xs;
-      const pc = emitCopy(p, pIns, z, p, s);
-      how.fix?.(pc);
-      remove.add(s).add(p);
-      claimed.add(s).add(p);
-      stats.sunk++;
-      changed = true;
+  /** 2. swap: S(Slice1(x)) → Slice1(S(x)) when S selects only axes above Slice1's. */
+  const swapRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
+    if (p.op_type !== 'Slice' || (p.output ?? []).length !== 1) return false;
+    const up = selection(p);
+    if (!up || Math.min(...sel.axes) <= Math.max(...up.axes)) return false;
+    const x = p.input![0]!;
+    const s2 = emitCopy(s, [x, ...s.input!.slice(1)], undefined, s, s);
+    const u = s2.output![0]!;
+    ranks.set(u, sel.rank - sel.drop);
+    const pIns = [u, ...p.input!.slice(1)];
+    const rawAxes = p.input![3] ? constInts(p.input![3]) : undefined;
+    if (sel.drop && rawAxes && rawAxes.some((a) => a < 0)) pIns[3] = em.ints(up.axes);
+    emitCopy(p, pIns, s.output![0]!, p, p);
+    r.remove.add(s).add(p);
+    r.claimed.add(s).add(p);
+    stats.swapped++;
+    return true;
+  };
+
+  /** 1. sink: S(P(x, w)) → P(S(x), w) for a position-wise P. */
+  const sinkRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
+    const y = s.input![0]!;
+    if ((p.output ?? [])[0] !== y) return false;
+    const how = commutes(p, sel);
+    if (!how) return false;
+    const x = p.input![how.data]!;
+    const moved = emitCopy(s, [x, ...s.input!.slice(1)], undefined, p, s);
+    const xs = moved.output![0]!;
+    ranks.set(xs, sel.rank - sel.drop);
+    const pIns = [...p.input!];
+    pIns[how.data] = xs;
+    const pc = emitCopy(p, pIns, s.output![0]!, p, s);
+    how.fix?.(pc);
+    r.remove.add(s).add(p);
+    r.claimed.add(s).add(p);
+    stats.sunk++;
+    return true;
+  };
+
+  // The rules, run to a fixed point: each round first merges (then starts over on the new
+  // graph), else swaps or sinks every selection it can; MAX_ROUNDS guards the loop.
+  for (let round = 0; ; round++) {
+    if (round === MAX_ROUNDS) throw new Error(`internal: sink-slices did not reach a fixed point in ${MAX_ROUNDS} rounds`);
+    view.refresh();
+    const r: Round = { claimed: new Set(), remove: new Set() };
+    const values = new Set<string>();
+    for (const n of g.node ?? []) for (const x of n.input ?? []) if (x) values.add(x);
+    let changed = false;
+    for (const value of values) changed = mergeRule(value, r) || changed;
+    if (!changed) {
+      for (const s of [...(g.node ?? [])]) {
+        if (r.claimed.has(s) || (s.output ?? []).length !== 1) continue;
+        const sel = selection(s);
+        if (!sel) continue;
+        const y = s.input![0]!;
+        const p = view.producer(y);
+        if (!p || r.claimed.has(p) || !onlyReaderIs(y, s)) continue;
+        changed = swapRule(s, sel, p, r) || sinkRule(s, sel, p, r) || changed;
+      }
     }
     if (!changed) break;
-    g.node = (g.node ?? []).filter((n) => !remove.has(n));
+    g.node = (g.node ?? []).filter((n) => !r.remove.has(n));
   }
   return stats;
 }

@@ -16,6 +16,8 @@
  * @module
  */
 import { Graph, Node, ROW_OPS, type Scope, type Value } from '../ir/ir.js';
+import { printIR } from '../ir/printer.js';
+import type { Pass } from './pass.js';
 
 /** One chunk: a self-contained IR over some of the original scopes. */
 export interface Chunk {
@@ -150,3 +152,22 @@ function buildChunk(
   }
   return { ir: g, rows, ownRows };
 }
+
+/**
+ * {@link splitBatch} as a pass: `state.chunks` = the chunks of at most `state.maxRows` rows
+ * (one chunk, the whole IR, when no split is needed or possible). Prints each chunk's rows and IR.
+ */
+export const splitBatchPass: Pass = {
+  name: 'split-batch',
+  run(state) {
+    const ir = state.ir;
+    const split = splitBatch(ir, state.maxRows ?? Infinity);
+    state.chunks = split ?? [{ ir, rows: Array.from({ length: ir.batch }, (_, i) => i), ownRows: ir.batch }];
+    return { changed: split !== null };
+  },
+  prints: (state) => {
+    const chunks = state.chunks ?? [];
+    if (chunks.length <= 1) return `// one chunk: all ${state.ir.batch} rows in one run (at most ${state.maxRows ?? 'any number of'} rows)\n`;
+    return chunks.map((c, i) => `// chunk ${i}: rows [${c.rows.join(', ')}] (${c.ownRows} own)\n${printIR(c.ir)}`).join('');
+  },
+};

@@ -7,7 +7,7 @@
  */
 import type { Pass } from './pass.js';
 import { NnsError } from '../src/errors.js';
-import { topoOrder } from '../src/onnx/graph-builder.js';
+import { topoOrder } from '../src/onnx/view.js';
 import { nodeSpans } from './onnx-emit.js';
 
 /** The toposort pass. */

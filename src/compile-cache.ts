@@ -15,7 +15,8 @@
  * @module
  */
 import crypto from 'node:crypto';
-import { OP_SCHEMA, type Graph, type Value } from '../ir/ir.js';
+import type { Graph, Value } from '../ir/ir.js';
+import { OP_SCHEMA } from '../ir/ops.js';
 
 /** What a compiled structure needs to run: its graph file and its input/output names. */
 export interface CompiledEntry {

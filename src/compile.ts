@@ -7,7 +7,7 @@
  */
 import { NnsError, NnsErrors } from './errors.js';
 import type { Graph } from '../ir/ir.js';
-import type { CompileState, Pass, PassContext } from '../passes/pass.js';
+import type { CompileState, FastPlanner, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
 import type { ModelProto } from './onnx/proto.js';
@@ -19,11 +19,13 @@ import type { Tensor } from './tensor.js';
 
 /**
  * The zero-compile fast path: runs a trace on the instrumented (ported) model when the
- * trace can be expressed as port feeds and fetches; returns `null` when it cannot.
+ * trace can be expressed as port feeds and fetches. `plan` is the plan-fast-path stage's
+ * planner (passes/choose-executor.ts); `run` runs a plan.
  */
-export interface FastPath {
-  /** Try to run `ir` (already through the IR pipeline). */
-  /** `feeds` (generation) replaces the feeds built from the invokes' tokens. */
+export interface FastPath extends FastPlanner {
+  /** Runs a plan made by `plan` for `ir`; null when it turns out to need the compiler. */
+  run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+  /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. `feeds` (generation) replace the feeds built from the invokes' tokens. */
   tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
 }
 
@@ -68,7 +70,7 @@ export function workingCopy(proto: ModelProto): ModelProto {
  */
 export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
   const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
-  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, ...(mc.fast ? { fast: mc.fast } : {}) };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
   return state;

@@ -1,6 +1,7 @@
 /**
- * The compiled half of a run (after the IR pipeline and the fast-path hook): lift
- * constants, split an over-budget batch into chunks, and for each chunk look up its
+ * The compiled half of a run (after the IR pipeline and the executor stages): the
+ * lift-constants and split-batch stages (passes/pipeline.ts `compiledStages`, printed like
+ * every pass), then for each chunk look up its
  * structure in the compile cache — compiling, encoding and writing the variant only on a
  * miss — then run it on a tiered session and stitch the saves back together.
  * @module
@@ -8,9 +9,10 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Graph } from '../ir/ir.js';
-import { liftConstants } from '../passes/lift-constants.js';
-import { splitBatch, type Chunk } from '../passes/split-batch.js';
-import type { CompileState } from '../passes/pass.js';
+import { liftConstantsPass } from '../passes/lift-constants.js';
+import { splitBatchPass, type Chunk } from '../passes/split-batch.js';
+import type { CompileState, PassContext } from '../passes/pass.js';
+import { runPasses } from '../passes/run.js';
 import type { OrtSessionOptions } from '../backends/ort.js';
 import { TieredSessions, type TieredOptions } from '../backends/tiered.js';
 import { compileCacheOf, structuralKey, type CompiledEntry } from './compile-cache.js';
@@ -94,20 +96,23 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
   if (rows.length === 0) throw new NnsError('no-prompt', 'the trace has no prompt', { kind: 'usage' });
   const saveOrder = ir.nodes.filter((n) => n.is('save')).map((n) => (n.attrs as { name: string }).name);
   const host = new Map(hostValues);
-  for (const [k, v] of liftConstants(ir)) host.set(k, v);
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  runPasses([liftConstantsPass], state, ctx, { verifyEach: opts.verifyEach });
+  for (const [k, v] of state.lifted ?? []) host.set(k, v);
   const { feeds: full, seqLen } = opts.feeds ? givenFeeds(opts.feeds) : buildFeeds(mc.feedInputs, rows, { padId: 0 });
   const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget();
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
-  const maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
-  const chunks: Chunk[] = splitBatch(ir, maxRows) ?? [{ ir, rows: rows.map((_, i) => i), ownRows: rows.length }];
+  state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
+  runPasses([splitBatchPass], state, ctx, { verifyEach: opts.verifyEach });
+  const chunks: Chunk[] = state.chunks!;
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
   const cache = compileCacheOf(mc);
   const tiered = opts.tiered !== false && !envOff('ONNSIGHT_TIERED') ? tieredOf(mc, typeof opts.tiered === 'object' ? opts.tiered : {}) : undefined;

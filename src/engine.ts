@@ -8,7 +8,9 @@
 import { NnsError, modelError } from './errors.js';
 import { checkModel } from '../passes/check-model.js';
 import type { Graph } from '../ir/ir.js';
-import { irPipeline } from '../passes/pipeline.js';
+import { executorStages, irPipeline } from '../passes/pipeline.js';
+import { runPasses } from '../passes/run.js';
+import type { PassContext } from '../passes/pass.js';
 import { dataTypeBits } from './onnx/proto.js';
 import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
 import { graphFeedInputs } from './model/feeds.js';
@@ -16,7 +18,7 @@ import { buildModuleTree } from './model/modules.js';
 import { inferBoundaryTypes } from './model/shapes.js';
 import { OrtBackend } from '../backends/ort.js';
 import { createOrtProbe } from '../backends/probe.js';
-import { dedupInvokes } from '../passes/dedup-invokes.js';
+import { dedupInvokesPass } from '../passes/dedup-invokes.js';
 import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
 import { FastExecutor } from './fast/execute.js';
@@ -86,9 +88,10 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
 }
 
 /**
- * Compiles and runs `ir`; returns saved values by save name. After the IR pipeline,
- * identical read-only invokes are merged; then the fast path is tried; otherwise the
- * compiled path (src/compiled-run.ts: compile cache, batch splitting, tiered sessions).
+ * Compiles and runs `ir`; returns saved values by save name. The stages are the lists of
+ * passes/pipeline.ts: the IR pipeline, the executor stages (dedup-invokes, plan-fast-path,
+ * choose-executor), then the fast path's run, or the compiled path (src/compiled-run.ts:
+ * lift-constants, split-batch, compile cache, the ONNX pipeline per chunk, tiered sessions).
  * Printing or verifying after each pass, or a custom pipeline, always compiles afresh.
  */
 export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {}): Promise<Map<string, Tensor>> {
@@ -98,13 +101,13 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
   }
   const state = opts.prepared ? { ir, model: workingCopy(mc.loaded.proto), saved: new Map<string, string>() } : compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
-  if (opts.dedup !== false && !opts.feeds) dedupInvokes(state.ir);
-  if (mc.fast && opts.fast !== false) {
-    const fast = await mc.fast.tryRun(state.ir, host, opts.feeds);
-    if (fast) {
-      opts.printAfterEach?.('fast-path', 'runs on the instrumented model (port feeds and fetches): no graph was compiled');
-      return fast;
-    }
+  const fast = mc.fast && opts.fast !== false ? mc.fast : undefined;
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, fast };
+  // Given feeds (generation) fix the batch rows: identical invokes are not merged.
+  runPasses(executorStages.filter((p) => p !== dedupInvokesPass || (opts.dedup !== false && !opts.feeds)), state, ctx, { verifyEach: opts.verifyEach });
+  if (fast && state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan) {
+    const out = await fast.run(state.ir, state.fastPlan.plan, host, opts.feeds);
+    if (out) return out;
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
   return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));

@@ -2,8 +2,12 @@
  * User-facing errors. Every problem a user can cause — a malformed script, an unknown
  * module, a shape mismatch, a bad model file — is an {@link NnsError} with a code, a
  * message and (for scripts) a source span. Internal invariant failures are plain `Error`s.
+ * Codes are the {@link ErrorCode}s of src/error-codes.ts (one table, documented).
  * @module
  */
+import type { ErrorCode } from './error-codes.js';
+
+export type { ErrorCode } from './error-codes.js';
 
 /** A range of source text: 1-based line and column, 0-based offsets; `end*` is exclusive. */
 export interface Span {
@@ -26,7 +30,7 @@ export type ErrorKind = 'script' | 'usage' | 'model';
 /** A diagnostic for the user: a code such as `unknown-module`, a message, an optional location. */
 export class NnsError extends Error {
   /** Short machine-readable code, e.g. `unknown-module`, `shape-mismatch`, `truncated-model`. */
-  readonly code: string;
+  readonly code: ErrorCode;
   /** Which input was wrong. */
   readonly kind: ErrorKind;
   /** Where in the script (absent for model and usage errors). */
@@ -34,7 +38,7 @@ export class NnsError extends Error {
   /** Extra lines shown after the message (`note: ...`). */
   readonly notes: string[];
 
-  constructor(code: string, message: string, opts: { kind?: ErrorKind; span?: Span; notes?: string[] } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { kind?: ErrorKind; span?: Span; notes?: string[] } = {}) {
     super(message);
     this.name = 'NnsError';
     this.code = code;
@@ -56,11 +60,11 @@ export class NnsErrors extends Error {
 }
 
 /** Shorthand for a model-file error (exit code 2). */
-export function modelError(code: string, message: string, notes: string[] = []): NnsError {
+export function modelError(code: ErrorCode, message: string, notes: string[] = []): NnsError {
   return new NnsError(code, message, { kind: 'model', notes });
 }
 
 /** Shorthand for a command-line usage error (exit code 2). */
-export function usageError(code: string, message: string, notes: string[] = []): NnsError {
+export function usageError(code: ErrorCode, message: string, notes: string[] = []): NnsError {
   return new NnsError(code, message, { kind: 'usage', notes });
 }

@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { Span } from './errors.js';
 import { NnsError } from './errors.js';
 import type { Builder } from '../ir/builder.js';
-import type { IndexItem, PureOp, OpAttrs, Value } from '../ir/ir.js';
+import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
+import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
 import type { Tensor } from './tensor.js';
 
@@ -81,6 +82,21 @@ export function parseIndex(specs: IndexSpec[]): IndexItem[] {
   });
 }
 
+/** `zeros_like` → `zerosLike`. */
+type Camel<S extends string> = S extends `${infer A}_${infer B}` ? `${A}${Capitalize<Camel<B>>}` : S;
+
+/** Ops without attributes that take one tensor: the elementwise functions (`exp`, `relu`, `zeros_like`, ...). */
+type ElementwiseOp = Exclude<{ [K in OpName]: OpAttrs[K] extends NoAttrs ? K : never }[OpName], 'add' | 'sub' | 'mul' | 'div' | 'matmul' | 'neg'>;
+
+/**
+ * One method per elementwise function of the op catalogue (ir/ops.ts), camel-cased:
+ * `x.exp()`, `x.log()`, `x.sqrt()`, `x.abs()`, `x.relu()`, `x.zerosLike()`, `x.onesLike()`
+ * (each op's `doc` in the catalogue says what it computes).
+ */
+export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: () => TensorProxy };
+
+export interface TensorProxy extends ElementwiseMethods {}
+
 /** A value inside a trace: a module's output, a parameter, or anything computed from them. */
 export class TensorProxy {
   /** @internal */ readonly ctx: TraceContext;
@@ -104,7 +120,8 @@ export class TensorProxy {
     return toValue(this.ctx, x, span);
   }
 
-  private unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
+  /** @internal */
+  unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
     return this.wrap(this.ctx.builder.op(op, [this.ir], attrs, callSite()));
   }
 
@@ -171,25 +188,21 @@ export class TensorProxy {
   reshape(shape: number[]): TensorProxy { return this.unary('reshape', { shape: [...shape] }); }
   /** Swap two dimensions. */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /** Elementwise e^x. */
-  exp(): TensorProxy { return this.unary('exp', {}); }
-  /** Natural log. */
-  log(): TensorProxy { return this.unary('log', {}); }
-  /** Square root. */
-  sqrt(): TensorProxy { return this.unary('sqrt', {}); }
-  /** Absolute value. */
-  abs(): TensorProxy { return this.unary('abs', {}); }
-  /** max(x, 0). */
-  relu(): TensorProxy { return this.unary('relu', {}); }
-  /** Zeros of the same shape and dtype. */
-  zerosLike(): TensorProxy { return this.unary('zeros_like', {}); }
-  /** Ones of the same shape and dtype. */
-  onesLike(): TensorProxy { return this.unary('ones_like', {}); }
   /** The `k` largest values along `dim` (default last) and their indices. */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };
   }
+}
+
+// The elementwise methods, from the catalogue: every language function that takes `x` only.
+for (const [op, fn] of FUNCTION_OPS) {
+  const name = op.replace(/_(\w)/g, (_, c: string) => c.toUpperCase());
+  if (fn.params.length > 0 || name in TensorProxy.prototype) continue;
+  Object.defineProperty(TensorProxy.prototype, name, {
+    value(this: TensorProxy): TensorProxy { return this.unary(op as PureOp, {} as OpAttrs[PureOp]); },
+    writable: true, configurable: true,
+  });
 }
 
 /** Turns a TensorLike into an IR value. */

@@ -6,14 +6,16 @@ import type { CommandSpec, FlagSpec } from './args.js';
 
 const help: FlagSpec = { name: 'help', short: 'h', value: false, help: 'show this help' };
 const model: FlagSpec = { name: 'model', value: true, placeholder: 'PATH', help: 'model folder or .onnx file (wins over the script\'s model "PATH")' };
-const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR after every compiler pass (to stderr)' };
+const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR (or the stage\'s summary) after every pass and run stage (to stderr)' };
+const printAfter: FlagSpec = { name: 'print-ir-after', value: true, placeholder: 'NAME[,NAME]', help: 'print after the named passes only' };
+const passes: FlagSpec = { name: 'passes', value: true, placeholder: 'NAME[,NAME]', help: 'run only these passes, in this order, and print the result (to stdout)' };
 
 /** Every command by name. */
 export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, CommandSpec>([
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, printAfter, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -23,7 +25,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['compile', {
     name: 'compile',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, help],
     summary: 'Compile a one-trace script into a single rewritten ONNX model (openable in Netron).',
     details: [],
   }],
@@ -53,7 +55,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['check', {
     name: 'check',
     positionals: ['SCRIPT'],
-    flags: [model, printIr, help],
+    flags: [model, printIr, printAfter, passes, help],
     summary: 'Check a script without running it: syntax, names, and (with a model) modules and shapes.',
     details: [],
   }],
@@ -71,10 +73,12 @@ export const GENERAL_HELP = [
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',
   '  modules PATH        print a model\'s module tree with output shapes',
-  '  check SCRIPT [--model PATH]',
-  '                      validate a script without running it',
+  '  check SCRIPT [--model PATH] [--passes=NAME,...]',
+  '                      validate a script without running it (or run chosen passes and print)',
   '  cache [list|size|clean]',
   '                      show or clean the cache ($ONNSIGHT_CACHE, else ~/.cache/onnsight)',
+  '',
+  'debugging: --print-ir-after-all, --print-ir-after=NAME,... (run, compile, check)',
   '',
   'nns <command> --help shows the options of a command.',
   'exit codes: 0 ok, 1 errors in the script, 2 usage or model errors, 3 internal error.',

@@ -128,7 +128,16 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     line = parts.pop()!;
     for (const p of parts) io.out(p);
   };
-  const job = { ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), write };
+  const { selectPasses } = await import('../../passes/pipeline.js');
+  const names = (f: string): string[] | undefined => flag(a, f)?.split(',').map((s) => s.trim()).filter(Boolean);
+  const printAfter = names('print-ir-after');
+  if (printAfter) selectPasses(printAfter); // unknown names are usage errors
+  const passes = names('passes');
+  if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
+  const job = {
+    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write,
+    ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
+  };
   if (cmd.name === 'check') {
     await run.checkScript(job);
     io.out(`${script.file}: ok`);

@@ -16,6 +16,8 @@ import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import { progressBar } from '../progress.js';
+import type { CompileState, Pass } from '../../passes/pass.js';
+import { printState } from '../../passes/run.js';
 
 /** One script to run, compile or check. */
 export interface ScriptJob {
@@ -29,6 +31,12 @@ export interface ScriptJob {
   modelPath?: string;
   /** Print the IR after every pass. */
   printIrAfterAll?: boolean;
+  /** Print the IR after these passes only (`--print-ir-after`). */
+  printAfter?: ReadonlySet<string>;
+  /** Run only these passes, in order (`--passes`); the state after the last is printed to `out`. */
+  passes?: readonly Pass[];
+  /** Where the result of `--passes` goes (stdout). */
+  out?: (text: string) => void;
   /** Where diagnostics-free side output (IR dumps) goes (stderr). */
   log: (text: string) => void;
   /** Raw text output (no newline added): generated text is streamed here as it comes. */
@@ -61,7 +69,18 @@ function tokenizeWith(mc: ModelContext): (text: string) => number[] {
 }
 
 function printer(job: ScriptJob): ((pass: string, text: string) => void) | undefined {
-  return job.printIrAfterAll ? (pass, text) => job.log(`// ----- after ${pass} -----\n${text}`) : undefined;
+  if (!job.printIrAfterAll && !job.printAfter) return undefined;
+  return (pass, text) => {
+    if (job.printIrAfterAll || job.printAfter?.has(pass)) job.log(`// ----- after ${pass} -----\n${text}`);
+  };
+}
+
+/** Compiles with the job's pass selection; with `--passes`, prints the state after the last one. */
+function compileJob(job: ScriptJob, graph: Graph, mc: ModelContext): CompileState {
+  const state = compileGraph(graph, mc, { printAfterEach: printer(job), ...(job.passes ? { pipeline: job.passes } : {}) });
+  const last = job.passes?.[job.passes.length - 1];
+  if (last) job.out?.(printState(last, state));
+  return state;
 }
 
 function decoderOf(mc: ModelContext): TokenDecoder | undefined {
@@ -144,7 +163,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
   for (const t of ts) {
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
     throwIfAny(lowered.errors);
-    const state = compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+    const state = compileJob(job, lowered.graph, mc);
     proto = state.model;
     for (const n of lowered.graph.nodes) {
       if (!n.is('save')) continue;
@@ -180,7 +199,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
     if (lowered.errors.length > 0) continue;
     if (mc) {
       try {
-        compileGraph(lowered.graph, mc, { printAfterEach: printer(job) });
+        compileJob(job, lowered.graph, mc);
       } catch (e) {
         if (e instanceof NnsErrors) errors.push(...e.errors);
         else throw e;

@@ -24,8 +24,9 @@ import { buildFeeds } from '../model/feeds.js';
 import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
 import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { OrtSession } from '../../backends/ort.js';
-import { broadcastTo, castTo, evalOp, HostEvalError, indexTensor, strides, tensorOf } from './host-eval.js';
-import { explainFastPath, type FastPlan, type PlanOptions } from './plan.js';
+import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
+import { evalOp } from '../../ir/ops.js';
+import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
 import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
 
@@ -115,18 +116,32 @@ export class FastExecutor implements FastPath {
     return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: this.opts.pinned ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 
-  /** Plans and runs `ir`; null when it needs the compiler. */
-  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
+  /** Plans `ir` on the instrumented model: the plan and its printed partition, or why not. */
+  plan(ir: Graph): { plan: FastPlan; text: string } | { reject: string } {
     const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
-    if ('reject' in r) return this.fallback(r.reject);
+    if ('reject' in r) {
+      this.fallback(r.reject);
+      return r;
+    }
+    return { plan: r.plan, text: printFastPlan(ir, r.plan) };
+  }
+
+  /** Runs a plan of `ir`; null when a value turns out not computable on the host after all (the compiler takes over). */
+  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
     try {
-      const out = await this.execute(ir, r.plan, host, feeds);
+      const out = await this.execute(ir, plan as FastPlan, host, feeds);
       this.stats.fastRuns++;
       return out;
     } catch (e) {
       if (e instanceof Fallback || e instanceof HostEvalError) return this.fallback(e.message);
       throw e;
     }
+  }
+
+  /** Plans and runs `ir`; null when it needs the compiler. */
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
+    const r = this.plan(ir);
+    return 'reject' in r ? null : this.run(ir, r.plan, host, feeds);
   }
 
   private fallback(reason: string): null {

@@ -10,4 +10,5 @@ export { FastExecutor, compress, type FastStats, type FastExecutorOptions } from
 export { planFastPath, explainFastPath, type FastPlan, type PlanResult, type PlanOptions, type ReadBinding, type SetPlan } from './plan.js';
 export { buildPortedModel, choosePorts, portKey, PORTS_FORMAT, type Port, type PortSpec, type PortedModel } from './ports.js';
 export { ModuleModels, moduleClosure, moduleModelProto, MODULE_MODEL_FORMAT, type ModuleModel, type ModuleClosure } from './module-model.js';
-export { evalOp, indexTensor, broadcastTo, castTo, tensorOf, HOST_OPS, HostEvalError } from './host-eval.js';
+export { indexTensor, broadcastTo, castTo, tensorOf, HostEvalError } from '../../ir/eval.js';
+export { evalOp, HOST_OPS } from '../../ir/ops.js';

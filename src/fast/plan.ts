@@ -19,8 +19,9 @@
  */
 import { expandItems, sliceRange } from '../../ir/shape.js';
 import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
+import { numberValues, printNode } from '../../ir/printer.js';
 import type { ModuleTree } from '../model/types.js';
-import { HOST_OPS } from './host-eval.js';
+import { HOST_OPS } from '../../ir/ops.js';
 import { portKey, type Port, type PortedModel } from './ports.js';
 
 /** Where a read's value comes from: a graph output of the instrumented model, sliced to the read's rows. */
@@ -289,4 +290,34 @@ function steerOperand(v: Value, s: SetInfo, reads: ReadonlyMap<Value, { port: Po
     if (!sets.some((t) => t.port === s.port && t.pos > readAt && t.pos < s.pos)) return x;
   }
   return null;
+}
+
+/**
+ * A plan as a partition of the IR, printed: the runs (rows, fetched outputs), then every
+ * node with where it runs — `fetch` (a read bound to an output of the instrumented model),
+ * `feed` (a set, as keep/add port feeds), `module model` (a call run on a standalone module
+ * model), `host` (computed by the host evaluator), `result` (a save).
+ */
+export function printFastPlan(ir: Graph, plan: FastPlan): string {
+  const ids = numberValues(ir);
+  const setOf = new Map(plan.sets.map((s) => [s.node, s]));
+  const calls = new Set<Node>(plan.calls);
+  const rows = (r: number[]): string => (r.length ? `rows [${r.join(', ')}]` : 'no rows');
+  const lines = [
+    `// fast path: ${plan.sourceFetch.length ? 2 : 1} run(s) of the instrumented model`,
+    ...(plan.sourceFetch.length ? [`//   source run: ${rows(plan.sourceRows)}, fetch ${plan.sourceFetch.join(', ')}`] : []),
+    `//   main run: ${rows(plan.mainRows)}, fetch ${plan.mainFetch.join(', ') || 'nothing'}, ${plan.sets.length} set(s) as port feeds`,
+  ];
+  for (const n of ir.nodes) {
+    const b = n.results[0] && plan.reads.get(n.results[0]);
+    const s = setOf.get(n);
+    const where = b ? `fetch ${b.fetch} rows ${b.rowStart}..${b.rowEnd}`
+      : s ? `feed ${s.port.keep}, ${s.port.add} (${s.kind} with %${ids.get(s.value)})`
+        : calls.has(n) ? 'module model'
+          : n.op === 'save' ? 'result'
+            : n.op === 'const' || n.op === 'host' ? 'host value'
+              : HOST_OPS.has(n.op) ? 'host' : 'unused';
+    lines.push(`${printNode(n, ids, { spans: false })}  -> ${where}`);
+  }
+  return lines.join('\n') + '\n';
 }

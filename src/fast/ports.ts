@@ -22,7 +22,8 @@ import type { Span } from '../errors.js';
 import { compileGraph, type ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { Dim, ModuleTree } from '../model/types.js';
-import type { ModelProto } from '../onnx/proto.js';
+import type { ModelProto, NodeProto } from '../onnx/proto.js';
+import { OnnxGraphView } from '../onnx/view.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
 export const PORTS_FORMAT = 1;
@@ -137,14 +138,15 @@ export function buildPortedModel(mc: ModelContext, specs: readonly PortSpec[] = 
 
   // Saves are Identity nodes feeding new graph outputs: output the values themselves instead (no copies).
   const saved = new Map<string, string>(); // save name → ONNX value
-  const identityOf = new Map((g.node ?? []).filter((n) => n.op_type === 'Identity').map((n) => [n.output![0]!, n]));
-  const drop = new Set<unknown>();
+  const view = new OnnxGraphView(g);
+  const drop = new Set<NodeProto>();
   for (const [name, out] of state.saved) {
-    const id = identityOf.get(out)!;
+    const id = view.producer(out)!;
+    if (id.op_type !== 'Identity') throw new Error(`internal: save ${name} is not an Identity`);
     saved.set(name, id.input![0]!);
     drop.add(id);
   }
-  g.node = (g.node ?? []).filter((n) => !drop.has(n));
+  view.remove(drop);
   const outNames = new Set<string>();
   g.output = (g.output ?? []).flatMap((o) => {
     const name = [...state.saved].find(([, v]) => v === o.name)?.[0];
@@ -164,7 +166,7 @@ export function buildPortedModel(mc: ModelContext, specs: readonly PortSpec[] = 
     vi.name = want;
     const dims = vi.type!.tensor_type!.shape!.dim!;
     vi.type!.tensor_type!.shape!.dim = dims.map((_, d) => ({ dim_param: `${want.replace(/\./g, '_')}_d${d}` }));
-    if (want !== gname) for (const n of g.node ?? []) n.input = n.input!.map((x) => (x === gname ? want : x));
+    if (want !== gname) view.replaceAllUsesWith(gname, want);
   }
 
   // Data flow: which port results each value depends on.

@@ -113,7 +113,7 @@ export function windowItems(items: IndexItem[] | null, rank: number, ax: number,
   let done = false;
   const shift = (it: IndexItem): IndexItem => {
     if (it.kind === 'index') {
-      if (it.index < -n || it.index >= n) throw new NnsError('index-range', `index ${it.index} is out of range for the ${n} position(s) of this step`, { span });
+      if (it.index < -n || it.index >= n) throw new NnsError('index-out-of-range', `index ${it.index} is out of range for the ${n} position(s) of this step`, { span });
       return { kind: 'index', index: w.start + (it.index < 0 ? it.index + n : it.index) };
     }
     if (it.kind !== 'slice') return it;

@@ -24,6 +24,7 @@ import type {
   TensorProto, ValueInfoProto,
 } from './proto.js';
 import { AttributeType, DataType, dataTypeBits } from './proto.js';
+import { definedValues, topoOrder } from './view.js';
 
 // ───────────────────────────── tensors ─────────────────────────────
 
@@ -332,107 +333,7 @@ export function collectNames(graph: GraphProto, into: Set<string> = new Set()): 
   return into;
 }
 
-/** Values defined at the top level of a graph: inputs, initializers, node outputs. */
-function definedValues(graph: GraphProto): Set<string> {
-  const s = new Set<string>();
-  for (const v of graph.input ?? []) if (v.name) s.add(v.name);
-  for (const t of graph.initializer ?? []) if (t.name) s.add(t.name);
-  for (const sp of graph.sparse_initializer ?? []) if (sp.values?.name) s.add(sp.values.name);
-  for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) s.add(o);
-  return s;
-}
-
-/** Names a node reads, including outer-scope names read inside its subgraphs. */
-export function nodeReads(n: NodeProto): string[] {
-  const reads = (n.input ?? []).filter((x) => x);
-  for (const a of n.attribute ?? []) {
-    for (const g of [a.g, ...(a.graphs ?? [])]) {
-      if (!g) continue;
-      const inner = definedValues(g);
-      for (const m of g.node ?? []) for (const r of nodeReads(m)) if (!inner.has(r)) reads.push(r);
-      for (const o of g.output ?? []) if (o.name && !inner.has(o.name)) reads.push(o.name);
-    }
-  }
-  return reads;
-}
-
-/** A topological order of a graph's nodes, and the nodes that sit on cycles (empty when there are none). */
-export interface TopoOrder {
-  /** Nodes in a valid order (all of them when acyclic); stable: the existing order is kept where valid. */
-  order: NodeProto[];
-  /** Nodes on a cycle (nodes that only hang below a cycle are left out). */
-  cyclic: NodeProto[];
-}
-
-/**
- * Orders `graph.node` topologically without changing the graph. Reads of names that no
- * node produces (inputs, initializers, outer scope) impose no order.
- */
-export function topoOrder(graph: GraphProto): TopoOrder {
-  const nodes = graph.node ?? [];
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => { for (const o of n.output ?? []) if (o) producer.set(o, i); });
-  const indeg = new Array<number>(nodes.length).fill(0);
-  const users: number[][] = nodes.map(() => []);
-  nodes.forEach((n, i) => {
-    const deps = new Set<number>();
-    for (const r of nodeReads(n)) {
-      const p = producer.get(r);
-      if (p !== undefined && p !== i) deps.add(p);
-    }
-    indeg[i] = deps.size;
-    for (const d of deps) users[d]!.push(i);
-  });
-  // Min-heap on original index keeps the order stable.
-  const heap: number[] = [];
-  const push = (x: number): void => {
-    heap.push(x);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (heap[p]! <= heap[i]!) break;
-      [heap[p], heap[i]] = [heap[i]!, heap[p]!];
-      i = p;
-    }
-  };
-  const pop = (): number => {
-    const top = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length) {
-      heap[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1, r = l + 1;
-        let m = i;
-        if (l < heap.length && heap[l]! < heap[m]!) m = l;
-        if (r < heap.length && heap[r]! < heap[m]!) m = r;
-        if (m === i) break;
-        [heap[m], heap[i]] = [heap[i]!, heap[m]!];
-        i = m;
-      }
-    }
-    return top;
-  };
-  indeg.forEach((d, i) => { if (d === 0) push(i); });
-  const order: NodeProto[] = [];
-  while (heap.length) {
-    const i = pop();
-    order.push(nodes[i]!);
-    for (const u of users[i]!) if (--indeg[u]! === 0) push(u);
-  }
-  // Left over: nodes on cycles and nodes below them; peel off the ones with no left-over user.
-  const left = new Set(nodes.map((_, i) => i).filter((i) => indeg[i]! > 0));
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const i of left) {
-      if (!users[i]!.some((u) => left.has(u))) {
-        left.delete(i);
-        changed = true;
-      }
-    }
-  }
-  return { order, cyclic: [...left].map((i) => nodes[i]!) };
-}
+export { nodeReads, topoOrder, type TopoOrder } from './view.js';
 
 /**
  * Sorts `graph.node` topologically in place (stable: keeps the existing order where it is

@@ -1,0 +1,141 @@
+/**
+ * Every error code onnsight reports, in one table: where it arises and what it means.
+ * `NnsError` takes an {@link ErrorCode}, so a code missing here does not compile, and
+ * docs/language.md's list of codes is generated from this table (`npm run docs:gen`;
+ * test/foundation/error-codes.test.ts fails when the docs are out of date).
+ * @module
+ */
+
+/** Where an error arises. */
+export type ErrorPhase =
+  | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'internal';
+
+/** One entry. */
+export interface ErrorCodeInfo {
+  phase: ErrorPhase;
+  /** What it means (Markdown, one line). */
+  meaning: string;
+}
+
+/** The table (order: the order of the phases, as docs/language.md lists them). */
+export const ERROR_CODES = {
+  'unexpected-character': { phase: 'lex', meaning: 'a character that cannot start a token' },
+  'unterminated-string': { phase: 'lex', meaning: 'a string not closed on its line' },
+  'syntax-error': { phase: 'parse', meaning: 'the message says what was expected and what was found' },
+  'bad-escape': { phase: 'AST', meaning: 'unknown escape in a string' },
+  'bad-number': { phase: 'AST', meaning: 'a number too large to represent' },
+  'invalid-target': { phase: 'AST', meaning: 'the left of `=` is not a name or a module `.output`/`.input` (possibly sliced); `model.output` cannot be assigned' },
+  'duplicate-model': { phase: 'top level', meaning: 'more than one `model "PATH"`' },
+  'no-trace': { phase: 'top level', meaning: 'the script has no `trace` or `generate`' },
+  'not-yet-supported': { phase: 'top level', meaning: '`grad`, `param`, `skip`, `stop`' },
+  'no-prompt': { phase: 'lower', meaning: '`trace { }` without invokes' },
+  'bad-prompt': { phase: 'lower', meaning: 'an empty prompt or a negative token id' },
+  'invoke-outside-batch': { phase: 'lower', meaning: '`invoke` inside `trace PROMPT { }`' },
+  'nested-invoke': { phase: 'lower', meaning: '`invoke` inside `invoke`' },
+  'undefined-name': { phase: 'lower', meaning: 'a name used before it is bound, or never bound (with a suggestion)' },
+  'rebinding': { phase: 'lower', meaning: 'binding a name that is already visible' },
+  'duplicate-save': { phase: 'lower', meaning: 'two saves under the same name (also across traces)' },
+  'unknown-function': { phase: 'lower', meaning: "not a core function (with the nearest name: `did you mean 'softmax'?`)" },
+  'wrong-arity': { phase: 'lower', meaning: 'wrong number of arguments (the message shows the signature)' },
+  'unknown-argument': { phase: 'lower', meaning: 'an unknown keyword argument' },
+  'bad-argument': { phase: 'lower', meaning: 'a keyword argument given twice, positional after keyword, `k < 1`, a non-list shape, ...' },
+  'not-a-value': { phase: 'lower', meaning: 'a function name used as a value' },
+  'not-callable': { phase: 'lower', meaning: 'calling something that is neither a function nor a module' },
+  'unknown-attribute': { phase: 'lower', meaning: '`.name` on a value (values have `.save()`; topk results `.values`/`.indices`)' },
+  'topk-without-field': { phase: 'lower', meaning: 'a `topk(...)` result used without `.values`/`.indices`' },
+  'not-constant': { phase: 'lower', meaning: 'an index, dim, shape entry or module index that is not a compile-time integer' },
+  'bad-index': { phase: 'lower', meaning: 'a slice step that is not positive; in the TS API, an `at(...)` index it cannot read' },
+  'bad-range': { phase: 'lower', meaning: 'loop bounds that are not compile-time integers, or a range over 10 000 iterations' },
+  'empty-range': { phase: 'lower', meaning: '`for i in A..B` with `B <= A`' },
+  'invalid-module-ref': { phase: 'lower', meaning: '`model` alone, a slice as a module index, `.outputs` without `[i]`, calling the whole model' },
+  'unexpected-string': { phase: 'lower', meaning: 'a string used as a tensor' },
+  'unexpected-bool': { phase: 'lower', meaning: '`true`/`false` used as a tensor' },
+  'ragged-literal': { phase: 'lower', meaning: 'a list literal that is not rectangular' },
+  'too-large': { phase: 'lower', meaning: 'more than 200 000 statements after unrolling' },
+  'missing-option': { phase: 'lower', meaning: '`generate` without `max_new_tokens=N`' },
+  'unknown-option': { phase: 'lower', meaning: "an unknown `generate` option (with the nearest name: `did you mean 'temperature'?`)" },
+  'duplicate-option': { phase: 'lower', meaning: 'a `generate` option given twice' },
+  'bad-option': { phase: 'lower', meaning: 'a `generate` option of the wrong kind or range (`max_new_tokens` ≥ 1, `temperature` > 0, `top_k` ≥ 1, `seed` ≥ 0, booleans `true`/`false`)' },
+  'too-long': { phase: 'lower', meaning: 'the prompt and `max_new_tokens` need more positions than the model has' },
+  'bad-step': { phase: 'lower', meaning: 'a `step` outside 0..max_new_tokens, or an empty step range' },
+  'nested-step': { phase: 'lower', meaning: 'a `step` block inside another' },
+  'step-outside-generate': { phase: 'lower', meaning: 'a `step` block in a `trace`' },
+  'invoke-in-step': { phase: 'lower', meaning: 'an `invoke` inside a `step` block (every step runs the same prompts)' },
+  'generator-outside-generate': { phase: 'lower', meaning: '`model.generator.output` in a `trace`' },
+  'generator-in-step': { phase: 'lower', meaning: '`model.generator.output` saved inside a `step` block (it is not a per-step value)' },
+  'generator-outside-invoke': { phase: 'lower', meaning: '`model.generator.output` saved outside the invokes of a batched `generate`' },
+  'bad-generator-use': { phase: 'lower', meaning: '`model.generator.output` used other than saved whole (`tokens = model.generator.output.save()`)' },
+  'generate-recompute': { phase: 'lower', meaning: 'in a `generate` on a model without a key/value cache, a value without a sequence axis (which positions belong to the step is unknown)' },
+  'cache-layout': { phase: 'model', meaning: 'a model whose `past_key_values.*` inputs the "with past" layout cannot explain' },
+  'not-compilable': { phase: 'CLI', meaning: '`nns compile` of a script with a `generate` block (a generation runs one graph per step)' },
+  'unknown-module': { phase: 'types', meaning: 'no such module in the model (nearest path suggested, index ranges named)' },
+  'no-such-output': { phase: 'types', meaning: '`.outputs[i]` / `.inputs[i]` beyond what the module has' },
+  'unknown-parameter': { phase: 'types', meaning: 'no such parameter (nearest name suggested)' },
+  'unknown-output': { phase: 'types', meaning: '`model.output.NAME` is not a graph output, or the model has none' },
+  'shape-mismatch': { phase: 'types', meaning: 'shapes that do not broadcast, multiply or assign (both shapes named)' },
+  'dtype-mismatch': { phase: 'types', meaning: 'a set or module call with a value of another dtype' },
+  'dimension-out-of-range': { phase: 'types', meaning: 'a `dim` beyond the tensor\'s rank' },
+  'index-out-of-range': { phase: 'types', meaning: 'an index or `k` beyond the size of its dimension' },
+  'bad-call': { phase: 'types', meaning: 'a module applied to more inputs than it takes' },
+  'usage': { phase: 'API', meaning: 'TS API misuse, e.g. `trace(prompt, fn)` without a function' },
+  'not-assignable': { phase: 'API', meaning: 'TS API: `set` on a value that is not a module output/input (or a slice of one)' },
+  'order': { phase: 'compile', meaning: 'an intervention needs a value the model computes later in the same forward pass' },
+  'missing-host-value': { phase: 'run', meaning: 'a host value (an earlier trace\'s save, a TS tensor) was not given' },
+  'no-tokenizer': { phase: 'run', meaning: 'a text prompt for a model without tokenizer.json (give token ids)' },
+  'feeds-empty': { phase: 'run', meaning: 'no prompt, or an empty one' },
+  'feeds-padding': { phase: 'run', meaning: 'prompts of different lengths in one batch for a model without `attention_mask`' },
+  'feeds-unknown-input': { phase: 'run', meaning: 'the model needs an input onnsight cannot fill (not input_ids, attention_mask, position_ids, token_type_ids)' },
+  'feeds-shape': { phase: 'run', meaning: 'a model input whose rank or fixed sizes do not fit the batch' },
+  'feeds-dtype': { phase: 'run', meaning: 'a token input that is neither int64 nor int32' },
+  'ort-session': { phase: 'run', meaning: 'onnxruntime cannot load a graph (its reason on one line)' },
+  'ort-run': { phase: 'run', meaning: 'onnxruntime failed to run a graph (its reason on one line)' },
+  'ort-dtype': { phase: 'run', meaning: 'a tensor type onnxruntime-node cannot feed or return' },
+  'model-not-found': { phase: 'model', meaning: 'no model file or folder at the path' },
+  'model-not-a-file': { phase: 'model', meaning: 'a folder where an `.onnx` file was expected' },
+  'model-unreadable': { phase: 'model', meaning: 'the model file cannot be read' },
+  'model-too-large': { phase: 'model', meaning: 'a graph file over 2 GB (weights must be external data)' },
+  'model-empty': { phase: 'model', meaning: 'an empty model file' },
+  'model-not-onnx': { phase: 'model', meaning: 'the file is not an ONNX model (the message says what it looks like)' },
+  'model-truncated': { phase: 'model', meaning: 'protobuf decoding failed: a truncated or corrupt file' },
+  'model-ir-version': { phase: 'model', meaning: 'an ONNX IR version outside the supported range' },
+  'model-opset': { phase: 'model', meaning: 'an opset newer than supported' },
+  'invalid-model': { phase: 'model', meaning: 'not a valid ONNX graph, or onnxruntime cannot run it (first problem named)' },
+  'external-data-missing': { phase: 'model', meaning: 'external data without a location' },
+  'external-data-absolute': { phase: 'model', meaning: 'an absolute external data location' },
+  'external-data-escapes': { phase: 'model', meaning: 'an external data location outside the model\'s folder' },
+  'external-data-short': { phase: 'model', meaning: 'a weights file shorter than the tensors it should hold' },
+  'tokenizer-invalid': { phase: 'model', meaning: 'tokenizer.json cannot be turned into a tokenizer' },
+  'json-invalid': { phase: 'model', meaning: 'a JSON file of the model folder cannot be read' },
+  'variant-key': { phase: 'cache', meaning: 'an invalid name for a rewritten graph' },
+  'variant-write': { phase: 'cache', meaning: 'a rewritten graph cannot be written next to the weights' },
+  'cache-unwritable': { phase: 'cache', meaning: 'a cache entry was damaged right after it was written' },
+  'bad-cache-max': { phase: 'cache', meaning: '`ONNSIGHT_CACHE_MAX` is not a size' },
+  'export-weights': { phase: 'CLI', meaning: '`nns compile`: the weights cannot be placed next to the output' },
+  'cannot-write': { phase: 'CLI', meaning: 'an output file cannot be written' },
+  'no-model': { phase: 'CLI', meaning: 'no model: neither `model "PATH"` in the script nor `--model PATH`' },
+  'no-such-file': { phase: 'CLI', meaning: 'the script file does not exist or cannot be read' },
+  'bad-script': { phase: 'CLI', meaning: 'the script path is a folder' },
+  'unknown-command': { phase: 'CLI', meaning: 'not an `nns` command' },
+  'unknown-flag': { phase: 'CLI', meaning: 'an option the command does not have' },
+  'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none' },
+  'missing-value': { phase: 'CLI', meaning: 'an option without its value' },
+  'missing-argument': { phase: 'CLI', meaning: 'a missing positional argument (or `compile` without `-o`)' },
+  'extra-argument': { phase: 'CLI', meaning: 'an unexpected positional argument' },
+  'unknown-pass': { phase: 'CLI', meaning: '`--passes` / `--print-ir-after` name a pass that does not exist (the passes are listed)' },
+  'bad-cache-action': { phase: 'CLI', meaning: '`nns cache` with an action other than list, size, clean' },
+  'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
+} as const satisfies Record<string, ErrorCodeInfo>;
+
+/** Every error code. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Whether `code` is a known error code (for codes that cross a thread boundary). */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+}
+
+/** The Markdown table docs/language.md shows (between its `error-codes` markers). */
+export function errorCodeTable(): string {
+  const rows = Object.entries(ERROR_CODES).map(([code, e]) => `| \`${code}\` | ${e.phase} | ${e.meaning} |`);
+  return ['| code | phase | meaning |', '|---|---|---|', ...rows].join('\n');
+}

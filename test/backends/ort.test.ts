@@ -1,0 +1,257 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { fromOrtTensor, OrtBackend, toOrtTensor } from '../../backends/ort.js';
+import { NnsError } from '../../src/errors.js';
+import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
+import { loadModel, writeVariant, type LoadedModel } from '../../src/model/load.js';
+import type { ModelProto } from '../../src/onnx/proto.js';
+import { encodeModel } from '../../src/onnx/serde.js';
+import type { Tensor } from '../../src/tensor.js';
+
+const ROOT = path.resolve(__dirname, '../../models/gpt2-facts');
+interface Case { id: string; input_ids: number[]; expect: { last_logits: number[]; top5: number[] } }
+const REF = JSON.parse(fs.readFileSync(path.join(ROOT, 'reference.json'), 'utf8')) as { cases: Case[] };
+const CLEAN = REF.cases.find((c) => c.id === 'clean_logits')!;
+
+let tmp: string;
+let cacheDir: string;
+const backend = new OrtBackend();
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-ort-'));
+  cacheDir = path.join(tmp, 'cache');
+});
+afterAll(async () => {
+  await backend.release();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function lastRow(logits: Tensor, row = 0): Float32Array {
+  const [, seq, vocab] = logits.shape as number[];
+  const start = (row * seq! + seq! - 1) * vocab!;
+  return (logits.data as Float32Array).subarray(start, start + vocab!);
+}
+
+function top(values: Float32Array, k: number): number[] {
+  return Array.from(values.keys()).sort((a, b) => values[b]! - values[a]!).slice(0, k);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function forward(m: LoadedModel, rows: number[][], graphPath = m.graphPath): Promise<Tensor> {
+  const session = await backend.session(graphPath, { externalDataDir: m.externalDataDir });
+  const { feeds } = buildFeeds(graphFeedInputs(m.proto), rows, { padId: m.tokenizer?.padId });
+  const out = await backend.run(session, feeds, ['logits']);
+  expect(Object.keys(out)).toEqual(['logits']);
+  return out.logits!;
+}
+
+describe('plain forward pass matches PyTorch (reference.json clean_logits)', () => {
+  for (const file of ['onnx/model.onnx', 'onnx/model.dynamo.onnx']) {
+    it(`${file}, externalized into a temp cache`, async () => {
+      const m = await loadModel(path.join(ROOT, file), { cacheDir });
+      expect(fs.statSync(m.graphPath).size).toBeLessThan(500_000);
+      expect(fs.existsSync(path.join(m.dir, 'model.onnx.data'))).toBe(true);
+      const logits = await forward(m, [CLEAN.input_ids]);
+      expect(logits.dtype).toBe('float32');
+      expect(logits.shape).toEqual([1, 8, 874]);
+      const last = lastRow(logits);
+      expect(maxAbsDiff(last, CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+      expect(top(last, 5)).toEqual(CLEAN.expect.top5);
+    });
+  }
+
+  it('a left-padded batch row gives the same last logits as the row alone (TorchScript export)', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const short = CLEAN.input_ids.slice(2);
+    const alone = lastRow(await forward(m, [short]));
+    const batch = await forward(m, [CLEAN.input_ids, short]);
+    expect(maxAbsDiff(lastRow(batch, 0), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+    expect(maxAbsDiff(lastRow(batch, 1), alone)).toBeLessThan(1e-4);
+  });
+
+  it('a rewritten graph written by writeVariant opens next to the shared weights', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const variant: ModelProto = { ...m.proto, doc_string: 'variant' };
+    const p = writeVariant(m, variant, 'doc-variant');
+    expect(path.dirname(p)).toBe(m.dir);
+    expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], p)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+  });
+
+  it('sessions from bytes resolve weights in externalDataDir (read-only / cross-device fallback)', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const elsewhere = path.join(tmp, 'graphs-only');
+    fs.mkdirSync(elsewhere, { recursive: true });
+    const graph = path.join(elsewhere, 'g.onnx');
+    fs.copyFileSync(m.graphPath, graph);
+    await expect(backend.session(graph)).rejects.toThrow(/model\.onnx\.data/);
+    const s = await backend.session(graph, { externalDataDir: m.dir });
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const { logits } = await backend.run(s, feeds, ['logits']);
+    expect(top(lastRow(logits!), 5)).toEqual(CLEAN.expect.top5);
+  });
+
+  it('weights symlinked from outside the folder (Hugging Face hub layout) are hard-linked into the cache and run', async () => {
+    const src = await loadModel(ROOT, { cacheDir });
+    const blobs = path.join(tmp, 'hub', 'blobs');
+    const snap = path.join(tmp, 'hub', 'snapshots', 'rev');
+    fs.mkdirSync(blobs, { recursive: true });
+    fs.mkdirSync(snap, { recursive: true });
+    fs.copyFileSync(path.join(src.dir, 'model.onnx.data'), path.join(blobs, 'abc'));
+    fs.symlinkSync(path.join(blobs, 'abc'), path.join(snap, 'model.onnx.data'));
+    fs.copyFileSync(src.graphPath, path.join(snap, 'model.onnx'));
+    const m = await loadModel(snap, { cacheDir });
+    expect(m.dir).not.toBe(snap);
+    expect(fs.statSync(path.join(m.dir, 'model.onnx.data')).ino).toBe(fs.statSync(path.join(blobs, 'abc')).ino);
+    expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids])), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+  });
+
+  it('when hard links fail (another file system), graphs go to the cache and sessions use externalDataDir', async () => {
+    const src = await loadModel(ROOT, { cacheDir });
+    const dir = path.join(tmp, 'xdev');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.copyFileSync(path.join(src.dir, 'model.onnx.data'), path.join(dir, 'model.onnx.data'));
+    fs.copyFileSync(src.graphPath, path.join(dir, 'model.onnx'));
+    const spy = vi.spyOn(fs, 'linkSync').mockImplementation(() => {
+      throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
+    });
+    let m: LoadedModel;
+    try {
+      m = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache') });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(m.externalDataDir).toBe(dir);
+    expect(m.dir.startsWith(path.join(tmp, 'xdev-cache'))).toBe(true);
+    expect(fs.existsSync(path.join(m.dir, 'model.onnx.data'))).toBe(false);
+    const v = writeVariant(m, { ...m.proto, doc_string: 'v' }, 'xdev');
+    expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], v)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+    const again = await loadModel(dir, { cacheDir: path.join(tmp, 'xdev-cache') });
+    expect(again.cached).toBe(true);
+    expect(again.externalDataDir).toBe(dir);
+  });
+
+  it('runs inside a worker thread', async () => {
+    // The .mjs entry registers tsx's loader inside the worker, then imports the TypeScript fixture.
+    const worker = new Worker(new URL('../fixtures/ort-worker.mjs', import.meta.url), { workerData: { source: ROOT, cacheDir, ids: CLEAN.input_ids } });
+    const msg = await new Promise<{ top1: number }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    await worker.terminate();
+    expect(msg.top1).toBe(383);
+  }, 30_000);
+});
+
+describe('OrtBackend session cache', () => {
+  it('reuses a session per path and options, and evicts the least recently used', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const small = new OrtBackend({ maxSessions: 2 });
+    const a = await small.session(m.graphPath);
+    expect(await small.session(m.graphPath)).toBe(a);
+    const b = await small.session(m.graphPath, { prepack: true });
+    expect(b).not.toBe(a);
+    await small.session(m.graphPath); // a is now most recent
+    const c = await small.session(m.graphPath, { optimization: 'disabled' }); // evicts b
+    expect(small.size).toBe(2);
+    expect(await small.session(m.graphPath)).toBe(a);
+    expect(await small.session(m.graphPath, { prepack: true })).not.toBe(b); // recreated
+    expect(small.size).toBe(2);
+    // The evicted session was released (after this turn); running it recreates it transparently.
+    await new Promise((r) => setImmediate(r));
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const out = await small.run(b, feeds, ['logits']);
+    expect(top(lastRow(out.logits!), 1)).toEqual([383]);
+    void c;
+    await small.release();
+    expect(small.size).toBe(0);
+  });
+
+  it('many concurrent traces over more graphs than the bound all run', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const one = new OrtBackend({ maxSessions: 1 });
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const levels = ['all', 'basic', 'extended', 'disabled'] as const;
+    const tops = await Promise.all(levels.map(async (optimization) => {
+      const s = await one.session(m.graphPath, { optimization });
+      return top(lastRow((await one.run(s, feeds, ['logits'])).logits!), 1)[0];
+    }));
+    expect(tops).toEqual([383, 383, 383, 383]);
+    await one.release();
+  });
+
+  it('an evicted session that is running is released only after its run', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const one = new OrtBackend({ maxSessions: 1 });
+    const a = await one.session(m.graphPath);
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const running = one.run(a, feeds, ['logits']);
+    await one.session(m.graphPath, { optimization: 'basic' }); // evicts a while it runs
+    const out = await running;
+    expect(top(lastRow(out.logits!), 1)).toEqual([383]);
+    await one.release();
+  });
+});
+
+describe('errors and conversions', () => {
+  const vi = (name: string, elem: number, dims: (number | string)[]) => ({
+    name, type: { tensor_type: { elem_type: elem, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } },
+  });
+
+  it('an invalid graph is a one-line NnsError', async () => {
+    const bad: ModelProto = {
+      ir_version: 8, opset_import: [{ domain: '', version: 17 }],
+      graph: { name: 'g', node: [{ op_type: 'NoSuchOp', input: ['x'], output: ['y'], name: 'n' }], input: [vi('x', 1, [2])], output: [vi('y', 1, [2])] },
+    };
+    const p = path.join(tmp, 'bad.onnx');
+    fs.writeFileSync(p, encodeModel(bad));
+    const err = await backend.session(p).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(NnsError);
+    const e = err as NnsError;
+    expect(e.code).toBe('ort-session');
+    expect(e.kind).toBe('model');
+    expect(e.message).not.toContain('\n');
+    expect(e.message).toContain(p);
+    expect(e.message).toContain('NoSuchOp');
+    const missing = await backend.session(path.join(tmp, 'none.onnx')).then(() => undefined, (x: unknown) => x);
+    expect((missing as NnsError).code).toBe('model-not-found');
+  });
+
+  it('a bad feed is a one-line NnsError; int64 outputs come back as BigInt64Array', async () => {
+    const model: ModelProto = {
+      ir_version: 8, opset_import: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'g',
+        node: [
+          { op_type: 'Shape', input: ['x'], output: ['s'], name: 'shape' },
+          { op_type: 'ArgMax', input: ['x'], output: ['am'], name: 'argmax', attribute: [{ name: 'axis', type: 2, i: 1 }, { name: 'keepdims', type: 2, i: 0 }] },
+        ],
+        input: [vi('x', 1, ['b', 3])], output: [vi('s', 7, [2]), vi('am', 7, ['b'])],
+      },
+    };
+    const p = path.join(tmp, 'shape.onnx');
+    fs.writeFileSync(p, encodeModel(model));
+    const s = await backend.session(p);
+    const x: Tensor = { dtype: 'float32', shape: [2, 3], data: Float32Array.from([1, 5, 2, 9, 0, 1]) };
+    const out = await backend.run(s, { x }, ['am']);
+    expect(Object.keys(out)).toEqual(['am']);
+    expect(out.am!.dtype).toBe('int64');
+    expect(out.am!.data).toBeInstanceOf(BigInt64Array);
+    expect(Array.from(out.am!.data as BigInt64Array)).toEqual([1n, 0n]);
+    const all = await backend.run(s, { x });
+    expect(Array.from(all.s!.data as BigInt64Array)).toEqual([2n, 3n]);
+    const wrong: Tensor = { dtype: 'float32', shape: [2, 2], data: new Float32Array(4) };
+    const err = await backend.run(s, { x: wrong }, ['am']).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(NnsError);
+    expect((err as NnsError).code).toBe('ort-run');
+    expect((err as NnsError).message).not.toContain('\n');
+    expect(fromOrtTensor(toOrtTensor(wrong)).shape).toEqual([2, 2]);
+  });
+});
