@@ -195,9 +195,10 @@ export interface OpDef<K extends OpName> {
   /** Host evaluation, or null (the host cannot compute it: sources, effects, call_module). */
   eval: EvalRule<K> | null;
   /**
-   * Whether constant folding may evaluate it on literals: the ops whose host result is
-   * exactly what the lowered graph computes (elementwise arithmetic and float rounding per
-   * op, data movement).
+   * Whether constant folding may evaluate it on literals: elementwise ops and data movement.
+   * Arithmetic, neg/abs/relu and data movement fold to exactly what the lowered graph
+   * computes; exp/log/sqrt/tanh fold in float64 rounded once (within an ulp of onnxruntime).
+   * Reductions, softmax and matmul do not fold (their order of accumulation differs).
    */
   fold: boolean;
   lower: LowerRule<K>;

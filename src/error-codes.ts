@@ -126,8 +126,16 @@ export const ERROR_CODES = {
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
+/**
+ * The table's type, named so that a compile error on an unknown code reads
+ * "… not assignable to parameter of type 'keyof ErrorCodeTable'": add the code to
+ * {@link ERROR_CODES} (src/error-codes.ts) and run `npm run docs:gen`.
+ */
+export interface ErrorCodeTable extends Table {}
+type Table = typeof ERROR_CODES;
+
 /** Every error code. */
-export type ErrorCode = keyof typeof ERROR_CODES;
+export type ErrorCode = keyof ErrorCodeTable;
 
 /** Whether `code` is a known error code (for codes that cross a thread boundary). */
 export function isErrorCode(code: string): code is ErrorCode {

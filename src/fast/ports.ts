@@ -1,7 +1,8 @@
 /**
  * The instrumented model: the model's graph with *ports* spliced in at module boundary
- * values, built once per model with the ordinary splice machinery (an IR of `set`s and
- * `save`s through the compile pipeline).
+ * values, built once per model with the ordinary splice machinery: an IR of `set`s and
+ * `save`s through {@link portedPipeline} (the compile pipeline, then `port-outputs` and
+ * `port-inputs`).
  *
  * A port at boundary value `h` becomes `h' = h * keep + add`, where `port.<n>.keep` and
  * `port.<n>.add` are float graph inputs with symbolic dims (broadcast against `h`). An
@@ -24,6 +25,8 @@ import { writeVariant } from '../model/load.js';
 import type { Dim, ModuleTree } from '../model/types.js';
 import type { ModelProto, NodeProto } from '../onnx/proto.js';
 import { OnnxGraphView } from '../onnx/view.js';
+import type { Pass } from '../../passes/pass.js';
+import { defaultPipeline } from '../../passes/pipeline.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
 export const PORTS_FORMAT = 1;
@@ -117,6 +120,64 @@ export function choosePorts(tree: ModuleTree): PortSpec[] {
   return out;
 }
 
+/**
+ * Saves are Identity nodes feeding new graph outputs: the instrumented model outputs the
+ * values themselves instead (no copies). `state.saved` then maps each save to that value.
+ */
+export const portOutputsPass: Pass = {
+  name: 'port-outputs',
+  prints: 'model',
+  run(state) {
+    const g = state.model.graph!;
+    const view = new OnnxGraphView(g);
+    const direct = new Map<string, string>(); // save name → ONNX value
+    const drop = new Set<NodeProto>();
+    for (const [name, out] of state.saved) {
+      const id = view.producer(out)!;
+      if (id.op_type !== 'Identity') throw new Error(`internal: save ${name} is not an Identity`);
+      direct.set(name, id.input![0]!);
+      drop.add(id);
+    }
+    view.remove(drop);
+    const outNames = new Set<string>();
+    g.output = (g.output ?? []).flatMap((o) => {
+      const name = [...state.saved].find(([, v]) => v === o.name)?.[0];
+      const real = name ? direct.get(name)! : o.name!;
+      if (outNames.has(real)) return [];
+      outNames.add(real);
+      return [{ ...o, name: real }];
+    });
+    state.saved = direct;
+    return { changed: drop.size > 0 };
+  },
+};
+
+/** Host inputs → `port.<n>.keep` / `port.<n>.add` with symbolic dims (broadcast against the port's value). */
+export const portInputsPass: Pass = {
+  name: 'port-inputs',
+  prints: 'model',
+  run(state) {
+    const g = state.model.graph!;
+    const view = new OnnxGraphView(g);
+    const taken = new Set([...(g.node ?? []).flatMap((n) => n.output ?? []), ...(g.input ?? []).map((i) => i.name)]);
+    const inputName = new Map<string, string>();
+    for (const [host, gname] of state.hostInputs ?? []) {
+      const want = taken.has(host) ? gname : host;
+      inputName.set(host, want);
+      const vi = g.input!.find((i) => i.name === gname)!;
+      vi.name = want;
+      const dims = vi.type!.tensor_type!.shape!.dim!;
+      vi.type!.tensor_type!.shape!.dim = dims.map((_, d) => ({ dim_param: `${want.replace(/\./g, '_')}_d${d}` }));
+      if (want !== gname) view.replaceAllUsesWith(gname, want);
+    }
+    state.hostInputs = inputName;
+    return { changed: inputName.size > 0 };
+  },
+};
+
+/** How the instrumented model is built: the compile pipeline, then its two own passes. */
+export const portedPipeline: readonly Pass[] = [...defaultPipeline, portOutputsPass, portInputsPass];
+
 const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 
 /** Builds (or reuses, when written before) the instrumented model for `specs`. */
@@ -133,41 +194,10 @@ export function buildPortedModel(mc: ModelContext, specs: readonly PortSpec[] = 
     b.save(pre, `port.${i}.pre`, SPAN);
     b.save(read(s), `port.${i}.post`, SPAN);
   });
-  const state = compileGraph(b.graph, mc);
+  const state = compileGraph(b.graph, mc, { pipeline: portedPipeline });
   const g = state.model.graph!;
-
-  // Saves are Identity nodes feeding new graph outputs: output the values themselves instead (no copies).
-  const saved = new Map<string, string>(); // save name → ONNX value
-  const view = new OnnxGraphView(g);
-  const drop = new Set<NodeProto>();
-  for (const [name, out] of state.saved) {
-    const id = view.producer(out)!;
-    if (id.op_type !== 'Identity') throw new Error(`internal: save ${name} is not an Identity`);
-    saved.set(name, id.input![0]!);
-    drop.add(id);
-  }
-  view.remove(drop);
-  const outNames = new Set<string>();
-  g.output = (g.output ?? []).flatMap((o) => {
-    const name = [...state.saved].find(([, v]) => v === o.name)?.[0];
-    const real = name ? saved.get(name)! : o.name!;
-    if (outNames.has(real)) return [];
-    outNames.add(real);
-    return [{ ...o, name: real }];
-  });
-
-  // Host inputs → `port.<n>.keep` / `port.<n>.add` with symbolic dims.
-  const taken = new Set([...(g.node ?? []).flatMap((n) => n.output ?? []), ...(g.input ?? []).map((i) => i.name)]);
-  const inputName = new Map<string, string>();
-  for (const [host, gname] of state.hostInputs ?? []) {
-    const want = taken.has(host) ? gname : host;
-    inputName.set(host, want);
-    const vi = g.input!.find((i) => i.name === gname)!;
-    vi.name = want;
-    const dims = vi.type!.tensor_type!.shape!.dim!;
-    vi.type!.tensor_type!.shape!.dim = dims.map((_, d) => ({ dim_param: `${want.replace(/\./g, '_')}_d${d}` }));
-    if (want !== gname) view.replaceAllUsesWith(gname, want);
-  }
+  const saved = state.saved;
+  const inputName = state.hostInputs ?? new Map<string, string>();
 
   // Data flow: which port results each value depends on.
   const postOf = new Map(specs.map((_, i) => [saved.get(`port.${i}.post`)!, i]));
