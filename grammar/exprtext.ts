@@ -11,9 +11,14 @@ import type * as A from './ast.js';
 
 const PREC: Record<A.BinaryExpr['op'], number> = { '+': 1, '-': 1, '*': 2, '/': 2, '@': 2 };
 
-/** Canonical text of `e`; `loopValue` gives the value of a loop variable (undefined for other names). */
-export function exprText(e: A.Expr, loopValue: (name: string) => number | undefined): string {
-  const t = (x: A.Expr): string => exprText(x, loopValue);
+/**
+ * Canonical text of `e`; `loopValue` gives the value of a loop variable (undefined for other
+ * names); `moduleIndex` the resolved value of a module-list index (`h[-1]` → 11, `h[l - 4]`
+ * → 2), written instead of the index expression when known.
+ */
+export function exprText(e: A.Expr, loopValue: (name: string) => number | undefined, moduleIndex: (e: A.IndexExpr) => number | undefined = () => undefined): string {
+  const t = (x: A.Expr): string => exprText(x, loopValue, moduleIndex);
+  const listItem = (x: A.IndexExpr): string => { const k = moduleIndex(x); return k === undefined ? itemText(x.items[0]!, t) : String(k); };
   switch (e.kind) {
     case 'Number':
       return e.text;
@@ -42,14 +47,14 @@ export function exprText(e: A.Expr, loopValue: (name: string) => number | undefi
     }
     case 'Member': {
       if (e.object.kind === 'Model') return e.name;
-      if (e.object.kind === 'Index' && isModulePathIndex(e.object)) return `${t(e.object.object)}.${itemText(e.object.items[0]!, t)}.${e.name}`;
+      if (e.object.kind === 'Index' && isModulePathIndex(e.object)) return `${t(e.object.object)}.${listItem(e.object)}.${e.name}`;
       return `${t(e.object)}.${e.name}`;
     }
     case 'Index':
       return `${t(e.object)}[${e.items.map((i) => itemText(i, t)).join(',')}]`;
     case 'Call': {
       let callee = t(e.callee);
-      if (e.callee.kind === 'Index' && isModulePathIndex(e.callee)) callee = `${t(e.callee.object)}.${itemText(e.callee.items[0]!, t)}`;
+      if (e.callee.kind === 'Index' && isModulePathIndex(e.callee)) callee = `${t(e.callee.object)}.${listItem(e.callee)}`;
       return `${callee}(${e.args.map((a) => (a.name ? `${a.name}=${t(a.value)}` : t(a.value))).join(',')})`;
     }
   }

@@ -10,12 +10,12 @@
 import type { Builder } from '../ir/builder.js';
 import type { IndexItem, Value } from '../ir/ir.js';
 import { NnsError, type ErrorCode, type Span } from '../src/errors.js';
-import type { DType } from '../src/model/types.js';
+import type { DType, ModuleTree } from '../src/model/types.js';
 import { suggest } from '../src/suggest.js';
 import type * as A from './ast.js';
 import { exprText } from './exprtext.js';
 import { FUNCTIONS, RESERVED_FUNCTIONS, signature, unknownFunction, type FnArgs, type FnResult } from './functions.js';
-import { chainSegments, walkModulePath } from './modref.js';
+import { chainSegments, walkModulePath, type WalkOptions } from './modref.js';
 import { Poisoned, type Env } from './scope.js';
 import { constInt, constNumber } from './consteval.js';
 
@@ -40,6 +40,8 @@ export interface ExprContext {
    * when the model really has a module called `generator`.
    */
   generator?: 'trace' | 'generate';
+  /** The model's module tree, when known (resolves negative module-list indices). */
+  tree?: ModuleTree;
 }
 
 /** A lowered expression: a tensor, or a pending `topk` pair. */
@@ -49,7 +51,15 @@ const err = (code: ErrorCode, message: string, span: Span, notes: string[] = [])
 
 /** Lowers expressions of one trace. */
 export class ExprLowerer {
+  /** The resolved value of each module-list index last lowered (`h[-1]` → 11), for save names. */
+  private readonly moduleIndices = new Map<A.IndexExpr, number>();
+
   constructor(private readonly ctx: ExprContext) {}
+
+  /** How module paths are walked: against the tree, recording resolved indices. */
+  get walkOptions(): WalkOptions {
+    return { tree: this.ctx.tree, indices: this.moduleIndices };
+  }
 
   private get b(): Builder {
     return this.ctx.b;
@@ -169,7 +179,7 @@ export class ExprLowerer {
           ? err('generator-outside-generate', 'model.generator.output exists only inside a generate block', first.node.span)
           : err('bad-generator-use', 'model.generator.output is the finished token sequence: it can only be saved, as tokens = model.generator.output.save()', first.node.span);
       }
-      const walked = walkModulePath(segs, env, 'value');
+      const walked = walkModulePath(segs, env, 'value', this.walkOptions);
       i = walked.next;
       const p = walked.path.join('.');
       const t = walked.end;
@@ -237,7 +247,7 @@ export class ExprLowerer {
     return exprText(e, (n) => {
       const b = env.lookup(n);
       return b?.kind === 'int' ? b.value : undefined;
-    });
+    }, (x) => this.moduleIndices.get(x));
   }
 
   private call(callee: A.NameExpr, node: A.CallExpr, env: Env): Lowered {

@@ -121,7 +121,7 @@ class TraceLowerer {
     this.host = opts.host ?? new Map();
     this.gen = 'step' in opts ? opts : undefined;
     const generator = opts.tree?.modules.has('generator') ? undefined : this.gen ? 'generate' as const : 'trace' as const;
-    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n), generator });
+    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n), tree: opts.tree, generator });
   }
 
   /** First binding site of every name in the trace. */
@@ -228,7 +228,7 @@ class TraceLowerer {
         return;
       }
       case 'Set': {
-        const t = setTarget(s.target, env);
+        const t = setTarget(s.target, env, this.expr.walkOptions);
         const items = t.items ? this.expr.items(t.items, env) : null;
         const v = this.expr.value(s.value, env);
         this.b.set(t.path, t.port, t.index, items, v, s.target.span);

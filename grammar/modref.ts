@@ -3,6 +3,7 @@
  * `model.transformer.h[3].mlp.output[:, -1]` → path `transformer.h.3.mlp`, port output 0,
  * then the tensor index `[:, -1]`. A list index belongs to the path when a `.name` or a
  * call follows it; otherwise it indexes a parameter (`model.lm_head.weight[0]`).
+ * A negative list index counts from the end of the list (`h[-1]`), as in Python.
  * @module
  */
 import { NnsError, type Span } from '../src/errors.js';
@@ -10,6 +11,16 @@ import type * as A from './ast.js';
 import { joinSpans } from './visitor.js';
 import { constInt } from './consteval.js';
 import type { Env } from './scope.js';
+import type { ModuleTree } from '../src/model/types.js';
+import { moduleListLength } from '../src/model/modules.js';
+
+/** What {@link walkModulePath} may know about the model. */
+export interface WalkOptions {
+  /** The module tree: negative list indices (`h[-1]`) are resolved against it. */
+  tree?: ModuleTree;
+  /** Receives the resolved index of every module-list index of the chain (for save names). */
+  indices?: Map<A.IndexExpr, number>;
+}
 
 /** One suffix of a chain, with the AST node it ends. */
 export type Seg =
@@ -52,7 +63,7 @@ const METHODS = new Set(['save', 'values', 'indices']);
  * @param mode `'value'` for reads; `'target'` for the left side of an assignment
  *   (`model.output.NAME` is then not a graph output, and a path with no port is an error).
  */
-export function walkModulePath(segs: Seg[], env: Env, mode: 'value' | 'target'): WalkedPath {
+export function walkModulePath(segs: Seg[], env: Env, mode: 'value' | 'target', opts: WalkOptions = {}): WalkedPath {
   const path: string[] = [];
   let lastSpan: Span | undefined;
   for (let i = 0; i < segs.length; i++) {
@@ -88,8 +99,13 @@ export function walkModulePath(segs: Seg[], env: Env, mode: 'value' | 'target'):
       if (items.length !== 1 || items[0]!.kind !== 'index') {
         throw new NnsError('invalid-module-ref', 'a module list index is one integer, as in model.transformer.h[3]', { span: s.node.span });
       }
-      const k = constInt(items[0].value, env, 'a module index');
-      if (k < 0) throw new NnsError('invalid-module-ref', 'a module list index must be >= 0', { span: items[0].value.span });
+      let k = constInt(items[0].value, env, 'a module index');
+      if (k < 0 && opts.tree) {
+        // Python's rule: h[-1] is the last element. Out of range stays negative; the module check reports it with the list's range.
+        const n = moduleListLength(opts.tree, path.join('.'));
+        if (n !== undefined && k + n >= 0) k += n;
+      }
+      opts.indices?.set(s.node, k);
       path.push(String(k));
       lastSpan = s.node.span;
     } else {
@@ -124,14 +140,14 @@ export interface SetTarget {
 }
 
 /** Reads the left side of `TARGET = EXPR`. */
-export function setTarget(target: A.Expr, env: Env): SetTarget {
+export function setTarget(target: A.Expr, env: Env, opts: WalkOptions = {}): SetTarget {
   const { root, segs } = chainSegments(target);
   const bad = (): NnsError => new NnsError('invalid-target', "can only assign to a module's .output or .input (optionally sliced)", { span: target.span });
   if (root.kind !== 'Model') throw bad();
   if (segs[0]?.kind === 'member' && segs[0].name === 'output' && (segs.length === 1 || segs[1]?.kind !== 'call')) {
     throw new NnsError('invalid-target', "cannot assign to the model's output; assign to a module's .output", { span: target.span });
   }
-  const w = walkModulePath(segs, env, 'target');
+  const w = walkModulePath(segs, env, 'target', opts);
   if (w.end.kind !== 'port') throw bad();
   const rest = segs.slice(w.next);
   if (rest.length > 1 || (rest.length === 1 && rest[0]!.kind !== 'index')) throw bad();

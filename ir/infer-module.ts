@@ -9,11 +9,15 @@
  *   output sigs are then instantiated with that binding. When the first argument has fewer
  *   dims than the input sig, the same number of leading dims is dropped from each output
  *   sig (lm_head on [1, 128] gives [1, 874]); when it has more, its extra leading dims are
- *   prepended.
+ *   prepended. Such calls run at the module's own rank (ir/call-rank.ts); one that cannot
+ *   (the module also reads model values, or does not keep its leading dims) is a
+ *   `shape-mismatch`, and so is a call whose batch or sequence differs from the model's when
+ *   the module also reads model values of those dims (an attention mask).
  * - `set`: the value must broadcast to the target (sliced by `items`), and have its dtype
  *   (literals are exempt: they are cast).
  * @module
  */
+import { checkCallRank } from './call-rank.js';
 import type { ErrorCode } from '../src/error-codes.js';
 import type { ModuleTree, TensorSig } from '../src/model/types.js';
 import { scriptPath, type Dim, type IndexItem, type TensorType } from './ir.js';
@@ -84,6 +88,21 @@ export function inferCall(path: string, nResults: number, args: readonly TensorT
         if (p !== null && q !== null && p !== q) return bad;
       } else if (typeof sd === 'string') bind.set(sd, ad);
     }
+  }
+  // Inputs the call does not give are read from the model's own run: the dims they share with the given ones must be the model's.
+  for (const [k, b] of m.inputs.entries()) {
+    if (k < args.length || !b.sig?.shape) continue;
+    for (const sym of new Set(b.sig.shape.filter((d): d is string => typeof d === 'string'))) {
+      const got = bind.get(sym);
+      const [g, own] = [got === undefined ? null : dimSize(got, dims), dimSize(sym, dims)];
+      if (g === null || own === null || g === own) continue;
+      return err('shape-mismatch', `cannot apply ${name} (input ${formatType(m.inputs[0]!.sig!)}) to a value of shape ${formatType(args[0]!)}: its ${sym} is ${g}, but the module also reads the model's own inputs[${k}] (ONNX value '${b.name}', e.g. an attention mask), whose ${sym} is ${own}`);
+    }
+  }
+  const why = checkCallRank(m, args.map((a) => a.shape), delta, (x, y) => x === y || (dimSize(x, dims) !== null && dimSize(x, dims) === dimSize(y, dims)));
+  if (why !== null) {
+    const sig = m.inputs[0]!.sig!;
+    return err('shape-mismatch', `cannot apply ${name} (input ${formatType(sig)}) to a value of shape ${formatType(args[0]!)}: ${why}; apply it to a value of rank ${sig.shape?.length ?? 0}`);
   }
   const lead = args[0]?.shape?.slice(0, Math.max(0, delta)) ?? [];
   const types = Array.from({ length: nResults }, (_, r): TensorType | null => {

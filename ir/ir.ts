@@ -175,5 +175,5 @@ export const DTYPES: ReadonlySet<DType> = new Set<DType>([
 
 /** A module path in the script's form: `transformer.h.3.mlp` → `transformer.h[3].mlp`. */
 export function scriptPath(path: string): string {
-  return path === '' ? 'model' : path.replace(/\.(\d+)(?=\.|$)/g, '[$1]');
+  return path === '' ? 'model' : path.replace(/\.(-?\d+)(?=\.|$)/g, '[$1]');
 }

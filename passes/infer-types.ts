@@ -23,7 +23,7 @@ export function inferNode(n: Node, graph: Graph, tree: ModuleTree): NnsError[] {
   let types: (TensorType | null)[] = [];
   if (!ins.some((t) => t === null)) {
     const fail = (code: ErrorCode, msg: string): void => void errors.push(new NnsError(code, msg, { span: n.span }));
-    types = inferOp(n, ins as TensorType[], { tree, dims: graph.dimValues, rows: sc ? sc.rowEnd - sc.rowStart : 0 }, fail);
+    types = inferOp(n, ins as TensorType[], { tree, dims: { ...graph.dimValues, batch: graph.batch }, rows: sc ? sc.rowEnd - sc.rowStart : 0 }, fail);
   }
   n.results.forEach((v, i) => (v.type = types[i] ?? null));
   return errors;

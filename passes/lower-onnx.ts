@@ -14,7 +14,9 @@
  */
 import type { Pass, PassContext, CompileState, ModuleCall } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
-import type { Node, Value, IndexItem, Graph, OpName } from '../ir/ir.js';
+import { scriptPath, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
+import { formatType } from '../ir/shape.js';
+import { callRankDelta } from '../ir/call-rank.js';
 import { OPS, type LowerContext, type LowerRule } from '../ir/ops.js';
 import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo } from '../src/model/types.js';
@@ -210,7 +212,8 @@ class Lowerer {
         return;
       }
       case 'call_module': {
-        const outs = this.callModule(a.path as string, n.inputs.map((v) => this.input(v)));
+        const delta = callRankDelta(this.module(a.path as string), n.inputs.map((v) => v.type?.shape ?? null));
+        const outs = this.callModule(a.path as string, n.inputs.map((v) => this.input(v)), delta, n);
         outs.forEach((o, i) => { if (i < n.results.length) res(o, i); });
         return;
       }
@@ -314,15 +317,152 @@ class Lowerer {
    * inputs; the apply-modules pass replaces it by a clone of the module's nodes. The inner
    * nodes' inputs are captured now, so sets later in the program do not leak into the call.
    */
-  private callModule(path: string, args: string[]): string[] {
+  private callModule(path: string, given: string[], delta = 0, n?: Node): string[] {
     const m = this.module(path);
     const map = new Map<string, string>();
+    const inner = m.nodes.map((idx) => this.originalNodes[idx]!);
+    const args = delta === 0 ? given : given.map((x) => this.toRank(x, delta));
     m.inputs.forEach((inp, i) => {
       if (i >= args.length) return;
       map.set(this.renamed.get(inp.name) ?? inp.name, args[i]!);
       for (const s of this.slots(m, 'input', i)) map.set(s.node.input![s.index]!, args[i]!);
     });
-    const inner = m.nodes.map((idx) => this.originalNodes[idx]!);
+    // Values the module reads from the rest of the model (shapes computed from the model's
+    // inputs, masks) have the model's batch and sequence. When the call has others, shapes
+    // computed from the model's input shapes are recomputed from the argument's; anything
+    // else (a mask computed from input data) makes the call an error.
+    let outside = this.outsideReads(inner, map);
+    if (outside !== undefined && n && (delta !== 0 || this.differsFromModel(m, n))) {
+      const memo = new Map<string, string | undefined>();
+      for (let x: string | undefined = outside; x !== undefined; x = this.outsideReads(inner, map)) {
+        const y = this.recomputeShape(x, m, args[0]!, memo);
+        if (y === undefined) break;
+        map.set(x, y);
+      }
+      outside = this.outsideReads(inner, map);
+    }
+    if (outside !== undefined && n && (delta !== 0 || this.differsFromModel(m, n))) {
+      const sig = m.inputs[0]!.sig!;
+      const own = (sig.shape ?? []).map((d) => (d === 'batch' ? this.state.ir.batch : typeof d === 'string' ? this.state.ir.dimValues[d] ?? d : d));
+      throw new NnsError('shape-mismatch', `cannot apply ${scriptPath(path)} (input ${formatType(sig)}) to a value of shape ${formatType(n.inputs[0]?.type ?? null)}: the module reads '${outside}', which the model computes for its own batch and sequence, so it only runs on values of the model's rank and sizes (${formatType({ dtype: sig.dtype, shape: own })} here)`, { span: n.span });
+    }
+    const outputs = delta === 0 ? this.placeholder(path, args, m, inner, map) : this.placeholder(path, args, m, inner, map).map((o) => this.fromRank(o, given[0]!, delta));
+    return outputs;
+  }
+
+  /**
+   * `name` (a value computed outside a called module from the model's input shapes and
+   * constants only) recomputed with the shape of `arg` (the call's first argument at the
+   * module's rank) in place of the model's: each `Shape(graph input)` becomes the argument's
+   * dims of the same symbols (`input_ids: [batch, sequence]` → dims 0 and 1 of an argument
+   * `[batch, sequence, 128]`), and the nodes between are cloned. Undefined when `name`
+   * depends on anything else (input data, a dim the argument does not have).
+   */
+  private recomputeShape(name: string, m: ModuleInfo, arg: string, memo: Map<string, string | undefined>): string | undefined {
+    if (memo.has(name)) return memo.get(name);
+    memo.set(name, undefined); // cycles (none in a valid graph) end here
+    let out: string | undefined;
+    const p = this.producerOf(name);
+    if (this.isWeightOrConstant(name)) out = name;
+    else if (!p || (p.domain ?? '') !== '' || (p.attribute ?? []).some((a) => a.g || a.graphs?.length)) out = undefined;
+    else if (p.op_type === 'Shape') {
+      const g = this.ctx.tree.graphInputs.find((b) => b.name === p.input![0]);
+      const all = g?.sig?.shape;
+      const have = m.inputs[0]?.sig?.shape;
+      const at = (k: string): number | undefined => { const a = (p.attribute ?? []).find((x) => x.name === k); return a ? Number(a.i) : undefined; };
+      const norm = (i: number | undefined, dflt: number): number => (i === undefined ? dflt : i < 0 ? Math.max(0, i + all!.length) : Math.min(i, all!.length));
+      const want = all ? all.slice(norm(at('start'), 0), norm(at('end'), all.length)) : undefined; // Shape's start/end (opset 15)
+      if (want && have) {
+        const pieces = want.map((d) => {
+          if (typeof d === 'number') return this.em.ints([d]);
+          const j = have.indexOf(d);
+          return j < 0 ? undefined : this.em.op('Slice', [this.shape(arg), this.em.ints([j]), this.em.ints([j + 1])]);
+        });
+        if (pieces.every((x) => x !== undefined)) out = pieces.length === 1 ? pieces[0] : this.em.op('Concat', pieces as string[], { axis: 0 });
+      }
+    } else {
+      const ins = (p.input ?? []).map((i) => (i ? this.recomputeShape(i, m, arg, memo) : ''));
+      if (ins.every((x) => x !== undefined)) {
+        if (ins.every((x, k) => x === p.input![k])) out = name;
+        else {
+          const outs = this.em.node(p.op_type!, ins as string[], {}, p.output!.length);
+          const clone = this.g.node![this.g.node!.length - 1]!;
+          clone.attribute = p.attribute;
+          out = outs[p.output!.indexOf(name)];
+        }
+      }
+    }
+    memo.set(name, out);
+    return out;
+  }
+
+  private producers?: Map<string, NodeProto>;
+  private constantNames?: Set<string>;
+
+  private producerOf(name: string): NodeProto | undefined {
+    if (!this.producers) {
+      this.producers = new Map();
+      for (const x of this.originalNodes) for (const o of x.output ?? []) if (o) this.producers.set(o, x);
+    }
+    return this.producers.get(name);
+  }
+
+  /** An initializer or the output of an input-less `Constant` node. */
+  private isWeightOrConstant(name: string): boolean {
+    if (!this.constantNames) {
+      this.constantNames = new Set((this.g.initializer ?? []).map((t) => t.name!));
+      for (const x of this.originalNodes) if (x.op_type === 'Constant' && !(x.domain ?? '') && !(x.input ?? []).some(Boolean)) for (const o of x.output ?? []) this.constantNames.add(o);
+    }
+    return this.constantNames.has(name);
+  }
+
+  /** Whether an argument of call `n` binds a symbolic dim of the module's inputs (batch, sequence) to another size than the model's. */
+  private differsFromModel(m: ModuleInfo, n: Node): boolean {
+    const ir = this.state.ir;
+    const size = (d: Dim): number | undefined => (typeof d === 'number' ? d : d === 'batch' ? ir.batch : ir.dimValues[d]);
+    return n.inputs.some((v, i) => {
+      const sig = m.inputs[i]?.sig?.shape;
+      const a = v.type?.shape;
+      if (!sig || !a || a.length !== sig.length) return false;
+      return sig.some((d, j) => {
+        if (typeof d !== 'string') return false;
+        const [own, got] = [size(d), size(a[j]!)];
+        return own !== undefined && got !== undefined && own !== got;
+      });
+    });
+  }
+
+  /** A value another module of the graph computes that `inner` reads (not an argument, weight or constant), if any. */
+  private outsideReads(inner: NodeProto[], args: ReadonlyMap<string, string>): string | undefined {
+    const produced = new Set(inner.flatMap((x) => x.output ?? []));
+    for (const x of inner) {
+      for (const i of x.input ?? []) if (i && !args.has(i) && !produced.has(i) && !this.isWeightOrConstant(i)) return i;
+    }
+    return undefined;
+  }
+
+  /** `x` (rank R + delta) at the module's rank R: see passes/call-rank.ts. */
+  private toRank(x: string, delta: number): string {
+    if (delta < 0) {
+      const axes = Array.from({ length: -delta }, (_, i) => i);
+      return this.opset >= 13 ? this.em.op('Unsqueeze', [x, this.em.ints(axes)]) : this.em.op('Unsqueeze', [x], { axes });
+    }
+    const rest = this.em.op('Slice', [this.shape(x), this.em.ints([delta + 1]), this.em.ints([Number.MAX_SAFE_INTEGER])]);
+    return this.em.op('Reshape', [x, this.em.op('Concat', [this.em.ints([-1]), rest], { axis: 0 })]);
+  }
+
+  /** A result at the module's rank back at the rank of the call (`first` = the first argument as given). */
+  private fromRank(y: string, first: string, delta: number): string {
+    if (delta < 0) {
+      const kept = this.em.op('Slice', [this.shape(y), this.em.ints([-delta]), this.em.ints([Number.MAX_SAFE_INTEGER])]);
+      return this.em.op('Reshape', [y, kept]);
+    }
+    const lead = this.em.op('Slice', [this.shape(first), this.em.ints([0]), this.em.ints([delta + 1])]);
+    const rest = this.em.op('Slice', [this.shape(y), this.em.ints([1]), this.em.ints([Number.MAX_SAFE_INTEGER])]);
+    return this.em.op('Reshape', [y, this.em.op('Concat', [lead, rest], { axis: 0 })]);
+  }
+
+  private placeholder(path: string, args: string[], m: ModuleInfo, inner: NodeProto[], map: ReadonlyMap<string, string>): string[] {
     const outputs = this.em.node('CallModule', args, { module: path }, m.outputs.length);
     const placeholder = this.g.node![this.g.node!.length - 1]!;
     placeholder.domain = CALL_DOMAIN;

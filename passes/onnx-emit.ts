@@ -4,6 +4,7 @@
  * provenance in `metadata_props`, and a cache of small constants.
  * @module
  */
+import { numbersKey } from '../ir/key.js';
 import type { GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto } from '../src/onnx/proto.js';
 import { AttributeType, DataType } from '../src/onnx/proto.js';
 import type { Span } from '../src/errors.js';
@@ -166,7 +167,7 @@ export class Emitter {
 
   /** A constant tensor (cached by content). */
   constant(dtype: DType, dims: number[], data: readonly number[]): string {
-    const key = `${dtype}|${dims.join(',')}|${data.join(',')}`;
+    const key = `${dtype}|${dims.join(',')}|${numbersKey(data)}`; // by bytes: -0 and 0 stay apart
     const hit = this.constCache.get(key);
     if (hit) return hit;
     const name = this.op('Constant', [], { value: makeTensor(dtype, dims, data) });

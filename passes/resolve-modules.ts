@@ -2,11 +2,13 @@
  * Resolve every name the IR mentions against the model: module paths (refs, sets, calls),
  * boundary indices, parameters and graph output names. Unknown names become user errors
  * at the node's span, with the nearest existing name (or, for a list index out of range,
- * the valid range). Paths print in the script's form (`transformer.h[7]`).
+ * the valid range). Negative list indices count from the end (`transformer.h.-1` becomes
+ * `transformer.h.3` on a four-block model). Paths print in the script's form (`transformer.h[7]`).
  * @module
  */
 import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
+import { resolveModulePath } from '../src/model/modules.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
 import type { Pass } from './pass.js';
@@ -25,13 +27,14 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
   const head = `no module '${scriptPath(path)}'`;
   for (let i = 0; i < segs.length; i++) {
     const list = segs.slice(0, i).join('.');
-    if (!/^\d+$/.test(segs[i]!) || tree.modules.has(join(list, segs[i]!))) continue;
+    if (!/^-?\d+$/.test(segs[i]!) || tree.modules.has(join(list, segs[i]!))) continue;
     const nums = [...tree.modules.keys()]
       .filter((p) => p.startsWith(list === '' ? '' : `${list}.`) && /^\d+$/.test(p.slice(list === '' ? 0 : list.length + 1)))
       .map((p) => Number(p.slice(list === '' ? 0 : list.length + 1)));
     if (nums.length === 0) break;
     const [lo, hi] = [Math.min(...nums), Math.max(...nums)];
-    return `${head} (the model has ${scriptPath(join(list, String(lo)))}..${scriptPath(join(list, String(hi)))})`;
+    const neg = segs[i]!.startsWith('-') ? `; from the end: ${scriptPath(join(list, String(-(hi + 1))))}..${scriptPath(join(list, '-1'))}` : '';
+    return `${head} (the model has ${scriptPath(join(list, String(lo)))}..${scriptPath(join(list, String(hi)))}${neg})`;
   }
   let k = segs.length - 1;
   while (k > 0 && !tree.modules.has(segs.slice(0, k).join('.'))) k--;
@@ -57,8 +60,9 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-/** The user errors for one node (empty when every name resolves). */
+/** The user errors for one node (empty when every name resolves). Negative list indices in its module path are resolved first (`h.-1` → `h.11`). */
 export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
+  if (n.is('module.output') || n.is('module.input') || n.is('set') || n.is('call_module')) n.attrs.path = resolveModulePath(tree, n.attrs.path);
   const err = (code: ErrorCode, msg: string, notes: string[] = []): NnsError[] => [new NnsError(code, msg, { span: n.span, notes })];
   const boundary = (path: string, port: 'output' | 'input', index: number): NnsError[] => {
     const why = explainUnknownModule(tree, path);

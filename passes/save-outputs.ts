@@ -1,12 +1,30 @@
 /**
- * Saved values become graph outputs named by their save names (`h2`, `lens.3`); a name
- * already taken in the graph (e.g. saving `logits` in a model whose output is `logits`)
- * gets a numeric suffix (`logits_1`). `state.saved` maps each save name to its output.
+ * Saved values become graph outputs named by their save names (`h2`, `lens.3`). A save
+ * keeps its name: an internal value of the model that happens to have it (a dynamo export's
+ * `where`, `layer_norm_7`) is renamed instead, since internal names are not part of the
+ * model's interface. A save of exactly a model output under that output's name
+ * (`logits = model.output.logits.save()`) is that output. Only a name the model's interface
+ * already uses for something else (saving `logits[:, -1, :]` as `logits` in a model whose
+ * output is `logits`, or a name of a graph input) gets a numeric suffix (`logits_1`);
+ * `state.saved` maps each save name to its output, and `nns compile` reports such renames.
  * @module
  */
 import type { Pass } from './pass.js';
 import type { DType } from '../src/model/types.js';
+import type { GraphProto } from '../src/onnx/proto.js';
 import { Emitter, valueInfo } from './onnx-emit.js';
+
+/** Renames value `from` to `to` in `g` and the subgraphs of its nodes (node inputs and outputs, initializers, value_info). */
+function renameValue(g: GraphProto, from: string, to: string): void {
+  const r = (x: string): string => (x === from ? to : x);
+  for (const n of g.node ?? []) {
+    n.input = (n.input ?? []).map(r);
+    n.output = (n.output ?? []).map(r);
+    for (const a of n.attribute ?? []) for (const sg of [a.g, ...(a.graphs ?? [])]) if (sg) renameValue(sg, from, to);
+  }
+  for (const t of g.initializer ?? []) if (t.name === from) t.name = to;
+  for (const v of g.value_info ?? []) if (v.name === from) v.name = to;
+}
 
 /** The save-outputs pass. */
 export const saveOutputsPass: Pass = {
@@ -15,21 +33,38 @@ export const saveOutputsPass: Pass = {
   run(state) {
     const names = state.valueNames;
     const g = state.model.graph!;
+    const saves = state.ir.nodes.filter((n) => n.is('save'));
+    if (saves.length === 0) return { changed: false };
+    // Free the save names that only internal values use.
+    const iface = new Set([...(g.input ?? []), ...(g.output ?? [])].map((v) => v.name!));
+    const internal = new Set([...(g.node ?? []).flatMap((n) => n.output ?? []), ...(g.initializer ?? []).map((t) => t.name!)]);
+    const probe = new Emitter(g);
+    for (const n of saves) {
+      const name = (n.attrs as { name: string }).name;
+      if (iface.has(name) || !internal.has(name)) continue;
+      const fresh = probe.unique(`${name}/nns.internal`);
+      renameValue(g, name, fresh);
+      internal.delete(name);
+      if (names) for (const [v, x] of names) if (x === name) names.set(v, fresh);
+    }
     const em = new Emitter(g);
-    let changed = false;
-    for (const n of state.ir.nodes) {
-      if (!n.is('save')) continue;
+    const outputs = new Set((g.output ?? []).map((o) => o.name!));
+    for (const n of saves) {
+      const name = (n.attrs as { name: string }).name;
       const v = n.inputs[0]!;
       const src = names?.get(v);
-      if (src === undefined) throw new Error(`internal: saved value '${n.attrs.name}' was not lowered`);
+      if (src === undefined) throw new Error(`internal: saved value '${name}' was not lowered`);
+      if (src === name && outputs.has(name)) { // the model's own output, saved under its name
+        state.saved.set(name, name);
+        continue;
+      }
       em.prov = { module: (v.producer.attrs as { path?: string }).path ?? '', irOp: 'save', span: n.span };
-      const out = em.unique(n.attrs.name);
+      const out = em.unique(name);
       em.node('Identity', [src], {}, 1);
       g.node![g.node!.length - 1]!.output = [out];
       g.output!.push(valueInfo(out, (v.type?.dtype ?? 'float32') as DType, v.type?.shape ?? null));
-      state.saved.set(n.attrs.name, out);
-      changed = true;
+      state.saved.set(name, out);
     }
-    return { changed };
+    return { changed: true };
   },
 };

@@ -35,6 +35,7 @@
  * Moved nodes are emitted as `/<module>/nns.sink/<Op>` with provenance `onnsight.op = sink`.
  * @module
  */
+import { stableStringify } from '../ir/key.js';
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
 import { AttributeType, DataType } from '../src/onnx/proto.js';
@@ -122,7 +123,7 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     const dims = (t.dims ?? []).map(Number);
     let data: string;
     try {
-      data = Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => String(x)).join(',');
+      data = Array.from(tensorData(t) as ArrayLike<number | bigint>, (x) => (Object.is(x, -0) ? '-0' : String(x))).join(',');
     } catch {
       return `name:${name}`;
     }
@@ -308,7 +309,7 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
       if (r.claimed.has(s) || s.input?.[0] !== value || s.input.slice(1).includes(value) || (s.output ?? []).length !== 1) continue;
       const sel = selection(s);
       if (!sel) continue;
-      const key = [s.op_type, JSON.stringify(s.attribute ?? [], (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Array.from(x) : x)),
+      const key = [s.op_type, stableStringify(s.attribute ?? []),
         ...s.input.slice(1).map((x) => (x ? constKey(x) : ''))].join('|');
       let gl = groups.get(key);
       if (!gl) groups.set(key, (gl = []));

@@ -17,6 +17,7 @@
 import crypto from 'node:crypto';
 import type { Graph, Value } from '../ir/ir.js';
 import { OP_SCHEMA } from '../ir/ops.js';
+import { stableStringify } from '../ir/key.js';
 
 /** What a compiled structure needs to run: its graph file and its input/output names. */
 export interface CompiledEntry {
@@ -33,9 +34,7 @@ export interface CompiledEntry {
 }
 
 /** JSON with `-0`, NaN and ±Infinity kept distinct. */
-function stable(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && (!Number.isFinite(x) || Object.is(x, -0)) ? `#${Object.is(x, -0) ? '-0' : String(x)}` : x));
-}
+const stable = stableStringify;
 
 /** Compile settings that change the variant a structure compiles to (part of the key). */
 export interface VariantSettings {

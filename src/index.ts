@@ -27,8 +27,8 @@ import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } 
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
-export type { Tensor, TensorData, TensorJSON } from './tensor.js';
-export { tensorToJSON } from './tensor.js';
+export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
+export { tensorToJSON, toJSONNumber } from './tensor.js';
 export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';

@@ -21,17 +21,29 @@ export interface Tensor {
   readonly data: TensorData;
 }
 
-/** The JSON form of a tensor in results files: `{ dtype, shape, data }` with plain numbers. */
+/**
+ * A number in JSON form: finite numbers as themselves, and the values JSON has no literal
+ * for as the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (`JSON.stringify` would write
+ * them all as `null`). JavaScript's `Number(x)` and Python's `float(x)` read every form back.
+ */
+export type JSONNumber = number | 'NaN' | 'Infinity' | '-Infinity';
+
+/** The JSON form of a tensor in results files: `{ dtype, shape, data }`, data as {@link JSONNumber}s. */
 export interface TensorJSON {
   dtype: DType;
   shape: number[];
-  data: number[];
+  data: JSONNumber[];
 }
 
-/** Converts a tensor to its JSON form (int64 as plain numbers). */
+/** A number as a {@link JSONNumber} (non-finite values as strings). */
+export function toJSONNumber(x: number): JSONNumber {
+  return Number.isFinite(x) ? x : (String(x) as 'NaN' | 'Infinity' | '-Infinity');
+}
+
+/** Converts a tensor to its JSON form (int64 as plain numbers; NaN and ±Infinity as strings). */
 export function tensorToJSON(t: Tensor): TensorJSON {
-  const data: number[] = new Array(t.data.length);
-  for (let i = 0; i < t.data.length; i++) data[i] = Number(t.data[i]);
+  const data: JSONNumber[] = new Array(t.data.length);
+  for (let i = 0; i < t.data.length; i++) data[i] = toJSONNumber(Number(t.data[i]));
   return { dtype: t.dtype, shape: [...t.shape], data };
 }
 

@@ -13,6 +13,7 @@ import type { Builder } from '../ir/builder.js';
 import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
 import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
+import { resolveModulePath } from './model/modules.js';
 import type { Tensor } from './tensor.js';
 
 /** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
@@ -272,7 +273,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'outputs') return list('output');
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
-      const p = join(prop);
+      const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
       if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
       return moduleProxy(ctx, p);
     },

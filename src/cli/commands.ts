@@ -26,8 +26,12 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
     name: 'compile',
     positionals: ['SCRIPT'],
     flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, help],
-    summary: 'Compile a one-trace script into a single rewritten ONNX model (openable in Netron).',
-    details: [],
+    summary: 'Compile a script into rewritten ONNX models (openable in Netron), one per trace.',
+    details: [
+      'The first trace goes to OUT.onnx, the next to OUT.2.onnx, OUT.3.onnx, ...; each written file is listed.',
+      'Saves are graph outputs under their own names; a save named like one of the model\'s inputs or outputs',
+      'gets a suffix (logits_1), and a note says so. Saves of earlier traces are graph inputs host.NAME of later ones.',
+    ],
   }],
   ['modules', {
     name: 'modules',

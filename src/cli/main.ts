@@ -145,8 +145,17 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   if (!modelPath) throw usageError('no-model', 'no model: add model "PATH" to the script or pass --model PATH');
   if (cmd.name === 'compile') {
-    const { weights } = await run.compileScript(job, outAbs!);
-    io.out(`wrote ${out}${weights.length ? ` (weights: ${weights.map((w) => `${w.location}, ${w.how}`).join('; ')})` : ''}`);
+    const files = await run.compileScript(job, outAbs!);
+    for (const [i, f] of files.entries()) {
+      const shown = run.compiledPath(out!, i + 1);
+      const about = [
+        ...(files.length > 1 && f.trace ? [`trace ${f.trace.index} at ${script.file}:${f.trace.line}:${f.trace.col}`] : []),
+        ...(f.hostInputs.size ? [`inputs ${[...f.hostInputs].map(([k, v]) => (k === v ? k : `${v} (save '${k}' of an earlier trace)`)).join(', ')}`] : []),
+        ...(f.weights.length ? [`weights: ${f.weights.map((w) => `${w.location}, ${w.how}`).join('; ')}`] : []),
+      ];
+      io.out(`wrote ${shown}${about.length ? ` (${about.join('; ')})` : ''}`);
+      for (const r of f.renamed) io.out(`  note: save '${r.save}' is graph output '${r.output}' in ${shown}: ${r.reason}`);
+    }
     return 0;
   }
   const { results, decoder } = await run.runScript(job);

@@ -53,8 +53,8 @@ function summary(t: Tensor): string[] {
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const v = Number(t.data[i]);
-    if (v < min) min = v;
-    if (v > max) max = v;
+    if (v < min || Number.isNaN(v)) min = v; // NaN propagates, as in torch.min/max
+    if (v > max || Number.isNaN(v)) max = v;
     sum += v;
   }
   const first = Array.from({ length: Math.min(n, 6) }, (_, i) => fmt(Number(t.data[i])));

@@ -16,6 +16,8 @@ import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import { progressBar } from '../progress.js';
+import path from 'node:path';
+import type { ModelProto } from '../onnx/proto.js';
 import type { CompileState, Pass } from '../../passes/pass.js';
 import { printState } from '../../passes/run.js';
 
@@ -110,6 +112,33 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   return { results, decoder: decoderOf(mc) };
 }
 
+/** A save whose graph output has another name than the save (the name is part of the model's interface). */
+export interface RenamedSave {
+  /** The save name. */
+  save: string;
+  /** Its graph output. */
+  output: string;
+  /** Why: the model's own input or output of that name. */
+  reason: string;
+}
+
+/** One model written by {@link compileScript}. */
+export interface CompiledFile extends ExportResult {
+  /** Trace number (1-based) and where it starts in the script; absent for a script without traces. */
+  trace?: { index: number; line: number; col: number };
+  /** Graph inputs fed with saves of earlier traces: save name → graph input name. */
+  hostInputs: Map<string, string>;
+  /** Saves whose graph output had to take another name. */
+  renamed: RenamedSave[];
+}
+
+/** `out.onnx` for the first trace, `out.2.onnx`, `out.3.onnx`, ... for the next. */
+export function compiledPath(outPath: string, index: number): string {
+  if (index <= 1) return outPath;
+  const p = path.parse(outPath);
+  return path.join(p.dir, `${p.name}.${index}${p.ext}`);
+}
+
 /**
  * Runs a generate block, streaming the text of a single-prompt generate as it is produced
  * (`job.write`), and printing each row's text after a batched one.
@@ -145,11 +174,13 @@ async function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('.
 }
 
 /**
- * Compiles a script into one rewritten model written to `outPath` (weights linked beside
- * it). A script without traces compiles to the unchanged model. A script with several
- * traces compiles its last one, earlier traces' saves becoming graph inputs (`host.NAME`).
+ * Compiles a script into rewritten models, one per trace: trace 1 to `outPath`, trace N to
+ * {@link compiledPath}(outPath, N) (weights linked beside each). Saves of earlier traces are
+ * graph inputs of later ones (`host.NAME`). A script without traces compiles to the
+ * unchanged model. Every trace is compiled before any file is written, so an error leaves
+ * no partial output.
  */
-export async function compileScript(job: ScriptJob, outPath: string): Promise<ExportResult> {
+export async function compileScript(job: ScriptJob, outPath: string): Promise<CompiledFile[]> {
   const top = checkTopLevel(job.ast).filter((e) => e.code !== 'no-trace');
   for (const g of runnables(job.ast)) {
     if (g.kind === 'Generate') top.push(new NnsError('not-compilable', 'nns compile writes the graph of a trace; a generate block runs one graph per step (use nns run)', { span: g.headerSpan }));
@@ -157,21 +188,31 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Ex
   throwIfAny(top);
   const ts = traces(job.ast);
   const mc = await open(job);
-  if (ts.length === 0) return exportModel(mc.loaded, mc.loaded.proto, outPath);
+  if (ts.length === 0) return [{ ...exportModel(mc.loaded, mc.loaded.proto, outPath), hostInputs: new Map(), renamed: [] }];
   const host = new Map<string, HostValueInfo>();
-  let proto = mc.loaded.proto;
-  for (const t of ts) {
+  const compiled: { proto: ModelProto; file: Omit<CompiledFile, keyof ExportResult> }[] = [];
+  const iface = new Map<string, string>([
+    ...(mc.loaded.proto.graph?.input ?? []).map((v) => [v.name!, 'input'] as [string, string]),
+    ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
+  ]);
+  for (const [i, t] of ts.entries()) {
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
     throwIfAny(lowered.errors);
     const state = compileJob(job, lowered.graph, mc);
-    proto = state.model;
+    const renamed: RenamedSave[] = [];
+    for (const [save, output] of state.saved) {
+      if (save === output) continue;
+      const what = iface.get(save);
+      renamed.push({ save, output, reason: what ? `the model has an ${what} '${save}'` : `'${save}' is taken in the graph` });
+    }
+    compiled.push({ proto: state.model, file: { trace: { index: i + 1, line: t.headerSpan.line, col: t.headerSpan.col }, hostInputs: new Map(state.hostInputs ?? []), renamed } });
     for (const n of lowered.graph.nodes) {
       if (!n.is('save')) continue;
       const ty = n.inputs[0]?.type;
       host.set(n.attrs.name, { dtype: ty?.dtype ?? 'float32', shape: concreteShape(lowered.graph, ty?.shape) });
     }
   }
-  return exportModel(mc.loaded, proto, outPath);
+  return compiled.map((c, i) => ({ ...exportModel(mc.loaded, c.proto, compiledPath(outPath, i + 1)), ...c.file }));
 }
 
 function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | undefined): number[] {

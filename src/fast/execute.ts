@@ -17,6 +17,7 @@
  * within the module input's own rank, and checked on the result shapes.
  * @module
  */
+import { adaptArgShape, callRankDelta, restoreResultShape } from '../../ir/call-rank.js';
 import type { Graph, Node, Value } from '../../ir/ir.js';
 import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../compile.js';
@@ -237,10 +238,16 @@ export class FastExecutor implements FastPath {
   private async applyModule(path: string, argLists: Tensor[][], nOut: number): Promise<Tensor[][]> {
     const mm = this.modules.model(path);
     const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
+    const module = this.mc.tree.modules.get(path)!;
     const runOnce = async (args: Tensor[]): Promise<Tensor[]> => {
       const session = await this.modules.session(path);
       const feeds: Record<string, Tensor> = {};
-      args.forEach((a, i) => { feeds[mm.inputs[i]!.name] = castTo(a, mm.inputs[i]!.sig!.dtype); });
+      // A value of another rank runs at the module's rank (passes/call-rank.ts; infer-types checked that it can).
+      const delta = callRankDelta(module, args.map((a) => a.shape));
+      args.forEach((a, i) => {
+        const t = castTo(a, mm.inputs[i]!.sig!.dtype);
+        feeds[mm.inputs[i]!.name] = delta === 0 ? t : { ...t, shape: adaptArgShape(t.shape, delta) };
+      });
       let out: Record<string, Tensor>;
       try {
         out = await this.mc.backend.run(session, feeds, fetch);
@@ -249,7 +256,7 @@ export class FastExecutor implements FastPath {
         throw e;
       }
       this.stats.moduleRuns++;
-      return fetch.map((f) => out[f]!);
+      return fetch.map((f) => (delta === 0 ? out[f]! : { ...out[f]!, shape: restoreResultShape(out[f]!.shape, args[0]!.shape, delta) }));
     };
     const k = argLists.length;
     const first = argLists[0]!;

@@ -195,3 +195,35 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
   }
   return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all };
 }
+
+/**
+ * Number of elements of the module list at `listPath` (`transformer.h` → 12): one more than
+ * the largest `listPath.N` in the tree, or undefined when `listPath` has no numbered children.
+ */
+export function moduleListLength(tree: ModuleTree, listPath: string): number | undefined {
+  const prefix = listPath === '' ? '' : `${listPath}.`;
+  let max = -1;
+  for (const p of tree.modules.keys()) {
+    if (!p.startsWith(prefix)) continue;
+    const seg = p.slice(prefix.length).split('.', 1)[0]!;
+    if (/^\d+$/.test(seg)) max = Math.max(max, Number(seg));
+  }
+  return max < 0 ? undefined : max + 1;
+}
+
+/**
+ * Resolves negative list indices in a module path as Python does: `transformer.h.-1` →
+ * `transformer.h.11` on a 12-block model. Segments that stay out of range (or whose list
+ * is unknown) are kept as written, so the module check reports them with the list's range.
+ */
+export function resolveModulePath(tree: ModuleTree, path: string): string {
+  if (!/(^|\.)-\d+(\.|$)/.test(path)) return path;
+  const segs = path.split('.');
+  for (let i = 0; i < segs.length; i++) {
+    if (!/^-\d+$/.test(segs[i]!)) continue;
+    const n = moduleListLength(tree, segs.slice(0, i).join('.'));
+    const k = Number(segs[i]);
+    if (n !== undefined && k + n >= 0) segs[i] = String(k + n);
+  }
+  return segs.join('.');
+}
