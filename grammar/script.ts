@@ -10,6 +10,7 @@ import type { GenerateStmt, Script, TraceStmt } from './ast.js';
 import { lowerGenerateStep, lowerTrace, type GeneratorSave, type HostValueInfo, type LoweredTrace, type LowerOptions } from './lower.js';
 import { generateSettings, type GenerateSettings } from './generate-options.js';
 import { parseScript, sortErrors } from './parse.js';
+import { limitsWith } from './limits.js';
 
 /** The traces of a script, in order. */
 export function traces(script: Script): TraceStmt[] {
@@ -94,7 +95,7 @@ export function lowerScript(
   text: string,
   opts: Omit<LowerOptions, 'host'> & { hostType?: (name: string, trace: LoweredTrace) => HostValueInfo },
 ): LoweredScript {
-  const parsed = parseScript(text, opts.file);
+  const parsed = parseScript(text, opts.file, limitsWith(opts.limits));
   if (!parsed.ast) return { traces: [], errors: parsed.errors };
   const top = checkTopLevel(parsed.ast);
   if (top.length > 0) return { ast: parsed.ast, traces: [], errors: top };

@@ -2,8 +2,8 @@
  * The one way IR is created, by the `.nns` lowering and by the TypeScript API alike.
  * The builder appends nodes in program order to its {@link Graph}, tags each with the
  * current {@link Builder.scope}, and numbers module references by how many `set`s on
- * the same boundary value came before them (`version`), so no pass can merge a read
- * before a write with a read after it.
+ * the same boundary value (under any of its names: `ln_2.output` is `mlp.input`) came
+ * before them (`version`), so no pass can merge a read before a write with a read after it.
  * @module
  */
 import { NnsError, type Span } from '../src/errors.js';
@@ -118,7 +118,7 @@ export class Builder {
   /** Replace a module boundary value (or its slice `items`) with `value`, broadcast. */
   set(path: string, port: 'output' | 'input', index: number, items: IndexItem[] | null, value: Value, span: Span): void {
     this.emit('set', [value], { path, port, index, items: items === null ? null : items.map((i) => ({ ...i })) }, 0, span);
-    const key = refKey(path, port, index);
+    const key = this.valueKey(path, port, index);
     this.sets.set(key, (this.sets.get(key) ?? 0) + 1);
   }
 
@@ -128,7 +128,17 @@ export class Builder {
   }
 
   private version(path: string, port: 'output' | 'input', index: number): number {
-    return this.sets.get(refKey(path, port, index)) ?? 0;
+    return this.sets.get(this.valueKey(path, port, index)) ?? 0;
+  }
+
+  /**
+   * What sets are counted by: the model value behind the boundary when the tree knows it, so
+   * a set under one name (`ln_2.output`) also versions reads under another (`mlp.input`).
+   */
+  private valueKey(path: string, port: 'output' | 'input', index: number): string {
+    const m = this.tree?.modules.get(path);
+    const bv = (port === 'output' ? m?.outputs : m?.inputs)?.[index];
+    return bv ? `value\u0000${bv.name}` : refKey(path, port, index);
   }
 
   private emit<K extends OpName>(op: K, inputs: Value[], attrs: OpAttrs[K], n: number, span: Span): Value[] {

@@ -23,7 +23,7 @@ import type { ModuleInfo } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -31,23 +31,66 @@ const INT64_MIN = -9223372036854775808n;
 /** A slot of an original model node's input list. */
 type Slot = Use;
 
+/** One `set` on a view: emits the new value of the view given its value before the set. */
+interface SetStep {
+  apply: (base: string) => string;
+  prov: Provenance;
+}
+
+/**
+ * One name of a model value: a module output or input boundary (`path`, `port`, `index`).
+ * Its value is its parent view's value (or the raw model value) with its own sets applied
+ * in program order.
+ */
+interface View {
+  path: string;
+  port: 'output' | 'input';
+  index: number;
+  module: ModuleInfo;
+  /** The view whose value this one starts from (`null`: the raw model value). */
+  parent: View | null;
+  steps: SetStep[];
+  /** Last emitted value: from `base` with the first `count` steps. */
+  cache?: { base: string; count: number; value: string };
+}
+
+/**
+ * Every name of one model value, in data order. A value produced by a node inside modules
+ * `O1 ⊂ O2 ⊂ ...` that output it and consumed inside modules `I1 ⊃ I2 ⊃ ...` that take it
+ * as input is seen by a consumer through `O1.output → O2.output → ... → I1.input → I2.input`
+ * (PyTorch: the producing modules' forward hooks fire inner first, then the consuming
+ * modules' pre-hooks outer first): the output views whose module does not contain the
+ * consumer, then the input views whose module does. The graph output sees every output view.
+ */
+interface ValueViews {
+  /** The value's name in the model. */
+  name: string;
+  /** Output views, innermost module first. */
+  outputs: View[];
+  /** Every view by `path#port#index`. */
+  byKey: Map<string, View>;
+}
+
+const viewKey = (path: string, port: 'output' | 'input', index: number): string => `${path}#${port}#${index}`;
+
 class Lowerer {
   readonly em: Emitter;
   readonly g: GraphProto;
   readonly opset: number;
   readonly names = new Map<Value, string>();
-  /** Current name of each set module output (`path#index`). */
-  readonly currentOut = new Map<string, string>();
-  /** Original names renamed because they were graph outputs that got replaced. */
-  readonly renamed = new Map<string, string>();
-  /** Graph outputs that must become Identity(current) at the end: output name → boundary key. */
-  readonly outputFixes = new Map<string, string>();
   readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
+  private readonly nodeIndex = new Map<NodeProto, number>();
   /** Use-lists of the model's own nodes as they were before lowering (rewiring a set's consumers does not change them). */
   private readonly original: OnnxGraphView;
   private readonly shapeCache = new Map<string, string>();
+  /** Module boundaries by value name (built on first use). */
+  private boundaryIndex: Map<string, { m: ModuleInfo; port: 'output' | 'input'; index: number }[]> | undefined;
+  private readonly moduleNodes = new Map<ModuleInfo, Set<number>>();
+  private readonly views = new Map<string, ValueViews>();
+  /** Placeholders read by `model.output` (the graph output's final value) → graph output name. */
+  private readonly finalRefs = new Map<string, string>();
 
   constructor(readonly state: CompileState, readonly ctx: PassContext) {
     this.g = state.model.graph!;
@@ -59,6 +102,7 @@ class Lowerer {
     this.em = new Emitter(this.g);
     const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
     this.opset = Number(op?.version ?? 0);
+    this.originalNodes.forEach((n, k) => this.nodeIndex.set(n, k));
     this.original = new OnnxGraphView({ node: this.originalNodes });
   }
 
@@ -68,31 +112,110 @@ class Lowerer {
     return m;
   }
 
-  private inside(m: ModuleInfo): Set<NodeProto> {
-    return new Set(m.nodes.map((i) => this.originalNodes[i]!));
+  private contains(m: ModuleInfo, node: number): boolean {
+    let s = this.moduleNodes.get(m);
+    if (!s) this.moduleNodes.set(m, (s = new Set(m.nodes)));
+    return s.has(node);
   }
 
-  /** Slots inside (input) or outside (output) the module that consume the original boundary value. */
-  private slots(m: ModuleInfo, port: 'output' | 'input', index: number): Slot[] {
-    const list = port === 'output' ? m.outputs : m.inputs;
-    const original = list[index]!.name;
-    const name = this.renamed.get(original) ?? original;
-    const inside = this.inside(m);
-    return this.original.uses(name).filter((s) => (port === 'input') === inside.has(s.node));
+  /** Whether module `a` strictly encloses module `b` (same nodes: the shallower path encloses). */
+  private encloses(a: ModuleInfo, b: ModuleInfo): boolean {
+    if (a === b || !b.nodes.length || !this.contains(a, b.nodes[0]!)) return false;
+    return a.nodes.length > b.nodes.length || (a.nodes.length === b.nodes.length && depth(a.path) < depth(b.path));
+  }
+
+  /** The views of a model value (see {@link ValueViews}). */
+  private viewsOf(name: string): ValueViews {
+    let vv = this.views.get(name);
+    if (vv) return vv;
+    if (!this.boundaryIndex) {
+      this.boundaryIndex = new Map();
+      for (const m of this.ctx.tree.modules.values()) {
+        for (const port of ['output', 'input'] as const) {
+          (port === 'output' ? m.outputs : m.inputs).forEach((b, index) => {
+            let list = this.boundaryIndex!.get(b.name);
+            if (!list) this.boundaryIndex!.set(b.name, (list = []));
+            list.push({ m, port, index });
+          });
+        }
+      }
+    }
+    const all = this.boundaryIndex.get(name) ?? [];
+    const make = (e: { m: ModuleInfo; port: 'output' | 'input'; index: number }): View => ({ path: e.m.path, port: e.port, index: e.index, module: e.m, parent: null, steps: [] });
+    const outputs = all.filter((e) => e.port === 'output').map(make);
+    outputs.sort((a, b) => a.module.nodes.length - b.module.nodes.length || depth(b.path) - depth(a.path));
+    outputs.forEach((v, i) => { v.parent = outputs[i - 1] ?? null; });
+    const inputs = all.filter((e) => e.port === 'input').map(make);
+    for (const v of inputs) {
+      let parent: View | null = null;
+      for (const w of inputs) if (this.encloses(w.module, v.module) && (!parent || this.encloses(parent.module, w.module))) parent = w;
+      if (!parent) {
+        const first = v.module.nodes[0];
+        for (const o of outputs) if (first === undefined || !this.contains(o.module, first)) parent = o;
+      }
+      v.parent = parent;
+    }
+    vv = { name, outputs, byKey: new Map([...outputs, ...inputs].map((v) => [viewKey(v.path, v.port, v.index), v])) };
+    this.views.set(name, vv);
+    return vv;
+  }
+
+  private view(path: string, port: 'output' | 'input', index: number): View {
+    const m = this.module(path);
+    const bv = (port === 'output' ? m.outputs : m.inputs)[index];
+    if (!bv) throw new Error(`internal: ${path} has no ${port} ${index}`);
+    const v = this.viewsOf(bv.name).byKey.get(viewKey(path, port, index));
+    if (!v) throw new Error(`internal: no view ${path}.${port}[${index}]`);
+    return v;
+  }
+
+  /** The innermost view a model node's input slot reads the value through (null: the raw value). */
+  private slotView(vv: ValueViews, node: number): View | null {
+    let best: View | null = null;
+    for (const v of vv.byKey.values()) {
+      if (v.port !== 'input' || !this.contains(v.module, node)) continue;
+      if (!best || this.encloses(best.module, v.module)) best = v;
+    }
+    if (best) return best;
+    for (const o of vv.outputs) if (!this.contains(o.module, node)) best = o;
+    return best;
+  }
+
+  /** The value of a view at this point of the program: its parent's value with its sets so far. */
+  private valueOf(v: View | null, raw: string): string {
+    if (!v) return raw;
+    const base = this.valueOf(v.parent, raw);
+    if (!v.steps.length) return base;
+    const c = v.cache;
+    if (c && c.base === base && c.count === v.steps.length) return c.value;
+    let value = c && c.base === base ? c.value : base;
+    const saved = this.em.prov;
+    for (let i = c && c.base === base ? c.count : 0; i < v.steps.length; i++) {
+      this.em.prov = v.steps[i]!.prov;
+      value = v.steps[i]!.apply(value);
+    }
+    this.em.prov = saved;
+    v.cache = { base, count: v.steps.length, value };
+    return value;
+  }
+
+  /** The last set on a view or its ancestors (the intervention a rewired node is blamed on). */
+  private lastSet(v: View | null): Provenance | undefined {
+    for (let w = v; w; w = w.parent) if (w.steps.length) return w.steps[w.steps.length - 1]!.prov;
+    return undefined;
+  }
+
+  /** What a model node's input slot reads at this point of the program. */
+  private slotValue(node: number, name: string): string {
+    const vv = this.views.get(name);
+    return vv ? this.valueOf(this.slotView(vv, node), name) : name;
   }
 
   /** The value a module boundary has at this point of the program (whole batch). */
   boundary(path: string, port: 'output' | 'input', index: number): string {
+    const v = this.view(path, port, index);
     const m = this.module(path);
-    if (port === 'output') {
-      const key = `${path}#${index}`;
-      const original = m.outputs[index]!.name;
-      return this.currentOut.get(key) ?? this.renamed.get(original) ?? original;
-    }
-    const slots = this.slots(m, 'input', index);
-    if (slots.length) return slots[0]!.node.input![slots[0]!.index]!;
-    const original = m.inputs[index]!.name;
-    return this.renamed.get(original) ?? original;
+    return this.valueOf(v, (port === 'output' ? m.outputs : m.inputs)[index]!.name);
   }
 
   /** Rows `[r0, r1)` of a whole-batch value for the node's scope. */
@@ -186,7 +309,7 @@ class Lowerer {
       }
       case 'model.output': {
         const name = (a.name as string | null) ?? this.g.output![0]!.name!;
-        res(this.rows(name, ir, n.scope));
+        res(this.rows(this.finalRef(name), ir, n.scope));
         return;
       }
       case 'param': {
@@ -248,9 +371,7 @@ class Lowerer {
     const m = this.module(a.path);
     const list = a.port === 'output' ? m.outputs : m.inputs;
     const bv = list[a.index]!;
-    // A replaced graph output: rename the original value first so the output name can be re-produced.
-    if (a.port === 'output' && (this.g.output ?? []).some((o) => o.name === bv.name) && !this.renamed.has(bv.name)) this.renameOriginal(bv.name);
-    const target = this.boundary(a.path, a.port, a.index);
+    const view = this.view(a.path, a.port, a.index);
     const tdtype = (bv.sig?.dtype ?? n.inputs[0]!.type?.dtype ?? 'float32') as DType;
     let value = this.input(n.inputs[0]!, tdtype);
     const scope = ir.scopes[n.scope]!;
@@ -263,70 +384,54 @@ class Lowerer {
       value = this.opset >= 13 ? this.em.op('Squeeze', [value, this.em.ints(axes)]) : this.em.op('Squeeze', [value], { axes });
     }
     const wholeBatch = coversBatch(ir, n.scope);
-    let next: string;
+    const rank = bv.sig?.shape?.length ?? 0;
+    // The new value of the view as a function of its value before this set: emitted now, and
+    // again whenever a set on a view before it in data order changes what it starts from.
+    let apply: (target: string) => string;
     if (!a.items && wholeBatch) {
       const vs = n.inputs[0]!.type?.shape;
       const ts = bv.sig?.shape;
       const same = vs && ts && vs.length === ts.length && vs.every((d, i) => d === ts[i] || (ts[i] === 'batch' && d === ir.batch));
-      next = same ? value : this.em.op('Expand', [value, this.shape(target)]);
+      apply = same ? () => value : (target) => this.em.op('Expand', [value, this.shape(target)]);
     } else {
       // Scatter into the selected elements: iota shaped like the target, selected the same way.
-      const shape = this.shape(target);
-      const count = this.em.op('ReduceProd', [shape], { keepdims: 0 });
-      const iota = this.em.op('Reshape', [this.em.op('Range', [this.em.scalarInt(0), count, this.em.scalarInt(1)]), shape]);
-      const rank = bv.sig?.shape?.length ?? 0;
-      let sel = wholeBatch ? iota : this.em.op('Slice', [iota, this.em.ints([scope.rowStart]), this.em.ints([scope.rowEnd]), this.em.ints([0])]);
-      if (a.items) sel = this.index(sel, rank, a.items);
-      const flatIdx = this.em.op('Reshape', [sel, this.em.ints([-1])]);
-      const vals = this.em.op('Reshape', [this.em.op('Expand', [value, this.em.op('Shape', [sel])]), this.em.ints([-1])]);
-      const flat = this.em.op('Reshape', [target, this.em.ints([-1])]);
-      next = this.em.op('Reshape', [this.em.op('ScatterElements', [flat, flatIdx, vals], { axis: 0 }), shape]);
+      apply = (target) => {
+        const shape = this.shape(target);
+        const count = this.em.op('ReduceProd', [shape], { keepdims: 0 });
+        const iota = this.em.op('Reshape', [this.em.op('Range', [this.em.scalarInt(0), count, this.em.scalarInt(1)]), shape]);
+        let sel = wholeBatch ? iota : this.em.op('Slice', [iota, this.em.ints([scope.rowStart]), this.em.ints([scope.rowEnd]), this.em.ints([0])]);
+        if (a.items) sel = this.index(sel, rank, a.items);
+        const flatIdx = this.em.op('Reshape', [sel, this.em.ints([-1])]);
+        const vals = this.em.op('Reshape', [this.em.op('Expand', [value, this.em.op('Shape', [sel])]), this.em.ints([-1])]);
+        const flat = this.em.op('Reshape', [target, this.em.ints([-1])]);
+        return this.em.op('Reshape', [this.em.op('ScatterElements', [flat, flatIdx, vals], { axis: 0 }), shape]);
+      };
     }
-    this.rewire(m, a.port, a.index, next);
+    view.steps.push({ apply, prov: { ...this.em.prov } });
+    this.valueOf(view, bv.name); // emit now, in program order
   }
 
-  /** Point the model's consumers of a boundary at `next`. */
-  private rewire(m: ModuleInfo, port: 'output' | 'input', index: number, next: string): void {
-    const original = (port === 'output' ? m.outputs : m.inputs)[index]!.name;
-    for (const s of this.slots(m, port, index)) {
-      s.node.input![s.index] = next;
-      // Errors found later (a cycle) blame the intervention that rewired this node.
-      if (this.em.prov.span) nodeSpans.set(s.node, this.em.prov.span);
-    }
-    if (port === 'output') {
-      const key = `${m.path}#${index}`;
-      this.currentOut.set(key, next);
-      if ((this.g.output ?? []).some((o) => o.name === original)) this.outputFixes.set(original, next);
-      // Other modules whose output is the same value (e.g. a module and its last child) now read the new value too.
-      for (const other of this.ctx.tree.modules.values()) {
-        other.outputs.forEach((o, i) => { if (o.name === original && other !== m) this.currentOut.set(`${other.path}#${i}`, next); });
-      }
-    }
-  }
-
-  /** A graph output is being replaced: give the original value another name so the output can be re-produced. */
-  private renameOriginal(name: string): void {
-    const fresh = this.em.unique(`${name}/nns.original`);
-    this.renamed.set(name, fresh);
-    this.original.renameValue(name, fresh);
-    for (const [k, v] of this.currentOut) if (v === name) this.currentOut.set(k, fresh);
+  /** A name standing for a graph output's final value (every set included); resolved in {@link finish}. */
+  private finalRef(name: string): string {
+    for (const [ref, out] of this.finalRefs) if (out === name) return ref;
+    const ref = this.em.unique(`${name}/nns.final`);
+    this.finalRefs.set(ref, name);
+    return ref;
   }
 
   /**
    * A placeholder `CallModule` node whose outputs stand for the module's outputs on the new
    * inputs; the apply-modules pass replaces it by a clone of the module's nodes. The inner
-   * nodes' inputs are captured now, so sets later in the program do not leak into the call.
+   * nodes' inputs are captured now (what each reads at this point of the program), so sets
+   * later in the program do not leak into the call.
    */
   private callModule(path: string, given: string[], delta = 0, n?: Node): string[] {
     const m = this.module(path);
     const map = new Map<string, string>();
     const inner = m.nodes.map((idx) => this.originalNodes[idx]!);
     const args = delta === 0 ? given : given.map((x) => this.toRank(x, delta));
-    m.inputs.forEach((inp, i) => {
-      if (i >= args.length) return;
-      map.set(this.renamed.get(inp.name) ?? inp.name, args[i]!);
-      for (const s of this.slots(m, 'input', i)) map.set(s.node.input![s.index]!, args[i]!);
-    });
+    // The module's inputs (as the model's nodes name them: lowering rewires nothing until the end) are the arguments.
+    m.inputs.forEach((inp, i) => { if (i < args.length) map.set(inp.name, args[i]!); });
     // Values the module reads from the rest of the model (shapes computed from the model's
     // inputs, masks) have the model's batch and sequence. When the call has others, shapes
     // computed from the model's input shapes are recomputed from the argument's; anything
@@ -466,24 +571,77 @@ class Lowerer {
     const outputs = this.em.node('CallModule', args, { module: path }, m.outputs.length);
     const placeholder = this.g.node![this.g.node!.length - 1]!;
     placeholder.domain = CALL_DOMAIN;
-    const resultOf = new Map(m.outputs.map((o, i) => [this.renamed.get(o.name) ?? o.name, outputs[i]!]));
+    const resultOf = new Map(m.outputs.map((o, i) => [o.name, outputs[i]!]));
     this.calls.push({
       placeholder,
       path,
-      nodes: inner.map((n) => ({ node: n, inputs: n.input!.map((x) => map.get(x) ?? x), outputs: n.output!.map((o) => resultOf.get(o) ?? '') })),
+      // Every other input reads what that node sees at this point of the program.
+      nodes: inner.map((node) => ({ node, inputs: node.input!.map((x) => map.get(x) ?? (x ? this.slotValue(this.nodeIndex.get(node)!, x) : x)), outputs: node.output!.map((o) => resultOf.get(o) ?? '') })),
     });
     return outputs;
   }
 
+  /**
+   * Rewires the model's consumers of every set value to the value they see at the end of the
+   * program (each through its own views, in data order), re-produces replaced graph outputs
+   * under their names (the original value gets another name, everywhere it is read — by the
+   * model and by intervention nodes emitted before the set), and resolves `model.output` reads.
+   */
   finish(): void {
-    for (const [outName, current] of this.outputFixes) {
+    const rename = new Map<string, string>();
+    const finals = new Map<string, string>();
+    const graphOutputs = new Set((this.g.output ?? []).map((o) => o.name!));
+    for (const vv of this.views.values()) {
+      if (![...vv.byKey.values()].some((v) => v.steps.length)) continue;
+      for (const s of this.original.uses(vv.name) as Slot[]) {
+        const view = this.slotView(vv, this.nodeIndex.get(s.node)!);
+        const value = this.valueOf(view, vv.name);
+        if (value === vv.name) continue;
+        s.node.input![s.index] = value;
+        // Errors found later (a cycle) blame the intervention that rewired this node.
+        const span = this.lastSet(view)?.span;
+        if (span) nodeSpans.set(s.node, span);
+      }
+      const outer = vv.outputs[vv.outputs.length - 1];
+      if (graphOutputs.has(vv.name) && outer) {
+        const value = this.valueOf(outer, vv.name);
+        if (value !== vv.name) {
+          finals.set(vv.name, value);
+          rename.set(vv.name, this.em.unique(`${vv.name}/nns.original`));
+        }
+      }
+    }
+    for (const [ref, out] of this.finalRefs) rename.set(ref, out);
+    if (rename.size) {
+      const r = (x: string): string => rename.get(x) ?? x;
+      for (const n of this.g.node!) renameIn(n, r);
+      for (const [v, name] of this.names) this.names.set(v, r(name));
+      for (const c of this.calls) for (const x of c.nodes) x.inputs = x.inputs.map(r);
+    }
+    for (const [outName, current] of finals) {
       this.em.prov = { module: '', irOp: 'set' };
       this.em.node('Identity', [current], {}, 1);
-      const id = this.g.node![this.g.node!.length - 1]!;
-      this.em.reserve(outName);
-      id.output = [outName];
+      this.g.node![this.g.node!.length - 1]!.output = [outName];
     }
   }
+}
+
+/** Renames the values a node reads and writes (and the outer values its subgraphs read). */
+function renameIn(n: NodeProto, r: (x: string) => string): void {
+  n.input = n.input!.map(r);
+  n.output = n.output!.map(r);
+  for (const a of n.attribute ?? []) {
+    for (const sub of [a.g, ...(a.graphs ?? [])]) {
+      if (!sub) continue;
+      for (const m of sub.node ?? []) renameIn(m, r);
+      for (const o of sub.output ?? []) if (o.name) o.name = r(o.name);
+    }
+  }
+}
+
+/** Depth of a module path (`''` is 0). */
+function depth(path: string): number {
+  return path ? path.split('.').length : 0;
 }
 
 /** Whether a scope's rows are the whole batch (scope 0, or the only invoke). */
@@ -491,6 +649,7 @@ function coversBatch(ir: Graph, scope: number): boolean {
   const s = ir.scopes[scope]!;
   return scope === 0 || (s.rowStart === 0 && s.rowEnd === ir.batch);
 }
+
 
 /** Splices the IR into `state.model`. */
 export const lowerOnnxPass: Pass = {

@@ -14,7 +14,11 @@
  *
  * Rows are independent through the model (every op of a language model acts per batch row),
  * so a set on some rows changes only those rows downstream; data flow between ports comes
- * from the ported graph ({@link Port.upstream}).
+ * from the ported graph ({@link Port.upstream}). Ports on one model value under several names
+ * (a block's output and the next block's input) are chained in data order in the ported
+ * graph, so sets on both compose per row as the compiler composes them; a read of one of
+ * them is bound to the value between the chain's ports that its rows' sets leave (rejected
+ * when no such value exists: a read between two sets of its rows).
  * @module
  */
 import { expandItems, sliceRange } from '../../ir/shape.js';
@@ -159,17 +163,17 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     sets.push({ node: n, pos: pos.get(n)!, port, rows: setRows(r0, r1, n.attrs.items, port.shape.length) });
   }
   const setsOn = (p: Port): SetInfo[] => sets.filter((s) => s.port === p);
-  // An input port on the value an output port writes: sets on both interleave in ways the ports cannot express.
-  const aliasOf = new Map<Port, Port>();
-  for (const i of ported.ports) {
-    if (i.kind !== 'input') continue;
-    const o = ported.ports.find((p) => p.kind === 'output' && p.value === i.value);
-    if (!o) continue;
-    if (setsOn(i).length && setsOn(o).length) throw new Reject(`sets on both ${o.path}.output and ${i.path}.input`);
-    if (setsOn(o).length) aliasOf.set(i, o); // reads of the input see the output's sets
-  }
+  // Ports on one model value under several names (a block's output is the next block's input)
+  // compose in data order in the ported graph: `chain(p)` lists the ports whose result p's
+  // value starts from (same value, upstream of p), first in data order first, p last.
+  const chain = (p: Port): Port[] => {
+    const c = ported.ports.filter((q) => q !== p && q.value === p.value && p.upstream.has(q.id));
+    c.sort((a, b) => (b.upstream.has(a.id) ? -1 : a.upstream.has(b.id) ? 1 : 0));
+    return [...c, p];
+  };
 
-  // Reads → pre or post values.
+  // Reads → the value between two ports of the chain: after every set of its rows that comes
+  // before the read in program order, before every one that comes after it.
   const reads = new Map<Value, ReadBinding & { port: Port | null; post: boolean }>();
   for (const n of ir.nodes) {
     if (!READ_OPS.has(n.op)) continue;
@@ -181,14 +185,22 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
       continue;
     }
     const a = n.attrs as { path: string; index: number };
-    let port = portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index);
-    port = aliasOf.get(port) ?? port;
+    const c = chain(portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index));
     const here = pos.get(n)!;
-    const touching = setsOn(port).filter((s) => meets(s.rows, r0, r1));
-    let post: boolean;
-    if (touching.every((s) => s.pos > here)) post = false;
-    else if (touching.every((s) => s.pos < here)) post = true;
-    else throw new Reject(`a read of ${port.path}.${port.kind} between two sets of its rows`);
+    const touching = c.map((q) => setsOn(q).filter((s) => meets(s.rows, r0, r1)));
+    // Between the last port of the chain with a set before the read and the first with one
+    // after it; of those positions, the read's own port's pre value when it is one of them.
+    let lo = 0;
+    let hi = c.length;
+    touching.forEach((ts, i) => {
+      if (ts.some((s) => s.pos < here)) lo = i + 1;
+      if (hi === c.length && ts.some((s) => s.pos > here)) hi = i;
+    });
+    if (lo > hi || touching.some((ts, i) => ts.some((s) => (i < lo) !== (s.pos < here)))) {
+      throw new Reject(`a read of ${a.path}.${n.op === 'module.output' ? 'output' : 'input'} between two sets of its rows`);
+    }
+    const j = Math.min(Math.max(c.length - 1, lo), hi);
+    const [port, post] = j < c.length ? [c[j]!, false] : [c[c.length - 1]!, true];
     reads.set(n.result, { fetch: post ? port.post : port.pre, rowStart: r0, rowEnd: r1, port, post });
   }
 
@@ -244,18 +256,24 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
   const saves: { name: string; value: Value }[] = [];
   const mainReads = new Set<Value>();
   const called = new Set<Node>();
+  // What each save needs, walked without recursion and visiting each value once (IR chains
+  // may be as long as the script, and a DAG of reuse must not be walked once per path).
+  const visited = new Set<Value>();
   for (const n of ir.nodes) {
     if (!n.is('save')) continue;
-    const collect = (v: Value): void => {
+    const stack: Value[] = [n.inputs[0]!];
+    while (stack.length > 0) {
+      const v = stack.pop()!;
+      if (visited.has(v)) continue;
+      visited.add(v);
       if (reads.has(v)) mainReads.add(v);
       else if (v.producer.op === 'call_module') {
-        if (called.has(v.producer)) return;
+        if (called.has(v.producer)) continue;
         called.add(v.producer); // accepted above (closed module, every input given)
-        v.producer.inputs.forEach(collect);
+        stack.push(...v.producer.inputs);
       } else if (!['const', 'host'].includes(v.producer.op) && !HOST_OPS.has(v.producer.op)) throw new Reject(`${v.producer.op} cannot run on the host`);
-      else v.producer.inputs.forEach(collect);
-    };
-    collect(n.inputs[0]!);
+      else stack.push(...v.producer.inputs);
+    }
     saves.push({ name: n.attrs.name, value: n.inputs[0]! });
   }
   const fetches = (vs: Iterable<Value>): string[] => [...new Set([...vs].map((v) => reads.get(v)!.fetch))];
@@ -273,7 +291,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
 }
 
 /** For `read + X` / `X + read` of the set's own boundary and scope with no set in between: X. */
-function steerOperand(v: Value, s: SetInfo, reads: ReadonlyMap<Value, { port: Port | null; post: boolean }>, sets: readonly SetInfo[], pos: ReadonlyMap<Node, number>): Value | null {
+function steerOperand(v: Value, s: SetInfo, reads: ReadonlyMap<Value, { port: Port | null; post: boolean; fetch: string }>, sets: readonly SetInfo[], pos: ReadonlyMap<Node, number>): Value | null {
   const add = v.producer;
   if (add.op !== 'add' || add.scope !== s.node.scope) return null;
   const items = (s.node as Node<'set'>).attrs.items;
@@ -285,7 +303,8 @@ function steerOperand(v: Value, s: SetInfo, reads: ReadonlyMap<Value, { port: Po
     }
     const b = reads.get(readV);
     const rn = readV.producer;
-    if (!b || b.port !== s.port || rn.scope !== s.node.scope || rn.op === 'model.output') continue;
+    // The read must be the value the set's port starts from (its `pre`: every earlier set on the chain before it applied).
+    if (!b || !b.port || b.fetch !== s.port.pre || rn.scope !== s.node.scope || rn.op === 'model.output') continue;
     const readAt = pos.get(rn)!;
     if (!sets.some((t) => t.port === s.port && t.pos > readAt && t.pos < s.pos)) return x;
   }

@@ -29,7 +29,7 @@ import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 1;
+export const PORTS_FORMAT = 2;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -63,7 +63,7 @@ export interface Port extends PortSpec {
 export interface PortedModel {
   /** Graph file (weights external, shared with the model). */
   graphPath: string;
-  /** Ports in splice order (an output port precedes an input port on the same value). */
+  /** Ports in splice order (output ports first, then input ports, outer modules first). */
   ports: Port[];
   /** Port by `path#kind`. */
   byKey: ReadonlyMap<string, Port>;
@@ -118,6 +118,19 @@ export function choosePorts(tree: ModuleTree): PortSpec[] {
     }
   }
   return out;
+}
+
+/**
+ * Ports in an order where each port's `pre` read comes after the ports before it in data
+ * order on the same value (a block's output port before the next block's input port, an
+ * outer module's input port before an inner one's), so `pre` is exactly what the port's
+ * `keep`/`add` apply to: output ports first, then input ports, outer modules first.
+ */
+function spliceOrder(tree: ModuleTree, specs: readonly PortSpec[]): PortSpec[] {
+  const size = (s: PortSpec): number => tree.modules.get(s.path)?.nodes.length ?? 0;
+  const outputs = specs.filter((s) => s.kind === 'output');
+  const inputs = specs.filter((s) => s.kind === 'input');
+  return [...outputs, ...inputs.map((s, i) => ({ s, i })).sort((a, b) => size(b.s) - size(a.s) || a.i - b.i).map((x) => x.s)];
 }
 
 /**
@@ -181,7 +194,8 @@ export const portedPipeline: readonly Pass[] = [...defaultPipeline, portOutputsP
 const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 
 /** Builds (or reuses, when written before) the instrumented model for `specs`. */
-export function buildPortedModel(mc: ModelContext, specs: readonly PortSpec[] = choosePorts(mc.tree)): PortedModel {
+export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = choosePorts(mc.tree)): PortedModel {
+  const specs = spliceOrder(mc.tree, given);
   const b = new Builder({ file: '<ports>', tree: mc.tree });
   const read = (s: PortSpec): ReturnType<Builder['moduleOutput']> => (s.kind === 'output' ? b.moduleOutput(s.path, 0, SPAN) : b.moduleInput(s.path, 0, SPAN));
   specs.forEach((s, i) => {
