@@ -31,6 +31,7 @@ import {
   disposeOnnsight, logitLensScript, lowerScript, onnsight, patchingSweepScript, patchingVariantScript,
   savesAndSetScript, spreadPositions, type OnnsightState,
 } from './onnsight.js';
+import { GENERATE_MEASUREMENTS, GENERATE_RATIOS } from './generate.js';
 
 /**
  * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
@@ -455,6 +456,7 @@ export const MEASUREMENTS: Measurement[] = [
     },
   },
   ...CLI_MEASUREMENTS,
+  ...GENERATE_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */
@@ -467,4 +469,5 @@ export const RATIOS: [string, string, string, number][] = [
   ['repeat_trace / plain_run', 'repeat_trace_ms', 'plain_run_ms', 1.15],
   ['sweep / sweep_naive', 'sweep_ms', 'sweep_naive_ms', 0.5],
   ['peak_rss / weights', 'peak_rss_mb', 'weights_mb', 1.5],
+  ...GENERATE_RATIOS,
 ];

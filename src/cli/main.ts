@@ -20,6 +20,8 @@ import { PROGRESS_MODES, envProgressMode, progressReporter, type ProgressCallbac
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
+  /** Raw output without an added newline (generated text as it comes); `out` per line when absent. */
+  write?(text: string): void;
   cwd: string;
   env: Readonly<Record<string, string | undefined>>;
   /** Where progress goes (stderr); without it, no progress is shown. */
@@ -29,6 +31,7 @@ export interface CliIO {
 const defaultIO: CliIO = {
   out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  write: (t) => process.stdout.write(t),
   cwd: process.cwd(),
   env: process.env,
   progress: process.stderr,
@@ -188,6 +191,13 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
+  let line = '';
+  const write = io.write ? (t: string) => io.write!(t) : (t: string) => {
+    line += t;
+    const parts = line.split('\n');
+    line = parts.pop()!;
+    for (const p of parts) io.out(p);
+  };
   const { selectPasses } = await import('../../passes/pipeline.js');
   const names = (f: string): string[] | undefined => flag(a, f)?.split(',').map((s) => s.trim()).filter(Boolean);
   const printAfter = names('print-ir-after');
@@ -195,7 +205,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const passes = names('passes');
   if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
   const job = {
-    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), onProgress: progressOf(a, io, cmd),
+    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
   };
   if (cmd.name === 'check') {
