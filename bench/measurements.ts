@@ -31,6 +31,7 @@ import {
   disposeOnnsight, logitLensScript, lowerScript, onnsight, patchingSweepScript, patchingVariantScript,
   savesAndSetScript, spreadPositions, type OnnsightState,
 } from './onnsight.js';
+import { GENERATE_MEASUREMENTS, GENERATE_RATIOS } from './generate.js';
 
 /**
  * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
@@ -492,6 +493,7 @@ export const MEASUREMENTS: Measurement[] = [
     },
   },
   ...CLI_MEASUREMENTS,
+  ...GENERATE_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */
@@ -506,4 +508,5 @@ export const RATIOS: [string, string, string, number][] = [
   ['grad_all_blocks / plain_run', 'grad_all_blocks_ms', 'plain_run_ms', 3.0],
   ['attribution / plain_run', 'attribution_ms', 'plain_run_ms', 4.0],
   ['peak_rss / weights', 'peak_rss_mb', 'weights_mb', 1.5],
+  ...GENERATE_RATIOS,
 ];

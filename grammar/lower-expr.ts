@@ -36,6 +36,12 @@ export interface ExprContext {
   bindingSite?(name: string): Span | undefined;
   /** Whether a "did you mean" may still be computed (each costs a pass over the names in scope). */
   maySuggest?(): boolean;
+  /**
+   * What `model.generator` means: in a `trace` an error, in a `generate` only
+   * `tokens = model.generator.output.save()` (handled by the statement lowering); undefined
+   * when the model really has a module called `generator`.
+   */
+  generator?: 'trace' | 'generate';
   /** The model's module tree, when known (resolves negative module-list indices). */
   tree?: ModuleTree;
 }
@@ -175,6 +181,12 @@ export class ExprLowerer {
       cur = this.call(root, segs[0].node, env);
       i = 1;
     } else if (root.kind === 'Model') {
+      const first = segs[0];
+      if (this.ctx.generator && first?.kind === 'member' && first.name === 'generator') {
+        throw this.ctx.generator === 'trace'
+          ? err('generator-outside-generate', 'model.generator.output exists only inside a generate block', first.node.span)
+          : err('bad-generator-use', 'model.generator.output is the finished token sequence: it can only be saved, as tokens = model.generator.output.save()', first.node.span);
+      }
       const walked = walkModulePath(segs, env, 'value', this.walkOptions);
       i = walked.next;
       const p = walked.path.join('.');

@@ -27,6 +27,7 @@ import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, checkOpen, grad, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
 import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
+import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
@@ -38,6 +39,9 @@ export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, At
 export type { CompileOptions } from './engine.js';
 export type { LoadOptions } from './model/load.js';
 export type { TextTokenizer } from './model/tokenizer.js';
+export type { GenerateCallOptions, GenerateResult, GeneratedToken, GenerationStep, GenerateTracer, StepFn, BatchStepFn, GeneratePrompt } from './generate-api.js';
+export type { GenerateOptions, TokenEvent } from './generate/decode.js';
+export { Mulberry32, chooseToken, argmax, type SamplingOptions } from './generate/sample.js';
 export type { CompiledRunOptions } from './compiled-run.js';
 export type { TieredOptions } from '../backends/tiered.js';
 export type { ProgressEvent, ProgressCallback, ProgressMode, ProgressStream, ProgressReporterOptions } from './progress.js';
@@ -338,6 +342,40 @@ export class LanguageModel {
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
     const opts = (typeof a === 'function' ? b : c) as CompileOptions | undefined;
     return compileGraph(graph, this.mc, opts).model;
+  }
+
+  /**
+   * Generates `maxNewTokens` tokens with interventions at every step. The callback describes
+   * one step and runs once per step: statements in it apply at every step,
+   * `g.at(S, () => ...)` / `g.range(A, B, () => ...)` only at those steps, and saves come back
+   * per step as `NAME.S` (`g.generator.output.save('tokens')`: the finished sequence). Step 0
+   * covers the prompt; at step s ≥ 1 module values cover only the new position (with a
+   * key/value cache as NNsight; without one, the model recomputes the sequence and the
+   * same is emulated). Without a prompt, `fn` gets a tracer to add one invoke per prompt.
+   *
+   * ```ts
+   * const r = await model.generate('The capital of France is', { maxNewTokens: 6, stopAtEos: false }, (m, g) => {
+   *   m.transformer.h[2].output = m.transformer.h[2].output.add(v.mul(4));   // every step
+   *   g.at(0, () => m.transformer.h[1].output.save('h'));                    // h.0
+   *   m.output.logits.at(':', -1, ':').save('logits');                       // logits.0 .. logits.5
+   * });
+   * r.text[0]; r.ids[0]; r.saves['logits.3'];
+   * ```
+   */
+  async generate(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): Promise<GenerateResult>;
+  async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
+  async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
+    const tokenize = (p: Prompt): number[] => this.tokenize(p);
+    if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
+    return generateWith(this.mc, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
+  }
+
+  /**
+   * {@link generate} as an async iterator of tokens as they are chosen; `.result` resolves to
+   * the whole result. `for await (const t of model.stream(p, { maxNewTokens: 20 })) process.stdout.write(t.text);`
+   */
+  stream(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): AsyncIterable<GeneratedToken> & { result: Promise<GenerateResult> } {
+    return streamWith((onToken) => this.generate(prompt, { ...opts, onToken: (t) => { opts.onToken?.(t); onToken(t); } }, fn));
   }
 
   /**

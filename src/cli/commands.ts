@@ -18,7 +18,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}, $families, $prompts}' }, plot, html, printIr, printAfter, progress, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE', help: 'also write the saved values: FILE.json as {NAME: {dtype, shape, data}, $families, $prompts}, FILE.safetensors as safetensors (the saves; any size, streamed)' }, plot, html, printIr, printAfter, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -104,7 +104,7 @@ export const GENERAL_HELP = [
   'NNsight-style interventions on ONNX models, from .nns scripts.',
   '',
   'commands:',
-  '  run SCRIPT [--model PATH] [--out FILE.json] [--plot DIR] [--html FILE] [--progress MODE]',
+  '  run SCRIPT [--model PATH] [--out FILE.json|.safetensors] [--plot DIR] [--html FILE] [--progress MODE]',
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',

@@ -127,6 +127,47 @@ function boundaries(nodes: number[], ix: GraphIndex): { inputs: string[]; output
 const bv = (name: string): BoundaryValue => ({ name });
 
 /**
+ * The modules in PyTorch's `named_modules()` order: parents before children, siblings in
+ * forward (call) order. A sibling's place is where its call *ends*: the node producing its
+ * first output. Whatever order an exporter or optimizer writes nodes in, that node comes
+ * after everything the output depends on, so a module that consumes another's result always
+ * follows it (`h.0` before `h.1`, `ln_f` after the blocks, `lm_head` after `transformer`);
+ * nodes hoisted to the front of the graph (the `Identity` nodes of deduplicated weights,
+ * constants) do not move a module. Siblings without outputs follow by their first node
+ * that computes data, then by their first node.
+ */
+function forwardOrder(modules: Map<string, ModuleInfo>, ix: GraphIndex): ModuleInfo[] {
+  const producesData = (n: number): boolean => (ix.nodes[n]!.output ?? []).some((v) => v && ix.kind.get(v) === 'data');
+  const key = (m: ModuleInfo): [number, number, number] => {
+    const out = m.outputs.map((o) => ix.producer.get(o.name)).find((p) => p !== undefined);
+    const firstData = m.nodes.find(producesData);
+    return [out ?? Infinity, firstData ?? Infinity, m.nodes[0] ?? Infinity];
+  };
+  const keys = new Map([...modules.values()].map((m) => [m.path, key(m)]));
+  const cmp = (a: string, b: string): number => {
+    const ka = keys.get(a)!;
+    const kb = keys.get(b)!;
+    for (let i = 0; i < 3; i++) if (ka[i] !== kb[i]) return ka[i]! < kb[i]! ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  };
+  const kids = new Map<string, string[]>();
+  for (const m of modules.values()) {
+    if (m.parent === undefined) continue;
+    const list = kids.get(m.parent) ?? [];
+    list.push(m.path);
+    kids.set(m.parent, list);
+  }
+  const out: ModuleInfo[] = [];
+  const stack = [...modules.values()].filter((m) => m.parent === undefined || !modules.has(m.parent)).map((m) => m.path).sort(cmp).reverse();
+  while (stack.length) {
+    const p = stack.pop()!;
+    out.push(modules.get(p)!);
+    stack.push(...(kids.get(p) ?? []).sort(cmp).reverse());
+  }
+  return out;
+}
+
+/**
  * Builds the module tree of an exported model (TorchScript scope names or dynamo metadata).
  * Symbolic types are not filled here; see `inferBoundaryTypes` (src/model/shapes.ts).
  */
@@ -186,6 +227,9 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
     }
     modules.set(d.path, info);
   }
+  const ordered = forwardOrder(modules, ix);
+  modules.clear();
+  for (const m of ordered) modules.set(m.path, m);
   for (const m of modules.values()) if (m.parent !== undefined) modules.get(m.parent)?.children.push(m.path);
 
   const all = new Map<string, ParamInfo>();
