@@ -23,10 +23,12 @@ import type { Tensor } from './tensor.js';
  * planner (passes/choose-executor.ts); `run` runs a plan.
  */
 export interface FastPath extends FastPlanner {
+  /** The instrumented model's graph file, once it has been built. */
+  readonly builtGraphPath?: string | undefined;
   /** Runs a plan made by `plan` for `ir`; null when it turns out to need the compiler. */
-  run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
-  /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. */
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
+  run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+  /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. `feeds` (generation) replace the feeds built from the invokes' tokens. */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
 }
 
 /** A model ready for tracing. */

@@ -88,6 +88,17 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
   fast?: boolean;
   /** Set `false` to keep identical read-only invokes as separate batch rows. */
   dedup?: boolean;
+  /**
+   * Graph feeds supplied by the caller, replacing those built from the invokes' tokens
+   * (generation: input ids, attention mask, positions and the key/value cache). The batch
+   * then runs whole: no invoke merging, no splitting into chunks.
+   */
+  feeds?: Readonly<Record<string, Tensor>>;
+  /**
+   * The IR already went through the IR pipeline (generation runs one prepared IR per step
+   * structure); it is then run as it is.
+   */
+  prepared?: boolean;
 }
 
 /**
@@ -103,14 +114,15 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     const done = compileGraph(ir, mc, opts);
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
   }
-  const state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
+  const state = opts.prepared ? { ir, model: workingCopy(mc.loaded.proto), saved: new Map<string, string>() } : compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
   const fast = mc.fast && opts.fast !== false ? mc.fast : undefined;
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, fast };
-  runPasses(executorStages.filter((p) => p !== dedupInvokesPass || opts.dedup !== false), state, ctx, { verifyEach: opts.verifyEach });
+  // Given feeds (generation) fix the batch rows: identical invokes are not merged.
+  runPasses(executorStages.filter((p) => p !== dedupInvokesPass || (opts.dedup !== false && !opts.feeds)), state, ctx, { verifyEach: opts.verifyEach });
   if (fast && state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan) {
     const rows = state.ir.scopes.length - 1;
     opts.onProgress?.({ phase: 'run', done: 0, total: 1, rowsDone: 0, rows, what: 'instrumented model' });
-    const out = await fast.run(state.ir, state.fastPlan.plan, host);
+    const out = await fast.run(state.ir, state.fastPlan.plan, host, opts.feeds);
     if (out) {
       opts.onProgress?.({ phase: 'run', done: 1, total: 1, rowsDone: rows, rows });
       return out;

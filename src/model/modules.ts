@@ -40,7 +40,8 @@
  * @module
  */
 import type { ModelProto } from '../onnx/proto.js';
-import type { BoundaryValue, ModuleInfo, ModuleTree, ParamInfo } from './types.js';
+import type { NodeProto } from '../onnx/proto.js';
+import type { BoundaryValue, ModuleInfo, ModuleTree, OpInfo, ParamInfo, TensorSig } from './types.js';
 import { indexGraph, type GraphIndex } from './graph-index.js';
 import { recoverScopes, type NodeScope } from './scopes.js';
 import { scanParams } from './params.js';
@@ -206,7 +207,7 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
   });
 
   const order = [...drafts.values()].sort((a, b) => (a.nodes[0] ?? Infinity) - (b.nodes[0] ?? Infinity));
-  const modules = new Map<string, ModuleInfo>();
+  const modules = new ModuleMap(ix.nodes);
   for (const d of order) {
     const info: ModuleInfo = { path: d.path, outputs: [], inputs: [], params: [], nodes: d.nodes, children: [], calls: d.nodes.length ? 1 : 0 };
     if (d.className) info.className = d.className;
@@ -237,7 +238,90 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
     const own = owner.get(name) ?? '';
     for (let q: string | undefined = own; q !== undefined; q = modules.get(q)?.parent) modules.get(q)?.params.push(p);
   }
-  return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all };
+  return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all, ops: (p) => modules.ops(p) };
+}
+
+/** The path of `MODULE.op("TYPE", N)`: `transformer.h.1.attn.op("Softmax",0)`. */
+export function opPath(module: string, opType: string, n: number): string {
+  const seg = `op("${opType}",${n})`;
+  return module === '' ? seg : `${module}.${seg}`;
+}
+
+const OP_PATH = /^(?:(.*)\.)?op\("([^"]*)",(\d+)\)$/;
+
+/** Splits an operation path into its module, op type and index; null for module paths. */
+export function parseOpPath(path: string): { module: string; opType: string; n: number } | null {
+  const m = OP_PATH.exec(path);
+  return m ? { module: m[1] ?? '', opType: m[2]!, n: Number(m[3]) } : null;
+}
+
+/**
+ * The module map of a tree: the modules (iteration, `size`) plus the operation
+ * pseudo-modules `PATH.op("TYPE",N)` that `get`/`has` build on demand (one node; outputs =
+ * the node's outputs, inputs = its inputs, in ONNX order; types from {@link ModuleMap.sigs}).
+ */
+export class ModuleMap extends Map<string, ModuleInfo> {
+  /** Symbolic types of values (filled by `inferBoundaryTypes`), used for operation outputs and inputs. */
+  readonly sigs = new Map<string, TensorSig>();
+  private readonly opCache = new Map<string, ModuleInfo | null>();
+
+  constructor(private readonly graphNodes: readonly NodeProto[]) {
+    super();
+  }
+
+  override get(key: string): ModuleInfo | undefined {
+    return super.get(key) ?? this.op(key);
+  }
+
+  override has(key: string): boolean {
+    return super.has(key) || this.op(key) !== undefined;
+  }
+
+  private value(name: string): BoundaryValue {
+    const sig = this.sigs.get(name);
+    return sig ? { name, sig } : { name };
+  }
+
+  private op(key: string): ModuleInfo | undefined {
+    if (!key.endsWith(')')) return undefined;
+    const hit = this.opCache.get(key);
+    if (hit !== undefined) return hit ?? undefined;
+    const p = parseOpPath(key);
+    const parent = p ? super.get(p.module) : undefined;
+    let info: ModuleInfo | null = null;
+    if (p && parent) {
+      const idx = parent.nodes.filter((i) => this.graphNodes[i]?.op_type === p.opType)[p.n];
+      if (idx !== undefined) {
+        const node = this.graphNodes[idx]!;
+        info = {
+          path: key, outputs: (node.output ?? []).filter((v) => v).map((v) => this.value(v)),
+          inputs: (node.input ?? []).filter((v) => v).map((v) => this.value(v)),
+          params: [], nodes: [idx], children: [], parent: p.module, calls: 1, className: node.op_type ?? '',
+        };
+      }
+    }
+    this.opCache.set(key, info);
+    return info ?? undefined;
+  }
+
+  /** The operations of a module's subtree in graph order, each as `op("TYPE", N)`. */
+  ops(path: string): OpInfo[] {
+    const m = super.get(path);
+    if (!m) return [];
+    const count = new Map<string, number>();
+    return m.nodes.map((i) => {
+      const t = this.graphNodes[i]?.op_type ?? '';
+      const n = count.get(t) ?? 0;
+      count.set(t, n + 1);
+      const full = opPath(path, t, n);
+      return { opType: t, n, path: full, outputs: this.get(full)!.outputs };
+    });
+  }
+
+  /** All data values produced by nodes (what `inferBoundaryTypes` types for operations). */
+  nodeOutputs(): string[] {
+    return this.graphNodes.flatMap((n) => (n.output ?? []).filter((v) => v));
+  }
 }
 
 /**

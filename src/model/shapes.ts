@@ -12,6 +12,7 @@
 import type { ModelProto, TypeProto, ValueInfoProto } from '../onnx/proto.js';
 import { encodeModel } from '../onnx/serde.js';
 import type { DType, Dim, ModuleTree, TensorSig } from './types.js';
+import { ModuleMap } from './modules.js';
 
 /** Element storage of a probe tensor. */
 export type ProbeData =
@@ -215,8 +216,12 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
 
   const boundary = [...tree.graphInputs, ...tree.graphOutputs];
   for (const m of tree.modules.values()) boundary.push(...m.inputs, ...m.outputs);
-  const missing = [...new Set(boundary.map((v) => v.name).filter((n) => !complete(known.get(n)) && !never.has(n)))];
+  // Operation pseudo-modules (`MODULE.op("TYPE", N)`) can name any node output: type them all.
+  const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
+  const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
+  const missing = [...new Set([...boundary.map((v) => v.name), ...extra].filter((n) => !complete(known.get(n)) && !never.has(n)))];
   for (const [n, sig] of await probeTypes(model, missing, probe)) known.set(n, sig);
+  if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
     if (sig) v.sig = sig;

@@ -40,7 +40,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(sweep.scopes.length - 1).toBe(4 * (1 + 8));
   });
 
-  for (const name of ['ported_build_ms', 'ported_plain_run_ms', 'save_all_run_ms', 'patch_run_ms', 'first_trace_ms', 'first_custom_trace_ms', 'repeat_trace_ms', 'sweep_variants', 'sweep_ms']) {
+  for (const name of ['ported_build_ms', 'ported_plain_run_ms', 'save_all_run_ms', 'patch_run_ms', 'first_trace_ms', 'first_custom_trace_ms', 'repeat_trace_ms', 'sweep_variants', 'sweep_ms', 'grad_all_blocks_ms', 'attribution_ms']) {
     it(name, async () => {
       const v = await m(name).run!(ctx);
       expect(Number.isFinite(v) && v >= 0).toBe(true);

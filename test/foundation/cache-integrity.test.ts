@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import { main, type CliIO } from '../../src/cli/main.js';
 import { cacheUnits, enforceBound, EVICT_GRACE_MS, MANIFEST, sweepStale } from '../../src/model/cache.js';
-import { loadModel } from '../../src/model/load.js';
+import { loadModel, writeVariant } from '../../src/model/load.js';
 import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
 
 const DYNAMO = path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx');
@@ -160,6 +160,15 @@ describe('size bound with least-recently-used eviction', () => {
     } finally {
       delete process.env.ONNSIGHT_CACHE_MAX;
     }
+  });
+});
+
+describe('an entry removed under a running process', () => {
+  it('writing a rewritten graph names the removed entry', async () => {
+    const cacheDir = path.join(tmp, 'gone');
+    const m = await loadModel(DYNAMO, { cacheDir });
+    fs.rmSync(m.dir, { recursive: true });
+    expect(() => writeVariant(m, m.proto, 'x')).toThrow(/was removed meanwhile/);
   });
 });
 
