@@ -219,8 +219,19 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   // Operation pseudo-modules (`MODULE.op("TYPE", N)`) can name any node output: type them all.
   const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
   const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
-  const missing = [...new Set([...boundary.map((v) => v.name), ...extra].filter((n) => !complete(known.get(n)) && !never.has(n)))];
-  for (const [n, sig] of await probeTypes(model, missing, probe)) known.set(n, sig);
+  const untyped = (n: string): boolean => !complete(known.get(n)) && !never.has(n);
+  const missing = [...new Set(boundary.map((v) => v.name).filter(untyped))];
+  const missingOps = [...new Set(extra.filter((n) => untyped(n) && !missing.includes(n)))];
+  let probed: Map<string, TensorSig>;
+  try {
+    probed = await probeTypes(model, [...missing, ...missingOps], probe);
+  } catch (e) {
+    // Some node output cannot be fetched (a sequence) or some node cannot run in onnxruntime:
+    // module boundaries must still be typed (this throws as before); op pseudo-modules stay untyped.
+    if (missingOps.length === 0) throw e;
+    probed = await probeTypes(model, missing, probe);
+  }
+  for (const [n, sig] of probed) known.set(n, sig);
   if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
