@@ -16,15 +16,24 @@ import type { DType, ModuleTree } from './model/types.js';
 import { DTYPES } from '../ir/ir.js';
 import { numel, type Tensor } from './tensor.js';
 import { describeValue } from './model/token-ids.js';
-import { resolveModulePath } from './model/modules.js';
+import { opPath, resolveModulePath } from './model/modules.js';
 
-/** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
+/**
+ * One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object.
+ * @category Tracing
+ */
 export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };
 
-/** Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace). */
+/**
+ * Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace).
+ * @category Tracing
+ */
 export type TensorLike = TensorProxy | number | NestedArray | Float32Array | Tensor;
 
-/** Nested arrays of numbers. */
+/**
+ * Nested arrays of numbers.
+ * @category Tracing
+ */
 export type NestedArray = ReadonlyArray<number | NestedArray>;
 
 /** Where a proxy's value lives in the model, when it can be assigned to. */
@@ -109,7 +118,28 @@ export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: ()
 
 export interface TensorProxy extends ElementwiseMethods {}
 
-/** A value inside a trace: a module's output, a parameter, or anything computed from them. */
+/**
+ * `grad(y, x)`: the gradient of the one-element value `y` with respect to `x` — a module
+ * value (`m.transformer.h[2].output`, `.input`, `.outputs[i]`, an op value
+ * `m.transformer.h[1].attn.op('Softmax').output`) or a parameter (`m.lm_head.weight`) of the
+ * same trace; the result has `x`'s shape. The derivative is taken through the forward pass
+ * as the trace modifies it; every `grad` of one `y` shares one backward pass (compiled into
+ * the same graph as the forward pass).
+ */
+export function grad(y: TensorProxy, x: TensorProxy): TensorProxy {
+  const span = callSite();
+  checkOpen(y.ctx, 'grad was called');
+  if (y.ctx !== x.ctx) throw new NnsError('foreign-value', 'grad(y, x): y and x belong to different traces', { span });
+  if (!['module.output', 'module.input', 'param'].includes(x.ir.producer.op)) {
+    throw new NnsError('bad-grad', 'grad(y, x): x must be a module value (.output, .input, .outputs[i], .inputs[i]), an op value (.op(TYPE).output) or a parameter', { span });
+  }
+  return new TensorProxy(y.ctx, y.ctx.builder.op('grad', [y.ir, x.ir], {}, span));
+}
+
+/**
+ * A value inside a trace: a module's output, a parameter, or anything computed from them.
+ * @category Tracing
+ */
 export class TensorProxy {
   /** @internal */ readonly ctx: TraceContext;
   /** @internal */ readonly ir: Value;
@@ -148,7 +178,14 @@ export class TensorProxy {
     return this.wrap(this.ctx.builder.op(op, [this.ir, this.lift(other, span)], {}, span));
   }
 
-  /** Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`. */
+  /**
+   * Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`.
+   *
+   * ```ts
+   * const { saves } = await model.trace('The Eiffel Tower is in', (m) => { m.transformer.h[2].output.save('h2'); });
+   * saves.h2; // { dtype: 'float32', shape: [1, 6, 128], data }
+   * ```
+   */
   save(name?: string): this {
     this.live('.save() was called');
     if (name !== undefined && (typeof name !== 'string' || name === '')) {
@@ -161,7 +198,14 @@ export class TensorProxy {
     return this;
   }
 
-  /** Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`. */
+  /**
+   * Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').save('last');   // the last position
+   * m.transformer.h[0].output.at(0, '2:4').save('two');
+   * ```
+   */
   at(...index: IndexSpec[]): TensorProxy {
     this.live('.at() was used');
     const items = parseIndex(index);
@@ -173,6 +217,11 @@ export class TensorProxy {
   /**
    * Assign to this value in the model (only for module outputs/inputs and slices of them):
    * `m.transformer.h[3].output.at(':', -1).set(0)`.
+   *
+   * ```ts
+   * m.transformer.h[3].output.at(':', -1, ':').set(hb); // patch in another invoke's value
+   * m.transformer.h[1].mlp.output.at(':', 2).set(0);
+   * ```
    */
   set(value: TensorLike): void {
     this.live('.set() was called');
@@ -182,37 +231,134 @@ export class TensorProxy {
     this.ctx.builder.set(t.path, t.port, t.index, t.items, this.lift(value, span), span);
   }
 
-  /** `this + other`, broadcasting. */
+  /**
+   * `this + other`, broadcasting.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.add(steer.mul(4));   // steering: steer is a Float32Array or a saved value
+   * ```
+   */
   add(other: TensorLike): TensorProxy { return this.binary('add', other); }
-  /** `this - other`. */
+  /**
+   * `this - other`.
+   *
+   * ```ts
+   * const diff = m.transformer.h[2].output.sub(m.transformer.h[1].output);
+   * ```
+   */
   sub(other: TensorLike): TensorProxy { return this.binary('sub', other); }
-  /** `this * other`. */
+  /**
+   * `this * other`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.mul(0.5);
+   * ```
+   */
   mul(other: TensorLike): TensorProxy { return this.binary('mul', other); }
-  /** `this / other`. */
+  /**
+   * `this / other`.
+   *
+   * ```ts
+   * const unit = m.transformer.h[2].output.div(m.transformer.h[2].output.norm(-1, true));
+   * ```
+   */
   div(other: TensorLike): TensorProxy { return this.binary('div', other); }
-  /** Matrix product (`@`). */
+  /**
+   * Matrix product (`@`).
+   *
+   * ```ts
+   * const scores = q.matmul(k.transpose(-1, -2));
+   * ```
+   */
   matmul(other: TensorLike): TensorProxy { return this.binary('matmul', other); }
-  /** `-this`. */
+  /**
+   * `-this`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.neg();
+   * ```
+   */
   neg(): TensorProxy { return this.unary('neg', {}); }
-  /** Softmax along `dim`. */
+  /**
+   * Softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+   * ```
+   */
   softmax(dim: number): TensorProxy { return this.unary('softmax', { dim }); }
-  /** Log-softmax along `dim`. */
+  /**
+   * Log-softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.logSoftmax(-1).save('logprobs');
+   * ```
+   */
   logSoftmax(dim: number): TensorProxy { return this.unary('log_softmax', { dim }); }
-  /** Index of the maximum along `dim` (int64). */
+  /**
+   * Index of the maximum along `dim` (int64).
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').argmax(-1).save('best');
+   * ```
+   */
   argmax(dim: number, keepdim = false): TensorProxy { return this.unary('argmax', { dim, keepdim }); }
-  /** Sum along `dim` (all elements when omitted). */
+  /**
+   * Sum along `dim` (all elements when omitted).
+   *
+   * ```ts
+   * m.transformer.h[2].output.sum(-1).save('total');
+   * ```
+   */
   sum(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('sum', { dim, keepdim }); }
-  /** Mean along `dim`. */
+  /**
+   * Mean along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.mean(1, true).save('mean_over_positions');
+   * ```
+   */
   mean(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('mean', { dim, keepdim }); }
-  /** Maximum along `dim`. */
+  /**
+   * Maximum along `dim`.
+   *
+   * ```ts
+   * m.output.logits.max(-1).save('top_logit');
+   * ```
+   */
   max(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('max', { dim, keepdim }); }
-  /** Euclidean norm along `dim`. */
+  /**
+   * Euclidean norm along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.norm(-1).save('norms'); // [batch, sequence]
+   * ```
+   */
   norm(dim: number, keepdim = false): TensorProxy { return this.unary('norm', { dim, keepdim }); }
-  /** Reshape (`-1` infers one dimension). */
+  /**
+   * Reshape (`-1` infers one dimension).
+   *
+   * ```ts
+   * m.transformer.h[2].output.reshape([-1, 128]);
+   * ```
+   */
   reshape(shape: number[]): TensorProxy { return this.unary('reshape', { shape: [...shape] }); }
-  /** Swap two dimensions. */
+  /**
+   * Swap two dimensions.
+   *
+   * ```ts
+   * m.transformer.h[2].output.transpose(0, 1);
+   * ```
+   */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /** The `k` largest values along `dim` (default last) and their indices. */
+  /**
+   * The `k` largest values along `dim` (default last) and their indices.
+   *
+   * ```ts
+   * const { values, indices } = m.output.logits.at(':', -1, ':').softmax(-1).topk(5);
+   * values.save('p'); indices.save('ids');
+   * ```
+   */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
     this.live('.topk() was used');
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
@@ -278,12 +424,29 @@ function isTensor(x: unknown): x is Tensor {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && 'dtype' in x && 'shape' in x && 'data' in x;
 }
 
-/** A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it. */
+/**
+ * A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it.
+ * @category Tracing
+ */
 export interface ModuleBase {
-  /** The module's (first) output. Assigning replaces it for the rest of the model. */
+  /**
+   * The module's (first) output. Assigning replaces it for the rest of the model.
+   *
+   * ```ts
+   * m.transformer.h[2].output.save('h2');
+   * m.transformer.h[3].mlp.output = 0;   // knock the MLP out
+   * ```
+   */
   get output(): TensorProxy;
   set output(v: TensorLike);
-  /** The module's (first) input. Assigning replaces what the module sees. */
+  /**
+   * The module's (first) input. Assigning replaces what the module sees.
+   *
+   * ```ts
+   * m.transformer.h[2].input.save('resid_pre2');
+   * m.transformer.h[1].input = m.transformer.h[0].input; // block 0 skipped
+   * ```
+   */
   get input(): TensorProxy;
   set input(v: TensorLike);
   /** All outputs (for modules returning several tensors). */
@@ -292,12 +455,24 @@ export interface ModuleBase {
   readonly inputs: readonly TensorProxy[];
   /** Apply the module out of order to new inputs; returns its first output. */
   (...args: TensorLike[]): TensorProxy;
+  /**
+   * The `n`-th (from 0, graph order) ONNX node of op type `type` in this module's subtree, with
+   * `.output`, `.outputs[i]`, `.input`, `.inputs[i]` like a module:
+   * `m.transformer.h[1].attn.op('Softmax').output` (the attention probabilities).
+   */
+  op(type: string, n?: number): ModuleRef;
 }
 
-/** A module reference: its own members plus submodules and parameters by name or index. */
+/**
+ * A module reference: its own members plus submodules and parameters by name or index.
+ * @category Tracing
+ */
 export type ModuleRef = ModuleBase & { readonly [name: string]: ModuleRef; readonly [index: number]: ModuleRef };
 
-/** The root: like any module, plus `output.logits` style access to graph outputs by name. */
+/**
+ * The root: like any module, plus `output.logits` style access to graph outputs by name.
+ * @category Tracing
+ */
 export type ModelRef = ModuleRef & { readonly output: TensorProxy & { readonly [name: string]: TensorProxy } };
 
 const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
@@ -327,6 +502,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'outputs') return list('output');
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
+      if (prop === 'op') return (type: string, n = 0): ModuleRef => moduleProxy(ctx, opPath(modPath, type, n));
       const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
       if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) {
         checkOpen(ctx, `parameter ${p} was read`);
@@ -366,7 +542,15 @@ function graphOutputProxy(ctx: TraceContext): TensorProxy & { readonly [name: st
   }) as TensorProxy & { readonly [name: string]: TensorProxy };
 }
 
-/** Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`. */
+/**
+ * Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`.
+ *
+ * ```ts
+ * import { ops } from 'onnsight';
+ * ops.softmax(m.output.logits, -1).save('probs');
+ * ```
+ * @category Tracing
+ */
 export const ops = {
   /** Softmax along `dim`. */
   softmax: (x: TensorProxy, dim: number): TensorProxy => x.softmax(dim),

@@ -115,6 +115,9 @@ function setRows(r0: number, r1: number, items: IndexItem[] | null, rank: number
 
 const meets = (a: ReadonlySet<number>, r0: number, r1: number): boolean => [...a].some((r) => r >= r0 && r < r1);
 
+/** A port whose value's leading dim is not the batch (`[1, sequence, D]` position embeddings): one tensor every row shares. */
+const shared = (p: Port): boolean => p.shape[0] !== 'batch';
+
 /** Plans `ir` on the instrumented model, or says why it cannot. */
 export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOptions = {}): PlanResult {
   try {
@@ -160,6 +163,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     const port = portOf(n.attrs.path, n.attrs.port, n.attrs.index);
     if (port.shape.some((d) => typeof d === 'string' && d !== 'batch' && d !== 'sequence')) throw new Reject(`${port.path} has a symbolic dim other than batch/sequence`);
     const [r0, r1] = rowsOf(n);
+    if (shared(port) && r1 - r0 < ir.batch) throw new Reject(`a set of some rows of ${port.path}.${port.kind}, one tensor every row shares`);
     sets.push({ node: n, pos: pos.get(n)!, port, rows: setRows(r0, r1, n.attrs.items, port.shape.length) });
   }
   const setsOn = (p: Port): SetInfo[] => sets.filter((s) => s.port === p);
@@ -185,7 +189,9 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
       continue;
     }
     const a = n.attrs as { path: string; index: number };
-    const c = chain(portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index));
+    const own = portOf(a.path, n.op === 'module.output' ? 'output' : 'input', a.index);
+    if (shared(own) && r1 - r0 < ir.batch) throw new Reject(`a read of some rows of ${own.path}.${own.kind}, one tensor every row shares`);
+    const c = chain(own);
     const here = pos.get(n)!;
     const touching = c.map((q) => setsOn(q).filter((s) => meets(s.rows, r0, r1)));
     // Between the last port of the chain with a set before the read and the first with one

@@ -4,7 +4,9 @@
  *   set keeps the model's value (PyTorch: 13.1431 at id 383), a set from the module's own
  *   value, a per-invoke slice set, and softmax of the module's output after a set;
  * - one tensor under two names (block 2's `ln_2.output` is its `mlp.input`) set in two
- *   invokes of the same prompt: both sets apply.
+ *   invokes of the same prompt: both sets apply;
+ * - one tensor shared by every row (`transformer.wpe.output` is `[1, sequence, 128]` in the
+ *   dynamo export): a set in one invoke applies to that row only, a read in it sees the tensor.
  * Expected numbers come from reference.json (PyTorch) or from identities (the same set under
  * either name gives the same row).
  */
@@ -82,4 +84,21 @@ describe.each(EXPORTS)('one value under several names on the $name export', ({ p
       expect(Math.max(...Array.from(a!, (x, i) => Math.abs(x - CLEAN[i]!)))).toBeGreaterThan(0.5);
     });
   }
+
+  it('a per-invoke set of a value every row shares (position embeddings) changes that row only, on both paths', async () => {
+    const wpe = model.modules.modules.get('transformer.wpe')!.outputs[0]!.sig!.shape!;
+    for (const fast of [true, false]) {
+      const { saves } = await model.trace((tr) => {
+        tr.invoke(IDS, (m) => { m.output.logits.save('a'); });
+        tr.invoke(IDS, (m) => { m.transformer.wpe.output.save('w'); m.transformer.wpe.output = 0; m.output.logits.save('b'); });
+      }, { fast, dedup: false });
+      const alone = await model.trace(IDS, (m) => { m.transformer.wpe.output = 0; m.output.logits.at(':', -1, ':').save('b'); }, { fast });
+      const [a] = lastRows(saves.a!);
+      const [b] = lastRows(saves.b!);
+      expectClose(a!, CLEAN, 1e-4, 'untouched row');
+      expectClose(b!, Array.from(alone.saves.b!.data as Float32Array), 1e-4, 'set row');
+      expect(Math.max(...Array.from(b!, (x, i) => Math.abs(x - CLEAN[i]!)))).toBeGreaterThan(0.1);
+      expect(saves.w!.shape).toEqual([1, IDS.length, wpe[2]]);
+    }
+  });
 });

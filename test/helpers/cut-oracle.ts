@@ -280,8 +280,9 @@ export class CutOracle {
     return this.run(rows, new Map());
   }
 
-  /** A row's slice of a whole-batch value (leading axis). */
+  /** A row's slice of a whole-batch value (leading axis); a value with a leading 1 is shared by every row. */
   static row(v: RowValue, r: number): RowValue {
+    if (v.shape[0] === 1) return { data: v.data.slice(), shape: [...v.shape] };
     const n = v.shape.slice(1).reduce((a, b) => a * b, 1);
     return { data: v.data.slice(r * n, (r + 1) * n), shape: [1, ...v.shape.slice(1)] };
   }
