@@ -31,7 +31,7 @@ import { WorkerBackend } from './worker.js';
 /** Which session a graph runs on. */
 export type Tier = 'fast' | 'building' | 'prepacked';
 
-/** Options of {@link TieredSessions}. */
+/** Options of the tiered sessions (first runs on a quickly created session, later ones on a prepacked one). */
 export interface TieredOptions {
   /** Uses of one graph before its prepacked session is built; 0 disables promotion. Default 2. */
   promoteAfter?: number;

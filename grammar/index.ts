@@ -8,3 +8,4 @@ export { lowerTrace, type HostValueInfo, type LoweredTrace, type LowerOptions } 
 export { checkTopLevel, lowerScript, traces, type LoweredScript } from './script.js';
 export { exprText } from './exprtext.js';
 export { FUNCTIONS, signature, type FnSpec } from './functions.js';
+export { DEFAULT_LIMITS, limitsWith, type FrontEndLimits } from './limits.js';

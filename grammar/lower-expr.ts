@@ -34,6 +34,8 @@ export interface ExprContext {
   save(value: Value, name: string, span: Span): void;
   /** Where a name is bound anywhere in the trace (for "used before its definition" notes). */
   bindingSite?(name: string): Span | undefined;
+  /** Whether a "did you mean" may still be computed (each costs a pass over the names in scope). */
+  maySuggest?(): boolean;
   /** The model's module tree, when known (resolves negative module-list indices). */
   tree?: ModuleTree;
 }
@@ -113,7 +115,7 @@ export class ExprLowerer {
     if (this.hasFamily(e.name)) {
       throw err('undefined-name', `'${e.name}' was saved inside a loop; read one iteration: ${e.name}[${this.familyIndices(e.name)[0]}]`, e.span);
     }
-    const near = suggest(e.name, [...env.names(), ...[...this.ctx.host.keys()].map((k) => k.replace(/\.(\d+)/g, '[$1]'))]);
+    const near = this.ctx.maySuggest?.() === false ? undefined : suggest(e.name, [...env.names(), ...[...this.ctx.host.keys()].map((k) => k.replace(/\.(\d+)/g, '[$1]'))]);
     const site = this.ctx.bindingSite?.(e.name);
     if (site && site.offset > e.span.offset) {
       throw err('undefined-name', `'${e.name}' is used before its definition`, e.span, [`'${e.name}' is bound at ${site.file}:${site.line}:${site.col}`]);
@@ -121,10 +123,16 @@ export class ExprLowerer {
     throw err('undefined-name', `'${e.name}' is not defined${near ? `; did you mean '${near}'?` : ''}`, e.span);
   }
 
+  private families: Set<string> | undefined;
+
   /** Whether earlier traces saved `name.I...` values (a name saved inside a loop). */
   private hasFamily(name: string): boolean {
-    for (const k of this.ctx.host.keys()) if (k.startsWith(`${name}.`)) return true;
-    return false;
+    if (!this.families) {
+      // Every proper prefix of every host name, built once (`a.0.1` → `a`, `a.0`).
+      this.families = new Set();
+      for (const k of this.ctx.host.keys()) for (let i = k.indexOf('.'); i !== -1; i = k.indexOf('.', i + 1)) this.families.add(k.slice(0, i));
+    }
+    return this.families.has(name);
   }
 
   /** The iteration indices saved under `name.` (`hb.0`, `hb.1` → 0, 1). */

@@ -21,6 +21,8 @@ import { constInt, constNumber } from './consteval.js';
 import { ExprLowerer, type HostValueInfo } from './lower-expr.js';
 import { setTarget } from './modref.js';
 import { Env, Poisoned } from './scope.js';
+import { count, limitsWith, type FrontEndLimits } from './limits.js';
+import { badTokenId } from '../src/model/token-ids.js';
 
 export type { HostValueInfo };
 
@@ -34,6 +36,10 @@ export interface LowerOptions {
   host?: ReadonlyMap<string, HostValueInfo>;
   /** The module tree, when known: module calls then get one result per module output. */
   tree?: ModuleTree;
+  /** Limits of the front end (defaults: `DEFAULT_LIMITS`). */
+  limits?: Partial<FrontEndLimits>;
+  /** The model's vocabulary size, when known: token ids must be below it. */
+  vocabSize?: number;
 }
 
 /** Result of {@link lowerTrace}. */
@@ -44,11 +50,9 @@ export interface LoweredTrace {
   saves: string[];
   /** Every error found, in source order. */
   errors: NnsError[];
+  /** Work spent and IR size built (both bounded by the limits; for tests and tools). */
+  stats: { work: number; irSize: number };
 }
-
-/** Largest number of iterations of one loop, and of unrolled statements per trace. */
-const MAX_LOOP = 10_000;
-const MAX_STATEMENTS = 200_000;
 
 type Mode = 'single' | 'batch' | 'invoke';
 
@@ -65,13 +69,67 @@ class TraceLowerer {
   private readonly saveSet = new Set<string>();
   private readonly expr: ExprLowerer;
   private readonly host: ReadonlyMap<string, HostValueInfo>;
-  private statements = 0;
+  /** Unrolled work so far: statements and loop iterations. */
+  work = 0;
+  /** Set once a limit is hit: the trace is abandoned after that one error. */
+  private overLimit = false;
   private maxTokens = 0;
+  private readonly limits: FrontEndLimits;
 
   constructor(private readonly opts: LowerOptions) {
+    this.limits = limitsWith(opts.limits);
     this.b = new Builder({ file: opts.file, tree: opts.tree });
     this.host = opts.host ?? new Map();
-    this.expr = new ExprLowerer({ b: this.b, host: this.host, save: (v, n, s) => this.save(v, n, s), bindingSite: (n) => this.sites.get(n), tree: opts.tree });
+    this.expr = new ExprLowerer({
+      b: this.b,
+      host: this.host,
+      save: (v, n, s) => this.save(v, n, s),
+      bindingSite: (n) => this.sites.get(n),
+      tree: opts.tree,
+      // Suggestions compare a name with every name in scope: only for the errors that are shown.
+      maySuggest: () => this.errors.length < 50,
+    });
+  }
+
+  /** IR size so far: nodes, plus the elements of literals and token prompts. */
+  irSize = 0;
+  private irCounted = 0;
+
+  /**
+   * Counts `units` of unrolled work and the IR built since the last call; past either
+   * budget, reports it at `span` and abandons the trace. Work and IR size are thereby
+   * bounded up front, whatever the loops multiply.
+   */
+  private spend(units: number, span: Span, what: string): void {
+    this.work += units;
+    const nodes = this.b.graph.nodes;
+    for (; this.irCounted < nodes.length; this.irCounted++) {
+      const n = nodes[this.irCounted]!;
+      this.irSize += 1 + (n.is('const') ? n.attrs.data.length : 0);
+    }
+    const l = this.limits;
+    if (this.work > l.maxUnrolledWork) this.stop(new NnsError('too-large', `the unrolled trace does more than ${count(l.maxUnrolledWork)} steps of work (statements by size, and loop iterations); ${what} goes past the limit`, { span }));
+    if (this.irSize > l.maxIrSize) this.stop(new NnsError('too-large', `the trace lowers to more than ${count(l.maxIrSize)} IR nodes and literal elements; ${what} goes past the limit`, { span }));
+  }
+
+  /** Size of each statement (its expressions' AST nodes, not nested bodies), computed once. */
+  private readonly sizes = new WeakMap<A.Statement, number>();
+
+  private sizeOf(s: A.Statement): number {
+    let n = this.sizes.get(s);
+    if (n === undefined) {
+      const roots: A.Expr[] = s.kind === 'Bind' ? [s.value] : s.kind === 'Set' ? [s.target, s.value] : s.kind === 'ExprStmt' ? [s.expr]
+        : s.kind === 'For' ? [s.from, s.to] : s.kind === 'Invoke' && s.prompt.kind === 'TokenPrompt' ? s.prompt.items : [];
+      n = 1 + exprSize(roots);
+      this.sizes.set(s, n);
+    }
+    return n;
+  }
+
+  private stop(e: NnsError): never {
+    this.overLimit = true;
+    this.errors.push(e);
+    throw new Poisoned();
   }
 
   /** First binding site of every name in the trace. */
@@ -116,7 +174,8 @@ class TraceLowerer {
     try {
       tokens = p.kind === 'TextPrompt' ? this.opts.tokenize(p.text) : p.items.map((e) => {
         const v = constInt(e, env, 'a token id');
-        if (v < 0) throw new NnsError('bad-prompt', `token ids are >= 0, got ${v}`, { span: e.span });
+        const why = badTokenId(v, this.opts.vocabSize);
+        if (why) throw new NnsError('bad-prompt', why, { span: e.span });
         return v;
       });
     } catch (e) {
@@ -130,22 +189,22 @@ class TraceLowerer {
       return undefined;
     }
     this.maxTokens = Math.max(this.maxTokens, tokens.length);
+    this.irSize += tokens.length;
+    this.spend(0, span, 'this prompt');
     return this.b.addInvoke(tokens, span, p.kind === 'TextPrompt' ? p.text : undefined);
   }
 
   private block(stmts: A.Statement[], env: Env, where: Where): void {
     for (const s of stmts) {
-      if (++this.statements > MAX_STATEMENTS) {
-        this.errors.push(new NnsError('too-large', `the unrolled trace has more than ${MAX_STATEMENTS} statements`, { span: s.span }));
-        throw new Poisoned();
-      }
+      this.spend(this.sizeOf(s), s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       try {
         this.statement(s, env, where);
+        this.spend(0, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       } catch (e) {
+        if (this.overLimit) throw e;
         if (e instanceof NnsError) this.errors.push(e);
         else if (!(e instanceof Poisoned)) throw e;
         if (s.kind === 'Bind' && !env.lookup(s.name)) env.bind(s.name, { kind: 'poison', span: s.nameSpan });
-        if (this.statements > MAX_STATEMENTS) throw new Poisoned();
       }
     }
   }
@@ -217,13 +276,41 @@ class TraceLowerer {
     const to = bound(s.to);
     const range = { ...s.from.span, endLine: s.to.span.endLine, endCol: s.to.span.endCol, endOffset: s.to.span.endOffset };
     if (to <= from) throw new NnsError('empty-range', `the range ${from}..${to} is empty (A..B runs from A up to B-1)`, { span: range });
-    if (to - from > MAX_LOOP) throw new NnsError('bad-range', `the range ${from}..${to} has more than ${MAX_LOOP} iterations`, { span: range });
+    const max = this.limits.maxLoopIterations;
+    if (to - from > max) throw new NnsError('bad-range', `the range ${from}..${to} has more than ${count(max)} iterations`, { span: range });
     for (let i = from; i < to; i++) {
+      this.spend(1, s.headerSpan, 'this loop');
       const inner = new Env(env);
       inner.bind(s.name, { kind: 'int', value: i, span: s.nameSpan });
       this.block(s.body, inner, { ...where, loop: [...where.loop, i] });
     }
   }
+}
+
+/** Number of AST nodes under `roots` (iterative: expressions may be deep). */
+export function exprSize(roots: readonly A.Expr[]): number {
+  const stack = [...roots];
+  let n = 0;
+  while (stack.length > 0) {
+    const e = stack.pop()!;
+    n++;
+    switch (e.kind) {
+      case 'List': stack.push(...e.items); break;
+      case 'Unary': stack.push(e.operand); break;
+      case 'Binary': stack.push(e.left, e.right); break;
+      case 'Member': stack.push(e.object); break;
+      case 'Index':
+        stack.push(e.object);
+        for (const it of e.items) {
+          if (it.kind === 'index') stack.push(it.value);
+          else if (it.kind === 'slice') for (const x of [it.start, it.stop, it.step]) if (x) stack.push(x);
+        }
+        break;
+      case 'Call': stack.push(e.callee, ...e.args.map((a) => a.value)); break;
+      default: break;
+    }
+  }
+  return n;
 }
 
 /**
@@ -240,5 +327,5 @@ export function lowerTrace(trace: A.TraceStmt, opts: LowerOptions): LoweredTrace
     else if (!(e instanceof Poisoned)) throw e;
   }
   const errors = [...t.errors].sort((a, b) => (a.span?.offset ?? 0) - (b.span?.offset ?? 0));
-  return { graph: t.b.graph, saves: t.saves, errors };
+  return { graph: t.b.graph, saves: t.saves, errors, stats: { work: t.work, irSize: t.irSize } };
 }

@@ -9,6 +9,7 @@ import { NnsError } from '../src/errors.js';
 import type { Script, TraceStmt } from './ast.js';
 import { lowerTrace, type HostValueInfo, type LoweredTrace, type LowerOptions } from './lower.js';
 import { parseScript, sortErrors } from './parse.js';
+import { limitsWith } from './limits.js';
 
 /** The traces of a script, in order. */
 export function traces(script: Script): TraceStmt[] {
@@ -52,7 +53,7 @@ export function lowerScript(
   text: string,
   opts: Omit<LowerOptions, 'host'> & { hostType?: (name: string, trace: LoweredTrace) => HostValueInfo },
 ): LoweredScript {
-  const parsed = parseScript(text, opts.file);
+  const parsed = parseScript(text, opts.file, limitsWith(opts.limits));
   if (!parsed.ast) return { traces: [], errors: parsed.errors };
   const top = checkTopLevel(parsed.ast);
   if (top.length > 0) return { ast: parsed.ast, traces: [], errors: top };

@@ -9,6 +9,7 @@ import type { CstElement, CstNode, CstNodeLocation, IToken } from 'chevrotain';
 import { NnsError, type Span } from '../src/errors.js';
 import type * as A from './ast.js';
 import { nnsParser } from './parser.js';
+import { count, DEFAULT_LIMITS, type FrontEndLimits } from './limits.js';
 
 type Ctx = Record<string, CstElement[] | undefined>;
 
@@ -41,7 +42,10 @@ export class AstBuilder extends BaseVisitor {
   /** Problems found while building (bad escapes, invalid targets). */
   readonly errors: NnsError[] = [];
 
-  constructor(readonly file: string) {
+  /** Numbers inside each list literal, all levels together. */
+  private readonly listSizes = new WeakMap<A.ListExpr, number>();
+
+  constructor(readonly file: string, private readonly limits: FrontEndLimits = DEFAULT_LIMITS) {
     super();
     this.validateVisitor();
   }
@@ -258,7 +262,15 @@ export class AstBuilder extends BaseVisitor {
   }
 
   listLiteral(ctx: Ctx): A.ListExpr {
-    return { kind: 'List', items: this.nodes(ctx, 'expression').map((c) => this.visit(c) as A.Expr), span: this.nodeSpan(ctx) };
+    const list: A.ListExpr = { kind: 'List', items: this.nodes(ctx, 'expression').map((c) => this.visit(c) as A.Expr), span: this.nodeSpan(ctx) };
+    let n = 0;
+    for (const item of list.items) n += item.kind === 'List' ? this.listSizes.get(item) ?? 0 : 1;
+    this.listSizes.set(list, n);
+    const max = this.limits.maxLiteralElements;
+    if (n > max && !list.items.some((i) => i.kind === 'List' && (this.listSizes.get(i) ?? 0) > max)) {
+      this.errors.push(new NnsError('too-large', `this list literal has ${count(n)} elements; the limit is ${count(max)}`, { span: list.span }));
+    }
+    return list;
   }
 
   indexItem(ctx: Ctx): A.IndexItemAst {

@@ -18,6 +18,20 @@ import { numel, type Tensor, type TensorData } from '../src/tensor.js';
 /** A value the host evaluator cannot compute (bad shapes, indices out of range, unsupported dtype or op). */
 export class HostEvalError extends Error {}
 
+/**
+ * Most elements the host evaluator computes in one operation (it works in float64 with
+ * index tables: ~20 bytes per element). Bigger results are a {@link HostEvalError} (the
+ * fast path then leaves the trace to the compiled path, folding leaves the op to
+ * onnxruntime), raised before anything is allocated.
+ */
+export const HOST_MAX_ELEMENTS = 2 ** 25;
+
+/** Throws a HostEvalError when a result of `shape` is over {@link HOST_MAX_ELEMENTS}. */
+function room(shape: readonly number[]): void {
+  const n = shape.reduce((p, d) => p * d, 1);
+  if (n > HOST_MAX_ELEMENTS) throw new HostEvalError(`a result of ${n} elements [${shape.join(', ')}] is too large for the host evaluator`);
+}
+
 /** Row-major strides of a shape. */
 export function strides(shape: readonly number[]): number[] {
   const s = new Array<number>(shape.length).fill(1);
@@ -68,6 +82,7 @@ function broadcastOffsets(xShape: readonly number[], out: readonly number[]): In
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   const b = broadcast(x.shape, shape) as number[] | null;
   if (b === null || b.length !== shape.length || b.some((d, i) => d !== shape[i])) throw new HostEvalError(`cannot broadcast [${x.shape}] to [${shape}]`);
+  room(shape);
   const off = broadcastOffsets(x.shape, shape);
   const data = makeData(x.dtype, off.length);
   const src = x.data;
@@ -178,6 +193,7 @@ export function matmul(a: Tensor, b: Tensor, dtype: DType): Tensor {
   if (k !== k2) throw new HostEvalError('matmul inner dimensions differ');
   const batch = broadcast(as.slice(0, -2), bs.slice(0, -2)) as number[] | null;
   if (batch === null) throw new HostEvalError('matmul batch dimensions do not broadcast');
+  room([...batch, m, n]);
   const ao = broadcastOffsets(as.slice(0, -2), batch);
   const bo = broadcastOffsets(bs.slice(0, -2), batch);
   const av = nums(a);
@@ -208,6 +224,7 @@ export function map2(x: Tensor, y: Tensor, dtype: DType, f: (a: number, b: numbe
   const [p, q] = [castTo(x, dtype), castTo(y, dtype)];
   const shape = broadcast(p.shape, q.shape) as number[] | null;
   if (shape === null) throw new HostEvalError('shapes do not broadcast');
+  room(shape);
   const [pv, qv] = [nums(p), nums(q)];
   const [po, qo] = [broadcastOffsets(p.shape, shape), broadcastOffsets(q.shape, shape)];
   const out = new Float64Array(po.length);

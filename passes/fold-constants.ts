@@ -54,6 +54,9 @@ export function evaluate(op: OpName, attrs: unknown, xs: Lit[], dtype?: DType): 
 
 const lit = (v: Value): Lit | null => (v.producer.is('const') ? (v.producer.attrs as Lit) : null);
 
+/** Largest literal that folding creates. */
+const FOLD_MAX_ELEMENTS = 2 ** 16;
+
 /** Fold a pure op whose inputs are all literals. */
 export const foldRule: Rule = {
   name: 'fold',
@@ -61,6 +64,9 @@ export const foldRule: Rule = {
     if (n.results.length !== 1 || n.inputs.length === 0) return null;
     const xs = n.inputs.map(lit);
     if (xs.some((x) => x === null)) return null;
+    // Big results stay operations (onnxruntime computes them; the model file stays small).
+    const shape = n.result.type?.shape;
+    if (!shape || shape.some((d) => typeof d !== 'number') || (shape as number[]).reduce((p, d) => p * d, 1) > FOLD_MAX_ELEMENTS) return null;
     const r = evaluate(n.op, n.attrs, xs as Lit[], n.result.type?.dtype);
     if (r === null) return null;
     const dtype = r.dtype;

@@ -122,10 +122,15 @@ export class Emitter {
     for (const v of graph.output ?? []) if (v.name) this.taken.add(v.name);
   }
 
+  /** Next suffix to try per base name (so n names with one base cost O(n), not O(n²)). */
+  private readonly nextSuffix = new Map<string, number>();
+
   /** A name not used by any node or value so far (`base`, `base_1`, ...). */
   unique(base: string): string {
     let name = base;
-    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    let i = this.nextSuffix.get(base) ?? 1;
+    if (this.taken.has(name)) for (name = `${base}_${i}`; this.taken.has(name); ) name = `${base}_${++i}`;
+    this.nextSuffix.set(base, i);
     this.taken.add(name);
     return name;
   }

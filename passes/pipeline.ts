@@ -15,6 +15,7 @@ import { suggest } from '../src/suggest.js';
 import type { Pass } from './pass.js';
 import { resolveModulesPass } from './resolve-modules.js';
 import { inferTypesPass } from './infer-types.js';
+import { checkSizesPass } from './check-sizes.js';
 import { narrowRowsPass } from './narrow-rows.js';
 import { foldConstantsPass } from './fold-constants.js';
 import { csePass } from './cse.js';
@@ -37,6 +38,7 @@ export const checkPipeline: readonly Pass[] = [
   resolveModulesPass, // module paths, params and graph outputs → the model's module tree; unknown names suggest the nearest
   narrowRowsPass, //     a whole-batch read or set of one row (`output[0]`) → that row's invoke
   inferTypesPass, //     dtypes and symbolic shapes; shape errors name both shapes and point at the source
+  checkSizesPass, //     every computed value within the size budget (ONNSIGHT_MAX_VALUE_MB), before anything is allocated
 ];
 
 /** Checks plus IR optimizations: the IR the fast path (ports) and the compiler both start from. */

@@ -3,7 +3,9 @@
  * boundary indices, parameters and graph output names. Unknown names become user errors
  * at the node's span, with the nearest existing name (or, for a list index out of range,
  * the valid range). Negative list indices count from the end (`transformer.h.-1` becomes
- * `transformer.h.3` on a four-block model). Paths print in the script's form (`transformer.h[7]`).
+ * `transformer.h.3` on a four-block model). Paths print as the script writes them, from
+ * `model` (`model.transformer.h[7]`), so a suggestion is always a whole existing path that
+ * can be pasted into the script.
  * @module
  */
 import { NnsError, type ErrorCode } from '../src/errors.js';
@@ -12,6 +14,11 @@ import { resolveModulePath } from '../src/model/modules.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
 import type { Pass } from './pass.js';
+
+/** A module or parameter path as a script writes it: `model.transformer.h[3]` (`model` for the root). */
+export function fullPath(path: string): string {
+  return path === '' ? 'model' : `model.${scriptPath(path)}`;
+}
 
 /**
  * Why `path` is not a module of `tree` (a full message), or null when it is one. A list
@@ -24,7 +31,7 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
   if (tree.modules.has(path)) return null;
   const segs = path.split('.');
   const join = (a: string, b: string): string => (a === '' ? b : `${a}.${b}`);
-  const head = `no module '${scriptPath(path)}'`;
+  const head = `no module '${fullPath(path)}'`;
   for (let i = 0; i < segs.length; i++) {
     const list = segs.slice(0, i).join('.');
     if (!/^-?\d+$/.test(segs[i]!) || tree.modules.has(join(list, segs[i]!))) continue;
@@ -33,8 +40,8 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
       .map((p) => Number(p.slice(list === '' ? 0 : list.length + 1)));
     if (nums.length === 0) break;
     const [lo, hi] = [Math.min(...nums), Math.max(...nums)];
-    const neg = segs[i]!.startsWith('-') ? `; from the end: ${scriptPath(join(list, String(-(hi + 1))))}..${scriptPath(join(list, '-1'))}` : '';
-    return `${head} (the model has ${scriptPath(join(list, String(lo)))}..${scriptPath(join(list, String(hi)))}${neg})`;
+    const neg = segs[i]!.startsWith('-') ? `; from the end: ${fullPath(join(list, String(-(hi + 1))))}..${fullPath(join(list, '-1'))}` : '';
+    return `${head} (the model has ${fullPath(join(list, String(lo)))}..${fullPath(join(list, String(hi)))}${neg})`;
   }
   let k = segs.length - 1;
   while (k > 0 && !tree.modules.has(segs.slice(0, k).join('.'))) k--;
@@ -53,7 +60,7 @@ export function explainUnknownModule(tree: ModuleTree, path: string): string | n
     const all = [...tree.modules.keys()].filter((p) => p !== '');
     guess = all.find((p) => p.endsWith(`.${path}`)) ?? suggest(path, all, Math.max(3, Math.floor(path.length / 3)));
   }
-  return guess === undefined ? head : `${head}; did you mean '${scriptPath(guess)}'?`;
+  return guess === undefined ? head : `${head}; did you mean '${fullPath(guess)}'?`;
 }
 
 function plural(n: number, word: string): string {
@@ -70,7 +77,7 @@ export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
     const m = tree.modules.get(path)!;
     const count = port === 'output' ? m.outputs.length : m.inputs.length;
     if (index >= 0 && index < count) return [];
-    return err('no-such-output', `${scriptPath(path)} has no ${port}s[${index}] (it has ${plural(count, port)})`);
+    return err('no-such-output', `${fullPath(path)} has no ${port}s[${index}] (it has ${plural(count, port)})`);
   };
   if (n.is('module.output') || n.is('module.input')) {
     return boundary(n.attrs.path, n.op === 'module.output' ? 'output' : 'input', n.attrs.index);
@@ -84,7 +91,7 @@ export function resolveNode(tree: ModuleTree, n: Node): NnsError[] {
     const name = n.attrs.name;
     if (tree.params.has(name)) return [];
     const s = suggest(name, tree.params.keys(), Math.max(3, Math.floor(name.length / 4)));
-    return err('unknown-parameter', `no parameter '${scriptPath(name)}'${s ? `; did you mean '${scriptPath(s)}'?` : ''}`);
+    return err('unknown-parameter', `no parameter '${fullPath(name)}'${s ? `; did you mean '${fullPath(s)}'?` : ''}`);
   }
   if (n.is('model.output')) {
     const names = tree.graphOutputs.map((o) => o.name);

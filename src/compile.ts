@@ -43,13 +43,16 @@ export interface ModelContext {
   readonly feedInputs: FeedInput[];
 }
 
-/** Options of {@link compileGraph}. */
+/**
+ * Options of `LanguageModel.compile` (`compileGraph`).
+ * @category Tracing
+ */
 export interface CompileOptions {
   /** Called with the printed state after every pass (`--print-ir-after-all`). */
   printAfterEach?: (pass: string, text: string) => void;
   /** Run the IR verifier after every pass (tests). */
   verifyEach?: boolean;
-  /** The passes to run (default: the whole pipeline). */
+  /** The passes to run (default: the whole pipeline). @internal */
   pipeline?: readonly Pass[];
   /**
    * Keep the model's own graph outputs (default true). The compiled run path compiles with

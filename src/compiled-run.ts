@@ -24,7 +24,10 @@ import { encodeModel } from './onnx/serde.js';
 import type { ProgressCallback } from './progress.js';
 import { selectRows, type Tensor } from './tensor.js';
 
-/** Options of the compiled path (part of `RunOptions` and `TraceOptions`). */
+/**
+ * Options of the compiled path (part of `RunOptions` and `TraceOptions`).
+ * @category Tracing
+ */
 export interface CompiledRunOptions {
   /** Use the structural compile cache (default true; `ONNSIGHT_COMPILE_CACHE=0` turns it off). */
   cache?: boolean;

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
  * import { LanguageModel, demoModelPath } from 'onnsight';
  * const model = await LanguageModel.load(demoModelPath());
  * ```
+ * @category Model
  */
 export function demoModelPath(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));

@@ -21,6 +21,7 @@ import { createOrtProbe } from '../backends/probe.js';
 import { dedupInvokesPass } from '../passes/dedup-invokes.js';
 import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
+import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
 import { compileGraph, continueCompile, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
@@ -31,13 +32,18 @@ export { compileGraph, batchRows, type CompileOptions, type ModelContext, type F
  * is attached unless `fast: false` or the environment sets `ONNSIGHT_FAST=0`; its
  * instrumented model is built on first use.
  */
-export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean } = {}): Promise<ModelContext> {
+export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean; onProgress?: ProgressCallback } = {}): Promise<ModelContext> {
+  const step = (done: number, what?: string): void => opts.onProgress?.({ phase: 'load', done, total: 4, rowsDone: 0, rows: 0, ...(what ? { what } : {}) });
+  step(0, 'reading the model');
   const loaded = await loadModel(source, opts);
+  step(1, 'checking the graph');
   const problems = checkModel(loaded.proto);
   if (problems.length) {
     throw modelError('invalid-model', `${source} is not a valid ONNX graph: ${problems[0]}`, problems.length > 1 ? [`and ${problems.length - 1} more problem(s)`] : []);
   }
+  step(2, 'building the module tree');
   const tree = buildModuleTree(loaded.proto);
+  step(3, 'inferring shapes');
   try {
     await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
   } catch (e) {
@@ -45,6 +51,7 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
     const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
     throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
   }
+  step(4);
   const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto) };
   if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
@@ -66,7 +73,10 @@ export function sessionBound(loaded: LoadedModel): number {
   return bytes > 256 * 2 ** 20 ? 2 : 8;
 }
 
-/** Options of {@link runGraph}. */
+/**
+ * Options of {@link runGraph}.
+ * @category Tracing
+ */
 export interface RunOptions extends CompileOptions, CompiledRunOptions {
   /** Values of `host` nodes by name. */
   host?: ReadonlyMap<string, Tensor>;
@@ -94,8 +104,13 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, fast };
   runPasses(executorStages.filter((p) => p !== dedupInvokesPass || opts.dedup !== false), state, ctx, { verifyEach: opts.verifyEach });
   if (fast && state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan) {
+    const rows = state.ir.scopes.length - 1;
+    opts.onProgress?.({ phase: 'run', done: 0, total: 1, rowsDone: 0, rows, what: 'instrumented model' });
     const out = await fast.run(state.ir, state.fastPlan.plan, host);
-    if (out) return out;
+    if (out) {
+      opts.onProgress?.({ phase: 'run', done: 1, total: 1, rowsDone: rows, rows });
+      return out;
+    }
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
   return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));

@@ -6,22 +6,34 @@
  * @module
  */
 
-/** Where an error arises. */
+/**
+ * Where an error arises.
+ * @category Errors
+ */
 export type ErrorPhase =
   | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'internal';
 
-/** One entry. */
+/**
+ * One entry.
+ * @category Errors
+ */
 export interface ErrorCodeInfo {
   phase: ErrorPhase;
   /** What it means (Markdown, one line). */
   meaning: string;
 }
 
-/** The table (order: the order of the phases, as docs/language.md lists them). */
+/**
+ * The table (order: the order of the phases, as docs/language.md lists them).
+ * @category Errors
+ */
 export const ERROR_CODES = {
   'unexpected-character': { phase: 'lex', meaning: 'a character that cannot start a token' },
   'unterminated-string': { phase: 'lex', meaning: 'a string not closed on its line' },
   'syntax-error': { phase: 'parse', meaning: 'the message says what was expected and what was found' },
+  'unclosed-bracket': { phase: 'parse', meaning: 'a `(`, `[` or `{` that is never closed (reported where it was opened)' },
+  'unmatched-bracket': { phase: 'parse', meaning: 'a `)`, `]` or `}` without a matching opener' },
+  'too-deep': { phase: 'parse', meaning: 'nesting or an expression deeper than the limits (see Limits)' },
   'bad-escape': { phase: 'AST', meaning: 'unknown escape in a string' },
   'bad-number': { phase: 'AST', meaning: 'a number too large to represent' },
   'invalid-target': { phase: 'AST', meaning: 'the left of `=` is not a name or a module `.output`/`.input` (possibly sliced); `model.output` cannot be assigned' },
@@ -29,9 +41,9 @@ export const ERROR_CODES = {
   'no-trace': { phase: 'top level', meaning: 'the script has no `trace`' },
   'not-yet-supported': { phase: 'top level', meaning: '`generate`, `grad`, `param`, `skip`, `stop`' },
   'no-prompt': { phase: 'lower', meaning: '`trace { }` without invokes' },
-  'bad-prompt': { phase: 'lower', meaning: 'an empty prompt or a negative token id' },
+  'bad-prompt': { phase: 'lower', meaning: "an empty prompt, or a token id that is not a whole number >= 0 inside the model's vocabulary (`vocab_size` of config.json); the same in the TS API" },
   'invoke-outside-batch': { phase: 'lower', meaning: '`invoke` inside `trace PROMPT { }`' },
-  'nested-invoke': { phase: 'lower', meaning: '`invoke` inside `invoke`' },
+  'nested-invoke': { phase: 'lower', meaning: '`invoke` inside `invoke` (also in the TS API)' },
   'undefined-name': { phase: 'lower', meaning: 'a name used before it is bound, or never bound (with a suggestion)' },
   'rebinding': { phase: 'lower', meaning: 'binding a name that is already visible' },
   'duplicate-save': { phase: 'lower', meaning: 'two saves under the same name (also across traces)' },
@@ -51,7 +63,7 @@ export const ERROR_CODES = {
   'unexpected-string': { phase: 'lower', meaning: 'a string used as a tensor' },
   'unexpected-bool': { phase: 'lower', meaning: '`true`/`false` used as a tensor' },
   'ragged-literal': { phase: 'lower', meaning: 'a list literal that is not rectangular' },
-  'too-large': { phase: 'lower', meaning: 'more than 200 000 statements after unrolling' },
+  'too-large': { phase: 'lower', meaning: 'a script, literal, unrolled trace or IR over the limits (see Limits); also a computed value over the size budget (types), or a script file over 3 MB (CLI)' },
   'unknown-module': { phase: 'types', meaning: 'no such module in the model (nearest path suggested, index ranges named)' },
   'no-such-output': { phase: 'types', meaning: '`.outputs[i]` / `.inputs[i]` beyond what the module has' },
   'unknown-parameter': { phase: 'types', meaning: 'no such parameter (nearest name suggested)' },
@@ -62,6 +74,10 @@ export const ERROR_CODES = {
   'index-out-of-range': { phase: 'types', meaning: 'an index or `k` beyond the size of its dimension' },
   'bad-call': { phase: 'types', meaning: 'a module applied to more inputs than it takes' },
   'usage': { phase: 'API', meaning: 'TS API misuse, e.g. `trace(prompt, fn)` without a function' },
+  'async-callback': { phase: 'API', meaning: 'an `async` trace or invoke callback (callbacks must be synchronous; await `model.trace(...)` itself)' },
+  'foreign-value': { phase: 'API', meaning: 'a proxy of an earlier trace or of another model used in this trace' },
+  'trace-ended': { phase: 'API', meaning: 'a proxy used after its trace has ended (`.save()`, arithmetic, module reads)' },
+  'bad-value': { phase: 'API', meaning: 'not a tensor: a string, function, object, `undefined`, non-numeric or cyclic array, or a malformed Tensor' },
   'not-assignable': { phase: 'API', meaning: 'TS API: `set` on a value that is not a module output/input (or a slice of one)' },
   'order': { phase: 'compile', meaning: 'an intervention needs a value the model computes later in the same forward pass' },
   'missing-host-value': { phase: 'run', meaning: 'a host value (an earlier trace\'s save, a TS tensor) was not given' },
@@ -101,12 +117,14 @@ export const ERROR_CODES = {
   'bad-script': { phase: 'CLI', meaning: 'the script path is a folder' },
   'unknown-command': { phase: 'CLI', meaning: 'not an `nns` command' },
   'unknown-flag': { phase: 'CLI', meaning: 'an option the command does not have' },
-  'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none' },
+  'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none, or a value it does not accept (`--progress=loud`)' },
   'missing-value': { phase: 'CLI', meaning: 'an option without its value' },
   'missing-argument': { phase: 'CLI', meaning: 'a missing positional argument (or `compile` without `-o`)' },
   'extra-argument': { phase: 'CLI', meaning: 'an unexpected positional argument' },
   'unknown-pass': { phase: 'CLI', meaning: '`--passes` / `--print-ir-after` name a pass that does not exist (the passes are listed)' },
   'bad-cache-action': { phase: 'CLI', meaning: '`nns cache` with an action other than list, size, clean' },
+  'bad-results': { phase: 'CLI', meaning: '`nns plot` given a file that is not the JSON of `nns run --out`' },
+  'no-plotting': { phase: 'CLI', meaning: 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js, which are not installed' },
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
@@ -114,11 +132,15 @@ export const ERROR_CODES = {
  * The table's type, named so that a compile error on an unknown code reads
  * "… not assignable to parameter of type 'keyof ErrorCodeTable'": add the code to
  * {@link ERROR_CODES} (src/error-codes.ts) and run `npm run docs:gen`.
+ * @category Errors
  */
 export interface ErrorCodeTable extends Table {}
 type Table = typeof ERROR_CODES;
 
-/** Every error code. */
+/**
+ * Every error code.
+ * @category Errors
+ */
 export type ErrorCode = keyof ErrorCodeTable;
 
 /** Whether `code` is a known error code (for codes that cross a thread boundary). */

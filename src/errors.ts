@@ -9,7 +9,10 @@ import type { ErrorCode } from './error-codes.js';
 
 export type { ErrorCode } from './error-codes.js';
 
-/** A range of source text: 1-based line and column, 0-based offsets; `end*` is exclusive. */
+/**
+ * A range of source text: 1-based line and column, 0-based offsets; `end*` is exclusive.
+ * @category Errors
+ */
 export interface Span {
   /** File name as the user gave it (or `<script>` / `<api>`). */
   file: string;
@@ -24,10 +27,22 @@ export interface Span {
 /**
  * What kind of input caused the error, which decides the exit code of the `nns` command:
  * `script` → 1, `usage` and `model` → 2.
+ * @category Errors
  */
 export type ErrorKind = 'script' | 'usage' | 'model';
 
-/** A diagnostic for the user: a code such as `unknown-module`, a message, an optional location. */
+/**
+ * A diagnostic for the user: a code such as `unknown-module`, a message, an optional location.
+ *
+ * ```ts
+ * try {
+ *   await model.trace('Hi', (m) => { m.transformer.h[99].output.save(); });
+ * } catch (e) {
+ *   if (e instanceof NnsError) console.log(e.code, e.message); // 'unknown-module' ...
+ * }
+ * ```
+ * @category Errors
+ */
 export class NnsError extends Error {
   /** Short machine-readable code, e.g. `unknown-module`, `shape-mismatch`, `truncated-model`. */
   readonly code: ErrorCode;
@@ -48,7 +63,18 @@ export class NnsError extends Error {
   }
 }
 
-/** Several diagnostics from one phase (e.g. all syntax errors of a script). */
+/**
+ * Several diagnostics from one phase (e.g. all syntax errors of a script).
+ *
+ * ```ts
+ * try {
+ *   // ... a trace
+ * } catch (e) {
+ *   if (e instanceof NnsErrors) for (const err of e.errors) console.log(err.code);
+ * }
+ * ```
+ * @category Errors
+ */
 export class NnsErrors extends Error {
   /** The individual diagnostics, in source order. */
   readonly errors: NnsError[];

@@ -21,49 +21,85 @@ import type { LoadOptions } from './model/load.js';
 import type { TextTokenizer } from './model/tokenizer.js';
 import type { ModuleTree } from './model/types.js';
 import type { ModelProto } from './onnx/proto.js';
+import { moduleClasses, type ModuleClass } from './model/classes.js';
+import { groupFamilies, type Family, type PromptInfo } from './report/families.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
-import { callSite, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { callSite, checkOpen, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
+export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
 export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
 export { tensorToJSON, toJSONNumber } from './tensor.js';
 export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';
-export type { CompileOptions, RunOptions, ModelContext, FastPath } from './engine.js';
-export type { LoadOptions, LoadedModel } from './model/load.js';
+export type { CompileOptions } from './engine.js';
+export type { LoadOptions } from './model/load.js';
 export type { TextTokenizer } from './model/tokenizer.js';
-export type { Graph, Value, Node, Scope, TensorType, IndexItem } from '../ir/ir.js';
-export type { TraceContext } from './trace.js';
-export { TieredSessions } from '../backends/tiered.js';
 export type { CompiledRunOptions } from './compiled-run.js';
 export type { TieredOptions } from '../backends/tiered.js';
-export type { ProgressEvent, ProgressCallback } from './progress.js';
+export type { ProgressEvent, ProgressCallback, ProgressMode, ProgressStream, ProgressReporterOptions } from './progress.js';
+export { progressReporter } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
-export type { ExportResult } from './model/export.js';
+export type { ExportResult, WeightsPlacement } from './model/export.js';
 export { demoModelPath } from './demo.js';
+export { moduleClasses, type ModuleClass } from './model/classes.js';
+export { groupFamilies, type Family, type PromptInfo, type FamilyJSON } from './report/families.js';
+export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
 
-/** A prompt: text (tokenized with the model's tokenizer) or token ids. */
+/**
+ * A prompt: text (tokenized with the model's tokenizer) or token ids.
+ * @category Model
+ */
 export type Prompt = string | readonly number[];
 
-/** Inside a multi-prompt trace: add invokes; `model` refers to the whole batch. */
+/**
+ * Inside a multi-prompt trace: add invokes; `model` refers to the whole batch.
+ * @category Tracing
+ */
 export interface Tracer {
-  /** One prompt = one batch row; inside `fn`, module references mean this prompt's rows. */
+  /**
+   * One prompt = one batch row; inside `fn`, module references mean this prompt's rows.
+   *
+   * ```ts
+   * await model.trace((tr) => {
+   *   tr.invoke('The Louvre is in the city of', (m) => { m.output.logits.at(':', -1, ':').save('louvre'); });
+   *   tr.invoke([264, 758, 334], (m) => { m.output.logits.save('ids'); }); // token ids work too
+   * });
+   * ```
+   */
   invoke(prompt: Prompt, fn: (m: ModelRef) => void): void;
   /** The whole batch (use after the invokes, e.g. to copy values between rows). */
   readonly model: ModelRef;
 }
 
-/** What a trace returns. */
+/**
+ * What a trace returns.
+ * @category Results
+ */
 export interface TraceResult {
   /** Saved values by save name. */
   readonly saves: Readonly<Record<string, Tensor>>;
+  /**
+   * Saves named `NAME.I`, `NAME.I.J` (made in loops) stacked into one tensor per family,
+   * with index values (index names `i0`, `i1`, ...; `nns run` names them after the script's loop variables).
+   *
+   * ```ts
+   * const { families } = await model.trace(sweep);
+   * const paris = families.find((f) => f.name === 'paris')!; // shape [layers, positions, 1]
+   * ```
+   */
+  readonly families: readonly Family[];
+  /** The prompts of the trace: text, token ids and token strings, and how many rows used each. */
+  readonly prompts: readonly PromptInfo[];
 }
 
 /**
  * Options of a trace. From {@link CompiledRunOptions}: `cache`, `tiered`, `memoryBudget`
  * (bigger batches run in chunks) and `onProgress` (called after each chunk's compile and run).
+ * @category Tracing
  */
 export interface TraceOptions extends CompiledRunOptions {
   /** `false` keeps identical read-only invokes as separate batch rows (default: merged). */
@@ -76,9 +112,26 @@ export interface TraceOptions extends CompiledRunOptions {
   fast?: boolean;
 }
 
-/** A language model loaded from a Hugging Face-style folder or an `.onnx` file. */
+/**
+ * Refuses a callback's result when it is a promise (an `async` callback): nothing runs
+ * until the callback returns, so whatever it did after an `await` would be lost, and an
+ * error it throws later would be an unhandled rejection. The promise's own failure is
+ * absorbed here; the caller gets one clear error.
+ */
+function synchronous(result: unknown): void {
+  if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as { then?: unknown }).then === 'function') {
+    (result as PromiseLike<unknown>).then(undefined, () => undefined);
+    throw new NnsError('async-callback', 'trace callbacks must be synchronous (not async): the trace is built when the callback returns, so anything after an await would be lost; await model.trace(...) itself instead', { kind: 'usage', span: callSite() });
+  }
+}
+
+/**
+ * A language model loaded from a Hugging Face-style folder or an `.onnx` file.
+ * @category Model
+ */
 export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
+  private classMap?: ReadonlyMap<string, ModuleClass>;
 
   private constructor(mc: ModelContext) {
     this.mc = mc;
@@ -87,55 +140,119 @@ export class LanguageModel {
   /**
    * Loads a model folder (`config.json`, `tokenizer.json`, `onnx/model.onnx`) or an `.onnx` file.
    * `fast: false` turns the zero-compile fast path off for this model (every trace is spliced and compiled).
+   *
+   * ```ts
+   * const model = await LanguageModel.load(demoModelPath());           // the bundled demo model
+   * const other = await LanguageModel.load('exports/gpt2/onnx/model.onnx');
+   * ```
    */
   static async load(path: string, opts: LoadOptions & { fast?: boolean } = {}): Promise<LanguageModel> {
     return new LanguageModel(await openModel(path, opts));
   }
 
-  /** The model's module tree. */
+  /**
+   * The model's module tree: every module by path, in the model's order, with its inputs,
+   * outputs (with shapes) and parameters.
+   *
+   * ```ts
+   * for (const [path, m] of model.modules.modules) console.log(path, m.outputs[0]?.sig?.shape);
+   * ```
+   */
   get modules(): ModuleTree {
     return this.mc.tree;
   }
 
-  /** The tokenizer, when the model folder has one. */
+  /**
+   * Every module's class, by path: the export's class name, or one inferred from the
+   * module's structure when the export recorded none (`inferred: true`).
+   *
+   * ```ts
+   * model.classes.get('transformer.h.0.mlp'); // { name: 'MLP', inferred: true } (TorchScript export)
+   * ```
+   */
+  get classes(): ReadonlyMap<string, ModuleClass> {
+    this.classMap ??= moduleClasses(this.mc.loaded.proto, this.mc.tree);
+    return this.classMap;
+  }
+
+  /**
+   * The tokenizer, when the model folder has one.
+   *
+   * ```ts
+   * model.tokenizer?.tokenToString(383); // 'Paris' (leading-space marker stripped as the tokenizer does)
+   * ```
+   */
   get tokenizer(): TextTokenizer | undefined {
     return this.mc.loaded.tokenizer;
   }
 
-  /** The original model (weights external). */
+  /**
+   * The original model (weights external), as decoded ONNX.
+   *
+   * ```ts
+   * model.proto.graph?.node?.length; // number of ONNX nodes
+   * ```
+   */
   get proto(): ModelProto {
     return this.mc.loaded.proto;
   }
 
-  /** Token ids of a prompt. */
+  /**
+   * Token ids of a prompt. Token ids given directly must be whole numbers in the model's
+   * vocabulary (as in `.nns` scripts); anything else is a `bad-prompt` error.
+   *
+   * ```ts
+   * model.tokenize('The Eiffel Tower is in the city of'); // [264, 758, 334, 260, 268, 261, 271, 267]
+   * ```
+   */
   tokenize(prompt: Prompt): number[] {
-    if (typeof prompt !== 'string') return [...prompt];
+    if (typeof prompt !== 'string') {
+      if (!Array.isArray(prompt)) throw new NnsError('bad-prompt', `a prompt is a string or an array of token ids, got ${describeValue(prompt)}`, { kind: 'usage', span: callSite() });
+      const ids = [...(prompt as readonly unknown[])];
+      if (ids.length === 0) throw new NnsError('bad-prompt', 'the prompt is empty (it has no tokens)', { kind: 'usage', span: callSite() });
+      const vocab = vocabSizeOf(this.mc.loaded.config);
+      ids.forEach((id, i) => {
+        const why = badTokenId(id, vocab);
+        if (why) throw new NnsError('bad-prompt', `${why} (position ${i} of the prompt)`, { kind: 'usage', span: callSite() });
+      });
+      return ids as number[];
+    }
     if (!this.tokenizer) throw new NnsError('no-tokenizer', 'this model has no tokenizer.json: give token ids instead of text', { kind: 'usage', span: callSite() });
     return this.tokenizer.encode(prompt);
   }
 
-  /** Builds the IR of a trace without running it. */
+  /** Builds the IR of a trace without running it. @internal */
   build(prompt: Prompt, fn: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext };
   build(fn: (tr: Tracer) => void): { graph: Graph; ctx: TraceContext };
   build(a: Prompt | ((tr: Tracer) => void), b?: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext } {
     const builder = new Builder({ file: '<api>', tree: this.mc.tree });
     const ctx: TraceContext = { builder, tree: this.mc.tree, saved: new Map(), host: new Map() };
     const invoke = (prompt: Prompt, fn: (m: ModelRef) => void): void => {
+      checkOpen(ctx, 'invoke() was called');
+      if (builder.scope !== 0) throw new NnsError('nested-invoke', 'an invoke cannot contain another invoke', { kind: 'usage', span: callSite() });
+      if (typeof fn !== 'function') throw new NnsError('bad-argument', `invoke(prompt, fn) needs a function, got ${describeValue(fn)}`, { kind: 'usage', span: callSite() });
       const tokens = this.tokenize(prompt);
       const scope = builder.addInvoke(tokens, callSite(), typeof prompt === 'string' ? prompt : undefined);
       const outer = builder.scope;
       builder.scope = scope;
       try {
-        fn(moduleProxy(ctx, ''));
+        synchronous(fn(moduleProxy(ctx, '')));
       } finally {
         builder.scope = outer;
       }
     };
-    if (typeof a === 'function') {
-      a({ invoke, get model() { return moduleProxy(ctx, ''); } });
-    } else {
-      if (!b) throw new NnsError('usage', 'trace(prompt, fn) needs a function', { kind: 'usage' });
-      invoke(a, b);
+    try {
+      if (typeof a === 'function') {
+        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); } }));
+        if (builder.graph.scopes.length === 1) {
+          throw new NnsError('no-prompt', 'this trace has no invoke: call tr.invoke(prompt, (m) => { ... }) at least once, or use trace(prompt, (m) => { ... })', { kind: 'usage', span: callSite() });
+        }
+      } else {
+        if (typeof b !== 'function') throw new NnsError('bad-argument', `trace(prompt, fn) needs a function, got ${describeValue(b)}`, { kind: 'usage', span: callSite() });
+        invoke(a, b);
+      }
+    } finally {
+      ctx.closed = true;
     }
     const graph = builder.graph;
     graph.dimValues.sequence = Math.max(0, ...graph.scopes.slice(1).map((s) => s.tokens?.length ?? 0));
@@ -146,8 +263,29 @@ export class LanguageModel {
    * Runs one forward pass with interventions. With a prompt, `fn` receives the model;
    * without, it receives a {@link Tracer} to add several invokes (one batched pass).
    * Saved proxies get `.value`; the result holds every saved value by name.
+   *
+   * ```ts
+   * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
+   *   m.transformer.h[3].mlp.output = 0;
+   *   m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+   * });
+   * ```
    */
   async trace(prompt: Prompt, fn: (m: ModelRef) => void, opts?: TraceOptions): Promise<TraceResult>;
+  /**
+   * Several prompts in one batched pass: `tr.invoke(prompt, fn)` per prompt; values flow between invokes.
+   *
+   * ```ts
+   * let hb: TensorProxy | undefined;
+   * await model.trace((tr) => {
+   *   tr.invoke('The Trevi Fountain is in the city of', (m) => { hb = m.transformer.h[3].output.at(':', -1, ':'); });
+   *   tr.invoke('The Eiffel Tower is in the city of', (m) => {
+   *     m.transformer.h[3].output.at(':', -1, ':').set(hb!);
+   *     m.output.logits.at(':', -1, ':').save('patched');
+   *   });
+   * });
+   * ```
+   */
   async trace(fn: (tr: Tracer) => void, opts?: TraceOptions): Promise<TraceResult>;
   async trace(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
     const { graph, ctx } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
@@ -159,11 +297,40 @@ export class LanguageModel {
       const proxy: TensorProxy | undefined = ctx.saved.get(name);
       if (proxy) proxy.value = t;
     }
-    return { saves };
+    const prompts: PromptInfo[] = [];
+    const seen = new Map<string, PromptInfo>();
+    const tok = this.tokenizer;
+    for (const sc of graph.scopes.slice(1)) {
+      const tokens = [...(sc.tokens ?? [])];
+      const known = seen.get(tokens.join(','));
+      if (known) { known.rows++; continue; }
+      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
+      seen.set(tokens.join(','), info);
+      prompts.push(info);
+    }
+    return { saves, families: groupFamilies(saves), prompts };
   }
 
-  /** Compiles a trace into one rewritten model (open it in Netron) without running it. */
+  /**
+   * Compiles a trace into one rewritten model (open it in Netron) without running it;
+   * {@link LanguageModel.save} writes it runnable.
+   *
+   * ```ts
+   * const rewritten = model.compile('The Eiffel Tower is in the city of', (m) => { m.transformer.h[3].mlp.output = 0; });
+   * model.save(rewritten, 'knockout.onnx');
+   * ```
+   */
   compile(prompt: Prompt, fn: (m: ModelRef) => void, opts?: CompileOptions): ModelProto;
+  /**
+   * Compiles a multi-prompt trace (one batch row per invoke).
+   *
+   * ```ts
+   * const proto = model.compile((tr) => {
+   *   tr.invoke('The Colosseum is in the city of', (m) => { m.output.logits.save('a'); });
+   *   tr.invoke('The Louvre is in the city of', (m) => { m.output.logits.save('b'); });
+   * });
+   * ```
+   */
   compile(fn: (tr: Tracer) => void, opts?: CompileOptions): ModelProto;
   compile(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | CompileOptions, c?: CompileOptions): ModelProto {
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
@@ -187,7 +354,13 @@ export class LanguageModel {
     return exportModel(this.mc.loaded, proto, outPath);
   }
 
-  /** Releases cached sessions. */
+  /**
+   * Releases cached sessions (the model object is not usable afterwards).
+   *
+   * ```ts
+   * await model.dispose();
+   * ```
+   */
   async dispose(): Promise<void> {
     await releaseCompiled(this.mc);
     await this.mc.backend.release();

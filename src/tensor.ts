@@ -2,16 +2,25 @@
  * Host tensors: what saved values come back as, and what the host feeds in.
  * @module
  */
-/** Element types the IR and results use (ONNX names in lower case). */
+/**
+ * Element types the IR and results use (ONNX names in lower case).
+ * @category Model
+ */
 export type DType =
   | 'float32' | 'float16' | 'bfloat16' | 'float64'
   | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'uint16' | 'uint32' | 'uint64'
   | 'bool';
 
-/** Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`). */
+/**
+ * Typed storage for a tensor's elements (int64 results are stored as `BigInt64Array`).
+ * @category Results
+ */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | BigUint64Array;
 
-/** A dense, row-major host tensor. */
+/**
+ * A dense, row-major host tensor.
+ * @category Results
+ */
 export interface Tensor {
   /** Element type. */
   readonly dtype: DType;
@@ -25,10 +34,14 @@ export interface Tensor {
  * A number in JSON form: finite numbers as themselves, and the values JSON has no literal
  * for as the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (`JSON.stringify` would write
  * them all as `null`). JavaScript's `Number(x)` and Python's `float(x)` read every form back.
+ * @category Results
  */
 export type JSONNumber = number | 'NaN' | 'Infinity' | '-Infinity';
 
-/** The JSON form of a tensor in results files: `{ dtype, shape, data }`, data as {@link JSONNumber}s. */
+/**
+ * The JSON form of a tensor in results files: `{ dtype, shape, data }`, data as {@link JSONNumber}s.
+ * @category Results
+ */
 export interface TensorJSON {
   dtype: DType;
   shape: number[];
@@ -40,7 +53,15 @@ export function toJSONNumber(x: number): JSONNumber {
   return Number.isFinite(x) ? x : (String(x) as 'NaN' | 'Infinity' | '-Infinity');
 }
 
-/** Converts a tensor to its JSON form (int64 as plain numbers; NaN and ±Infinity as strings). */
+/**
+ * Converts a tensor to its JSON form (int64 as plain numbers; NaN and ±Infinity as strings).
+ *
+ * ```ts
+ * const { saves } = await model.trace('The Eiffel Tower is in', (m) => { m.output.logits.save('logits'); });
+ * JSON.stringify(tensorToJSON(saves.logits)); // {"dtype":"float32","shape":[1,6,874],"data":[...]}
+ * ```
+ * @category Results
+ */
 export function tensorToJSON(t: Tensor): TensorJSON {
   const data: JSONNumber[] = new Array(t.data.length);
   for (let i = 0; i < t.data.length; i++) data[i] = toJSONNumber(Number(t.data[i]));

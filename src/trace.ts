@@ -13,16 +13,27 @@ import type { Builder } from '../ir/builder.js';
 import type { IndexItem, PureOp, OpAttrs, OpName, Value } from '../ir/ir.js';
 import { FUNCTION_OPS, type NoAttrs } from '../ir/ops.js';
 import type { DType, ModuleTree } from './model/types.js';
+import { DTYPES } from '../ir/ir.js';
+import { numel, type Tensor } from './tensor.js';
+import { describeValue } from './model/token-ids.js';
 import { resolveModulePath } from './model/modules.js';
-import type { Tensor } from './tensor.js';
 
-/** One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object. */
+/**
+ * One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object.
+ * @category Tracing
+ */
 export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number };
 
-/** Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace). */
+/**
+ * Anything usable where a tensor is expected: a proxy, a number, nested number arrays, a Float32Array, or a host {@link Tensor} (e.g. a result of an earlier trace).
+ * @category Tracing
+ */
 export type TensorLike = TensorProxy | number | NestedArray | Float32Array | Tensor;
 
-/** Nested arrays of numbers. */
+/**
+ * Nested arrays of numbers.
+ * @category Tracing
+ */
 export type NestedArray = ReadonlyArray<number | NestedArray>;
 
 /** Where a proxy's value lives in the model, when it can be assigned to. */
@@ -43,6 +54,15 @@ export interface TraceContext {
   readonly saved: Map<string, TensorProxy>;
   /** Host tensors fed to the trace (`host` values), by name. */
   readonly host: Map<string, Tensor>;
+  /** Set when the trace's callback has returned: its proxies can no longer build IR. */
+  closed?: boolean;
+}
+
+/** Throws when the trace of `ctx` has ended (a proxy kept and used after its trace). */
+export function checkOpen(ctx: TraceContext, what: string): void {
+  if (ctx.closed) {
+    throw new NnsError('trace-ended', `${what} after its trace has ended: proxies only work inside the trace callback (after the trace, read a saved proxy's .value)`, { kind: 'usage', span: callSite() });
+  }
 }
 
 const THIS_FILE = new URL(import.meta.url).pathname;
@@ -98,7 +118,10 @@ export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: ()
 
 export interface TensorProxy extends ElementwiseMethods {}
 
-/** A value inside a trace: a module's output, a parameter, or anything computed from them. */
+/**
+ * A value inside a trace: a module's output, a parameter, or anything computed from them.
+ * @category Tracing
+ */
 export class TensorProxy {
   /** @internal */ readonly ctx: TraceContext;
   /** @internal */ readonly ir: Value;
@@ -117,22 +140,39 @@ export class TensorProxy {
     return new TensorProxy(this.ctx, v);
   }
 
+  private live(what: string): void {
+    checkOpen(this.ctx, what);
+  }
+
   private lift(x: TensorLike, span: Span): Value {
     return toValue(this.ctx, x, span);
   }
 
   /** @internal */
   unary<K extends PureOp>(op: K, attrs: OpAttrs[K]): TensorProxy {
+    this.live(`.${op}() was used`);
     return this.wrap(this.ctx.builder.op(op, [this.ir], attrs, callSite()));
   }
 
   private binary(op: 'add' | 'sub' | 'mul' | 'div' | 'matmul', other: TensorLike): TensorProxy {
+    this.live(`.${op}() was used`);
     const span = callSite();
     return this.wrap(this.ctx.builder.op(op, [this.ir, this.lift(other, span)], {}, span));
   }
 
-  /** Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`. */
+  /**
+   * Send this value back; it appears in the results under `name` (default `save_N`) and in `.value`.
+   *
+   * ```ts
+   * const { saves } = await model.trace('The Eiffel Tower is in', (m) => { m.transformer.h[2].output.save('h2'); });
+   * saves.h2; // { dtype: 'float32', shape: [1, 6, 128], data }
+   * ```
+   */
   save(name?: string): this {
+    this.live('.save() was called');
+    if (name !== undefined && (typeof name !== 'string' || name === '')) {
+      throw new NnsError('bad-argument', `a save name is a non-empty string, got ${describeValue(name)}`, { kind: 'usage', span: callSite() });
+    }
     const n = name ?? `save_${this.ctx.saved.size}`;
     if (this.ctx.saved.has(n)) throw new NnsError('duplicate-save', `the name '${n}' is already saved in this trace`, { span: callSite() });
     this.ctx.builder.save(this.ir, n, callSite());
@@ -140,8 +180,16 @@ export class TensorProxy {
     return this;
   }
 
-  /** Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`. */
+  /**
+   * Indexing and slicing, numpy style: `x.at(':', -1, ':')`, `x.at('...', '3:5')`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').save('last');   // the last position
+   * m.transformer.h[0].output.at(0, '2:4').save('two');
+   * ```
+   */
   at(...index: IndexSpec[]): TensorProxy {
+    this.live('.at() was used');
     const items = parseIndex(index);
     const v = this.ctx.builder.index(this.ir, items, callSite());
     const target = this.target && this.target.items === null ? { ...this.target, items } : null;
@@ -151,46 +199,150 @@ export class TensorProxy {
   /**
    * Assign to this value in the model (only for module outputs/inputs and slices of them):
    * `m.transformer.h[3].output.at(':', -1).set(0)`.
+   *
+   * ```ts
+   * m.transformer.h[3].output.at(':', -1, ':').set(hb); // patch in another invoke's value
+   * m.transformer.h[1].mlp.output.at(':', 2).set(0);
+   * ```
    */
   set(value: TensorLike): void {
+    this.live('.set() was called');
     const span = callSite();
     if (!this.target) throw new NnsError('not-assignable', 'only a module output or input (or a slice of one) can be set', { span });
     const t = this.target;
     this.ctx.builder.set(t.path, t.port, t.index, t.items, this.lift(value, span), span);
   }
 
-  /** `this + other`, broadcasting. */
+  /**
+   * `this + other`, broadcasting.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.add(steer.mul(4));   // steering: steer is a Float32Array or a saved value
+   * ```
+   */
   add(other: TensorLike): TensorProxy { return this.binary('add', other); }
-  /** `this - other`. */
+  /**
+   * `this - other`.
+   *
+   * ```ts
+   * const diff = m.transformer.h[2].output.sub(m.transformer.h[1].output);
+   * ```
+   */
   sub(other: TensorLike): TensorProxy { return this.binary('sub', other); }
-  /** `this * other`. */
+  /**
+   * `this * other`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.mul(0.5);
+   * ```
+   */
   mul(other: TensorLike): TensorProxy { return this.binary('mul', other); }
-  /** `this / other`. */
+  /**
+   * `this / other`.
+   *
+   * ```ts
+   * const unit = m.transformer.h[2].output.div(m.transformer.h[2].output.norm(-1, true));
+   * ```
+   */
   div(other: TensorLike): TensorProxy { return this.binary('div', other); }
-  /** Matrix product (`@`). */
+  /**
+   * Matrix product (`@`).
+   *
+   * ```ts
+   * const scores = q.matmul(k.transpose(-1, -2));
+   * ```
+   */
   matmul(other: TensorLike): TensorProxy { return this.binary('matmul', other); }
-  /** `-this`. */
+  /**
+   * `-this`.
+   *
+   * ```ts
+   * m.transformer.h[2].output = m.transformer.h[2].output.neg();
+   * ```
+   */
   neg(): TensorProxy { return this.unary('neg', {}); }
-  /** Softmax along `dim`. */
+  /**
+   * Softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').softmax(-1).save('probs');
+   * ```
+   */
   softmax(dim: number): TensorProxy { return this.unary('softmax', { dim }); }
-  /** Log-softmax along `dim`. */
+  /**
+   * Log-softmax along `dim`.
+   *
+   * ```ts
+   * m.output.logits.logSoftmax(-1).save('logprobs');
+   * ```
+   */
   logSoftmax(dim: number): TensorProxy { return this.unary('log_softmax', { dim }); }
-  /** Index of the maximum along `dim` (int64). */
+  /**
+   * Index of the maximum along `dim` (int64).
+   *
+   * ```ts
+   * m.output.logits.at(':', -1, ':').argmax(-1).save('best');
+   * ```
+   */
   argmax(dim: number, keepdim = false): TensorProxy { return this.unary('argmax', { dim, keepdim }); }
-  /** Sum along `dim` (all elements when omitted). */
+  /**
+   * Sum along `dim` (all elements when omitted).
+   *
+   * ```ts
+   * m.transformer.h[2].output.sum(-1).save('total');
+   * ```
+   */
   sum(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('sum', { dim, keepdim }); }
-  /** Mean along `dim`. */
+  /**
+   * Mean along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.mean(1, true).save('mean_over_positions');
+   * ```
+   */
   mean(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('mean', { dim, keepdim }); }
-  /** Maximum along `dim`. */
+  /**
+   * Maximum along `dim`.
+   *
+   * ```ts
+   * m.output.logits.max(-1).save('top_logit');
+   * ```
+   */
   max(dim: number | null = null, keepdim = false): TensorProxy { return this.unary('max', { dim, keepdim }); }
-  /** Euclidean norm along `dim`. */
+  /**
+   * Euclidean norm along `dim`.
+   *
+   * ```ts
+   * m.transformer.h[2].output.norm(-1).save('norms'); // [batch, sequence]
+   * ```
+   */
   norm(dim: number, keepdim = false): TensorProxy { return this.unary('norm', { dim, keepdim }); }
-  /** Reshape (`-1` infers one dimension). */
+  /**
+   * Reshape (`-1` infers one dimension).
+   *
+   * ```ts
+   * m.transformer.h[2].output.reshape([-1, 128]);
+   * ```
+   */
   reshape(shape: number[]): TensorProxy { return this.unary('reshape', { shape: [...shape] }); }
-  /** Swap two dimensions. */
+  /**
+   * Swap two dimensions.
+   *
+   * ```ts
+   * m.transformer.h[2].output.transpose(0, 1);
+   * ```
+   */
   transpose(dim0: number, dim1: number): TensorProxy { return this.unary('transpose', { dim0, dim1 }); }
-  /** The `k` largest values along `dim` (default last) and their indices. */
+  /**
+   * The `k` largest values along `dim` (default last) and their indices.
+   *
+   * ```ts
+   * const { values, indices } = m.output.logits.at(':', -1, ':').softmax(-1).topk(5);
+   * values.save('p'); indices.save('ids');
+   * ```
+   */
   topk(k: number, dim = -1): { values: TensorProxy; indices: TensorProxy } {
+    this.live('.topk() was used');
     const [values, indices] = this.ctx.builder.topk(this.ir, k, dim, callSite());
     return { values: this.wrap(values), indices: this.wrap(indices) };
   }
@@ -206,31 +358,77 @@ for (const [op, fn] of FUNCTION_OPS) {
   });
 }
 
-/** Turns a TensorLike into an IR value. */
-export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
-  if (x instanceof TensorProxy) return x.ir;
-  if (x instanceof Float32Array) return ctx.builder.constant(Array.from(x), span);
-  if (isTensor(x)) {
-    let name = [...ctx.host].find(([, t]) => t === x)?.[0];
-    if (!name) {
-      name = `t${ctx.host.size}`;
-      ctx.host.set(name, x);
+const TENSOR_LIKE = 'a proxy, a number, nested arrays of numbers, a Float32Array or a Tensor';
+
+/** Nested arrays of numbers are rectangular-checked by the builder; here: only numbers, and not absurdly deep (or cyclic). */
+function checkNested(x: readonly unknown[], span: Span): void {
+  const stack: [readonly unknown[], number][] = [[x, 1]];
+  while (stack.length > 0) {
+    const [a, depth] = stack.pop()!;
+    if (depth > 32) throw new NnsError('bad-value', 'nested arrays deeper than 32 levels (or cyclic) are not a tensor', { kind: 'usage', span });
+    for (const e of a) {
+      if (Array.isArray(e)) stack.push([e, depth + 1]);
+      else if (typeof e !== 'number') throw new NnsError('bad-value', `expected ${TENSOR_LIKE}; the array holds ${describeValue(e)}`, { kind: 'usage', span });
     }
-    return ctx.builder.host(name, x.dtype, [...x.shape], span);
   }
-  return ctx.builder.constant(x, span);
 }
 
-function isTensor(x: TensorLike): x is Tensor {
+/** Turns a TensorLike into an IR value; anything else is a `bad-value` error (never a crash). */
+export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
+  checkOpen(ctx, 'a value was used');
+  if (x instanceof TensorProxy) {
+    if (x.ctx !== ctx) {
+      const why = x.ctx.closed ? 'comes from an earlier trace' : 'belongs to another trace (or another model)';
+      throw new NnsError('foreign-value', `this proxy ${why}: a proxy is only valid inside its own trace; save it there and pass its .value (a Tensor)`, { kind: 'usage', span });
+    }
+    return x.ir;
+  }
+  if (typeof x === 'number') return ctx.builder.constant(x, span);
+  if (x instanceof Float32Array) return ctx.builder.constant(Array.from(x), span);
+  if (Array.isArray(x)) {
+    checkNested(x, span);
+    return ctx.builder.constant(x as NestedArray, span);
+  }
+  if (!isTensor(x)) throw new NnsError('bad-value', `expected ${TENSOR_LIKE}, got ${describeValue(x)}`, { kind: 'usage', span });
+  const t = x as Tensor;
+  if (!DTYPES.has(t.dtype) || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !ArrayBuffer.isView(t.data) || numel(t.shape) !== (t.data as { length: number }).length) {
+    throw new NnsError('bad-value', `this Tensor is malformed: dtype '${String(t.dtype)}', shape [${String(t.shape)}] and ${(t.data as { length?: number })?.length ?? 'no'} data elements do not agree`, { kind: 'usage', span });
+  }
+  let name = [...ctx.host].find(([, h]) => h === t)?.[0];
+  if (!name) {
+    name = `t${ctx.host.size}`;
+    ctx.host.set(name, t);
+  }
+  return ctx.builder.host(name, t.dtype, [...t.shape], span);
+}
+
+function isTensor(x: unknown): x is Tensor {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && 'dtype' in x && 'shape' in x && 'data' in x;
 }
 
-/** A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it. */
+/**
+ * A module inside a trace: navigate (`m.transformer.h[2]`), read `.output`, assign `.output = v`, call it.
+ * @category Tracing
+ */
 export interface ModuleBase {
-  /** The module's (first) output. Assigning replaces it for the rest of the model. */
+  /**
+   * The module's (first) output. Assigning replaces it for the rest of the model.
+   *
+   * ```ts
+   * m.transformer.h[2].output.save('h2');
+   * m.transformer.h[3].mlp.output = 0;   // knock the MLP out
+   * ```
+   */
   get output(): TensorProxy;
   set output(v: TensorLike);
-  /** The module's (first) input. Assigning replaces what the module sees. */
+  /**
+   * The module's (first) input. Assigning replaces what the module sees.
+   *
+   * ```ts
+   * m.transformer.h[2].input.save('resid_pre2');
+   * m.transformer.h[1].input = m.transformer.h[0].input; // block 0 skipped
+   * ```
+   */
   get input(): TensorProxy;
   set input(v: TensorLike);
   /** All outputs (for modules returning several tensors). */
@@ -241,10 +439,16 @@ export interface ModuleBase {
   (...args: TensorLike[]): TensorProxy;
 }
 
-/** A module reference: its own members plus submodules and parameters by name or index. */
+/**
+ * A module reference: its own members plus submodules and parameters by name or index.
+ * @category Tracing
+ */
 export type ModuleRef = ModuleBase & { readonly [name: string]: ModuleRef; readonly [index: number]: ModuleRef };
 
-/** The root: like any module, plus `output.logits` style access to graph outputs by name. */
+/**
+ * The root: like any module, plus `output.logits` style access to graph outputs by name.
+ * @category Tracing
+ */
 export type ModelRef = ModuleRef & { readonly output: TensorProxy & { readonly [name: string]: TensorProxy } };
 
 const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
@@ -253,6 +457,7 @@ const PORTS = new Set(['output', 'input', 'outputs', 'inputs']);
 export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
   const join = (name: string): string => (modPath ? `${modPath}.${name}` : name);
   const boundary = (port: 'output' | 'input', index: number): TensorProxy => {
+    checkOpen(ctx, `model.${modPath ? `${modPath}.` : ''}${port} was read`);
     const span = callSite();
     const b = ctx.builder;
     const v = port === 'output' ? b.moduleOutput(modPath, index, span) : b.moduleInput(modPath, index, span);
@@ -274,10 +479,14 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
       const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
-      if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
+      if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) {
+        checkOpen(ctx, `parameter ${p} was read`);
+        return new TensorProxy(ctx, ctx.builder.param(p, callSite()));
+      }
       return moduleProxy(ctx, p);
     },
     set(_t, prop, value: TensorLike) {
+      checkOpen(ctx, 'a module was assigned to');
       if (typeof prop !== 'string' || !PORTS.has(prop) || prop.endsWith('s')) {
         throw new NnsError('not-assignable', `cannot assign to '${String(prop)}' of module '${modPath || 'model'}' (assign to .output or .input)`, { span: callSite() });
       }
@@ -286,6 +495,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       return true;
     },
     apply(_t, _this, args: TensorLike[]) {
+      checkOpen(ctx, 'a module was called');
       const span = callSite();
       const outs = ctx.builder.callModule(modPath, args.map((a) => toValue(ctx, a, span)), span);
       return new TensorProxy(ctx, outs[0]!);
@@ -295,16 +505,27 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
 }
 
 function graphOutputProxy(ctx: TraceContext): TensorProxy & { readonly [name: string]: TensorProxy } {
+  checkOpen(ctx, 'model.output was read');
   const first = new TensorProxy(ctx, ctx.builder.modelOutput(null, callSite()));
   return new Proxy(first, {
     get(target, prop, receiver) {
       if (typeof prop === 'symbol' || prop in target) return Reflect.get(target, prop, receiver) as unknown;
+      if (prop === 'then') return undefined; // not a thenable
+      checkOpen(ctx, `model.output.${prop} was read`);
       return new TensorProxy(ctx, ctx.builder.modelOutput(prop, callSite()));
     },
   }) as TensorProxy & { readonly [name: string]: TensorProxy };
 }
 
-/** Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`. */
+/**
+ * Module-level functions for those who prefer `softmax(x, -1)` to `x.softmax(-1)`.
+ *
+ * ```ts
+ * import { ops } from 'onnsight';
+ * ops.softmax(m.output.logits, -1).save('probs');
+ * ```
+ * @category Tracing
+ */
 export const ops = {
   /** Softmax along `dim`. */
   softmax: (x: TensorProxy, dim: number): TensorProxy => x.softmax(dim),

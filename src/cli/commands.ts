@@ -6,6 +6,9 @@ import type { CommandSpec, FlagSpec } from './args.js';
 
 const help: FlagSpec = { name: 'help', short: 'h', value: false, help: 'show this help' };
 const model: FlagSpec = { name: 'model', value: true, placeholder: 'PATH', help: 'model folder or .onnx file (wins over the script\'s model "PATH")' };
+const progress: FlagSpec = { name: 'progress', value: true, placeholder: 'MODE', help: 'bar (a TTY), plain (a line every 10 s), none; default: bar on a TTY, else plain' };
+const plot: FlagSpec = { name: 'plot', value: true, placeholder: 'DIR', help: 'write plots of the saved families to DIR (SVG, PNG, Vega-Lite JSON)' };
+const html: FlagSpec = { name: 'html', value: true, placeholder: 'FILE', help: 'write one self-contained HTML report (plots, values, the script)' };
 const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR (or the stage\'s summary) after every pass and run stage (to stderr)' };
 const printAfter: FlagSpec = { name: 'print-ir-after', value: true, placeholder: 'NAME[,NAME]', help: 'print after the named passes only' };
 const passes: FlagSpec = { name: 'passes', value: true, placeholder: 'NAME[,NAME]', help: 'run only these passes, in this order, and print the result (to stdout)' };
@@ -15,7 +18,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}}' }, printIr, printAfter, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}, $families, $prompts}' }, plot, html, printIr, printAfter, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -25,7 +28,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['compile', {
     name: 'compile',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, progress, help],
     summary: 'Compile a script into rewritten ONNX models (openable in Netron), one per trace.',
     details: [
       'The first trace goes to OUT.onnx, the next to OUT.2.onnx, OUT.3.onnx, ...; each written file is listed.',
@@ -33,12 +36,39 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
       'gets a suffix (logits_1), and a note says so. Saves of earlier traces are graph inputs host.NAME of later ones.',
     ],
   }],
+  ['plot', {
+    name: 'plot',
+    positionals: ['RESULTS.json'],
+    flags: [plot, html, help],
+    summary: 'Plot the results of nns run --out: heatmaps, logit-lens tables, line plots (default: RESULTS-plots/).',
+    details: [
+      'A heatmap for every 2-D family of saves (NAME.I.J; positions labelled with the prompt\'s',
+      'tokens), a logit-lens table for every family of vocabulary-sized values, a line plot',
+      'for every 1-D family of numbers. Rendered with Vega-Lite in Node; PNG through resvg.',
+    ],
+  }],
+  ['lsp', {
+    name: 'lsp',
+    positionals: [],
+    flags: [help],
+    summary: 'Run the language server for .nns files (Language Server Protocol over stdin/stdout).',
+    details: [
+      'Diagnostics as you type (the checks of nns check, against the script\'s model), completion',
+      'of module paths, ports and functions, hover with module classes and shapes. Point your',
+      'editor\'s LSP client at the command `nns lsp` for files ending in .nns; editors/ has a',
+      'TextMate grammar for highlighting.',
+    ],
+  }],
   ['modules', {
     name: 'modules',
     positionals: ['PATH'],
-    flags: [help],
-    summary: 'Print the module tree of a model folder or .onnx file, with each module\'s output shapes.',
-    details: [],
+    flags: [{ name: 'json', value: false, help: 'print the tree as JSON (every module: path, class, inputs, outputs, parameters)' }, progress, help],
+    summary: 'Print the module tree of a model folder or .onnx file, with each module\'s class and output shapes.',
+    details: [
+      'Modules are listed in the model\'s order. A module\'s class is the exporter\'s (torch',
+      'class names in dynamo metadata) or, when the export has none, inferred from its',
+      'operators (Linear, Conv1D, LayerNorm, Attention, MLP, Block, ...; marked with ~).',
+    ],
   }],
   ['cache', {
     name: 'cache',
@@ -59,7 +89,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['check', {
     name: 'check',
     positionals: ['SCRIPT'],
-    flags: [model, printIr, printAfter, passes, help],
+    flags: [model, printIr, printAfter, passes, progress, help],
     summary: 'Check a script without running it: syntax, names, and (with a model) modules and shapes.',
     details: [],
   }],
@@ -72,17 +102,24 @@ export const GENERAL_HELP = [
   'NNsight-style interventions on ONNX models, from .nns scripts.',
   '',
   'commands:',
-  '  run SCRIPT [--model PATH] [--out FILE.json] [--print-ir-after-all]',
+  '  run SCRIPT [--model PATH] [--out FILE.json] [--plot DIR] [--html FILE] [--progress MODE]',
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',
-  '  modules PATH        print a model\'s module tree with output shapes',
+  '  plot RESULTS.json [--plot DIR] [--html FILE]',
+  '                      plot the results of run --out (run takes --plot and --html too)',
+  '  lsp                 the language server for .nns files (LSP over stdio)',
+  '  modules PATH [--json]',
+  '                      print a model\'s module tree: classes and output shapes',
   '  check SCRIPT [--model PATH] [--passes=NAME,...]',
   '                      validate a script without running it (or run chosen passes and print)',
   '  cache [list|size|clean]',
   '                      show or clean the cache ($ONNSIGHT_CACHE, else ~/.cache/onnsight)',
   '',
   'debugging: --print-ir-after-all, --print-ir-after=NAME,... (run, compile, check)',
+  'progress: --progress=bar|plain|none (run, compile, check, modules): how loading, compiling',
+  'and long runs report on stderr (default: a bar on a terminal, else a plain line every',
+  '10 s; ONNSIGHT_PROGRESS sets the default).',
   '',
   'nns <command> --help shows the options of a command.',
   'exit codes: 0 ok, 1 errors in the script, 2 usage or model errors, 3 internal error.',

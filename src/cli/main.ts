@@ -8,11 +8,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NnsError, usageError } from '../errors.js';
+import { DEFAULT_LIMITS } from '../../grammar/limits.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
-import { tensorToJSON } from '../tensor.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
 import { COMMANDS, GENERAL_HELP } from './commands.js';
 import { formatResults } from './print.js';
+import { PROGRESS_MODES, envProgressMode, progressReporter, type ProgressCallback, type ProgressMode, type ProgressStream } from '../progress.js';
 
 /** Where the CLI writes and what it reads from its environment (replaceable in tests). */
 export interface CliIO {
@@ -20,6 +21,8 @@ export interface CliIO {
   err(text: string): void;
   cwd: string;
   env: Readonly<Record<string, string | undefined>>;
+  /** Where progress goes (stderr); without it, no progress is shown. */
+  progress?: ProgressStream;
 }
 
 const defaultIO: CliIO = {
@@ -27,6 +30,7 @@ const defaultIO: CliIO = {
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
   cwd: process.cwd(),
   env: process.env,
+  progress: process.stderr,
 };
 
 /** Writes `data` to `file` atomically: a temporary file in the same folder, then a rename. */
@@ -60,7 +64,7 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
   try {
     const abs = path.resolve(cwd, file);
     if (fs.statSync(abs).isDirectory()) throw usageError('bad-script', `'${file}' is a folder, not a script`);
-    text = fs.readFileSync(abs, 'utf8');
+    text = readBounded(abs, file);
   } catch (e) {
     if (e instanceof NnsError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
@@ -72,6 +76,30 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
   const parsed = parseScript(text, file);
   if (!parsed.ast) throw new ScriptErrors(parsed.errors);
   return { file, text, ast: parsed.ast };
+}
+
+/**
+ * Reads a script, at most 3 bytes per allowed character (UTF-8): a bigger file — or an
+ * endless one such as /dev/zero — is refused after that many bytes, never read whole.
+ */
+function readBounded(abs: string, file: string): string {
+  const max = 3 * DEFAULT_LIMITS.maxSourceChars;
+  const fd = fs.openSync(abs, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = Buffer.alloc(Math.min(1 << 20, max + 1 - total));
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      chunks.push(buf.subarray(0, n));
+      total += n;
+      if (total > max) throw usageError('too-large', `'${file}' is larger than ${(max / 1e6).toFixed(0)} MB; a script may have at most ${DEFAULT_LIMITS.maxSourceChars.toLocaleString('en-US')} characters`);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 class ScriptErrors extends Error {
@@ -100,16 +128,54 @@ function flag(a: ParsedArgs, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The progress callback `--progress` (else `ONNSIGHT_PROGRESS`, else auto) asks for. */
+function progressOf(a: ParsedArgs, io: CliIO, cmd: CommandSpec): ProgressCallback | undefined {
+  const v = flag(a, 'progress');
+  if (v !== undefined && !(PROGRESS_MODES as readonly string[]).includes(v)) {
+    throw usageError('bad-flag', `--progress must be bar, plain or none, not '${v}'`, [`usage: ${usageLine(cmd)}`]);
+  }
+  if (!io.progress) return undefined;
+  return progressReporter({ mode: (v as ProgressMode | undefined) ?? envProgressMode(io.env) ?? 'auto', stream: io.progress });
+}
+
 async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<string, string>): Promise<number> {
   if (cmd.name === 'cache') {
     const { cacheCommand } = await import('./cache.js');
     return cacheCommand(a.positionals[0] ?? 'list', io);
   }
+  if (cmd.name === 'lsp') {
+    const { startLanguageServer } = await import('./lsp.js');
+    return startLanguageServer(io.cwd);
+  }
+  if (cmd.name === 'plot') {
+    const file = path.resolve(io.cwd, a.positionals[0]!);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw usageError('no-such-file', `cannot read '${a.positionals[0]}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const { reportFromJSON } = await import('../report/report.js');
+    let report;
+    try {
+      report = reportFromJSON(text);
+    } catch (e) {
+      throw usageError('bad-results', `'${a.positionals[0]}' is not a results file of nns run --out: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const html = flag(a, 'html');
+    const dir = flag(a, 'plot') ?? (html ? undefined : file.replace(/\.json$/i, '') + '-plots');
+    const plotDir = dir !== undefined ? checkWritable(dir, io.cwd) : undefined;
+    const htmlAbs = html !== undefined ? checkWritable(html, io.cwd) : undefined;
+    await writeReport(report, plotDir, htmlAbs, io, {});
+    return 0;
+  }
   if (cmd.name === 'modules') {
     const { openModel } = await import('../engine.js');
-    const { formatModuleTree } = await import('../model/format.js');
-    const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!));
-    io.out(formatModuleTree(mc.tree).join('\n'));
+    const { formatModuleTree, moduleTreeJson } = await import('../model/format.js');
+    const { moduleClasses } = await import('../model/classes.js');
+    const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!), { onProgress: progressOf(a, io, cmd) });
+    const classes = moduleClasses(mc.loaded.proto, mc.tree);
+    io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes).join('\n'));
     return 0;
   }
   const out = flag(a, 'out');
@@ -125,7 +191,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const passes = names('passes');
   if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
   const job = {
-    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t),
+    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
   };
   if (cmd.name === 'check') {
@@ -148,14 +214,36 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     }
     return 0;
   }
-  const { results, decoder } = await run.runScript(job);
-  if (outAbs) {
-    const json: Record<string, unknown> = {};
-    for (const [k, v] of results) json[k] = tensorToJSON(v);
-    writeFileAtomic(outAbs, `${JSON.stringify(json)}\n`);
-  }
+  const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
+  const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
+  const { results, decoder, prompts } = await run.runScript(job);
+  const { buildReport, reportToJSON } = await import('../report/report.js');
+  const { loopIndexNames } = await import('../report/families.js');
+  const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
+  if (outAbs) writeFileAtomic(outAbs, reportToJSON(report));
   io.out(formatResults(results, decoder));
+  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}) });
   return 0;
+}
+
+/** Plots and/or the HTML report of a run or of a results file. */
+async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string }): Promise<void> {
+  const { renderPlots, writePlots, writeHtml } = await import('../report/report.js');
+  let plots;
+  try {
+    plots = await renderPlots(report);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') throw usageError('no-plotting', 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js: npm install vega vega-lite @resvg/resvg-js');
+    throw e;
+  }
+  if (plotDir) {
+    const files = await writePlots(plots, plotDir);
+    io.err(plots.length ? `wrote ${plots.length} plot${plots.length === 1 ? '' : 's'} (${files.length} files) to ${path.relative(io.cwd, plotDir) || '.'}` : 'no plots: plots are made for families of saves (NAME.I, NAME.I.J from loops)');
+  }
+  if (html) {
+    writeHtml(report, plots, html, { title: opts.script ? `onnsight: ${path.basename(opts.script.file)}` : 'onnsight report', ...opts });
+    io.err(`wrote ${path.relative(io.cwd, html) || html}`);
+  }
 }
 
 /**
@@ -182,7 +270,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, modules, check, cache; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, plot, modules, check, cache, lsp; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {

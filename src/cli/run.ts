@@ -13,7 +13,9 @@ import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.
 import { exportModel, type ExportResult } from '../model/export.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
-import { progressBar } from '../progress.js';
+import type { ProgressCallback } from '../progress.js';
+import type { PromptInfo } from '../report/families.js';
+import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
 import type { ModelProto } from '../onnx/proto.js';
 import type { CompileState, Pass } from '../../passes/pass.js';
@@ -39,6 +41,10 @@ export interface ScriptJob {
   out?: (text: string) => void;
   /** Where diagnostics-free side output (IR dumps) goes (stderr). */
   log: (text: string) => void;
+  /** Progress of loading, compiling and running (none when absent). */
+  onProgress?: ProgressCallback;
+  /** An already opened model for `modelPath` (the language server keeps one per model). */
+  mc?: ModelContext;
 }
 
 /** What `runScript` returns. */
@@ -47,6 +53,8 @@ export interface RunOutput {
   results: Map<string, Tensor>;
   /** For printing top tokens. */
   decoder?: TokenDecoder;
+  /** The prompts of every trace (one entry per distinct prompt of a trace, with its row count). */
+  prompts: PromptInfo[];
 }
 
 function throwIfAny(errors: NnsError[]): void {
@@ -54,8 +62,9 @@ function throwIfAny(errors: NnsError[]): void {
 }
 
 async function open(job: ScriptJob): Promise<ModelContext> {
+  if (job.mc) return job.mc;
   if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
-  return openModel(job.modelPath);
+  return openModel(job.modelPath, job.onProgress ? { onProgress: job.onProgress } : {});
 }
 
 function tokenizeWith(mc: ModelContext): (text: string) => number[] {
@@ -92,15 +101,26 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = await open(job);
   const results = new Map<string, Tensor>();
-  const bar = progressBar(); // stderr, only on a TTY (or ONNSIGHT_PROGRESS=1)
+  const prompts: PromptInfo[] = [];
+  const tok = mc.loaded.tokenizer;
   for (const t of traces(job.ast)) {
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
-    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: bar });
+    const seen = new Map<string, PromptInfo>();
+    for (const sc of lowered.graph.scopes.slice(1)) {
+      const tokens = [...(sc.tokens ?? [])];
+      const key = tokens.join(',');
+      const p = seen.get(key);
+      if (p) { p.rows++; continue; }
+      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
+      seen.set(key, info);
+      prompts.push(info);
+    }
+    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
-  return { results, decoder: decoderOf(mc) };
+  return { results, decoder: decoderOf(mc), prompts };
 }
 
 /** A save whose graph output has another name than the save (the name is part of the model's interface). */
@@ -150,9 +170,11 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
   ]);
   for (const [i, t] of ts.entries()) {
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
+    job.onProgress?.({ phase: 'compile', done: i, total: ts.length, rowsDone: 0, rows: 0, what: `splicing trace ${i + 1} of ${ts.length}` });
     const state = compileJob(job, lowered.graph, mc);
+    job.onProgress?.({ phase: 'compile', done: i + 1, total: ts.length, rowsDone: 0, rows: 0 });
     const renamed: RenamedSave[] = [];
     for (const [save, output] of state.saved) {
       if (save === output) continue;
@@ -182,7 +204,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const errors: NnsError[] = [];
   for (const t of traces(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
-    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree });
+    const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, vocabSize: vocabSizeOf(mc?.loaded.config) });
     errors.push(...lowered.errors);
     if (lowered.errors.length > 0) continue;
     if (mc) {

@@ -338,10 +338,26 @@ export class FastExecutor implements FastPath {
     return out;
   }
 
-  /** A value on the host, from fetched outputs, literals and host values. */
+  /** A value on the host, from fetched outputs, literals and host values (inputs first, without recursion: chains may be long). */
   private evaluate(v: Value, plan: FastPlan, host: ReadonlyMap<string, Tensor>, env: Env, memo: Map<Value, Tensor>): Tensor {
-    const hit = memo.get(v);
-    if (hit) return hit;
+    const stack: [Value, boolean][] = [[v, false]];
+    while (stack.length > 0) {
+      const [u, ready] = stack.pop()!;
+      if (memo.has(u)) continue;
+      const p = u.producer;
+      const computed = !plan.reads.get(u) && !p.is('const') && !p.is('call_module') && !p.is('host');
+      if (computed && !ready) {
+        stack.push([u, true]);
+        for (const x of p.inputs) if (!memo.has(x)) stack.push([x, false]);
+        continue;
+      }
+      memo.set(u, this.evaluateOne(u, plan, host, env, memo));
+    }
+    return memo.get(v)!;
+  }
+
+  /** One value whose inputs are already in `memo`. */
+  private evaluateOne(v: Value, plan: FastPlan, host: ReadonlyMap<string, Tensor>, env: Env, memo: Map<Value, Tensor>): Tensor {
     const p = v.producer;
     const b = plan.reads.get(v);
     let t: Tensor;
@@ -360,10 +376,9 @@ export class FastExecutor implements FastPath {
       if (!h) throw new Fallback(`no value was given for '${p.attrs.name}'`);
       t = h;
     } else {
-      const xs = p.inputs.map((x) => this.evaluate(x, plan, host, env, memo));
+      const xs = p.inputs.map((x) => memo.get(x)!);
       t = evalOp(p.op, p.attrs, xs, p.results[0]!.type?.dtype ?? xs[0]?.dtype ?? 'float32')[v.resultIndex]!;
     }
-    memo.set(v, t);
     return t;
   }
 

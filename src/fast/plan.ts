@@ -262,18 +262,24 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
   const saves: { name: string; value: Value }[] = [];
   const mainReads = new Set<Value>();
   const called = new Set<Node>();
+  // What each save needs, walked without recursion and visiting each value once (IR chains
+  // may be as long as the script, and a DAG of reuse must not be walked once per path).
+  const visited = new Set<Value>();
   for (const n of ir.nodes) {
     if (!n.is('save')) continue;
-    const collect = (v: Value): void => {
+    const stack: Value[] = [n.inputs[0]!];
+    while (stack.length > 0) {
+      const v = stack.pop()!;
+      if (visited.has(v)) continue;
+      visited.add(v);
       if (reads.has(v)) mainReads.add(v);
       else if (v.producer.op === 'call_module') {
-        if (called.has(v.producer)) return;
+        if (called.has(v.producer)) continue;
         called.add(v.producer); // accepted above (closed module, every input given)
-        v.producer.inputs.forEach(collect);
+        stack.push(...v.producer.inputs);
       } else if (!['const', 'host'].includes(v.producer.op) && !HOST_OPS.has(v.producer.op)) throw new Reject(`${v.producer.op} cannot run on the host`);
-      else v.producer.inputs.forEach(collect);
-    };
-    collect(n.inputs[0]!);
+      else stack.push(...v.producer.inputs);
+    }
     saves.push({ name: n.attrs.name, value: n.inputs[0]! });
   }
   const fetches = (vs: Iterable<Value>): string[] => [...new Set([...vs].map((v) => reads.get(v)!.fetch))];

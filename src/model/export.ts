@@ -26,7 +26,10 @@ import type { LoadedModel } from './load.js';
 /** How a weights file came to be next to an exported graph. */
 export type WeightsPlacement = 'same-folder' | 'linked' | 'copied' | 'existing';
 
-/** What {@link exportModel} wrote. */
+/**
+ * What `LanguageModel.save` (`exportModel`) wrote.
+ * @category Model
+ */
 export interface ExportResult {
   /** The graph file. */
   graphPath: string;

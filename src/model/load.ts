@@ -63,11 +63,14 @@ export interface LoadedModel {
   cached?: boolean;
 }
 
-/** Options of {@link loadModel}. */
+/**
+ * Options of `LanguageModel.load` (`loadModel`).
+ * @category Model
+ */
 export interface LoadOptions {
-  /** Cache folder; default {@link defaultCacheDir}: `$ONNSIGHT_CACHE`, else `$XDG_CACHE_HOME/onnsight`, else `~/.cache/onnsight`. */
+  /** Cache folder; default: `$ONNSIGHT_CACHE`, else `$XDG_CACHE_HOME/onnsight`, else `~/.cache/onnsight`. */
   cacheDir?: string;
-  /** Tensors smaller than this stay inline when externalizing (default {@link INLINE_THRESHOLD}). */
+  /** Tensors smaller than this stay inline when externalizing (default `INLINE_THRESHOLD`). */
   inlineThreshold?: number;
 }
 

@@ -8,13 +8,35 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { modelError } from '../errors.js';
 
-/** The tokenizer of a model, as the rest of onnsight uses it. */
+/**
+ * The tokenizer of a model, as the rest of onnsight uses it.
+ * @category Model
+ */
 export interface TextTokenizer {
-  /** Token ids of `text`, with the special tokens the tokenizer's post-processor adds (none for GPT-2). */
+  /**
+   * Token ids of `text`, with the special tokens the tokenizer's post-processor adds (none for GPT-2).
+   *
+   * ```ts
+   * model.tokenizer!.encode('The Eiffel Tower'); // [264, 758, 334]
+   * ```
+   */
   encode(text: string): number[];
-  /** Text of a sequence of token ids (special tokens kept). */
+  /**
+   * Text of a sequence of token ids (special tokens kept).
+   *
+   * ```ts
+   * model.tokenizer!.decode([264, 758, 334]); // 'The Eiffel Tower'
+   * ```
+   */
   decode(ids: number[]): string;
-  /** Text of one token as it would appear in decoded output, e.g. `383` → `" Paris"` (not the BPE form `ĠParis`). */
+  /**
+   * Text of one token as it would appear in decoded output, e.g. `383` → `" Paris"` (not the BPE form `ĠParis`).
+   *
+   * ```ts
+   * const best = saves.best.data[0]; // an argmax saved in a trace
+   * model.tokenizer!.tokenToString(Number(best)); // ' Paris'
+   * ```
+   */
   tokenToString(id: number): string;
   /** Id used to pad batch rows: `pad_token`, else `eos_token`, else 0. */
   readonly padId?: number;

@@ -13,16 +13,23 @@ export type { DType } from '../tensor.js';
 /**
  * One dimension of a shape: a fixed size, or a symbol. The model's symbolic input
  * dimensions are normalized to `batch` and `sequence`; other symbols keep their names.
+ * @category Model
  */
 export type Dim = number | string;
 
-/** dtype plus symbolic shape. `shape` is `null` when the rank is unknown. */
+/**
+ * dtype plus symbolic shape. `shape` is `null` when the rank is unknown.
+ * @category Model
+ */
 export interface TensorSig {
   dtype: DType;
   shape: Dim[] | null;
 }
 
-/** An ONNX value at a module boundary (or a graph input/output). */
+/**
+ * An ONNX value at a module boundary (or a graph input/output).
+ * @category Model
+ */
 export interface BoundaryValue {
   /** Name of the value in the ONNX graph. */
   name: string;
@@ -30,7 +37,10 @@ export interface BoundaryValue {
   sig?: TensorSig;
 }
 
-/** A parameter (weight) of a module. */
+/**
+ * A parameter (weight) of a module.
+ * @category Model
+ */
 export interface ParamInfo {
   /** State-dict name, e.g. `transformer.h.0.mlp.c_fc.weight`. */
   name: string;
@@ -41,7 +51,10 @@ export interface ParamInfo {
   sig?: TensorSig;
 }
 
-/** One module, as in PyTorch's `named_modules()`. */
+/**
+ * One module, as in PyTorch's `named_modules()`.
+ * @category Model
+ */
 export interface ModuleInfo {
   /** Dotted path, `transformer.h.0.mlp`; `''` for the root model. */
   path: string;
@@ -63,7 +76,10 @@ export interface ModuleInfo {
   calls: number;
 }
 
-/** The module tree of one model. */
+/**
+ * The module tree of one model.
+ * @category Model
+ */
 export interface ModuleTree {
   /** Every module by path, including the root `''`. Iteration order is graph order. */
   modules: ReadonlyMap<string, ModuleInfo>;

@@ -6,34 +6,52 @@
  * @module
  */
 
-/** A protobuf int64: a `number` when it is a safe integer, a `bigint` otherwise. */
+/**
+ * A protobuf int64: a `number` when it is a safe integer, a `bigint` otherwise.
+ * @category ONNX
+ */
 export type Int64 = number | bigint;
 
-/** `StringStringEntryProto`: one key/value pair (metadata, external data locations). */
+/**
+ * `StringStringEntryProto`: one key/value pair (metadata, external data locations).
+ * @category ONNX
+ */
 export interface StringStringEntryProto {
   key?: string;
   value?: string;
 }
 
-/** `OperatorSetIdProto`: an imported operator set. */
+/**
+ * `OperatorSetIdProto`: an imported operator set.
+ * @category ONNX
+ */
 export interface OperatorSetIdProto {
   domain?: string;
   version?: Int64;
 }
 
-/** `TensorShapeProto.Dimension`: a fixed size or a symbolic name. */
+/**
+ * `TensorShapeProto.Dimension`: a fixed size or a symbolic name.
+ * @category ONNX
+ */
 export interface DimensionProto {
   dim_value?: Int64;
   dim_param?: string;
   denotation?: string;
 }
 
-/** `TensorShapeProto`. */
+/**
+ * `TensorShapeProto`.
+ * @category ONNX
+ */
 export interface TensorShapeProto {
   dim?: DimensionProto[];
 }
 
-/** `TypeProto` (only the tensor case is typed in detail). */
+/**
+ * `TypeProto` (only the tensor case is typed in detail).
+ * @category ONNX
+ */
 export interface TypeProto {
   tensor_type?: { elem_type?: number; shape?: TensorShapeProto };
   sequence_type?: { elem_type?: TypeProto };
@@ -44,7 +62,10 @@ export interface TypeProto {
   denotation?: string;
 }
 
-/** `ValueInfoProto`: the name and type of a graph input, output or intermediate value. */
+/**
+ * `ValueInfoProto`: the name and type of a graph input, output or intermediate value.
+ * @category ONNX
+ */
 export interface ValueInfoProto {
   name?: string;
   type?: TypeProto;
@@ -52,7 +73,10 @@ export interface ValueInfoProto {
   metadata_props?: StringStringEntryProto[];
 }
 
-/** `TensorProto`: a constant tensor, inline (`raw_data`, `*_data`) or external (`external_data`). */
+/**
+ * `TensorProto`: a constant tensor, inline (`raw_data`, `*_data`) or external (`external_data`).
+ * @category ONNX
+ */
 export interface TensorProto {
   dims?: Int64[];
   data_type?: number;
@@ -72,14 +96,20 @@ export interface TensorProto {
   metadata_props?: StringStringEntryProto[];
 }
 
-/** `SparseTensorProto`. */
+/**
+ * `SparseTensorProto`.
+ * @category ONNX
+ */
 export interface SparseTensorProto {
   values?: TensorProto;
   indices?: TensorProto;
   dims?: Int64[];
 }
 
-/** `AttributeProto`: a named node attribute. `type` is an {@link AttributeType}. */
+/**
+ * `AttributeProto`: a named node attribute. `type` is an `AttributeType` value.
+ * @category ONNX
+ */
 export interface AttributeProto {
   name?: string;
   ref_attr_name?: string;
@@ -101,7 +131,10 @@ export interface AttributeProto {
   type_protos?: TypeProto[];
 }
 
-/** `NodeProto`: one operator application. */
+/**
+ * `NodeProto`: one operator application.
+ * @category ONNX
+ */
 export interface NodeProto {
   input?: string[];
   output?: string[];
@@ -114,7 +147,10 @@ export interface NodeProto {
   metadata_props?: StringStringEntryProto[];
 }
 
-/** `GraphProto`: nodes, initializers, inputs, outputs. */
+/**
+ * `GraphProto`: nodes, initializers, inputs, outputs.
+ * @category ONNX
+ */
 export interface GraphProto {
   node?: NodeProto[];
   name?: string;
@@ -128,7 +164,10 @@ export interface GraphProto {
   metadata_props?: StringStringEntryProto[];
 }
 
-/** `FunctionProto`: a model-local function. */
+/**
+ * `FunctionProto`: a model-local function.
+ * @category ONNX
+ */
 export interface FunctionProto {
   name?: string;
   input?: string[];
@@ -144,7 +183,10 @@ export interface FunctionProto {
   metadata_props?: StringStringEntryProto[];
 }
 
-/** `ModelProto`: the file. */
+/**
+ * `ModelProto`: the file.
+ * @category ONNX
+ */
 export interface ModelProto {
   ir_version?: Int64;
   opset_import?: OperatorSetIdProto[];

@@ -235,12 +235,26 @@ export function encodeMessageOf(typeName: string, msg: object): Uint8Array {
   return w.finish();
 }
 
-/** Decodes an ONNX model file's bytes. Tensor `raw_data` fields are views into `bytes`. */
+/**
+ * Decodes an ONNX model file's bytes. Tensor `raw_data` fields are views into `bytes`.
+ *
+ * ```ts
+ * const proto = decodeModel(new Uint8Array(fs.readFileSync('model.onnx')));
+ * ```
+ * @category ONNX
+ */
 export function decodeModel(bytes: Uint8Array): ModelProto {
   return decodeMessageOf<ModelProto>('ModelProto', bytes);
 }
 
-/** Encodes a model; fields the decoder did not recognise are written back unchanged. */
+/**
+ * Encodes a model; fields the decoder did not recognise are written back unchanged.
+ *
+ * ```ts
+ * fs.writeFileSync('copy.onnx', encodeModel(model.proto)); // byte-identical for an unchanged model
+ * ```
+ * @category ONNX
+ */
 export function encodeModel(model: ModelProto): Uint8Array {
   return encodeMessageOf('ModelProto', model);
 }

@@ -65,7 +65,7 @@ describe('negative module indices in .nns', () => {
     const out = path.join(TMP, 'oor.json');
     const r = await nns(['run', path.join(SCRIPTS, 'negative_out_of_range.nns'), '--model', MODEL_DIR, '--out', out]);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/negative_out_of_range\.nns:3:9: error\[unknown-module\]: no module 'transformer\.h\[-5\]' \(the model has transformer\.h\[0\]\.\.transformer\.h\[3\]; from the end: transformer\.h\[-4\]\.\.transformer\.h\[-1\]\)/);
+    expect(r.err).toMatch(/negative_out_of_range\.nns:3:9: error\[unknown-module\]: no module 'model\.transformer\.h\[-5\]' \(the model has model\.transformer\.h\[0\]\.\.model\.transformer\.h\[3\]; from the end: model\.transformer\.h\[-4\]\.\.model\.transformer\.h\[-1\]\)/);
     expect(r.err.match(/error\[/g)).toHaveLength(1); // h[-4] is fine
     expect(fs.existsSync(out)).toBe(false);
   }, 60_000);

@@ -44,27 +44,27 @@ describe('resolve-modules', () => {
       b.moduleOutput('transformer.h.9.mlp', 0, sp(4, 5));
     });
     expect(errs).toEqual([
-      { code: 'unknown-module', message: "no module 'transformer.h[7]' (the model has transformer.h[0]..transformer.h[3])", line: 3, notes: [] },
-      { code: 'unknown-module', message: "no module 'transformer.h[9].mlp' (the model has transformer.h[0]..transformer.h[3])", line: 4, notes: [] },
+      { code: 'unknown-module', message: "no module 'model.transformer.h[7]' (the model has model.transformer.h[0]..model.transformer.h[3])", line: 3, notes: [] },
+      { code: 'unknown-module', message: "no module 'model.transformer.h[9].mlp' (the model has model.transformer.h[0]..model.transformer.h[3])", line: 4, notes: [] },
     ]);
   });
 
   it('gives the range also when the export kept a module for the list', () => {
     const tree = gpt2Tree({ listContainer: true });
-    expect(explainUnknownModule(tree, 'transformer.h.7')).toBe("no module 'transformer.h[7]' (the model has transformer.h[0]..transformer.h[3])");
-    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'transformer.hh[2]'; did you mean 'transformer.h[2]'?");
+    expect(explainUnknownModule(tree, 'transformer.h.7')).toBe("no module 'model.transformer.h[7]' (the model has model.transformer.h[0]..model.transformer.h[3])");
+    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'model.transformer.hh[2]'; did you mean 'model.transformer.h[2]'?");
   });
 
   it('suggests the nearest existing path', () => {
     const tree = gpt2Tree();
-    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'transformer.hh[2]'; did you mean 'transformer.h[2]'?");
-    expect(explainUnknownModule(tree, 'transformer.hh')).toBe("no module 'transformer.hh'; did you mean 'transformer.h[0]'?");
-    expect(explainUnknownModule(tree, 'transformer.h.2.mpl')).toBe("no module 'transformer.h[2].mpl'; did you mean 'transformer.h[2].mlp'?");
-    expect(explainUnknownModule(tree, 'transformer.h.2.mlp.c_fcc')).toBe("no module 'transformer.h[2].mlp.c_fcc'; did you mean 'transformer.h[2].mlp.c_fc'?");
-    expect(explainUnknownModule(tree, 'transfomer.h.1')).toBe("no module 'transfomer.h[1]'; did you mean 'transformer.h[1]'?");
-    expect(explainUnknownModule(tree, 'h.1.attn')).toBe("no module 'h[1].attn'; did you mean 'transformer.h[1].attn'?");
-    expect(explainUnknownModule(tree, 'ln_f')).toBe("no module 'ln_f'; did you mean 'transformer.ln_f'?");
-    expect(explainUnknownModule(tree, 'decoder')).toBe("no module 'decoder'");
+    expect(explainUnknownModule(tree, 'transformer.hh.2')).toBe("no module 'model.transformer.hh[2]'; did you mean 'model.transformer.h[2]'?");
+    expect(explainUnknownModule(tree, 'transformer.hh')).toBe("no module 'model.transformer.hh'; did you mean 'model.transformer.h[0]'?");
+    expect(explainUnknownModule(tree, 'transformer.h.2.mpl')).toBe("no module 'model.transformer.h[2].mpl'; did you mean 'model.transformer.h[2].mlp'?");
+    expect(explainUnknownModule(tree, 'transformer.h.2.mlp.c_fcc')).toBe("no module 'model.transformer.h[2].mlp.c_fcc'; did you mean 'model.transformer.h[2].mlp.c_fc'?");
+    expect(explainUnknownModule(tree, 'transfomer.h.1')).toBe("no module 'model.transfomer.h[1]'; did you mean 'model.transformer.h[1]'?");
+    expect(explainUnknownModule(tree, 'h.1.attn')).toBe("no module 'model.h[1].attn'; did you mean 'model.transformer.h[1].attn'?");
+    expect(explainUnknownModule(tree, 'ln_f')).toBe("no module 'model.ln_f'; did you mean 'model.transformer.ln_f'?");
+    expect(explainUnknownModule(tree, 'decoder')).toBe("no module 'model.decoder'");
     expect(explainUnknownModule(tree, 'lm_head')).toBeNull();
   });
 
@@ -75,7 +75,7 @@ describe('resolve-modules', () => {
       b.callModule('lm_haed', [x], sp(6, 1));
     });
     expect(errs.map((e) => [e.code, e.line])).toEqual([['unknown-module', 5], ['unknown-module', 6]]);
-    expect(errs[1]!.message).toBe("no module 'lm_haed'; did you mean 'lm_head'?");
+    expect(errs[1]!.message).toBe("no module 'model.lm_haed'; did you mean 'model.lm_head'?");
   });
 
   it('checks output and input indices, naming how many there are', () => {
@@ -84,8 +84,8 @@ describe('resolve-modules', () => {
       b.set('transformer.h.1.attn', 'input', 1, null, b.constant(0, sp(3, 1)), sp(3, 1));
     });
     expect(errs.map((e) => [e.code, e.message])).toEqual([
-      ['no-such-output', 'transformer.h[1] has no outputs[2] (it has 1 output)'],
-      ['no-such-output', 'transformer.h[1].attn has no inputs[1] (it has 1 input)'],
+      ['no-such-output', 'model.transformer.h[1] has no outputs[2] (it has 1 output)'],
+      ['no-such-output', 'model.transformer.h[1].attn has no inputs[1] (it has 1 input)'],
     ]);
   });
 
@@ -96,8 +96,8 @@ describe('resolve-modules', () => {
       b.modelOutput('logit', sp(4, 1));
     });
     expect(errs).toEqual([
-      { code: 'unknown-parameter', message: "no parameter 'lm_head.weigth'; did you mean 'lm_head.weight'?", line: 2, notes: [] },
-      { code: 'unknown-parameter', message: "no parameter 'transformer.h[1].mlp.c_fc.wieght'; did you mean 'transformer.h[1].mlp.c_fc.weight'?", line: 3, notes: [] },
+      { code: 'unknown-parameter', message: "no parameter 'model.lm_head.weigth'; did you mean 'model.lm_head.weight'?", line: 2, notes: [] },
+      { code: 'unknown-parameter', message: "no parameter 'model.transformer.h[1].mlp.c_fc.wieght'; did you mean 'model.transformer.h[1].mlp.c_fc.weight'?", line: 3, notes: [] },
       { code: 'unknown-output', message: "the model has no output 'logit'; did you mean 'logits'?", line: 4, notes: ["the model's outputs are: logits"] },
     ]);
   });
