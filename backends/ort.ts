@@ -162,7 +162,7 @@ export class OrtBackend {
       for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = toOrtTensor(t);
       let out: ort.InferenceSession.ReturnType;
       try {
-        out = fetchNames ? await session.run(ortFeeds, [...fetchNames]) : await session.run(ortFeeds);
+        out = fetchNames ? await session.run(ortFeeds, [...fetchNames], { logSeverityLevel: ORT_QUIET }) : await session.run(ortFeeds, { logSeverityLevel: ORT_QUIET });
       } catch (e) {
         throw modelError('ort-run', `onnxruntime failed to run the model: ${oneLine(e)}`);
       }
@@ -211,6 +211,14 @@ export class OrtBackend {
   }
 }
 
+/**
+ * onnxruntime's log level for every session and run: fatal only. Its own error lines would
+ * otherwise reach stderr before (and besides) the clean error onnsight reports for the same
+ * failure, and its warnings (e.g. about initializers listed as graph inputs) are not the user's concern.
+ */
+export const ORT_QUIET = 4;
+ort.env.logLevel = 'fatal';
+
 /** ORT session options for onnsight options. */
 export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.SessionOptions {
   const session: Record<string, string> = {};
@@ -219,7 +227,7 @@ export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.Se
   return {
     graphOptimizationLevel: o.optimization ?? 'all',
     executionMode: 'sequential',
-    logSeverityLevel: 3,
+    logSeverityLevel: ORT_QUIET,
     ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
     extra: { session },
   };
@@ -237,11 +245,11 @@ async function createSession(graphPath: string, o: OrtSessionOptions): Promise<o
 }
 
 /** ORT's message on one line, without its `[ONNXRuntimeError] : 1 : FAIL :` prefix and source locations. */
-function oneLine(e: unknown): string {
+export function oneLine(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
   return msg
     .replace(/\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/g, '')
-    .replace(/\b[\w/.-]+\.(cc|h|cpp):\d+\s+(\w+(::\w+)*\s+)?/g, '')
+    .replace(/\b[\w/.-]+\.(cc|h|cpp):\d+\s+(\w+(::\w+)*(\([^()]*\))?\s+)?/g, '')
     .replace(/\s*\n\s*/g, ' ')
     .trim();
 }

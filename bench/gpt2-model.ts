@@ -14,12 +14,14 @@
  * Weights are seeded pseudo-random (HF's init: N(0, 0.02), residual projections
  * N(0, 0.02/√(2·layers)), LayerNorm weight 1 / bias 0; biases N(0, 0.02)), or taken from a
  * `Map`. They are generated and written tensor by tensor, streaming, into ONE external data
- * file `model.onnx.data` (64-byte aligned offsets) next to `model.onnx`.
+ * file `model.onnx.data` (64-byte aligned offsets) next to `model.onnx`. A second graph,
+ * `model.with-past.onnx`, shares that file: the same model with a key/value cache (see
+ * {@link writeWithPast}).
  * @module
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { encodeModel } from '../src/onnx/serde.js';
+import { decodeModel, encodeModel } from '../src/onnx/serde.js';
 import {
   DataType, ExternalDataWriter, GraphBuilder, attr, externalTensor, floatTensor, int64Tensor, littleEndianBytes,
   scalarFloat, scalarInt64, tensor, type ExternalRef,
@@ -234,6 +236,10 @@ export async function buildGpt2Model(opts: BuildGpt2Options): Promise<Gpt2Model>
   const source: 'prng' | 'map' = opts.weights ? 'map' : 'prng';
   const existing = completeBuild(dir);
   if (existing && source === 'prng' && existing.weights === 'prng' && existing.seed === opts.seed && sameConfig(existing.config, cfg)) {
+    // Builds made before the with-past variant existed: add it (graph only; the weights are shared).
+    if (!fs.existsSync(path.join(dir, 'model.with-past.onnx'))) {
+      writeWithPast(dir, cfg, decodeModel(fs.readFileSync(path.join(dir, 'model.onnx'))).graph?.initializer ?? []);
+    }
     return result(dir, existing, true);
   }
   fs.mkdirSync(path.dirname(dir), { recursive: true });
@@ -284,8 +290,7 @@ const FLOAT_MIN = -3.4028234663852886e38;
 
 /** Writes `model.onnx.data` (streaming) and `model.onnx` into `dir`. */
 function writeGpt2(dir: string, cfg: Required<Gpt2Config>, seed: number, weights?: ReadonlyMap<string, Float32Array>): { params: number } {
-  const { layers, width: w, heads, vocab, positions } = cfg;
-  const hd = w / heads;
+  const { layers, width: w, vocab } = cfg;
   const b = new GraphBuilder({ opset: 17 });
   const writer = new ExternalDataWriter(path.join(dir, 'model.onnx.data'));
   let params = 0;
@@ -341,8 +346,40 @@ function writeGpt2(dir: string, cfg: Required<Gpt2Config>, seed: number, weights
     writer.close();
   }
   b.addTensor(lmHead!);
+  gpt2Body(b, cfg, lmHeadName, false);
+  const model = b.build({ irVersion: 8, producerName: 'pytorch', producerVersion: '1.13.0' });
+  fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel(model));
+  writeWithPast(dir, cfg, model.graph!.initializer ?? []);
+  return { params };
+}
 
-  // ── graph body, in the exporter's node order ──
+/**
+ * Writes `model.with-past.onnx` next to `model.onnx`, sharing its weights file: the same
+ * model in the Optimum / Transformers.js "with past" layout (inputs `past_key_values.{i}.key|value`
+ * `[batch, heads, past_sequence_length, head_dim]`, outputs `present.{i}.key|value`, the
+ * attention mask over past + new positions, the causal mask on absolute positions), as
+ * models/gpt2-facts/onnx/model.with-past.onnx is laid out.
+ */
+export function writeWithPast(dir: string, cfg: Required<Gpt2Config>, initializers: readonly TensorProto[]): void {
+  const b = new GraphBuilder({ opset: 17 });
+  const inputDims = ['batch_size', 'sequence_length'];
+  b.input('input_ids', DataType.INT64, inputDims);
+  b.input('attention_mask', DataType.INT64, ['batch_size', 'past_sequence_length + sequence_length']);
+  b.input('position_ids', DataType.INT64, inputDims);
+  const hd = cfg.width / cfg.heads;
+  for (let i = 0; i < cfg.layers; i++) {
+    for (const kv of ['key', 'value']) b.input(`past_key_values.${i}.${kv}`, DataType.FLOAT, ['batch_size', cfg.heads, 'past_sequence_length', hd]);
+  }
+  for (const t of initializers) b.addTensor(t);
+  gpt2Body(b, cfg, `onnx::MatMul_${cfg.layers * 250 + 5}`, true);
+  const model = b.build({ irVersion: 8, producerName: 'pytorch', producerVersion: '1.13.0' });
+  fs.writeFileSync(path.join(dir, 'model.with-past.onnx'), encodeModel(model));
+}
+
+/** The graph body, in the exporter's node order; `withPast` adds the key/value cache. */
+function gpt2Body(b: GraphBuilder, cfg: Required<Gpt2Config>, lmHeadName: string, withPast: boolean): void {
+  const { layers, width: w, heads, vocab, positions } = cfg;
+  const hd = w / heads;
   let anonCounter = 30;
   /** An unscoped `Constant_N` feeding `consumer` (the exporter's `onnx::Unsqueeze_90` values). */
   const anon = (t: TensorProto, consumer: string): string => {
@@ -425,8 +462,19 @@ function writeGpt2(dir: string, cfg: Required<Gpt2Config>, seed: number, weights
     const transpose = (x: string, perm: number[]): string => b.op('Transpose', [x], { perm: attr.ints(perm) }, { name: `${A}/Transpose` });
     const qh = transpose(reshape(q, sQ), [0, 2, 1, 3]);
     const kr = reshape(k, sK);
-    const vh = transpose(reshape(v, sV), [0, 2, 1, 3]);
-    const kt = transpose(kr, [0, 2, 3, 1]);
+    let vh = transpose(reshape(v, sV), [0, 2, 1, 3]);
+    let kt: string;
+    let keyLen: string | undefined;
+    if (withPast) {
+      // present = cat(past, new) along the sequence axis (keys not transposed), as transformers' legacy cache.
+      const kh = transpose(kr, [0, 2, 1, 3]);
+      const pk = b.op('Concat', [`past_key_values.${i}.key`, kh], { axis: attr.int(2) }, { name: `${A}/Concat_3`, outputs: [`present.${i}.key`] });
+      vh = b.op('Concat', [`past_key_values.${i}.value`, vh], { axis: attr.int(2) }, { name: `${A}/Concat_4`, outputs: [`present.${i}.value`] });
+      kt = transpose(pk, [0, 1, 3, 2]);
+      keyLen = sizeAt(A, pk, 2);
+    } else {
+      kt = transpose(kr, [0, 2, 3, 1]);
+    }
     const scores = node(A, 'MatMul', [qh, kt]);
     // scale: / v.size(-1) ** 0.5, computed from shapes like the exporter
     const dh = lastDim(A, vh);
@@ -441,8 +489,18 @@ function writeGpt2(dir: string, cfg: Required<Gpt2Config>, seed: number, weights
       for (let r = 0; r < positions; r++) for (let c = 0; c <= r; c++) tri[r * positions + c] = 1;
       causal = anon(tensor(tri, [1, 1, positions, positions], { dataType: DataType.BOOL }), 'Slice');
     }
-    const s1 = node(A, 'Slice', [causal, konst(A, one0()), node(A, 'Unsqueeze', [sq, konst(A, one0())]), konst(A, int64Tensor([2])), konst(A, int64Tensor([1]))]);
-    const s2 = node(A, 'Slice', [s1, konst(A, one0()), node(A, 'Unsqueeze', [sq, konst(A, one0())]), konst(A, int64Tensor([3])), konst(A, int64Tensor([1]))]);
+    let s1: string;
+    let s2: string;
+    if (keyLen) {
+      // bias[:, :, kl - T : kl, :kl]: queries sit at absolute positions past .. past + T - 1.
+      const kl = node(A, 'Unsqueeze', [keyLen, konst(A, one0())]);
+      const start = node(A, 'Sub', [kl, node(A, 'Unsqueeze', [sq, konst(A, one0())])]);
+      s1 = node(A, 'Slice', [causal, start, kl, konst(A, int64Tensor([2])), konst(A, int64Tensor([1]))]);
+      s2 = node(A, 'Slice', [s1, konst(A, one0()), kl, konst(A, int64Tensor([3])), konst(A, int64Tensor([1]))]);
+    } else {
+      s1 = node(A, 'Slice', [causal, konst(A, one0()), node(A, 'Unsqueeze', [sq, konst(A, one0())]), konst(A, int64Tensor([2])), konst(A, int64Tensor([1]))]);
+      s2 = node(A, 'Slice', [s1, konst(A, one0()), node(A, 'Unsqueeze', [sq, konst(A, one0())]), konst(A, int64Tensor([3])), konst(A, int64Tensor([1]))]);
+    }
     whereMin ??= anon(scalarFloat(FLOAT_MIN), 'Where');
     const masked = node(A, 'Where', [s2, scaled, whereMin]);
     const withMask = node(A, 'Add', [masked, maskAdd]);
@@ -472,8 +530,9 @@ function writeGpt2(dir: string, cfg: Required<Gpt2Config>, seed: number, weights
   const lnf = layerNorm(`${T}/ln_f`, h, 'transformer.ln_f');
   b.op('MatMul', [lnf, lmHeadName], {}, { name: '/lm_head/MatMul', outputs: ['logits'] });
   b.output('logits', DataType.FLOAT, ['batch_size', 'sequence_length', vocab]);
-
-  const model = b.build({ irVersion: 8, producerName: 'pytorch', producerVersion: '1.13.0' });
-  fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel(model));
-  return { params };
+  if (withPast) {
+    for (let i = 0; i < layers; i++) {
+      for (const kv of ['key', 'value']) b.output(`present.${i}.${kv}`, DataType.FLOAT, ['batch_size', heads, 'past_sequence_length + sequence_length', hd]);
+    }
+  }
 }

@@ -23,7 +23,7 @@ import { structuralKey } from '../src/compile-cache.js';
 import { releaseCompiled, tieredOf } from '../src/compiled-run.js';
 import { compileGraph, runGraph } from '../src/engine.js';
 import { explainFastPath, type PlanOptions } from '../src/fast/plan.js';
-import type { ModelRef, TensorProxy, Tracer } from '../src/index.js';
+import { grad, type ModelRef, type TensorProxy, type Tracer } from '../src/index.js';
 import { writeVariant } from '../src/model/load.js';
 import { encodeModel } from '../src/onnx/serde.js';
 import { cpuMs, median, pssMb, rssMb, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
@@ -31,6 +31,7 @@ import {
   disposeOnnsight, logitLensScript, lowerScript, onnsight, patchingSweepScript, patchingVariantScript,
   savesAndSetScript, spreadPositions, type OnnsightState,
 } from './onnsight.js';
+import { GENERATE_MEASUREMENTS, GENERATE_RATIOS } from './generate.js';
 
 /**
  * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
@@ -454,7 +455,45 @@ export const MEASUREMENTS: Measurement[] = [
       return per.reduce((a, b) => a + b, 0);
     },
   },
+  {
+    name: 'grad_all_blocks_ms',
+    doc: 'model.trace saving grad(logit, block output) for every block (one logit of the last position of prompt 0): forward and one backward sweep compiled into one graph (compiled path, structural compile cache), end to end.',
+    run: async (ctx) => {
+      const st = await onnsight(ctx);
+      const ids = st.prompt(0);
+      const t = await timeRuns(() => st.model.trace(ids, (m) => {
+        const y = logitsOf(st, m).at(0, -1, 0);
+        st.blocks.paths.forEach((p, i) => grad(y, ref(m, p).output).save(`g.${i}`));
+      }), ctx.timing);
+      ctx.extra.grad_all_blocks_min_ms = t.min;
+      ctx.notes.grad_all_blocks_ms = 'compiled path (forward + backward in one graph)';
+      return t.median;
+    },
+  },
+  {
+    name: 'attribution_ms',
+    doc: 'Attribution patching over every block and position: two invokes (source prompt 1, clean prompt 0), sum((h_source - h_clean) * grad(logit, h_clean), -1) saved per block — two forward rows and one backward sweep, end to end. Real activation patching of the same grid needs blocks × positions forward passes.',
+    run: async (ctx) => {
+      const st = await onnsight(ctx);
+      const [src, tgt] = [st.prompt(1), st.prompt(0)];
+      const t = await timeRuns(() => st.model.trace((tr: Tracer) => {
+        const hs: TensorProxy[] = [];
+        tr.invoke(src, (m) => { st.blocks.paths.forEach((p) => hs.push(ref(m, p).output)); });
+        tr.invoke(tgt, (m) => {
+          const y = logitsOf(st, m).at(0, -1, 0);
+          st.blocks.paths.forEach((p, i) => {
+            const h = ref(m, p).output;
+            hs[i]!.sub(h).mul(grad(y, h)).sum(-1).save(`attr.${i}`);
+          });
+        });
+      }), ctx.timing);
+      ctx.extra.attribution_min_ms = t.min;
+      ctx.notes.attribution_ms = `compiled path; the same grid by patching: ${st.blocks.paths.length * ctx.seqLen} forward passes`;
+      return t.median;
+    },
+  },
   ...CLI_MEASUREMENTS,
+  ...GENERATE_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */
@@ -466,5 +505,8 @@ export const RATIOS: [string, string, string, number][] = [
   ['first_custom_trace / session_create_baseline', 'first_custom_trace_ms', 'session_create_baseline_ms', 0.15],
   ['repeat_trace / plain_run', 'repeat_trace_ms', 'plain_run_ms', 1.15],
   ['sweep / sweep_naive', 'sweep_ms', 'sweep_naive_ms', 0.5],
+  ['grad_all_blocks / plain_run', 'grad_all_blocks_ms', 'plain_run_ms', 3.0],
+  ['attribution / plain_run', 'attribution_ms', 'plain_run_ms', 4.0],
   ['peak_rss / weights', 'peak_rss_mb', 'weights_mb', 1.5],
+  ...GENERATE_RATIOS,
 ];

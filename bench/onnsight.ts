@@ -15,7 +15,7 @@ import type { Graph } from '../ir/ir.js';
 import { LanguageModel } from '../src/index.js';
 import { NnsErrors } from '../src/errors.js';
 import type { FastExecutor } from '../src/fast/execute.js';
-import type { ModuleTree } from '../src/model/types.js';
+import type { ModuleInfo, ModuleTree } from '../src/model/types.js';
 import type { BenchContext } from './measure.js';
 import { mulberry32 } from './setup.js';
 
@@ -36,9 +36,10 @@ const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+
 /**
  * The block list: modules whose last path segment is an integer and that sit in no other
  * such module (`transformer.h.N`, `model.layers.N`); the longest such list when there are
- * several. The final norm is the last child of the list's owner after the list (graph
- * order) whose output has the blocks' shape; the unembedding is the deepest module whose
- * first output is the first graph output.
+ * several. Then data flow, never the order of modules or nodes: the unembedding is the
+ * deepest module whose first output is the first graph output; the final norm is the
+ * deepest module, outside the blocks, whose first output is the unembedding's first input
+ * and has the blocks' output shape (`transformer.ln_f`: norm → head).
  */
 export function findBlocks(tree: ModuleTree): Blocks {
   const lists = new Map<string, string[]>();
@@ -52,17 +53,16 @@ export function findBlocks(tree: ModuleTree): Blocks {
   if (!list || !paths) throw new Error('benchmark: the model has no block list (modules named like `transformer.h.0`)');
   paths.sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()));
   const output = tree.graphOutputs[0]?.name ?? 'logits';
+  const depth = (p: string): number => p.split('.').length;
+  const deepest = (ms: ModuleInfo[]): string | undefined => ms.sort((a, b) => depth(b.path) - depth(a.path) || (a.path < b.path ? -1 : 1))[0]?.path;
+  const all = [...tree.modules.values()].filter((m) => m.path !== '');
+  const unembed = deepest(all.filter((m) => m.outputs[0]?.name === output));
   const blockSig = JSON.stringify(tree.modules.get(paths[0]!)?.outputs[0]?.sig?.shape);
-  const owner = tree.modules.get(list)?.parent ?? tree.modules.get(paths[0]!)?.parent;
-  let finalNorm: string | undefined;
-  if (owner !== undefined) {
-    const children = tree.modules.get(owner)?.children ?? [];
-    const after = children.slice(children.indexOf(list) + 1);
-    finalNorm = after.filter((c) => JSON.stringify(tree.modules.get(c)?.outputs[0]?.sig?.shape) === blockSig).at(-1);
-  }
-  const unembed = [...tree.modules.values()]
-    .filter((m) => m.path !== '' && m.outputs[0]?.name === output)
-    .sort((a, b) => b.path.split('.').length - a.path.split('.').length)[0]?.path;
+  const headIn = unembed ? tree.modules.get(unembed)?.inputs[0]?.name : undefined;
+  // Neither a block, nor inside one, nor a module holding the blocks (`transformer` returns ln_f's output too).
+  const inBlock = (p: string): boolean => paths.some((b) => p === b || p.startsWith(`${b}.`) || b.startsWith(`${p}.`));
+  const finalNorm = headIn === undefined ? undefined : deepest(all.filter((m) =>
+    m.outputs[0]?.name === headIn && !inBlock(m.path) && JSON.stringify(m.outputs[0]?.sig?.shape) === blockSig));
   return { paths, finalNorm, unembed, output };
 }
 

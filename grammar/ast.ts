@@ -20,7 +20,7 @@ export interface Script {
 }
 
 /** A statement at the top of a script. */
-export type TopStatement = ModelStmt | TraceStmt | ReservedStmt;
+export type TopStatement = ModelStmt | TraceStmt | GenerateStmt | ReservedStmt;
 
 /** `model "PATH"`. */
 export interface ModelStmt {
@@ -47,8 +47,40 @@ export interface TraceStmt {
   span: Span;
 }
 
+/** One `NAME=VALUE` option of a `generate`. */
+export interface GenerateOption {
+  name: string;
+  nameSpan: Span;
+  value: Expr;
+  span: Span;
+}
+
+/** `generate PROMPT OPTIONS { ... }` or `generate OPTIONS { invoke ... }`. */
+export interface GenerateStmt {
+  kind: 'Generate';
+  /** Absent for the batched form (invokes in the body). */
+  prompt?: Prompt;
+  options: GenerateOption[];
+  body: Statement[];
+  /** Span of the `generate` keyword (and prompt). */
+  headerSpan: Span;
+  span: Span;
+}
+
+/** `step S { ... }` or `step A..B { ... }`: statements run only at those generation steps. */
+export interface StepStmt {
+  kind: 'Step';
+  from: Expr;
+  /** Exclusive end of a range; absent for a single step. */
+  to?: Expr;
+  body: Statement[];
+  /** Span of `step S` / `step A..B`. */
+  headerSpan: Span;
+  span: Span;
+}
+
 /** A statement inside a block. */
-export type Statement = BindStmt | SetStmt | ExprStmt | ForStmt | InvokeStmt | ReservedStmt;
+export type Statement = BindStmt | SetStmt | ExprStmt | ForStmt | InvokeStmt | StepStmt | ReservedStmt;
 
 /** `NAME = EXPR`. */
 export interface BindStmt {
@@ -96,7 +128,7 @@ export interface InvokeStmt {
   span: Span;
 }
 
-/** A construct of a later version of the language (`generate`, `param`, `skip`, `stop`). */
+/** A construct of a later version of the language (`param`, `skip`, `stop`; `generate` is no longer produced). */
 export interface ReservedStmt {
   kind: 'Reserved';
   keyword: 'generate' | 'param' | 'skip' | 'stop';

@@ -36,6 +36,12 @@ export interface ExprContext {
   bindingSite?(name: string): Span | undefined;
   /** Whether a "did you mean" may still be computed (each costs a pass over the names in scope). */
   maySuggest?(): boolean;
+  /**
+   * What `model.generator` means: in a `trace` an error, in a `generate` only
+   * `tokens = model.generator.output.save()` (handled by the statement lowering); undefined
+   * when the model really has a module called `generator`.
+   */
+  generator?: 'trace' | 'generate';
   /** The model's module tree, when known (resolves negative module-list indices). */
   tree?: ModuleTree;
 }
@@ -175,6 +181,12 @@ export class ExprLowerer {
       cur = this.call(root, segs[0].node, env);
       i = 1;
     } else if (root.kind === 'Model') {
+      const first = segs[0];
+      if (this.ctx.generator && first?.kind === 'member' && first.name === 'generator') {
+        throw this.ctx.generator === 'trace'
+          ? err('generator-outside-generate', 'model.generator.output exists only inside a generate block', first.node.span)
+          : err('bad-generator-use', 'model.generator.output is the finished token sequence: it can only be saved, as tokens = model.generator.output.save()', first.node.span);
+      }
       const walked = walkModulePath(segs, env, 'value', this.walkOptions);
       i = walked.next;
       const p = walked.path.join('.');
@@ -248,6 +260,7 @@ export class ExprLowerer {
 
   private call(callee: A.NameExpr, node: A.CallExpr, env: Env): Lowered {
     const name = callee.name;
+    if (name === 'grad') return this.grad(node, env);
     if (RESERVED_FUNCTIONS.has(name)) throw err('not-yet-supported', `'${name}(...)' is not supported yet`, callee.span);
     const spec = FUNCTIONS.get(name);
     if (!spec) throw unknownFunction(name, callee.span);
@@ -283,6 +296,19 @@ export class ExprLowerer {
       else args.lists.set(p, this.intList(a.value, env));
     }
     return spec.lower(this.b, args, node.span);
+  }
+
+  /** `grad(Y, X)`: X must be a module value, an op value or a parameter (or a name bound to one). */
+  private grad(node: A.CallExpr, env: Env): Lowered {
+    if (node.args.length !== 2 || node.args.some((a) => a.name !== undefined)) {
+      throw err('wrong-arity', `grad takes 2 positional arguments, grad(Y, X), but got ${node.args.length}`, node.span);
+    }
+    const y = this.value(node.args[0]!.value, env);
+    const x = this.value(node.args[1]!.value, env);
+    if (!['module.output', 'module.input', 'param'].includes(x.producer.op)) {
+      throw err('bad-grad', 'grad(Y, X): X must be a module value (MODULE.output, .input, .outputs[i], .inputs[i]), an op value (MODULE.op("TYPE").output) or a parameter (model.lm_head.weight), or a name bound to one', node.args[1]!.span);
+    }
+    return { kind: 'value', value: this.b.op('grad', [y, x], {}, node.span) };
   }
 
   private bool(e: A.Expr, env: Env): boolean {

@@ -40,6 +40,35 @@ export interface LowerOptions {
   limits?: Partial<FrontEndLimits>;
   /** The model's vocabulary size, when known: token ids must be below it. */
   vocabSize?: number;
+  /** Build into this builder (generation steps use a windowing one) instead of a new one. */
+  builder?: Builder;
+}
+
+/** How one step of a `generate` is lowered. */
+export interface GenerateStepOptions extends LowerOptions {
+  /** The step (statements in `step` blocks run only at their steps). */
+  step: number;
+  /** `max_new_tokens`: `step` blocks must lie in 0..max_new_tokens. */
+  maxNewTokens: number;
+  /** Tokens of each row's pass at this step, replacing the prompts' (in invoke order). */
+  rows?: number[][];
+}
+
+/** A `tokens = model.generator.output.save()` of a generate. */
+export interface GeneratorSave {
+  /** The save name. */
+  name: string;
+  /** The batch row whose sequence it is. */
+  row: number;
+  span: Span;
+}
+
+/** Result of {@link lowerGenerateStep}. */
+export interface LoweredGenerateStep extends LoweredTrace {
+  /** Saves of `model.generator.output` (not IR saves: the decode loop fills them). */
+  generatorSaves: GeneratorSave[];
+  /** The prompts' tokens, one row per invoke (before `rows` replaced them). */
+  prompts: number[][];
 }
 
 /** Result of {@link lowerTrace}. */
@@ -60,6 +89,20 @@ interface Where {
   mode: Mode;
   /** Loop indices of the enclosing loops, outer first. */
   loop: number[];
+  /** Inside a `step` block. */
+  inStep?: boolean;
+}
+
+/** Whether `e` is `model.generator.output.save()` (or without the save, `model.generator.output`). */
+function generatorChain(e: A.Expr): { saved: boolean } | undefined {
+  let x = e;
+  let saved = false;
+  if (x.kind === 'Call' && x.args.length === 0 && x.callee.kind === 'Member' && x.callee.name === 'save') {
+    saved = true;
+    x = x.callee.object;
+  }
+  if (x.kind === 'Member' && x.name === 'output' && x.object.kind === 'Member' && x.object.name === 'generator' && x.object.object.kind === 'Model') return { saved };
+  return undefined;
 }
 
 class TraceLowerer {
@@ -76,11 +119,19 @@ class TraceLowerer {
   private maxTokens = 0;
   private readonly limits: FrontEndLimits;
 
-  constructor(private readonly opts: LowerOptions) {
+  /** Set when lowering a step of a generate. */
+  private readonly gen: GenerateStepOptions | undefined;
+  readonly generatorSaves: GeneratorSave[] = [];
+  readonly prompts: number[][] = [];
+
+  constructor(private readonly opts: LowerOptions | GenerateStepOptions) {
     this.limits = limitsWith(opts.limits);
-    this.b = new Builder({ file: opts.file, tree: opts.tree });
+    this.b = opts.builder ?? new Builder({ file: opts.file, tree: opts.tree });
     this.host = opts.host ?? new Map();
+    this.gen = 'step' in opts ? opts : undefined;
+    const generator = opts.tree?.modules.has('generator') ? undefined : this.gen ? 'generate' as const : 'trace' as const;
     this.expr = new ExprLowerer({
+      generator,
       b: this.b,
       host: this.host,
       save: (v, n, s) => this.save(v, n, s),
@@ -138,11 +189,11 @@ class TraceLowerer {
   private collectSites(stmts: A.Statement[]): void {
     for (const s of stmts) {
       if (s.kind === 'Bind' && !this.sites.has(s.name)) this.sites.set(s.name, s.nameSpan);
-      if (s.kind === 'For' || s.kind === 'Invoke') this.collectSites(s.body);
+      if (s.kind === 'For' || s.kind === 'Invoke' || s.kind === 'Step') this.collectSites(s.body);
     }
   }
 
-  run(trace: A.TraceStmt): void {
+  run(trace: A.TraceStmt | A.GenerateStmt): void {
     this.collectSites(trace.body);
     const env = new Env();
     if (trace.prompt) {
@@ -153,7 +204,8 @@ class TraceLowerer {
     } else {
       this.block(trace.body, env, { mode: 'batch', loop: [] });
       if (this.b.graph.scopes.length === 1 && this.errors.length === 0) {
-        this.errors.push(new NnsError('no-prompt', 'this trace has no prompt: write trace "PROMPT" { ... } or add invoke "PROMPT" { ... } blocks', { span: trace.headerSpan }));
+        const kw = trace.kind === 'Generate' ? 'generate' : 'trace';
+        this.errors.push(new NnsError('no-prompt', `this ${kw} has no prompt: write ${kw} "PROMPT"${kw === 'generate' ? ' max_new_tokens=N' : ''} { ... } or add invoke "PROMPT" { ... } blocks`, { span: trace.headerSpan }));
       }
     }
     this.b.graph.dimValues.sequence = this.maxTokens;
@@ -188,6 +240,9 @@ class TraceLowerer {
       this.errors.push(new NnsError('bad-prompt', 'the prompt is empty (it has no tokens)', { span: p.span }));
       return undefined;
     }
+    this.prompts.push(tokens);
+    const given = this.gen?.rows?.[this.prompts.length - 1];
+    if (given) tokens = given;
     this.maxTokens = Math.max(this.maxTokens, tokens.length);
     this.irSize += tokens.length;
     this.spend(0, span, 'this prompt');
@@ -222,6 +277,7 @@ class TraceLowerer {
     switch (s.kind) {
       case 'Bind': {
         this.checkFree(s.name, s.nameSpan, env);
+        if (this.gen && generatorChain(s.value)) return this.generatorSave(s.value, s.name, where, env, s.nameSpan);
         const saveName = [s.name, ...where.loop].join('.');
         const l = this.expr.lower(s.value, env, saveName);
         if (l.kind === 'topk') env.bind(s.name, { kind: 'topk', values: l.values, indices: l.indices, span: s.nameSpan });
@@ -239,8 +295,11 @@ class TraceLowerer {
         return;
       }
       case 'ExprStmt':
+        if (this.gen && generatorChain(s.expr)) return this.generatorSave(s.expr, 'model.generator.output', where, env, s.span);
         this.expr.lower(s.expr, env);
         return;
+      case 'Step':
+        return this.stepBlock(s, env, where);
       case 'For':
         return this.loop(s, env, where);
       case 'Invoke': {
@@ -249,6 +308,7 @@ class TraceLowerer {
             : 'invoke is only allowed in a multi-prompt trace: trace { invoke "A" { ... } invoke "B" { ... } }';
           throw new NnsError(where.mode === 'invoke' ? 'nested-invoke' : 'invoke-outside-batch', msg, { span: s.headerSpan });
         }
+        if (where.inStep) throw new NnsError('invoke-in-step', 'an invoke cannot be inside a step block: every step runs the same prompts', { span: s.headerSpan });
         const scope = this.invoke(s.prompt, s.headerSpan, env);
         if (scope === undefined) return;
         const outer = this.b.scope;
@@ -263,6 +323,36 @@ class TraceLowerer {
       case 'Reserved':
         throw new NnsError('not-yet-supported', `'${s.keyword}' is not supported yet`, { span: s.keywordSpan });
     }
+  }
+
+  /** `tokens = model.generator.output.save()`: recorded for the decode loop, nothing in the IR. */
+  private generatorSave(e: A.Expr, name: string, where: Where, env: Env, span: Span): void {
+    const g = generatorChain(e)!;
+    if (!g.saved) throw new NnsError('bad-generator-use', 'model.generator.output is the finished token sequence: it can only be saved, as tokens = model.generator.output.save()', { span: e.span });
+    if (where.inStep) throw new NnsError('generator-in-step', 'model.generator.output is not a per-step value: save it outside step blocks', { span: e.span });
+    if (where.mode === 'batch') throw new NnsError('generator-outside-invoke', 'model.generator.output is one prompt\'s sequence: save it inside an invoke', { span: e.span });
+    const full = [name, ...where.loop].join('.');
+    if (this.saveSet.has(full) || this.host.has(full)) throw new NnsError('duplicate-save', `a value is already saved as '${full}'`, { span });
+    this.saveSet.add(full);
+    const row = this.b.graph.scopes[this.b.scope]!.rowStart;
+    if (this.gen!.step === 0) this.generatorSaves.push({ name: full, row, span });
+    if (name !== 'model.generator.output') env.bind(name, { kind: 'poison', span });
+  }
+
+  /** `step S { ... }` / `step A..B { ... }`: lowered only when the step being built is in range. */
+  private stepBlock(s: A.StepStmt, env: Env, where: Where): void {
+    if (!this.gen) throw new NnsError('step-outside-generate', 'step blocks belong in a generate block', { span: s.headerSpan });
+    if (where.inStep) throw new NnsError('nested-step', 'a step block cannot contain another step block', { span: s.headerSpan });
+    const n = this.gen.maxNewTokens;
+    const from = constInt(s.from, env, 'a step');
+    const to = s.to ? constInt(s.to, env, 'a step') : from + 1;
+    const range = s.to ? `${from}..${to}` : `${from}`;
+    if (from < 0 || to > n || (s.to && from >= to)) {
+      const what = from >= to ? `the step range ${range} is empty (A..B runs from A up to B-1)` : `step ${range} is outside 0..${n} (max_new_tokens=${n}: the steps are 0 to ${n - 1})`;
+      throw new NnsError('bad-step', what, { span: s.headerSpan });
+    }
+    if (this.gen.step < from || this.gen.step >= to) return;
+    this.block(s.body, env, { ...where, inStep: true });
   }
 
   private loop(s: A.ForStmt, env: Env, where: Where): void {
@@ -311,6 +401,24 @@ export function exprSize(roots: readonly A.Expr[]): number {
     }
   }
   return n;
+}
+
+/**
+ * Lowers step `opts.step` of a generate to IR: the body's statements plus the `step` blocks
+ * that include the step; `rows` replace the prompts' tokens (what the step's pass covers).
+ * Saves keep their plain names (the decode loop adds `.S`); `model.generator.output` saves
+ * are returned apart. Errors as for {@link lowerTrace}.
+ */
+export function lowerGenerateStep(gen: A.GenerateStmt, opts: GenerateStepOptions): LoweredGenerateStep {
+  const t = new TraceLowerer(opts);
+  try {
+    t.run(gen);
+  } catch (e) {
+    if (e instanceof NnsError) t.errors.push(e);
+    else if (!(e instanceof Poisoned)) throw e;
+  }
+  const errors = [...t.errors].sort((a, b) => (a.span?.offset ?? 0) - (b.span?.offset ?? 0));
+  return { graph: t.b.graph, saves: t.saves, errors, stats: { work: t.work, irSize: t.irSize }, generatorSaves: t.generatorSaves, prompts: t.prompts };
 }
 
 /**

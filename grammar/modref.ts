@@ -79,6 +79,12 @@ export function walkModulePath(segs: Seg[], env: Env, mode: 'value' | 'target', 
         }
         return { path, end: { kind: 'graphOutput', name: null, span: s.node.span }, next: i + 1 };
       }
+      if (s.name === 'op' && next?.kind === 'call' && path.length > 0 && next.node.args[0]?.value.kind === 'String') {
+        path.push(opSegment(next.node, env));
+        lastSpan = next.node.span;
+        i++;
+        continue;
+      }
       if (s.name === 'output' || s.name === 'input') return { path, end: { kind: 'port', port: s.name, index: 0, span: s.node.span }, next: i + 1 };
       if (s.name === 'outputs' || s.name === 'inputs') {
         const port = s.name === 'outputs' ? 'output' : 'input';
@@ -115,6 +121,18 @@ export function walkModulePath(segs: Seg[], env: Env, mode: 'value' | 'target', 
     }
   }
   return param(path, lastSpan, segs[segs.length - 1], segs.length, mode);
+}
+
+/** `op("TYPE")` / `op("TYPE", N)` → the path segment `op("TYPE",N)` (see src/model/modules.ts `opPath`). */
+function opSegment(call: A.CallExpr, env: Env): string {
+  const [t, k, ...more] = call.args;
+  const bad = (msg: string, span: Span): NnsError => new NnsError('invalid-module-ref', msg, { span });
+  if (more.length || t!.name !== undefined || (k && k.name !== undefined)) throw bad('op takes an op type and an optional index: op("Softmax", 0)', call.span);
+  const type = (t!.value as A.StringExpr).value;
+  if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(type)) throw bad(`'${type}' is not an ONNX op type`, t!.value.span);
+  const n = k ? constInt(k.value, env, 'the op index') : 0;
+  if (n < 0) throw bad('the op index must be >= 0', k!.value.span);
+  return `op("${type}",${n})`;
 }
 
 function param(path: string[], lastSpan: Span | undefined, s: Seg | undefined, next: number, mode: 'value' | 'target'): WalkedPath {

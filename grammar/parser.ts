@@ -91,7 +91,7 @@ export class NnsParser extends CstParser {
     this.SUBRULE(this.block);
   });
 
-  /** Reserved: `generate PROMPT max_new_tokens=N { ... }`. */
+  /** `generate PROMPT NAME=VALUE ... { ... }` or `generate NAME=VALUE ... { invoke ... }`. */
   generateStmt = this.RULE('generateStmt', () => {
     this.CONSUME(T.Generate);
     this.OPTION(() => this.SUBRULE(this.prompt));
@@ -119,8 +119,31 @@ export class NnsParser extends CstParser {
       { ALT: () => this.SUBRULE(this.paramStmt) },
       { ALT: () => this.SUBRULE(this.skipStmt) },
       { ALT: () => this.SUBRULE(this.stopStmt) },
+      { GATE: this.atStep, ALT: () => this.SUBRULE(this.stepStmt) },
       { ALT: () => this.SUBRULE(this.simpleStmt) },
     ]);
+  });
+
+  /**
+   * `step` is a word, not a keyword: it starts a step block only when followed on the same
+   * line by a number or a name (`step 0 {`, `step 2..4 {`, `step i {`), so `step = 3` stays a binding.
+   */
+  private atStep = (): boolean => {
+    const t = this.LA(1);
+    const next = this.LA(2);
+    return t.tokenType === T.Identifier && t.image === 'step' && !this.lineStarts.has(next)
+      && (next.tokenType === T.NumberLiteral || next.tokenType === T.Identifier);
+  };
+
+  /** `step S { ... }` or `step A..B { ... }` inside a generate block. */
+  stepStmt = this.RULE('stepStmt', () => {
+    this.CONSUME(T.Identifier);
+    this.SUBRULE(this.additive, { LABEL: 'from' });
+    this.OPTION(() => {
+      this.CONSUME(T.DotDot);
+      this.SUBRULE2(this.additive, { LABEL: 'to' });
+    });
+    this.SUBRULE(this.block);
   });
 
   forStmt = this.RULE('forStmt', () => {

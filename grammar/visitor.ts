@@ -133,8 +133,22 @@ export class AstBuilder extends BaseVisitor {
     return { kind: 'Trace', prompt, body, headerSpan: prompt ? joinSpans(kw, prompt.span) : kw, span: this.nodeSpan(ctx) };
   }
 
-  generateStmt(ctx: Ctx): A.ReservedStmt {
-    return { kind: 'Reserved', keyword: 'generate', keywordSpan: tokenSpan(this.file, this.tok(ctx, 'Generate')!), span: this.nodeSpan(ctx) };
+  generateStmt(ctx: Ctx): A.GenerateStmt {
+    const kw = tokenSpan(this.file, this.tok(ctx, 'Generate')!);
+    const prompt = ctx.prompt ? this.sub<A.Prompt>(ctx, 'prompt') : undefined;
+    const options = this.nodes(ctx, 'namedArg').map((c) => {
+      const a = this.visit(c) as A.Arg & { nameSpan: Span };
+      return { name: a.name!, nameSpan: a.nameSpan, value: a.value, span: a.span };
+    });
+    const body = this.sub<A.Statement[]>(ctx, 'block');
+    return { kind: 'Generate', prompt, options, body, headerSpan: prompt ? joinSpans(kw, prompt.span) : kw, span: this.nodeSpan(ctx) };
+  }
+
+  stepStmt(ctx: Ctx): A.StepStmt {
+    const kw = tokenSpan(this.file, this.tok(ctx, 'Identifier')!);
+    const from = this.sub<A.Expr>(ctx, 'from');
+    const to = ctx.to ? this.sub<A.Expr>(ctx, 'to') : undefined;
+    return { kind: 'Step', from, to, body: this.sub(ctx, 'block'), headerSpan: joinSpans(kw, (to ?? from).span), span: this.nodeSpan(ctx) };
   }
 
   prompt(ctx: Ctx): A.Prompt {
@@ -294,8 +308,9 @@ export class AstBuilder extends BaseVisitor {
     return { value: this.sub(ctx, 'expression'), span: this.nodeSpan(ctx) };
   }
 
-  namedArg(ctx: Ctx): A.Arg {
-    return { name: this.tok(ctx, 'Identifier')!.image, value: this.sub(ctx, 'expression'), span: this.nodeSpan(ctx) };
+  namedArg(ctx: Ctx): A.Arg & { nameSpan: Span } {
+    const id = this.tok(ctx, 'Identifier')!;
+    return { name: id.image, nameSpan: tokenSpan(this.file, id), value: this.sub(ctx, 'expression'), span: this.nodeSpan(ctx) };
   }
 }
 

@@ -74,6 +74,7 @@ export interface OpAttrs {
   set: { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null };
   /** Send the single input back to the user under `name`. No results. */
   save: { name: string };
+  grad: NoAttrs;
 }
 
 /** Attributes of an op that has none. */
@@ -467,6 +468,23 @@ export const OPS: OpCatalogue = {
       const p = checkSet(c.attrs, c.inputs[0]!, c.literal(0) !== null, c.tree, c.rows, c.dims);
       if (p) c.fail(p.code, p.message);
       return [];
+    },
+    eval: noHost, fold: false, lower: 'splice', derivative: null, fn: null,
+  },
+  grad: {
+    doc: 'the gradient of a one-element value (input 0) with respect to a module value, op value or parameter (input 1)',
+    kind: 'pure', schema: { inputs: 2, results: 1, attrs: [] },
+    infer: (c) => {
+      const [y, x] = [c.inputs[0]!, c.inputs[1]!];
+      if (y.shape !== null && !y.shape.every((d) => d === 1)) {
+        c.fail('bad-grad', `grad(Y, X) needs Y with exactly one element, but Y is ${formatType(y)}; select one element (logits[0, -1, 383]) or reduce it (sum(...))`);
+        return [];
+      }
+      if (!isFloat(x.dtype) || !isFloat(y.dtype)) {
+        c.fail('bad-grad', `grad(Y, X) needs floating-point Y and X, but they are ${formatType(y)} and ${formatType(x)}`);
+        return [];
+      }
+      return [{ dtype: x.dtype, shape: x.shape && [...x.shape] }];
     },
     eval: noHost, fold: false, lower: 'splice', derivative: null, fn: null,
   },

@@ -12,7 +12,7 @@
  * become graph inputs.
  * @module
  */
-import type { Pass, PassContext, CompileState, ModuleCall } from './pass.js';
+import type { Pass, PassContext, CompileState, ModuleCall, GradRequest } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
 import { scriptPath, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
 import { formatType } from '../ir/shape.js';
@@ -22,8 +22,9 @@ import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo, TensorSig } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
+import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -78,6 +79,10 @@ class Lowerer {
   readonly g: GraphProto;
   readonly opset: number;
   readonly names = new Map<Value, string>();
+  /** Whole-batch ONNX name of every module read and parameter (what `grad` differentiates with respect to). */
+  private readonly whole = new Map<Value, { name: string; sig?: TensorSig }>();
+  /** `Grad` placeholders for the autodiff pass. */
+  readonly grads: GradRequest[] = [];
   readonly calls: ModuleCall[] = [];
   readonly hostInputs = new Map<string, string>();
   private readonly originalNodes: NodeProto[];
@@ -130,7 +135,14 @@ class Lowerer {
     if (vv) return vv;
     if (!this.boundaryIndex) {
       this.boundaryIndex = new Map();
-      for (const m of this.ctx.tree.modules.values()) {
+      // Operation pseudo-modules (`MODULE.op("TYPE", N)`) the program names are views too (one node: innermost).
+      const opPaths = new Set<string>();
+      for (const n of this.state.ir.nodes) {
+        const p = (n.attrs as { path?: string }).path;
+        if (p !== undefined && parseOpPath(p)) opPaths.add(p);
+      }
+      const ops = [...opPaths].map((p) => this.ctx.tree.modules.get(p)).filter((m): m is ModuleInfo => m !== undefined);
+      for (const m of [...this.ctx.tree.modules.values(), ...ops]) {
         for (const port of ['output', 'input'] as const) {
           (port === 'output' ? m.outputs : m.inputs).forEach((b, index) => {
             let list = this.boundaryIndex!.get(b.name);
@@ -314,7 +326,10 @@ class Lowerer {
         const { path, index } = a as { path: string; index: number };
         const port = n.op === 'module.output' ? 'output' : 'input';
         const m = this.module(path);
-        res(this.rows(this.boundary(path, port, index), ir, n.scope, (port === 'output' ? m.outputs : m.inputs)[index]!.sig));
+        const wholeName = this.boundary(path, port, index);
+        const sig = (port === 'output' ? m.outputs : m.inputs)[index]!.sig;
+        this.whole.set(n.results[0]!, { name: wholeName, ...(sig ? { sig } : {}) });
+        res(this.rows(wholeName, ir, n.scope, sig));
         return;
       }
       case 'model.output': {
@@ -325,7 +340,28 @@ class Lowerer {
       case 'param': {
         const p = this.ctx.tree.params.get(a.name as string);
         if (!p) throw new Error(`internal: parameter '${String(a.name)}' not resolved`);
+        this.whole.set(n.results[0]!, { name: p.initializer });
         res(p.perm ? this.em.op('Transpose', [p.initializer], { perm: p.perm }) : p.initializer);
+        return;
+      }
+      case 'grad': {
+        // A placeholder: the autodiff pass replaces it by the backward sweep's gradient of Y
+        // with respect to X's whole-batch value; this read's rows are then sliced out of it.
+        const [y, x] = n.inputs as [Value, Value];
+        const xw = this.whole.get(x);
+        const xWhole = xw?.name;
+        if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read or a parameter');
+        const out = this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad_output_0`);
+        const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out],
+          metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
+        this.g.node!.push(node);
+        this.em.created.add(node);
+        if (n.span) nodeSpans.set(node, n.span);
+        this.grads.push({ placeholder: node, span: n.span });
+        let g = out;
+        const param = x.producer.is('param') ? this.ctx.tree.params.get(x.producer.attrs.name) : undefined;
+        if (param?.perm) g = this.em.op('Transpose', [g], { perm: param.perm });
+        res(this.rows(g, ir, x.producer.scope, xw?.sig));
         return;
       }
       case 'const': {
@@ -690,6 +726,7 @@ export const lowerOnnxPass: Pass = {
     state.hostInputs = l.hostInputs;
     state.valueNames = l.names;
     state.moduleCalls = l.calls;
+    state.grads = l.grads;
     return { changed: true };
   },
 };

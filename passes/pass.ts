@@ -8,7 +8,7 @@
  * IR only; lowering splices the IR into `model`; later passes clean `model` up.
  * @module
  */
-import type { NnsError } from '../src/errors.js';
+import type { NnsError, Span } from '../src/errors.js';
 import type { Graph, Value } from '../ir/ir.js';
 import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { ModuleTree } from '../src/model/types.js';
@@ -48,6 +48,8 @@ export interface CompileState {
   hostInputs?: Map<string, string>;
   /** ONNX value name of every lowered IR value (set by lowering; used by save-outputs). */
   valueNames?: Map<Value, string>;
+  /** `Grad` placeholders (set by lowering; consumed by autodiff). */
+  grads?: GradRequest[];
   /** Module applications to expand (set by lowering; consumed by apply-modules). */
   moduleCalls?: ModuleCall[];
   /**
@@ -70,6 +72,16 @@ export interface CompileState {
 
 /** ONNX domain of the placeholder nodes that stand for module applications until apply-modules expands them. */
 export const CALL_DOMAIN = 'ai.onnsight';
+
+/**
+ * One `grad(Y, X)`: a placeholder node `Grad` (domain {@link CALL_DOMAIN}) with inputs
+ * `[Y, X]` (X's whole-batch value) whose output stands for dY/dX until the autodiff pass
+ * replaces it.
+ */
+export interface GradRequest {
+  placeholder: NodeProto;
+  span?: Span;
+}
 
 /** One module application: a placeholder node and the module's nodes as they were at that point of the program. */
 export interface ModuleCall {

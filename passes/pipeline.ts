@@ -26,6 +26,7 @@ import { liftConstantsPass } from './lift-constants.js';
 import { splitBatchPass } from './split-batch.js';
 import { lowerOnnxPass } from './lower-onnx.js';
 import { applyModulesPass } from './apply-modules.js';
+import { autodiffPass } from './autodiff.js';
 import { saveOutputsPass } from './save-outputs.js';
 import { fetchSavesPass } from './fetch-saves.js';
 import { sinkSlicesPass } from './sink-slices.js';
@@ -66,6 +67,7 @@ export const compiledStages: readonly Pass[] = [
 export const onnxPipeline: readonly Pass[] = [
   lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke) rewire consumers, host values → inputs
   applyModulesPass, //   module application: clone each called module's nodes onto the new inputs, fresh names
+  autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   saveOutputsPass, //    saved values become graph outputs named by their save names
   fetchSavesPass, //     run variants (keepModelOutputs false): drop the model's own outputs no save needs
   sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only)

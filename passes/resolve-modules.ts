@@ -10,7 +10,7 @@
  */
 import { NnsError, type ErrorCode } from '../src/errors.js';
 import type { ModuleTree } from '../src/model/types.js';
-import { resolveModulePath } from '../src/model/modules.js';
+import { parseOpPath, resolveModulePath } from '../src/model/modules.js';
 import { suggest } from '../src/suggest.js';
 import { scriptPath, type Node } from '../ir/ir.js';
 import type { Pass } from './pass.js';
@@ -29,6 +29,17 @@ export function fullPath(path: string): string {
  */
 export function explainUnknownModule(tree: ModuleTree, path: string): string | null {
   if (tree.modules.has(path)) return null;
+  const op = parseOpPath(path);
+  if (op) {
+    const inModule = explainUnknownModule(tree, op.module);
+    if (inModule !== null) return inModule;
+    const where = scriptPath(op.module);
+    const ops = tree.ops?.(op.module) ?? [];
+    const count = ops.filter((o) => o.opType === op.opType).length;
+    if (count > 0) return `${where} has ${count} ${op.opType} node${count === 1 ? '' : 's'} (op("${op.opType}", 0)..op("${op.opType}", ${count - 1})), not op("${op.opType}", ${op.n})`;
+    const s = suggest(op.opType, [...new Set(ops.map((o) => o.opType))]);
+    return `${where} has no ${op.opType} node${s ? `; did you mean '${s}'?` : ''} (nns modules MODEL --ops lists them)`;
+  }
   const segs = path.split('.');
   const join = (a: string, b: string): string => (a === '' ? b : `${a}.${b}`);
   const head = `no module '${fullPath(path)}'`;

@@ -114,6 +114,11 @@ export class CompileCache {
     }
   }
 
+  /** The graph files of the entries, least recently used first. */
+  graphPaths(): string[] {
+    return [...this.entries.values()].map((e) => e.graphPath);
+  }
+
   /** Forgets every entry (files on disk stay). */
   clear(): void {
     this.entries.clear();

@@ -23,10 +23,12 @@ import type { Tensor } from './tensor.js';
  * planner (passes/choose-executor.ts); `run` runs a plan.
  */
 export interface FastPath extends FastPlanner {
+  /** The instrumented model's graph file, once it has been built. */
+  readonly builtGraphPath?: string | undefined;
   /** Runs a plan made by `plan` for `ir`; null when it turns out to need the compiler. */
-  run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
-  /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. */
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null>;
+  run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+  /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. `feeds` (generation) replace the feeds built from the invokes' tokens. */
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
 }
 
 /** A model ready for tracing. */
@@ -41,6 +43,13 @@ export interface ModelContext {
   readonly backend: OrtBackend;
   /** Inputs the graph needs fed. */
   readonly feedInputs: FeedInput[];
+  /**
+   * The longest prompt the model accepts (its learned positions, from `config.json` or the
+   * position-embedding table); undefined when unknown.
+   */
+  readonly maxPositions?: number;
+  /** Rows of the token-embedding table: token ids must be below it; undefined when unknown. */
+  readonly vocabRows?: number;
 }
 
 /**
@@ -72,11 +81,38 @@ export function workingCopy(proto: ModelProto): ModelProto {
  * user error found (later passes are skipped once a pass reports errors).
  */
 export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
+  checkPrompts(ir, mc);
   const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, ...(mc.fast ? { fast: mc.fast } : {}) };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
   return state;
+}
+
+/**
+ * Refuses prompts the model cannot take, one located error per invoke, before anything
+ * runs (onnxruntime would fail inside an embedding's `Gather`): longer than the model's
+ * positions, or with a token id outside its embedding table.
+ * @throws NnsErrors `prompt-too-long`, `bad-token-id`
+ */
+export function checkPrompts(ir: Graph, mc: Pick<ModelContext, 'maxPositions' | 'vocabRows'>): void {
+  const limit = mc.maxPositions;
+  const vocab = mc.vocabRows;
+  const errors: NnsError[] = [];
+  for (const s of ir.scopes.slice(1)) {
+    const tokens = s.tokens ?? [];
+    if (limit !== undefined && tokens.length > limit) {
+      const over = tokens.length - limit;
+      errors.push(new NnsError('prompt-too-long', `the prompt has ${tokens.length} tokens; the model takes at most ${limit} positions`, {
+        span: s.span, notes: [`shorten the prompt by ${over} token${over === 1 ? '' : 's'}`],
+      }));
+    }
+    const bad = vocab === undefined ? undefined : tokens.find((t) => t >= vocab);
+    if (bad !== undefined) {
+      errors.push(new NnsError('bad-token-id', `token id ${bad} is outside the model's vocabulary (0..${vocab! - 1}: the rows of its token-embedding table)`, { span: s.span }));
+    }
+  }
+  if (errors.length) throw new NnsErrors(errors);
 }
 
 /** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */

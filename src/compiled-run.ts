@@ -99,7 +99,7 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -109,8 +109,8 @@ export async function runCompiled(
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
   runPasses([liftConstantsPass], state, ctx, { verifyEach: opts.verifyEach });
   for (const [k, v] of state.lifted ?? []) host.set(k, v);
-  const { feeds: full, seqLen } = buildFeeds(mc.feedInputs, rows, { padId: 0 });
-  const budget = opts.memoryBudget ?? batchBudget();
+  const { feeds: full, seqLen } = opts.feeds ? givenFeeds(opts.feeds) : buildFeeds(mc.feedInputs, rows, { padId: 0 });
+  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget();
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
@@ -153,6 +153,12 @@ export async function runCompiled(
     progress('run');
   }
   return new Map(saveOrder.filter((n) => results.has(n)).map((n) => [n, results.get(n)!]));
+}
+
+/** Feeds given by the caller (generation); the sequence length is `input_ids`' last dim. */
+export function givenFeeds(given: Readonly<Record<string, Tensor>>): { feeds: Record<string, Tensor>; seqLen: number } {
+  const ids = given.input_ids;
+  return { feeds: { ...given }, seqLen: ids ? ids.shape[ids.shape.length - 1]! : 1 };
 }
 
 async function runEntry(entry: CompiledEntry, mc: ModelContext, tiered: TieredSessions | undefined, so: OrtSessionOptions, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {

@@ -16,7 +16,8 @@ import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
 import { graphFeedInputs } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
 import { inferBoundaryTypes } from './model/shapes.js';
-import { OrtBackend } from '../backends/ort.js';
+import { maxPositions, vocabTableSize } from './model/positions.js';
+import { OrtBackend, oneLine } from '../backends/ort.js';
 import { createOrtProbe } from '../backends/probe.js';
 import { dedupInvokesPass } from '../passes/dedup-invokes.js';
 import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
@@ -48,11 +49,14 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
     await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
   } catch (e) {
     if (e instanceof NnsError) throw e;
-    const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    const reason = oneLine(e);
     throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
   }
   step(4);
-  const mc: ModelContext = { loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto) };
+  const mc: ModelContext = {
+    loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto),
+    maxPositions: maxPositions(loaded.proto, loaded.config), vocabRows: vocabTableSize(loaded.proto),
+  };
   if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
 }
@@ -84,6 +88,17 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
   fast?: boolean;
   /** Set `false` to keep identical read-only invokes as separate batch rows. */
   dedup?: boolean;
+  /**
+   * Graph feeds supplied by the caller, replacing those built from the invokes' tokens
+   * (generation: input ids, attention mask, positions and the key/value cache). The batch
+   * then runs whole: no invoke merging, no splitting into chunks.
+   */
+  feeds?: Readonly<Record<string, Tensor>>;
+  /**
+   * The IR already went through the IR pipeline (generation runs one prepared IR per step
+   * structure); it is then run as it is.
+   */
+  prepared?: boolean;
 }
 
 /**
@@ -99,14 +114,15 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     const done = compileGraph(ir, mc, opts);
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
   }
-  const state = compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
+  const state = opts.prepared ? { ir, model: workingCopy(mc.loaded.proto), saved: new Map<string, string>() } : compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
   const fast = mc.fast && opts.fast !== false ? mc.fast : undefined;
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, fast };
-  runPasses(executorStages.filter((p) => p !== dedupInvokesPass || opts.dedup !== false), state, ctx, { verifyEach: opts.verifyEach });
+  // Given feeds (generation) fix the batch rows: identical invokes are not merged.
+  runPasses(executorStages.filter((p) => p !== dedupInvokesPass || (opts.dedup !== false && !opts.feeds)), state, ctx, { verifyEach: opts.verifyEach });
   if (fast && state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan) {
     const rows = state.ir.scopes.length - 1;
     opts.onProgress?.({ phase: 'run', done: 0, total: 1, rowsDone: 0, rows, what: 'instrumented model' });
-    const out = await fast.run(state.ir, state.fastPlan.plan, host);
+    const out = await fast.run(state.ir, state.fastPlan.plan, host, opts.feeds);
     if (out) {
       opts.onProgress?.({ phase: 'run', done: 1, total: 1, rowsDone: rows, rows });
       return out;

@@ -25,19 +25,23 @@ import { moduleClasses, type ModuleClass } from './model/classes.js';
 import { groupFamilies, type Family, type PromptInfo } from './report/families.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
-import { callSite, checkOpen, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { callSite, checkOpen, grad, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
 import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
+import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
 export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
 export { tensorToJSON, toJSONNumber } from './tensor.js';
-export { TensorProxy, ops, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
+export { TensorProxy, ops, grad, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';
 export type { CompileOptions } from './engine.js';
 export type { LoadOptions } from './model/load.js';
 export type { TextTokenizer } from './model/tokenizer.js';
+export type { GenerateCallOptions, GenerateResult, GeneratedToken, GenerationStep, GenerateTracer, StepFn, BatchStepFn, GeneratePrompt } from './generate-api.js';
+export type { GenerateOptions, TokenEvent } from './generate/decode.js';
+export { Mulberry32, chooseToken, argmax, type SamplingOptions } from './generate/sample.js';
 export type { CompiledRunOptions } from './compiled-run.js';
 export type { TieredOptions } from '../backends/tiered.js';
 export type { ProgressEvent, ProgressCallback, ProgressMode, ProgressStream, ProgressReporterOptions } from './progress.js';
@@ -73,6 +77,8 @@ export interface Tracer {
   invoke(prompt: Prompt, fn: (m: ModelRef) => void): void;
   /** The whole batch (use after the invokes, e.g. to copy values between rows). */
   readonly model: ModelRef;
+  /** `grad(y, x)` (see the exported {@link grad}): dy/dx, shaped like x. */
+  grad(y: TensorProxy, x: TensorProxy): TensorProxy;
 }
 
 /**
@@ -243,7 +249,7 @@ export class LanguageModel {
     };
     try {
       if (typeof a === 'function') {
-        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); } }));
+        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); }, grad }));
         if (builder.graph.scopes.length === 1) {
           throw new NnsError('no-prompt', 'this trace has no invoke: call tr.invoke(prompt, (m) => { ... }) at least once, or use trace(prompt, (m) => { ... })', { kind: 'usage', span: callSite() });
         }
@@ -336,6 +342,40 @@ export class LanguageModel {
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
     const opts = (typeof a === 'function' ? b : c) as CompileOptions | undefined;
     return compileGraph(graph, this.mc, opts).model;
+  }
+
+  /**
+   * Generates `maxNewTokens` tokens with interventions at every step. The callback describes
+   * one step and runs once per step: statements in it apply at every step,
+   * `g.at(S, () => ...)` / `g.range(A, B, () => ...)` only at those steps, and saves come back
+   * per step as `NAME.S` (`g.generator.output.save('tokens')`: the finished sequence). Step 0
+   * covers the prompt; at step s ≥ 1 module values cover only the new position (with a
+   * key/value cache as NNsight; without one, the model recomputes the sequence and the
+   * same is emulated). Without a prompt, `fn` gets a tracer to add one invoke per prompt.
+   *
+   * ```ts
+   * const r = await model.generate('The capital of France is', { maxNewTokens: 6, stopAtEos: false }, (m, g) => {
+   *   m.transformer.h[2].output = m.transformer.h[2].output.add(v.mul(4));   // every step
+   *   g.at(0, () => m.transformer.h[1].output.save('h'));                    // h.0
+   *   m.output.logits.at(':', -1, ':').save('logits');                       // logits.0 .. logits.5
+   * });
+   * r.text[0]; r.ids[0]; r.saves['logits.3'];
+   * ```
+   */
+  async generate(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): Promise<GenerateResult>;
+  async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
+  async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
+    const tokenize = (p: Prompt): number[] => this.tokenize(p);
+    if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
+    return generateWith(this.mc, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
+  }
+
+  /**
+   * {@link generate} as an async iterator of tokens as they are chosen; `.result` resolves to
+   * the whole result. `for await (const t of model.stream(p, { maxNewTokens: 20 })) process.stdout.write(t.text);`
+   */
+  stream(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): AsyncIterable<GeneratedToken> & { result: Promise<GenerateResult> } {
+    return streamWith((onToken) => this.generate(prompt, { ...opts, onToken: (t) => { opts.onToken?.(t); onToken(t); } }, fn));
   }
 
   /**

@@ -16,7 +16,7 @@ import type { DType, ModuleTree } from './model/types.js';
 import { DTYPES } from '../ir/ir.js';
 import { numel, type Tensor } from './tensor.js';
 import { describeValue } from './model/token-ids.js';
-import { resolveModulePath } from './model/modules.js';
+import { opPath, resolveModulePath } from './model/modules.js';
 
 /**
  * One index of `at(...)`: a number, `':'`, `'a:b'`, `'a:b:c'`, `'...'`, `null` (new axis) or a slice object.
@@ -117,6 +117,24 @@ type ElementwiseOp = Exclude<{ [K in OpName]: OpAttrs[K] extends NoAttrs ? K : n
 export type ElementwiseMethods = { readonly [K in ElementwiseOp as Camel<K>]: () => TensorProxy };
 
 export interface TensorProxy extends ElementwiseMethods {}
+
+/**
+ * `grad(y, x)`: the gradient of the one-element value `y` with respect to `x` — a module
+ * value (`m.transformer.h[2].output`, `.input`, `.outputs[i]`, an op value
+ * `m.transformer.h[1].attn.op('Softmax').output`) or a parameter (`m.lm_head.weight`) of the
+ * same trace; the result has `x`'s shape. The derivative is taken through the forward pass
+ * as the trace modifies it; every `grad` of one `y` shares one backward pass (compiled into
+ * the same graph as the forward pass).
+ */
+export function grad(y: TensorProxy, x: TensorProxy): TensorProxy {
+  const span = callSite();
+  checkOpen(y.ctx, 'grad was called');
+  if (y.ctx !== x.ctx) throw new NnsError('foreign-value', 'grad(y, x): y and x belong to different traces', { span });
+  if (!['module.output', 'module.input', 'param'].includes(x.ir.producer.op)) {
+    throw new NnsError('bad-grad', 'grad(y, x): x must be a module value (.output, .input, .outputs[i], .inputs[i]), an op value (.op(TYPE).output) or a parameter', { span });
+  }
+  return new TensorProxy(y.ctx, y.ctx.builder.op('grad', [y.ir, x.ir], {}, span));
+}
 
 /**
  * A value inside a trace: a module's output, a parameter, or anything computed from them.
@@ -437,6 +455,12 @@ export interface ModuleBase {
   readonly inputs: readonly TensorProxy[];
   /** Apply the module out of order to new inputs; returns its first output. */
   (...args: TensorLike[]): TensorProxy;
+  /**
+   * The `n`-th (from 0, graph order) ONNX node of op type `type` in this module's subtree, with
+   * `.output`, `.outputs[i]`, `.input`, `.inputs[i]` like a module:
+   * `m.transformer.h[1].attn.op('Softmax').output` (the attention probabilities).
+   */
+  op(type: string, n?: number): ModuleRef;
 }
 
 /**
@@ -478,6 +502,7 @@ export function moduleProxy(ctx: TraceContext, modPath: string): ModelRef {
       if (prop === 'outputs') return list('output');
       if (prop === 'inputs') return list('input');
       if (prop === 'then') return undefined; // not a thenable
+      if (prop === 'op') return (type: string, n = 0): ModuleRef => moduleProxy(ctx, opPath(modPath, type, n));
       const p = resolveModulePath(ctx.tree, join(prop)); // m.transformer.h[-1]: the last block
       if (ctx.tree.params.has(p) && !ctx.tree.modules.has(p)) {
         checkOpen(ctx, `parameter ${p} was read`);

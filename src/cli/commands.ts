@@ -18,7 +18,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE.json', help: 'also write the saved values as JSON {NAME: {dtype, shape, data}, $families, $prompts}' }, plot, html, printIr, printAfter, progress, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE', help: 'also write the saved values: FILE.json as {NAME: {dtype, shape, data}, $families, $prompts}, FILE.safetensors as safetensors (the saves; any size, streamed)' }, plot, html, printIr, printAfter, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -62,12 +62,14 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['modules', {
     name: 'modules',
     positionals: ['PATH'],
-    flags: [{ name: 'json', value: false, help: 'print the tree as JSON (every module: path, class, inputs, outputs, parameters)' }, progress, help],
+    flags: [{ name: 'json', value: false, help: 'print the tree as JSON (every module: path, class, inputs, outputs, parameters)' }, { name: 'ops', value: false, help: 'also list, under each module, its operations as op("TYPE", N) with output shapes' }, progress, help],
     summary: 'Print the module tree of a model folder or .onnx file, with each module\'s class and output shapes.',
     details: [
       'Modules are listed in the model\'s order. A module\'s class is the exporter\'s (torch',
       'class names in dynamo metadata) or, when the export has none, inferred from its',
       'operators (Linear, Conv1D, LayerNorm, Attention, MLP, Block, ...; marked with ~).',
+      'With --ops, each module is followed by its own ONNX nodes (graph order; Constant nodes left out),',
+      'written as MODULE.op("TYPE", N) names them in a script: model.transformer.h[1].attn.op("Softmax").output.',
     ],
   }],
   ['cache', {
@@ -102,7 +104,7 @@ export const GENERAL_HELP = [
   'NNsight-style interventions on ONNX models, from .nns scripts.',
   '',
   'commands:',
-  '  run SCRIPT [--model PATH] [--out FILE.json] [--plot DIR] [--html FILE] [--progress MODE]',
+  '  run SCRIPT [--model PATH] [--out FILE.json|.safetensors] [--plot DIR] [--html FILE] [--progress MODE]',
   '                      run a script and print (or write) the saved values',
   '  compile SCRIPT [--model PATH] -o OUT.onnx',
   '                      write the rewritten model',

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NnsError, usageError } from '../errors.js';
+import { NOT_REGULAR } from '../read-file.js';
 import { DEFAULT_LIMITS } from '../../grammar/limits.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
@@ -19,6 +20,8 @@ import { PROGRESS_MODES, envProgressMode, progressReporter, type ProgressCallbac
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
+  /** Raw output without an added newline (generated text as it comes); `out` per line when absent. */
+  write?(text: string): void;
   cwd: string;
   env: Readonly<Record<string, string | undefined>>;
   /** Where progress goes (stderr); without it, no progress is shown. */
@@ -28,6 +31,7 @@ export interface CliIO {
 const defaultIO: CliIO = {
   out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  write: (t) => process.stdout.write(t),
   cwd: process.cwd(),
   env: process.env,
   progress: process.stderr,
@@ -68,6 +72,7 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
   } catch (e) {
     if (e instanceof NnsError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === NOT_REGULAR) throw usageError('bad-script', `'${file}' is not a regular file`);
     throw usageError('no-such-file', code === 'ENOENT' ? `no such script: '${file}'` : `cannot read '${file}': ${code ?? (e as Error).message}`);
   }
   sources.set(file, text);
@@ -84,8 +89,10 @@ async function loadScript(file: string, cwd: string, sources: Map<string, string
  */
 function readBounded(abs: string, file: string): string {
   const max = 3 * DEFAULT_LIMITS.maxSourceChars;
-  const fd = fs.openSync(abs, 'r');
+  // Non-blocking open and fstat: a FIFO or a device is refused, never waited on or read forever.
+  const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   try {
+    if (!fs.fstatSync(fd).isFile()) throw Object.assign(new Error(`${abs} is not a regular file`), { code: NOT_REGULAR });
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
@@ -175,7 +182,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     const { moduleClasses } = await import('../model/classes.js');
     const mc = await openModel(path.resolve(io.cwd, a.positionals[0]!), { onProgress: progressOf(a, io, cmd) });
     const classes = moduleClasses(mc.loaded.proto, mc.tree);
-    io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes).join('\n'));
+    io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes, { ops: a.flags.has('ops') }).join('\n'));
     return 0;
   }
   const out = flag(a, 'out');
@@ -184,6 +191,13 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
+  let line = '';
+  const write = io.write ? (t: string) => io.write!(t) : (t: string) => {
+    line += t;
+    const parts = line.split('\n');
+    line = parts.pop()!;
+    for (const p of parts) io.out(p);
+  };
   const { selectPasses } = await import('../../passes/pipeline.js');
   const names = (f: string): string[] | undefined => flag(a, f)?.split(',').map((s) => s.trim()).filter(Boolean);
   const printAfter = names('print-ir-after');
@@ -191,7 +205,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const passes = names('passes');
   if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
   const job = {
-    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), onProgress: progressOf(a, io, cmd),
+    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
   };
   if (cmd.name === 'check') {
@@ -216,18 +230,22 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
   const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
-  const { results, decoder, prompts } = await run.runScript(job);
-  const { buildReport, reportToJSON } = await import('../report/report.js');
+  const { results, decoder, prompts, graphs } = await run.runScript(job);
+  const { buildReport } = await import('../report/report.js');
   const { loopIndexNames } = await import('../report/families.js');
   const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
-  if (outAbs) writeFileAtomic(outAbs, reportToJSON(report));
+  if (outAbs) {
+    // Streamed: a save-everything run is longer than any one JavaScript string (src/cli/results-file.ts).
+    const { writeResultsFile } = await import('./results-file.js');
+    writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
+  }
   io.out(formatResults(results, decoder));
-  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}) });
+  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}), graphs });
   return 0;
 }
 
 /** Plots and/or the HTML report of a run or of a results file. */
-async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string }): Promise<void> {
+async function writeReport(report: import('../report/plots.js').ReportData, plotDir: string | undefined, html: string | undefined, io: CliIO, opts: { script?: { file: string; text: string }; model?: string; graphs?: { path: string; what: string }[] }): Promise<void> {
   const { renderPlots, writePlots, writeHtml } = await import('../report/report.js');
   let plots;
   try {

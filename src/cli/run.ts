@@ -6,15 +6,21 @@
  */
 import type { Script } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
-import { checkTopLevel, traces } from '../../grammar/script.js';
+import { checkGenerate, checkTopLevel, runnables, traces } from '../../grammar/script.js';
+import { maxPositions } from '../generate/decode.js';
+import { runGenerate } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
 import { exportModel, type ExportResult } from '../model/export.js';
+import { locate } from '../model/load.js';
+import { usesExternalData } from '../onnx/external.js';
+import { readModelFile } from '../onnx/file.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import type { ProgressCallback } from '../progress.js';
 import type { PromptInfo } from '../report/families.js';
+import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
 import type { ModelProto } from '../onnx/proto.js';
@@ -41,6 +47,8 @@ export interface ScriptJob {
   out?: (text: string) => void;
   /** Where diagnostics-free side output (IR dumps) goes (stderr). */
   log: (text: string) => void;
+  /** Raw text output (no newline added): generated text is streamed here as it comes. */
+  write?: (text: string) => void;
   /** Progress of loading, compiling and running (none when absent). */
   onProgress?: ProgressCallback;
   /** An already opened model for `modelPath` (the language server keeps one per model). */
@@ -55,6 +63,8 @@ export interface RunOutput {
   decoder?: TokenDecoder;
   /** The prompts of every trace (one entry per distinct prompt of a trace, with its row count). */
   prompts: PromptInfo[];
+  /** The graphs the run used: the instrumented model (fast path) and compiled graphs, in the cache. */
+  graphs: { path: string; what: string }[];
 }
 
 function throwIfAny(errors: NnsError[]): void {
@@ -103,7 +113,12 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   const results = new Map<string, Tensor>();
   const prompts: PromptInfo[] = [];
   const tok = mc.loaded.tokenizer;
-  for (const t of traces(job.ast)) {
+  for (const t of runnables(job.ast)) {
+    if (t.kind === 'Generate') {
+      const out = await generateWithText(job, mc, t, results);
+      for (const [k, v] of out) results.set(k, v);
+      continue;
+    }
     const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
@@ -120,7 +135,11 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
     const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
-  return { results, decoder: decoderOf(mc), prompts };
+  const graphs = [
+    ...(mc.fast?.builtGraphPath ? [{ path: mc.fast.builtGraphPath, what: 'the instrumented model (fast path: ports at every block, attention and MLP boundary)' }] : []),
+    ...compileCacheOf(mc).graphPaths().map((p) => ({ path: p, what: 'a compiled (spliced) graph' })),
+  ];
+  return { results, decoder: decoderOf(mc), prompts, graphs };
 }
 
 /** A save whose graph output has another name than the save (the name is part of the model's interface). */
@@ -151,6 +170,40 @@ export function compiledPath(outPath: string, index: number): string {
 }
 
 /**
+ * Runs a generate block, streaming the text of a single-prompt generate as it is produced
+ * (`job.write`), and printing each row's text after a batched one.
+ */
+async function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('../../grammar/ast.js').GenerateStmt, results: Map<string, Tensor>): Promise<Map<string, Tensor>> {
+  const tok = mc.loaded.tokenizer;
+  const write = job.write ?? ((t: string) => job.log(t));
+  const newIds: number[][] = [];
+  const shown: string[] = [];
+  let rows = 0;
+  const text = (row: number): string => (tok ? tok.decode(newIds[row] ?? []) : (newIds[row] ?? []).map((i) => `[${i}]`).join(''));
+  const { saves, result } = await runGenerate(gen, mc, {
+    file: job.file, tokenize: tokenizeWith(mc), host: results,
+    run: { printAfterEach: printer(job) },
+    onToken: (e) => {
+      (newIds[e.row] ??= []).push(e.token);
+      rows = Math.max(rows, e.row + 1);
+      if (gen.prompt === undefined) return;
+      if (e.step === 0) write(`generate: ${gen.prompt.kind === 'TextPrompt' ? gen.prompt.text : ''}`);
+      // A token may end inside a multi-byte character: print only what decodes stably.
+      const t = text(0);
+      const prev = shown[0] ?? '';
+      if (t.startsWith(prev) && !t.endsWith('\uFFFD')) {
+        write(t.slice(prev.length));
+        shown[0] = t;
+      }
+    },
+  });
+  if (gen.prompt !== undefined) write(`${text(0).slice((shown[0] ?? '').length)}\n`);
+  else for (let r = 0; r < result.ids.length; r++) write(`generate[${r}]: ${tok ? tok.decode(result.ids[r]!) : result.ids[r]!.join(' ')}\n`);
+  if (result.mode === 'recompute') job.log(`note: ${mc.loaded.source} has no key/value cache: each step recomputed the whole sequence`);
+  return saves;
+}
+
+/**
  * Compiles a script into rewritten models, one per trace: trace 1 to `outPath`, trace N to
  * {@link compiledPath}(outPath, N) (weights linked beside each). Saves of earlier traces are
  * graph inputs of later ones (`host.NAME`). A script without traces compiles to the
@@ -159,10 +212,13 @@ export function compiledPath(outPath: string, index: number): string {
  */
 export async function compileScript(job: ScriptJob, outPath: string): Promise<CompiledFile[]> {
   const top = checkTopLevel(job.ast).filter((e) => e.code !== 'no-trace');
+  for (const g of runnables(job.ast)) {
+    if (g.kind === 'Generate') top.push(new NnsError('not-compilable', 'nns compile writes the graph of a trace; a generate block runs one graph per step (use nns run)', { span: g.headerSpan }));
+  }
   throwIfAny(top);
   const ts = traces(job.ast);
   const mc = await open(job);
-  if (ts.length === 0) return [{ ...exportModel(mc.loaded, mc.loaded.proto, outPath), hostInputs: new Map(), renamed: [] }];
+  if (ts.length === 0) return [{ ...exportModel(mc.loaded, unchangedModel(mc), outPath), hostInputs: new Map(), renamed: [] }];
   const host = new Map<string, HostValueInfo>();
   const compiled: { proto: ModelProto; file: Omit<CompiledFile, keyof ExportResult> }[] = [];
   const iface = new Map<string, string>([
@@ -191,6 +247,17 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
   return compiled.map((c, i) => ({ ...exportModel(mc.loaded, c.proto, compiledPath(outPath, i + 1)), ...c.file }));
 }
 
+/**
+ * The model as the user gave it, for a compile without traces: the loaded proto, except
+ * when loading moved inline weights out into a cache entry's data file — then the source
+ * file decoded again, so that an empty script compiles a model to itself.
+ */
+function unchangedModel(mc: ModelContext): ModelProto {
+  if (!usesExternalData(mc.loaded.proto)) return mc.loaded.proto;
+  const source = readModelFile(locate(mc.loaded.source).graphFile).proto;
+  return usesExternalData(source) ? mc.loaded.proto : source;
+}
+
 function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | undefined): number[] {
   if (!shape) return [];
   return shape.map((d) => (typeof d === 'number' ? d : d === 'batch' ? g.batch : g.dimValues[d] ?? 1));
@@ -202,8 +269,15 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const mc = job.modelPath ? await open(job) : undefined;
   const host = new Map<string, HostValueInfo>();
   const errors: NnsError[] = [];
-  for (const t of traces(job.ast)) {
+  for (const t of runnables(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
+    if (t.kind === 'Generate') {
+      const g = checkGenerate(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, maxPositions: mc ? maxPositions(mc) : undefined });
+      errors.push(...g.errors);
+      for (const n of g.saves) for (let s = 0; s < (g.settings?.maxNewTokens ?? 0); s++) host.set(`${n}.${s}`, { dtype: 'float32', shape: [] });
+      for (const n of g.generatorSaves) host.set(n.name, { dtype: 'int64', shape: [] });
+      continue;
+    }
     const lowered = lowerTrace(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, vocabSize: vocabSizeOf(mc?.loaded.config) });
     errors.push(...lowered.errors);
     if (lowered.errors.length > 0) continue;

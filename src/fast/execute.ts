@@ -22,14 +22,14 @@ import type { Graph, Node, Value } from '../../ir/ir.js';
 import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../compile.js';
 import { buildFeeds } from '../model/feeds.js';
-import { batchBudget, rowBytes } from '../compiled-run.js';
+import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
 import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
 import { evalOp } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
-import { buildPortedModel, type PortedModel } from './ports.js';
+import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
 export interface FastStats {
@@ -53,6 +53,10 @@ export interface FastExecutorOptions {
   prepack?: boolean;
   /** Planner options. */
   plan?: PlanOptions;
+  /** The ports of the instrumented model (default: {@link choosePorts} of the tree). */
+  ports?: readonly PortSpec[];
+  /** Keep the session open for good (default true); false leaves it to the session LRU. */
+  pinned?: boolean;
 }
 
 /** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
@@ -101,16 +105,21 @@ export class FastExecutor implements FastPath {
     this.modules = new ModuleModels(mc);
   }
 
+  /** The instrumented model's graph file, once built (never builds it). */
+  get builtGraphPath(): string | undefined {
+    return this.portedModel?.graphPath;
+  }
+
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= buildPortedModel(this.mc);
+    this.portedModel ??= this.opts.ports ? buildPortedModel(this.mc, this.opts.ports) : buildPortedModel(this.mc);
     return this.portedModel;
   }
 
   /** The one session over the instrumented model. */
   session(): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
-    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
+    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: this.opts.pinned ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 
   /** Plans `ir` on the instrumented model: the plan and its printed partition, or why not. */
@@ -124,9 +133,9 @@ export class FastExecutor implements FastPath {
   }
 
   /** Runs a plan of `ir`; null when a value turns out not computable on the host after all (the compiler takes over). */
-  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
+  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
     try {
-      const out = await this.execute(ir, plan as FastPlan, host);
+      const out = await this.execute(ir, plan as FastPlan, host, feeds);
       this.stats.fastRuns++;
       return out;
     } catch (e) {
@@ -136,9 +145,9 @@ export class FastExecutor implements FastPath {
   }
 
   /** Plans and runs `ir`; null when it needs the compiler. */
-  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor> | null> {
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
     const r = this.plan(ir);
-    return 'reject' in r ? null : this.run(ir, r.plan, host);
+    return 'reject' in r ? null : this.run(ir, r.plan, host, feeds);
   }
 
   private fallback(reason: string): null {
@@ -158,14 +167,16 @@ export class FastExecutor implements FastPath {
     return this.separable;
   }
 
-  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>): Promise<Map<string, Tensor>> {
+  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
-    const { feeds, seqLen } = buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
-    this.checkBudget(plan, this.rowsSeparable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
+    const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
+    // Given feeds (generation) run the whole batch: the caller fetches every row's cache.
+    const separable = !given && this.rowsSeparable;
+    if (!given) this.checkBudget(plan, separable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
     const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
-    const runRows = (rows: number[]): number[] => (this.rowsSeparable && rows.length > 0 ? rows : all);
+    const runRows = (rows: number[]): number[] => (separable && rows.length > 0 ? rows : all);
     const base = (rows: number[]): Record<string, Tensor> => {
       const f: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(feeds)) f[k] = rows.length === ir.batch ? t : selectRows(t, rows);

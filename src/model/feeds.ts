@@ -49,7 +49,8 @@ export function graphFeedInputs(model: ModelProto): FeedInput[] {
  * Builds the feeds for a batch of token id rows. Rows of unequal length are padded on the
  * left with `padId`; `attention_mask` is 1 on tokens and 0 on pads; `position_ids` is
  * `cumsum(mask) - 1` clamped at 0 (pads get 0), as Hugging Face computes it for left-padded
- * batches; `token_type_ids` is all 0. Each is produced only when the graph takes it.
+ * batches; `token_type_ids` is all 0; key/value cache inputs (`past_key_values.{i}.key|value`,
+ * `[batch, heads, past, head_dim]`) are empty (past length 0). Each is produced only when the graph takes it.
  * @throws NnsError `feeds-empty` for no rows or an empty row, `feeds-unknown-input` for a
  *   graph input this function cannot fill (named), `feeds-dtype` for an input that is not
  *   int32/int64, `feeds-shape` when the graph fixes a batch or sequence size the rows don't have,
@@ -76,6 +77,12 @@ export function buildFeeds(inputs: FeedInput[], rows: number[][], opts: FeedOpti
 
   const feeds: Record<string, Tensor> = {};
   for (const input of inputs) {
+    // A key/value cache input (the Optimum "with past" layout) is empty in a plain forward pass.
+    const d = input.dims;
+    if (/^past_key_values\.\d+\.(key|value)$/.test(input.name) && input.elemType === DataType.FLOAT && d?.length === 4 && typeof d[1] === 'number' && typeof d[3] === 'number') {
+      feeds[input.name] = { dtype: 'float32', shape: [batch, d[1], 0, d[3]], data: new Float32Array(0) };
+      continue;
+    }
     const fill = values.get(input.name);
     if (!fill) {
       throw modelError('feeds-unknown-input', `the model requires input "${input.name}", which onnsight cannot fill (it feeds input_ids, attention_mask, position_ids, token_type_ids)`);

@@ -21,7 +21,7 @@ function formatValues(values: readonly BoundaryValue[]): string {
  * With `classes` ({@link moduleClasses}), an inferred class is marked `~` (`~MLP`); without,
  * a module whose export recorded no class shows `-`.
  */
-export function formatModuleTree(tree: ModuleTree, classes?: ReadonlyMap<string, ModuleClass>): string[] {
+export function formatModuleTree(tree: ModuleTree, classes?: ReadonlyMap<string, ModuleClass>, opts: { ops?: boolean } = {}): string[] {
   const cls = (m: ModuleInfo): string => {
     const c = classes?.get(m.path);
     return c ? `${c.inferred ? '~' : ''}${c.name}` : m.className ?? '-';
@@ -29,7 +29,20 @@ export function formatModuleTree(tree: ModuleTree, classes?: ReadonlyMap<string,
   const rows = [...tree.modules.values()].map((m) => [m.path === '' ? '(root)' : m.path, cls(m), formatValues(m.outputs)]);
   const w0 = Math.max(0, ...rows.map((r) => r[0].length));
   const w1 = Math.max(0, ...rows.map((r) => r[1].length));
-  return rows.map(([p, c, o]) => `${p.padEnd(w0)}  ${c.padEnd(w1)}  ${o}`);
+  const lines: string[] = [];
+  [...tree.modules.values()].forEach((m, i) => {
+    const [p, c, o] = rows[i]!;
+    lines.push(`${p!.padEnd(w0)}  ${c!.padEnd(w1)}  ${o}`);
+    // With ops: the module's own operations (those of no child module), indented, as a script names them.
+    if (!opts.ops || !tree.ops) return;
+    const inChild = new Set<string>();
+    for (const ch of m.children) for (const op of tree.ops(ch)) inChild.add(op.outputs.map((v) => v.name).join(','));
+    for (const op of tree.ops(m.path)) {
+      if (op.opType === 'Constant' || inChild.has(op.outputs.map((v) => v.name).join(','))) continue;
+      lines.push(`    op("${op.opType}", ${op.n})  ${formatValues(op.outputs)}`);
+    }
+  });
+  return lines;
 }
 
 /**

@@ -7,8 +7,12 @@
  * - **Inline weights** (the usual small export) are moved once into the entry's
  *   `model.onnx.data`.
  * - **External-data models**: the entry holds a copy of the (small) graph and *hard links*
- *   to the weights (same inode: no copy, shared page cache; ORT rejects symlinks and `..`
- *   out of the graph's folder, measured with onnxruntime-node 1.30). When hard links are
+ *   to the weights (same inode: no copy, shared page cache). Measured with onnxruntime-node
+ *   1.30, for a graph in the cache and weights in the model's folder: a relative location
+ *   through `..`, an absolute location and a symlink in the cache are all refused ("External
+ *   data path escapes model directory", "Absolute path not allowed"); a hard link, and
+ *   `model_external_initializers_file_folder_path` with the graph given as bytes or as a
+ *   path, work. When hard links are
  *   impossible (another file system), the entry holds graphs only and
  *   {@link LoadedModel.externalDataDir} tells the backend to resolve the weights against
  *   the model's folder (`session.model_external_initializers_file_folder_path`).
@@ -94,8 +98,12 @@ export async function loadModel(source: string, opts: LoadOptions = {}): Promise
   return { source, config, tokenizer, ...placed };
 }
 
-/** Finds the graph file of a source and the folder holding `config.json` / `tokenizer.json`. */
-function locate(source: string): { graphFile: string; metaDir: string } {
+/**
+ * Finds the graph file of a source (a folder or an `.onnx` file) and the folder holding
+ * `config.json` / `tokenizer.json`.
+ * @throws NnsError `model-not-found`
+ */
+export function locate(source: string): { graphFile: string; metaDir: string } {
   const abs = path.resolve(source);
   let st: fs.Stats;
   try {
@@ -239,7 +247,7 @@ function weightsFolder(modelDir: string, dataFiles: { loc: string; real: string 
  * must identify the rewrite (e.g. a hash of the intervention plan); a damaged one is written
  * again. Written atomically.
  * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`;
- *   `variant-write` when the file cannot be written.
+ *   `variant-write` when the file cannot be written; `cache-entry-gone` when the entry was removed meanwhile.
  */
 export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array, key: string): string {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(key)) throw modelError('variant-key', `invalid variant key "${key}": use letters, digits, '.', '_' or '-'`);
@@ -249,6 +257,7 @@ export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array,
   try {
     writeVariantFile(file, bytes);
   } catch (e) {
+    if (!fs.existsSync(model.dir)) throw modelError('cache-entry-gone', `the cache entry of ${model.source} (${model.dir}) was removed meanwhile (nns cache clean, or the cache's size bound)`, ['load the model again']);
     throw modelError('variant-write', `cannot write rewritten graph ${file}: ${(e as Error).message}`, ['set ONNSIGHT_CACHE to a writable folder with enough space']);
   }
   noteWrite(path.dirname(model.dir), bytes.length);

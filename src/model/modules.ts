@@ -40,7 +40,8 @@
  * @module
  */
 import type { ModelProto } from '../onnx/proto.js';
-import type { BoundaryValue, ModuleInfo, ModuleTree, ParamInfo } from './types.js';
+import type { NodeProto } from '../onnx/proto.js';
+import type { BoundaryValue, ModuleInfo, ModuleTree, OpInfo, ParamInfo, TensorSig } from './types.js';
 import { indexGraph, type GraphIndex } from './graph-index.js';
 import { recoverScopes, type NodeScope } from './scopes.js';
 import { scanParams } from './params.js';
@@ -126,6 +127,47 @@ function boundaries(nodes: number[], ix: GraphIndex): { inputs: string[]; output
 const bv = (name: string): BoundaryValue => ({ name });
 
 /**
+ * The modules in PyTorch's `named_modules()` order: parents before children, siblings in
+ * forward (call) order. A sibling's place is where its call *ends*: the node producing its
+ * first output. Whatever order an exporter or optimizer writes nodes in, that node comes
+ * after everything the output depends on, so a module that consumes another's result always
+ * follows it (`h.0` before `h.1`, `ln_f` after the blocks, `lm_head` after `transformer`);
+ * nodes hoisted to the front of the graph (the `Identity` nodes of deduplicated weights,
+ * constants) do not move a module. Siblings without outputs follow by their first node
+ * that computes data, then by their first node.
+ */
+function forwardOrder(modules: Map<string, ModuleInfo>, ix: GraphIndex): ModuleInfo[] {
+  const producesData = (n: number): boolean => (ix.nodes[n]!.output ?? []).some((v) => v && ix.kind.get(v) === 'data');
+  const key = (m: ModuleInfo): [number, number, number] => {
+    const out = m.outputs.map((o) => ix.producer.get(o.name)).find((p) => p !== undefined);
+    const firstData = m.nodes.find(producesData);
+    return [out ?? Infinity, firstData ?? Infinity, m.nodes[0] ?? Infinity];
+  };
+  const keys = new Map([...modules.values()].map((m) => [m.path, key(m)]));
+  const cmp = (a: string, b: string): number => {
+    const ka = keys.get(a)!;
+    const kb = keys.get(b)!;
+    for (let i = 0; i < 3; i++) if (ka[i] !== kb[i]) return ka[i]! < kb[i]! ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  };
+  const kids = new Map<string, string[]>();
+  for (const m of modules.values()) {
+    if (m.parent === undefined) continue;
+    const list = kids.get(m.parent) ?? [];
+    list.push(m.path);
+    kids.set(m.parent, list);
+  }
+  const out: ModuleInfo[] = [];
+  const stack = [...modules.values()].filter((m) => m.parent === undefined || !modules.has(m.parent)).map((m) => m.path).sort(cmp).reverse();
+  while (stack.length) {
+    const p = stack.pop()!;
+    out.push(modules.get(p)!);
+    stack.push(...(kids.get(p) ?? []).sort(cmp).reverse());
+  }
+  return out;
+}
+
+/**
  * Builds the module tree of an exported model (TorchScript scope names or dynamo metadata).
  * Symbolic types are not filled here; see `inferBoundaryTypes` (src/model/shapes.ts).
  */
@@ -165,7 +207,7 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
   });
 
   const order = [...drafts.values()].sort((a, b) => (a.nodes[0] ?? Infinity) - (b.nodes[0] ?? Infinity));
-  const modules = new Map<string, ModuleInfo>();
+  const modules = new ModuleMap(ix.nodes);
   for (const d of order) {
     const info: ModuleInfo = { path: d.path, outputs: [], inputs: [], params: [], nodes: d.nodes, children: [], calls: d.nodes.length ? 1 : 0 };
     if (d.className) info.className = d.className;
@@ -185,6 +227,9 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
     }
     modules.set(d.path, info);
   }
+  const ordered = forwardOrder(modules, ix);
+  modules.clear();
+  for (const m of ordered) modules.set(m.path, m);
   for (const m of modules.values()) if (m.parent !== undefined) modules.get(m.parent)?.children.push(m.path);
 
   const all = new Map<string, ParamInfo>();
@@ -193,7 +238,90 @@ export function buildModuleTree(model: ModelProto): ModuleTree {
     const own = owner.get(name) ?? '';
     for (let q: string | undefined = own; q !== undefined; q = modules.get(q)?.parent) modules.get(q)?.params.push(p);
   }
-  return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all };
+  return { modules, graphInputs: ix.graphInputs.map(bv), graphOutputs: ix.graphOutputs.map(bv), params: all, ops: (p) => modules.ops(p) };
+}
+
+/** The path of `MODULE.op("TYPE", N)`: `transformer.h.1.attn.op("Softmax",0)`. */
+export function opPath(module: string, opType: string, n: number): string {
+  const seg = `op("${opType}",${n})`;
+  return module === '' ? seg : `${module}.${seg}`;
+}
+
+const OP_PATH = /^(?:(.*)\.)?op\("([^"]*)",(\d+)\)$/;
+
+/** Splits an operation path into its module, op type and index; null for module paths. */
+export function parseOpPath(path: string): { module: string; opType: string; n: number } | null {
+  const m = OP_PATH.exec(path);
+  return m ? { module: m[1] ?? '', opType: m[2]!, n: Number(m[3]) } : null;
+}
+
+/**
+ * The module map of a tree: the modules (iteration, `size`) plus the operation
+ * pseudo-modules `PATH.op("TYPE",N)` that `get`/`has` build on demand (one node; outputs =
+ * the node's outputs, inputs = its inputs, in ONNX order; types from {@link ModuleMap.sigs}).
+ */
+export class ModuleMap extends Map<string, ModuleInfo> {
+  /** Symbolic types of values (filled by `inferBoundaryTypes`), used for operation outputs and inputs. */
+  readonly sigs = new Map<string, TensorSig>();
+  private readonly opCache = new Map<string, ModuleInfo | null>();
+
+  constructor(private readonly graphNodes: readonly NodeProto[]) {
+    super();
+  }
+
+  override get(key: string): ModuleInfo | undefined {
+    return super.get(key) ?? this.op(key);
+  }
+
+  override has(key: string): boolean {
+    return super.has(key) || this.op(key) !== undefined;
+  }
+
+  private value(name: string): BoundaryValue {
+    const sig = this.sigs.get(name);
+    return sig ? { name, sig } : { name };
+  }
+
+  private op(key: string): ModuleInfo | undefined {
+    if (!key.endsWith(')')) return undefined;
+    const hit = this.opCache.get(key);
+    if (hit !== undefined) return hit ?? undefined;
+    const p = parseOpPath(key);
+    const parent = p ? super.get(p.module) : undefined;
+    let info: ModuleInfo | null = null;
+    if (p && parent) {
+      const idx = parent.nodes.filter((i) => this.graphNodes[i]?.op_type === p.opType)[p.n];
+      if (idx !== undefined) {
+        const node = this.graphNodes[idx]!;
+        info = {
+          path: key, outputs: (node.output ?? []).filter((v) => v).map((v) => this.value(v)),
+          inputs: (node.input ?? []).filter((v) => v).map((v) => this.value(v)),
+          params: [], nodes: [idx], children: [], parent: p.module, calls: 1, className: node.op_type ?? '',
+        };
+      }
+    }
+    this.opCache.set(key, info);
+    return info ?? undefined;
+  }
+
+  /** The operations of a module's subtree in graph order, each as `op("TYPE", N)`. */
+  ops(path: string): OpInfo[] {
+    const m = super.get(path);
+    if (!m) return [];
+    const count = new Map<string, number>();
+    return m.nodes.map((i) => {
+      const t = this.graphNodes[i]?.op_type ?? '';
+      const n = count.get(t) ?? 0;
+      count.set(t, n + 1);
+      const full = opPath(path, t, n);
+      return { opType: t, n, path: full, outputs: this.get(full)!.outputs };
+    });
+  }
+
+  /** All data values produced by nodes (what `inferBoundaryTypes` types for operations). */
+  nodeOutputs(): string[] {
+    return this.graphNodes.flatMap((n) => (n.output ?? []).filter((v) => v));
+  }
 }
 
 /**

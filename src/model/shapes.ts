@@ -12,6 +12,7 @@
 import type { ModelProto, TypeProto, ValueInfoProto } from '../onnx/proto.js';
 import { encodeModel } from '../onnx/serde.js';
 import type { DType, Dim, ModuleTree, TensorSig } from './types.js';
+import { ModuleMap } from './modules.js';
 
 /** Element storage of a probe tensor. */
 export type ProbeData =
@@ -96,6 +97,29 @@ function complete(sig: TensorSig | undefined): boolean {
   return sig !== undefined && sig.shape !== null;
 }
 
+/**
+ * True when a declared type is something the probe can never type: a sequence, map,
+ * optional or sparse tensor, or a tensor of an element type the IR does not model (string, ...).
+ * An undeclared type (`undefined`) may still be a plain tensor.
+ */
+function untypable(type: TypeProto | undefined): boolean {
+  if (!type) return false;
+  return !type.tensor_type || dtypeOf(type.tensor_type.elem_type) === undefined;
+}
+
+/**
+ * True when the probe can feed every real graph input: each is a tensor of a modelled
+ * element type with a known rank. Models with sequence, optional or string inputs are valid
+ * ONNX but cannot be probed; their untyped values stay untyped.
+ */
+export function probeable(model: ModelProto): boolean {
+  const symbols = symbolMap(model);
+  return realInputs(model).every((i) => {
+    const sig = sigOfType(i.type, symbols);
+    return sig !== undefined && sig.shape !== null && sig.dtype !== 'bfloat16';
+  });
+}
+
 /** Feeds for a probe run: token ids 0, attention mask 1, position ids 0..seq-1, other inputs 0. */
 export function probeFeeds(model: ModelProto, batch: number, seq: number): Record<string, ProbeTensor> {
   const symbols = symbolMap(model);
@@ -153,7 +177,7 @@ function dimFrom(a: number, b: number): Dim {
  */
 export async function probeTypes(model: ModelProto, names: readonly string[], probe: ProbeRunner): Promise<Map<string, TensorSig>> {
   const out = new Map<string, TensorSig>();
-  if (names.length === 0) return out;
+  if (names.length === 0 || !probeable(model)) return out;
   const bytes = encodeModel(withExtraOutputs(model, names));
   const ra = await probe(bytes, probeFeeds(model, RUNS[0].batch, RUNS[0].seq), names);
   const rb = await probe(bytes, probeFeeds(model, RUNS[1].batch, RUNS[1].seq), names);
@@ -176,7 +200,11 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   const graph = model.graph ?? {};
   const symbols = symbolMap(model);
   const known = new Map<string, TensorSig>();
+  // Values declared as something other than a modelled tensor (sequences, optionals,
+  // strings): never probed (onnxruntime-node cannot even fetch sequences), never typed.
+  const never = new Set<string>();
   for (const vi of [...(graph.value_info ?? []), ...(graph.input ?? []), ...(graph.output ?? [])]) {
+    if (vi.name && untypable(vi.type)) never.add(vi.name);
     const sig = vi.name ? sigOfType(vi.type, symbols) : undefined;
     if (sig && (complete(sig) || !known.has(vi.name!))) known.set(vi.name!, sig);
   }
@@ -188,8 +216,12 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
 
   const boundary = [...tree.graphInputs, ...tree.graphOutputs];
   for (const m of tree.modules.values()) boundary.push(...m.inputs, ...m.outputs);
-  const missing = [...new Set(boundary.map((v) => v.name).filter((n) => !complete(known.get(n))))];
+  // Operation pseudo-modules (`MODULE.op("TYPE", N)`) can name any node output: type them all.
+  const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
+  const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
+  const missing = [...new Set([...boundary.map((v) => v.name), ...extra].filter((n) => !complete(known.get(n)) && !never.has(n)))];
   for (const [n, sig] of await probeTypes(model, missing, probe)) known.set(n, sig);
+  if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
     if (sig) v.sig = sig;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { modelError } from '../errors.js';
+import { NOT_REGULAR, readRegularFile, TOO_LARGE } from '../read-file.js';
 
 /**
  * The tokenizer of a model, as the rest of onnsight uses it.
@@ -81,14 +82,26 @@ export function loadTokenizer(dir: string): TextTokenizer | undefined {
   return makeTokenizer(tj, cfg, tjPath);
 }
 
+/** Largest JSON file a model folder may hold (`config.json`, `tokenizer.json`, ...): 256 MiB. */
+export const MAX_JSON_BYTES = 256 * 2 ** 20;
+
 /**
- * Reads a JSON object file.
+ * Reads a JSON object file: a regular file (never a FIFO or device) of at most {@link MAX_JSON_BYTES}.
  * @throws NnsError `json-invalid` naming the file.
  */
 export function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readRegularFile(file, MAX_JSON_BYTES).toString('utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === TOO_LARGE ? `it is larger than ${MAX_JSON_BYTES / 2 ** 20} MiB`
+      : code === NOT_REGULAR || code === 'EISDIR' ? 'it is not a regular file' : code ?? (e as Error).message;
+    throw modelError('json-invalid', `cannot read ${file}: ${why}`);
+  }
   let value: unknown;
   try {
-    value = JSON.parse(fs.readFileSync(file, 'utf8'));
+    value = JSON.parse(text);
   } catch (e) {
     throw modelError('json-invalid', `cannot read ${file}: ${(e as Error).message}`);
   }

@@ -81,12 +81,31 @@ export interface ModuleInfo {
  * @category Model
  */
 export interface ModuleTree {
-  /** Every module by path, including the root `''`. Iteration order is graph order. */
+  /**
+   * Every module by path, including the root `''`. Iteration order is graph order.
+   * `get`/`has` also answer *operation paths* `PATH.op("TYPE",N)` (the N-th ONNX node of op
+   * type TYPE in the module's subtree, graph order; see `opPath` in src/model/modules.ts):
+   * a one-node pseudo-module whose outputs and inputs are the node's. Iteration never lists them.
+   */
   modules: ReadonlyMap<string, ModuleInfo>;
+  /** The operations of a module's subtree, in graph order (`nns modules --ops`); empty for unknown paths. */
+  ops?(path: string): OpInfo[];
   /** Graph inputs, with normalized symbolic dims. */
   graphInputs: BoundaryValue[];
   /** Graph outputs (`logits`, ...). */
   graphOutputs: BoundaryValue[];
   /** All parameters by state-dict name. */
   params: ReadonlyMap<string, ParamInfo>;
+}
+
+/** One ONNX node of a module's subtree, as `MODULE.op("TYPE", N)` names it. */
+export interface OpInfo {
+  /** ONNX op type (`Softmax`). */
+  opType: string;
+  /** Index among the subtree's nodes of that type, graph order. */
+  n: number;
+  /** Path of the pseudo-module (`transformer.h.1.attn.op("Softmax",0)`). */
+  path: string;
+  /** Its outputs with types. */
+  outputs: BoundaryValue[];
 }

@@ -13,7 +13,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { modelError } from '../errors.js';
+import { modelError, NnsError } from '../errors.js';
 import type { GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto } from './proto.js';
 import { DataType } from './proto.js';
 
@@ -126,6 +126,9 @@ export function checkExternalData(model: ModelProto, dir: string, graphPath: str
     if (!ref) continue;
     const loc = ref.location;
     if (!loc) throw modelError('external-data-missing', `${graphPath}: ${where} has external data without a location`);
+    if (/[\0-\x1f]/.test(loc)) {
+      throw modelError('external-data-bad-location', `${graphPath}: ${where} has external data location ${JSON.stringify(loc)} with a control character; a location is a relative file name`);
+    }
     if (path.isAbsolute(loc) || path.win32.isAbsolute(loc)) {
       throw modelError('external-data-absolute', `${graphPath}: ${where} has an absolute external data location "${loc}"; locations must be relative to the model's folder`);
     }
@@ -141,10 +144,13 @@ export function checkExternalData(model: ModelProto, dir: string, graphPath: str
         if (!st.isFile()) throw modelError('external-data-missing', `${graphPath}: weights file ${resolved} is not a file`);
         size = st.size;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (e instanceof NnsError) throw e;
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') {
           throw modelError('external-data-missing', `${graphPath}: weights file not found: ${resolved} (external data "${loc}" of ${where})`);
         }
-        throw e;
+        const why = code === 'ELOOP' ? 'too many levels of symbolic links (a symlink loop?)' : code === 'ENOTDIR' ? 'a part of the path is not a folder' : code ?? (e as Error).message;
+        throw modelError('external-data-unreadable', `${graphPath}: cannot read weights file ${resolved} (external data "${loc}" of ${where}): ${why}`);
       }
       sizes.set(loc, size);
     }

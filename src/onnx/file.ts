@@ -5,6 +5,7 @@
  * @module
  */
 import fs from 'node:fs';
+import { fileKind, NOT_REGULAR, readRegularFile } from '../read-file.js';
 import { modelError } from '../errors.js';
 import type { ModelProto } from './proto.js';
 import { decodeModel } from './serde.js';
@@ -25,7 +26,8 @@ export interface ModelFile {
 }
 
 /**
- * Reads and decodes an ONNX file, then checks it with {@link checkModelProto}.
+ * Reads (only a regular file: never a FIFO or device) and decodes an ONNX file, then checks it
+ * with {@link checkModelProto}.
  * @param path - file to read; error messages name it as given.
  * @throws NnsError `model-not-found`, `model-not-a-file`, `model-empty`, `model-truncated`,
  *   `model-not-onnx`, `model-ir-version`, `model-opset`.
@@ -33,11 +35,12 @@ export interface ModelFile {
 export function readModelFile(path: string): ModelFile {
   let bytes: Buffer;
   try {
-    bytes = fs.readFileSync(path);
+    bytes = readRegularFile(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw modelError('model-not-found', `model file not found: ${path}`);
     if (code === 'EISDIR') throw modelError('model-not-a-file', `${path} is a directory, not an .onnx file`);
+    if (code === NOT_REGULAR) throw modelError('model-not-a-file', `${path} is ${kindOf(path)}, not an .onnx file`);
     if (code === 'ERR_FS_FILE_TOO_LARGE') {
       throw modelError('model-too-large', `${path} is larger than 2 GB; an ONNX graph file must keep its weights in external data`);
     }
@@ -94,6 +97,15 @@ export function checkModelProto(proto: ModelProto, path: string): void {
     if ((domain === '' || domain === 'ai.onnx') && Number(o.version ?? 0) > MAX_OPSET) {
       throw modelError('model-opset', `${path} uses ONNX opset ${Number(o.version)}; supported opsets are up to ${MAX_OPSET}`);
     }
+  }
+}
+
+/** What a non-regular file is, for messages. */
+function kindOf(path: string): string {
+  try {
+    return fileKind(fs.statSync(path));
+  } catch {
+    return 'not a regular file';
   }
 }
 

@@ -9,6 +9,8 @@
  * The plotting libraries are loaded only when plots are made.
  * @module
  */
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { TensorJSON } from '../tensor.js';
 import type { FamilyJSON, PromptInfo } from './families.js';
 
@@ -165,7 +167,7 @@ function summary(t: TensorJSON): string {
  * One self-contained HTML page: every plot (inline SVG), the prompts with their tokens, a
  * summary of every saved value, and the script.
  */
-export function htmlReport(report: ReportData, plots: readonly { spec: PlotSpec; svg: string }[], opts: { title?: string; script?: { file: string; text: string }; model?: string } = {}): string {
+export function htmlReport(report: ReportData, plots: readonly { spec: PlotSpec; svg: string }[], opts: { title?: string; script?: { file: string; text: string }; model?: string; graphs?: readonly { path: string; what: string }[] } = {}): string {
   const title = opts.title ?? 'onnsight report';
   const prompts = report.prompts.map((p) => `<li><q>${esc(p.text ?? p.tokens.join(' '))}</q> — ${p.rows} row${p.rows === 1 ? '' : 's'}${p.tokenStrings ? `<div class="toks">${p.tokenStrings.map((t, i) => `<span title="${p.tokens[i]}">${i}: ${esc(JSON.stringify(t).slice(1, -1))}</span>`).join('')}</div>` : ''}</li>`).join('\n');
   const figures = plots.map((p) => `<figure id="${esc(p.spec.name)}" data-kind="${p.spec.kind}"><figcaption>${esc(p.spec.title)}</figcaption>${p.svg}</figure>`).join('\n');
@@ -190,7 +192,8 @@ ${figures || '<p>No family of saves to plot (plots are made for saves in loops: 
 <h2>Values</h2>
 <table><tr><th>name</th><th>dtype</th><th>shape</th><th>summary</th></tr>${[...famRows, ...rows].join('\n')}</table>
 ${opts.script ? `<h2>Script <code>${esc(opts.script.file)}</code></h2><pre>${esc(opts.script.text)}</pre>` : ''}
-<p><small>Made by onnsight; rewritten graphs of this run are in the cache (<code>nns cache list</code>); <code>nns compile SCRIPT -o OUT.onnx</code> writes one to open in Netron.</small></p>
+${opts.graphs ? `<h2>Graphs</h2>${opts.graphs.length ? `<ul class="graphs">${opts.graphs.map((g) => `<li><a href="${esc(pathToFileURL(g.path).href)}">${esc(path.basename(g.path))}</a> — ${esc(g.what)}</li>`).join('\n')}</ul>` : '<p>No graph file was needed.</p>'}<p><small>They live in the cache (<code>nns cache list</code>) and open in Netron; <code>nns compile SCRIPT -o OUT.onnx</code> writes a standalone copy.</small></p>` : ''}
+<p><small>Made by onnsight.</small></p>
 </body></html>
 `;
 }

@@ -12,7 +12,7 @@ describe.each(EXPORTS)('TS API on the $name export', ({ path }) => {
   let model: LanguageModel;
   beforeAll(async () => {
     model = await LanguageModel.load(path);
-  }, 60_000);
+  });
   afterAll(async () => model?.dispose());
 
   it('clean_logits', async () => {
@@ -81,7 +81,7 @@ describe.each(EXPORTS)('TS API on the $name export', ({ path }) => {
         expect(Math.abs(probs[c.source_answer_id!]! - grid[k]![p]![1]!), `k=${k} p=${p} source answer`).toBeLessThanOrEqual(1e-5);
       }
     }
-  }, 120_000);
+  });
 
   it('steer_add', async () => {
     const c = refCase('steer_add');

@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { buildGpt2Model, gpt2ParamCount, GPT2_SMALL, type Gpt2Config } from '../../bench/gpt2-model.js';
 import { tensorData } from '../../src/onnx/graph-builder.js';
 import { decodeModel } from '../../src/onnx/serde.js';
+import { LanguageModel } from '../../src/index.js';
 
 const FACTS = path.resolve(__dirname, '../../models/gpt2-facts');
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-model-'));
@@ -120,6 +121,29 @@ describe('GPT-2 benchmark model generator', () => {
     let maxDiff = 0;
     for (let i = 0; i < V; i++) maxDiff = Math.max(maxDiff, Math.abs(last[i]! - c.expect.last_logits[i]!));
     expect(maxDiff).toBeLessThan(1e-4);
+
+    // The with-past variant beside it (same weights file) generates what reference-generate.json says,
+    // cached and batched, with per-step values of the reference.
+    const withPast = path.join(m.dir, 'model.with-past.onnx');
+    const gen = JSON.parse(fs.readFileSync(path.join(FACTS, 'reference-generate.json'), 'utf8')) as {
+      cases: { id: string; input_ids: number[] | number[][]; max_new_tokens: number; expect: { ids: number[] | number[][]; last_logits?: number[][] } }[];
+    };
+    const lm = await LanguageModel.load(withPast);
+    try {
+      const ps = gen.cases.find((x) => x.id === 'per_step')!;
+      const r = await lm.generate(ps.input_ids as number[], { maxNewTokens: ps.max_new_tokens, stopAtEos: false }, (mm) => void mm.output.logits.at(':', -1, ':').save('logits'));
+      expect(r.mode).toBe('cache');
+      expect(r.ids[0]).toEqual(ps.expect.ids);
+      ps.expect.last_logits!.forEach((want, k) => {
+        const got = r.saves[`logits.${k}`]!.data as Float32Array;
+        expect(Math.max(...want.map((x, i) => Math.abs(x - got[i]!)))).toBeLessThan(1e-4);
+      });
+      const b = gen.cases.find((x) => x.id === 'batched')!;
+      const rb = await lm.generate({ maxNewTokens: b.max_new_tokens, stopAtEos: false }, (tr) => { for (const ids of b.input_ids as number[][]) tr.invoke(ids, () => undefined); });
+      expect(rb.ids).toEqual(b.expect.ids);
+    } finally {
+      await lm.dispose();
+    }
   });
 
   it('counts GPT-2 small parameters like Hugging Face', () => {

@@ -29,7 +29,7 @@ function noStack(text: string): void {
   expect(text).not.toMatch(/TypeError|ReferenceError|node:internal/);
 }
 
-describe.concurrent('nns help and usage', { timeout: 60_000 }, () => {
+describe.concurrent('nns help and usage', () => {
   it('nns --help lists the commands', async () => {
     const r = await nns(['--help']);
     expect(r.code).toBe(0);
@@ -65,7 +65,7 @@ describe.concurrent('nns help and usage', { timeout: 60_000 }, () => {
   });
 });
 
-describe.concurrent('script errors', { timeout: 60_000 }, () => {
+describe.concurrent('script errors', () => {
   const bad = path.join(tmp, 'bad.nns');
   fs.writeFileSync(bad, 'trace "The Eiffel Tower is in the city of" {\n  a = = 3\n  b = softmax(model.output, -1\n}\n');
 
@@ -108,7 +108,7 @@ describe.concurrent('script errors', { timeout: 60_000 }, () => {
   });
 });
 
-describe.concurrent('nns run with the bundled model', { timeout: 60_000 }, () => {
+describe.concurrent('nns run with the bundled model', () => {
   it('runs the Eiffel example, prints Paris, and writes JSON results', async () => {
     const out = path.join(tmp, 'eiffel.json');
     const r = await nns(['run', 'examples/eiffel.nns', '--out', out]);

@@ -121,7 +121,7 @@ function checkBatchedCrossPrompt(r: Results): void {
   expectClose(last.slice(874), e.row1, 1e-4, 'row1');
 }
 
-describe.each(EXPORTS)('nns scripts on the $name export', { timeout: 60_000 }, ({ name: tag }) => {
+describe.each(EXPORTS)('nns scripts on the $name export', ({ name: tag }) => {
   it('clean_logits (and the tokenizer gives reference.json\'s input_ids)', async () => {
     const c = refCase('clean_logits');
     const e = c.expect as { last_logits: number[]; top5: number[] };
@@ -209,7 +209,7 @@ describe.each(EXPORTS)('nns scripts on the $name export', { timeout: 60_000 }, (
   });
 });
 
-describe('nns scripts on a bare .onnx file (no tokenizer)', { timeout: 60_000 }, () => {
+describe('nns scripts on a bare .onnx file (no tokenizer)', () => {
   it('batched_cross_prompt with token-id prompts', async () => {
     expect(refCase('batched_cross_prompt').input_ids).toEqual([
       [264, 758, 334, 260, 268, 261, 271, 267],

@@ -74,7 +74,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-describe('no writes into model folders', { timeout: 120_000 }, () => {
+describe('no writes into model folders', () => {
   it.each([['inline weights', () => inline], ['external data', () => external]])('%s: modules, a patching sweep (fast and compiled), compile leave the folder byte-for-byte unchanged', async (_name, dirOf) => {
     const dir = dirOf();
     const before = snapshot(dir);

@@ -19,7 +19,7 @@ describe('a Llama-like model with other names', () => {
     const file = path.join(dir, 'llama.onnx');
     fs.writeFileSync(file, encodeModel(llamaLike()));
     model = await LanguageModel.load(file, { cacheDir: path.join(dir, 'cache') });
-  }, 60_000);
+  });
 
   it('the module tree has the model\'s own paths', () => {
     const paths = [...model.modules.modules.keys()];

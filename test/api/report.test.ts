@@ -101,6 +101,14 @@ describe('nns run --out / --plot / --html, nns plot', { timeout: 120_000 }, () =
     expect(png.subarray(1, 4).toString()).toBe('PNG');
   });
 
+  it('the HTML report links the graph files the run used (here the instrumented model of the fast path), which exist', () => {
+    const page = fs.readFileSync(html, 'utf8');
+    const links = [...page.matchAll(/<ul class="graphs">[\s\S]*?<\/ul>/g)].flatMap((m) => [...m[0].matchAll(/href="(file:[^"]+)"/g)].map((x) => x[1]!));
+    expect(links.length).toBeGreaterThanOrEqual(1);
+    expect(page).toContain('the instrumented model');
+    for (const l of links) expect(fs.existsSync(new URL(l.replace(/&amp;/g, '&'))), l).toBe(true);
+  });
+
   it('nns plot reads --out JSON back and makes the logit-lens table', async () => {
     const r = await nns(['plot', path.join(tmp, 'lens.json'), '--plot', path.join(tmp, 'lens-plots')]);
     expect(r.code, r.err).toBe(0);

@@ -147,7 +147,7 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     });
     await worker.terminate();
     expect(msg.top1).toBe(383);
-  }, 30_000);
+  });
 });
 
 describe('OrtBackend session cache', () => {

@@ -21,7 +21,7 @@ describe('tiered sessions', () => {
   let model: LanguageModel;
   beforeAll(async () => {
     model = await LanguageModel.load(MODEL_DIR);
-  }, 60_000);
+  });
   afterAll(async () => model?.dispose());
 
   const ablate = (layer: number) => (m: ModelRef): void => {
@@ -54,7 +54,7 @@ describe('tiered sessions', () => {
     const again = await model.trace(ids, ablate(1));
     expect(ti.lastTier).toBe('fast');
     expect(maxDiff(first.saves.probs!.data as Float32Array, again.saves.probs!.data as Float32Array)).toBe(0);
-  }, 30_000);
+  });
 
   it('tiered: false never promotes', async () => {
     const ids = refCase('clean_logits').input_ids as number[];

@@ -21,7 +21,7 @@ describe('structural compile cache', () => {
   let model: LanguageModel;
   beforeAll(async () => {
     model = await LanguageModel.load(MODEL_DIR);
-  }, 60_000);
+  });
   afterAll(async () => model?.dispose());
 
   const lens = (m: ModelRef): void => {

@@ -14,7 +14,7 @@ describe('fast path limits', () => {
   beforeAll(async () => {
     model = await LanguageModel.load(MODEL_DIR);
     fast = model.mc.fast as FastExecutor;
-  }, 60_000);
+  });
   afterEach(() => { delete process.env.ONNSIGHT_BATCH_BUDGET_MB; });
 
   const patch = async () => {

@@ -24,7 +24,7 @@ function relDiff(a: Tensor, b: Tensor): number {
 
 describe('host evaluator vs onnxruntime', () => {
   let model: LanguageModel;
-  beforeAll(async () => { model = await LanguageModel.load(MODEL_DIR); }, 60_000);
+  beforeAll(async () => { model = await LanguageModel.load(MODEL_DIR); });
   afterAll(async () => model?.dispose());
 
   const exact = ['slice', 'step', 'reverse', 'newaxis', 'ellipsis', 'arith', 'neg', 'abs', 'relu', 'zeros', 'ones', 'reshape', 'transpose', 'argmax', 'topk_i'];

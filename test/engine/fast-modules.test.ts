@@ -22,7 +22,7 @@ describe.each(EXPORTS)('module application on the $name export', ({ name, path }
   beforeAll(async () => {
     model = await LanguageModel.load(path);
     fast = model.mc.fast as FastExecutor;
-  }, 60_000);
+  });
   afterAll(async () => model?.dispose());
 
   /** Runs a trace on the default path and again compiled (agreeing within 1e-5); which path the first took, and module runs. */

@@ -21,7 +21,7 @@ let fast: FastExecutor;
 beforeAll(async () => {
   model = await LanguageModel.load(MODEL_DIR);
   fast = model.mc.fast as FastExecutor;
-}, 60_000);
+});
 afterAll(async () => model?.dispose());
 
 const IDS = [464, 412, 733, 318];
@@ -142,7 +142,7 @@ describe('ports on a non-GPT-2 model (Llama-like names)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-fast-'));
     fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel(llamaLike()));
     llama = await LanguageModel.load(path.join(dir, 'model.onnx'), { cacheDir: path.join(dir, 'cache') });
-  }, 60_000);
+  });
   afterAll(async () => {
     await llama?.dispose();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -23,7 +23,7 @@ async function runExample(mc: ModelContext, fast: boolean): Promise<Map<string, 
 
 describe('narrow-rows', () => {
   let mc: ModelContext;
-  beforeAll(async () => { mc = await openModel(MODEL_DIR); }, 60_000);
+  beforeAll(async () => { mc = await openModel(MODEL_DIR); });
 
   it('runs examples/patching.nns on the fast path with PyTorch\'s numbers', async () => {
     const stats = (mc.fast as FastExecutor).stats;

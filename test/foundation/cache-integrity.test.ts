@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import { main, type CliIO } from '../../src/cli/main.js';
 import { cacheUnits, enforceBound, EVICT_GRACE_MS, MANIFEST, sweepStale } from '../../src/model/cache.js';
-import { loadModel } from '../../src/model/load.js';
+import { loadModel, writeVariant } from '../../src/model/load.js';
 import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
 
 const DYNAMO = path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx');
@@ -74,7 +74,7 @@ describe('leftovers of killed loads are swept', () => {
   });
 });
 
-describe('damaged cache entries are rebuilt', { timeout: 60_000 }, () => {
+describe('damaged cache entries are rebuilt', () => {
   it('flipped bytes in the cached weights: the next load rebuilds the entry and the output is right again', async () => {
     const cacheDir = path.join(tmp, 'flip');
     expectClose(await cleanLogits(MODEL_DIR, cacheDir), want(), 1e-4, 'before');
@@ -108,7 +108,7 @@ describe('damaged cache entries are rebuilt', { timeout: 60_000 }, () => {
   });
 });
 
-describe('size bound with least-recently-used eviction', { timeout: 60_000 }, () => {
+describe('size bound with least-recently-used eviction', () => {
   /** A cache holding entries of both exports (built elsewhere, so this process does not hold them open). */
   async function populated(name: string): Promise<{ dir: string; ts: string; dyn: string }> {
     const build = path.join(tmp, `${name}-build`);
@@ -160,6 +160,15 @@ describe('size bound with least-recently-used eviction', { timeout: 60_000 }, ()
     } finally {
       delete process.env.ONNSIGHT_CACHE_MAX;
     }
+  });
+});
+
+describe('an entry removed under a running process', () => {
+  it('writing a rewritten graph names the removed entry', async () => {
+    const cacheDir = path.join(tmp, 'gone');
+    const m = await loadModel(DYNAMO, { cacheDir });
+    fs.rmSync(m.dir, { recursive: true });
+    expect(() => writeVariant(m, m.proto, 'x')).toThrow(/was removed meanwhile/);
   });
 });
 

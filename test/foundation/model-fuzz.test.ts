@@ -44,5 +44,5 @@ describe('mutated model files', () => {
       if (saved === undefined) delete process.env.ONNSIGHT_CACHE;
       else process.env.ONNSIGHT_CACHE = saved;
     }
-  }, 60_000);
+  });
 });

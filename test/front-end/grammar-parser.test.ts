@@ -114,9 +114,13 @@ describe('statements', () => {
     expect((b[2] as A.BindStmt).value).toMatchObject({ kind: 'Binary', op: '+' });
   });
 
-  it('reserves generate, param, skip and stop', () => {
-    const s = parse('generate "p" max_new_tokens=6 { }\ntrace "p" { param a: f32[128]\n skip model.h[1]\n stop }');
-    expect(s.statements[0]).toMatchObject({ kind: 'Reserved', keyword: 'generate' });
+  it('parses generate with options and step blocks; reserves param, skip and stop', () => {
+    const s = parse('generate "p" max_new_tokens=6 stop_at_eos=false {\n step 0 { a = 1 }\n step 1..3 { b = 2 }\n step = 4\n}\ntrace "p" { param a: f32[128]\n skip model.h[1]\n stop }');
+    expect(s.statements[0]).toMatchObject({ kind: 'Generate', prompt: { kind: 'TextPrompt', text: 'p' }, options: [{ name: 'max_new_tokens' }, { name: 'stop_at_eos' }] });
+    const g = (s.statements[0] as A.GenerateStmt).body;
+    expect(g.map((x) => x.kind)).toEqual(['Step', 'Step', 'Bind']);
+    expect(g[1]).toMatchObject({ kind: 'Step', from: { kind: 'Number', value: 1 }, to: { kind: 'Number', value: 3 } });
+    expect(parse('generate max_new_tokens=2 { invoke "a" { } invoke "b" { } }').statements[0]).toMatchObject({ kind: 'Generate', prompt: undefined });
     const b = (s.statements[1] as A.TraceStmt).body;
     expect(b.map((x) => (x as A.ReservedStmt).keyword)).toEqual(['param', 'skip', 'stop']);
   });

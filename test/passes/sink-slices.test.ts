@@ -236,7 +236,7 @@ describe('gpt2-facts: run variants compute the lm_head on the saved position onl
 
   beforeAll(async () => {
     model = await LanguageModel.load(MODEL_DIR, { fast: false });
-  }, 60_000);
+  });
   afterAll(async () => model?.dispose());
 
   const lastLogits = (m: ModelRef): void => { m.output.logits.at(':', -1, ':').save('last'); };

@@ -12,7 +12,7 @@ const H0 = (SAVE.expect as Record<string, { shape: number[]; values: number[] }>
 
 describe('splicing', () => {
   let model: LanguageModel;
-  beforeAll(async () => { model = await LanguageModel.load(MODEL_DIR); }, 60_000);
+  beforeAll(async () => { model = await LanguageModel.load(MODEL_DIR); });
 
   it('a slice set with a step writes exactly the selected positions; a later read sees it', async () => {
     const { saves } = await model.trace(IDS, (m) => {

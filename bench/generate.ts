@@ -1,0 +1,211 @@
+/**
+ * Generation measurements (issue 11): tokens per second of a greedy 32-token generation after
+ * a 128-token prompt (the context's `input_ids`), batch 1, on the with-past variant of the
+ * model (`model.with-past.onnx` beside it, which bench/gpt2-model.ts writes for the
+ * generated GPT-2 small) — through onnsight (clean and steered) and as a plain
+ * onnxruntime-node loop (feeds and fetches only) — and through onnsight on the model without
+ * a cache (recomputing the whole sequence each step). Each counts the prompt pass: tokens /
+ * wall time of the whole generation. Medians over the context's runs after one warm-up
+ * generation (the recompute one: 2 runs).
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
+import { cpuMs, median, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
+import { findBlocks } from './onnsight.js';
+
+/** New tokens per generation. */
+export const GENERATE_TOKENS = 32;
+
+/** The with-past graph beside the model, if there is one. */
+export function withPastPath(ctx: BenchContext): string | undefined {
+  const p = path.join(path.dirname(ctx.model.graphPath), 'model.with-past.onnx');
+  return fs.existsSync(p) ? p : undefined;
+}
+
+function promptIds(ctx: BenchContext): number[] {
+  return Array.from(ctx.feeds.input_ids!.data as BigInt64Array, Number);
+}
+
+/** A plain greedy loop on a with-past graph: feeds and fetches only, the cache fed back as returned. */
+export async function plainGreedy(session: ort.InferenceSession, prompt: readonly number[], n: number): Promise<number[]> {
+  const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
+  const meta = new Map<string, number[]>();
+  // [batch, heads, past, head_dim]: heads and head_dim from the graph's declared input dims.
+  for (const m of (session as unknown as { inputMetadata?: { name: string; shape?: (number | string)[] }[] }).inputMetadata ?? []) {
+    if (m.shape) meta.set(m.name, m.shape.map((d) => (typeof d === 'number' ? d : 0)));
+  }
+  let past: Record<string, ort.Tensor> = {};
+  for (const name of pastNames) {
+    const s = meta.get(name) ?? [1, 0, 0, 0];
+    past[name] = new ort.Tensor('float32', new Float32Array(0), [1, s[1]!, 0, s[3]!]);
+  }
+  const out: number[] = [];
+  let ids = [...prompt];
+  let total = 0;
+  for (let s = 0; s < n; s++) {
+    const T = ids.length;
+    total += T;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, T]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(total - T + i)), [1, T]),
+      ...past,
+    };
+    const r = await session.run(feeds, ['logits', ...pastNames.map((x) => x.replace('past_key_values.', 'present.'))]);
+    const logits = r.logits!;
+    const V = logits.dims[2]!;
+    const row = (logits.data as Float32Array).subarray((T - 1) * V, T * V);
+    let best = 0;
+    for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
+    out.push(best);
+    ids = [best];
+    past = Object.fromEntries(pastNames.map((x) => [x, r[x.replace('past_key_values.', 'present.')]!]));
+  }
+  return out;
+}
+
+const models = new WeakMap<BenchContext, Map<string, LanguageModel>>();
+async function model(ctx: BenchContext, file: string): Promise<LanguageModel> {
+  let m = models.get(ctx);
+  if (!m) models.set(ctx, (m = new Map()));
+  let lm = m.get(file);
+  if (!lm) m.set(file, (lm = await LanguageModel.load(file)));
+  return lm;
+}
+
+/** Tokens per second of `gen` (one generation of {@link GENERATE_TOKENS}), median of `runs`. */
+async function tokensPerS(ctx: BenchContext, gen: () => Promise<unknown>, runs = ctx.timing.runs): Promise<number> {
+  const t = await timeRuns(gen, { ...ctx.timing, warmup: 1, runs });
+  return GENERATE_TOKENS / (t.median / 1000);
+}
+
+/**
+ * onnsight / plain, tokens per second, from paired runs (each onnsight generation timed right
+ * after a plain one, so both see the same machine load): median of the pairs, on wall time
+ * and on process CPU time. Recorded as `ctx.extra[<key>_paired]` and `<key>_paired_cpu`.
+ */
+async function paired(ctx: BenchContext, key: string, file: string, ons: () => Promise<unknown>): Promise<void> {
+  const session = await ort.InferenceSession.create(file);
+  try {
+    const ids = promptIds(ctx);
+    const wall: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < ctx.timing.runs; i++) {
+      const c0 = cpuMs();
+      const p = await timeOnce(() => plainGreedy(session, ids, GENERATE_TOKENS));
+      const c1 = cpuMs();
+      const o = await timeOnce(ons);
+      const c2 = cpuMs();
+      wall.push(p / o);
+      cpu.push((c1 - c0) / (c2 - c1));
+    }
+    ctx.extra[`${key}_paired`] = Math.round(median(wall) * 1000) / 1000;
+    ctx.extra[`${key}_paired_cpu`] = Math.round(median(cpu) * 1000) / 1000;
+    ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time)`;
+  } finally {
+    await session.release();
+  }
+}
+
+/** A steering vector of the block width (seeded, small), added at the middle block every step. */
+function steer(lm: LanguageModel): (m: ModelRef) => void {
+  const blocks = findBlocks(lm.modules);
+  const mid = blocks.paths[Math.floor(blocks.paths.length / 2)]!;
+  const width = Number(lm.modules.modules.get(mid)!.outputs[0]!.sig!.shape!.at(-1));
+  let x = 12345;
+  const v = Float32Array.from({ length: width }, () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.1);
+  return (m) => {
+    const r = mid.split('.').reduce<unknown>((a, s) => (a as Record<string, unknown>)[s], m) as { output: TensorProxy };
+    r.output = r.output.add(v);
+  };
+}
+
+export const GENERATE_MEASUREMENTS: Measurement[] = [
+  {
+    name: 'generate_plain_tokens_per_s',
+    phase: 'onnsight',
+    doc: `A plain onnxruntime-node greedy loop on model.with-past.onnx (feeds and fetches only: the prompt with an empty cache, then one token per step with present.* fed back as past_key_values.*): ${GENERATE_TOKENS} new tokens after the 128-token prompt, batch 1; tokens per second of the whole generation.`,
+    run: async (ctx) => {
+      const file = withPastPath(ctx);
+      if (!file) return NaN;
+      const session = await ort.InferenceSession.create(file);
+      try {
+        ctx.notes.generate_plain_tokens_per_s = 'default session options';
+        const v = await tokensPerS(ctx, () => plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
+        // The cache leaves onnxruntime-node as JS typed arrays every step (IO binding and
+        // preferredOutputLocation exist only in ONNX Runtime Web): what one such copy costs
+        // at the last step's length, and the step's share of it.
+        const ids = promptIds(ctx);
+        const total = ids.length + GENERATE_TOKENS - 1;
+        const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
+        const meta = (session as unknown as { inputMetadata?: { name: string; shape?: (number | string)[] }[] }).inputMetadata ?? [];
+        const per = meta.filter((m) => pastNames.includes(m.name)).map((m) => Number(m.shape?.[1] ?? 0) * Number(m.shape?.[3] ?? 0) * total);
+        const bufs = per.map((n) => new Float32Array(n).fill(1));
+        const copy = await timeRuns(() => bufs.map((b) => b.slice()), { warmup: 1, runs: 9 });
+        ctx.extra.generate_cache_bytes_per_step = per.reduce((a, b) => a + b, 0) * 4;
+        ctx.extra.generate_cache_copy_ms = copy.median;
+        ctx.extra.generate_plain_step_ms = 1000 / v;
+        ctx.notes.generate_cache_copy_ms = 'one JS copy of every present.* tensor at the last step (the copy onnxruntime-node makes of each output); cache inputs are fed without a copy';
+        return v;
+      } finally {
+        await session.release();
+      }
+    },
+  },
+  {
+    name: 'generate_tokens_per_s',
+    doc: `The same generation through onnsight (model.generate on model.with-past.onnx, greedy, stopAtEos false): ${GENERATE_TOKENS} new tokens per generation, tokens per second.`,
+    run: async (ctx) => {
+      const file = withPastPath(ctx);
+      if (!file) return NaN;
+      const lm = await model(ctx, file);
+      const ids = promptIds(ctx);
+      const plain = await (async () => {
+        const s = await ort.InferenceSession.create(file);
+        try { return await plainGreedy(s, ids, GENERATE_TOKENS); } finally { await s.release(); }
+      })();
+      const r = await lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
+      ctx.notes.generate_tokens_per_s = `tokens equal to the plain loop's: ${JSON.stringify(r.newIds[0]) === JSON.stringify(plain)}`;
+      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
+      const v = await tokensPerS(ctx, run);
+      await paired(ctx, 'generate_vs_plain', file, run);
+      return v;
+    },
+  },
+  {
+    name: 'generate_steered_tokens_per_s',
+    doc: `As generate_tokens_per_s with a steering addition (a vector added to the middle block's output) at every step: port feeds on the instrumented with-past model.`,
+    run: async (ctx) => {
+      const file = withPastPath(ctx);
+      if (!file) return NaN;
+      const lm = await model(ctx, file);
+      const ids = promptIds(ctx);
+      const fn = steer(lm);
+      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }, fn);
+      const v = await tokensPerS(ctx, run);
+      await paired(ctx, 'generate_steered_vs_plain', file, run);
+      return v;
+    },
+  },
+  {
+    name: 'generate_recompute_tokens_per_s',
+    doc: `The clean generation through onnsight on the model without a cache (model.onnx): every step recomputes the whole sequence; 2 runs.`,
+    run: async (ctx) => {
+      const lm = await model(ctx, ctx.model.graphPath);
+      const ids = promptIds(ctx);
+      const v = await tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }), 2);
+      for (const m of models.get(ctx)?.values() ?? []) await m.dispose();
+      models.delete(ctx);
+      return v;
+    },
+  },
+];
+
+/** Generation ratios, `[label, numerator, denominator, goal (≤)]`: plain / onnsight tokens per second. */
+export const GENERATE_RATIOS: [string, string, string, number][] = [
+  ['generate_plain / generate (tok/s; ≥0.95 wanted)', 'generate_plain_tokens_per_s', 'generate_tokens_per_s', Math.round(1000 / 0.95) / 1000],
+  ['generate_plain / generate_steered (tok/s; ≥0.90)', 'generate_plain_tokens_per_s', 'generate_steered_tokens_per_s', Math.round(1000 / 0.9) / 1000],
+];

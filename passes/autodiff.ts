@@ -1,0 +1,186 @@
+/**
+ * The backward pass: reverse-mode differentiation of the rewritten ONNX graph (the model's
+ * nodes and the spliced ones alike), emitted into the same graph, so one run returns values
+ * and gradients. Lowering leaves one `Grad` placeholder (domain `ai.onnsight`, inputs
+ * `[Y, X]`) per `grad(Y, X)`; this pass groups them by Y (one backward sweep per Y, however
+ * many X), differentiates only the nodes on a path from some X to Y (values reachable from
+ * an X that Y depends on; shape bookkeeping — `Shape`, comparisons, integer casts — cuts the
+ * path), and turns each placeholder into an `Identity` of dY/dX (zeros when Y does not
+ * depend on X). The derivative of each ONNX op type is one entry of {@link DERIVATIVES}
+ * (passes/derivatives.ts); a path through an op without one is the user error
+ * `not-differentiable`, naming the op and its module, at the `grad` call.
+ * @module
+ */
+import { NnsError } from '../src/errors.js';
+import { scriptPath } from '../ir/ir.js';
+import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
+import type { TensorSig } from '../src/model/types.js';
+import { ModuleMap } from '../src/model/modules.js';
+import type { Pass } from './pass.js';
+import { Emitter, nodeSpans } from './onnx-emit.js';
+import { DERIVATIVES, NO_GRADIENT, GradBuilder, NotDifferentiable } from './derivatives.js';
+
+/** Module of a node, for messages: onnsight's own tag, dynamo's name scopes, or a TorchScript scope name. */
+function moduleOf(n: NodeProto): string {
+  const meta = new Map((n.metadata_props ?? []).map((p) => [p.key ?? '', p.value ?? '']));
+  if (meta.has('onnsight.op')) return meta.get('onnsight.module') ?? '';
+  const scopes = meta.get('pkg.torch.onnx.name_scopes');
+  if (scopes) {
+    const m = /'([^']*)'\s*,?\s*\]\s*$/.exec(scopes.replace(/,\s*'[^']*'\]$/, ']'));
+    if (m?.[1]) return m[1];
+  }
+  const name = n.name ?? '';
+  if (name.startsWith('/')) {
+    const segs = name.split('/').filter(Boolean);
+    segs.pop();
+    return segs.join('.');
+  }
+  return '';
+}
+
+/** The autodiff pass. */
+export const autodiffPass: Pass = {
+  name: 'autodiff',
+  prints: 'model',
+  run(state, ctx) {
+    const reqs = state.grads ?? [];
+    if (!reqs.length) return { changed: false };
+    const g = state.model.graph!;
+    const em = new Emitter(g);
+    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+    const opset = Number(op?.version ?? 0);
+    const sigs = ctx.tree.modules instanceof ModuleMap ? ctx.tree.modules.sigs : new Map();
+    const gb = new GradBuilder(em, opset, g, sigs);
+
+    const byY = new Map<string, typeof reqs>();
+    for (const r of reqs) {
+      const y = r.placeholder.input![0]!;
+      byY.set(y, [...(byY.get(y) ?? []), r]);
+    }
+    const placeholders = new Set(reqs.map((r) => r.placeholder));
+    for (const [y, group] of byY) {
+      em.prov = { module: '', irOp: 'grad', span: group[0]!.span };
+      try {
+        const xs = [...new Set(group.map((r) => r.placeholder.input![1]!))];
+        const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb);
+        for (const r of group) {
+          const x = r.placeholder.input![1]!;
+          const d = grads.get(x) ?? gb.zerosLike(x);
+          const p = r.placeholder;
+          p.op_type = 'Identity';
+          delete p.domain;
+          p.input = [d];
+        }
+      } catch (e) {
+        if (e instanceof NotDifferentiable) {
+          const where = moduleOf(e.node);
+          ctx.errors.push(new NnsError('not-differentiable',
+            `cannot differentiate through ${e.node.op_type} node '${e.node.name ?? '?'}' ${where ? `in module ${scriptPath(where)}` : "of the script's own computation"}: ${e.reason}`,
+            { span: group[0]!.span ?? nodeSpans.get(group[0]!.placeholder) }));
+        } else throw e;
+      }
+    }
+    state.grads = [];
+    return { changed: true };
+  },
+};
+
+/**
+ * Emits into `model`'s graph the gradients of the one-element value `y` with respect to the
+ * values `xs` (a name absent from the result: y does not depend on it). What the pass does
+ * per Y; exported for the derivative tests.
+ * @throws NotDifferentiable for a path through an op without a rule
+ */
+export function emitGradients(model: ModelProto, y: string, xs: string[], sigs: ReadonlyMap<string, TensorSig> = new Map()): Map<string, string> {
+  const g = model.graph!;
+  const em = new Emitter(g);
+  const op = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  const gb = new GradBuilder(em, Number(op?.version ?? 0), g, sigs);
+  return sweep([...g.node!], y, xs, gb);
+}
+
+/**
+ * One backward sweep over `nodes` (the graph without placeholders): dY/dX for every X that
+ * Y depends on (absent: Y does not depend on it).
+ */
+function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder): Map<string, string> {
+  const producer = new Map<string, NodeProto>();
+  const consumers = new Map<string, NodeProto[]>();
+  for (const n of nodes) {
+    for (const o of n.output ?? []) if (o) producer.set(o, n);
+    for (const i of new Set(n.input ?? [])) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  }
+  // Values Y depends on.
+  const toY = new Set<string>([y]);
+  const stack = [y];
+  while (stack.length) {
+    const v = stack.pop()!;
+    const p = producer.get(v);
+    if (!p) continue;
+    for (const i of p.input ?? []) if (i && !toY.has(i)) { toY.add(i); stack.push(i); }
+  }
+  // Values reachable from some X along differentiable edges, restricted to those Y depends on.
+  const active = new Set<string>();
+  const work = xs.filter((x) => toY.has(x));
+  for (const x of work) active.add(x);
+  while (work.length) {
+    const v = work.pop()!;
+    for (const c of consumers.get(v) ?? []) {
+      if (NO_GRADIENT.has(c.op_type ?? '') || gb.cutsGradient(c)) continue;
+      for (const o of c.output ?? []) if (o && toY.has(o) && !active.has(o)) { active.add(o); work.push(o); }
+    }
+  }
+  const result = new Map<string, string>();
+  if (!active.has(y)) return result;
+  // Active nodes in topological order (Kahn over active values).
+  const activeNodes = nodes.filter((n) => (n.output ?? []).some((o) => active.has(o)) && (n.input ?? []).some((i) => active.has(i)));
+  const set = new Set(activeNodes);
+  const indeg = new Map<NodeProto, number>();
+  const next = new Map<NodeProto, NodeProto[]>();
+  for (const n of activeNodes) {
+    const deps = new Set<NodeProto>();
+    for (const i of n.input ?? []) {
+      const p = producer.get(i);
+      if (p && set.has(p) && active.has(i)) deps.add(p);
+    }
+    indeg.set(n, deps.size);
+    for (const d of deps) next.set(d, [...(next.get(d) ?? []), n]);
+  }
+  const order: NodeProto[] = [];
+  const ready = activeNodes.filter((n) => indeg.get(n) === 0);
+  while (ready.length) {
+    const n = ready.shift()!;
+    order.push(n);
+    for (const m of next.get(n) ?? []) {
+      const k = indeg.get(m)! - 1;
+      indeg.set(m, k);
+      if (k === 0) ready.push(m);
+    }
+  }
+  if (order.length !== activeNodes.length) throw new Error('internal: autodiff over a cyclic graph');
+
+  const acc = new Map<string, string>();
+  acc.set(y, gb.onesLike(y));
+  const add = (v: string, d: string): void => {
+    const cur = acc.get(v);
+    acc.set(v, cur === undefined ? d : gb.op('Add', [cur, d]));
+  };
+  for (let k = order.length - 1; k >= 0; k--) {
+    const n = order[k]!;
+    const gOut = (n.output ?? []).map((o) => acc.get(o) ?? null);
+    if (gOut.every((x) => x === null)) continue;
+    const rule = DERIVATIVES[n.op_type ?? ''];
+    if (!rule || (n.domain && n.domain !== 'ai.onnx')) throw new NotDifferentiable(n, `no derivative rule for ${n.domain ? `${n.domain}.` : ''}${n.op_type}`);
+    const wants = (n.input ?? []).map((i) => !!i && active.has(i));
+    const gIn = rule(gb, n, gOut, wants);
+    (n.input ?? []).forEach((i, j) => {
+      const d = gIn[j];
+      if (wants[j] && d) add(i, d);
+    });
+  }
+  for (const x of xs) {
+    const d = acc.get(x);
+    if (d !== undefined) result.set(x, d);
+  }
+  return result;
+}

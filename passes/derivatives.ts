@@ -1,0 +1,496 @@
+/**
+ * The derivative table of ONNX op types (reverse mode), one entry per op type: given a node
+ * and the gradients of its outputs (null = none flows), it emits, with a {@link GradBuilder},
+ * the gradients of the inputs the sweep asks for (`wants`). Broadcasting inputs get their
+ * gradient summed back to their own shape ({@link GradBuilder.unbroadcast}, computed from
+ * the shapes at run time). Used by passes/autodiff.ts; checked against central finite
+ * differences op by op (test/passes/derivatives.test.ts).
+ * @module
+ */
+import type { AttributeProto, GraphProto, NodeProto } from '../src/onnx/proto.js';
+import type { TensorSig } from '../src/model/types.js';
+import type { AttrValue, Emitter } from './onnx-emit.js';
+import { makeTensor } from './onnx-emit.js';
+
+/** Thrown by a rule (or the sweep) for a node it cannot differentiate. */
+export class NotDifferentiable extends Error {
+  constructor(readonly node: NodeProto, readonly reason: string) {
+    super(reason);
+  }
+}
+
+/** Ops whose outputs carry no gradient (shape bookkeeping, comparisons, indices): they cut a path. */
+export const NO_GRADIENT: ReadonlySet<string> = new Set([
+  'Shape', 'Size', 'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor',
+  'ArgMax', 'ArgMin', 'NonZero', 'ConstantOfShape', 'Range', 'IsNaN', 'IsInf', 'Sign', 'Floor', 'Ceil', 'Round',
+  'EyeLike', 'OneHot',
+]);
+
+const FLOAT_TYPES = new Set([1, 10, 11, 16]);
+
+function attrOf(n: NodeProto, name: string): AttributeProto | undefined {
+  return (n.attribute ?? []).find((a) => a.name === name);
+}
+function intAttr(n: NodeProto, name: string, dflt: number): number {
+  const a = attrOf(n, name);
+  return a?.i !== undefined && a.i !== null ? Number(a.i) : dflt;
+}
+function intsAttr(n: NodeProto, name: string): number[] | undefined {
+  const a = attrOf(n, name);
+  return a?.ints ? a.ints.map(Number) : undefined;
+}
+function floatAttr(n: NodeProto, name: string, dflt: number): number {
+  const a = attrOf(n, name);
+  return a?.f !== undefined && a.f !== null ? Number(a.f) : dflt;
+}
+
+/** Emits the backward nodes; knows the opset, constant values and (where known) ranks. */
+export class GradBuilder {
+  private readonly consts = new Map<string, number[]>();
+  private readonly producers = new Map<string, NodeProto>();
+  private readonly ranks = new Map<string, number>();
+  private readonly inits = new Map<string, import('../src/onnx/proto.js').TensorProto>();
+
+  constructor(readonly em: Emitter, readonly opset: number, graph: GraphProto, sigs: ReadonlyMap<string, TensorSig>) {
+    for (const [k, s] of sigs) if (s.shape) this.ranks.set(k, s.shape.length);
+    for (const vi of [...(graph.value_info ?? []), ...(graph.input ?? []), ...(graph.output ?? [])]) {
+      const dims = vi.type?.tensor_type?.shape?.dim;
+      if (vi.name && dims && vi.type?.tensor_type?.shape) this.ranks.set(vi.name, dims.length);
+    }
+    for (const t of graph.initializer ?? []) if (t.name) { this.ranks.set(t.name, (t.dims ?? []).length); this.inits.set(t.name, t); }
+    for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) this.producers.set(o, n);
+  }
+
+  op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.em.op(type, inputs, attrs);
+  }
+
+  /** A float32 scalar constant cast like `like`. */
+  scalar(v: number, like: string): string {
+    return this.op('CastLike', [this.em.constant('float32', [], [v]), like]);
+  }
+
+  ints(v: readonly number[]): string {
+    return this.em.ints(v);
+  }
+
+  onesLike(x: string): string {
+    return this.op('CastLike', [this.op('ConstantOfShape', [this.op('Shape', [x])], { value: makeTensor('float32', [1], [1]) }), x]);
+  }
+
+  zerosLike(x: string): string {
+    return this.op('CastLike', [this.op('ConstantOfShape', [this.op('Shape', [x])], { value: makeTensor('float32', [1], [0]) }), x]);
+  }
+
+  /** Whether a node's outputs carry no gradient (a Cast to a non-float type). */
+  cutsGradient(n: NodeProto): boolean {
+    if (n.op_type === 'Cast') return !FLOAT_TYPES.has(intAttr(n, 'to', 1));
+    return false;
+  }
+
+  /** Value of a constant (initializer or Constant node) as numbers, or undefined. */
+  constValue(name: string): number[] | undefined {
+    if (this.consts.has(name)) return this.consts.get(name);
+    const p = this.producers.get(name);
+    let v: number[] | undefined;
+    const init = this.inits.get(name);
+    if (init && !p) v = tensorInts(init);
+    if (p?.op_type === 'Constant') {
+      const t = attrOf(p, 'value')?.t;
+      if (t) v = tensorInts(t);
+    }
+    if (v) this.consts.set(name, v);
+    return v;
+  }
+
+  /** Static rank of a value, when it can be known. */
+  rank(name: string): number | undefined {
+    const hit = this.ranks.get(name);
+    if (hit !== undefined) return hit;
+    const p = this.producers.get(name);
+    if (!p) return undefined;
+    this.ranks.set(name, -1); // cycle guard
+    const r = this.inferRank(p, name);
+    if (r === undefined) this.ranks.delete(name);
+    else this.ranks.set(name, r);
+    return r;
+  }
+
+  private inferRank(p: NodeProto, out: string): number | undefined {
+    const ins = p.input ?? [];
+    const r = (i: number): number | undefined => (ins[i] ? this.rank(ins[i]!) : undefined);
+    const maxOf = (): number | undefined => {
+      let m = 0;
+      for (let i = 0; i < ins.length; i++) {
+        if (!ins[i]) continue;
+        const k = this.rank(ins[i]!);
+        if (k === undefined || k < 0) return undefined;
+        m = Math.max(m, k);
+      }
+      return m;
+    };
+    switch (p.op_type) {
+      case 'Constant': {
+        const t = attrOf(p, 'value')?.t;
+        return t ? (t.dims ?? []).length : undefined;
+      }
+      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'MatMul': case 'Max': case 'Min':
+      case 'Equal': case 'Less': case 'Greater': case 'And': case 'Or':
+        return maxOf();
+      case 'Gemm': return 2;
+      case 'Shape': return 1;
+      case 'Size': return 0;
+      case 'Gather': {
+        const a = r(0); const b = r(1);
+        return a === undefined || b === undefined ? undefined : a - 1 + b;
+      }
+      case 'Unsqueeze': {
+        const axes = this.opset >= 13 ? (ins[1] ? this.constValue(ins[1]) : undefined) : intsAttr(p, 'axes');
+        const a = r(0);
+        return a === undefined || !axes ? undefined : a + axes.length;
+      }
+      case 'Squeeze': {
+        const axes = this.opset >= 13 ? (ins[1] ? this.constValue(ins[1]) : undefined) : intsAttr(p, 'axes');
+        const a = r(0);
+        return a === undefined || !axes ? undefined : a - axes.length;
+      }
+      case 'Reshape': {
+        const s = ins[1] ? this.constValue(ins[1]) : undefined;
+        if (s) return s.length;
+        const sp = ins[1] ? this.producers.get(ins[1]) : undefined;
+        if (sp?.op_type === 'Shape') return this.rank(sp.input![0]!);
+        return undefined;
+      }
+      case 'Expand': {
+        const a = r(0);
+        const s = ins[1] ? this.constValue(ins[1]) : undefined;
+        const sp = ins[1] ? this.producers.get(ins[1]) : undefined;
+        const len = s ? s.length : sp?.op_type === 'Shape' ? this.rank(sp.input![0]!) : undefined;
+        return a === undefined || len === undefined ? undefined : Math.max(a, len);
+      }
+      case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceMin': case 'ReduceProd': case 'ReduceL2': {
+        const a = r(0);
+        if (a === undefined) return undefined;
+        if (intAttr(p, 'keepdims', 1)) return a;
+        const axes = intsAttr(p, 'axes') ?? (ins[1] ? this.constValue(ins[1]) : undefined);
+        return axes ? a - axes.length : 0;
+      }
+      case 'Flatten': return 2;
+      case 'ConstantOfShape': {
+        const s = ins[0] ? this.producers.get(ins[0]) : undefined;
+        if (s?.op_type === 'Shape') return this.rank(s.input![0]!);
+        const c = ins[0] ? this.constValue(ins[0]) : undefined;
+        return c?.length;
+      }
+      case 'Identity': case 'Cast': case 'CastLike': case 'Neg': case 'Sqrt': case 'Exp': case 'Log': case 'Tanh': case 'Erf':
+      case 'Sigmoid': case 'Relu': case 'Abs': case 'Reciprocal': case 'Softmax': case 'LogSoftmax': case 'LayerNormalization':
+      case 'Transpose': case 'Slice': case 'Concat': case 'Split': case 'Sin': case 'Cos': case 'ScatterND': case 'ScatterElements':
+      case 'Dropout': case 'Not': case 'Sign': case 'Trilu': case 'CumSum': case 'GatherElements':
+        return out === p.output?.[0] || p.op_type === 'Split' ? r(0) : undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  /** Rank or a NotDifferentiable error. */
+  needRank(n: NodeProto, name: string): number {
+    const r = this.rank(name);
+    if (r === undefined || r < 0) throw new NotDifferentiable(n, `the rank of '${name}' is not known`);
+    return r;
+  }
+
+  /** Reduction over constant axes (attribute before opset 18, input from 18; ReduceSum from 13). */
+  reduce(type: string, x: string, axes: number[], keepdims: boolean): string {
+    const asInput = type === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
+    return asInput
+      ? this.op(type, [x, this.ints(axes)], { keepdims: keepdims ? 1 : 0 })
+      : this.op(type, [x], { axes, keepdims: keepdims ? 1 : 0 });
+  }
+
+  /** `g` (shaped like a broadcast result) summed back to the shape of `a` (computed at run time). */
+  unbroadcast(g: string, a: string): string {
+    const ra = this.rank(a);
+    const rg = this.rank(g);
+    const sa = this.op('Shape', [a]);
+    const sg = this.op('Shape', [g]);
+    let padded = sa;
+    if (!(ra !== undefined && rg !== undefined && ra === rg)) {
+      const diff = this.op('Sub', [this.op('Size', [sg]), this.op('Size', [sa])]);
+      const ones = this.op('ConstantOfShape', [this.op('Reshape', [diff, this.ints([1])])], { value: makeTensor('int64', [1], [1]) });
+      padded = this.op('Concat', [ones, sa], { axis: 0 });
+    }
+    const one = this.ints([1]);
+    const mask = this.op('And', [this.op('Equal', [padded, one]), this.op('Not', [this.op('Equal', [sg, one])])]);
+    const axes = this.op('Reshape', [this.op('NonZero', [mask]), this.ints([-1])]);
+    const summed = this.op('ReduceSum', [g, axes], { keepdims: 1, noop_with_empty_axes: 1 });
+    return this.op('Reshape', [summed, sa]);
+  }
+
+  /** Swap the last two axes of a value of rank `r`. */
+  swapLast(x: string, r: number): string {
+    const perm = Array.from({ length: r }, (_, i) => i);
+    [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
+    return this.op('Transpose', [x], { perm });
+  }
+}
+
+function tensorInts(t: import('../src/onnx/proto.js').TensorProto): number[] | undefined {
+  if (t.int64_data?.length) return t.int64_data.map(Number);
+  if (t.int32_data?.length) return t.int32_data.map(Number);
+  if (t.float_data?.length) return t.float_data.map(Number);
+  const raw = t.raw_data;
+  if (raw && raw.length) {
+    const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    if (t.data_type === 7) return Array.from({ length: raw.length / 8 }, (_, i) => Number(dv.getBigInt64(i * 8, true)));
+    if (t.data_type === 6) return Array.from({ length: raw.length / 4 }, (_, i) => dv.getInt32(i * 4, true));
+    if (t.data_type === 1) return Array.from({ length: raw.length / 4 }, (_, i) => dv.getFloat32(i * 4, true));
+  }
+  if ((t.dims ?? []).map(Number).reduce((a, b) => a * b, 1) === 0) return [];
+  return undefined;
+}
+
+/** A rule: gradients of the inputs (null: none), given the gradients of the outputs. */
+export type Derivative = (b: GradBuilder, n: NodeProto, gOut: readonly (string | null)[], wants: readonly boolean[]) => (string | null)[];
+
+const unary = (f: (b: GradBuilder, g: string, x: string, y: string, n: NodeProto) => string): Derivative =>
+  (b, n, [g]) => [f(b, g!, n.input![0]!, n.output![0]!, n)];
+
+const same: Derivative = (_b, _n, [g]) => [g ?? null];
+const reshapeBack: Derivative = (b, n, [g]) => [b.op('Reshape', [g!, b.op('Shape', [n.input![0]!])])];
+
+/** The table: ONNX op type → derivative rule. */
+export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
+  Identity: same,
+  Dropout: same,
+  Cast: (b, n, [g]) => [b.op('CastLike', [g!, n.input![0]!])],
+  CastLike: (b, n, [g]) => [b.op('CastLike', [g!, n.input![0]!]), null],
+  Neg: unary((b, g) => b.op('Neg', [g])),
+  Add: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!) : null, w[1] ? b.unbroadcast(g!, n.input![1]!) : null],
+  Sub: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!) : null, w[1] ? b.unbroadcast(b.op('Neg', [g!]), n.input![1]!) : null],
+  Mul: (b, n, [g], w) => {
+    const [x, y] = n.input as [string, string];
+    return [w[0] ? b.unbroadcast(b.op('Mul', [g!, y]), x) : null, w[1] ? b.unbroadcast(b.op('Mul', [g!, x]), y) : null];
+  },
+  Div: (b, n, [g], w) => {
+    const [x, y] = n.input as [string, string];
+    const out = n.output![0]!;
+    return [
+      w[0] ? b.unbroadcast(b.op('Div', [g!, y]), x) : null,
+      w[1] ? b.unbroadcast(b.op('Neg', [b.op('Div', [b.op('Mul', [g!, out]), y])]), y) : null,
+    ];
+  },
+  Pow: (b, n, [g], w) => {
+    const [x, p] = n.input as [string, string];
+    const out = n.output![0]!;
+    const px = w[0] ? b.unbroadcast(b.op('Mul', [b.op('Mul', [g!, b.op('CastLike', [p, x])]), b.op('Pow', [x, b.op('Sub', [p, b.op('CastLike', [b.em.constant('float32', [], [1]), p])])])]), x) : null;
+    const pp = w[1] ? b.unbroadcast(b.op('Mul', [b.op('Mul', [g!, out]), b.op('Log', [x])]), p) : null;
+    return [px, pp];
+  },
+  Sqrt: unary((b, g, _x, y) => b.op('Div', [b.op('Mul', [g, b.scalar(0.5, g)]), y])),
+  Reciprocal: unary((b, g, _x, y) => b.op('Neg', [b.op('Mul', [g, b.op('Mul', [y, y])])])),
+  Exp: unary((b, g, _x, y) => b.op('Mul', [g, y])),
+  Log: unary((b, g, x) => b.op('Div', [g, x])),
+  Tanh: unary((b, g, _x, y) => b.op('Mul', [g, b.op('Sub', [b.scalar(1, g), b.op('Mul', [y, y])])])),
+  Sigmoid: unary((b, g, _x, y) => b.op('Mul', [g, b.op('Mul', [y, b.op('Sub', [b.scalar(1, g), y])])])),
+  Erf: unary((b, g, x) => b.op('Mul', [g, b.op('Mul', [b.scalar(2 / Math.sqrt(Math.PI), g), b.op('Exp', [b.op('Neg', [b.op('Mul', [x, x])])])])])),
+  Relu: unary((b, g, x) => b.op('Mul', [g, b.op('CastLike', [b.op('Greater', [x, b.scalar(0, x)]), g])])),
+  Abs: unary((b, g, x) => b.op('Mul', [g, b.op('Sign', [x])])),
+  Sin: unary((b, g, x) => b.op('Mul', [g, b.op('Cos', [x])])),
+  Cos: unary((b, g, x) => b.op('Neg', [b.op('Mul', [g, b.op('Sin', [x])])])),
+  Softmax: unary((b, g, _x, y, n) => {
+    const axis = intAttr(n, 'axis', b.opset >= 13 ? -1 : 1);
+    if (b.opset < 13 && axis !== -1 && axis !== b.needRank(n, n.input![0]!) - 1) throw new NotDifferentiable(n, 'Softmax before opset 13 over several axes');
+    const gy = b.op('Mul', [g, y]);
+    return b.op('Sub', [gy, b.op('Mul', [y, b.reduce('ReduceSum', gy, [axis], true)])]);
+  }),
+  LogSoftmax: unary((b, g, _x, y, n) => {
+    const axis = intAttr(n, 'axis', b.opset >= 13 ? -1 : 1);
+    return b.op('Sub', [g, b.op('Mul', [b.op('Exp', [y]), b.reduce('ReduceSum', g, [axis], true)])]);
+  }),
+  MatMul: (b, n, [g], w) => {
+    const [x, y] = n.input as [string, string];
+    const rx = b.needRank(n, x);
+    const ry = b.needRank(n, y);
+    if (rx < 2 || ry < 2) throw new NotDifferentiable(n, 'MatMul with a 1-D operand');
+    return [
+      w[0] ? b.unbroadcast(b.op('MatMul', [g!, b.swapLast(y, ry)]), x) : null,
+      w[1] ? b.unbroadcast(b.op('MatMul', [b.swapLast(x, rx), g!]), y) : null,
+    ];
+  },
+  Gemm: (b, n, [g], w) => {
+    const [A, B, C] = n.input as [string, string, string | undefined];
+    const alpha = floatAttr(n, 'alpha', 1);
+    const beta = floatAttr(n, 'beta', 1);
+    const tA = intAttr(n, 'transA', 0);
+    const tB = intAttr(n, 'transB', 0);
+    const gA = !w[0] ? null : tA
+      ? b.op('Gemm', [B, g!], { alpha: { f: alpha }, transA: tB, transB: 1 })
+      : b.op('Gemm', [g!, B], { alpha: { f: alpha }, transB: tB ? 0 : 1 });
+    const gB = !w[1] ? null : tB
+      ? b.op('Gemm', [g!, A], { alpha: { f: alpha }, transA: 1, transB: tA })
+      : b.op('Gemm', [A, g!], { alpha: { f: alpha }, transA: tA ? 0 : 1 });
+    const gC = C && w[2] ? b.unbroadcast(beta === 1 ? g! : b.op('Mul', [g!, b.scalar(beta, g!)]), C) : null;
+    return [gA, gB, gC];
+  },
+  LayerNormalization: (b, n, gOut, w) => {
+    const g = gOut[0];
+    if (!g) throw new NotDifferentiable(n, 'gradient through the mean or inverse standard deviation outputs');
+    const [x, scale, bias] = n.input as [string, string, string | undefined];
+    const axis = intAttr(n, 'axis', -1);
+    const eps = floatAttr(n, 'epsilon', 1e-5);
+    let axes: number[];
+    if (axis < 0) axes = Array.from({ length: -axis }, (_, i) => axis + i);
+    else {
+      const r = b.needRank(n, x);
+      axes = Array.from({ length: r - axis }, (_, i) => axis + i);
+    }
+    const mean = b.reduce('ReduceMean', x, axes, true);
+    const xc = b.op('Sub', [x, mean]);
+    const variance = b.reduce('ReduceMean', b.op('Mul', [xc, xc]), axes, true);
+    const rstd = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [variance, b.scalar(eps, x)])])]);
+    const xhat = b.op('Mul', [xc, rstd]);
+    let gx: string | null = null;
+    if (w[0]) {
+      const gh = b.op('Mul', [g, scale]);
+      const m1 = b.reduce('ReduceMean', gh, axes, true);
+      const m2 = b.reduce('ReduceMean', b.op('Mul', [gh, xhat]), axes, true);
+      gx = b.op('Mul', [rstd, b.op('Sub', [b.op('Sub', [gh, m1]), b.op('Mul', [xhat, m2])])]);
+    }
+    const gs = w[1] ? b.unbroadcast(b.op('Mul', [g, xhat]), scale) : null;
+    const gb = bias && w[2] ? b.unbroadcast(g, bias) : null;
+    return [gx, gs, gb];
+  },
+  ReduceSum: (b, n, g) => reduceBack(b, n, g[0]!, false),
+  ReduceMean: (b, n, g) => reduceBack(b, n, g[0]!, true),
+  Reshape: reshapeBack,
+  Flatten: reshapeBack,
+  Squeeze: reshapeBack,
+  Unsqueeze: reshapeBack,
+  Transpose: (b, n, [g]) => {
+    const perm = intsAttr(n, 'perm');
+    if (!perm) return [b.op('Transpose', [g!])];
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => { inv[p] = i; });
+    return [b.op('Transpose', [g!], { perm: inv })];
+  },
+  Expand: (b, n, [g]) => [b.unbroadcast(g!, n.input![0]!), null],
+  Where: (b, n, [g], w) => {
+    const [c, x, y] = n.input as [string, string, string];
+    const z = b.scalar(0, g!);
+    return [null, w[1] ? b.unbroadcast(b.op('Where', [c, g!, z]), x) : null, w[2] ? b.unbroadcast(b.op('Where', [c, z, g!]), y) : null];
+  },
+  Gather: (b, n, [g], w) => {
+    if (!w[0]) return [null, null];
+    const [data, idx] = n.input as [string, string];
+    const r = b.needRank(n, data);
+    const q = b.needRank(n, idx);
+    let axis = intAttr(n, 'axis', 0);
+    if (axis < 0) axis += r;
+    const shape = b.op('Shape', [data]);
+    const dim = b.op('Gather', [shape, b.ints([axis])]);
+    const i64 = b.op('Cast', [idx], { to: 7 });
+    const norm = b.op('Where', [b.op('Less', [i64, b.em.constant('int64', [], [0])]), b.op('Add', [i64, b.op('Reshape', [dim, b.ints([])])]), i64]);
+    const ind = b.op('Unsqueeze', [norm, b.ints([-1])]);
+    // Move the gathered axis (data) / the index axes (g) to the front, scatter-add, move back.
+    const permD = [axis, ...Array.from({ length: r }, (_, i) => i).filter((i) => i !== axis)];
+    const permG = [...Array.from({ length: q }, (_, i) => axis + i), ...Array.from({ length: axis }, (_, i) => i), ...Array.from({ length: r - 1 - axis }, (_, i) => axis + q + i)];
+    const gT = permG.every((p, i) => p === i) ? g! : b.op('Transpose', [g!], { perm: permG });
+    const zeroT = b.op('CastLike', [b.op('ConstantOfShape', [b.op('Gather', [shape, b.ints(permD)])], { value: makeTensor('float32', [1], [0]) }), g!]);
+    const sc = b.op('ScatterND', [zeroT, ind, gT], { reduction: 'add' });
+    if (permD.every((p, i) => p === i)) return [sc, null];
+    const inv = new Array<number>(r);
+    permD.forEach((p, i) => { inv[p] = i; });
+    return [b.op('Transpose', [sc], { perm: inv }), null];
+  },
+  Slice: (b, n, [g], w) => {
+    if (!w[0]) return [null];
+    const [x, starts, ends, axesIn, stepsIn] = n.input as string[];
+    const st = starts ? b.constValue(starts) : undefined;
+    const steps = stepsIn ? b.constValue(stepsIn) : undefined;
+    if (steps && steps.some((s) => s !== 1)) throw new NotDifferentiable(n, 'Slice with a step other than 1');
+    if (stepsIn && !steps) throw new NotDifferentiable(n, 'Slice with steps computed at run time');
+    const k = st?.length ?? undefined;
+    const axesC = axesIn ? b.constValue(axesIn) : undefined;
+    if (axesIn && !axesC) throw new NotDifferentiable(n, 'Slice with axes computed at run time');
+    const r = b.needRank(n, x);
+    const count = k ?? axesC?.length;
+    if (count === undefined) throw new NotDifferentiable(n, 'Slice with starts computed at run time and no axes');
+    const axes = (axesC ?? Array.from({ length: count }, (_, i) => i)).map((a) => (a < 0 ? a + r : a));
+    // Clamp starts/ends to [0, dim] as Slice does (step 1), then pad the gradient back.
+    const shape = b.op('Shape', [x]);
+    const dims = b.op('Gather', [shape, b.ints(axes)]);
+    const zero = b.ints(Array(axes.length).fill(0));
+    const norm = (v: string): string => {
+      const v64 = b.op('Cast', [v], { to: 7 });
+      const wrapped = b.op('Where', [b.op('Less', [v64, zero]), b.op('Add', [v64, dims]), v64]);
+      return b.op('Min', [b.op('Max', [wrapped, zero]), dims]);
+    };
+    const s0 = norm(starts!);
+    const e0 = b.op('Max', [norm(ends!), s0]);
+    const before = b.op('ScatterElements', [b.ints(Array(r).fill(0)), b.ints(axes), s0]);
+    const after = b.op('ScatterElements', [b.ints(Array(r).fill(0)), b.ints(axes), b.op('Sub', [dims, e0])]);
+    const pads = b.op('Concat', [before, after], { axis: 0 });
+    return [b.op('Pad', [g!, pads]), null, null, null, null];
+  },
+  Concat: (b, n, [g], w) => {
+    const ins = n.input as string[];
+    const r = b.needRank(n, ins[0]!);
+    let axis = intAttr(n, 'axis', 0);
+    if (axis < 0) axis += r;
+    let start = b.ints([0]);
+    return ins.map((x, i) => {
+      const len = b.op('Gather', [b.op('Shape', [x]), b.ints([axis])]);
+      const end = b.op('Add', [start, len]);
+      const d = w[i] ? b.op('Slice', [g!, start, end, b.ints([axis])]) : null;
+      start = end;
+      return d;
+    });
+  },
+  Split: (b, n, gOut) => {
+    const x = n.input![0]!;
+    const r = b.needRank(n, x);
+    let axis = intAttr(n, 'axis', 0);
+    if (axis < 0) axis += r;
+    const parts = (n.output ?? []).map((o, i) => gOut[i] ?? b.zerosLike(o));
+    return [b.op('Concat', parts, { axis }), null];
+  },
+  ScatterND: (b, n, [g], w) => {
+    if (attrOf(n, 'reduction')?.s && new TextDecoder().decode(attrOf(n, 'reduction')!.s!) !== 'none') throw new NotDifferentiable(n, 'ScatterND with a reduction');
+    const [, idx, upd] = n.input as [string, string, string];
+    return [
+      w[0] ? b.op('ScatterND', [g!, idx, b.zerosLike(upd)]) : null,
+      null,
+      w[2] ? b.op('GatherND', [g!, idx]) : null,
+    ];
+  },
+  ScatterElements: (b, n, [g], w) => {
+    if (attrOf(n, 'reduction')?.s && new TextDecoder().decode(attrOf(n, 'reduction')!.s!) !== 'none') throw new NotDifferentiable(n, 'ScatterElements with a reduction');
+    const [, idx, upd] = n.input as [string, string, string];
+    const axis = intAttr(n, 'axis', 0);
+    return [
+      w[0] ? b.op('ScatterElements', [g!, idx, b.zerosLike(upd)], { axis }) : null,
+      null,
+      w[2] ? b.op('GatherElements', [g!, idx], { axis }) : null,
+    ];
+  },
+};
+
+function reduceBack(b: GradBuilder, n: NodeProto, g: string, mean: boolean): (string | null)[] {
+  const x = n.input![0]!;
+  const keep = intAttr(n, 'keepdims', 1);
+  let axes = intsAttr(n, 'axes') ?? (n.input![1] ? b.constValue(n.input![1]) : undefined);
+  if (n.input![1] && !axes) throw new NotDifferentiable(n, 'a reduction over axes computed at run time');
+  const shape = b.op('Shape', [x]);
+  let gk = g;
+  if (!keep && axes && axes.length) {
+    const r = b.needRank(n, x);
+    axes = axes.map((a) => (a < 0 ? a + r : a)).sort((p, q) => p - q);
+    gk = b.op('Unsqueeze', [g, b.ints(axes)]);
+  }
+  let d = b.op('Expand', [gk, shape]);
+  if (mean) {
+    const ratio = b.op('Div', [b.op('Size', [x]), b.op('Size', [n.output![0]!])]);
+    d = b.op('Div', [d, b.op('CastLike', [ratio, g])]);
+  }
+  return [d, null];
+}

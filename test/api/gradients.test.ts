@@ -1,0 +1,129 @@
+/**
+ * `grad(Y, X)` against PyTorch: reference.json `gradients` (d logit[answer] at the last
+ * position / d each block output, and the attribution Σ_d (h_source − h_clean) · grad per
+ * position) on both gpt2-facts exports within 1e-4, through the TS API and `.nns` (the CLI,
+ * a batched trace whose gradient rows are the clean invoke's). Also: gradients through a
+ * `set` and with respect to an op value agree with finite differences of the real model
+ * (float32, so a loose tolerance); a path through an op without a derivative is the located
+ * error `not-differentiable` naming the op and its module.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LanguageModel, grad, type ModelRef, type TensorProxy } from '../../src/index.js';
+import { EXPORTS, ROOT, refCase, expectClose } from '../helpers/reference.js';
+
+const BIN = path.join(ROOT, 'bin', 'nns.mjs');
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-grad-'));
+
+function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
+  });
+}
+
+interface GradExpect { grads: Record<string, { shape: number[]; values: number[] }>; attribution: number[][] }
+
+describe.each(EXPORTS)('grad on the $name export', ({ name, path: modelPath }) => {
+  let model: LanguageModel;
+  beforeAll(async () => {
+    model = await LanguageModel.load(modelPath);
+  }, 60_000);
+  afterAll(async () => model?.dispose());
+
+  it('TS API: per-block gradients and attribution equal reference.json gradients', async () => {
+    const c = refCase('gradients');
+    const e = c.expect as GradExpect;
+    const blocks = Object.keys(e.grads).length;
+    const { saves } = await model.trace((tr) => {
+      const src: TensorProxy[] = [];
+      tr.invoke(c.source_ids!, (m) => { for (let l = 0; l < blocks; l++) src.push(m.transformer.h[l]!.output); });
+      tr.invoke(c.input_ids as number[], (m) => {
+        const y = m.output.logits.at(0, -1, c.answer_id!);
+        for (let l = 0; l < blocks; l++) {
+          const h = m.transformer.h[l]!.output;
+          const g = grad(y, h).save(`g${l}`);
+          src[l]!.sub(h).mul(g).sum(-1).save(`a${l}`);
+        }
+      });
+    });
+    for (let l = 0; l < blocks; l++) {
+      const want = e.grads[`transformer.h.${l}`]!;
+      expect(saves[`g${l}`]!.shape).toEqual(want.shape);
+      expectClose(saves[`g${l}`]!.data as Float32Array, want.values, 1e-4, `grad h.${l}`);
+      expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+    }
+  });
+
+  it('.nns: the same in one batched script', async () => {
+    const c = refCase('gradients');
+    const e = c.expect as GradExpect;
+    const out = path.join(TMP, `grad.${name}.json`);
+    const r = await nns(['run', path.join(ROOT, 'test', 'scripts', 'grad', 'gradients.nns'), '--model', modelPath, '--out', out]);
+    expect(r.code, r.err).toBe(0);
+    const saved = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { shape: number[]; data: number[] }>;
+    for (let l = 0; l < 4; l++) {
+      const want = e.grads[`transformer.h.${l}`]!;
+      expect(saved[`g.${l}`]!.shape).toEqual(want.shape);
+      expectClose(saved[`g.${l}`]!.data, want.values, 1e-4, `grad h.${l}`);
+      expectClose(saved[`a${l}`]!.data, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+    }
+  }, 60_000);
+
+  it('gradients with respect to an op value, through a set, match finite differences of the model', async () => {
+    const c = refCase('gradients');
+    const ids = c.input_ids as number[];
+    const delta = 0.05;
+    // Y = logit[answer] with block 2's MLP output scaled by 0.5 (a set after X); X = block 1's attention probabilities.
+    const body = (bump?: { i: number; j: number; k: number; h: number }) => (m: ModelRef): void => {
+      const sm = m.transformer.h[1]!.attn.op('Softmax');
+      if (bump) sm.output.at(0, bump.i, bump.j, bump.k).set(sm.output.at(0, bump.i, bump.j, bump.k).add(bump.h));
+      m.transformer.h[2]!.mlp.output = m.transformer.h[2]!.mlp.output.mul(0.5);
+      const y = m.output.logits.at(0, -1, c.answer_id!).save('y');
+      if (!bump) grad(y, sm.output).save('g');
+    };
+    const { saves } = await model.trace(ids, body());
+    const g = saves.g!;
+    expect(g.shape).toEqual([1, 4, ids.length, ids.length]);
+    const T = ids.length;
+    for (const [i, j, k] of [[0, T - 1, 2], [3, T - 1, T - 1], [2, 5, 1]] as const) {
+      const plus = (await model.trace(ids, body({ i, j, k, h: delta }))).saves.y!.data[0] as number;
+      const minus = (await model.trace(ids, body({ i, j, k, h: -delta }))).saves.y!.data[0] as number;
+      const fd = (plus - minus) / (2 * delta);
+      const an = (g.data as Float32Array)[((0 * 4 + i) * T + j) * T + k]!;
+      expect(Math.abs(an - fd), `d y / d probs[0, ${i}, ${j}, ${k}]: analytic ${an}, finite differences ${fd}`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(fd)));
+    }
+  }, 60_000);
+});
+
+describe('grad errors', () => {
+  it('a path through an op without a derivative is not-differentiable, naming the op and module; Y of several elements is bad-grad', async () => {
+    const script = path.join(TMP, 'bad.nns');
+    fs.writeFileSync(script, [
+      'trace "The Eiffel Tower is in the city of" {',
+      '  y = max(model.output.logits[0, -1, :], 0)',
+      '  g = grad(y, model.transformer.h[3].output).save()',
+      '  z = grad(model.output.logits, model.transformer.h[3].output).save()',
+      '}', ''].join('\n'));
+    const r = await nns(['run', script, '--model', EXPORTS[0].path]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/bad\.nns:4:7: error\[bad-grad\]: grad\(Y, X\) needs Y with exactly one element, but Y is float32\[1, sequence, 874\]/);
+    expect(r.err).not.toMatch(/^\s+at /m);
+    fs.writeFileSync(script, [
+      'trace "The Eiffel Tower is in the city of" {',
+      '  y = max(model.output.logits[0, -1, :], 0)',
+      '  g = grad(y, model.transformer.h[3].output).save()',
+      '}', ''].join('\n'));
+    const r2 = await nns(['run', script, '--model', EXPORTS[0].path]);
+    expect(r2.code).toBe(1);
+    expect(r2.err).toMatch(/bad\.nns:3:7: error\[not-differentiable\]: cannot differentiate through ReduceMax node '\/nns\.max\/ReduceMax' of the script's own computation: no derivative rule for ReduceMax/);
+    expect(r2.err).not.toMatch(/^\s+at /m);
+  }, 60_000);
+});
