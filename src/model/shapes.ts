@@ -219,8 +219,19 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   // Operation pseudo-modules (`MODULE.op("TYPE", N)`) can name any node output: type them all.
   const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
   const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
-  const missing = [...new Set([...boundary.map((v) => v.name), ...extra].filter((n) => !complete(known.get(n)) && !never.has(n)))];
-  for (const [n, sig] of await probeTypes(model, missing, probe)) known.set(n, sig);
+  const untyped = (names: readonly string[]): string[] => [...new Set(names.filter((n) => !complete(known.get(n)) && !never.has(n)))];
+  for (const [n, sig] of await probeTypes(model, untyped(boundary.map((v) => v.name)), probe)) known.set(n, sig);
+  // Operation values are typed best-effort: a node output onnxruntime cannot fetch (an undeclared
+  // sequence) or a graph it can validate but not run at probe sizes must not make a valid model
+  // unopenable; such values stay untyped (their `.op()` reads then have unknown shapes).
+  const opMissing = untyped(extra);
+  if (opMissing.length > 0) {
+    try {
+      for (const [n, sig] of await probeTypes(model, opMissing, probe)) known.set(n, sig);
+    } catch {
+      /* best effort: see above */
+    }
+  }
   if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
