@@ -220,18 +220,20 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
   const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
   const untyped = (names: readonly string[]): string[] => [...new Set(names.filter((n) => !complete(known.get(n)) && !never.has(n)))];
-  for (const [n, sig] of await probeTypes(model, untyped(boundary.map((v) => v.name)), probe)) known.set(n, sig);
-  // Operation values are typed best-effort: a node output onnxruntime cannot fetch (an undeclared
-  // sequence) or a graph it can validate but not run at probe sizes must not make a valid model
-  // unopenable; such values stay untyped (their `.op()` reads then have unknown shapes).
-  const opMissing = untyped(extra);
-  if (opMissing.length > 0) {
-    try {
-      for (const [n, sig] of await probeTypes(model, opMissing, probe)) known.set(n, sig);
-    } catch {
-      /* best effort: see above */
-    }
+  const boundaryMissing = untyped(boundary.map((v) => v.name));
+  const allMissing = untyped([...boundaryMissing, ...extra]);
+  // Operation values are typed best-effort: one probe for everything; when a node output
+  // onnxruntime cannot fetch (an undeclared sequence) or run at probe sizes makes it fail, the
+  // probe runs again for the module boundaries alone (whose failure is the model's error) and
+  // the operation values stay untyped.
+  let probed: Map<string, TensorSig>;
+  try {
+    probed = await probeTypes(model, allMissing, probe);
+  } catch (e) {
+    if (allMissing.length === boundaryMissing.length) throw e;
+    probed = await probeTypes(model, boundaryMissing, probe);
   }
+  for (const [n, sig] of probed) known.set(n, sig);
   if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);
   for (const v of boundary) {
     const sig = known.get(v.name);
