@@ -336,7 +336,7 @@ class TraceLowerer {
     this.saveSet.add(full);
     const row = this.b.graph.scopes[this.b.scope]!.rowStart;
     if (this.gen!.step === 0) this.generatorSaves.push({ name: full, row, span });
-    if (name !== 'model.generator.output') env.bind(name, { kind: 'poison', span });
+    // The name is not bound: the sequence exists only after the generation (a use is an undefined-name error).
   }
 
   /** `step S { ... }` / `step A..B { ... }`: lowered only when the step being built is in range. */

@@ -55,7 +55,15 @@ export function checkGenerate(gen: GenerateStmt, opts: LowerOptions & { maxPosit
       for (const n of l.saves) if (!saves.includes(n)) saves.push(n);
     }
   } else all.push(...first.errors.filter((e) => e.code !== 'bad-step'));
-  return { settings, prompts, generatorSaves: first.generatorSaves, saves, errors: sortErrors(all) };
+  // Every step reports the same error again (with suggestions from its own names): keep the first per place.
+  const seen = new Set<string>();
+  const once = all.filter((e) => {
+    const k = `${e.code}@${e.span?.offset ?? -1}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+  return { settings, prompts, generatorSaves: first.generatorSaves, saves, errors: sortErrors(once) };
 }
 
 /**

@@ -219,17 +219,19 @@ export async function inferBoundaryTypes(model: ModelProto, tree: ModuleTree, pr
   // Operation pseudo-modules (`MODULE.op("TYPE", N)`) can name any node output: type them all.
   const opSigs = tree.modules instanceof ModuleMap ? tree.modules.sigs : undefined;
   const extra = opSigs ? (tree.modules as ModuleMap).nodeOutputs() : [];
-  const untyped = (n: string): boolean => !complete(known.get(n)) && !never.has(n);
-  const missing = [...new Set(boundary.map((v) => v.name).filter(untyped))];
-  const missingOps = [...new Set(extra.filter((n) => untyped(n) && !missing.includes(n)))];
+  const untyped = (names: readonly string[]): string[] => [...new Set(names.filter((n) => !complete(known.get(n)) && !never.has(n)))];
+  const boundaryMissing = untyped(boundary.map((v) => v.name));
+  const allMissing = untyped([...boundaryMissing, ...extra]);
+  // Operation values are typed best-effort: one probe for everything; when a node output
+  // onnxruntime cannot fetch (an undeclared sequence) or run at probe sizes makes it fail, the
+  // probe runs again for the module boundaries alone (whose failure is the model's error) and
+  // the operation values stay untyped.
   let probed: Map<string, TensorSig>;
   try {
-    probed = await probeTypes(model, [...missing, ...missingOps], probe);
+    probed = await probeTypes(model, allMissing, probe);
   } catch (e) {
-    // Some node output cannot be fetched (a sequence) or some node cannot run in onnxruntime:
-    // module boundaries must still be typed (this throws as before); op pseudo-modules stay untyped.
-    if (missingOps.length === 0) throw e;
-    probed = await probeTypes(model, missing, probe);
+    if (allMissing.length === boundaryMissing.length) throw e;
+    probed = await probeTypes(model, boundaryMissing, probe);
   }
   for (const [n, sig] of probed) known.set(n, sig);
   if (opSigs) for (const [n, sig] of known) opSigs.set(n, sig);

@@ -200,13 +200,40 @@ export class OnnxGraphView {
     for (const e of this.dependencies().edges()) reversed.setEdge(e.w, e.v);
     const at = new Map(nodes.map((n, i) => [n, String(i)]));
     const starts = [...new Set(roots.map((r) => this.producers.get(r)).filter((p): p is NodeProto => !!p && at.has(p)).map((p) => at.get(p)!))];
-    return new Set(starts.length ? alg.preorder(reversed, starts).map((i) => nodes[Number(i)]!) : []);
+    // Iterative (graphlib's preorder recurses once per node of a chain, and a script can chain thousands).
+    const seen = new Set<string>();
+    const stack = [...starts];
+    while (stack.length > 0) {
+      const v = stack.pop()!;
+      if (seen.has(v)) continue;
+      seen.add(v);
+      for (const w of reversed.successors(v) ?? []) if (!seen.has(w)) stack.push(w);
+    }
+    return new Set([...seen].map((i) => nodes[Number(i)]!));
   }
 
   /** Nodes on a dependency cycle (graphlib findCycles); empty when the graph is acyclic. */
   cyclic(): NodeProto[] {
     const nodes = this.graph.node ?? [];
-    return alg.findCycles(this.dependencies()).flat().map(Number).sort((a, b) => a - b).map((i) => nodes[i]!);
+    const deps = this.dependencies();
+    // Peel off every node that is not on or behind a cycle first (iteratively: graphlib's
+    // findCycles recurses once per node of a chain); an acyclic graph ends here.
+    const indeg = new Map(deps.nodes().map((v) => [v, deps.predecessors(v)?.length ?? 0]));
+    const ready = [...indeg].filter(([, d]) => d === 0).map(([v]) => v);
+    while (ready.length > 0) {
+      const v = ready.pop()!;
+      indeg.delete(v);
+      for (const w of deps.successors(v) ?? []) {
+        const d = indeg.get(w)! - 1;
+        indeg.set(w, d);
+        if (d === 0) ready.push(w);
+      }
+    }
+    if (indeg.size === 0) return [];
+    const rest = new Digraph();
+    for (const v of indeg.keys()) rest.setNode(v);
+    for (const e of deps.edges()) if (indeg.has(e.v) && indeg.has(e.w)) rest.setEdge(e.v, e.w);
+    return alg.findCycles(rest).flat().map(Number).sort((a, b) => a - b).map((i) => nodes[i]!);
   }
 }
 
