@@ -7,27 +7,16 @@
  * (float32, so a loose tolerance); a path through an op without a derivative is the located
  * error `not-differentiable` naming the op and its module.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, grad, type ModelRef, type TensorProxy } from '../../src/index.js';
 import { EXPORTS, ROOT, refCase, expectClose } from '../helpers/reference.js';
+import { nns } from '../helpers/cli.js';
 
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-grad-'));
 
-function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
 
 interface GradExpect { grads: Record<string, { shape: number[]; values: number[] }>; attribution: number[][] }
 

@@ -4,27 +4,16 @@
  * Ground truth: reference.json `attention_probs` (PyTorch's softmax attention weights of
  * block 1) and `clean_logits` (a set that writes back the value it read changes nothing).
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import { EXPORTS, ROOT, refCase, expectClose } from '../helpers/reference.js';
+import { nns } from '../helpers/cli.js';
 
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-ops-'));
 
-function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
 
 describe.each(EXPORTS)('op() on the $name export', ({ name, path: modelPath }) => {
   let model: LanguageModel;

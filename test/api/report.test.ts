@@ -7,7 +7,7 @@
  * (skipped when Debian's `chromium` is not installed), shows every plot; the screenshot
  * is docs/report.png.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,21 +15,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { groupFamilies, loopIndexNames, type FamilyJSON, type PromptInfo } from '../../src/report/families.js';
 import type { Tensor } from '../../src/tensor.js';
 import { ROOT, refCase } from '../helpers/reference.js';
+import { nns } from '../helpers/cli.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-report-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 
-function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
 
 type Out = Record<string, unknown> & { $families: Record<string, FamilyJSON>; $prompts: PromptInfo[] };
 
