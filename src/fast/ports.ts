@@ -27,9 +27,11 @@ import type { ModelProto, NodeProto } from '../onnx/proto.js';
 import { OnnxGraphView } from '../onnx/view.js';
 import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
+import { pruneGraph } from '../../passes/prune.js';
+import { cutTail, findTail, type TailModule } from './tail.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 2;
+export const PORTS_FORMAT = 3;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -71,6 +73,12 @@ export interface PortedModel {
   outputUpstream: ReadonlyMap<string, ReadonlySet<number>>;
   /** The rewritten proto (kept for tests and inspection). */
   proto: ModelProto;
+  /**
+   * The model's tail module (src/fast/tail.ts), when it was left out of the instrumented
+   * model: `fetch` is the graph output to fetch instead of the tail's outputs (the tail
+   * input after the ports), which the executor computes on the tail's module model.
+   */
+  tail?: TailModule & { fetch: string };
 }
 
 /** `path#kind`, the key of {@link PortedModel.byKey}. */
@@ -193,8 +201,16 @@ export const portedPipeline: readonly Pass[] = [...defaultPipeline, portOutputsP
 
 const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 
+/** Options of {@link buildPortedModel}. */
+export interface PortedOptions {
+  /** Leave the model's tail module (lm_head) out and compute it on demand (default true). */
+  cutTail?: boolean;
+}
+
+const ELEM_FLOAT = 1;
+
 /** Builds (or reuses, when written before) the instrumented model for `specs`. */
-export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = choosePorts(mc.tree)): PortedModel {
+export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = choosePorts(mc.tree), opts: PortedOptions = {}): PortedModel {
   const specs = spliceOrder(mc.tree, given);
   const b = new Builder({ file: '<ports>', tree: mc.tree });
   const read = (s: PortSpec): ReturnType<Builder['moduleOutput']> => (s.kind === 'output' ? b.moduleOutput(s.path, 0, SPAN) : b.moduleInput(s.path, 0, SPAN));
@@ -234,7 +250,22 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
     };
   });
   const outputUpstream = new Map(mc.tree.graphOutputs.map((o) => [o.name, deps.get(o.name) ?? new Set<number>()]));
-  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${PORTS_FORMAT}`).digest('hex').slice(0, 24);
+  // The tail (lm_head) leaves the instrumented model: its outputs are computed on demand.
+  let tail: PortedModel['tail'];
+  const t = opts.cutTail === false ? null : findTail(mc);
+  if (t && !('reject' in t)) {
+    const all = mc.loaded.proto.graph!.node ?? [];
+    const names = new Set(mc.tree.modules.get(t.path)!.nodes.map((i) => all[i]!.name ?? ''));
+    const sig = mc.tree.modules.get(t.path)!.inputs[0]!.sig!;
+    if (!names.has('')) {
+      const fetch = cutTail(g, t, names, { elemType: ELEM_FLOAT, dims: sig.shape!.map((d) => (typeof d === 'number' ? d : String(d))) });
+      if (fetch) {
+        pruneGraph(g);
+        tail = { ...t, fetch };
+      }
+    }
+  }
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}` : 'whole'}|${PORTS_FORMAT}`).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
-  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model };
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model, ...(tail ? { tail } : {}) };
 }
