@@ -1,0 +1,20 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { pssMb } from './bench/measure.js';
+const [graph, mode, prepack, extra] = process.argv.slice(2);
+const session: Record<string, string> = { disable_prepacking: prepack === '1' ? '0' : '1' };
+if (extra) for (const kv of extra.split(',')) { const [k, v] = kv.split('='); session[k!] = v!; }
+if (mode === 'bytes') session.model_external_initializers_file_folder_path = path.dirname(graph!);
+const p0 = pssMb()!;
+const t0 = performance.now();
+const s = await ort.InferenceSession.create(mode === 'bytes' ? fs.readFileSync(graph!) : graph!, { extra: { session } });
+const t1 = performance.now();
+const p1 = pssMb()!;
+const T = 128;
+const feeds: Record<string, ort.Tensor> = {};
+for (const n of s.inputNames) feeds[n] = new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => n === 'attention_mask' ? 1n : BigInt(i)), [1, T]);
+await s.run(feeds);
+const p2 = pssMb()!;
+const f = (p: any) => `${p.pss.toFixed(0)} (anon ${p.anon.toFixed(0)} file ${p.file.toFixed(0)})`;
+console.log(`${mode} prepack=${prepack} ${extra ?? ''}: create ${(t1 - t0).toFixed(0)} ms; before ${f(p0)} after create ${f(p1)} after run ${f(p2)}`);
