@@ -35,8 +35,10 @@ export interface CommandSpec {
 /** Parsed arguments of one command. */
 export interface ParsedArgs {
   positionals: string[];
-  /** Flag values by long name (`true` for value-less flags). */
+  /** Flag values by long name (`true` for value-less flags); the last one when a flag is repeated. */
   flags: Map<string, string | true>;
+  /** Every value of each value flag, in order (`--model a=x --model b=y`). */
+  lists: Map<string, string[]>;
 }
 
 /** The usage line of a command: `nns run SCRIPT [--model PATH] ...`. */
@@ -66,6 +68,7 @@ export function commandHelp(c: CommandSpec): string {
 export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArgs {
   const positionals: string[] = [];
   const flags = new Map<string, string | true>();
+  const lists = new Map<string, string[]>();
   const usage = [`usage: ${usageLine(spec)}`, `see: nns ${spec.name} --help`];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -91,8 +94,9 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
     else v = argv[++i];
     if (v === undefined || v === '') throw usageError('missing-value', `option '--${f.name}' needs a value (${f.placeholder ?? 'VALUE'})`, usage);
     flags.set(f.name, v);
+    lists.set(f.name, [...(lists.get(f.name) ?? []), v]);
   }
-  if (flags.has('help')) return { positionals, flags };
+  if (flags.has('help')) return { positionals, flags, lists };
   if (positionals.length < spec.positionals.length) {
     throw usageError('missing-argument', `'nns ${spec.name}' needs ${spec.positionals.slice(positionals.length).join(' ')}`, usage);
   }
@@ -100,5 +104,5 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
   if (positionals.length > most) {
     throw usageError('extra-argument', `unexpected argument '${positionals[most]}' for 'nns ${spec.name}'`, usage);
   }
-  return { positionals, flags };
+  return { positionals, flags, lists };
 }
