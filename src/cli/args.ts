@@ -16,6 +16,8 @@ export interface FlagSpec {
   /** Value placeholder and description for help. */
   help: string;
   placeholder?: string;
+  /** The flag may be given several times (`--param a=A --param b=B`); every value is kept in `ParsedArgs.lists`. */
+  repeat?: boolean;
 }
 
 /** A command: its positionals, flags and help text. */
@@ -35,9 +37,9 @@ export interface CommandSpec {
 /** Parsed arguments of one command. */
 export interface ParsedArgs {
   positionals: string[];
-  /** Flag values by long name (`true` for value-less flags); the last one when a flag is repeated. */
+  /** Flag values by long name (`true` for value-less flags); the last one of a repeated flag. */
   flags: Map<string, string | true>;
-  /** Every value of each value flag, in order (`--model a=x --model b=y`). */
+  /** Every value of each repeatable flag, in order. */
   lists: Map<string, string[]>;
 }
 
@@ -94,7 +96,7 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
     else v = argv[++i];
     if (v === undefined || v === '') throw usageError('missing-value', `option '--${f.name}' needs a value (${f.placeholder ?? 'VALUE'})`, usage);
     flags.set(f.name, v);
-    lists.set(f.name, [...(lists.get(f.name) ?? []), v]);
+    if (f.repeat) lists.set(f.name, [...(lists.get(f.name) ?? []), v]);
   }
   if (flags.has('help')) return { positionals, flags, lists };
   if (positionals.length < spec.positionals.length) {

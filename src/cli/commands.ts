@@ -18,7 +18,9 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['run', {
     name: 'run',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE', help: 'also write the saved values: FILE.json as {NAME: {dtype, shape, data}, $families, $prompts}, FILE.safetensors as safetensors (the saves; any size, streamed)' }, plot, html, { name: 'remote', value: true, placeholder: 'URL', help: 'run on an nns serve at URL; --model NAME is then the served model\'s name (API key: NNS_API_KEY)' }, printIr, printAfter, progress, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE', help: 'also write the saved values: FILE.json as {NAME: {dtype, shape, data}, $families, $prompts}, FILE.safetensors as safetensors (the saves; any size, streamed)' },
+      { name: 'param', value: true, repeat: true, placeholder: 'NAME=FILE.json', help: "the value of the script's `param NAME: ...` (repeat per param): a JSON tensor {dtype, shape, data}, or an --out file holding NAME" },
+      plot, html, { name: 'remote', value: true, placeholder: 'URL', help: 'run on an nns serve at URL; --model NAME is then the served model\'s name (API key: NNS_API_KEY)' }, printIr, printAfter, progress, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
@@ -94,7 +96,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
     name: 'serve',
     positionals: [],
     flags: [
-      { name: 'model', value: true, placeholder: 'NAME=PATH', help: 'serve the model folder or .onnx file PATH as NAME (repeatable)' },
+      { name: 'model', value: true, repeat: true, placeholder: 'NAME=PATH', help: 'serve the model folder or .onnx file PATH as NAME (repeatable)' },
       { name: 'port', value: true, placeholder: 'N', help: 'port to listen on (default 8000; 0 picks a free one)' },
       { name: 'host', value: true, placeholder: 'H', help: 'address to listen on (default 127.0.0.1)' },
       { name: 'keys', value: true, placeholder: 'FILE', help: 'API keys, one per line; every request then needs Authorization: Bearer KEY' },

@@ -214,6 +214,19 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
   };
+  if (cmd.name === 'run') {
+    // Read every --param file before the model opens: a bad one stops the run before anything runs.
+    const { parseParamFlag, readParamFile } = await import('./params.js');
+    const params = new Map<string, import('../tensor.js').Tensor>();
+    const files = new Map<string, string>();
+    for (const v of a.lists.get('param') ?? []) {
+      const { name, file } = parseParamFlag(v);
+      if (params.has(name)) throw usageError('unknown-param', `--param ${name} is given twice`);
+      params.set(name, readParamFile(name, file, io.cwd));
+      files.set(name, file);
+    }
+    Object.assign(job, { params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}` });
+  }
   if (cmd.name === 'check') {
     await run.checkScript(job);
     io.out(`${script.file}: ok`);
@@ -222,11 +235,13 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   if (!modelPath) throw usageError('no-model', 'no model: add model "PATH" to the script or pass --model PATH');
   if (cmd.name === 'compile') {
     const files = await run.compileScript(job, outAbs!);
+    const { paramDecls } = await import('../../grammar/script.js');
+    const declared = new Set(paramDecls(script.ast).decls.map((d) => d.name));
     for (const [i, f] of files.entries()) {
       const shown = run.compiledPath(out!, i + 1);
       const about = [
         ...(files.length > 1 && f.trace ? [`trace ${f.trace.index} at ${script.file}:${f.trace.line}:${f.trace.col}`] : []),
-        ...(f.hostInputs.size ? [`inputs ${[...f.hostInputs].map(([k, v]) => (k === v ? k : `${v} (save '${k}' of an earlier trace)`)).join(', ')}`] : []),
+        ...(f.hostInputs.size ? [`inputs ${[...f.hostInputs].map(([k, v]) => (k === v ? k : `${v} (${declared.has(k) ? 'param' : 'save'} '${k}'${declared.has(k) ? '' : ' of an earlier trace'})`)).join(', ')}`] : []),
         ...(f.weights.length ? [`weights: ${f.weights.map((w) => `${w.location}, ${w.how}`).join('; ')}`] : []),
       ];
       io.out(`wrote ${shown}${about.length ? ` (${about.join('; ')})` : ''}`);
@@ -259,10 +274,21 @@ async function runRemote(a: ParsedArgs, io: CliIO, script: Loaded, url: string, 
   }
   const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined;
   const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
+  const { parseParamFlag, readParamFile } = await import('./params.js');
+  const params = new Map<string, import('../tensor.js').Tensor>();
+  const files = new Map<string, string>();
+  for (const v of a.lists.get('param') ?? []) {
+    const { name: p, file } = parseParamFlag(v);
+    if (params.has(p)) throw usageError('unknown-param', `--param ${p} is given twice`);
+    params.set(p, readParamFile(p, file, io.cwd));
+    files.set(p, file);
+  }
   const { runScriptRemote } = await import('../remote/run.js');
   const cmd = COMMANDS.get('run')!;
   const apiKey = io.env.NNS_API_KEY;
-  const { results, decoder, prompts } = await runScriptRemote({ file: script.file, ast: script.ast, onProgress: progressOf(a, io, cmd) }, url, name, apiKey ? { apiKey } : {});
+  const { results, decoder, prompts } = await runScriptRemote({
+    file: script.file, ast: script.ast, onProgress: progressOf(a, io, cmd), params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}`,
+  }, url, name, apiKey ? { apiKey } : {});
   const { buildReport } = await import('../report/report.js');
   const { loopIndexNames } = await import('../report/families.js');
   const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);

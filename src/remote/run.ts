@@ -9,7 +9,7 @@
  */
 import type { GenerateStmt, Script, TraceStmt } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
-import { checkTopLevel, runnables } from '../../grammar/script.js';
+import { bindParams, checkTopLevel, paramDecls, runnables } from '../../grammar/script.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import type { ProgressCallback } from '../progress.js';
@@ -25,6 +25,10 @@ export interface RemoteScriptJob {
   ast: Script;
   /** Progress of each trace on the server. */
   onProgress?: ProgressCallback;
+  /** Values of the script's `param`s (`--param NAME=FILE`). */
+  params?: ReadonlyMap<string, Tensor>;
+  /** Where a param's value came from, for messages (default `--param NAME`). */
+  paramSource?: (name: string) => string;
 }
 
 /** What {@link runScriptRemote} returns (the fields of a local run's output that printing and `--out` use). */
@@ -45,6 +49,9 @@ function tokenizeWith(m: ClientModel): (text: string) => number[] {
 export async function runScriptRemote(job: RemoteScriptJob, url: string, model: string, opts: RemoteOptions = {}): Promise<RemoteRunOutput> {
   const top = checkTopLevel(job.ast);
   if (top.length) throw new NnsErrors(top);
+  const bound = bindParams(paramDecls(job.ast).decls, job.params ?? new Map(), job.paramSource ?? ((n) => `--param ${n}`));
+  if (bound.errors.length) throw new NnsErrors(bound.errors);
+  const params = bound.values;
   const client = new RemoteClient(url, opts);
   const m = await client.model(model);
   const gens = runnables(job.ast).filter((t): t is GenerateStmt => t.kind === 'Generate');
@@ -52,8 +59,10 @@ export async function runScriptRemote(job: RemoteScriptJob, url: string, model: 
   const results = new Map<string, Tensor>();
   const prompts: PromptInfo[] = [];
   const tok = m.tokenizer;
+  // Params are host values of every trace (never printed or written: they are not saves).
+  const hostValues = (): Map<string, Tensor> => new Map([...params, ...results]);
   for (const t of runnables(job.ast) as TraceStmt[]) {
-    const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
+    const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(m), host, tree: m.tree, vocabSize: vocabSizeOf(m.config) });
     if (lowered.errors.length) throw new NnsErrors(lowered.errors);
     const seen = new Map<string, PromptInfo>();
@@ -66,7 +75,7 @@ export async function runScriptRemote(job: RemoteScriptJob, url: string, model: 
       seen.set(key, info);
       prompts.push(info);
     }
-    const out = await client.run(model, lowered.graph, results, job.onProgress);
+    const out = await client.run(model, lowered.graph, hostValues(), job.onProgress);
     for (const [k, v] of out) results.set(k, v);
   }
   const vocab = Number(m.config?.vocab_size);
