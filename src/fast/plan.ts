@@ -37,9 +37,10 @@ export interface ReadBinding {
   rowEnd: number;
   /**
    * A model output the instrumented model does not compute (its tail, src/fast/tail.ts):
-   * `fetch` is the tail's input, and the value is output `output` of module `path` applied to it.
+   * `fetch` is the tail's input, and the value is output `output` (graph output `name`) of
+   * module `path` applied to it.
    */
-  tail?: { path: string; output: number };
+  tail?: { path: string; output: number; name: string };
 }
 
 /** One `set`, as port feeds. */
@@ -191,7 +192,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
       const name = n.attrs.name ?? tree.graphOutputs[0]?.name;
       if (!name || !ported.outputUpstream.has(name)) throw new Reject(`no graph output ${name}`);
       const t = ported.tail?.outputs.get(name);
-      const tail = t === undefined ? {} : { fetch: ported.tail!.fetch, tail: { path: ported.tail!.path, output: t } };
+      const tail = t === undefined ? {} : { fetch: ported.tail!.fetch, tail: { path: ported.tail!.path, output: t, name } };
       reads.set(n.result, { fetch: name, rowStart: r0, rowEnd: r1, port: null, post: true, upstream: ported.outputUpstream.get(name)!, ...tail });
       continue;
     }
