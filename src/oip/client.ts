@@ -82,6 +82,8 @@ export class OipClient {
     try {
       const j = JSON.parse(text) as { error?: unknown };
       if (typeof j.error === 'string') msg = j.error;
+      // nns serve's own errors (e.g. a missing API key) are {error: {code, message}}
+      else if (j.error && typeof (j.error as { message?: unknown }).message === 'string') msg = (j.error as { message: string }).message;
     } catch {
       // not JSON: the text itself
     }

@@ -28,12 +28,9 @@ import { encodeBody, HEADER_LENGTH, OIP_DATATYPE, OipFormatError, readTensors, s
 /** What the OIP endpoints need of the server: its models, and a bounded body reader. */
 export interface OipRouteContext {
   registry: { names(): string[]; get(name: string): { readonly name: string; context(): Promise<ModelContext> } | undefined };
-  /** Reads the request body (bounded; over the limit it throws an error with `status` 413). */
+  /** Reads the request body, bounded by the server's request limit (over it, throws an error with `status` 413). */
   readBody(maxBytes?: number): Promise<Buffer>;
 }
-
-/** The largest infer request body accepted (256 MiB: port feeds of a big batch are large). */
-export const OIP_MAX_BODY = 256 * 2 ** 20;
 
 class OipHttpError extends Error {
   constructor(readonly status: number, message: string) {
@@ -128,7 +125,7 @@ async function runModel(r: Resolved, feeds: Record<string, Tensor>, fetch: strin
 
 async function infer(req: http.IncomingMessage, res: http.ServerResponse, ctx: OipRouteContext, name: string): Promise<void> {
   const r = await resolve(ctx, name);
-  const body = await ctx.readBody(OIP_MAX_BODY);
+  const body = await ctx.readBody();
   let json: Record<string, unknown>;
   let inputs: Map<string, Tensor>;
   try {
