@@ -11,7 +11,7 @@
  * @category Errors
  */
 export type ErrorPhase =
-  | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'internal';
+  | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'remote' | 'internal';
 
 /**
  * One entry.
@@ -154,6 +154,14 @@ export const ERROR_CODES = {
   'bad-cache-action': { phase: 'CLI', meaning: '`nns cache` with an action other than list, size, clean' },
   'bad-results': { phase: 'CLI', meaning: '`nns plot` given a file that is not the JSON of `nns run --out`' },
   'no-plotting': { phase: 'CLI', meaning: 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js, which are not installed' },
+  'unknown-model': { phase: 'remote', meaning: '`nns run --remote URL --model NAME`: the server serves no model NAME (the served names are listed)' },
+  'unauthorized': { phase: 'remote', meaning: 'a missing or wrong API key (`Authorization: Bearer KEY`; the client reads `NNS_API_KEY`)' },
+  'over-limit': { phase: 'remote', meaning: "a request over one of the server's limits: request bytes, IR nodes, saved elements, run time, concurrent jobs per key" },
+  'bad-request': { phase: 'remote', meaning: 'a request that is not the wire format: not the binary job container, invalid IR JSON, bad tensors' },
+  'remote-unreachable': { phase: 'remote', meaning: 'the server cannot be reached, or what answered is not an `nns serve`' },
+  'job-failed': { phase: 'remote', meaning: "a job that ended without a result: its worker process died, it was still queued at shutdown" },
+  'job-not-found': { phase: 'remote', meaning: "an unknown job id, another key's job, or a result that expired" },
+  'remote-unsupported': { phase: 'remote', meaning: 'a `generate` block run with `--remote` (remote execution runs traces)' },
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

@@ -30,6 +30,8 @@ import { evalOp } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
 import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
+import { Segments, splitAtBlocks } from './segments.js';
+import { planSweep, runSweep, SweepFallback, type Env } from './sweep.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
 export interface FastStats {
@@ -45,6 +47,10 @@ export interface FastStats {
   moduleCalls: number;
   /** Session runs of module models (≤ moduleCalls: calls of one module with same-shape arguments share a run). */
   moduleRuns: number;
+  /** Traces run as incremental sweeps (src/fast/sweep.ts: clean run once, variants from the changed block on). */
+  sweepRuns: number;
+  /** Why the last trace with sets was not run as an incremental sweep. */
+  lastSweepReject?: string;
 }
 
 /** Options of a {@link FastExecutor}. */
@@ -57,12 +63,12 @@ export interface FastExecutorOptions {
   ports?: readonly PortSpec[];
   /** Keep the session open for good (default true); false leaves it to the session LRU. */
   pinned?: boolean;
-}
-
-/** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
-interface Env {
-  out: Record<string, Tensor>;
-  rows: number[];
+  /**
+   * Incremental sweeps (src/fast/sweep.ts): `'auto'` (default) when the estimated cost is
+   * lower, `'force'` whenever the trace has that structure, `'off'` never. The environment
+   * variable `ONNSIGHT_SWEEP` (`0`, `1` = force) overrides the default.
+   */
+  incremental?: 'auto' | 'force' | 'off';
 }
 
 /** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
@@ -94,7 +100,10 @@ export function compress(data: Float32Array, shape: readonly number[]): Tensor {
 /** Runs traces on the instrumented model (see the module comment). */
 export class FastExecutor implements FastPath {
   /** Counters. */
-  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0 };
+  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0, sweepRuns: 0 };
+  /** Incremental sweeps: see {@link FastExecutorOptions.incremental} (may be changed between traces). */
+  incremental: 'auto' | 'force' | 'off';
+  private segmentsOrWhy: Segments | string | undefined;
   /** Standalone models of closed modules, for module applications. */
   readonly modules: ModuleModels;
   private portedModel: PortedModel | undefined;
@@ -103,6 +112,17 @@ export class FastExecutor implements FastPath {
 
   constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {
     this.modules = new ModuleModels(mc);
+    const env = process.env.ONNSIGHT_SWEEP;
+    this.incremental = opts.incremental ?? (env === '0' ? 'off' : env === '1' ? 'force' : 'auto');
+  }
+
+  /** The model split at its block boundaries (src/fast/segments.ts), or why it cannot be. */
+  segments(): Segments | string {
+    if (this.segmentsOrWhy === undefined) {
+      const c = splitAtBlocks(this.mc);
+      this.segmentsOrWhy = 'reject' in c ? c.reject : new Segments(this.mc, c);
+    }
+    return this.segmentsOrWhy;
   }
 
   /** The instrumented model's graph file, once built (never builds it). */
@@ -173,6 +193,8 @@ export class FastExecutor implements FastPath {
     const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
     // Given feeds (generation) run the whole batch: the caller fetches every row's cache.
     const separable = !given && this.rowsSeparable;
+    const swept = !given && plan.sets.length > 0 && this.incremental !== 'off' ? await this.trySweep(ir, plan, host, results) : false;
+    if (swept) return results;
     if (!given) this.checkBudget(plan, separable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
     const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
@@ -199,6 +221,57 @@ export class FastExecutor implements FastPath {
     await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
     return results;
+  }
+
+  /**
+   * Runs `ir` as an incremental sweep (src/fast/sweep.ts) when it is one and that pays;
+   * false (nothing run) otherwise, the reason in `stats.lastSweepReject`.
+   */
+  private async trySweep(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, results: Map<string, Tensor>): Promise<boolean> {
+    const segs = this.segments();
+    if (typeof segs === 'string') {
+      this.stats.lastSweepReject = segs;
+      return false;
+    }
+    const batchFirst = (fetch: string): boolean => {
+      const port = this.ported.ports.find((p) => p.pre === fetch || p.post === fetch);
+      const sig = port ? port.shape : this.mc.tree.graphOutputs.find((o) => o.name === fetch)?.sig?.shape;
+      return sig?.[0] === 'batch';
+    };
+    const sp = this.mc.feedInputs.some((f) => typeof f.dims?.[0] === 'number')
+      ? { reject: 'a graph input with a fixed batch size' }
+      : planSweep(ir, plan, segs.chain, this.ported, { force: this.incremental === 'force', batchFirst });
+    if ('reject' in sp) {
+      this.stats.lastSweepReject = sp.reject;
+      return false;
+    }
+    const session = await this.session();
+    const neutral = (rows: number[]): Record<string, Tensor> => {
+      const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => batchRows(ir)[r]!), { padId: 0 });
+      for (const p of this.ported.ports) {
+        feeds[p.keep] = this.constant(1, p.shape.length);
+        feeds[p.add] = this.constant(0, p.shape.length);
+      }
+      return feeds;
+    };
+    let out: { env: Env; memo: Map<Value, Tensor> };
+    try {
+      out = await runSweep({
+        mc: this.mc, ported: this.ported, segments: segs,
+        cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, neutral(rows), fetch), rows }),
+        evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
+      }, ir, sp);
+    } catch (e) {
+      if (e instanceof SweepFallback) {
+        this.stats.lastSweepReject = e.message;
+        return false;
+      }
+      throw e;
+    }
+    this.stats.sweepRuns++;
+    await this.runCalls(plan, host, out.env, out.memo);
+    for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, out.env, out.memo));
+    return true;
   }
 
   /**
