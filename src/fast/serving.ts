@@ -34,6 +34,11 @@ export interface ServedModel {
   kind: ServedKind;
   /** The module's path (kind `module`). */
   module?: string;
+  /**
+   * Kind `ports`: the tail module the instrumented model leaves out (src/fast/tail.ts) and the
+   * output of this model to feed it (`lm_head` computes `logits` from it).
+   */
+  tail?: { module: string; from: string };
   /** Inputs the caller feeds (initializers listed as graph inputs are left out). */
   inputs: ServedTensor[];
   outputs: ServedTensor[];
@@ -125,7 +130,11 @@ export function servedModels(exec: FastExecutor, mc: ModelContext, base: string,
   const out: ServedModel[] = [];
   const ported = exec.ported.proto;
   const inits = (p: ModelProto): Set<string> => new Set((p.graph?.initializer ?? []).map((t) => t.name!));
-  out.push({ name: portsModelName(base), kind: 'ports', inputs: tensorsOf(ported.graph?.input, inits(ported), false), outputs: tensorsOf(ported.graph?.output, new Set(), false), proto: ported });
+  const t = exec.ported.tail;
+  out.push({
+    name: portsModelName(base), kind: 'ports', inputs: tensorsOf(ported.graph?.input, inits(ported), false), outputs: tensorsOf(ported.graph?.output, new Set(), false), proto: ported,
+    ...(t ? { tail: { module: t.path, from: t.fetch } } : {}),
+  });
   const names = moduleModelNames(mc, base);
   const want = opts.modules ?? 'all';
   const chosen = want === 'all' ? [...names.keys()].filter((p) => exec.modules.reason(p) === null) : want === 'none' ? [] : [...want];
