@@ -14,12 +14,12 @@ import { fileURLToPath } from 'node:url';
 
 /** The layers, lowest first: [name, path prefixes (a folder ends with '/')]. */
 export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
-  ['foundation', ['src/errors.ts', 'src/error-codes.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/demo.ts', 'src/read-file.ts', 'src/onnx/', 'src/model/']],
+  ['foundation', ['src/errors.ts', 'src/error-codes.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/demo.ts', 'src/read-file.ts', 'src/onnx/', 'src/model/', 'src/oip/']],
   ['ir', ['ir/']],
   ['front end and passes', ['grammar/', 'passes/']],
   ['backends', ['backends/']],
   ['engine', ['src/compile.ts', 'src/compile-cache.ts', 'src/compiled-run.ts', 'src/fast/', 'src/engine.ts', 'src/generate/']],
-  ['api and cli', ['src/trace.ts', 'src/generate-api.ts', 'src/index.ts', 'src/report/', 'src/cli/']],
+  ['api and cli', ['src/trace.ts', 'src/generate-api.ts', 'src/index.ts', 'src/report/', 'src/cli/', 'src/serve/', 'src/remote/']],
 ];
 
 const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache', 'vitest.config.ts']);

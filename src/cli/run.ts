@@ -6,12 +6,13 @@
  */
 import type { Script } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
-import { checkGenerate, checkTopLevel, runnables, traces } from '../../grammar/script.js';
+import { bindParams, checkGenerate, checkTopLevel, paramDecls, paramHost, runnables, traces } from '../../grammar/script.js';
 import { maxPositions } from '../generate/decode.js';
 import { runGenerate } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
+import type { RunnerFactory } from '../fast/runner.js';
 import { exportModel, type ExportResult } from '../model/export.js';
 import { locate } from '../model/load.js';
 import { usesExternalData } from '../onnx/external.js';
@@ -53,6 +54,12 @@ export interface ScriptJob {
   onProgress?: ProgressCallback;
   /** An already opened model for `modelPath` (the language server keeps one per model). */
   mc?: ModelContext;
+  /** Where the fast path runs (`--oip URL`: an Open Inference Protocol server); default local. */
+  runner?: RunnerFactory;
+  /** Values of the script's `param`s by name (`--param NAME=FILE`), checked against the declarations before anything runs. */
+  params?: ReadonlyMap<string, Tensor>;
+  /** Where a param's value came from, for messages (default `--param NAME`). */
+  paramSource?: (name: string) => string;
 }
 
 /** What `runScript` returns. */
@@ -74,7 +81,7 @@ function throwIfAny(errors: NnsError[]): void {
 async function open(job: ScriptJob): Promise<ModelContext> {
   if (job.mc) return job.mc;
   if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
-  return openModel(job.modelPath, job.onProgress ? { onProgress: job.onProgress } : {});
+  return openModel(job.modelPath, { ...(job.onProgress ? { onProgress: job.onProgress } : {}), ...(job.runner ? { runner: job.runner } : {}) });
 }
 
 function tokenizeWith(mc: ModelContext): (text: string) => number[] {
@@ -109,17 +116,23 @@ function decoderOf(mc: ModelContext): TokenDecoder | undefined {
 /** Runs every trace in order; saves of earlier traces are host values of later ones. */
 export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
+  const bound = bindParams(paramDecls(job.ast).decls, job.params ?? new Map(), job.paramSource ?? ((n) => `--param ${n}`));
+  throwIfAny(bound.errors);
+  const params = bound.values;
   const mc = await open(job);
   const results = new Map<string, Tensor>();
+  // Params are host values of every trace (never printed or written: they are not saves).
+  const hostValues = (): Map<string, Tensor> => new Map([...params, ...results]);
   const prompts: PromptInfo[] = [];
   const tok = mc.loaded.tokenizer;
   for (const t of runnables(job.ast)) {
     if (t.kind === 'Generate') {
-      const out = await generateWithText(job, mc, t, results);
+      if (mc.fast?.exclusive) throw new NnsError('oip-unsupported', `generate does not run on ${mc.fast.exclusive}: run this script without --oip`, { kind: 'usage', span: t.span });
+      const out = await generateWithText(job, mc, t, hostValues());
       for (const [k, v] of out) results.set(k, v);
       continue;
     }
-    const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
+    const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     const seen = new Map<string, PromptInfo>();
@@ -132,7 +145,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
       seen.set(key, info);
       prompts.push(info);
     }
-    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
+    const out = await runGraph(lowered.graph, mc, { host: hostValues(), printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
   const graphs = [
@@ -219,7 +232,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
   const ts = traces(job.ast);
   const mc = await open(job);
   if (ts.length === 0) return [{ ...exportModel(mc.loaded, unchangedModel(mc), outPath), hostInputs: new Map(), renamed: [] }];
-  const host = new Map<string, HostValueInfo>();
+  const host = paramHost(job.ast);
   const compiled: { proto: ModelProto; file: Omit<CompiledFile, keyof ExportResult> }[] = [];
   const iface = new Map<string, string>([
     ...(mc.loaded.proto.graph?.input ?? []).map((v) => [v.name!, 'input'] as [string, string]),
@@ -267,7 +280,7 @@ function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | 
 export async function checkScript(job: ScriptJob): Promise<void> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = job.modelPath ? await open(job) : undefined;
-  const host = new Map<string, HostValueInfo>();
+  const host = paramHost(job.ast);
   const errors: NnsError[] = [];
   for (const t of runnables(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
