@@ -14,7 +14,7 @@
  */
 import type { Pass, PassContext, CompileState, ModuleCall, GradRequest } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
-import { scriptPath, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
+import { scriptPath, type Span, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
 import { formatType } from '../ir/shape.js';
 import { callRankDelta } from '../ir/call-rank.js';
 import { OPS, type LowerContext, type LowerRule } from '../ir/ops.js';
@@ -24,7 +24,7 @@ import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
 import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, nodeProvenance, unitKey, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -246,9 +246,15 @@ class Lowerer {
     return this.em.op('Expand', [x, this.em.op('Concat', [this.em.ints([batch]), rest], { axis: 0 })]);
   }
 
+  /** Cache key prefix of the statement being lowered (nothing is shared across statements). */
+  private stmtKey(): string {
+    return `${unitKey(this.em.prov)}|`;
+  }
+
   shape(name: string): string {
-    let s = this.shapeCache.get(name);
-    if (!s) this.shapeCache.set(name, (s = this.em.op('Shape', [name])));
+    const key = this.stmtKey() + name;
+    let s = this.shapeCache.get(key);
+    if (!s) this.shapeCache.set(key, (s = this.em.op('Shape', [name])));
     return s;
   }
 
@@ -288,7 +294,7 @@ class Lowerer {
   private bigEnd(v: bigint): string {
     const bytes = new Uint8Array(8);
     new DataView(bytes.buffer).setBigInt64(0, v, true);
-    const key = `bigend${v}`;
+    const key = `${this.stmtKey()}bigend${v}`;
     const cached = this.shapeCache.get(key);
     if (cached) return cached;
     const name = this.em.op('Constant', [], { value: { dims: [1], data_type: onnxElemType('int64'), raw_data: bytes } });
@@ -356,6 +362,7 @@ class Lowerer {
           metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
         this.g.node!.push(node);
         this.em.created.add(node);
+        nodeProvenance.set(node, { ...this.em.prov });
         if (n.span) nodeSpans.set(node, n.span);
         this.grads.push({ placeholder: node, span: n.span });
         let g = out;
@@ -434,7 +441,31 @@ class Lowerer {
     // The new value of the view as a function of its value before this set: emitted now, and
     // again whenever a set on a view before it in data order changes what it starts from.
     let apply: (target: string) => string;
-    if (!a.items && wholeBatch) {
+    // Every dim of the target known at compile time: the selected elements are a constant too.
+    const dims = !this.state.specialize || (isShared(bv.sig) && !wholeBatch) ? undefined : concreteDims(bv.sig?.shape, ir);
+    const vshape = concreteDims(n.inputs[0]!.type?.shape, ir);
+    const src = n.inputs[0]!.producer;
+    const literal = src.is('const') && src.attrs.data.length === 1 && src.attrs.dtype === tdtype && vrank <= slotRank ? src.attrs.data[0]! : undefined;
+    const sel = dims && this.opset >= 11 ? selection(dims, wholeBatch ? null : [scope.rowStart, scope.rowEnd], a.items ?? []) : undefined;
+    if (sel && sel.k === 0) {
+      // The whole value: a constant of its shape, or the value broadcast to it.
+      const same = vshape !== undefined && sameDims(vshape, dims!);
+      apply = literal !== undefined ? () => this.em.op('ConstantOfShape', [this.em.ints(dims!)], { value: makeTensor(tdtype, [1], [literal]) })
+        : same ? () => value : () => this.em.op('Expand', [value, this.em.ints(dims!)]);
+    } else if (sel) {
+      // One ScatterND with a constant index tensor: the rows and positions are known now.
+      const rest = dims!.slice(sel.k);
+      const flatShape = [sel.count, ...rest];
+      apply = (target) => {
+        let upd = value;
+        if (literal !== undefined) upd = this.em.op('ConstantOfShape', [this.em.ints(flatShape)], { value: makeTensor(tdtype, [1], [literal]) });
+        else {
+          if (!(vshape && sameDims(vshape, sel.shape))) upd = this.em.op('Expand', [upd, this.em.ints(sel.shape)]);
+          if (!sameDims(sel.shape, flatShape)) upd = this.em.op('Reshape', [upd, this.em.ints(flatShape)]);
+        }
+        return this.em.op('ScatterND', [target, this.em.constant('int64', [sel.count, sel.k], sel.indices), upd]);
+      };
+    } else if (!a.items && wholeBatch) {
       const vs = n.inputs[0]!.type?.shape;
       const ts = bv.sig?.shape;
       const same = vs && ts && vs.length === ts.length && vs.every((d, i) => d === ts[i] || (ts[i] === 'batch' && d === ir.batch));
@@ -688,6 +719,86 @@ function renameIn(n: NodeProto, r: (x: string) => string): void {
   }
 }
 
+/** A symbolic shape with every dim known for this trace (`batch` the batch rows), or undefined. */
+function concreteDims(shape: readonly Dim[] | null | undefined, ir: Graph): number[] | undefined {
+  if (!shape) return undefined;
+  const out: number[] = [];
+  for (const d of shape) {
+    const v = typeof d === 'number' ? d : d === 'batch' ? ir.batch : ir.dimValues[d];
+    if (v === undefined) return undefined;
+    out.push(v);
+  }
+  return out;
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Largest constant index tensor a set is lowered with (elements); larger selections use the iota form. */
+const MAX_SET_INDICES = 1 << 20;
+
+/**
+ * The elements a set selects in a value of shape `dims`, computed at compile time: the
+ * batch rows `rows` (null: all) then the basic index `items` (numpy semantics). `k` is the
+ * number of leading axes the selection restricts (1 + the last axis that is not whole),
+ * `indices` the ScatterND index tuples over them (row-major, `count` of them), `shape` the
+ * selection's shape (what the value broadcasts to). Undefined for what it does not handle
+ * (newaxis, an index out of range, a selection over {@link MAX_SET_INDICES}).
+ */
+export function selection(dims: readonly number[], rows: [number, number] | null, items: readonly IndexItem[]): { k: number; count: number; indices: number[]; shape: number[] } | undefined {
+  const lists: number[][] = dims.map((d, i) => (i === 0 && rows ? range(rows[0], rows[1], 1) : range(0, d, 1)));
+  const kept: boolean[] = dims.map(() => true);
+  const consumed = items.filter((i) => i.kind === 'index' || i.kind === 'slice').length;
+  let axis = 0;
+  for (const it of items) {
+    if (it.kind === 'newaxis') return undefined;
+    if (it.kind === 'ellipsis') { axis += dims.length - consumed; continue; }
+    const list = lists[axis];
+    if (!list) return undefined;
+    const L = list.length;
+    if (it.kind === 'index') {
+      const i = it.index < 0 ? it.index + L : it.index;
+      if (i < 0 || i >= L) return undefined;
+      lists[axis] = [list[i]!];
+      kept[axis] = false;
+    } else {
+      const step = it.step ?? 1;
+      if (step === 0) return undefined;
+      const norm = (v: number | undefined, dflt: number): number => {
+        if (v === undefined) return dflt;
+        const x = v < 0 ? v + L : v;
+        return step > 0 ? Math.min(Math.max(x, 0), L) : Math.min(Math.max(x, -1), L - 1);
+      };
+      const start = norm(it.start, step > 0 ? 0 : L - 1);
+      const stop = norm(it.stop, step > 0 ? L : -1);
+      lists[axis] = range(start, stop, step).map((j) => list[j]!);
+    }
+    axis++;
+  }
+  let k = 0;
+  lists.forEach((l, i) => { if (!kept[i] || l.length !== dims[i] || l.some((x, j) => x !== j)) k = i + 1; });
+  const lead = lists.slice(0, k);
+  const count = lead.reduce((p, l) => p * l.length, 1);
+  if (count === 0 || count * Math.max(k, 1) > MAX_SET_INDICES) return undefined;
+  const indices: number[] = [];
+  const tuple: number[] = [];
+  const walk = (d: number): void => {
+    if (d === k) { indices.push(...tuple); return; }
+    for (const x of lead[d]!) { tuple[d] = x; walk(d + 1); }
+  };
+  if (count > 0) walk(0);
+  const shape = lists.flatMap((l, i) => (kept[i] ? [l.length] : []));
+  return { k, count, indices, shape };
+}
+
+function range(start: number, stop: number, step: number): number[] {
+  const out: number[] = [];
+  if (step > 0) for (let i = start; i < stop; i += step) out.push(i);
+  else for (let i = start; i > stop; i += step) out.push(i);
+  return out;
+}
+
 /** Depth of a module path (`''` is 0). */
 function depth(path: string): number {
   return path ? path.split('.').length : 0;
@@ -706,15 +817,97 @@ function coversBatch(ir: Graph, scope: number): boolean {
 }
 
 
+/**
+ * Where each IR node's inserted ONNX nodes come from: its statement run (`ir.statementOf`;
+ * a node a pass made later: its first input's, else the statement whose span contains its
+ * own), the statement's kind and the module the statement touches — a set's target; else the
+ * module of the first value the statement reads (a module read, the module that produces a
+ * graph output for `model.output`, and through computations and module calls the module of
+ * their first input): a logit-lens call on block 3's output is under `/transformer/h.3`.
+ */
+export function irProvenance(ir: Graph, tree: PassContext['tree']): Map<Node, Provenance> {
+  const stmts = ir.statements.map((sp, i) => ({ sp, i })).sort((a, b) => a.sp.offset - b.sp.offset);
+  const bySpan = (sp: Span): number => {
+    let lo = 0;
+    let hi = stmts.length - 1;
+    let best = -1;
+    while (lo <= hi) { // last statement run starting at or before the span
+      const mid = (lo + hi) >> 1;
+      if (stmts[mid]!.sp.offset <= sp.offset) { best = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    const c = stmts[best];
+    return c && c.sp.file === sp.file && c.sp.endOffset >= sp.endOffset ? c.i : -1;
+  };
+  const unitOf = new Map<Node, number>();
+  const unit = (n: Node): number => {
+    let u = unitOf.get(n) ?? ir.statementOf.get(n);
+    if (u !== undefined) return u;
+    u = -1;
+    for (const v of n.inputs) if ((u = unit(v.producer)) >= 0) break;
+    if (u < 0) u = bySpan(n.span);
+    unitOf.set(n, u);
+    return u;
+  };
+  const outputModule = new Map<string, string>();
+  const outModule = (name: string): string => {
+    let m = outputModule.get(name);
+    if (m !== undefined) return m;
+    m = '';
+    let size = Infinity;
+    for (const mod of tree.modules.values()) {
+      if (mod.path && mod.outputs.some((o) => o.name === name) && mod.nodes.length < size) { m = mod.path; size = mod.nodes.length; }
+    }
+    outputModule.set(name, m);
+    return m;
+  };
+  const modOf = new Map<Node, string>();
+  const nodeModule = (n: Node): string => {
+    let m = modOf.get(n);
+    if (m !== undefined) return m;
+    const a = n.attrs as { path?: string; name?: string | null };
+    if (n.op === 'module.output' || n.op === 'module.input' || n.op === 'set') m = a.path ?? '';
+    else if (n.op === 'model.output') m = outModule(a.name ?? tree.graphOutputs[0]?.name ?? '');
+    else {
+      m = '';
+      for (const v of n.inputs) if ((m = nodeModule(v.producer))) break;
+    }
+    modOf.set(n, m);
+    return m;
+  };
+  const byStmt = new Map<number, Node[]>();
+  for (const n of ir.nodes) {
+    const u = unit(n);
+    let list = byStmt.get(u);
+    if (!list) byStmt.set(u, (list = []));
+    list.push(n);
+  }
+  const stmtInfo = new Map<number, { module: string; kind: string }>();
+  for (const [st, nodes] of byStmt) {
+    const set = nodes.find((n) => n.is('set'));
+    let module = set ? nodeModule(set) : '';
+    if (!set) for (const n of nodes) if ((module = nodeModule(n))) break;
+    const kind = set ? 'set' : nodes.some((n) => n.is('grad')) ? 'grad' : nodes.some((n) => n.is('call_module')) ? 'call' : nodes.some((n) => n.is('save')) ? 'save' : 'compute';
+    stmtInfo.set(st, { module, kind });
+  }
+  const out = new Map<Node, Provenance>();
+  for (const n of ir.nodes) {
+    const u = unit(n);
+    const info = stmtInfo.get(u)!;
+    const irOp = n.op.replace('module.', '').replace('model.output', 'output').replace('call_module', 'call');
+    out.set(n, { module: info.module, irOp, span: n.span, stmt: u >= 0 ? ir.statements[u]! : n.span, unit: u >= 0 ? u : undefined, kind: info.kind });
+  }
+  return out;
+}
+
 /** Splices the IR into `state.model`. */
 export const lowerOnnxPass: Pass = {
   name: 'lower-onnx',
   prints: 'model',
   run(state, ctx) {
     const l = new Lowerer(state, ctx);
+    const prov = irProvenance(state.ir, ctx.tree);
     for (const n of state.ir.nodes) {
-      const path = (n.attrs as { path?: string }).path ?? n.inputs.map((v) => (v.producer.attrs as { path?: string }).path).find((p) => p !== undefined) ?? '';
-      l.em.prov = { module: path, irOp: n.op.replace('module.', '').replace('model.output', 'output'), span: n.span };
+      l.em.prov = { ...prov.get(n)! };
       try {
         l.lower(n);
       } catch (e) {
@@ -727,6 +920,7 @@ export const lowerOnnxPass: Pass = {
     state.valueNames = l.names;
     state.moduleCalls = l.calls;
     state.grads = l.grads;
+    state.provenance = prov;
     return { changed: true };
   },
 };
