@@ -139,6 +139,9 @@ export function foldStatements(model: { graph?: GraphProto; functions?: Function
     folded.splice(bad, 1);
     if (!folded.length) { g.node = flatNodes; return []; }
   }
+  // Values now inside a function are typed there, not in the main graph.
+  const internal = new Set(folded.flatMap((f) => f.nodes.flatMap((n) => n.output ?? []).filter((o) => !f.call.output!.includes(o))));
+  if (g.value_info) g.value_info = g.value_info.filter((v) => !internal.has(v.name!));
   const fns = folded.map((f) => f.fn);
   model.functions = [...(model.functions ?? []), ...fns];
   if (!(model.opset_import ?? []).some((o) => o.domain === CALL_DOMAIN)) model.opset_import = [...(model.opset_import ?? []), { domain: CALL_DOMAIN, version: 1 }];
