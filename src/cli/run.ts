@@ -218,13 +218,14 @@ function insertedStatements(proto: ModelProto): { statements: InsertedStatement[
  * metadata (script, its sha256, base model and producer, trace, inserted nodes), doc strings
  * on host inputs. The model's own doc string and metadata are kept.
  */
-function stampModel(proto: ModelProto, info: { script: string; text: string; base: string; trace: string; hostDocs: Map<string, string>; inserted: { statements: InsertedStatement[]; mainNodes: number } }): void {
+function stampModel(proto: ModelProto, info: { script: string; text: string; base: string; trace: string; rows: number; positions?: number; hostDocs: Map<string, string>; inserted: { statements: InsertedStatement[]; mainNodes: number } }): void {
   const baseProducer = [proto.producer_name, proto.producer_version].filter(Boolean).join(' ');
   const sha = createHash('sha256').update(info.text).digest('hex');
   const { statements, mainNodes } = info.inserted;
   const total = statements.reduce((s, x) => s + x.nodes, 0);
   const doc = [
-    `Rewritten by onnsight ${VERSION} from ${info.base}${baseProducer ? ` (${baseProducer})` : ''} for ${info.trace} of ${info.script}.`,
+    `Rewritten by onnsight ${VERSION} from ${info.base}${baseProducer ? ` (${baseProducer})` : ''} for ${info.trace} of ${info.script}`
+      + `, compiled for ${info.rows} batch row${info.rows === 1 ? '' : 's'}${info.positions !== undefined ? ` of ${info.positions} positions` : ''} (rows and positions of its sets are constants).`,
     `${statements.length} statement${statements.length === 1 ? '' : 's'} inserted ${total} node${total === 1 ? '' : 's'}${mainNodes !== total ? ` (${mainNodes} in the main graph: one ai.onnsight function call per statement)` : ''};`,
     'each is named /<module>/nns.<kind> and carries its source line as doc_string and onnsight.* metadata.',
     'Saves are graph outputs under their names; host.* inputs are values fed from outside (see their doc strings).',
@@ -242,6 +243,8 @@ ${proto.doc_string}` : doc;
     { key: 'onnsight.base_model', value: info.base },
     ...(baseProducer ? [{ key: 'onnsight.base_producer', value: baseProducer }] : []),
     { key: 'onnsight.trace', value: info.trace },
+    { key: 'onnsight.rows', value: String(info.rows) },
+    ...(info.positions !== undefined ? [{ key: 'onnsight.positions', value: String(info.positions) }] : []),
     { key: 'onnsight.inserted_nodes', value: String(mainNodes) },
   ];
   for (const v of proto.graph?.input ?? []) {
@@ -334,7 +337,8 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     }
     const inserted = insertedStatements(state.model);
     const traceText = `trace ${i + 1} (${job.file}:${t.headerSpan.line}:${t.headerSpan.col})`;
-    stampModel(state.model, { script: job.file, text: job.text, base, trace: traceText, hostDocs, inserted });
+    const positions = lowered.graph.dimValues.sequence;
+    stampModel(state.model, { script: job.file, text: job.text, base, trace: traceText, rows: lowered.graph.batch, ...(positions !== undefined ? { positions } : {}), hostDocs, inserted });
     compiled.push({ proto: state.model, file: { trace: { index: i + 1, line: t.headerSpan.line, col: t.headerSpan.col }, hostInputs: new Map(state.hostInputs ?? []), renamed, inserted: inserted.statements } });
     for (const n of lowered.graph.nodes) {
       if (!n.is('save')) continue;
