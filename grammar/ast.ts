@@ -20,7 +20,7 @@ export interface Script {
 }
 
 /** A statement at the top of a script. */
-export type TopStatement = ModelStmt | TraceStmt | GenerateStmt | ReservedStmt;
+export type TopStatement = ModelStmt | TraceStmt | GenerateStmt | ParamStmt | ReservedStmt;
 
 /** `model "PATH"`. */
 export interface ModelStmt {
@@ -28,6 +28,23 @@ export interface ModelStmt {
   path: string;
   /** Span of the string literal. */
   pathSpan: Span;
+  span: Span;
+}
+
+/**
+ * `param NAME: TYPE[D0, D1, ...]`: a value the host supplies (`--param NAME=FILE.json`, or
+ * `params` from TypeScript), usable in every trace like a saved value and differentiable.
+ */
+export interface ParamStmt {
+  kind: 'Param';
+  name: string;
+  nameSpan: Span;
+  /** Span of the `param` keyword. */
+  keywordSpan: Span;
+  /** The element type as written (`f32`), absent when missing. */
+  type?: { name: string; span: Span };
+  /** The dimensions as written (compile-time integers), absent when missing. */
+  dims?: { items: Expr[]; span: Span };
   span: Span;
 }
 

@@ -298,15 +298,15 @@ export class ExprLowerer {
     return spec.lower(this.b, args, node.span);
   }
 
-  /** `grad(Y, X)`: X must be a module value, an op value or a parameter (or a name bound to one). */
+  /** `grad(Y, X)`: X must be a module value, an op value, a parameter or a host value (or a name bound to one). */
   private grad(node: A.CallExpr, env: Env): Lowered {
     if (node.args.length !== 2 || node.args.some((a) => a.name !== undefined)) {
       throw err('wrong-arity', `grad takes 2 positional arguments, grad(Y, X), but got ${node.args.length}`, node.span);
     }
     const y = this.value(node.args[0]!.value, env);
     const x = this.value(node.args[1]!.value, env);
-    if (!['module.output', 'module.input', 'param'].includes(x.producer.op)) {
-      throw err('bad-grad', 'grad(Y, X): X must be a module value (MODULE.output, .input, .outputs[i], .inputs[i]), an op value (MODULE.op("TYPE").output) or a parameter (model.lm_head.weight), or a name bound to one', node.args[1]!.span);
+    if (!['module.output', 'module.input', 'param', 'host'].includes(x.producer.op)) {
+      throw err('bad-grad', 'grad(Y, X): X must be a module value (MODULE.output, .input, .outputs[i], .inputs[i]), an op value (MODULE.op("TYPE").output), a parameter (model.lm_head.weight) or a host value (a param, an earlier save), or a name bound to one', node.args[1]!.span);
     }
     return { kind: 'value', value: this.b.op('grad', [y, x], {}, node.span) };
   }

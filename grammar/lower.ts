@@ -278,7 +278,7 @@ class TraceLowerer {
       const l = prev.span;
       throw new NnsError('rebinding', `'${name}' is already bound (names are immutable)`, { span, notes: [`'${name}' was bound at ${l.file}:${l.line}:${l.col}`] });
     }
-    if (this.host.has(name)) throw new NnsError('rebinding', `'${name}' is already a value saved by an earlier trace`, { span });
+    if (this.host.has(name)) throw new NnsError('rebinding', `'${name}' is already a param or a value saved by an earlier trace`, { span });
   }
 
   private statement(s: A.Statement, env: Env, where: Where): void {
@@ -329,6 +329,7 @@ class TraceLowerer {
         return;
       }
       case 'Reserved':
+        if (s.keyword === 'param') throw new NnsError('bad-param', "a param is declared at the top of the script, outside traces: param NAME: f32[D0, D1, ...]", { span: s.keywordSpan });
         throw new NnsError('not-yet-supported', `'${s.keyword}' is not supported yet`, { span: s.keywordSpan });
     }
   }

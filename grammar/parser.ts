@@ -76,6 +76,7 @@ export class NnsParser extends CstParser {
         { ALT: () => this.SUBRULE(this.modelStmt) },
         { ALT: () => this.SUBRULE(this.traceStmt) },
         { ALT: () => this.SUBRULE(this.generateStmt) },
+        { ALT: () => this.SUBRULE(this.paramStmt) },
       ]);
     });
   });
@@ -162,7 +163,7 @@ export class NnsParser extends CstParser {
     this.SUBRULE(this.block);
   });
 
-  /** Reserved: `param NAME: f32[128]`. */
+  /** `param NAME: f32[D0, D1, ...]`: a host parameter (at the top of a script; inside a block an error). */
   paramStmt = this.RULE('paramStmt', () => {
     this.CONSUME(T.Param);
     this.CONSUME(T.Identifier);

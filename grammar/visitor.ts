@@ -114,7 +114,7 @@ export class AstBuilder extends BaseVisitor {
 
   script(ctx: Ctx): A.Script {
     const statements: A.TopStatement[] = [];
-    for (const k of ['modelStmt', 'traceStmt', 'generateStmt']) for (const c of this.nodes(ctx, k)) statements.push(this.visit(c) as A.TopStatement);
+    for (const k of ['modelStmt', 'traceStmt', 'generateStmt', 'paramStmt']) for (const c of this.nodes(ctx, k)) statements.push(this.visit(c) as A.TopStatement);
     statements.sort((a, b) => a.span.offset - b.span.offset);
     const models = statements.filter((s): s is A.ModelStmt => s.kind === 'Model');
     const span = this.nodeSpan(ctx);
@@ -164,7 +164,10 @@ export class AstBuilder extends BaseVisitor {
 
   statement(ctx: Ctx): A.Statement {
     const [child] = Object.values(ctx).flat() as CstNode[];
-    return this.visit(child!) as A.Statement;
+    const s = this.visit(child!) as A.Statement | A.ParamStmt;
+    // A `param` inside a block: lowering reports it (declarations belong at the top).
+    if (s.kind === 'Param') return { kind: 'Reserved', keyword: 'param', keywordSpan: s.keywordSpan, span: s.span };
+    return s;
   }
 
   forStmt(ctx: Ctx): A.ForStmt {
@@ -185,8 +188,16 @@ export class AstBuilder extends BaseVisitor {
     return { kind: 'Reserved', keyword, keywordSpan: tokenSpan(this.file, this.tok(ctx, tokName)!), span: this.nodeSpan(ctx) };
   }
 
-  paramStmt(ctx: Ctx): A.ReservedStmt {
-    return this.reserved(ctx, 'Param', 'param');
+  paramStmt(ctx: Ctx): A.ParamStmt {
+    const name = this.tok(ctx, 'Identifier')!;
+    const type = this.tok(ctx, 'Identifier', 1);
+    const dims = ctx.listLiteral ? this.sub<A.ListExpr>(ctx, 'listLiteral') : undefined;
+    return {
+      kind: 'Param', name: name.image, nameSpan: tokenSpan(this.file, name), keywordSpan: tokenSpan(this.file, this.tok(ctx, 'Param')!),
+      ...(type ? { type: { name: type.image, span: tokenSpan(this.file, type) } } : {}),
+      ...(dims ? { dims: { items: dims.items, span: dims.span } } : {}),
+      span: this.nodeSpan(ctx),
+    };
   }
 
   skipStmt(ctx: Ctx): A.ReservedStmt {

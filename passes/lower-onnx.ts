@@ -356,7 +356,7 @@ class Lowerer {
         const [y, x] = n.inputs as [Value, Value];
         const xw = this.whole.get(x);
         const xWhole = xw?.name;
-        if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read or a parameter');
+        if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read, a parameter or a host value');
         const out = this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad_output_0`);
         const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out],
           metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
@@ -368,7 +368,8 @@ class Lowerer {
         let g = out;
         const param = x.producer.is('param') ? this.ctx.tree.params.get(x.producer.attrs.name) : undefined;
         if (param?.perm) g = this.em.op('Transpose', [g], { perm: param.perm });
-        res(this.rows(g, ir, x.producer.scope, xw?.sig));
+        // Parameters and host values have no batch rows: the gradient is the whole of it.
+        res(x.producer.is('param') || x.producer.is('host') ? g : this.rows(g, ir, x.producer.scope, xw?.sig));
         return;
       }
       case 'const': {
@@ -384,6 +385,7 @@ class Lowerer {
           this.g.input!.push(valueInfo(gname, h.dtype, h.shape));
           this.hostInputs.set(h.name, gname);
         }
+        this.whole.set(n.results[0]!, { name: gname });
         res(gname);
         return;
       }

@@ -11,7 +11,7 @@
  * @category Errors
  */
 export type ErrorPhase =
-  | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'internal';
+  | 'lex' | 'parse' | 'AST' | 'top level' | 'lower' | 'types' | 'compile' | 'model' | 'run' | 'API' | 'CLI' | 'cache' | 'remote' | 'internal';
 
 /**
  * One entry.
@@ -39,7 +39,8 @@ export const ERROR_CODES = {
   'invalid-target': { phase: 'AST', meaning: 'the left of `=` is not a name or a module `.output`/`.input` (possibly sliced); `model.output` cannot be assigned' },
   'duplicate-model': { phase: 'top level', meaning: 'more than one `model "PATH"`' },
   'no-trace': { phase: 'top level', meaning: 'the script has no `trace` or `generate`' },
-  'not-yet-supported': { phase: 'top level', meaning: '`param`, `skip`, `stop`' },
+  'not-yet-supported': { phase: 'top level', meaning: '`skip`, `stop`' },
+  'bad-param': { phase: 'top level', meaning: 'a `param NAME: f32[D0, ...]` declaration without type or shape, with an unknown element type, a dimension that is not a whole number >= 0, declared twice, or inside a trace' },
   'no-prompt': { phase: 'lower', meaning: '`trace { }` without invokes' },
   'bad-prompt': { phase: 'lower', meaning: "an empty prompt, or a token id that is not a whole number >= 0 inside the model's vocabulary (`vocab_size` of config.json); the same in the TS API" },
   'invoke-outside-batch': { phase: 'lower', meaning: '`invoke` inside `trace PROMPT { }`' },
@@ -85,7 +86,7 @@ export const ERROR_CODES = {
   'unknown-parameter': { phase: 'types', meaning: 'no such parameter (nearest name suggested)' },
   'unknown-output': { phase: 'types', meaning: '`model.output.NAME` is not a graph output, or the model has none' },
   'shape-mismatch': { phase: 'types', meaning: 'shapes that do not broadcast, multiply or assign (both shapes named)' },
-  'bad-grad': { phase: 'types', meaning: '`grad(Y, X)` with Y of more than one element, or X not a module value, an op value or a parameter' },
+  'bad-grad': { phase: 'types', meaning: '`grad(Y, X)` with Y of more than one element, or X not a module value, an op value, a parameter or a host value (a `param`, an earlier save)' },
   'dtype-mismatch': { phase: 'types', meaning: 'a set or module call with a value of another dtype' },
   'dimension-out-of-range': { phase: 'types', meaning: 'a `dim` beyond the tensor\'s rank' },
   'index-out-of-range': { phase: 'types', meaning: 'an index or `k` beyond the size of its dimension' },
@@ -100,6 +101,8 @@ export const ERROR_CODES = {
   'not-assignable': { phase: 'API', meaning: 'TS API: `set` on a value that is not a module output/input (or a slice of one)' },
   'not-differentiable': { phase: 'compile', meaning: 'a path from X to Y of `grad(Y, X)` goes through an operation with no derivative (named, with its module)' },
   'order': { phase: 'compile', meaning: 'an intervention needs a value the model computes later in the same forward pass' },
+  'missing-param': { phase: 'run', meaning: 'a declared `param` with no value given (`--param NAME=FILE.json`, or `params` in TypeScript); nothing runs' },
+  'param-mismatch': { phase: 'run', meaning: 'the value given for a `param` has another dtype or shape than declared (both named); nothing runs' },
   'missing-host-value': { phase: 'run', meaning: 'a host value (an earlier trace\'s save, a TS tensor) was not given' },
   'no-tokenizer': { phase: 'run', meaning: 'a text prompt for a model without tokenizer.json (give token ids)' },
   'feeds-empty': { phase: 'run', meaning: 'no prompt, or an empty one' },
@@ -140,6 +143,8 @@ export const ERROR_CODES = {
   'no-such-file': { phase: 'CLI', meaning: 'the script file does not exist or cannot be read' },
   'bad-script': { phase: 'CLI', meaning: 'the script path is a folder, a FIFO or a device' },
   'unknown-command': { phase: 'CLI', meaning: 'not an `nns` command' },
+  'unknown-param': { phase: 'CLI', meaning: '`--param NAME=FILE` for a name the script does not declare (nearest declared name suggested), or not of the form NAME=FILE' },
+  'param-unreadable': { phase: 'CLI', meaning: '`--param NAME=FILE`: the file cannot be read or is not a JSON tensor `{dtype, shape, data}` (or an `--out` file holding NAME)' },
   'unknown-flag': { phase: 'CLI', meaning: 'an option the command does not have' },
   'bad-flag': { phase: 'CLI', meaning: 'a value given to an option that takes none, or a value it does not accept (`--progress=loud`)' },
   'missing-value': { phase: 'CLI', meaning: 'an option without its value' },
@@ -149,6 +154,14 @@ export const ERROR_CODES = {
   'bad-cache-action': { phase: 'CLI', meaning: '`nns cache` with an action other than list, size, clean' },
   'bad-results': { phase: 'CLI', meaning: '`nns plot` given a file that is not the JSON of `nns run --out`' },
   'no-plotting': { phase: 'CLI', meaning: 'plots need the optional dependencies vega, vega-lite and @resvg/resvg-js, which are not installed' },
+  'unknown-model': { phase: 'remote', meaning: '`nns run --remote URL --model NAME`: the server serves no model NAME (the served names are listed)' },
+  'unauthorized': { phase: 'remote', meaning: 'a missing or wrong API key (`Authorization: Bearer KEY`; the client reads `NNS_API_KEY`)' },
+  'over-limit': { phase: 'remote', meaning: "a request over one of the server's limits: request bytes, IR nodes, saved elements, run time, concurrent jobs per key" },
+  'bad-request': { phase: 'remote', meaning: 'a request that is not the wire format: not the binary job container, invalid IR JSON, bad tensors' },
+  'remote-unreachable': { phase: 'remote', meaning: 'the server cannot be reached, or what answered is not an `nns serve`' },
+  'job-failed': { phase: 'remote', meaning: "a job that ended without a result: its worker process died, it was still queued at shutdown" },
+  'job-not-found': { phase: 'remote', meaning: "an unknown job id, another key's job, or a result that expired" },
+  'remote-unsupported': { phase: 'remote', meaning: 'a `generate` block run with `--remote` (remote execution runs traces)' },
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

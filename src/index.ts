@@ -25,7 +25,7 @@ import { moduleClasses, type ModuleClass } from './model/classes.js';
 import { groupFamilies, type Family, type PromptInfo } from './report/families.js';
 import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
-import { callSite, checkOpen, grad, moduleProxy, type ModelRef, type TraceContext, TensorProxy } from './trace.js';
+import { callSite, checkOpen, grad, moduleProxy, paramProxies, type ModelRef, type ParamProxies, type ParamValues, type TraceContext, TensorProxy } from './trace.js';
 import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
@@ -33,7 +33,7 @@ export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
 export { ERROR_CODES, type ErrorCode, type ErrorCodeTable, type ErrorCodeInfo, type ErrorPhase } from './error-codes.js';
 export type { JSONNumber, Tensor, TensorData, TensorJSON } from './tensor.js';
 export { tensorToJSON, toJSONNumber } from './tensor.js';
-export { TensorProxy, ops, grad, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
+export { TensorProxy, ops, grad, type ParamValues, type ParamProxies, type ModelRef, type ModuleRef, type ModuleBase, type TensorLike, type IndexSpec, type NestedArray } from './trace.js';
 export type { ModuleTree, ModuleInfo, TensorSig, Dim, DType, BoundaryValue, ParamInfo } from './model/types.js';
 export type { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, AttributeProto, FunctionProto, OperatorSetIdProto, StringStringEntryProto, TypeProto, TensorShapeProto, DimensionProto, SparseTensorProto, Int64 } from './onnx/proto.js';
 export type { CompileOptions } from './engine.js';
@@ -107,7 +107,21 @@ export interface TraceResult {
  * (bigger batches run in chunks) and `onProgress` (called after each chunk's compile and run).
  * @category Tracing
  */
-export interface TraceOptions extends CompiledRunOptions {
+export interface TraceOptions<P extends ParamValues = ParamValues> extends CompiledRunOptions {
+  /**
+   * Host parameters: tensors by name, handed to the callback as proxies (its second
+   * argument), usable like any value and differentiable with `grad(y, p.NAME)`. Traces that
+   * differ only in these values (a gradient-descent loop) reuse one compiled graph.
+   *
+   * ```ts
+   * const steer = { dtype: 'float32', shape: [768], data: new Float32Array(768) } as const;
+   * await model.trace('The Eiffel Tower is in the city of', (m, p) => {
+   *   m.transformer.h[2].output = m.transformer.h[2].output.add(p.steer);
+   *   grad(m.output.logits.at(0, -1, 383), p.steer).save('g');
+   * }, { params: { steer } });
+   * ```
+   */
+  params?: P;
   /** `false` keeps identical read-only invokes as separate batch rows (default: merged). */
   dedup?: boolean;
   /** Called with the printed IR / graph after every pass. */
@@ -228,12 +242,13 @@ export class LanguageModel {
   }
 
   /** Builds the IR of a trace without running it. @internal */
-  build(prompt: Prompt, fn: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext };
-  build(fn: (tr: Tracer) => void): { graph: Graph; ctx: TraceContext };
-  build(a: Prompt | ((tr: Tracer) => void), b?: (m: ModelRef) => void): { graph: Graph; ctx: TraceContext } {
+  build(prompt: Prompt, fn: (m: ModelRef, params: ParamProxies<ParamValues>) => void, params?: ParamValues): { graph: Graph; ctx: TraceContext };
+  build(fn: (tr: Tracer, params: ParamProxies<ParamValues>) => void, params?: ParamValues): { graph: Graph; ctx: TraceContext };
+  build(a: Prompt | ((tr: Tracer, params: ParamProxies<ParamValues>) => void), b?: ((m: ModelRef, params: ParamProxies<ParamValues>) => void) | ParamValues, c?: ParamValues): { graph: Graph; ctx: TraceContext } {
     const builder = new Builder({ file: '<api>', tree: this.mc.tree });
     const ctx: TraceContext = { builder, tree: this.mc.tree, saved: new Map(), host: new Map() };
-    const invoke = (prompt: Prompt, fn: (m: ModelRef) => void): void => {
+    const p = paramProxies(ctx, typeof a === 'function' ? b as ParamValues | undefined : c);
+    const invoke = (prompt: Prompt, fn: (m: ModelRef, params: ParamProxies<ParamValues>) => void): void => {
       checkOpen(ctx, 'invoke() was called');
       if (builder.scope !== 0) throw new NnsError('nested-invoke', 'an invoke cannot contain another invoke', { kind: 'usage', span: callSite() });
       if (typeof fn !== 'function') throw new NnsError('bad-argument', `invoke(prompt, fn) needs a function, got ${describeValue(fn)}`, { kind: 'usage', span: callSite() });
@@ -242,20 +257,20 @@ export class LanguageModel {
       const outer = builder.scope;
       builder.scope = scope;
       try {
-        synchronous(fn(moduleProxy(ctx, '')));
+        synchronous(fn(moduleProxy(ctx, ''), p));
       } finally {
         builder.scope = outer;
       }
     };
     try {
       if (typeof a === 'function') {
-        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); }, grad }));
+        synchronous(a({ invoke, get model() { return moduleProxy(ctx, ''); }, grad }, p));
         if (builder.graph.scopes.length === 1) {
           throw new NnsError('no-prompt', 'this trace has no invoke: call tr.invoke(prompt, (m) => { ... }) at least once, or use trace(prompt, (m) => { ... })', { kind: 'usage', span: callSite() });
         }
       } else {
         if (typeof b !== 'function') throw new NnsError('bad-argument', `trace(prompt, fn) needs a function, got ${describeValue(b)}`, { kind: 'usage', span: callSite() });
-        invoke(a, b);
+        invoke(a, b as (m: ModelRef, params: ParamProxies<ParamValues>) => void);
       }
     } finally {
       ctx.closed = true;
@@ -277,7 +292,7 @@ export class LanguageModel {
    * });
    * ```
    */
-  async trace(prompt: Prompt, fn: (m: ModelRef) => void, opts?: TraceOptions): Promise<TraceResult>;
+  async trace<P extends ParamValues = ParamValues>(prompt: Prompt, fn: (m: ModelRef, params: ParamProxies<P>) => void, opts?: TraceOptions<P>): Promise<TraceResult>;
   /**
    * Several prompts in one batched pass: `tr.invoke(prompt, fn)` per prompt; values flow between invokes.
    *
@@ -292,10 +307,10 @@ export class LanguageModel {
    * });
    * ```
    */
-  async trace(fn: (tr: Tracer) => void, opts?: TraceOptions): Promise<TraceResult>;
-  async trace(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
-    const { graph, ctx } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
+  async trace<P extends ParamValues = ParamValues>(fn: (tr: Tracer, params: ParamProxies<P>) => void, opts?: TraceOptions<P>): Promise<TraceResult>;
+  async trace(a: Prompt | ((tr: Tracer, params: ParamProxies<ParamValues>) => void), b?: ((m: ModelRef, params: ParamProxies<ParamValues>) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
     const opts = (typeof a === 'function' ? b : c) as TraceOptions | undefined;
+    const { graph, ctx } = typeof a === 'function' ? this.build(a, opts?.params) : this.build(a, b as (m: ModelRef, params: ParamProxies<ParamValues>) => void, opts?.params);
     const results = await runGraph(graph, this.mc, { ...opts, host: ctx.host });
     const saves: Record<string, Tensor> = {};
     for (const [name, t] of results) {

@@ -130,8 +130,8 @@ export function grad(y: TensorProxy, x: TensorProxy): TensorProxy {
   const span = callSite();
   checkOpen(y.ctx, 'grad was called');
   if (y.ctx !== x.ctx) throw new NnsError('foreign-value', 'grad(y, x): y and x belong to different traces', { span });
-  if (!['module.output', 'module.input', 'param'].includes(x.ir.producer.op)) {
-    throw new NnsError('bad-grad', 'grad(y, x): x must be a module value (.output, .input, .outputs[i], .inputs[i]), an op value (.op(TYPE).output) or a parameter', { span });
+  if (!['module.output', 'module.input', 'param', 'host'].includes(x.ir.producer.op)) {
+    throw new NnsError('bad-grad', 'grad(y, x): x must be a module value (.output, .input, .outputs[i], .inputs[i]), an op value (.op(TYPE).output), a parameter or a host value (a trace param, a Tensor)', { span });
   }
   return new TensorProxy(y.ctx, y.ctx.builder.op('grad', [y.ir, x.ir], {}, span));
 }
@@ -409,15 +409,65 @@ export function toValue(ctx: TraceContext, x: TensorLike, span: Span): Value {
   }
   if (!isTensor(x)) throw new NnsError('bad-value', `expected ${TENSOR_LIKE}, got ${describeValue(x)}`, { kind: 'usage', span });
   const t = x as Tensor;
-  if (!DTYPES.has(t.dtype) || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !ArrayBuffer.isView(t.data) || numel(t.shape) !== (t.data as { length: number }).length) {
-    throw new NnsError('bad-value', `this Tensor is malformed: dtype '${String(t.dtype)}', shape [${String(t.shape)}] and ${(t.data as { length?: number })?.length ?? 'no'} data elements do not agree`, { kind: 'usage', span });
-  }
+  checkTensor(t, span);
   let name = [...ctx.host].find(([, h]) => h === t)?.[0];
   if (!name) {
     name = `t${ctx.host.size}`;
     ctx.host.set(name, t);
   }
   return ctx.builder.host(name, t.dtype, [...t.shape], span);
+}
+
+/** Throws `bad-value` unless `t` is a well-formed tensor (known dtype, whole dims, as many elements as its shape). */
+function checkTensor(t: Tensor, span: Span, what = 'this Tensor'): void {
+  if (!DTYPES.has(t.dtype) || !Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !ArrayBuffer.isView(t.data) || numel(t.shape) !== (t.data as { length: number }).length) {
+    throw new NnsError('bad-value', `${what} is malformed: dtype '${String(t.dtype)}', shape [${String(t.shape)}] and ${(t.data as { length?: number })?.length ?? 'no'} data elements do not agree`, { kind: 'usage', span });
+  }
+}
+
+/**
+ * Host parameters of a trace: tensors the caller supplies by name (`params` of a trace).
+ * @category Tracing
+ */
+export type ParamValues = Readonly<Record<string, Tensor>>;
+
+/**
+ * What a trace callback gets for its {@link ParamValues}: one proxy per name, usable like any
+ * value and differentiable (`grad(loss, p.steer)`).
+ * @category Tracing
+ */
+export type ParamProxies<P extends ParamValues> = { readonly [K in keyof P]: TensorProxy };
+
+/** Host name of trace param `name` (never a name `toValue` gives a bare Tensor). */
+export function paramHostName(name: string): string {
+  return `param.${name}`;
+}
+
+/**
+ * The proxies of a trace's params: each read is a `host` value fed from `params[name]`.
+ * Repeated traces whose params differ only in values have the same structure, so they share
+ * one compiled graph.
+ */
+export function paramProxies<P extends ParamValues>(ctx: TraceContext, params: P | undefined): ParamProxies<P> {
+  const out = {} as Record<string, TensorProxy>;
+  if (params === undefined) return out as ParamProxies<P>;
+  if (params === null || typeof params !== 'object' || Array.isArray(params)) {
+    throw new NnsError('bad-value', `params must be an object of Tensors by name, got ${describeValue(params)}`, { kind: 'usage', span: callSite() });
+  }
+  for (const [name, t] of Object.entries(params)) {
+    const span = callSite();
+    if (!isTensor(t)) throw new NnsError('bad-value', `params.${name} must be a Tensor {dtype, shape, data}, got ${describeValue(t)}`, { kind: 'usage', span });
+    checkTensor(t, span, `params.${name}`);
+    ctx.host.set(paramHostName(name), t);
+    Object.defineProperty(out, name, {
+      enumerable: true,
+      get: () => {
+        checkOpen(ctx, `params.${name} was read`);
+        return new TensorProxy(ctx, ctx.builder.host(paramHostName(name), t.dtype, [...t.shape], callSite()));
+      },
+    });
+  }
+  return Object.freeze(out) as ParamProxies<P>;
 }
 
 function isTensor(x: unknown): x is Tensor {

@@ -19,7 +19,7 @@ export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
   ['front end and passes', ['grammar/', 'passes/']],
   ['backends', ['backends/']],
   ['engine', ['src/compile.ts', 'src/compile-cache.ts', 'src/compiled-run.ts', 'src/fast/', 'src/engine.ts', 'src/generate/']],
-  ['api and cli', ['src/trace.ts', 'src/generate-api.ts', 'src/index.ts', 'src/report/', 'src/cli/']],
+  ['api and cli', ['src/trace.ts', 'src/generate-api.ts', 'src/index.ts', 'src/report/', 'src/cli/', 'src/serve/', 'src/remote/']],
 ];
 
 const SKIP = new Set(['node_modules', 'test', 'bench', '.git', 'examples', 'docs', 'models', 'dist', '.cache', 'vitest.config.ts']);

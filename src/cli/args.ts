@@ -16,6 +16,8 @@ export interface FlagSpec {
   /** Value placeholder and description for help. */
   help: string;
   placeholder?: string;
+  /** The flag may be given several times (`--param a=A --param b=B`); every value is kept in `ParsedArgs.lists`. */
+  repeat?: boolean;
 }
 
 /** A command: its positionals, flags and help text. */
@@ -35,8 +37,10 @@ export interface CommandSpec {
 /** Parsed arguments of one command. */
 export interface ParsedArgs {
   positionals: string[];
-  /** Flag values by long name (`true` for value-less flags). */
+  /** Flag values by long name (`true` for value-less flags); the last one of a repeated flag. */
   flags: Map<string, string | true>;
+  /** Every value of each repeatable flag, in order. */
+  lists: Map<string, string[]>;
 }
 
 /** The usage line of a command: `nns run SCRIPT [--model PATH] ...`. */
@@ -66,6 +70,7 @@ export function commandHelp(c: CommandSpec): string {
 export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArgs {
   const positionals: string[] = [];
   const flags = new Map<string, string | true>();
+  const lists = new Map<string, string[]>();
   const usage = [`usage: ${usageLine(spec)}`, `see: nns ${spec.name} --help`];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -91,8 +96,9 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
     else v = argv[++i];
     if (v === undefined || v === '') throw usageError('missing-value', `option '--${f.name}' needs a value (${f.placeholder ?? 'VALUE'})`, usage);
     flags.set(f.name, v);
+    if (f.repeat) lists.set(f.name, [...(lists.get(f.name) ?? []), v]);
   }
-  if (flags.has('help')) return { positionals, flags };
+  if (flags.has('help')) return { positionals, flags, lists };
   if (positionals.length < spec.positionals.length) {
     throw usageError('missing-argument', `'nns ${spec.name}' needs ${spec.positionals.slice(positionals.length).join(' ')}`, usage);
   }
@@ -100,5 +106,5 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
   if (positionals.length > most) {
     throw usageError('extra-argument', `unexpected argument '${positionals[most]}' for 'nns ${spec.name}'`, usage);
   }
-  return { positionals, flags };
+  return { positionals, flags, lists };
 }

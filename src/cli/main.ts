@@ -186,10 +186,16 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes, { ops: a.flags.has('ops') }).join('\n'));
     return 0;
   }
+  if (cmd.name === 'serve') {
+    const { serveCommand } = await import('../serve/cli.js');
+    return serveCommand(a, io);
+  }
   const out = flag(a, 'out');
   if (cmd.name === 'compile' && !out) throw usageError('missing-argument', "'nns compile' needs -o OUT.onnx", [`usage: ${usageLine(cmd)}`]);
   const outAbs = out ? checkWritable(out, io.cwd) : undefined;
   const script = await loadScript(a.positionals[0]!, io.cwd, sources);
+  const remote = flag(a, 'remote');
+  if (remote !== undefined) return runRemote(a, io, script, remote, outAbs);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
   let line = '';
@@ -210,6 +216,19 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
     ...(a.flags.has('flat') ? { flat: true } : {}),
   };
+  if (cmd.name === 'run') {
+    // Read every --param file before the model opens: a bad one stops the run before anything runs.
+    const { parseParamFlag, readParamFile } = await import('./params.js');
+    const params = new Map<string, import('../tensor.js').Tensor>();
+    const files = new Map<string, string>();
+    for (const v of a.lists.get('param') ?? []) {
+      const { name, file } = parseParamFlag(v);
+      if (params.has(name)) throw usageError('unknown-param', `--param ${name} is given twice`);
+      params.set(name, readParamFile(name, file, io.cwd));
+      files.set(name, file);
+    }
+    Object.assign(job, { params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}` });
+  }
   if (cmd.name === 'check') {
     await run.checkScript(job);
     io.out(`${script.file}: ok`);
@@ -218,11 +237,13 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   if (!modelPath) throw usageError('no-model', 'no model: add model "PATH" to the script or pass --model PATH');
   if (cmd.name === 'compile') {
     const files = await run.compileScript(job, outAbs!);
+    const { paramDecls } = await import('../../grammar/script.js');
+    const declared = new Set(paramDecls(script.ast).decls.map((d) => d.name));
     for (const [i, f] of files.entries()) {
       const shown = run.compiledPath(out!, i + 1);
       const about = [
         ...(files.length > 1 && f.trace ? [`trace ${f.trace.index} at ${script.file}:${f.trace.line}:${f.trace.col}`] : []),
-        ...(f.hostInputs.size ? [`inputs ${[...f.hostInputs].map(([k, v]) => (k === v ? k : `${v} (save '${k}' of an earlier trace)`)).join(', ')}`] : []),
+        ...(f.hostInputs.size ? [`inputs ${[...f.hostInputs].map(([k, v]) => (k === v ? k : `${v} (${declared.has(k) ? 'param' : 'save'} '${k}'${declared.has(k) ? '' : ' of an earlier trace'})`)).join(', ')}`] : []),
         ...(f.weights.length ? [`weights: ${f.weights.map((w) => `${w.location}, ${w.how}`).join('; ')}`] : []),
       ];
       io.out(`wrote ${shown}${about.length ? ` (${about.join('; ')})` : ''}`);
@@ -249,6 +270,42 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   io.out(formatResults(results, decoder));
   if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}), graphs });
+  return 0;
+}
+
+/** `nns run SCRIPT --remote URL --model NAME`: prints and writes what a local run does. */
+async function runRemote(a: ParsedArgs, io: CliIO, script: Loaded, url: string, outAbs: string | undefined): Promise<number> {
+  const name = flag(a, 'model');
+  if (!name) throw usageError('missing-argument', "'nns run --remote URL' needs --model NAME (the served model's name)");
+  for (const f of ['print-ir-after-all', 'print-ir-after']) {
+    if (a.flags.has(f)) throw usageError('bad-flag', `--${f} cannot be combined with --remote (the server compiles)`);
+  }
+  const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined;
+  const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
+  const { parseParamFlag, readParamFile } = await import('./params.js');
+  const params = new Map<string, import('../tensor.js').Tensor>();
+  const files = new Map<string, string>();
+  for (const v of a.lists.get('param') ?? []) {
+    const { name: p, file } = parseParamFlag(v);
+    if (params.has(p)) throw usageError('unknown-param', `--param ${p} is given twice`);
+    params.set(p, readParamFile(p, file, io.cwd));
+    files.set(p, file);
+  }
+  const { runScriptRemote } = await import('../remote/run.js');
+  const cmd = COMMANDS.get('run')!;
+  const apiKey = io.env.NNS_API_KEY;
+  const { results, decoder, prompts } = await runScriptRemote({
+    file: script.file, ast: script.ast, onProgress: progressOf(a, io, cmd), params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}`,
+  }, url, name, apiKey ? { apiKey } : {});
+  const { buildReport } = await import('../report/report.js');
+  const { loopIndexNames } = await import('../report/families.js');
+  const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
+  if (outAbs) {
+    const { writeResultsFile } = await import('./results-file.js');
+    writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
+  }
+  io.out(formatResults(results, decoder));
+  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, model: `${name} on ${url}`, graphs: [] });
   return 0;
 }
 
@@ -296,7 +353,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, plot, modules, check, cache, lsp; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, plot, modules, check, serve, cache, lsp; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {

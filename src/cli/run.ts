@@ -6,7 +6,7 @@
  */
 import type { Script } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
-import { checkGenerate, checkTopLevel, runnables, traces } from '../../grammar/script.js';
+import { bindParams, checkGenerate, checkTopLevel, paramDecls, paramHost, runnables, traces } from '../../grammar/script.js';
 import { maxPositions } from '../generate/decode.js';
 import { runGenerate } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
@@ -57,6 +57,10 @@ export interface ScriptJob {
   mc?: ModelContext;
   /** `nns compile --flat`: every inserted node in the main graph (default: one function call per statement). */
   flat?: boolean;
+  /** Values of the script's `param`s by name (`--param NAME=FILE`), checked against the declarations before anything runs. */
+  params?: ReadonlyMap<string, Tensor>;
+  /** Where a param's value came from, for messages (default `--param NAME`). */
+  paramSource?: (name: string) => string;
 }
 
 /** What `runScript` returns. */
@@ -113,17 +117,22 @@ function decoderOf(mc: ModelContext): TokenDecoder | undefined {
 /** Runs every trace in order; saves of earlier traces are host values of later ones. */
 export async function runScript(job: ScriptJob): Promise<RunOutput> {
   throwIfAny(checkTopLevel(job.ast));
+  const bound = bindParams(paramDecls(job.ast).decls, job.params ?? new Map(), job.paramSource ?? ((n) => `--param ${n}`));
+  throwIfAny(bound.errors);
+  const params = bound.values;
   const mc = await open(job);
   const results = new Map<string, Tensor>();
+  // Params are host values of every trace (never printed or written: they are not saves).
+  const hostValues = (): Map<string, Tensor> => new Map([...params, ...results]);
   const prompts: PromptInfo[] = [];
   const tok = mc.loaded.tokenizer;
   for (const t of runnables(job.ast)) {
     if (t.kind === 'Generate') {
-      const out = await generateWithText(job, mc, t, results);
+      const out = await generateWithText(job, mc, t, hostValues());
       for (const [k, v] of out) results.set(k, v);
       continue;
     }
-    const host = new Map<string, HostValueInfo>([...results].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
+    const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     const seen = new Map<string, PromptInfo>();
@@ -136,7 +145,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
       seen.set(key, info);
       prompts.push(info);
     }
-    const out = await runGraph(lowered.graph, mc, { host: results, printAfterEach: printer(job), onProgress: job.onProgress });
+    const out = await runGraph(lowered.graph, mc, { host: hostValues(), printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }
   const graphs = [
@@ -310,8 +319,9 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
   const ts = traces(job.ast);
   const mc = await open(job);
   if (ts.length === 0) return [{ ...exportModel(mc.loaded, unchangedModel(mc), outPath), hostInputs: new Map(), renamed: [], inserted: [] }];
-  const host = new Map<string, HostValueInfo>();
+  const host = paramHost(job.ast);
   const hostFrom = new Map<string, string>(); // save name → where it was saved
+  const paramNames = new Set(host.keys());
   const compiled: { proto: ModelProto; file: Omit<CompiledFile, keyof ExportResult> }[] = [];
   const base = path.relative(process.cwd(), mc.loaded.source) || mc.loaded.source;
   const iface = new Map<string, string>([
@@ -333,7 +343,8 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     const hostDocs = new Map<string, string>();
     for (const [k, v] of state.hostInputs ?? []) {
       const from = hostFrom.get(k);
-      hostDocs.set(v, from ? `the value saved as '${k}' by ${from}: nns run feeds it; feed it yourself when running this file alone` : `host value '${k}': computed outside the graph and fed at run time`);
+      if (paramNames.has(k)) hostDocs.set(v, `param '${k}' of ${job.file}: nns run feeds it from --param ${k}=FILE`);
+      else hostDocs.set(v, from ? `the value saved as '${k}' by ${from}: nns run feeds it; feed it yourself when running this file alone` : `host value '${k}': computed outside the graph and fed at run time`);
     }
     const inserted = insertedStatements(state.model);
     const traceText = `trace ${i + 1} (${job.file}:${t.headerSpan.line}:${t.headerSpan.col})`;
@@ -370,7 +381,7 @@ function concreteShape(g: Graph, shape: ReadonlyArray<number | string> | null | 
 export async function checkScript(job: ScriptJob): Promise<void> {
   throwIfAny(checkTopLevel(job.ast));
   const mc = job.modelPath ? await open(job) : undefined;
-  const host = new Map<string, HostValueInfo>();
+  const host = paramHost(job.ast);
   const errors: NnsError[] = [];
   for (const t of runnables(job.ast)) {
     const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);

@@ -3,26 +3,16 @@
  * (exit 2), script errors (exit 1, `FILE:LINE:COL: error[...]`, no stack trace, no output
  * file), and a real run of the Eiffel example.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 
 const root = path.join(import.meta.dirname, '..', '..');
-const bin = path.join(root, 'bin', 'nns.mjs');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-cli-'));
 
-function nns(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, ...env } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
+const nns = (args: string[], env: Record<string, string> = {}) => runNns(args, { cwd: root, env });
 
 function noStack(text: string): void {
   expect(text).not.toMatch(/^\s+at .*\(.*:\d+:\d+\)$/m);

@@ -7,12 +7,12 @@
  * error in any trace writes nothing. The written models are run in onnxruntime and compared
  * with PyTorch (reference.json clean_logits and zero_ablate_mlp at layer 3).
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 import { EXPORTS, MODEL_DIR, ROOT, expectClose, refCase } from '../helpers/reference.js';
 
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'idioms');
@@ -20,16 +20,7 @@ const ids = refCase('clean_logits').input_ids as number[];
 const clean = (refCase('clean_logits').expect as { last_logits: number[] }).last_logits;
 const ablated3 = (refCase('zero_ablate_mlp').expect as { layer: number; last_logits: number[] }[]).find((k) => k.layer === 3)!.last_logits;
 
-function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [path.join(ROOT, 'bin', 'nns.mjs'), ...args], { cwd: ROOT });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
+const nns = (args: string[]) => runNns(args);
 
 /** Runs a written model on the prompt (plus `extra` feeds); returns every output. */
 async function runModel(file: string, extra: Record<string, ort.Tensor> = {}): Promise<Record<string, ort.Tensor>> {

@@ -3,27 +3,17 @@
  * 2 and one clean error (or a bounded list), no stack trace, no `internal error`, and no
  * output file. Spawns `node bin/nns.mjs` as a user would.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 
 const root = path.join(import.meta.dirname, '..', '..');
-const bin = path.join(root, 'bin', 'nns.mjs');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-hostile-'));
 const MODEL = `model "${path.join(root, 'models', 'gpt2-facts')}"\n`;
 
-function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [bin, ...args], { cwd: tmp, env: { ...process.env, NNS_DEBUG: '' } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
+const nns = (args: string[]) => runNns(args, { cwd: tmp, env: { NNS_DEBUG: '' } });
 
 const trace = (body: string): string => `${MODEL}trace "The Eiffel Tower is in the city of" {\n${body}\n}\n`;
 

@@ -8,11 +8,12 @@
  * CLI cases run `nns` in a child process that is killed if it has not ended after a minute:
  * a guard against the hangs these cases used to cause, never a measurement.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 import { NnsError } from '../../src/errors.js';
 import { loadModel } from '../../src/model/load.js';
 import { maxPositions, positionTableSize, vocabTableSize } from '../../src/model/positions.js';
@@ -20,7 +21,6 @@ import type { ModelProto } from '../../src/onnx/proto.js';
 import { decodeModel, encodeModel } from '../../src/onnx/serde.js';
 
 const root = path.join(import.meta.dirname, '..', '..');
-const bin = path.join(root, 'bin', 'nns.mjs');
 const FACTS = path.join(root, 'models', 'gpt2-facts');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-hostile-'));
 const cache = path.join(tmp, 'cache');
@@ -29,24 +29,7 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 interface Result { code: number | null; out: string; err: string; killed: boolean }
 
 /** Runs `nns args` with a private cache; kills it after 60 s (a hang guard, not a timing check). */
-function nns(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [bin, ...args], { cwd: tmp, env: { ...process.env, ONNSIGHT_CACHE: cache, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let killed = false;
-    const guard = setTimeout(() => {
-      killed = true;
-      p.kill('SIGKILL');
-    }, 60_000);
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => {
-      clearTimeout(guard);
-      resolve({ code, out, err, killed });
-    });
-  });
-}
+const nns = (args: string[], env: Record<string, string> = {}): Promise<Result> => runNns(args, { cwd: tmp, env: { ONNSIGHT_CACHE: cache, ...env }, killAfterMs: 60_000 });
 
 /** One clean error: the exit code, the error code, no stack trace, no onnxruntime log line. */
 function expectClean(r: Result, exit: number, code: string): void {

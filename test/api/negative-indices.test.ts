@@ -5,11 +5,11 @@
  * an index before the start of the list is the usual located `unknown-module` error.
  * Values are compared against PyTorch (models/gpt2-facts/reference.json).
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 import { LanguageModel } from '../../src/index.js';
 import { EXPORTS, MODEL_DIR, ROOT, argmax, expectClose, refCase } from '../helpers/reference.js';
 
@@ -17,16 +17,7 @@ const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-negidx-'));
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'idioms');
 type Results = Record<string, { shape: number[]; data: number[] }>;
 
-function nns(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [path.join(ROOT, 'bin', 'nns.mjs'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
+const nns = (args: string[], env: Record<string, string> = {}) => runNns(args, { env });
 
 const saveOutputs = refCase('save_outputs').expect as Record<string, { shape: number[]; values: number[] }>;
 const lensRef = refCase('logit_lens').expect as { layer: number; top1: number; p_top1: number; p_answer: number }[];

@@ -5,11 +5,11 @@
  * `nns run --out` writes NaN and ±Infinity losslessly as "NaN", "Infinity", "-Infinity".
  * Expected values are IEEE arithmetic on the host (1/0 = Infinity, ...), not model output.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nns as runNns } from '../helpers/cli.js';
 import { LanguageModel } from '../../src/index.js';
 import { eliminateCommonSubexpressions } from '../../passes/cse.js';
 import { Graph, Node } from '../../ir/ir.js';
@@ -19,14 +19,7 @@ const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-nonfinite-'));
 const SCRIPT = path.join(ROOT, 'test', 'scripts', 'idioms', 'nonfinite.nns');
 const WANT: Record<string, number> = { ninf: -1 / 0, pinf: 1 / 0, nan: 0 / 0, negz: 1 / -0, posz: 1 / 0 };
 
-function nnsRun(env: Record<string, string>, out: string): Promise<{ code: number; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [path.join(ROOT, 'bin', 'nns.mjs'), 'run', SCRIPT, '--model', MODEL_DIR, '--out', out], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, err }));
-  });
-}
+const nnsRun = (env: Record<string, string>, out: string) => runNns(['run', SCRIPT, '--model', MODEL_DIR, '--out', out], { env });
 
 describe('non-finite constants', () => {
   it('CSE keeps constants apart that JSON.stringify cannot tell apart', () => {

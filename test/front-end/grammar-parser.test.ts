@@ -124,6 +124,15 @@ describe('statements', () => {
     const b = (s.statements[1] as A.TraceStmt).body;
     expect(b.map((x) => (x as A.ReservedStmt).keyword)).toEqual(['param', 'skip', 'stop']);
   });
+
+  it('parses top-level param declarations', () => {
+    const s = parse('param steer: f32[2, 128]\nparam bare\ntrace "p" { }');
+    expect(s.statements[0]).toMatchObject({ kind: 'Param', name: 'steer', type: { name: 'f32' }, dims: { items: [{ kind: 'Number', value: 2 }, { kind: 'Number', value: 128 }] } });
+    expect(s.statements[1]).toMatchObject({ kind: 'Param', name: 'bare' });
+    expect(s.statements[1]).not.toHaveProperty('type');
+    expect(s.statements[1]).not.toHaveProperty('dims');
+    expect(s.statements[2]).toMatchObject({ kind: 'Trace' });
+  });
 });
 
 describe('lexical', () => {

@@ -1,19 +1,56 @@
-/** Runs the `nns` command line (bin/nns.mjs) from the repository root, as a user would. */
+/** Runs the `nns` command line (bin/nns.mjs) as a user would: the one runner every CLI test uses. */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
+/** The `nns` launcher of this checkout. */
+export const NNS_BIN = path.join(ROOT, 'bin', 'nns.mjs');
 
-/** Spawns `nns ARGS` with cwd = the repository root; resolves with its exit code, stdout and stderr. */
-export function nns(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
+/** Where and how `nns` runs. */
+export interface NnsOptions {
+  /** Working directory (default: the repository root). */
+  cwd?: string;
+  /** Variables added to (or overriding) the test's environment. */
+  env?: Record<string, string>;
+  /** Kill the process after this many ms and report `killed` (a hang guard, not a timing check). */
+  killAfterMs?: number;
+}
+
+/** What one `nns` run did. */
+export interface NnsResult {
+  /** Exit code (-1 when killed by a signal). */
+  code: number;
+  out: string;
+  err: string;
+  /** True when the hang guard killed it. */
+  killed: boolean;
+}
+
+/** Spawns `nns ARGS`; resolves with its exit code, stdout and stderr. */
+export function nns(args: string[], opts: NnsOptions = {}): Promise<NnsResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [NNS_BIN, ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...process.env, ...(opts.env ?? {}) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
+    let killed = false;
+    const guard =
+      opts.killAfterMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            killed = true;
+            p.kill('SIGKILL');
+          }, opts.killAfterMs);
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      if (guard) clearTimeout(guard);
+      resolve({ code: code ?? -1, out, err, killed });
+    });
   });
 }

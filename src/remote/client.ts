@@ -1,0 +1,161 @@
+/**
+ * The client of `nns serve`: fetches a served model's info (module tree, config, tokenizer:
+ * what lowering a script needs), submits a trace as its IR's JSON form plus the host values
+ * it reads, follows the job's status stream, and reads the saves back bit for bit.
+ *
+ * Errors: what the server refuses (unknown model, missing or wrong key, limits, malformed
+ * requests) is one {@link NnsError} of kind `usage` with the server's code; errors of the
+ * script found by the server's checks come back with their spans, as local runs report them.
+ * @module
+ */
+import type { Graph } from '../../ir/ir.js';
+import { graphToJSON } from '../../ir/json.js';
+import { NnsError, NnsErrors, type ErrorCode } from '../errors.js';
+import { isErrorCode } from '../error-codes.js';
+import type { ProgressCallback } from '../progress.js';
+import type { Tensor } from '../tensor.js';
+import { clientModel, type ClientModel, type ModelInfoJSON } from '../serve/model-info.js';
+import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type DiagnosticJSON, type JobEvent } from '../serve/protocol.js';
+
+/** Options of a remote connection. */
+export interface RemoteOptions {
+  /** The API key (`Authorization: Bearer KEY`); `nns run --remote` reads `NNS_API_KEY`. */
+  apiKey?: string;
+}
+
+const codeOf = (c: unknown, fallback: ErrorCode): ErrorCode => (typeof c === 'string' && isErrorCode(c) ? c : fallback);
+
+/** A connection to one server. */
+export class RemoteClient {
+  private readonly base: string;
+  private readonly infos = new Map<string, Promise<ClientModel>>();
+
+  constructor(url: string, private readonly opts: RemoteOptions = {}) {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new NnsError('remote-unreachable', `'${url}' is not a URL (expected http://HOST:PORT)`, { kind: 'usage' });
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new NnsError('remote-unreachable', `'${url}' is not an http(s) URL`, { kind: 'usage' });
+    this.base = u.href.replace(/\/+$/, '');
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {}), ...extra };
+  }
+
+  /** A request; a refusal by the server becomes one NnsError with its code. */
+  private async request(path: string, init: RequestInit = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, { ...init, headers: this.headers(init.headers as Record<string, string> | undefined) });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code ?? cause?.message ?? (e as Error).message;
+      throw new NnsError('remote-unreachable', `cannot reach ${this.base}: ${why}`, { kind: 'usage' });
+    }
+    if (res.ok) return res;
+    let body: { error?: { code?: unknown; message?: unknown }; errors?: DiagnosticJSON[] } | undefined;
+    try {
+      body = (await res.json()) as typeof body;
+    } catch {
+      body = undefined;
+    }
+    if (body?.errors?.length) throw remoteErrors(body.errors);
+    const code = codeOf(body?.error?.code, res.status === 401 ? 'unauthorized' : 'remote-unreachable');
+    const message = typeof body?.error?.message === 'string' ? body.error.message : `${this.base} answered ${res.status} ${res.statusText} (is it an nns serve?)`;
+    throw new NnsError(code, message, { kind: 'usage' });
+  }
+
+  /** The model's tree, config and tokenizer (cached per client). */
+  model(name: string): Promise<ClientModel> {
+    let p = this.infos.get(name);
+    if (!p) {
+      p = (async () => {
+        const res = await this.request(`/models/${encodeURIComponent(name)}`);
+        let info: ModelInfoJSON;
+        try {
+          info = (await res.json()) as ModelInfoJSON;
+        } catch {
+          throw new NnsError('remote-unreachable', `${this.base} did not answer with a model description (is it an nns serve?)`, { kind: 'usage' });
+        }
+        return clientModel(info);
+      })();
+      this.infos.set(name, p);
+      p.catch(() => this.infos.delete(name));
+    }
+    return p;
+  }
+
+  /** Submits a trace; resolves with the job id. Only the host values the IR reads are sent. */
+  async submit(model: string, graph: Graph, host: ReadonlyMap<string, Tensor>): Promise<string> {
+    const needed: [string, Tensor][] = [];
+    for (const n of graph.nodes) if (n.is('host') && host.has(n.attrs.name) && !needed.some(([k]) => k === n.attrs.name)) needed.push([n.attrs.name, host.get(n.attrs.name)!]);
+    const body = encodeContainer({ model, ir: graphToJSON(graph) }, 'host', needed);
+    const res = await this.request('/jobs', { method: 'POST', body: body as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
+    const { id } = (await res.json()) as { id: string };
+    return id;
+  }
+
+  /** Follows the job's status stream until it ends; a failed job throws its diagnostics. */
+  async wait(id: string, onProgress?: ProgressCallback): Promise<JobEvent> {
+    const res = await this.request(`/jobs/${id}/events`);
+    const reader = res.body!.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let at: number;
+      while ((at = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, at);
+        buf = buf.slice(at + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+        if (!data) continue;
+        const e = JSON.parse(data) as JobEvent;
+        if (e.status === 'progress' && e.progress && onProgress) {
+          const ph = e.progress.phase;
+          onProgress({ phase: ph === 'compile' || ph === 'load' ? ph : 'run', done: e.progress.done, total: e.progress.total, rowsDone: 0, rows: 0 });
+        }
+        if (e.status === 'error') {
+          await reader.cancel().catch(() => undefined);
+          throw remoteErrors(e.errors ?? []);
+        }
+        if (e.status === 'completed') {
+          await reader.cancel().catch(() => undefined);
+          return e;
+        }
+      }
+    }
+    throw new NnsError('remote-unreachable', `${this.base} closed the status stream of job ${id} before it ended`, { kind: 'usage' });
+  }
+
+  /** The saves of a completed job, in save order. */
+  async result(id: string): Promise<Map<string, Tensor>> {
+    const res = await this.request(`/jobs/${id}/result?wait=1`);
+    const buf = new Uint8Array(await res.arrayBuffer());
+    try {
+      return decodeContainer(buf, 'saves').tensors;
+    } catch (e) {
+      if (e instanceof WireError) throw new NnsError('remote-unreachable', `the result of job ${id} is unreadable: ${e.message}`, { kind: 'usage' });
+      throw e;
+    }
+  }
+
+  /** Runs a trace on the server: submit, follow, read. */
+  async run(model: string, graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: ProgressCallback): Promise<Map<string, Tensor>> {
+    const id = await this.submit(model, graph, host);
+    await this.wait(id, onProgress);
+    return this.result(id);
+  }
+}
+
+/** Diagnostics of the server as the errors a local run would throw. */
+export function remoteErrors(list: readonly DiagnosticJSON[]): NnsErrors {
+  if (list.length === 0) return new NnsErrors([new NnsError('job-failed', 'the job failed without a diagnostic', { kind: 'usage' })]);
+  return new NnsErrors(list.map((d) => new NnsError(codeOf(d.code, 'internal'), String(d.message), {
+    kind: d.kind === 'script' || d.kind === 'model' ? d.kind : 'usage', ...(d.span ? { span: d.span } : {}), notes: Array.isArray(d.notes) ? d.notes.map(String) : [],
+  })));
+}

@@ -1,0 +1,84 @@
+/**
+ * `nns run SCRIPT --remote URL --model NAME`: the script is checked and lowered here, with
+ * the served model's module tree and tokenizer, exactly as a local run lowers it; each
+ * trace goes to the server as its IR's JSON form plus the saves of earlier traces it reads;
+ * the saves come back bit for bit. What is printed and written is then what a local run
+ * prints and writes. Errors the server's checks find carry their spans and are shown
+ * against the local script text.
+ * @module
+ */
+import type { GenerateStmt, Script, TraceStmt } from '../../grammar/ast.js';
+import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
+import { bindParams, checkTopLevel, paramDecls, runnables } from '../../grammar/script.js';
+import { NnsError, NnsErrors } from '../errors.js';
+import { vocabSizeOf } from '../model/token-ids.js';
+import type { ProgressCallback } from '../progress.js';
+import type { PromptInfo } from '../report/families.js';
+import type { Tensor } from '../tensor.js';
+import type { ClientModel } from '../serve/model-info.js';
+import { RemoteClient, type RemoteOptions } from './client.js';
+
+/** A script to run remotely. */
+export interface RemoteScriptJob {
+  /** The script's file name as the user gave it (used in spans). */
+  file: string;
+  ast: Script;
+  /** Progress of each trace on the server. */
+  onProgress?: ProgressCallback;
+  /** Values of the script's `param`s (`--param NAME=FILE`). */
+  params?: ReadonlyMap<string, Tensor>;
+  /** Where a param's value came from, for messages (default `--param NAME`). */
+  paramSource?: (name: string) => string;
+}
+
+/** What {@link runScriptRemote} returns (the fields of a local run's output that printing and `--out` use). */
+export interface RemoteRunOutput {
+  results: Map<string, Tensor>;
+  decoder?: { vocabSize: number; tokenToString(id: number): string };
+  prompts: PromptInfo[];
+}
+
+function tokenizeWith(m: ClientModel): (text: string) => number[] {
+  return (text) => {
+    if (!m.tokenizer) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
+    return m.tokenizer.encode(text);
+  };
+}
+
+/** Runs every trace of the script on the server, in order (saves of earlier traces are host values of later ones). */
+export async function runScriptRemote(job: RemoteScriptJob, url: string, model: string, opts: RemoteOptions = {}): Promise<RemoteRunOutput> {
+  const top = checkTopLevel(job.ast);
+  if (top.length) throw new NnsErrors(top);
+  const bound = bindParams(paramDecls(job.ast).decls, job.params ?? new Map(), job.paramSource ?? ((n) => `--param ${n}`));
+  if (bound.errors.length) throw new NnsErrors(bound.errors);
+  const params = bound.values;
+  const client = new RemoteClient(url, opts);
+  const m = await client.model(model);
+  const gens = runnables(job.ast).filter((t): t is GenerateStmt => t.kind === 'Generate');
+  if (gens.length) throw new NnsErrors(gens.map((g) => new NnsError('remote-unsupported', 'remote execution runs traces; run this generate block locally (without --remote)', { kind: 'usage', span: g.headerSpan })));
+  const results = new Map<string, Tensor>();
+  const prompts: PromptInfo[] = [];
+  const tok = m.tokenizer;
+  // Params are host values of every trace (never printed or written: they are not saves).
+  const hostValues = (): Map<string, Tensor> => new Map([...params, ...results]);
+  for (const t of runnables(job.ast) as TraceStmt[]) {
+    const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(m), host, tree: m.tree, vocabSize: vocabSizeOf(m.config) });
+    if (lowered.errors.length) throw new NnsErrors(lowered.errors);
+    const seen = new Map<string, PromptInfo>();
+    for (const sc of lowered.graph.scopes.slice(1)) {
+      const tokens = [...(sc.tokens ?? [])];
+      const key = tokens.join(',');
+      const p = seen.get(key);
+      if (p) { p.rows++; continue; }
+      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
+      seen.set(key, info);
+      prompts.push(info);
+    }
+    const out = await client.run(model, lowered.graph, hostValues(), job.onProgress);
+    for (const [k, v] of out) results.set(k, v);
+  }
+  const vocab = Number(m.config?.vocab_size);
+  const decoder = tok && Number.isInteger(vocab) ? { vocabSize: vocab, tokenToString: (id: number) => tok.tokenToString(id) } : undefined;
+  return { results, decoder, prompts };
+}

@@ -1,0 +1,278 @@
+/**
+ * Jobs of `nns serve`: the store (by id, owned by the key that submitted them), the status
+ * history every listener replays, fair queueing (round robin over keys: a key with many jobs
+ * queued does not hold back another's), and the scheduler that hands the worker a batch —
+ * the next job in fair order plus, in the same order, further queued jobs of the same model
+ * (cross-request batching; the worker decides which of them share a forward pass).
+ *
+ * Every accepted job ends `completed` or `error`: a worker that dies fails the jobs it was
+ * running (`job-failed`), one over the run time is stopped (`over-limit`), and at shutdown
+ * queued jobs fail while running ones finish.
+ * @module
+ */
+import crypto from 'node:crypto';
+import type { Tensor } from '../tensor.js';
+import type { Limits } from './limits.js';
+import { encodeContainer, type DiagnosticJSON, type JobEvent, type JobState } from './protocol.js';
+import type { FromWorker, WorkerJob } from './worker-main.js';
+import type { JobWorker } from './worker.js';
+
+/** One job. */
+export interface Job {
+  id: string;
+  /** Key id of the submitter (only it may see the job). */
+  key: string;
+  model: string;
+  state: JobState;
+  /** Status events so far (replayed to each new listener). */
+  history: JobEvent[];
+  listeners: Set<(e: JobEvent) => void>;
+  /** The encoded result (completed). */
+  result?: Buffer;
+  /** What the worker gets (dropped once sent). */
+  request?: WorkerJob;
+  accepted: number;
+  finished?: number;
+}
+
+/** Counters (tests and benchmarks). */
+export interface JobStats {
+  accepted: number;
+  completed: number;
+  failed: number;
+  /** Batches sent to the worker. */
+  batches: number;
+  /** Jobs that shared a forward pass with another. */
+  merged: number;
+}
+
+/** The job store and scheduler. */
+export class Jobs {
+  private readonly jobs = new Map<string, Job>();
+  /** Queued jobs per key, and the keys in round-robin order. */
+  private readonly queues = new Map<string, Job[]>();
+  private rr: string[] = [];
+  private running: Job[] = [];
+  private watchdog: NodeJS.Timeout | undefined;
+  private timedOut = false;
+  private closing = false;
+  private readonly sweeper: NodeJS.Timeout;
+  readonly stats: JobStats = { accepted: 0, completed: 0, failed: 0, batches: 0, merged: 0 };
+  /** Resolves when nothing is running (shutdown waits on it). */
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly limits: Limits, private worker?: JobWorker) {
+    this.sweeper = setInterval(() => this.sweep(), Math.min(30_000, Math.max(1000, limits.resultTtlMs / 4)));
+    this.sweeper.unref();
+  }
+
+  /** Attaches the worker (after construction: the worker's events call back into this). */
+  attach(worker: JobWorker): void {
+    this.worker = worker;
+  }
+
+  /** Jobs a key has queued or running. */
+  activeOf(key: string): number {
+    let n = this.queues.get(key)?.length ?? 0;
+    for (const j of this.running) if (j.key === key) n++;
+    return n;
+  }
+
+  /** Jobs queued in all. */
+  get queued(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.length;
+    return n;
+  }
+
+  /** Accepts a job; it is queued and scheduled. */
+  submit(key: string, model: string, request: Omit<WorkerJob, 'id'>): Job {
+    const id = crypto.randomBytes(16).toString('hex');
+    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now() };
+    this.jobs.set(id, job);
+    let q = this.queues.get(key);
+    if (!q) {
+      this.queues.set(key, (q = []));
+      this.rr.push(key);
+    }
+    q.push(job);
+    this.stats.accepted++;
+    this.emit(job, { id, status: 'queued', position: this.queued - 1 + this.running.length });
+    queueMicrotask(() => this.schedule());
+    return job;
+  }
+
+  /** A job by id, when `key` owns it. */
+  get(id: string, key: string): Job | undefined {
+    const j = this.jobs.get(id);
+    return j && j.key === key ? j : undefined;
+  }
+
+  /** Subscribes to a job's events (replays its history first); returns the unsubscriber. */
+  listen(job: Job, fn: (e: JobEvent) => void): () => void {
+    for (const e of job.history) fn(e);
+    if (job.state === 'completed' || job.state === 'error') return () => undefined;
+    job.listeners.add(fn);
+    return () => job.listeners.delete(fn);
+  }
+
+  private emit(job: Job, e: JobEvent): void {
+    if (e.status !== 'progress') job.history.push(e);
+    else {
+      // Keep only the latest progress event in the history.
+      const last = job.history[job.history.length - 1];
+      if (last?.status === 'progress') job.history[job.history.length - 1] = e;
+      else job.history.push(e);
+    }
+    for (const l of [...job.listeners]) l(e);
+  }
+
+  private end(job: Job, e: JobEvent): void {
+    if (job.state === 'completed' || job.state === 'error') return;
+    job.state = e.status as JobState;
+    job.finished = Date.now();
+    job.request = undefined;
+    if (job.state === 'completed') this.stats.completed++;
+    else this.stats.failed++;
+    this.emit(job, e);
+    job.listeners.clear();
+  }
+
+  /** Fails a job with one diagnostic. */
+  fail(job: Job, code: string, message: string): void {
+    this.end(job, { id: job.id, status: 'error', errors: [{ code, message, kind: 'usage', notes: [] }] });
+  }
+
+  /** The next queued job in fair (round-robin by key) order, optionally of one model. */
+  private take(model?: string): Job | undefined {
+    for (let i = 0; i < this.rr.length; i++) {
+      const key = this.rr[i]!;
+      const q = this.queues.get(key)!;
+      const at = model === undefined ? 0 : q.findIndex((j) => j.model === model);
+      if (at < 0) continue;
+      const [job] = q.splice(at, 1);
+      // This key goes to the back of the round.
+      this.rr.splice(i, 1);
+      if (q.length) this.rr.push(key);
+      else this.queues.delete(key);
+      return job;
+    }
+    return undefined;
+  }
+
+  /** Hands the worker the next batch when it is free. */
+  schedule(): void {
+    const w = this.worker;
+    if (!w || !w.ready || w.busy || this.running.length) {
+      if (!this.running.length) this.resolveIdle();
+      return;
+    }
+    const first = this.take();
+    if (!first) {
+      this.resolveIdle();
+      return;
+    }
+    const batch = [first];
+    while (batch.length < this.limits.maxBatch) {
+      const next = this.take(first.model);
+      if (!next) break;
+      batch.push(next);
+    }
+    this.running = batch;
+    this.stats.batches++;
+    for (const j of batch) {
+      j.state = 'running';
+      this.emit(j, { id: j.id, status: 'running' });
+    }
+    this.timedOut = false;
+    this.arm();
+    w.run(first.model, batch.map((j) => j.request!));
+  }
+
+  /** (Re)starts the run-time watchdog: a batch that finishes no job within the limit is stopped. */
+  private arm(): void {
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      this.timedOut = true;
+      this.worker?.kill();
+    }, this.limits.maxRunMs);
+    this.watchdog.unref();
+  }
+
+  /** A message from the worker. */
+  onMessage(m: FromWorker): void {
+    if (m.type === 'batch-done') {
+      clearTimeout(this.watchdog);
+      for (const j of this.running) this.fail(j, 'internal', 'the job ended without a result');
+      this.running = [];
+      return;
+    }
+    if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'done') return;
+    const job = this.jobs.get(m.id);
+    if (!job) return;
+    if (m.type === 'progress') {
+      this.emit(job, { id: job.id, status: 'progress', progress: { phase: m.phase, done: m.done, total: m.total } });
+      return;
+    }
+    if (m.type === 'started') return;
+    this.running = this.running.filter((j) => j !== job);
+    this.arm();
+    if (m.ok) {
+      job.result = encodeContainer({ id: job.id }, 'saves', m.saves as [string, Tensor][]);
+      if (m.batched > 1) this.stats.merged++;
+      this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: m.batched });
+    } else this.end(job, { id: job.id, status: 'error', errors: m.errors as DiagnosticJSON[] });
+  }
+
+  /** The worker died while running `ids`. */
+  onWorkerExit(ids: string[], why: string): void {
+    clearTimeout(this.watchdog);
+    const timed = this.timedOut;
+    this.timedOut = false;
+    for (const id of ids) {
+      const job = this.jobs.get(id);
+      if (!job) continue;
+      if (timed) this.fail(job, 'over-limit', `the job ran longer than this server allows (${this.limits.maxRunMs / 1000} s) and was stopped`);
+      else this.fail(job, 'job-failed', `the worker process running the job ended unexpectedly (${why}); the server restarted it — submit the job again`);
+    }
+    for (const j of this.running) if (j.state === 'running') this.fail(j, 'job-failed', `the worker process running the job ended unexpectedly (${why})`);
+    this.running = [];
+    this.resolveIdle();
+  }
+
+  private resolveIdle(): void {
+    if (this.running.length) return;
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of w) f();
+  }
+
+  /**
+   * Shutdown: queued jobs fail, running ones finish (bounded by the run-time limit);
+   * resolves when nothing runs.
+   */
+  async drain(): Promise<void> {
+    this.closing = true;
+    for (const q of this.queues.values()) for (const j of q) this.fail(j, 'job-failed', 'the server shut down before the job ran; submit it again');
+    this.queues.clear();
+    this.rr = [];
+    if (!this.running.length) return;
+    await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  /** Whether the store is shutting down (new jobs are refused). */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /** Drops finished jobs older than the result TTL. */
+  sweep(now = Date.now()): void {
+    for (const [id, j] of this.jobs) if (j.finished !== undefined && now - j.finished > this.limits.resultTtlMs) this.jobs.delete(id);
+  }
+
+  /** Stops the timers. */
+  close(): void {
+    clearInterval(this.sweeper);
+    clearTimeout(this.watchdog);
+  }
+}

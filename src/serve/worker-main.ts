@@ -1,0 +1,229 @@
+/**
+ * The body of the job worker of `nns serve`: a child process that opens the served models
+ * and runs batches of jobs the server sends it over IPC (src/serve/worker.ts is the other
+ * end). A job is a trace's IR (JSON form) plus host values; it is checked and compiled with
+ * the same pipeline as a local run (`compileGraph` with the IR pipeline, then the executor
+ * stages, then the fast path or the compiled path, exactly as `runGraph` does).
+ *
+ * Jobs of one batch that the fast path runs and that {@link mergeable} accepts, with the same
+ * padded length, share one forward pass (src/serve/merge.ts); any problem with the merged
+ * run falls back to running them one by one.
+ * @module
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { graphFromJSON, IRFormatError, type GraphJSON } from '../../ir/json.js';
+import type { Graph } from '../../ir/ir.js';
+import { NnsError, NnsErrors } from '../errors.js';
+import { compileGraph, continueCompile, workingCopy, type ModelContext } from '../compile.js';
+import { openModel } from '../engine.js';
+import { runCompiled } from '../compiled-run.js';
+import { executorStages, irPipeline } from '../../passes/pipeline.js';
+import { runPasses } from '../../passes/run.js';
+import type { CompileState, PassContext } from '../../passes/pass.js';
+import { defaultCacheDir } from '../model/load.js';
+import { numel, type Tensor } from '../tensor.js';
+import { modelInfo, type ModelInfoJSON } from './model-info.js';
+import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
+import { diagnosticOf, type DiagnosticJSON } from './protocol.js';
+
+/** A job as the server hands it to the worker. */
+export interface WorkerJob {
+  id: string;
+  ir: GraphJSON;
+  host: [string, Tensor][];
+}
+
+/** Messages server → worker. */
+export type ToWorker =
+  | { type: 'init'; models: { name: string; path: string }[]; maxSavedElements: number }
+  | { type: 'run'; model: string; jobs: WorkerJob[] };
+
+/** Messages worker → server. */
+export type FromWorker =
+  | { type: 'ready'; infos: ModelInfoJSON[] }
+  | { type: 'init-error'; errors: DiagnosticJSON[] }
+  | { type: 'started'; id: string }
+  | { type: 'progress'; id: string; phase: string; done: number; total: number }
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number }
+  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[] }
+  | { type: 'batch-done' };
+
+const models = new Map<string, ModelContext>();
+let maxSaved = Infinity;
+/** Strings never to show a client: the model paths and the server's folders. */
+const secrets: [string, string][] = [];
+
+function send(m: FromWorker): void {
+  process.send?.(m);
+}
+
+/** A message without the server's paths. */
+export function scrub(text: string, known: readonly (readonly [string, string])[] = secrets): string {
+  let t = text;
+  for (const [s, by] of known) if (s.length > 1) t = t.split(s).join(by);
+  return t.replace(/(^|[\s'"(=:])\/(?:[\w.@+-]+\/)+[\w.@+-]*/g, '$1<path>');
+}
+
+function diagnostics(e: unknown): DiagnosticJSON[] {
+  const errs = e instanceof NnsErrors ? e.errors : e instanceof NnsError ? [e] : undefined;
+  if (errs) return errs.map((x) => ({ ...diagnosticOf(x), message: scrub(x.message), notes: x.notes.map((n) => scrub(n)) }));
+  if (e instanceof IRFormatError) return [{ code: 'bad-request', message: scrub(e.message), kind: 'usage', notes: [] }];
+  process.stderr.write(`nns serve worker: internal error: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  return [{ code: 'internal', message: 'internal error in the server (its log has the details)', kind: 'usage', notes: [] }];
+}
+
+/** Elements the saves of a checked IR will have (unknown sizes count 0). */
+function savedElements(g: Graph): number {
+  let total = 0;
+  for (const n of g.nodes) {
+    if (!n.is('save')) continue;
+    const shape = n.inputs[0]?.type?.shape;
+    if (!shape) continue;
+    total += numel(shape.map((d) => (typeof d === 'number' ? d : d === 'batch' ? g.scopes[n.scope]!.rowEnd - g.scopes[n.scope]!.rowStart || g.batch : g.dimValues[d] ?? 1)));
+  }
+  return total;
+}
+
+function checkSaved(total: number): void {
+  if (total > maxSaved) throw new NnsError('over-limit', `the trace saves ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' });
+}
+
+/** A job through the IR pipeline and the executor stages (as `runGraph`). */
+interface Prepared {
+  job: WorkerJob;
+  state: CompileState;
+  host: Map<string, Tensor>;
+}
+
+function prepare(job: WorkerJob, mc: ModelContext): Prepared {
+  const ir = graphFromJSON(job.ir);
+  const state = compileGraph(ir, mc, { pipeline: irPipeline });
+  checkSaved(savedElements(state.ir));
+  const ctx: PassContext = { tree: mc.tree, errors: [], ...(mc.fast ? { fast: mc.fast } : {}) };
+  runPasses([...executorStages], state, ctx, {});
+  return { job, state, host: new Map(job.host) };
+}
+
+const isFast = (p: Prepared): boolean => p.state.executor?.kind === 'fast' && !!p.state.fastPlan && 'plan' in p.state.fastPlan;
+
+/** Runs one prepared job alone (the tail of `runGraph`). */
+async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tensor>> {
+  const progress = (e: { phase: string; done: number; total: number }): void => send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  if (mc.fast && isFast(p)) {
+    progress({ phase: 'run', done: 0, total: 1 });
+    const out = await mc.fast.run(p.state.ir, (p.state.fastPlan as { plan: unknown }).plan, p.host);
+    if (out) return out;
+  }
+  return runCompiled(p.state, mc, p.host, { onProgress: progress }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, {}));
+}
+
+function finish(id: string, saves: Map<string, Tensor>, batched: number): void {
+  let total = 0;
+  for (const t of saves.values()) total += numel(t.shape);
+  if (total > maxSaved) {
+    send({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
+    return;
+  }
+  send({ type: 'done', id, ok: true, saves: [...saves], batched });
+}
+
+/** Runs fast-path jobs of one merge key together; null when the merged run cannot be used. */
+async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<string, Tensor>[] | null> {
+  if (!mc.fast) return null;
+  const merged = mergeGraphs(group.map((p) => graphFromJSON(p.job.ir)));
+  const host = new Map<string, Tensor>();
+  group.forEach((p, j) => { for (const [k, v] of p.host) host.set(`${j}\u241f${k}`, v); });
+  let state: CompileState;
+  try {
+    state = compileGraph(merged, mc, { pipeline: irPipeline });
+    const ctx: PassContext = { tree: mc.tree, errors: [], fast: mc.fast };
+    runPasses([...executorStages], state, ctx, {});
+  } catch {
+    return null;
+  }
+  if (!(state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan)) return null;
+  const out = await mc.fast.run(state.ir, state.fastPlan.plan, host);
+  if (!out) return null;
+  const parts = splitResults(out, group.length);
+  // Each job gets its saves in the order its own run gives them.
+  return parts.map((m, j) => {
+    const order = group[j]!.state.fastPlan as { plan: { saves: { name: string }[] } };
+    const names = order.plan.saves.map((s) => s.name);
+    return names.every((n) => m.has(n)) && names.length === m.size ? new Map(names.map((n) => [n, m.get(n)!])) : m;
+  });
+}
+
+async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
+  const mc = models.get(modelName);
+  if (!mc) {
+    for (const j of jobs) send({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
+    return;
+  }
+  const ready: Prepared[] = [];
+  for (const job of jobs) {
+    send({ type: 'started', id: job.id });
+    try {
+      ready.push(prepare(job, mc));
+    } catch (e) {
+      send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+    }
+  }
+  const groups = new Map<string, Prepared[]>();
+  const alone: Prepared[] = [];
+  for (const p of ready) {
+    if (ready.length > 1 && isFast(p) && mergeable(graphFromJSON(p.job.ir))) {
+      const key = mergeKey(p.state.ir);
+      (groups.get(key) ?? groups.set(key, []).get(key)!).push(p);
+    } else alone.push(p);
+  }
+  for (const group of groups.values()) {
+    if (group.length < 2) { alone.push(...group); continue; }
+    let parts: Map<string, Tensor>[] | null = null;
+    try {
+      parts = await runMerged(group, mc);
+    } catch {
+      parts = null;
+    }
+    if (parts) group.forEach((p, j) => finish(p.job.id, parts![j]!, group.length));
+    else alone.push(...group);
+  }
+  for (const p of alone) {
+    try {
+      finish(p.job.id, await runAlone(p, mc), 1);
+    } catch (e) {
+      send({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
+    }
+  }
+}
+
+async function init(list: { name: string; path: string }[]): Promise<void> {
+  const infos: ModelInfoJSON[] = [];
+  try {
+    for (const m of list) {
+      const mc = await openModel(m.path);
+      models.set(m.name, mc);
+      infos.push(modelInfo(m.name, mc));
+      secrets.push([path.resolve(m.path), `<model ${m.name}>`], [m.path, `<model ${m.name}>`], [mc.loaded.dir, `<model ${m.name}>`]);
+    }
+  } catch (e) {
+    send({ type: 'init-error', errors: diagnostics(e) });
+    return;
+  }
+  secrets.push([defaultCacheDir(), '<cache>'], [process.cwd(), '<server>'], [os.homedir(), '<home>'], [os.tmpdir(), '<tmp>']);
+  secrets.sort((a, b) => b[0].length - a[0].length);
+  send({ type: 'ready', infos });
+}
+
+let chain: Promise<void> = Promise.resolve();
+process.on('message', (raw: ToWorker) => {
+  if (raw.type === 'init') {
+    maxSaved = raw.maxSavedElements;
+    chain = chain.then(() => init(raw.models));
+  } else if (raw.type === 'run') {
+    chain = chain.then(() => runBatch(raw.model, raw.jobs)).catch((e: unknown) => {
+      for (const j of raw.jobs) send({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
+    }).then(() => send({ type: 'batch-done' }));
+  }
+});
+process.on('disconnect', () => process.exit(0));
