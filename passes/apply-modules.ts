@@ -34,7 +34,7 @@ export const applyModulesPass: Pass = {
     for (const call of calls) {
       const from = nodeProvenance.get(call.placeholder);
       const sub = scopePrefix(call.path).slice(1);
-      em.prov = from ? { ...from, irOp: 'call', sub } : { module: call.path, irOp: 'call', span: nodeSpans.get(call.placeholder) };
+      em.prov = from ? { ...from, irOp: 'call', sub, copyOf: call.path } : { module: call.path, irOp: 'call', span: nodeSpans.get(call.placeholder), copyOf: call.path };
       const rename = new Map<string, string>();
       for (const { node, inputs, outputs } of call.nodes) {
         const fresh = em.node(node.op_type!, inputs.map((x) => rename.get(x) ?? results.get(x) ?? x), {}, node.output!.length);

@@ -74,7 +74,9 @@ export const autodiffPass: Pass = {
         }
       } catch (e) {
         if (e instanceof NotDifferentiable) {
-          const where = moduleOf(e.node);
+          // The script's own nodes carry a module scope too: only copies of a module's nodes name it.
+          const pv = nodeProvenance.get(e.node);
+          const where = pv ? pv.copyOf ?? '' : moduleOf(e.node);
           ctx.errors.push(new NnsError('not-differentiable',
             `cannot differentiate through ${e.node.op_type} node '${e.node.name ?? '?'}' ${where ? `in module ${scriptPath(where)}` : "of the script's own computation"}: ${e.reason}`,
             { span: group[0]!.span ?? nodeSpans.get(group[0]!.placeholder) }));

@@ -49,7 +49,7 @@ export function foldStatements(model: { graph?: GraphProto; functions?: Function
     if (!prov) continue;
     const key = unitKey(prov);
     let grp = groups.get(key);
-    if (!grp) groups.set(key, (grp = { key, prov, nodes: [] }));
+    if (!grp) groups.set(key, (grp = { key, prov: { ...prov, module: prov.stmtModule ?? prov.module }, nodes: [] }));
     grp.nodes.push(n);
   }
   const graphOutputs = new Set((g.output ?? []).map((o) => o.name!));

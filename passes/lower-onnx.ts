@@ -24,10 +24,21 @@ import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
 import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
+import { planFamilies, type Family, type Member } from './families.js';
 import { Emitter, valueInfo, onnxElemType, nodeSpans, nodeProvenance, unitKey, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
+
+/** Members' values stacked on a new leading axis (shape `[members, ...member shape]`). */
+interface Stacked {
+  name: string;
+  shape: number[];
+  dtype: DType;
+}
+
+/** IR ops lowered elementwise by the catalogue (broadcasting, no axis attributes): batched on stacked values as they are. */
+const ELEMENTWISE_OPS: ReadonlySet<string> = new Set(['add', 'sub', 'mul', 'div', 'neg', 'exp', 'log', 'sqrt', 'abs', 'relu', 'tanh']);
 
 /** A slot of an original model node's input list. */
 type Slot = Use;
@@ -309,9 +320,187 @@ class Lowerer {
 
   /** The IR value's ONNX name, cast to `dt` when its dtype differs. */
   input(v: Value, dt?: DType): string {
-    const name = this.names.get(v);
+    let name = this.names.get(v);
+    const m = name === undefined ? this.memberVal.get(v) : undefined;
+    if (m) { // one member's value of a statement lowered for all its invokes at once
+      const saved = this.em.prov;
+      this.em.prov = m.prov;
+      name = this.em.op('Gather', [m.stacked.name, this.em.scalarInt(m.j)], { axis: 0 });
+      this.em.prov = saved;
+      this.names.set(v, name);
+    }
     if (name === undefined) throw new Error(`internal: value %${v.id} lowered before its producer`);
     return dt ? this.cast(name, v.type?.dtype, dt) : name;
+  }
+
+  /** Values of family positions lowered for all members: member-0 result → the members stacked on a new leading axis. */
+  private readonly stacked = new Map<Value, Stacked>();
+  /** Each member's result of a batched position: extracted (one Gather) only if something else reads it. */
+  private readonly memberVal = new Map<Value, { stacked: Stacked; j: number; prov: Provenance }>();
+
+  /** The stacked value of family input `i` of position `q` (members' values stacked), or the shared value. */
+  private familyInput(fam: Family, q: number, i: number): { kind: 'stacked'; v: Stacked } | { kind: 'shared'; value: Value } {
+    const v0 = fam.runs[0]![q]!.inputs[i]!;
+    if (fam.runs.every((r) => r[q]!.inputs[i] === v0)) return { kind: 'shared', value: v0 };
+    let st = this.stacked.get(v0);
+    if (!st) { // lowered member by member: stack them
+      const shape = concreteDims(v0.type?.shape, this.state.ir);
+      if (!shape) throw new Error('internal: a family value of unknown shape');
+      const parts = fam.runs.map((r) => this.em.op('Unsqueeze', [this.input(r[q]!.inputs[i]!), this.em.ints([0])]));
+      st = { name: this.em.op('Concat', parts, { axis: 0 }), shape: [fam.runs.length, ...shape], dtype: (v0.type?.dtype ?? 'float32') as DType };
+      this.stacked.set(v0, st);
+    }
+    return { kind: 'stacked', v: st };
+  }
+
+  /** Records position `q` of `fam` as lowered to `st` (members stacked). */
+  private setStacked(fam: Family, q: number, st: Stacked): void {
+    this.stacked.set(fam.runs[0]![q]!.results[0]!, st);
+    fam.runs.forEach((r, j) => this.memberVal.set(r[q]!.results[0]!, { stacked: st, j, prov: { ...this.em.prov } }));
+  }
+
+  /**
+   * Lowers position `q` of a statement family once for all its members (passes/families.ts):
+   * row reads as one Slice of the rows, index and arithmetic on the stacked values, one
+   * ScatterND for the set, one Split for the saves. What it cannot batch is lowered member by
+   * member, exactly as without families.
+   */
+  lowerFamily(fam: Family, q: number, provOf: (n: Node) => Provenance): void {
+    const ir = this.state.ir;
+    const n0 = fam.runs[0]![q]!;
+    const R = fam.runs.length;
+    const a = n0.attrs as Record<string, unknown>;
+    const outShape = concreteDims(n0.results[0]?.type?.shape, ir);
+    const dtype = (n0.results[0]?.type?.dtype ?? 'float32') as DType;
+    const done = (name: string): void => this.setStacked(fam, q, { name, shape: [R, ...outShape!], dtype });
+    const each = (): void => {
+      for (const r of fam.runs) {
+        this.em.prov = provOf(r[q]!);
+        this.lower(r[q]!);
+      }
+    };
+    if (n0.op !== 'set' && n0.op !== 'save' && !outShape) return each();
+    switch (n0.op) {
+      case 'module.output': case 'module.input': case 'model.output': {
+        let whole: string;
+        if (n0.op === 'model.output') whole = this.finalRef((a.name as string | null) ?? this.g.output![0]!.name!);
+        else {
+          const path = a.path as string;
+          const port = n0.op === 'module.output' ? 'output' : 'input';
+          const m = this.module(path);
+          if (isShared((port === 'output' ? m.outputs : m.inputs)[a.index as number]?.sig)) return each();
+          whole = this.boundary(path, port, a.index as number);
+        }
+        const contiguous = fam.rows.every((r, j) => r === fam.rows[0]! + j);
+        const rows = contiguous ? this.em.op('Slice', [whole, this.em.ints([fam.rows[0]!]), this.em.ints([fam.rows[0]! + R]), this.em.ints([0])])
+          : this.em.op('Gather', [whole, this.em.ints(fam.rows)], { axis: 0 });
+        done(this.opset >= 13 ? this.em.op('Unsqueeze', [rows, this.em.ints([1])]) : this.em.op('Unsqueeze', [rows], { axes: [1] }));
+        return;
+      }
+      case 'index': {
+        const items = a.items as IndexItem[];
+        const ints = fam.runs.map((r) => (r[q]!.attrs as { items: IndexItem[] }).items.flatMap((it) => (it.kind === 'index' ? [it.index] : [])));
+        const vary = ints[0]!.map((_, k) => ints.some((x) => x[k] !== ints[0]![k]));
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind === 'stacked' && !vary.some(Boolean)) {
+          done(this.index(x.v.name, x.v.shape.length, [{ kind: 'slice' }, ...items]));
+          return;
+        }
+        const rank = x.kind === 'shared' ? x.value.type?.shape?.length : undefined;
+        if (x.kind === 'shared' && rank !== undefined && items[0]?.kind === 'index' && vary[0] && !vary.slice(1).some(Boolean)) {
+          const g = this.em.op('Gather', [this.input(x.value), this.em.ints(ints.map((v) => v[0]!))], { axis: 0 });
+          done(items.length > 1 ? this.index(g, rank, [{ kind: 'slice' }, ...items.slice(1)]) : g);
+          return;
+        }
+        return each();
+      }
+      case 'softmax': {
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind !== 'stacked' || this.opset < 13 || dtype !== 'float32') return each();
+        const r = x.v.shape.length - 1;
+        const d = a.dim as number;
+        done(this.em.op('Softmax', [x.v.name], { axis: (d < 0 ? d + r : d) + 1 }));
+        return;
+      }
+      case 'save': {
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind !== 'stacked') return each();
+        const T = x.v.shape.slice(1);
+        const split = (v: string): string[] => this.em.node('Split', this.opset >= 13 ? [v, this.em.ints(Array(R).fill(1))] : [v], this.opset >= 13 ? { axis: 0 } : { axis: 0, split: Array(R).fill(1) }, R);
+        let outs: string[];
+        if (T.length >= 1 && T[0] === 1) outs = split(this.em.op('Reshape', [x.v.name, this.em.ints([R, ...T.slice(1)])]));
+        else outs = split(x.v.name).map((o) => this.em.op('Reshape', [o, this.em.ints(T)]));
+        fam.runs.forEach((r, j) => this.names.set(r[q]!.inputs[0]!, outs[j]!));
+        return;
+      }
+      case 'set':
+        if (!this.setFamily(fam, q)) each();
+        return;
+      default: {
+        if (!ELEMENTWISE_OPS.has(n0.op)) return each();
+        const ins = n0.inputs.map((_, i) => this.familyInput(fam, q, i));
+        const rOut = outShape!.length;
+        const names: string[] = [];
+        for (const x of ins) {
+          if (x.kind === 'shared') {
+            if ((x.value.type?.shape?.length ?? 99) > rOut) return each();
+            names.push(this.input(x.value));
+          } else {
+            const T = x.v.shape.slice(1);
+            names.push(T.length === rOut ? x.v.name : this.em.op('Reshape', [x.v.name, this.em.ints([R, ...Array(rOut - T.length).fill(1), ...T])]));
+          }
+        }
+        const rule = OPS[n0.op].lower as Exclude<LowerRule<OpName>, 'splice'>;
+        const ctx = this.context(n0, dtype);
+        const dtOf = (i: number): DType | undefined => (ins[i]!.kind === 'shared' ? (ins[i] as { value: Value }).value.type?.dtype : (ins[i] as { v: Stacked }).v.dtype) as DType | undefined;
+        const [out] = rule({ ...ctx, input: (i, dt) => (dt ? this.cast(names[i]!, dtOf(i), dt) : names[i]!), rank: (i) => (ins[i]!.kind === 'stacked' ? rOut + 1 : ctx.rank(i)) }, n0.attrs);
+        done(out!);
+      }
+    }
+  }
+
+  /** A family of sets as one ScatterND over every member's rows and positions; false when it cannot be. */
+  private setFamily(fam: Family, q: number): boolean {
+    const ir = this.state.ir;
+    const n0 = fam.runs[0]![q]!;
+    const a = n0.attrs as { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null };
+    const m = this.module(a.path);
+    const bv = (a.port === 'output' ? m.outputs : m.inputs)[a.index]!;
+    const dims = isShared(bv.sig) ? undefined : concreteDims(bv.sig?.shape, ir);
+    if (!dims || this.opset < 11) return false;
+    const sels = fam.runs.map((r, j) => selection(dims, [fam.rows[j]!, fam.rows[j]! + 1], (r[q]!.attrs as { items: IndexItem[] | null }).items ?? []));
+    const s0 = sels[0];
+    if (!s0 || s0.k === 0 || sels.some((x) => !x || x.k !== s0.k || x.count !== s0.count || !sameDims(x.shape, s0.shape))) return false;
+    const items = a.items ?? [];
+    const slotRank = (bv.sig?.shape?.length ?? 0) - items.filter((i) => i.kind === 'index').length;
+    const x = this.familyInput(fam, q, 0);
+    const tdtype = (bv.sig?.dtype ?? 'float32') as DType;
+    const R = fam.runs.length;
+    const rest = dims.slice(s0.k);
+    const flat = [R * s0.count, ...rest];
+    let upd: string;
+    if (x.kind === 'shared') {
+      const v = x.value;
+      if ((v.type?.shape?.length ?? 99) > slotRank) return false;
+      const src = v.producer;
+      const literal = src.is('const') && src.attrs.data.length === 1 && src.attrs.dtype === tdtype ? src.attrs.data[0]! : undefined;
+      if (literal !== undefined) upd = this.em.op('ConstantOfShape', [this.em.ints(flat)], { value: makeTensor(tdtype, [1], [literal]) });
+      else upd = this.em.op('Reshape', [this.em.op('Expand', [this.input(v, tdtype), this.em.ints([R, ...s0.shape])]), this.em.ints(flat)]);
+    } else {
+      const Tv = x.v.shape.slice(1);
+      if (Tv.length > slotRank) return false;
+      upd = this.cast(x.v.name, x.v.dtype, tdtype);
+      if (!sameDims(x.v.shape, flat)) {
+        if (Tv.length < s0.shape.length) upd = this.em.op('Reshape', [upd, this.em.ints([R, ...Array(s0.shape.length - Tv.length).fill(1), ...Tv])]);
+        if (!sameDims([...Array(s0.shape.length - Tv.length).fill(1), ...Tv], s0.shape)) upd = this.em.op('Expand', [upd, this.em.ints([R, ...s0.shape])]);
+        if (!sameDims([R, ...s0.shape], flat)) upd = this.em.op('Reshape', [upd, this.em.ints(flat)]);
+      }
+    }
+    const indices = this.em.constant('int64', [R * s0.count, s0.k], sels.flatMap((x2) => x2!.indices));
+    const view = this.view(a.path, a.port, a.index);
+    view.steps.push({ apply: (target) => this.em.op('ScatterND', [target, indices, upd]), prov: { ...this.em.prov } });
+    this.valueOf(view, bv.name);
+    return true;
   }
 
   lower(n: Node): void {
@@ -908,14 +1097,27 @@ export const lowerOnnxPass: Pass = {
   run(state, ctx) {
     const l = new Lowerer(state, ctx);
     const prov = irProvenance(state.ir, ctx.tree);
+    // nns compile: a statement repeated in many invokes is lowered once for all of them.
+    const families = state.specialize ? planFamilies(state.ir, ctx.tree) : new Map<Node, Member>();
     for (const n of state.ir.nodes) {
       l.em.prov = { ...prov.get(n)! };
+      const fm = families.get(n);
       try {
+        if (fm) {
+          if (fm.j === 0) l.lowerFamily(fm.fam, fm.q, (x) => ({ ...prov.get(x)! }));
+          continue;
+        }
         l.lower(n);
       } catch (e) {
         if (e instanceof NnsError) ctx.errors.push(e);
         else throw e;
       }
+    }
+    // A save of a member's value outside its family reads that member's own value.
+    for (const n of state.ir.nodes) {
+      if (!n.is('save')) continue;
+      l.em.prov = { ...prov.get(n)! };
+      try { l.input(n.inputs[0]!); } catch { /* reported by the pass that needs it */ }
     }
     l.finish();
     state.hostInputs = l.hostInputs;

@@ -93,6 +93,10 @@ export interface Provenance {
   unit?: number;
   /** What the statement does: `set`, `save`, `call`, `grad` (names its function, `nns_set`). */
   kind?: string;
+  /** The module the statement touches, when `module` (the node's own scope) differs: sunk copies of lm_head's nodes. */
+  stmtModule?: string;
+  /** The module whose own nodes this node copies (a module call's clones, sunk copies), if any. */
+  copyOf?: string;
   /** A name segment after `nns.<irOp>` (a module call's clones: the called module, `transformer/ln_f`). */
   sub?: string;
 }

@@ -283,7 +283,8 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
    */
   const emitCopy = (n: NodeProto, inputs: string[], output: string | undefined, at: NodeProto, span: NodeProto): NodeProto => {
     const from = nodeProvenance.get(span) ?? nodeProvenance.get(n);
-    em.prov = from ? { ...from, irOp: 'sink', sub: undefined } : { module: moduleOf(at), irOp: 'sink', span: nodeSpans.get(span) ?? nodeSpans.get(n) };
+    // Named by the module whose nodes they copy (`/lm_head/nns.sink/MatMul`); grouped with their statement.
+    em.prov = from ? { ...from, module: moduleOf(at), stmtModule: from.stmtModule ?? from.module, irOp: 'sink', sub: undefined, copyOf: moduleOf(at) } : { module: moduleOf(at), irOp: 'sink', span: nodeSpans.get(span) ?? nodeSpans.get(n) };
     const [fresh] = em.node(n.op_type!, inputs, {}, 1);
     const c = g.node![g.node!.length - 1]!;
     c.attribute = (n.attribute ?? []).map((a) => ({ ...a }));

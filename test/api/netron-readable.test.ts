@@ -129,6 +129,8 @@ describe('nns compile: graphs for Netron', () => {
     const fns = await compile('patching', false);
     const flat = await compile('patching', true);
     expect(inserted(fns.proto).length).toBeLessThanOrEqual(150);
+    expect(inserted(flat.proto).length, "flat: the grid lowered once per statement, not per row").toBeLessThanOrEqual(150);
+    expect(fns.proto.graph!.node!.filter((n) => n.op_type?.startsWith("nns_set")).length, "one set call per layer").toBe(4);
     checkReadable(fns.proto, 'patching');
     checkReadable(flat.proto, 'patching');
     const c = refCase('patch_block_outputs');
