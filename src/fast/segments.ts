@@ -1,0 +1,261 @@
+/**
+ * Block-range sub-models: the model split at its block boundaries, so that a variant of a
+ * trace that changes block k's output can run from block k+1 on, on the clean value of
+ * that boundary with the change applied, instead of from the embeddings.
+ *
+ * The *cuts* are found from the module tree, never from names: the model's block list is the
+ * longest list of modules whose last path segment is an integer (`transformer.h.N`,
+ * `model.layers.N`) and that sit in no other block; cut `c_i` is block i's first input and
+ * `c_{i+1}` its first output, which must be block i+1's first input (the residual stream),
+ * of shape `[batch, sequence, D]`.
+ *
+ * Segment i (0 ≤ i < L) is the sub-graph that computes `c_{i+1}` from `c_i`: every node an
+ * output of the segment needs, walking back from its outputs and stopping at `c_i`, graph
+ * inputs and initializers. Its outputs are `c_{i+1}` and the graph outputs whose deepest cut
+ * is `c_i` (a with-past model's `present.i.*`); its inputs are `c_i` and whatever graph inputs
+ * its nodes read (the attention mask, a layer's `past_key_values.i.*`, ...: side values such
+ * as the additive mask are recomputed in every segment, which is cheap). Segment L (the
+ * *head*) computes the remaining graph outputs (`logits`) from `c_L`. A segment whose walk
+ * reaches another cut's producer (a path around the cut) makes the split invalid: the
+ * model then has no segments and traces take the ordinary path.
+ *
+ * Key/value caches are recognized by structure too: a graph output produced by a `Concat`
+ * whose first input is a graph input (`present = Concat(past, new)` along the past axis).
+ *
+ * Segment models are written next to the weights with `writeVariant` (initializers are the
+ * model's own `TensorProto`s: external data stays a reference to the one weights file) and
+ * run in sessions without prepacking, pinned (each weight lives in exactly one segment, so
+ * all segments together map the weights once).
+ * @module
+ */
+import crypto from 'node:crypto';
+import type { OrtSession } from '../../backends/ort.js';
+import type { ModelContext } from '../compile.js';
+import { writeVariant } from '../model/load.js';
+import type { ModuleTree } from '../model/types.js';
+import { AttributeType, DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
+import { nodeReads, OnnxGraphView } from '../onnx/view.js';
+import { sinkSlices } from '../../passes/sink-slices.js';
+
+/** Bump when the segment models' layout changes (invalidates written files). */
+export const SEGMENT_FORMAT = 1;
+
+/** One segment of the split model. */
+export interface Segment {
+  /** 0..L-1: block i; L: the head (the outputs after the last block). */
+  index: number;
+  /** The cut this segment starts from (a graph input of the segment model). */
+  input: string;
+  /** The next cut (undefined for the head). */
+  next?: string;
+  /** Graph outputs of the whole model this segment computes. */
+  modelOutputs: string[];
+  /** Graph inputs of the whole model the segment reads (besides its cut). */
+  graphInputs: string[];
+  /** The segment model. */
+  proto: ModelProto;
+}
+
+/** A key/value cache pair: graph input `past` and graph output `present = Concat(past, new)` along `axis`. */
+export interface CachePair {
+  past: string;
+  present: string;
+  axis: number;
+}
+
+/** The model split at its block boundaries. */
+export interface BlockChain {
+  /** Cut values `c_0..c_L` (block i reads `c_i` and produces `c_{i+1}`). */
+  cuts: string[];
+  /** Block module paths in order. */
+  blocks: string[];
+  /** Width of the residual stream (last dim of the cuts). */
+  width: number;
+  /** Segments 0..L (L = the head). */
+  segments: Segment[];
+  /** Key/value cache pairs (empty for a model without a cache). */
+  cache: CachePair[];
+  /**
+   * Whether the head acts on each position independently (its outputs at a set of positions
+   * are the head applied to the cut at those positions), shown by sinking a position
+   * selection of every head output all the way to the head's input (passes/sink-slices.ts).
+   */
+  headPositionwise: boolean;
+}
+
+const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+$/.test(seg);
+
+/** The model's block list (see the module comment), in index order; empty when there is none. */
+export function blockList(tree: ModuleTree): string[] {
+  const lists = new Map<string, string[]>();
+  for (const m of tree.modules.values()) {
+    const segs = m.path.split('.');
+    if (!isIndex(segs.at(-1)) || segs.slice(0, -1).some(isIndex)) continue;
+    const list = segs.slice(0, -1).join('.');
+    lists.set(list, [...(lists.get(list) ?? []), m.path]);
+  }
+  const best = [...lists.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+  return best.sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()));
+}
+
+/** The model split at its block boundaries, or why it cannot be. */
+export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>): BlockChain | { reject: string } {
+  const tree = mc.tree;
+  const blocks = blockList(tree);
+  if (blocks.length < 2) return { reject: 'the model has no block list of two or more blocks' };
+  const cuts: string[] = [];
+  let width = 0;
+  for (let i = 0; i < blocks.length; i++) {
+    const m = tree.modules.get(blocks[i]!)!;
+    const inp = m.inputs[0];
+    const out = m.outputs[0];
+    if (!inp || !out) return { reject: `${blocks[i]} has no input or output` };
+    if (i === 0) cuts.push(inp.name);
+    else if (cuts[i] !== inp.name) return { reject: `${blocks[i]}'s first input is not ${blocks[i - 1]}'s first output` };
+    cuts.push(out.name);
+    for (const b of [inp, out]) {
+      const s = b.sig?.shape;
+      if (!s || b.sig!.dtype !== 'float32' || s.length !== 3 || s[0] !== 'batch' || s[1] !== 'sequence' || typeof s[2] !== 'number') {
+        return { reject: `${blocks[i]}'s boundary ${b.name} is not float32 [batch, sequence, D]` };
+      }
+      width = s[2];
+    }
+  }
+  if (new Set(cuts).size !== cuts.length) return { reject: 'two blocks share a boundary value' };
+  const g = mc.loaded.proto.graph!;
+  const view = new OnnxGraphView(g);
+  const graphInputs = new Map((g.input ?? []).map((v) => [v.name!, v]));
+  const inits = new Map((g.initializer ?? []).map((t) => [t.name!, t]));
+  for (const c of cuts) if (graphInputs.has(c) || !view.producer(c)) return { reject: `boundary ${c} is not computed by the graph` };
+
+  // Deepest cut each value depends on (-1: none), in graph order (ONNX node lists are topological).
+  const cutIndex = new Map(cuts.map((c, i) => [c, i]));
+  const depth = new Map<string, number>();
+  for (const n of g.node ?? []) {
+    let d = -1;
+    for (const x of nodeReads(n)) d = Math.max(d, depth.get(x) ?? -1);
+    for (const o of n.output ?? []) if (o) depth.set(o, cutIndex.get(o) ?? d);
+  }
+  const L = blocks.length;
+  const outputs = (g.output ?? []).map((o) => o.name!);
+  const segments: Segment[] = [];
+  const cache: CachePair[] = [];
+  for (const o of outputs) {
+    const p = view.producer(o);
+    const first = p?.input?.[0];
+    if (p?.op_type === 'Concat' && !(p.domain ?? '') && first && graphInputs.has(first) && !inits.has(first)) {
+      const axis = Number((p.attribute ?? []).find((a) => a.name === 'axis')?.i ?? 0);
+      cache.push({ past: first, present: o, axis });
+    }
+  }
+  for (let i = 0; i <= L; i++) {
+    const input = cuts[i]!;
+    const next = i < L ? cuts[i + 1] : undefined;
+    const modelOutputs = outputs.filter((o) => (depth.get(o) ?? -1) === i && o !== next);
+    const wanted = [...(next ? [next] : []), ...modelOutputs];
+    if (wanted.length === 0) return { reject: `segment ${i} computes nothing` };
+    const taken = new Set<NodeProto>();
+    const readInputs = new Set<string>();
+    const readInits = new Map<string, TensorProto>();
+    const stack = [...wanted];
+    const seen = new Set<string>([input]);
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (seen.has(v)) continue;
+      seen.add(v);
+      if (graphInputs.has(v) && !inits.has(v)) { readInputs.add(v); continue; }
+      const t = inits.get(v);
+      if (t) { readInits.set(v, t); continue; }
+      const n = view.producer(v);
+      if (!n) return { reject: `segment ${i} reads ${v}, which nothing produces` };
+      if (taken.has(n)) continue;
+      if ((n.output ?? []).some((o) => cutIndex.has(o) && o !== next)) return { reject: `segment ${i} needs ${blocks[Math.max(0, i - 1)]} again (a path around boundary ${input})` };
+      taken.add(n);
+      for (const x of nodeReads(n)) stack.push(x);
+    }
+    if (i === L && ![...taken].some((n) => nodeReads(n).includes(input))) return { reject: 'the outputs do not depend on the last block' };
+    const nodes = (g.node ?? []).filter((n) => taken.has(n));
+    const vi = (name: string): ValueInfoProto => {
+      const orig = graphInputs.get(name) ?? (g.output ?? []).find((o) => o.name === name);
+      return orig ?? { name, type: { tensor_type: { elem_type: DataType.FLOAT } } };
+    };
+    const cutInfo = (name: string): ValueInfoProto => ({
+      name, type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'batch' }, { dim_param: 'sequence' }, { dim_value: width }] } } },
+    });
+    const src = mc.loaded.proto;
+    const proto: ModelProto = {
+      ir_version: src.ir_version,
+      opset_import: src.opset_import,
+      producer_name: 'onnsight.segment',
+      ...(src.functions?.length ? { functions: src.functions } : {}),
+      graph: {
+        name: `segment ${i}`,
+        node: nodes,
+        initializer: [...readInits.values()],
+        input: [cutInfo(input), ...[...readInputs].map(vi)],
+        output: [...(next ? [cutInfo(next)] : []), ...modelOutputs.map(vi)],
+      },
+    };
+    segments.push({ index: i, input, ...(next ? { next } : {}), modelOutputs, graphInputs: [...readInputs], proto });
+  }
+  const head = segments[L]!;
+  return { cuts, blocks, width, segments, cache, headPositionwise: positionwise(head, mc.loaded.proto) };
+}
+
+/**
+ * Whether the head segment acts on each position independently: a `Gather` of position 0
+ * on every output, sunk by passes/sink-slices.ts, must end up reading the head's input
+ * directly with nothing else reading it, and the head must read no other graph input.
+ */
+function positionwise(head: Segment, model: ModelProto): boolean {
+  if (head.graphInputs.length) return false;
+  const g0 = head.proto.graph!;
+  const g: GraphProto = { ...g0, node: g0.node!.map((n) => ({ ...n, input: [...(n.input ?? [])], output: [...(n.output ?? [])] })), output: [] };
+  const ranks = new Map<string, number>([[head.input, 3]]);
+  const idx = `${head.input}/nns.positionwise.index`;
+  g.node!.push({ op_type: 'Constant', name: idx, output: [idx], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [1], data_type: DataType.INT64, int64_data: [0] } }] });
+  for (const o of head.modelOutputs) {
+    const out = `${o}/nns.positionwise`;
+    g.node!.push({ op_type: 'Gather', name: out, input: [o, idx], output: [out], attribute: [{ name: 'axis', type: AttributeType.INT, i: 1 }] });
+    g.output!.push({ name: out });
+    ranks.set(o, 3);
+  }
+  const op = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  try {
+    sinkSlices(g, Number(op?.version ?? 0), { ranks });
+  } catch {
+    return false;
+  }
+  const live = new OnnxGraphView(g).live();
+  const readers = [...live].filter((n) => nodeReads(n).includes(head.input));
+  return readers.length > 0 && readers.every((n) => n.op_type === 'Gather' && n.input?.[1] === idx);
+}
+
+/** The segment models of one model: written on first use, one pinned session each (no prepacking). */
+export class Segments {
+  private readonly paths = new Map<number, string>();
+
+  constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
+
+  /** Whether segment sessions were created already (the first use costs their creation). */
+  get warm(): boolean {
+    return this.paths.size > 0;
+  }
+
+  /** The written model of segment `i`. */
+  graphPath(i: number): string {
+    let p = this.paths.get(i);
+    if (!p) {
+      const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${SEGMENT_FORMAT}`).digest('hex').slice(0, 24);
+      p = writeVariant(this.mc.loaded, this.chain.segments[i]!.proto, `segment-${key}`);
+      this.paths.set(i, p);
+    }
+    return p;
+  }
+
+  /** The session of segment `i`. */
+  session(i: number): Promise<OrtSession> {
+    const externalDataDir = this.mc.loaded.externalDataDir;
+    return this.mc.backend.session(this.graphPath(i), { prepack: false, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
+  }
+}

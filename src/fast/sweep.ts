@@ -1,0 +1,413 @@
+/**
+ * Incremental patching sweeps: a batch of invokes that each change one block boundary (the
+ * residual stream between two blocks) at some positions, and read only model outputs
+ * after it, runs as *clean pass once, then each variant from the changed block on*.
+ *
+ * Changing cut `c_i` (block i's input = block i-1's output, src/fast/segments.ts) at
+ * positions ≥ p leaves every value of blocks before i, and every value at positions < p,
+ * unchanged. So: one clean run of the instrumented model over the distinct prompts (and the
+ * source rows the set values come from) fetches `c_i` and, for a model with a key/value
+ * cache, every `present` tensor; then each variant runs segments i..L-1 and the head on its
+ * changed residual, and with a cache only over positions ≥ p, feeding the clean keys and
+ * values of positions < p as the past. Variants that start at the same cut run as one batch
+ * (with a cache: positions bucketed, each bucket from its smallest position — a few
+ * positions recomputed, which equal the clean ones); the head runs only at the positions
+ * the saves index (when it is position-wise).
+ *
+ * The detection is structural, on the fast-path plan ({@link planSweep}): every set is a
+ * replace or steer of a port whose value is a cut, one port per row and one row per set
+ * scope; reads in rows with sets are model outputs the head computes; every invoke has the
+ * same length; and the estimated cost beats running every row (else the ordinary fast path
+ * runs the trace). Results equal the one-by-one runs up to float rounding.
+ * @module
+ */
+import { expandItems, sliceRange } from '../../ir/shape.js';
+import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
+import { broadcastTo, castTo, indexTensor, tensorOf } from '../../ir/eval.js';
+import { batchRows, type ModelContext } from '../compile.js';
+import { batchBudget } from '../compiled-run.js';
+import { buildFeeds } from '../model/feeds.js';
+import { numel, selectRows, type Tensor } from '../tensor.js';
+import type { FastPlan, SetPlan } from './plan.js';
+import type { Port, PortedModel } from './ports.js';
+import type { BlockChain, Segments } from './segments.js';
+
+/** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
+export interface Env {
+  out: Record<string, Tensor>;
+  rows: number[];
+}
+
+/** How one use of a model-output read is served: the positions it indexes and the items that then apply. */
+interface UsePlan {
+  node: Node;
+  /** Positions (sequence axis) the use reads, in its order; null: the whole read (every position). */
+  positions: number[] | null;
+  /** The use's items with the sequence item rewritten for a tensor holding just `positions`. */
+  items: IndexItem[] | null;
+}
+
+/** One changed row. */
+interface RowPlan {
+  row: number;
+  /** Sets of this row, program order (all on one port). */
+  sets: SetPlan[];
+  /** Cut index the row changes (its variant starts at segment `start`). */
+  start: number;
+  /** Model-output reads of the row and their uses. */
+  reads: { value: Value; output: string; uses: UsePlan[] }[];
+  /** Positions the reads need (sorted), all of them when some use needs the whole read. */
+  need: number[];
+}
+
+/** A sweep plan (see the module comment). */
+export interface SweepPlan {
+  rows: RowPlan[];
+  /** Rows the clean run computes (sorted): sources, rows without sets that saves read, one row per distinct changed prompt. */
+  cleanRows: number[];
+  /** What the clean run fetches. */
+  cleanFetch: string[];
+  /** Clean row whose prompt each changed row has. */
+  rep: Map<number, number>;
+  /** Fetch name of each cut needed (by cut index). */
+  cutFetch: Map<number, string>;
+  /** Sequence length (every invoke has it). */
+  seqLen: number;
+  /** Whether the model has a key/value cache (variants then run over their positions ≥ p only). */
+  cached: boolean;
+}
+
+/** What the executor lends the sweep runner. */
+export interface SweepHost {
+  mc: ModelContext;
+  ported: PortedModel;
+  segments: Segments;
+  /** A run of the instrumented model with no sets, over `rows`, fetching `fetch`. */
+  cleanRun(rows: number[], fetch: string[]): Promise<Env>;
+  /** A value on the host (reads from `env`, `memo` first). */
+  evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
+}
+
+/** Planner options. */
+export interface SweepOptions {
+  /** Skip the cost comparison (tests: always take the incremental path when it applies). */
+  force?: boolean;
+  /** Whether a fetched value has the batch as its first axis (rows of a run over some rows are those rows). */
+  batchFirst?: (fetch: string) => boolean;
+}
+
+/**
+ * The sweep plan of a fast-path plan, or why the trace is not such a sweep. Structural only:
+ * which ports the sets write, which rows read what, and the prompt lengths.
+ */
+export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: PortedModel, opts: SweepOptions = {}): SweepPlan | { reject: string } {
+  if (plan.sets.length === 0) return { reject: 'no sets' };
+  const tokens = batchRows(ir);
+  const T = tokens[0]!.length;
+  if (tokens.some((t) => t.length !== T)) return { reject: 'prompts of different lengths' };
+  const L = chain.blocks.length;
+  const head = chain.segments[L]!;
+  const cutOf = new Map(chain.cuts.map((c, i) => [c, i]));
+  const cached = chain.cache.length > 0;
+
+  const byRow = new Map<number, SetPlan[]>();
+  for (const s of plan.sets) {
+    if (s.rowEnd - s.rowStart !== 1) return { reject: 'a set over several rows' };
+    if (cutOf.get(s.port.value) === undefined) return { reject: `a set of ${s.port.path}.${s.port.kind}, which is not a block boundary` };
+    const l = byRow.get(s.rowStart) ?? [];
+    if (l.length && l[0]!.port !== s.port) return { reject: 'sets of two ports in one row' };
+    l.push(s);
+    byRow.set(s.rowStart, l);
+  }
+  const setRows = new Set(byRow.keys());
+
+  // Reads: in rows with sets, only model outputs the head computes (read in that row alone).
+  const usesOf = new Map<Value, Node[]>();
+  for (const n of ir.nodes) for (const x of n.inputs) usesOf.set(x, [...(usesOf.get(x) ?? []), n]);
+  const rowReads = new Map<number, RowPlan['reads']>();
+  const cleanMain = new Set<string>();
+  const cleanMainRows = new Set<number>();
+  const mainReads = new Set(plan.mainFetch);
+  // Reads the saves and set values need (a steering set's own read is the port's value: not one of them).
+  const needed = new Set<Value>();
+  const walk: Value[] = [...plan.saves.map((s) => s.value), ...plan.sets.map((s) => s.value)];
+  const seenV = new Set<Value>();
+  while (walk.length) {
+    const v = walk.pop()!;
+    if (seenV.has(v)) continue;
+    seenV.add(v);
+    if (plan.reads.has(v)) { needed.add(v); continue; }
+    walk.push(...v.producer.inputs);
+  }
+  for (const [v, b] of plan.reads) {
+    if (!needed.has(v)) continue;
+    let touches = false;
+    for (let r = b.rowStart; r < b.rowEnd; r++) if (setRows.has(r)) touches = true;
+    if (!touches) {
+      // Served by the clean run (source values, and saves of rows nothing changes).
+      if (mainReads.has(b.fetch)) cleanMain.add(b.fetch);
+      for (let r = b.rowStart; r < b.rowEnd; r++) cleanMainRows.add(r);
+      continue;
+    }
+    if (b.rowEnd - b.rowStart !== 1) return { reject: 'a read over several rows, some of them changed' };
+    if (v.producer.op !== 'model.output' || !head.modelOutputs.includes(b.fetch)) return { reject: `a read of ${b.fetch} in a changed row (only model outputs after the last block)` };
+    const shape = v.type?.shape;
+    if (!shape || shape.length !== 3 || shape[1] !== 'sequence') return { reject: `model output ${b.fetch} is not [batch, sequence, ...]` };
+    const uses: UsePlan[] = (usesOf.get(v) ?? []).map((u) => usePlan(u, v, T));
+    const l = rowReads.get(b.rowStart) ?? [];
+    l.push({ value: v, output: b.fetch, uses });
+    rowReads.set(b.rowStart, l);
+  }
+
+  // Changed rows: start cut, positions needed, the clean row of the same prompt.
+  const rep = new Map<number, number>();
+  const firstOf = new Map<string, number>();
+  const cutFetch = new Map<number, string>();
+  const rows: RowPlan[] = [];
+  for (const [row, sets] of [...byRow].sort((a, b) => a[0] - b[0])) {
+    const port: Port = sets[0]!.port;
+    const start = cutOf.get(port.value)!;
+    cutFetch.set(start, port.pre);
+    const key = tokens[row]!.join(',');
+    if (!firstOf.has(key)) firstOf.set(key, row);
+    rep.set(row, firstOf.get(key)!);
+    const reads = rowReads.get(row) ?? [];
+    const all = reads.some((r) => r.uses.some((u) => u.positions === null)) || !chain.headPositionwise;
+    const need = all ? Array.from({ length: T }, (_, i) => i) : [...new Set(reads.flatMap((r) => r.uses.flatMap((u) => u.positions!)))].sort((a, b) => a - b);
+    rows.push({ row, sets, start, reads, need });
+  }
+  const cleanRows = [...new Set([...plan.sourceRows, ...cleanMainRows, ...firstOf.values()])].sort((a, b) => a - b);
+  const cleanFetch = [...new Set([...plan.sourceFetch, ...cleanMain, ...cutFetch.values(), ...(cached ? chain.cache.map((c) => c.present) : [])])];
+  if (cleanFetch.some((f) => !ported.outputUpstream.has(f) && !ported.ports.some((p) => p.pre === f || p.post === f))) return { reject: 'a value the clean run cannot fetch' };
+  const shared = opts.batchFirst ? cleanFetch.find((f) => !opts.batchFirst!(f)) : undefined;
+  if (shared) return { reject: `${shared} is one tensor every row shares` };
+
+  if (!opts.force) {
+    // Cost in forward passes of one row: the ordinary fast path runs the source rows and every
+    // main row; the sweep runs the clean rows, then each changed row over its segments (and positions).
+    const ordinary = plan.sourceRows.length + plan.mainRows.length;
+    let incremental = cleanRows.length;
+    for (const r of rows) incremental += ((L - r.start + 0.5) / (L + 1)) * (cached ? (T - Math.min(r.need[0] ?? 0, firstChanged(r))) / T : 1);
+    if (incremental > 0.7 * ordinary) return { reject: `no gain expected (${incremental.toFixed(1)} vs ${ordinary} row passes)` };
+  }
+  return { rows, cleanRows, cleanFetch, rep, cutFetch, seqLen: T, cached };
+}
+
+/** Lowest position any set of the row may touch, from its items (a lower bound; the exact one comes with the values). */
+function firstChanged(r: RowPlan): number {
+  let lo = Infinity;
+  for (const s of r.sets) {
+    const full = s.items ? expandItems(s.items, 3) : null;
+    const seq = Array.isArray(full) ? full.filter((i) => i.kind !== 'newaxis')[1] : undefined;
+    if (seq?.kind === 'index') lo = Math.min(lo, seq.index >= 0 ? seq.index : 0);
+    else if (seq?.kind === 'slice' && (seq.step ?? 1) > 0 && (seq.start ?? 0) >= 0) lo = Math.min(lo, seq.start ?? 0);
+    else lo = 0;
+  }
+  return lo === Infinity ? 0 : lo;
+}
+
+/** How a use of a `[1, sequence, ...]` read is served: an `index` whose sequence item is an index or a slice, else the whole read. */
+function usePlan(u: Node, v: Value, T: number): UsePlan {
+  if (u.op !== 'index' || u.inputs[0] !== v) return { node: u, positions: null, items: null };
+  const full = expandItems((u.attrs as { items: IndexItem[] }).items, 3);
+  if (!Array.isArray(full)) return { node: u, positions: null, items: null };
+  let axis = 0;
+  const items: IndexItem[] = [];
+  let positions: number[] | null = null;
+  for (const it of full) {
+    if (it.kind === 'newaxis') { items.push(it); continue; }
+    if (axis === 1) {
+      if (it.kind === 'index') {
+        const q = it.index < 0 ? it.index + T : it.index;
+        if (q < 0 || q >= T) return { node: u, positions: null, items: null };
+        positions = [q];
+        items.push({ kind: 'index', index: 0 });
+      } else if (it.kind === 'slice') {
+        const { start, step, len } = sliceRange(T, it);
+        positions = Array.from({ length: len }, (_, i) => start + i * step);
+        items.push({ kind: 'slice' });
+      } else return { node: u, positions: null, items: null };
+    } else items.push(it);
+    axis++;
+  }
+  return positions ? { node: u, positions, items } : { node: u, positions: null, items: null };
+}
+
+/** Rows of a fetched `[rows, ...]` tensor: row `r` of the batch, from a run over `env.rows`. */
+function rowOf(env: Env, name: string, r: number): Tensor {
+  const t = env.out[name];
+  const at = env.rows.indexOf(r);
+  if (!t || at < 0) throw new Error(`internal: ${name} row ${r} was not fetched`);
+  return selectRows(t, [at]);
+}
+
+/** Slice `[start, stop)` of axis `axis` of a float tensor. */
+function sliceAxis(t: Tensor, axis: number, start: number, stop: number): Tensor {
+  const shape = [...t.shape];
+  const outer = numel(shape.slice(0, axis));
+  const inner = numel(shape.slice(axis + 1));
+  const n = shape[axis]!;
+  const len = stop - start;
+  const src = t.data as Float32Array;
+  const data = new Float32Array(outer * len * inner);
+  for (let o = 0; o < outer; o++) data.set(src.subarray((o * n + start) * inner, (o * n + stop) * inner), o * len * inner);
+  shape[axis] = len;
+  return { dtype: 'float32', shape, data };
+}
+
+/** Positions `pos` of axis 1 of a `[B, N, ...]` float tensor. */
+function gatherPositions(t: Tensor, pos: readonly number[]): Tensor {
+  const [B, N] = t.shape as [number, number];
+  const inner = numel(t.shape.slice(2));
+  const src = t.data as Float32Array;
+  const data = new Float32Array(B * pos.length * inner);
+  for (let b = 0; b < B; b++) pos.forEach((p, i) => data.set(src.subarray((b * N + p) * inner, (b * N + p + 1) * inner), (b * pos.length + i) * inner));
+  return { dtype: 'float32', shape: [B, pos.length, ...t.shape.slice(2)], data };
+}
+
+/** Stacks `[1, ...]` float tensors along axis 0. */
+function stack(ts: readonly Tensor[]): Tensor {
+  const n = numel(ts[0]!.shape);
+  const data = new Float32Array(ts.length * n);
+  ts.forEach((t, i) => data.set(t.data as Float32Array, i * n));
+  return { dtype: 'float32', shape: [ts.length, ...ts[0]!.shape.slice(1)], data };
+}
+
+/** A row's residual with its sets applied, and the first position they change (T when none). */
+function patchedResidual(host: SweepHost, r: RowPlan, clean: Tensor, env: Env, memo: Map<Value, Tensor>, T: number, D: number): { x: Float32Array; first: number } {
+  const x = Float32Array.from(clean.data as Float32Array);
+  const steered = new Uint8Array(x.length);
+  let first = T;
+  for (const s of r.sets) {
+    const iota = tensorOf('float64', [1, T, D], Float64Array.from({ length: T * D }, (_, i) => i));
+    const sel = s.items ? indexTensor(iota, s.items) : iota;
+    const vals = broadcastTo(castTo(host.evaluate(s.value, env, memo), 'float32'), sel.shape);
+    const idx = sel.data as Float64Array;
+    const v = vals.data as Float32Array;
+    for (let i = 0; i < idx.length; i++) {
+      const k = idx[i]!;
+      if (s.kind === 'replace') {
+        x[k] = v[i]!;
+        steered[k] = 0;
+      } else {
+        if (steered[k]) throw new SweepFallback('two additions to one element');
+        x[k] = Math.fround(x[k]! + v[i]!); // onto the clean value, or onto what an earlier replace wrote
+        steered[k] = 1;
+      }
+      first = Math.min(first, Math.floor(k / D));
+    }
+  }
+  return { x, first };
+}
+
+/** The sweep cannot go on (the ordinary path takes the trace). */
+export class SweepFallback extends Error {}
+
+/** Variants per session run at most (by the memory budget; at least 1). */
+function chunkRows(host: SweepHost, T: number, D: number): number {
+  const perRow = T * D * 4 * 16 + T * T * 4 * 16;
+  return Math.max(1, Math.min(256, Math.floor(batchBudget() / perRow)));
+}
+
+/**
+ * Runs a sweep plan: the clean run, then the variants grouped by start (and, with a cache, by
+ * position bucket), segment by segment; returns the memo of served reads (the model-output
+ * reads of changed rows, by their uses) and the clean run's env for everything else.
+ */
+export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor> }> {
+  const { chain } = host.segments;
+  const L = chain.blocks.length;
+  const D = chain.width;
+  const T = sp.seqLen;
+  const env = await host.cleanRun(sp.cleanRows, sp.cleanFetch);
+  const memo = new Map<Value, Tensor>();
+  const tokens = batchRows(ir);
+
+  // Each changed row: its residual at its start cut, the first position changed.
+  const rows = sp.rows.map((r) => {
+    const clean = rowOf(env, sp.cutFetch.get(r.start)!, sp.rep.get(r.row)!);
+    const { x, first } = patchedResidual(host, r, clean, env, memo, T, D);
+    const from = sp.cached ? Math.min(first, r.need[0] ?? T) : 0;
+    return { r, x, from };
+  }).filter((v) => v.r.reads.length > 0);
+
+  // Groups: same start; with a cache, position buckets whose recomputed share stays small.
+  const maxRows = chunkRows(host, T, D);
+  const groups: { start: number; from: number; items: typeof rows }[] = [];
+  for (let start = 0; start <= L; start++) {
+    const mine = rows.filter((v) => v.r.start === start).sort((a, b) => a.from - b.from);
+    let cur: (typeof groups)[number] | undefined;
+    for (const v of mine) {
+      const from = Math.min(v.from, T - 1);
+      if (!cur || cur.items.length >= maxRows || (T - cur.from) > 1.15 * (T - from) + 1) {
+        cur = { start, from, items: [] };
+        groups.push(cur);
+      }
+      cur.items.push(v);
+    }
+  }
+
+  const full = buildFeeds(host.mc.feedInputs, tokens, { padId: 0 }).feeds;
+  const head = chain.segments[L]!;
+  for (const g of groups) {
+    const batch = g.items.map((v) => v.r.row);
+    const N = T - g.from;
+    let x: Tensor = { dtype: 'float32', shape: [batch.length, N, D], data: new Float32Array(batch.length * N * D) };
+    g.items.forEach((v, i) => (x.data as Float32Array).set(v.x.subarray(g.from * D), i * N * D));
+    const feedsFor = (names: readonly string[]): Record<string, Tensor> => {
+      const f: Record<string, Tensor> = {};
+      for (const name of names) {
+        const pair = chain.cache.find((c) => c.past === name);
+        if (pair) {
+          const present = stack(g.items.map((v) => rowOf(env, pair.present, sp.rep.get(v.r.row)!)));
+          f[name] = sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, g.from);
+          continue;
+        }
+        const t = full[name];
+        if (!t) throw new SweepFallback(`no feed for ${name}`);
+        const rowsT = selectRows(t, batch);
+        // With a cache the mask covers past + new positions; the other token inputs the new ones.
+        f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, g.from) : rowsT;
+      }
+      return f;
+    };
+    for (let j = g.start; j < L; j++) {
+      const seg = chain.segments[j]!;
+      const out = await host.mc.backend.run(await host.segments.session(j), { [seg.input]: x, ...feedsFor(seg.graphInputs) }, [seg.next!]);
+      x = out[seg.next!]!;
+    }
+    // The head at the positions the reads need (relative to g.from), or at every computed one.
+    const need = chain.headPositionwise ? [...new Set(g.items.flatMap((v) => v.r.need))].filter((p) => p >= g.from).sort((a, b) => a - b) : Array.from({ length: N }, (_, i) => g.from + i);
+    const hx = chain.headPositionwise ? gatherPositions(x, need.map((p) => p - g.from)) : x;
+    const hout = await host.mc.backend.run(await host.segments.session(L), { [head.input]: hx, ...feedsFor(head.graphInputs) }, head.modelOutputs);
+    g.items.forEach((v, i) => {
+      for (const rd of v.r.reads) {
+        const o = hout[rd.output]!;
+        const mine = selectRows(o, [i]);
+        const at = (p: number): number => {
+          const k = need.indexOf(p);
+          if (k < 0) throw new Error(`internal: position ${p} of ${rd.output} was not computed`);
+          return k;
+        };
+        for (const u of rd.uses) {
+          if (u.positions === null) {
+            if (need.length !== T) throw new Error('internal: a whole read needs every position');
+            memo.set(rd.value, mine);
+            continue;
+          }
+          memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), u.items!));
+        }
+      }
+    });
+  }
+  return { env, memo };
+}
+
+/** Columns `[from, n)` of a `[B, n]` integer tensor. */
+function sliceInt(t: Tensor, from: number): Tensor {
+  const [B, n] = t.shape as [number, number];
+  const Ctor = t.data.constructor as BigInt64ArrayConstructor | Int32ArrayConstructor;
+  const data = new Ctor(B * (n - from));
+  for (let b = 0; b < B; b++) (data as BigInt64Array).set((t.data as BigInt64Array).subarray(b * n + from, (b + 1) * n), b * (n - from));
+  return { dtype: t.dtype, shape: [B, n - from], data } as Tensor;
+}
