@@ -32,6 +32,7 @@ import {
   savesAndSetScript, spreadPositions, type OnnsightState,
 } from './onnsight.js';
 import { GENERATE_MEASUREMENTS, GENERATE_RATIOS } from './generate.js';
+import { REMOTE_MEASUREMENTS } from './remote.js';
 
 /**
  * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
@@ -466,6 +467,7 @@ export const MEASUREMENTS: Measurement[] = [
         st.blocks.paths.forEach((p, i) => grad(y, ref(m, p).output).save(`g.${i}`));
       }), ctx.timing);
       ctx.extra.grad_all_blocks_min_ms = t.min;
+      ctx.extra.grad_all_blocks_cpu_ms = t.cpuMedian;
       ctx.notes.grad_all_blocks_ms = 'compiled path (forward + backward in one graph)';
       return t.median;
     },
@@ -488,12 +490,14 @@ export const MEASUREMENTS: Measurement[] = [
         });
       }), ctx.timing);
       ctx.extra.attribution_min_ms = t.min;
+      ctx.extra.attribution_cpu_ms = t.cpuMedian;
       ctx.notes.attribution_ms = `compiled path; the same grid by patching: ${st.blocks.paths.length * ctx.seqLen} forward passes`;
       return t.median;
     },
   },
   ...CLI_MEASUREMENTS,
   ...GENERATE_MEASUREMENTS,
+  ...REMOTE_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */

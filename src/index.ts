@@ -27,6 +27,11 @@ import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, checkOpen, grad, moduleProxy, paramProxies, type ModelRef, type ParamProxies, type ParamValues, type TraceContext, TensorProxy } from './trace.js';
 import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
+import { OipClient, type OipClientOptions } from './oip/client.js';
+import { oipRunner } from './fast/oip-runner.js';
+import { FastExecutor } from './fast/execute.js';
+import { checkServingName, defaultServingName, type ServedModules } from './fast/serving.js';
+import { exportServing, type ServingExportResult } from './fast/triton.js';
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
@@ -49,9 +54,52 @@ export { progressReporter } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
 export type { ExportResult, WeightsPlacement } from './model/export.js';
 export { demoModelPath } from './demo.js';
+export { OipClient, type OipClientOptions, type OipClientStats } from './oip/client.js';
+export type { OipModelMetadata, OipTensorMetadata } from './oip/protocol.js';
+export type { ServingExportResult } from './fast/triton.js';
+export type { ServedModules } from './fast/serving.js';
 export { moduleClasses, type ModuleClass } from './model/classes.js';
 export { groupFamilies, type Family, type PromptInfo, type FamilyJSON } from './report/families.js';
 export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
+
+/**
+ * Where a model's traces run: on a server that speaks the Open Inference Protocol v2
+ * (NVIDIA Triton, KServe, `nns serve`) and serves the models `nns export-serving` writes.
+ * Made by {@link oip}; given to {@link LanguageModel.load} as `executor`.
+ * @category Model
+ */
+export interface OipExecutor {
+  readonly kind: 'oip';
+  /** The client (its `stats` count the requests made). */
+  readonly client: OipClient;
+  /** The models' base name on the server. */
+  readonly model: string;
+  /** Tensors as JSON instead of binary. */
+  readonly json: boolean;
+}
+
+/**
+ * Runs a model's fast-path traces on an Open Inference Protocol v2 server: the instrumented
+ * model `MODEL.ports` and the module models `MODEL.module.PATH` that `nns export-serving
+ * --name MODEL` writes (and `nns serve` serves). The model is still opened locally, for
+ * planning; every forward pass runs on the server. A trace the fast path cannot run fails
+ * (`oip-needs-compiler`) rather than running locally.
+ *
+ * ```ts
+ * const model = await LanguageModel.load('models/gpt2', { executor: oip('http://127.0.0.1:8000', 'gpt2') });
+ * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
+ *   m.transformer.h[3].mlp.output = 0;
+ *   m.output.logits.at(':', -1, ':').save('last');
+ * });
+ * ```
+ * @param url the server (`http://host:8000`)
+ * @param model the models' base name on the server
+ * @param opts headers (e.g. an API key), `binary: false` for JSON tensors, `timeoutMs`
+ * @category Model
+ */
+export function oip(url: string, model: string, opts: OipClientOptions = {}): OipExecutor {
+  return { kind: 'oip', client: new OipClient(url, opts), model: checkServingName(model), json: opts.binary === false };
+}
 
 /**
  * A prompt: text (tokenized with the model's tokenizer) or token ids.
@@ -152,9 +200,44 @@ function synchronous(result: unknown): void {
 export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
   private classMap?: ReadonlyMap<string, ModuleClass>;
+  /** Set for a model served by `nns serve` ({@link LanguageModel.remote}): traces run there. */
+  private readonly server?: { url: string; name: string; run(graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: TraceOptions['onProgress']): Promise<Map<string, Tensor>> };
 
-  private constructor(mc: ModelContext) {
+  private constructor(mc: ModelContext, server?: LanguageModel['server']) {
     this.mc = mc;
+    this.server = server;
+  }
+
+  /**
+   * A model served by `nns serve` at `url` under `name`. Traces are built here (with the
+   * served model's module tree and tokenizer) and run on the server, sent as the IR's JSON
+   * form; saved values come back bit for bit. `trace` (with invokes, params and `grad`),
+   * `modules`, `tokenizer` and `tokenize` work as on a loaded model; `compile`, `save`,
+   * `proto`, `classes`, `generate` and `stream` need the model itself and throw
+   * `remote-unsupported`. A refusal by the server (`unknown-model`, `unauthorized`,
+   * `over-limit`) is an {@link NnsError} with that code.
+   *
+   * ```ts
+   * const model = await LanguageModel.remote('http://127.0.0.1:8000', 'gpt2', { apiKey: process.env.NNS_API_KEY });
+   * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => { m.output.logits.save('logits'); });
+   * ```
+   */
+  static async remote(url: string, name: string, opts: { apiKey?: string } = {}): Promise<LanguageModel> {
+    const { RemoteClient } = await import('./remote/client.js');
+    const client = new RemoteClient(url, opts);
+    const m = await client.model(name);
+    // Only what building a trace reads: the tree, config and tokenizer.
+    const mc = { tree: m.tree, loaded: { source: `${url} (${name})`, config: m.config, tokenizer: m.tokenizer } } as unknown as ModelContext;
+    return new LanguageModel(mc, { url, name, run: (graph, host, onProgress) => client.run(name, graph, host, onProgress) });
+  }
+
+  /** Whether this model runs on a server ({@link LanguageModel.remote}). */
+  get isRemote(): boolean {
+    return this.server !== undefined;
+  }
+
+  private local(what: string): void {
+    if (this.server) throw new NnsError('remote-unsupported', `${what} needs the model itself; '${this.server.name}' is served by ${this.server.url} (load it with LanguageModel.load to use ${what})`, { kind: 'usage', span: callSite() });
   }
 
   /**
@@ -164,10 +247,31 @@ export class LanguageModel {
    * ```ts
    * const model = await LanguageModel.load(demoModelPath());           // the bundled demo model
    * const other = await LanguageModel.load('exports/gpt2/onnx/model.onnx');
+   * const remote = await LanguageModel.load('models/gpt2', { executor: oip('http://127.0.0.1:8000', 'gpt2') });
+   * ```
+   * With `executor: oip(url, name)` ({@link oip}) every forward pass runs on that server.
+   */
+  static async load(path: string, opts: LoadOptions & { fast?: boolean; executor?: OipExecutor } = {}): Promise<LanguageModel> {
+    const { executor, ...rest } = opts;
+    if (executor && opts.fast === false) throw new NnsError('oip-unsupported', 'executor: oip(...) runs the fast path remotely; it cannot be combined with fast: false', { kind: 'usage', span: callSite() });
+    return new LanguageModel(await openModel(path, executor ? { ...rest, runner: oipRunner({ client: executor.client, name: executor.model, json: executor.json }) } : rest));
+  }
+
+  /**
+   * Writes the fast path's models as an NVIDIA Triton model repository (`nns export-serving`):
+   * `NAME.ports` (the instrumented model), `NAME.module.PATH` (closed modules), and with
+   * `plain: true` the model itself as `NAME`; one config.pbtxt per model, version folder `1/`,
+   * and the weights once on disk (hard links). Atomic: on an error nothing is left.
+   *
+   * ```ts
+   * const r = model.exportServing('serving', { name: 'gpt2' });
+   * r.models.map((m) => m.name); // ['gpt2.ports', 'gpt2.module.transformer.ln_f', ...]
    * ```
    */
-  static async load(path: string, opts: LoadOptions & { fast?: boolean } = {}): Promise<LanguageModel> {
-    return new LanguageModel(await openModel(path, opts));
+  exportServing(dir: string, opts: { name?: string; modules?: ServedModules; plain?: boolean } = {}): ServingExportResult {
+    this.local('exportServing');
+    const exec = this.mc.fast instanceof FastExecutor && !this.mc.fast.exclusive ? this.mc.fast : new FastExecutor(this.mc);
+    return exportServing(exec, this.mc, dir, { name: checkServingName(opts.name ?? defaultServingName(this.mc.loaded.source)), ...(opts.modules ? { modules: opts.modules } : {}), ...(opts.plain ? { plain: true } : {}) });
   }
 
   /**
@@ -191,6 +295,7 @@ export class LanguageModel {
    * ```
    */
   get classes(): ReadonlyMap<string, ModuleClass> {
+    this.local('classes');
     this.classMap ??= moduleClasses(this.mc.loaded.proto, this.mc.tree);
     return this.classMap;
   }
@@ -214,6 +319,7 @@ export class LanguageModel {
    * ```
    */
   get proto(): ModelProto {
+    this.local('proto');
     return this.mc.loaded.proto;
   }
 
@@ -311,7 +417,7 @@ export class LanguageModel {
   async trace(a: Prompt | ((tr: Tracer, params: ParamProxies<ParamValues>) => void), b?: ((m: ModelRef, params: ParamProxies<ParamValues>) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
     const opts = (typeof a === 'function' ? b : c) as TraceOptions | undefined;
     const { graph, ctx } = typeof a === 'function' ? this.build(a, opts?.params) : this.build(a, b as (m: ModelRef, params: ParamProxies<ParamValues>) => void, opts?.params);
-    const results = await runGraph(graph, this.mc, { ...opts, host: ctx.host });
+    const results = this.server ? await this.server.run(graph, ctx.host, opts?.onProgress) : await runGraph(graph, this.mc, { ...opts, host: ctx.host });
     const saves: Record<string, Tensor> = {};
     for (const [name, t] of results) {
       saves[name] = t;
@@ -354,6 +460,7 @@ export class LanguageModel {
    */
   compile(fn: (tr: Tracer) => void, opts?: CompileOptions): ModelProto;
   compile(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | CompileOptions, c?: CompileOptions): ModelProto {
+    this.local('compile');
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
     const opts = (typeof a === 'function' ? b : c) as CompileOptions | undefined;
     return compileGraph(graph, this.mc, opts).model;
@@ -380,6 +487,8 @@ export class LanguageModel {
   async generate(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): Promise<GenerateResult>;
   async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
   async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
+    if (this.mc.fast?.exclusive) throw new NnsError('oip-unsupported', `generation does not run on ${this.mc.fast.exclusive}: load the model without an executor to generate`, { kind: 'usage', span: callSite() });
+    this.local('generate');
     const tokenize = (p: Prompt): number[] => this.tokenize(p);
     if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
     return generateWith(this.mc, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
@@ -406,6 +515,7 @@ export class LanguageModel {
    * ```
    */
   save(proto: ModelProto, outPath: string): ExportResult {
+    this.local('save');
     return exportModel(this.mc.loaded, proto, outPath);
   }
 
@@ -417,6 +527,7 @@ export class LanguageModel {
    * ```
    */
   async dispose(): Promise<void> {
+    if (this.server) return;
     await releaseCompiled(this.mc);
     await this.mc.backend.release();
   }
