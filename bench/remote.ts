@@ -90,23 +90,24 @@ async function overhead(ctx: BenchContext): Promise<void> {
     for (let i = 0; i < 3; i++) { await local.trace(prompt, fn); await remote.trace(prompt, fn); }
     const l: number[] = [], r: number[] = [], d: number[] = [];
     const pairs = Math.max(15, ctx.timing.runs);
-    let localCpu = 0, remoteCpu = 0;
     for (let i = 0; i < pairs; i++) {
-      const c0 = selfCpuMs();
       const t0 = performance.now();
       await local.trace(prompt, fn);
       const t1 = performance.now();
-      const c1 = selfCpuMs();
-      const w1 = procCpuMs(server.worker.pid);
       await remote.trace(prompt, fn);
       const t2 = performance.now();
-      localCpu += c1 - c0;
-      // Client and server share this process; the worker is a child.
-      remoteCpu += selfCpuMs() - c1 + procCpuMs(server.worker.pid) - w1;
       l.push(t1 - t0);
       r.push(t2 - t1);
       d.push(t2 - t1 - (t1 - t0));
     }
+    // CPU time in blocks (not interleaved: onnxruntime's threads spin a little after a run, which
+    // would be charged to the next trace): client + server (this process) + worker, vs local.
+    const c0 = selfCpuMs(), w0 = procCpuMs(server.worker.pid);
+    for (let i = 0; i < pairs; i++) await remote.trace(prompt, fn);
+    const remoteCpu = selfCpuMs() - c0 + procCpuMs(server.worker.pid) - w0;
+    const c1 = selfCpuMs();
+    for (let i = 0; i < pairs; i++) await local.trace(prompt, fn);
+    const localCpu = selfCpuMs() - c1;
     ctx.extra.remote_trace_ms = median(r);
     ctx.extra.remote_local_trace_ms = median(l);
     ctx.extra.remote_overhead_min_ms = Math.min(...r) - Math.min(...l);
