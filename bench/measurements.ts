@@ -503,6 +503,7 @@ export const MEASUREMENTS: Measurement[] = [
         st.blocks.paths.forEach((p, i) => grad(y, ref(m, p).output).save(`g.${i}`));
       }), ctx.timing);
       ctx.extra.grad_all_blocks_min_ms = t.min;
+      ctx.extra.grad_all_blocks_cpu_ms = t.cpuMedian;
       ctx.notes.grad_all_blocks_ms = 'compiled path (forward + backward in one graph)';
       return t.median;
     },
@@ -525,6 +526,7 @@ export const MEASUREMENTS: Measurement[] = [
         });
       }), ctx.timing);
       ctx.extra.attribution_min_ms = t.min;
+      ctx.extra.attribution_cpu_ms = t.cpuMedian;
       ctx.notes.attribution_ms = `compiled path; the same grid by patching: ${st.blocks.paths.length * ctx.seqLen} forward passes`;
       return t.median;
     },

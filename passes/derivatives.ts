@@ -176,6 +176,12 @@ export class GradBuilder {
         return axes ? a - axes.length : 0;
       }
       case 'Flatten': return 2;
+      case 'TopK': return r(0);
+      case 'Einsum': {
+        const e = attrOf(p, 'equation')?.s;
+        const rhs = e ? new TextDecoder().decode(e).replace(/\s+/g, '').split('->')[1] : undefined;
+        return rhs !== undefined && !rhs.includes('...') ? rhs.length : undefined;
+      }
       case 'ConstantOfShape': {
         const s = ins[0] ? this.producers.get(ins[0]) : undefined;
         if (s?.op_type === 'Shape') return this.rank(s.input![0]!);
@@ -224,6 +230,11 @@ export class GradBuilder {
     const axes = this.op('Reshape', [this.op('NonZero', [mask]), this.ints([-1])]);
     const summed = this.op('ReduceSum', [g, axes], { keepdims: 1, noop_with_empty_axes: 1 });
     return this.op('Reshape', [summed, sa]);
+  }
+
+  /** `Unsqueeze` at constant `axes` (attribute before opset 13, input from 13). */
+  unsqueeze(x: string, axes: number[]): string {
+    return this.opset >= 13 ? this.op('Unsqueeze', [x, this.ints(axes)]) : this.op('Unsqueeze', [x], { axes });
   }
 
   /** Swap the last two axes of a value of rank `r`. */
@@ -311,7 +322,18 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     const [x, y] = n.input as [string, string];
     const rx = b.needRank(n, x);
     const ry = b.needRank(n, y);
-    if (rx < 2 || ry < 2) throw new NotDifferentiable(n, 'MatMul with a 1-D operand');
+    if (rx < 2 || ry < 2) {
+      // numpy semantics: a 1-D x is a row [1, k], a 1-D y a column [k, 1], the axis dropped from the result.
+      const x2 = rx === 1 ? b.unsqueeze(x, [0]) : x;
+      const y2 = ry === 1 ? b.unsqueeze(y, [1]) : y;
+      const g2 = rx === 1 && ry === 1 ? b.op('Reshape', [g!, b.ints([1, 1])]) : ry === 1 ? b.unsqueeze(g!, [-1]) : b.unsqueeze(g!, [-2]);
+      const r2x = Math.max(rx, 2);
+      const r2y = Math.max(ry, 2);
+      return [
+        w[0] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [g2, b.swapLast(y2, r2y)]), x2), b.op('Shape', [x])]) : null,
+        w[1] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [b.swapLast(x2, r2x), g2]), y2), b.op('Shape', [y])]) : null,
+      ];
+    }
     return [
       w[0] ? b.unbroadcast(b.op('MatMul', [g!, b.swapLast(y, ry)]), x) : null,
       w[1] ? b.unbroadcast(b.op('MatMul', [b.swapLast(x, rx), g!]), y) : null,
@@ -361,6 +383,27 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     return [gx, gs, gb];
   },
   ReduceSum: (b, n, g) => reduceBack(b, n, g[0]!, false),
+  ReduceMax: (b, n, g) => extremumReduceBack(b, n, g[0]!),
+  ReduceMin: (b, n, g) => extremumReduceBack(b, n, g[0]!),
+  ReduceL2: (b, n, [g]) => {
+    // y = sqrt(Σ x²): dx = g · x / y (0 where y = 0).
+    const x = n.input![0]!;
+    const { gk, yk } = keptDims(b, n, g!);
+    const y = b.op('Expand', [yk, b.op('Shape', [x])]);
+    const zero = b.scalar(0, x);
+    const safe = b.op('Where', [b.op('Equal', [y, zero]), b.scalar(1, x), y]);
+    return [b.op('Where', [b.op('Equal', [y, zero]), zero, b.op('Div', [b.op('Mul', [b.op('Expand', [gk, b.op('Shape', [x])]), x]), safe])]), null];
+  },
+  Max: (b, n, [g], w) => extremumBack(b, n, g!, w),
+  Min: (b, n, [g], w) => extremumBack(b, n, g!, w),
+  CumSum: (b, n, [g], w) => {
+    // The adjoint of a cumulative sum is the cumulative sum the other way (exclusive stays exclusive).
+    if (!w[0]) return [null, null];
+    const reverse = intAttr(n, 'reverse', 0);
+    const exclusive = intAttr(n, 'exclusive', 0);
+    return [b.op('CumSum', [g!, n.input![1]!], { exclusive, reverse: reverse ? 0 : 1 }), null];
+  },
+  Einsum: (b, n, [g], w) => einsumBack(b, n, g!, w),
   ReduceMean: (b, n, g) => reduceBack(b, n, g[0]!, true),
   Reshape: reshapeBack,
   Flatten: reshapeBack,
@@ -407,11 +450,19 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     const [x, starts, ends, axesIn, stepsIn] = n.input as string[];
     const st = starts ? b.constValue(starts) : undefined;
     const steps = stepsIn ? b.constValue(stepsIn) : undefined;
-    if (steps && steps.some((s) => s !== 1)) throw new NotDifferentiable(n, 'Slice with a step other than 1');
-    if (stepsIn && !steps) throw new NotDifferentiable(n, 'Slice with steps computed at run time');
-    const k = st?.length ?? undefined;
     const axesC = axesIn ? b.constValue(axesIn) : undefined;
-    if (axesIn && !axesC) throw new NotDifferentiable(n, 'Slice with axes computed at run time');
+    if ((stepsIn && (!steps || steps.some((s) => s !== 1))) || (axesIn && !axesC)) {
+      // Any step (or run-time axes): slice the element indices of x the same way, then
+      // scatter the gradient into zeros at those indices (they are distinct).
+      const shape = b.op('Shape', [x]);
+      const count = b.op('Size', [x]);
+      const iota = b.op('Reshape', [b.op('Range', [b.em.constant('int64', [], [0]), count, b.em.constant('int64', [], [1])]), shape]);
+      const idx = b.op('Slice', [iota, ...(n.input as string[]).slice(1)]);
+      const flat = b.op('Reshape', [b.zerosLike(x), b.ints([-1])]);
+      const sc = b.op('ScatterElements', [flat, b.op('Reshape', [idx, b.ints([-1])]), b.op('Reshape', [g!, b.ints([-1])])], { axis: 0 });
+      return [b.op('Reshape', [sc, shape]), null, null, null, null];
+    }
+    const k = st?.length ?? undefined;
     const r = b.needRank(n, x);
     const count = k ?? axesC?.length;
     if (count === undefined) throw new NotDifferentiable(n, 'Slice with starts computed at run time and no axes');
@@ -485,7 +536,7 @@ function reduceBack(b: GradBuilder, n: NodeProto, g: string, mean: boolean): (st
   if (!keep && axes && axes.length) {
     const r = b.needRank(n, x);
     axes = axes.map((a) => (a < 0 ? a + r : a)).sort((p, q) => p - q);
-    gk = b.op('Unsqueeze', [g, b.ints(axes)]);
+    gk = b.unsqueeze(g, axes);
   }
   let d = b.op('Expand', [gk, shape]);
   if (mean) {
@@ -493,4 +544,96 @@ function reduceBack(b: GradBuilder, n: NodeProto, g: string, mean: boolean): (st
     d = b.op('Div', [d, b.op('CastLike', [ratio, g])]);
   }
   return [d, null];
+}
+
+/** The reduction's axes (normalized, sorted; all axes when none are given), or a NotDifferentiable error. */
+function reduceAxes(b: GradBuilder, n: NodeProto): number[] | undefined {
+  const axes = intsAttr(n, 'axes') ?? (n.input![1] ? b.constValue(n.input![1]) : undefined);
+  if (n.input![1] && !axes) throw new NotDifferentiable(n, 'a reduction over axes computed at run time');
+  if (!axes || axes.length === 0) return undefined;
+  const r = b.needRank(n, n.input![0]!);
+  return axes.map((a) => (a < 0 ? a + r : a)).sort((p, q) => p - q);
+}
+
+/** The output gradient and the output itself with the reduced axes kept (size 1), so they broadcast against the input. */
+function keptDims(b: GradBuilder, n: NodeProto, g: string): { gk: string; yk: string } {
+  const y = n.output![0]!;
+  if (intAttr(n, 'keepdims', 1)) return { gk: g, yk: y };
+  const axes = reduceAxes(b, n);
+  if (!axes) {
+    const r = b.needRank(n, n.input![0]!);
+    const ones = b.ints(Array(r).fill(1));
+    return { gk: b.op('Reshape', [g, ones]), yk: b.op('Reshape', [y, ones]) };
+  }
+  return { gk: b.unsqueeze(g, axes), yk: b.unsqueeze(y, axes) };
+}
+
+/** ReduceMax / ReduceMin: the gradient goes to the elements equal to the extremum, shared evenly among ties (as torch.amax). */
+function extremumReduceBack(b: GradBuilder, n: NodeProto, g: string): (string | null)[] {
+  const x = n.input![0]!;
+  const { gk, yk } = keptDims(b, n, g);
+  const mask = b.op('CastLike', [b.op('Equal', [x, yk]), x]);
+  const axes = reduceAxes(b, n);
+  const count = axes ? b.reduce('ReduceSum', mask, axes, true) : b.op('ReduceSum', [mask], { keepdims: 1 });
+  return [b.op('Div', [b.op('Mul', [mask, gk]), count]), null];
+}
+
+/** Elementwise Max / Min of any number of inputs: each input gets the gradient where it is the result, ties shared evenly. */
+function extremumBack(b: GradBuilder, n: NodeProto, g: string, w: readonly boolean[]): (string | null)[] {
+  const ins = n.input as string[];
+  const out = n.output![0]!;
+  const masks = ins.map((x) => b.op('CastLike', [b.op('Equal', [x, out]), g]));
+  let count = masks[0]!;
+  for (const m of masks.slice(1)) count = b.op('Add', [count, m]);
+  const share = b.op('Div', [g, count]);
+  return ins.map((x, i) => (w[i] ? b.unbroadcast(b.op('Mul', [share, masks[i]!]), x) : null));
+}
+
+/**
+ * Einsum with one or two operands: the gradient of an operand is the einsum of the output
+ * gradient with the other operand, back to that operand's subscripts (summed back over
+ * broadcast `...` dims). Subscripts repeated within a term (diagonals) and indices that occur
+ * only in the operand being differentiated (summed away by it alone) are not differentiable here.
+ */
+function einsumBack(b: GradBuilder, n: NodeProto, g: string, w: readonly boolean[]): (string | null)[] {
+  const a = attrOf(n, 'equation')?.s;
+  const eq = (a ? new TextDecoder().decode(a) : '').replace(/\s+/g, '');
+  const ins = n.input as string[];
+  if (ins.length < 1 || ins.length > 2) throw new NotDifferentiable(n, `Einsum with ${ins.length} operands (one or two are differentiable)`);
+  const [lhs, rhsGiven] = eq.split('->') as [string, string | undefined];
+  const terms = lhs.split(',');
+  if (terms.length !== ins.length) throw new NotDifferentiable(n, `Einsum equation '${eq}' does not match its ${ins.length} inputs`);
+  const letters = (t: string): string[] => t.replace('...', '').split('');
+  let rhs = rhsGiven;
+  if (rhs === undefined) {
+    // Implicit output: the letters that occur once, in alphabetical order (after '...').
+    const all = terms.flatMap(letters);
+    rhs = (terms.some((t) => t.includes('...')) ? '...' : '') + [...new Set(all)].filter((c) => all.indexOf(c) === all.lastIndexOf(c)).sort().join('');
+  }
+  for (const t of [...terms, rhs]) {
+    const ls = letters(t);
+    if (new Set(ls).size !== ls.length) throw new NotDifferentiable(n, `Einsum '${eq}' with a subscript repeated within a term`);
+  }
+  return ins.map((x, i) => {
+    if (!w[i]) return null;
+    const others = terms.filter((_, j) => j !== i);
+    const avail = new Set([...letters(rhs!), ...others.flatMap(letters)]);
+    const missing = letters(terms[i]!).filter((c) => !avail.has(c));
+    if (missing.length) throw new NotDifferentiable(n, `Einsum '${eq}': index ${missing.join(', ')} is summed within operand ${i} alone`);
+    let backIns = [rhs!, ...others];
+    if (!terms[i]!.includes('...') && backIns.some((t) => t.includes('...'))) {
+      // The operand has no '...' but the others do: spell the '...' dims out as letters (summed away).
+      const used = new Set([...terms, rhs!].flatMap(letters));
+      const free = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'.split('').filter((c) => !used.has(c));
+      const ell = ins.map((v, j) => (terms[j]!.includes('...') ? b.needRank(n, v) - letters(terms[j]!).length : 0));
+      const most = Math.max(...ell);
+      if (most > free.length) throw new NotDifferentiable(n, `Einsum '${eq}' with too many '...' dims`);
+      const spell = (t: string, k: number): string => t.replace('...', free.slice(most - k, most).join(''));
+      const others2 = terms.map((t, j) => spell(t, ell[j]!)).filter((_, j) => j !== i);
+      backIns = [spell(rhs!, most), ...others2];
+    }
+    const back = `${backIns.join(',')}->${terms[i]}`;
+    const d = b.op('Einsum', [g, ...ins.filter((_, j) => j !== i)], { equation: back });
+    return terms[i]!.includes('...') ? b.unbroadcast(d, x) : d;
+  });
 }

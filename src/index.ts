@@ -152,9 +152,44 @@ function synchronous(result: unknown): void {
 export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
   private classMap?: ReadonlyMap<string, ModuleClass>;
+  /** Set for a model served by `nns serve` ({@link LanguageModel.remote}): traces run there. */
+  private readonly server?: { url: string; name: string; run(graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: TraceOptions['onProgress']): Promise<Map<string, Tensor>> };
 
-  private constructor(mc: ModelContext) {
+  private constructor(mc: ModelContext, server?: LanguageModel['server']) {
     this.mc = mc;
+    this.server = server;
+  }
+
+  /**
+   * A model served by `nns serve` at `url` under `name`. Traces are built here (with the
+   * served model's module tree and tokenizer) and run on the server, sent as the IR's JSON
+   * form; saved values come back bit for bit. `trace` (with invokes, params and `grad`),
+   * `modules`, `tokenizer` and `tokenize` work as on a loaded model; `compile`, `save`,
+   * `proto`, `classes`, `generate` and `stream` need the model itself and throw
+   * `remote-unsupported`. A refusal by the server (`unknown-model`, `unauthorized`,
+   * `over-limit`) is an {@link NnsError} with that code.
+   *
+   * ```ts
+   * const model = await LanguageModel.remote('http://127.0.0.1:8000', 'gpt2', { apiKey: process.env.NNS_API_KEY });
+   * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => { m.output.logits.save('logits'); });
+   * ```
+   */
+  static async remote(url: string, name: string, opts: { apiKey?: string } = {}): Promise<LanguageModel> {
+    const { RemoteClient } = await import('./remote/client.js');
+    const client = new RemoteClient(url, opts);
+    const m = await client.model(name);
+    // Only what building a trace reads: the tree, config and tokenizer.
+    const mc = { tree: m.tree, loaded: { source: `${url} (${name})`, config: m.config, tokenizer: m.tokenizer } } as unknown as ModelContext;
+    return new LanguageModel(mc, { url, name, run: (graph, host, onProgress) => client.run(name, graph, host, onProgress) });
+  }
+
+  /** Whether this model runs on a server ({@link LanguageModel.remote}). */
+  get isRemote(): boolean {
+    return this.server !== undefined;
+  }
+
+  private local(what: string): void {
+    if (this.server) throw new NnsError('remote-unsupported', `${what} needs the model itself; '${this.server.name}' is served by ${this.server.url} (load it with LanguageModel.load to use ${what})`, { kind: 'usage', span: callSite() });
   }
 
   /**
@@ -191,6 +226,7 @@ export class LanguageModel {
    * ```
    */
   get classes(): ReadonlyMap<string, ModuleClass> {
+    this.local('classes');
     this.classMap ??= moduleClasses(this.mc.loaded.proto, this.mc.tree);
     return this.classMap;
   }
@@ -214,6 +250,7 @@ export class LanguageModel {
    * ```
    */
   get proto(): ModelProto {
+    this.local('proto');
     return this.mc.loaded.proto;
   }
 
@@ -311,7 +348,7 @@ export class LanguageModel {
   async trace(a: Prompt | ((tr: Tracer, params: ParamProxies<ParamValues>) => void), b?: ((m: ModelRef, params: ParamProxies<ParamValues>) => void) | TraceOptions, c?: TraceOptions): Promise<TraceResult> {
     const opts = (typeof a === 'function' ? b : c) as TraceOptions | undefined;
     const { graph, ctx } = typeof a === 'function' ? this.build(a, opts?.params) : this.build(a, b as (m: ModelRef, params: ParamProxies<ParamValues>) => void, opts?.params);
-    const results = await runGraph(graph, this.mc, { ...opts, host: ctx.host });
+    const results = this.server ? await this.server.run(graph, ctx.host, opts?.onProgress) : await runGraph(graph, this.mc, { ...opts, host: ctx.host });
     const saves: Record<string, Tensor> = {};
     for (const [name, t] of results) {
       saves[name] = t;
@@ -354,6 +391,7 @@ export class LanguageModel {
    */
   compile(fn: (tr: Tracer) => void, opts?: CompileOptions): ModelProto;
   compile(a: Prompt | ((tr: Tracer) => void), b?: ((m: ModelRef) => void) | CompileOptions, c?: CompileOptions): ModelProto {
+    this.local('compile');
     const { graph } = typeof a === 'function' ? this.build(a) : this.build(a, b as (m: ModelRef) => void);
     const opts = (typeof a === 'function' ? b : c) as CompileOptions | undefined;
     return compileGraph(graph, this.mc, opts).model;
@@ -380,6 +418,7 @@ export class LanguageModel {
   async generate(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): Promise<GenerateResult>;
   async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
   async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
+    this.local('generate');
     const tokenize = (p: Prompt): number[] => this.tokenize(p);
     if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
     return generateWith(this.mc, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
@@ -406,6 +445,7 @@ export class LanguageModel {
    * ```
    */
   save(proto: ModelProto, outPath: string): ExportResult {
+    this.local('save');
     return exportModel(this.mc.loaded, proto, outPath);
   }
 
@@ -417,6 +457,7 @@ export class LanguageModel {
    * ```
    */
   async dispose(): Promise<void> {
+    if (this.server) return;
     await releaseCompiled(this.mc);
     await this.mc.backend.release();
   }

@@ -160,10 +160,23 @@ export class Jobs {
     return undefined;
   }
 
+  private held = false;
+
+  /** Stops handing out batches (jobs keep queueing) until {@link Jobs.release}: tests make batching deterministic with it. */
+  hold(): void {
+    this.held = true;
+  }
+
+  /** Hands out batches again. */
+  release(): void {
+    this.held = false;
+    this.schedule();
+  }
+
   /** Hands the worker the next batch when it is free. */
   schedule(): void {
     const w = this.worker;
-    if (!w || !w.ready || w.busy || this.running.length) {
+    if (!w || !w.ready || w.busy || this.running.length || (this.held && !this.closing)) {
       if (!this.running.length) this.resolveIdle();
       return;
     }

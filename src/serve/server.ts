@@ -67,6 +67,8 @@ export interface ServeOptions {
   limits?: Partial<Limits>;
   /** Route modules. */
   routes?: RouteMount[];
+  /** Extra environment of the worker process (tests). @internal */
+  workerEnv?: Readonly<Record<string, string>>;
   /** Opens a model in the server process for `ServedModel.context()` (default: `openModel`). */
   open?: (path: string) => Promise<import('../compile.js').ModelContext>;
 }
@@ -146,7 +148,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     onMessage: (m) => jobs.onMessage(m),
     onExit: (ids, why) => jobs.onWorkerExit(ids, why),
     onIdle: () => jobs.schedule(),
-  });
+  }, opts.workerEnv);
   jobs.attach(worker);
   let infos;
   try {

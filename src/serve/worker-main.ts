@@ -154,7 +154,14 @@ async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<strin
   });
 }
 
+/** Test hook (`NNS_SERVE_TEST_STALL=1` in the worker's environment): a job saving `__stall__` hangs, so tests can kill a worker mid-job or pass the run time. */
+const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
+
 async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
+  if (STALL && jobs.some((j) => j.ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'))) {
+    for (const j of jobs) send({ type: 'started', id: j.id });
+    await new Promise((r) => setTimeout(r, 600_000));
+  }
   const mc = models.get(modelName);
   if (!mc) {
     for (const j of jobs) send({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });

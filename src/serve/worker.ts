@@ -41,7 +41,7 @@ export class JobWorker {
   /** Whether a batch is running. */
   busy = false;
 
-  constructor(private readonly models: { name: string; path: string }[], private readonly maxSavedElements: number, private readonly events: WorkerEvents) {}
+  constructor(private readonly models: { name: string; path: string }[], private readonly maxSavedElements: number, private readonly events: WorkerEvents, private readonly env: Readonly<Record<string, string>> = {}) {}
 
   /** The child's process id (tests kill it). */
   get pid(): number | undefined {
@@ -54,7 +54,7 @@ export class JobWorker {
   /** Starts the child and opens the models; resolves with their infos. */
   start(): Promise<ModelInfoJSON[]> {
     this.ready = false;
-    const child = fork(ENTRY, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(ENTRY, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...this.env } });
     this.child = child;
     this.readyP = new Promise<ModelInfoJSON[]>((resolve, reject) => {
       let settled = false;

@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it, expect, beforeAll } from 'vitest';
-import { LanguageModel, encodeModel } from '../../src/index.js';
-import { llamaLike, V } from '../fixtures/modules/synthetic.js';
+import { LanguageModel, encodeModel, grad, type Tensor, type TensorProxy } from '../../src/index.js';
+import { llamaLike, D, V } from '../fixtures/modules/synthetic.js';
 
 describe('a Llama-like model with other names', () => {
   let model: LanguageModel;
@@ -49,6 +49,46 @@ describe('a Llama-like model with other names', () => {
     }, { fast: false });
     const [x, a, o] = [saves.in!, saves.attn!, saves.out!].map((t) => t.data as Float32Array);
     expect(Array.from(o!)).toEqual(Array.from(x!, (v, i) => Math.fround(v + a![i]!)));
+  });
+
+  it('grad(logit, block 0 output) and grad(logit, a weight) match central finite differences of the model', async () => {
+    // Y = logits[0, -1, 3]; directional derivatives along seeded directions u, by finite
+    // differences of forward-only traces that add ±h·u to the block output (or the weight's use).
+    const T = ids.length;
+    const dir = (n: number, k: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(1.3 * i + k));
+    const run = (shift?: Tensor, withGrad = false) => model.trace(ids, (m) => {
+      const b = m.model.layers[0];
+      if (shift) b.output = b.output.add(shift);
+      const y = m.output.logits.at(0, -1, 3).save('y');
+      if (withGrad) {
+        grad(y, b.output).save('gh');
+        grad(y, m.model.norm.weight as unknown as TensorProxy).save('gw');
+      }
+    }, { fast: false });
+    const { saves } = await run(undefined, true);
+    expect(saves.gh!.shape).toEqual([1, T, D]);
+    expect(saves.gw!.shape).toEqual([D]);
+    const h = 1e-2;
+    for (const k of [0, 1]) {
+      const u = dir(T * D, k);
+      const shifted = (sign: number): Tensor => ({ dtype: 'float32', shape: [1, T, D], data: u.map((x) => sign * h * x) });
+      const fd = (Number((await run(shifted(1))).saves.y!.data[0]) - Number((await run(shifted(-1))).saves.y!.data[0])) / (2 * h);
+      let an = 0;
+      for (let i = 0; i < u.length; i++) an += Number(saves.gh!.data[i]) * u[i]!;
+      expect(Math.abs(an - fd), `direction ${k}: analytic ${an}, finite differences ${fd}`).toBeLessThanOrEqual(1e-3 * Math.max(1, Math.abs(fd)));
+    }
+    // The final norm's weight: y is linear in it, so its gradient times a direction is exactly
+    // the change of y when the norm's output is scaled per channel by that direction.
+    const u = dir(D, 5);
+    const scaled = async (sign: number): Promise<number> => Number((await model.trace(ids, (m) => {
+      m.model.norm.output = m.model.norm.output.mul({ dtype: 'float32', shape: [D], data: u.map((x) => 1 + sign * h * x) });
+      m.output.logits.at(0, -1, 3).save('y');
+    }, { fast: false })).saves.y!.data[0]);
+    const wv = (await model.trace(ids, (m) => { (m.model.norm.weight as unknown as TensorProxy).save('w'); })).saves.w!.data as Float32Array;
+    const fdw = ((await scaled(1)) - (await scaled(-1))) / (2 * h);
+    let anw = 0;
+    for (let i = 0; i < D; i++) anw += Number(saves.gw!.data[i]) * u[i]! * wv[i]!;
+    expect(Math.abs(anw - fdw), `weight: analytic ${anw}, finite differences ${fdw}`).toBeLessThanOrEqual(1e-3 * Math.max(1, Math.abs(fdw)));
   });
 
   it('patching the last block\'s output from another prompt gives that prompt\'s logits', async () => {

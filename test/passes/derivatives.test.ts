@@ -94,6 +94,26 @@ const CASES: Case[] = [
   { op: 'Split', data: [{ name: 'x', shape: [2, 6] }], inputs: ['x', 'sp'], consts: { sp: i64([2], [2, 4]) }, attrs: { axis: 1 }, outs: [[2, 2], [2, 4]] },
   { op: 'ScatterND', data: [{ name: 'x', shape: [4, 3] }, { name: 'u', shape: [2, 3] }], inputs: ['x', 'i', 'u'], consts: { i: i64([2, 1], [1, 3]) }, outs: [[4, 3]] },
   { op: 'ScatterElements', data: [{ name: 'x', shape: [3, 3] }, { name: 'u', shape: [1, 3] }], inputs: ['x', 'i', 'u'], consts: { i: i64([1, 3], [1, 0, 2]) }, outs: [[3, 3]] },
+  // Extrema (random inputs have no ties), reductions, cumulative sums, einsum, strided slices, 1-D matmuls.
+  { op: 'ReduceMax', data: [{ name: 'x', shape: [2, 3, 4] }], inputs: ['x'], attrs: { axes: [1], keepdims: 0 }, outs: [[2, 4]] },
+  { op: 'ReduceMax', data: [{ name: 'x', shape: [2, 3, 4] }], inputs: ['x'], attrs: { axes: [-1] }, outs: [[2, 3, 1]] },
+  { op: 'ReduceMin', data: [{ name: 'x', shape: [2, 3, 4] }], inputs: ['x'], attrs: { keepdims: 0 }, outs: [[]] },
+  { op: 'ReduceMin', data: [{ name: 'x', shape: [3, 4] }], inputs: ['x'], attrs: { axes: [0, 1] }, outs: [[1, 1]] },
+  { op: 'ReduceL2', data: [{ name: 'x', shape: [2, 3, 4] }], inputs: ['x'], attrs: { axes: [2], keepdims: 0 }, outs: [[2, 3]] },
+  { op: 'Max', data: [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [3] }], inputs: ['a', 'b'], outs: [[2, 3]] },
+  { op: 'Min', data: [{ name: 'a', shape: [2, 1, 3] }, { name: 'b', shape: [4, 1] }, { name: 'c', shape: [2, 4, 3] }], inputs: ['a', 'b', 'c'], outs: [[2, 4, 3]] },
+  { op: 'CumSum', data: [{ name: 'x', shape: [2, 5] }], inputs: ['x', 'ax'], consts: { ax: i64([], [1]) }, outs: [[2, 5]] },
+  { op: 'CumSum', data: [{ name: 'x', shape: [3, 4] }], inputs: ['x', 'ax'], consts: { ax: i64([], [0]) }, attrs: { exclusive: 1, reverse: 1 }, outs: [[3, 4]] },
+  { op: 'Einsum', data: [{ name: 'a', shape: [2, 3, 4] }, { name: 'b', shape: [2, 4, 5] }], inputs: ['a', 'b'], attrs: { equation: 'bij,bjk->bik' }, outs: [[2, 3, 5]] },
+  { op: 'Einsum', data: [{ name: 'q', shape: [2, 3, 4] }, { name: 'k', shape: [2, 5, 4] }], inputs: ['q', 'k'], attrs: { equation: 'bqd, bkd -> bqk' }, outs: [[2, 3, 5]] },
+  { op: 'Einsum', data: [{ name: 'a', shape: [3, 4] }, { name: 'b', shape: [4] }], inputs: ['a', 'b'], attrs: { equation: 'ij,j' }, outs: [[3]] },
+  { op: 'Einsum', data: [{ name: 'a', shape: [2, 3, 4] }, { name: 'b', shape: [4, 5] }], inputs: ['a', 'b'], attrs: { equation: '...j,jk->...k' }, outs: [[2, 3, 5]] },
+  { op: 'Einsum', data: [{ name: 'x', shape: [2, 3, 4] }], inputs: ['x'], attrs: { equation: 'abc->cab' }, outs: [[4, 2, 3]] },
+  { op: 'Slice', data: [{ name: 'x', shape: [5, 6] }], inputs: ['x', 's', 'e', 'a', 'st'], consts: { s: i64([2], [0, 5]), e: i64([2], [5, 0]), a: i64([2], [0, 1]), st: i64([2], [2, -2]) }, outs: [[3, 3]] },
+  { op: 'Slice', data: [{ name: 'x', shape: [7] }], inputs: ['x', 's', 'e', 'a', 'st'], consts: { s: i64([1], [-1]), e: i64([1], [-100]), a: i64([1], [0]), st: i64([1], [-3]) }, outs: [[3]] },
+  { op: 'MatMul', data: [{ name: 'a', shape: [4] }, { name: 'b', shape: [2, 4, 3] }], inputs: ['a', 'b'], outs: [[2, 3]] },
+  { op: 'MatMul', data: [{ name: 'a', shape: [2, 3, 4] }, { name: 'b', shape: [4] }], inputs: ['a', 'b'], outs: [[2, 3]] },
+  { op: 'MatMul', data: [{ name: 'a', shape: [4] }, { name: 'b', shape: [4] }], inputs: ['a', 'b'], outs: [[]] },
 ];
 
 const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
