@@ -25,6 +25,13 @@ import type { Tensor } from './tensor.js';
 export interface FastPath extends FastPlanner {
   /** The instrumented model's graph file, once it has been built. */
   readonly builtGraphPath?: string | undefined;
+  /**
+   * Set when the fast path's models run remotely (an Open Inference Protocol server): where.
+   * A trace the fast path cannot run then fails (`oip-needs-compiler`) instead of compiling.
+   */
+  readonly exclusive?: string | undefined;
+  /** Why the last trace was handed to the compiler. */
+  readonly lastReject?: string | undefined;
   /** Runs a plan made by `plan` for `ir`; null when it turns out to need the compiler. */
   run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
   /** Plans and runs `ir` (already through the IR pipeline); null when it needs the compiler. `feeds` (generation) replace the feeds built from the invokes' tokens. */

@@ -24,6 +24,7 @@ import { runCompiled, type CompiledRunOptions } from './compiled-run.js';
 import type { Tensor } from './tensor.js';
 import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
+import type { RunnerFactory } from './fast/runner.js';
 import { compileGraph, continueCompile, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
 export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
@@ -31,9 +32,10 @@ export { compileGraph, batchRows, type CompileOptions, type ModelContext, type F
 /**
  * Opens a model folder or `.onnx` file for tracing. The zero-compile fast path (src/fast/)
  * is attached unless `fast: false` or the environment sets `ONNSIGHT_FAST=0`; its
- * instrumented model is built on first use.
+ * instrumented model is built on first use. `runner` makes the fast path run elsewhere
+ * (src/fast/oip-runner.ts); it is then the model's only path.
  */
-export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean; onProgress?: ProgressCallback } = {}): Promise<ModelContext> {
+export async function openModel(source: string, opts: LoadOptions & { backend?: OrtBackend; fast?: boolean; onProgress?: ProgressCallback; runner?: RunnerFactory } = {}): Promise<ModelContext> {
   const step = (done: number, what?: string): void => opts.onProgress?.({ phase: 'load', done, total: 4, rowsDone: 0, rows: 0, ...(what ? { what } : {}) });
   step(0, 'reading the model');
   const loaded = await loadModel(source, opts);
@@ -57,7 +59,8 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
     loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto),
     maxPositions: maxPositions(loaded.proto, loaded.config), vocabRows: vocabTableSize(loaded.proto),
   };
-  if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
+  if (opts.runner) mc.fast = new FastExecutor(mc, { runner: opts.runner }); // a remote fast path is the only path
+  else if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
 }
 
@@ -75,6 +78,13 @@ export function sessionBound(loaded: LoadedModel): number {
     bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
   }
   return bytes > 256 * 2 ** 20 ? 2 : 8;
+}
+
+/** A trace the fast path cannot run, on a model whose fast path runs remotely. */
+function needsCompiler(where: string, why: string): NnsError {
+  return new NnsError('oip-needs-compiler', `this trace needs the compiled path (${why}), but the model runs on ${where}, which serves only the instrumented model and the module models`, {
+    kind: 'usage', notes: ['run it with a local model (without --oip / the oip executor), or change it so the fast path can run it (nns run --print-ir-after=plan-fast-path shows why not)'],
+  });
 }
 
 /**
@@ -110,6 +120,8 @@ export interface RunOptions extends CompileOptions, CompiledRunOptions {
  */
 export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {}): Promise<Map<string, Tensor>> {
   const host = opts.host ?? new Map<string, Tensor>();
+  const remote = mc.fast?.exclusive;
+  if (remote && (opts.pipeline || opts.fast === false)) throw needsCompiler(remote, opts.fast === false ? 'the fast path was turned off for this trace' : 'a custom pass pipeline compiles the trace');
   if (opts.pipeline) {
     const done = compileGraph(ir, mc, opts);
     return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
@@ -127,6 +139,10 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
       opts.onProgress?.({ phase: 'run', done: 1, total: 1, rowsDone: rows, rows });
       return out;
     }
+  }
+  if (remote) {
+    const why = fast?.lastReject ?? (state.fastPlan && 'reject' in state.fastPlan ? state.fastPlan.reject : undefined);
+    throw needsCompiler(remote, why ?? 'the fast path cannot run it');
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
   return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));

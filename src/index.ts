@@ -27,6 +27,11 @@ import { exportModel, type ExportResult } from './model/export.js';
 import type { Tensor } from './tensor.js';
 import { callSite, checkOpen, grad, moduleProxy, paramProxies, type ModelRef, type ParamProxies, type ParamValues, type TraceContext, TensorProxy } from './trace.js';
 import { badTokenId, describeValue, vocabSizeOf } from './model/token-ids.js';
+import { OipClient, type OipClientOptions } from './oip/client.js';
+import { oipRunner } from './fast/oip-runner.js';
+import { FastExecutor } from './fast/execute.js';
+import { checkServingName, defaultServingName, type ServedModules } from './fast/serving.js';
+import { exportServing, type ServingExportResult } from './fast/triton.js';
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
@@ -49,9 +54,52 @@ export { progressReporter } from './progress.js';
 export { decodeModel, encodeModel } from './onnx/serde.js';
 export type { ExportResult, WeightsPlacement } from './model/export.js';
 export { demoModelPath } from './demo.js';
+export { OipClient, type OipClientOptions, type OipClientStats } from './oip/client.js';
+export type { OipModelMetadata, OipTensorMetadata } from './oip/protocol.js';
+export type { ServingExportResult } from './fast/triton.js';
+export type { ServedModules } from './fast/serving.js';
 export { moduleClasses, type ModuleClass } from './model/classes.js';
 export { groupFamilies, type Family, type PromptInfo, type FamilyJSON } from './report/families.js';
 export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
+
+/**
+ * Where a model's traces run: on a server that speaks the Open Inference Protocol v2
+ * (NVIDIA Triton, KServe, `nns serve`) and serves the models `nns export-serving` writes.
+ * Made by {@link oip}; given to {@link LanguageModel.load} as `executor`.
+ * @category Model
+ */
+export interface OipExecutor {
+  readonly kind: 'oip';
+  /** The client (its `stats` count the requests made). */
+  readonly client: OipClient;
+  /** The models' base name on the server. */
+  readonly model: string;
+  /** Tensors as JSON instead of binary. */
+  readonly json: boolean;
+}
+
+/**
+ * Runs a model's fast-path traces on an Open Inference Protocol v2 server: the instrumented
+ * model `MODEL.ports` and the module models `MODEL.module.PATH` that `nns export-serving
+ * --name MODEL` writes (and `nns serve` serves). The model is still opened locally, for
+ * planning; every forward pass runs on the server. A trace the fast path cannot run fails
+ * (`oip-needs-compiler`) rather than running locally.
+ *
+ * ```ts
+ * const model = await LanguageModel.load('models/gpt2', { executor: oip('http://127.0.0.1:8000', 'gpt2') });
+ * const { saves } = await model.trace('The Eiffel Tower is in the city of', (m) => {
+ *   m.transformer.h[3].mlp.output = 0;
+ *   m.output.logits.at(':', -1, ':').save('last');
+ * });
+ * ```
+ * @param url the server (`http://host:8000`)
+ * @param model the models' base name on the server
+ * @param opts headers (e.g. an API key), `binary: false` for JSON tensors, `timeoutMs`
+ * @category Model
+ */
+export function oip(url: string, model: string, opts: OipClientOptions = {}): OipExecutor {
+  return { kind: 'oip', client: new OipClient(url, opts), model: checkServingName(model), json: opts.binary === false };
+}
 
 /**
  * A prompt: text (tokenized with the model's tokenizer) or token ids.
@@ -199,10 +247,31 @@ export class LanguageModel {
    * ```ts
    * const model = await LanguageModel.load(demoModelPath());           // the bundled demo model
    * const other = await LanguageModel.load('exports/gpt2/onnx/model.onnx');
+   * const remote = await LanguageModel.load('models/gpt2', { executor: oip('http://127.0.0.1:8000', 'gpt2') });
+   * ```
+   * With `executor: oip(url, name)` ({@link oip}) every forward pass runs on that server.
+   */
+  static async load(path: string, opts: LoadOptions & { fast?: boolean; executor?: OipExecutor } = {}): Promise<LanguageModel> {
+    const { executor, ...rest } = opts;
+    if (executor && opts.fast === false) throw new NnsError('oip-unsupported', 'executor: oip(...) runs the fast path remotely; it cannot be combined with fast: false', { kind: 'usage', span: callSite() });
+    return new LanguageModel(await openModel(path, executor ? { ...rest, runner: oipRunner({ client: executor.client, name: executor.model, json: executor.json }) } : rest));
+  }
+
+  /**
+   * Writes the fast path's models as an NVIDIA Triton model repository (`nns export-serving`):
+   * `NAME.ports` (the instrumented model), `NAME.module.PATH` (closed modules), and with
+   * `plain: true` the model itself as `NAME`; one config.pbtxt per model, version folder `1/`,
+   * and the weights once on disk (hard links). Atomic: on an error nothing is left.
+   *
+   * ```ts
+   * const r = model.exportServing('serving', { name: 'gpt2' });
+   * r.models.map((m) => m.name); // ['gpt2.ports', 'gpt2.module.transformer.ln_f', ...]
    * ```
    */
-  static async load(path: string, opts: LoadOptions & { fast?: boolean } = {}): Promise<LanguageModel> {
-    return new LanguageModel(await openModel(path, opts));
+  exportServing(dir: string, opts: { name?: string; modules?: ServedModules; plain?: boolean } = {}): ServingExportResult {
+    this.local('exportServing');
+    const exec = this.mc.fast instanceof FastExecutor && !this.mc.fast.exclusive ? this.mc.fast : new FastExecutor(this.mc);
+    return exportServing(exec, this.mc, dir, { name: checkServingName(opts.name ?? defaultServingName(this.mc.loaded.source)), ...(opts.modules ? { modules: opts.modules } : {}), ...(opts.plain ? { plain: true } : {}) });
   }
 
   /**
@@ -418,6 +487,7 @@ export class LanguageModel {
   async generate(prompt: Prompt, opts: GenerateCallOptions, fn?: StepFn): Promise<GenerateResult>;
   async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
   async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
+    if (this.mc.fast?.exclusive) throw new NnsError('oip-unsupported', `generation does not run on ${this.mc.fast.exclusive}: load the model without an executor to generate`, { kind: 'usage', span: callSite() });
     this.local('generate');
     const tokenize = (p: Prompt): number[] => this.tokenize(p);
     if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));

@@ -11,6 +11,8 @@ const plot: FlagSpec = { name: 'plot', value: true, placeholder: 'DIR', help: 'w
 const html: FlagSpec = { name: 'html', value: true, placeholder: 'FILE', help: 'write one self-contained HTML report (plots, values, the script)' };
 const printIr: FlagSpec = { name: 'print-ir-after-all', value: false, help: 'print the IR (or the stage\'s summary) after every pass and run stage (to stderr)' };
 const printAfter: FlagSpec = { name: 'print-ir-after', value: true, placeholder: 'NAME[,NAME]', help: 'print after the named passes only' };
+const oipFlag: FlagSpec = { name: 'oip', value: true, placeholder: 'URL', help: 'run the forward passes on an Open Inference Protocol v2 server (see nns export-serving)' };
+const oipModel: FlagSpec = { name: 'oip-model', value: true, placeholder: 'NAME', help: 'the models\' base name on that server (default: the model folder\'s name)' };
 const passes: FlagSpec = { name: 'passes', value: true, placeholder: 'NAME[,NAME]', help: 'run only these passes, in this order, and print the result (to stdout)' };
 
 /** Every command by name. */
@@ -20,13 +22,31 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
     positionals: ['SCRIPT'],
     flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'FILE', help: 'also write the saved values: FILE.json as {NAME: {dtype, shape, data}, $families, $prompts}, FILE.safetensors as safetensors (the saves; any size, streamed)' },
       { name: 'param', value: true, repeat: true, placeholder: 'NAME=FILE.json', help: "the value of the script's `param NAME: ...` (repeat per param): a JSON tensor {dtype, shape, data}, or an --out file holding NAME" },
-      plot, html, { name: 'remote', value: true, placeholder: 'URL', help: 'run on an nns serve at URL; --model NAME is then the served model\'s name (API key: NNS_API_KEY)' }, printIr, printAfter, progress, help],
+      plot, html, { name: 'remote', value: true, placeholder: 'URL', help: 'run on an nns serve at URL; --model NAME is then the served model\'s name (API key: NNS_API_KEY)' }, printIr, printAfter, progress, oipFlag, oipModel, help],
     summary: 'Run a .nns script with the model and print the saved values.',
     details: [
       'The model is --model PATH, else the script\'s model "PATH" (relative to the script\'s',
       'folder, then to the current folder).',
       'With --remote URL --model NAME the traces run on that server (nns serve); the output is',
       'what a local run prints and writes. The API key comes from the environment variable NNS_API_KEY.',
+      'With --oip URL, every forward pass runs on an Open Inference Protocol v2 server (Triton,',
+      'KServe, nns serve) that serves the models nns export-serving wrote for this model;',
+      'the model is still read locally to plan. NNS_API_KEY, when set, is sent as a bearer token.',
+    ],
+  }],
+  ['export-serving', {
+    name: 'export-serving',
+    positionals: ['MODEL'],
+    flags: [{ name: 'out', short: 'o', value: true, placeholder: 'DIR', help: 'the model repository to write (a new folder, or an existing repository to add to; required)' },
+      { name: 'name', value: true, placeholder: 'NAME', help: 'base name of the models (default: the model folder\'s name)' },
+      { name: 'modules', value: true, placeholder: 'all|none|P,Q', help: 'which module models to include (default all closed modules)' },
+      { name: 'plain', value: false, help: 'also write the unmodified model, as NAME' }, progress, help],
+    summary: 'Write a Triton model repository of the fast path\'s models (for Triton, KServe, nns run --oip).',
+    details: [
+      'NAME.ports is the instrumented model (ports at module boundaries), NAME.module.PATH the',
+      'standalone model of each closed module; each has a config.pbtxt (platform onnxruntime_onnx)',
+      'and a version folder 1/ with model.onnx and a hard link to the one weights file.',
+      'Written atomically: on an error nothing is left. See docs/serving.md.',
     ],
   }],
   ['compile', {
@@ -144,6 +164,8 @@ export const GENERAL_HELP = [
   '                      print a model\'s module tree: classes and output shapes',
   '  check SCRIPT [--model PATH] [--passes=NAME,...]',
   '                      validate a script without running it (or run chosen passes and print)',
+  '  export-serving MODEL -o DIR [--name NAME]',
+  '                      write a Triton model repository of the fast path\'s models (run --oip URL uses it)',
   '  serve --model NAME=PATH [--port N] [--host H] [--keys FILE]',
   '                      serve models over HTTP (run scripts there with run --remote URL --model NAME)',
   '  cache [list|size|clean]',

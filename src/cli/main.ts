@@ -185,6 +185,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
     io.out(a.flags.has('json') ? JSON.stringify(moduleTreeJson(mc.tree, classes), null, 1) : formatModuleTree(mc.tree, classes, { ops: a.flags.has('ops') }).join('\n'));
     return 0;
   }
+  if (cmd.name === 'export-serving') return exportServingCommand(a, io, cmd);
   if (cmd.name === 'serve') {
     const { serveCommand } = await import('../serve/cli.js');
     return serveCommand(a, io);
@@ -194,6 +195,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const outAbs = out ? checkWritable(out, io.cwd) : undefined;
   const script = await loadScript(a.positionals[0]!, io.cwd, sources);
   const remote = flag(a, 'remote');
+  if (remote !== undefined && flag(a, 'oip') !== undefined) throw usageError('bad-flag', '--remote and --oip cannot be combined: --remote runs the whole script on nns serve, --oip only the forward passes on an inference server');
   if (remote !== undefined) return runRemote(a, io, script, remote, outAbs);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
@@ -210,8 +212,19 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   if (printAfter) selectPasses(printAfter); // unknown names are usage errors
   const passes = names('passes');
   if (passes && !modelPath) throw usageError('no-model', '--passes needs a model: add model "PATH" to the script or pass --model PATH');
+  const oipUrl = flag(a, 'oip');
+  if (flag(a, 'oip-model') !== undefined && oipUrl === undefined) throw usageError('bad-flag', '--oip-model needs --oip URL', [`usage: ${usageLine(cmd)}`]);
+  let runner: import('../fast/runner.js').RunnerFactory | undefined;
+  if (oipUrl !== undefined) {
+    if (!modelPath) throw usageError('no-model', '--oip needs the model too (to plan the traces): add model "PATH" to the script or pass --model PATH');
+    const { OipClient } = await import('../oip/client.js');
+    const { oipRunner } = await import('../fast/oip-runner.js');
+    const { checkServingName, defaultServingName } = await import('../fast/serving.js');
+    const key = io.env.NNS_API_KEY;
+    runner = oipRunner({ client: new OipClient(oipUrl, key ? { headers: { authorization: `Bearer ${key}` } } : {}), name: checkServingName(flag(a, 'oip-model') ?? defaultServingName(modelPath)) });
+  }
   const job = {
-    ...script, modelPath, printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
+    ...script, modelPath, ...(runner ? { runner } : {}), printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
   };
   if (cmd.name === 'run') {
@@ -262,6 +275,32 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   }
   io.out(formatResults(results, decoder));
   if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}), graphs });
+  return 0;
+}
+
+/** `nns export-serving MODEL -o DIR`: a Triton model repository of the fast path's models. */
+async function exportServingCommand(a: ParsedArgs, io: CliIO, cmd: CommandSpec): Promise<number> {
+  const out = flag(a, 'out');
+  if (!out) throw usageError('missing-argument', "'nns export-serving' needs -o DIR", [`usage: ${usageLine(cmd)}`]);
+  const source = path.resolve(io.cwd, a.positionals[0]!);
+  const { checkServingName, defaultServingName } = await import('../fast/serving.js');
+  const name = checkServingName(flag(a, 'name') ?? defaultServingName(source));
+  const m = flag(a, 'modules');
+  const modules = m === undefined || m === 'all' ? 'all' : m === 'none' ? 'none' : m.split(',').map((s) => s.trim()).filter(Boolean);
+  const { openModel } = await import('../engine.js');
+  const { FastExecutor } = await import('../fast/execute.js');
+  const { exportServing } = await import('../fast/triton.js');
+  const mc = await openModel(source, { fast: false, onProgress: progressOf(a, io, cmd) });
+  try {
+    const r = exportServing(new FastExecutor(mc), mc, path.resolve(io.cwd, out), { name, modules, plain: a.flags.has('plain') });
+    io.out(`wrote ${out}: ${r.models.length} model${r.models.length === 1 ? '' : 's'} for Triton (platform onnxruntime_onnx)`);
+    for (const x of r.models) io.out(`  ${x.name}  ${x.kind === 'ports' ? 'the instrumented model' : x.kind === 'module' ? `module ${x.module}` : 'the unmodified model'}`);
+    for (const w of r.weights) {
+      io.out(`weights: ${w.file} (${(w.bytes / 2 ** 20).toFixed(1)} MB), one file on disk (${w.how === 'linked' ? 'a hard link to the cached weights' : 'copied once'}), hard-linked into ${r.links} version folder${r.links === 1 ? '' : 's'}${r.copies ? `; ${r.copies} extra copies where hard links failed` : ''}`);
+    }
+  } finally {
+    await mc.backend.release();
+  }
   return 0;
 }
 
@@ -345,7 +384,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
     const cmd = COMMANDS.get(name);
     if (!cmd) {
       const what = name.startsWith('-') ? `unknown option '${name}'` : `unknown command '${name}'`;
-      throw usageError('unknown-command', what, ['commands: run, compile, plot, modules, check, serve, cache, lsp; see nns --help']);
+      throw usageError('unknown-command', what, ['commands: run, compile, export-serving, plot, modules, check, serve, cache, lsp; see nns --help']);
     }
     const args = parseArgs(cmd, rest);
     if (args.flags.has('help')) {

@@ -12,6 +12,7 @@ import { runGenerate } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
+import type { RunnerFactory } from '../fast/runner.js';
 import { exportModel, type ExportResult } from '../model/export.js';
 import { locate } from '../model/load.js';
 import { usesExternalData } from '../onnx/external.js';
@@ -53,6 +54,8 @@ export interface ScriptJob {
   onProgress?: ProgressCallback;
   /** An already opened model for `modelPath` (the language server keeps one per model). */
   mc?: ModelContext;
+  /** Where the fast path runs (`--oip URL`: an Open Inference Protocol server); default local. */
+  runner?: RunnerFactory;
   /** Values of the script's `param`s by name (`--param NAME=FILE`), checked against the declarations before anything runs. */
   params?: ReadonlyMap<string, Tensor>;
   /** Where a param's value came from, for messages (default `--param NAME`). */
@@ -78,7 +81,7 @@ function throwIfAny(errors: NnsError[]): void {
 async function open(job: ScriptJob): Promise<ModelContext> {
   if (job.mc) return job.mc;
   if (!job.modelPath) throw new NnsError('no-model', 'no model: add model "PATH" to the script or pass --model PATH', { kind: 'usage' });
-  return openModel(job.modelPath, job.onProgress ? { onProgress: job.onProgress } : {});
+  return openModel(job.modelPath, { ...(job.onProgress ? { onProgress: job.onProgress } : {}), ...(job.runner ? { runner: job.runner } : {}) });
 }
 
 function tokenizeWith(mc: ModelContext): (text: string) => number[] {
@@ -124,6 +127,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
   const tok = mc.loaded.tokenizer;
   for (const t of runnables(job.ast)) {
     if (t.kind === 'Generate') {
+      if (mc.fast?.exclusive) throw new NnsError('oip-unsupported', `generate does not run on ${mc.fast.exclusive}: run this script without --oip`, { kind: 'usage', span: t.span });
       const out = await generateWithText(job, mc, t, hostValues());
       for (const [k, v] of out) results.set(k, v);
       continue;

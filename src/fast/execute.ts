@@ -30,6 +30,7 @@ import { evalOp } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
 import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
+import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
 import { planSweep, runSweep, SweepFallback, type Env } from './sweep.js';
 
@@ -63,6 +64,12 @@ export interface FastExecutorOptions {
   ports?: readonly PortSpec[];
   /** Keep the session open for good (default true); false leaves it to the session LRU. */
   pinned?: boolean;
+  /**
+   * Where the instrumented model and the module models run (default: local onnxruntime
+   * sessions). An {@link FastRunner} over an Open Inference Protocol server sends the same
+   * feeds and fetches over HTTP instead (src/fast/oip-runner.ts).
+   */
+  runner?: RunnerFactory;
   /**
    * Incremental sweeps (src/fast/sweep.ts): `'auto'` (default) when the estimated cost is
    * lower, `'force'` whenever the trace has that structure, `'off'` never. The environment
@@ -106,14 +113,27 @@ export class FastExecutor implements FastPath {
   private segmentsOrWhy: Segments | string | undefined;
   /** Standalone models of closed modules, for module applications. */
   readonly modules: ModuleModels;
+  /** Where the graphs run (local sessions unless {@link FastExecutorOptions.runner} says otherwise). */
+  readonly runner: FastRunner;
   private portedModel: PortedModel | undefined;
   private separable: boolean | undefined;
   private readonly neutral = new Map<string, Tensor>();
 
   constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {
     this.modules = new ModuleModels(mc);
+    this.runner = (opts.runner ?? localRunner)(this, mc);
     const env = process.env.ONNSIGHT_SWEEP;
     this.incremental = opts.incremental ?? (env === '0' ? 'off' : env === '1' ? 'force' : 'auto');
+  }
+
+  /** Why the last trace was handed to the compiler. */
+  get lastReject(): string | undefined {
+    return this.stats.lastReject;
+  }
+
+  /** Set when the runner is not local: traces the fast path cannot run fail with this explanation instead of compiling locally. */
+  get exclusive(): string | undefined {
+    return this.runner.exclusive;
   }
 
   /** The model split at its block boundaries (src/fast/segments.ts), or why it cannot be. */
@@ -193,10 +213,10 @@ export class FastExecutor implements FastPath {
     const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
     // Given feeds (generation) run the whole batch: the caller fetches every row's cache.
     const separable = !given && this.rowsSeparable;
-    const swept = !given && plan.sets.length > 0 && this.incremental !== 'off' ? await this.trySweep(ir, plan, host, results) : false;
+    // Sweeps run the model's segments in local sessions: not with a remote runner.
+    const swept = !given && plan.sets.length > 0 && this.incremental !== 'off' && !this.runner.exclusive ? await this.trySweep(ir, plan, host, results) : false;
     if (swept) return results;
     if (!given) this.checkBudget(plan, separable && plan.mainRows.length ? plan.mainRows.length : ir.batch, seqLen);
-    const session = await this.session();
     const all = Array.from({ length: ir.batch }, (_, i) => i);
     const runRows = (rows: number[]): number[] => (separable && rows.length > 0 ? rows : all);
     const base = (rows: number[]): Record<string, Tensor> => {
@@ -211,12 +231,12 @@ export class FastExecutor implements FastPath {
     let source: Env = { out: {}, rows: all };
     if (plan.sourceFetch.length) {
       const rows = runRows(plan.sourceRows);
-      source = { out: await this.mc.backend.run(session, base(rows), plan.sourceFetch), rows };
+      source = { out: await this.runner.runPorted(base(rows), plan.sourceFetch), rows };
       this.stats.sourceRuns++;
     }
     const rows = runRows(plan.mainRows);
     const main = { ...base(rows), ...this.portFeeds(ir, plan, seqLen, host, source, rows) };
-    const fetched: Env = { out: await this.mc.backend.run(session, main, plan.mainFetch), rows };
+    const fetched: Env = { out: await this.runner.runPorted(main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
     await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
@@ -315,11 +335,10 @@ export class FastExecutor implements FastPath {
 
   /** Results `[call][output]` of module `path` applied to each argument list (same shapes), stacked when it can. */
   private async applyModule(path: string, argLists: Tensor[][], nOut: number): Promise<Tensor[][]> {
-    const mm = this.modules.model(path);
-    const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
     const module = this.mc.tree.modules.get(path)!;
+    const mm = module; // the module model's inputs and outputs are the module's (src/fast/module-model.ts)
+    const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
     const runOnce = async (args: Tensor[]): Promise<Tensor[]> => {
-      const session = await this.modules.session(path);
       const feeds: Record<string, Tensor> = {};
       // A value of another rank runs at the module's rank (passes/call-rank.ts; infer-types checked that it can).
       const delta = callRankDelta(module, args.map((a) => a.shape));
@@ -329,9 +348,10 @@ export class FastExecutor implements FastPath {
       });
       let out: Record<string, Tensor>;
       try {
-        out = await this.mc.backend.run(session, feeds, fetch);
+        out = await this.runner.runModule(path, feeds, fetch);
       } catch (e) {
-        if (e instanceof NnsError) throw new Fallback(`module ${path}: ${e.message}`);
+        // A local module run that onnxruntime refuses goes to the compiler; a remote runner's errors are the user's to see.
+        if (e instanceof NnsError && !this.runner.exclusive) throw new Fallback(`module ${path}: ${e.message}`);
         throw e;
       }
       this.stats.moduleRuns++;

@@ -90,7 +90,7 @@ function identical(file: string, size: number, sha: string): boolean {
  * An identical file at `dst` is kept; another file there is replaced (the name is the content
  * hash, so a file that does not match it is a damaged earlier export).
  */
-function placeWeights(src: string, dst: string, sha: string): WeightsPlacement {
+export function placeWeights(src: string, dst: string, sha: string): WeightsPlacement {
   const size = fs.statSync(src).size;
   if (fs.existsSync(dst)) {
     if (identical(dst, size, sha)) return 'existing';
@@ -155,7 +155,7 @@ export function exportModel(model: LoadedModel, proto: ModelProto, outPath: stri
       if (how !== 'existing') placed.push(dst);
       weights.push({ location: name, how });
     }
-    writeGraph(proto, tensors, rename, outPath);
+    writeGraph(proto, rename, outPath);
   } catch (e) {
     for (const p of placed) fs.rmSync(p, { force: true });
     if (e instanceof NnsError) throw e;
@@ -164,10 +164,10 @@ export function exportModel(model: LoadedModel, proto: ModelProto, outPath: stri
   return { graphPath: path.resolve(outPath), weights };
 }
 
-/** Encodes `proto` with external locations renamed (restored afterwards) and writes it atomically. */
-function writeGraph(proto: ModelProto, tensors: ReturnType<typeof allTensors>[number]['tensor'][], rename: ReadonlyMap<string, string>, outPath: string): void {
+/** Encodes `proto` with external data locations renamed by `rename` (the proto itself is left as it was). */
+export function encodeRelocated(proto: ModelProto, rename: ReadonlyMap<string, string>): Uint8Array {
+  const tensors = allTensors(proto).map((s) => s.tensor).filter((t) => externalRef(t));
   const saved = new Map<(typeof tensors)[number], StringStringEntryProto[] | undefined>();
-  let bytes: Uint8Array;
   try {
     for (const t of tensors) {
       const loc = externalRef(t)!.location;
@@ -176,10 +176,15 @@ function writeGraph(proto: ModelProto, tensors: ReturnType<typeof allTensors>[nu
       saved.set(t, t.external_data);
       t.external_data = (t.external_data ?? []).map((e) => (e.key === 'location' ? { ...e, value: to } : e));
     }
-    bytes = encodeModel(proto);
+    return encodeModel(proto);
   } finally {
     for (const [t, ed] of saved) t.external_data = ed;
   }
+}
+
+/** Encodes `proto` with external locations renamed (restored afterwards) and writes it atomically. */
+function writeGraph(proto: ModelProto, rename: ReadonlyMap<string, string>, outPath: string): void {
+  const bytes = encodeRelocated(proto, rename);
   const tmp = path.join(path.dirname(path.resolve(outPath)), `.${path.basename(outPath)}.${tempName()}`);
   try {
     fs.writeFileSync(tmp, bytes);

@@ -27,6 +27,7 @@ import { Jobs } from './jobs.js';
 import { makeRegistry, type ModelRegistry } from './registry.js';
 import { CONTAINER_TYPE, decodeContainer, WireError, type HttpErrorJSON, type JobEvent } from './protocol.js';
 import { JobWorker, WorkerInitError } from './worker.js';
+import { oipRoute } from './oip.js';
 
 /** Context a mounted route gets. */
 export interface RouteContext {
@@ -53,6 +54,9 @@ export interface RouteMount {
   open?: (path: string) => boolean;
 }
 
+/** The route modules mounted by default: the Open Inference Protocol v2 under `/v2/` (src/serve/oip.ts). */
+export const DEFAULT_ROUTES: readonly RouteMount[] = [oipRoute];
+
 /** Options of {@link startServer}. */
 export interface ServeOptions {
   /** The models: NAME and PATH of each `--model NAME=PATH`. */
@@ -65,8 +69,8 @@ export interface ServeOptions {
   keys?: KeySet;
   /** Limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<Limits>;
-  /** Route modules. */
-  routes?: RouteMount[];
+  /** Route modules (default {@link DEFAULT_ROUTES}). */
+  routes?: readonly RouteMount[];
   /** Extra environment of the worker process (tests). @internal */
   workerEnv?: Readonly<Record<string, string>>;
   /** Opens a model in the server process for `ServedModel.context()` (default: `openModel`). */
@@ -165,7 +169,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
   const open = opts.open ?? (async (p: string) => (await import('../engine.js')).openModel(p));
   const registry = makeRegistry(opts.models.map((m, i) => ({ ...m, info: infos[i]! })), open);
   const infoText = new Map(infos.map((i) => [i.name, `${JSON.stringify(i)}\n`]));
-  const routes = opts.routes ?? [];
+  const routes = opts.routes ?? DEFAULT_ROUTES;
   let closing = false;
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
