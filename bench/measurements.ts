@@ -34,6 +34,7 @@ import {
   savesAndSetScript, spreadPositions, type OnnsightState,
 } from './onnsight.js';
 import { GENERATE_MEASUREMENTS, GENERATE_RATIOS } from './generate.js';
+import { REMOTE_MEASUREMENTS } from './remote.js';
 
 /**
  * Median run time of `session` on the context's feeds, fetching only `fetches` (default: all
@@ -533,6 +534,7 @@ export const MEASUREMENTS: Measurement[] = [
   },
   ...CLI_MEASUREMENTS,
   ...GENERATE_MEASUREMENTS,
+  ...REMOTE_MEASUREMENTS,
 ];
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */

@@ -90,10 +90,7 @@ export class RemoteClient {
 
   /** Submits a trace; resolves with the job id. Only the host values the IR reads are sent. */
   async submit(model: string, graph: Graph, host: ReadonlyMap<string, Tensor>): Promise<string> {
-    const needed: [string, Tensor][] = [];
-    for (const n of graph.nodes) if (n.is('host') && host.has(n.attrs.name) && !needed.some(([k]) => k === n.attrs.name)) needed.push([n.attrs.name, host.get(n.attrs.name)!]);
-    const body = encodeContainer({ model, ir: graphToJSON(graph) }, 'host', needed);
-    const res = await this.request('/jobs', { method: 'POST', body: body as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
+    const res = await this.request('/jobs', { method: 'POST', body: this.body(model, graph, host) as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
     const { id } = (await res.json()) as { id: string };
     return id;
   }
@@ -132,9 +129,19 @@ export class RemoteClient {
     throw new NnsError('remote-unreachable', `${this.base} closed the status stream of job ${id} before it ended`, { kind: 'usage' });
   }
 
+  /** A job request: the IR's JSON form and the host values it reads (only those). */
+  private body(model: string, graph: Graph, host: ReadonlyMap<string, Tensor>): Buffer {
+    const needed = new Map<string, Tensor>();
+    for (const n of graph.nodes) if (n.is('host') && host.has(n.attrs.name)) needed.set(n.attrs.name, host.get(n.attrs.name)!);
+    return encodeContainer({ model, ir: graphToJSON(graph) }, 'host', needed);
+  }
+
   /** The saves of a completed job, in save order. */
   async result(id: string): Promise<Map<string, Tensor>> {
-    const res = await this.request(`/jobs/${id}/result?wait=1`);
+    return this.decodeResult(await this.request(`/jobs/${id}/result?wait=1`), id);
+  }
+
+  private async decodeResult(res: Response, id: string): Promise<Map<string, Tensor>> {
     const buf = new Uint8Array(await res.arrayBuffer());
     try {
       return decodeContainer(buf, 'saves').tensors;
@@ -144,11 +151,18 @@ export class RemoteClient {
     }
   }
 
-  /** Runs a trace on the server: submit, follow, read. */
+  /**
+   * Runs a trace on the server. With `onProgress`: submit, follow the status stream, read the
+   * result; without: one request that answers with the result (`POST /jobs?wait=1`).
+   */
   async run(model: string, graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: ProgressCallback): Promise<Map<string, Tensor>> {
-    const id = await this.submit(model, graph, host);
-    await this.wait(id, onProgress);
-    return this.result(id);
+    if (onProgress) {
+      const id = await this.submit(model, graph, host);
+      await this.wait(id, onProgress);
+      return this.result(id);
+    }
+    const res = await this.request('/jobs?wait=1', { method: 'POST', body: this.body(model, graph, host) as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
+    return this.decodeResult(res, res.headers.get('x-nns-job') ?? '?');
   }
 }
 

@@ -6,7 +6,8 @@
  * - `GET /models`, `GET /models/NAME` — the served names; a model's module tree, config and
  *   tokenizer (what a client needs to lower scripts itself).
  * - `POST /jobs` — a tensor container (src/serve/protocol.ts) `{model, ir, host}` →
- *   `202 {"id"}`.
+ *   `202 {"id"}`; with `?wait=1` the answer is the result itself once the job ends (one round
+ *   trip; the id in the `x-nns-job` header).
  * - `GET /jobs/ID` — the job's latest status; `GET /jobs/ID/events` — its status stream
  *   (server-sent events `queued`, `running`, `progress`, `completed`, `error` with the
  *   diagnostics and their spans); `GET /jobs/ID/result[?wait=1]` — the saves as a tensor
@@ -221,16 +222,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
         req.on('close', off);
         return;
       }
-      const answer = (): void => {
-        if (job.state === 'completed') {
-          res.writeHead(200, { 'content-type': CONTAINER_TYPE, 'content-length': job.result!.length });
-          res.end(job.result);
-        } else if (job.state === 'error') {
-          const e = job.history[job.history.length - 1]!;
-          const first = e.errors?.[0];
-          sendJson(res, 422, { error: { code: first?.code ?? 'job-failed', message: first?.message ?? 'the job failed' }, errors: e.errors ?? [] });
-        } else sendError(res, 409, 'job-not-found', `job ${job.id} has not finished (${job.state}); wait for its completed event or add ?wait=1`);
-      };
+      const answer = (): void => answerResult(job, res);
       if (job.state === 'queued' || job.state === 'running') {
         if (url.searchParams.get('wait') === '1') {
           const off = jobs.listen(job, (e) => { if (terminal(e)) { off(); answer(); } });
@@ -270,7 +262,26 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     if (jobs.activeOf(key) >= limits.maxJobsPerKey) throw new HttpError(429, 'over-limit', `this key already has ${limits.maxJobsPerKey} jobs queued or running (the server's limit); wait for one to finish`);
     if (jobs.queued >= limits.maxQueued) throw new HttpError(503, 'over-limit', `the server has ${limits.maxQueued} jobs queued (its limit); try again later`);
     const job = jobs.submit(key, model, { ir: ir as GraphJSON, host: [...c.tensors] });
-    sendJson(res, 202, { id: job.id, status: 'queued' });
+    if (new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') !== '1') {
+      sendJson(res, 202, { id: job.id, status: 'queued' });
+      return;
+    }
+    // One round trip: the answer is the result (or the job's errors); the id is in a header,
+    // so a client that loses the connection can still fetch the result.
+    res.setHeader('x-nns-job', job.id);
+    const off = jobs.listen(job, (e) => { if (terminal(e)) { off(); answerResult(job, res); } });
+    req.on('close', off);
+  };
+
+  const answerResult = (job: import('./jobs.js').Job, res: http.ServerResponse): void => {
+    if (job.state === 'completed') {
+      res.writeHead(200, { 'content-type': CONTAINER_TYPE, 'content-length': job.result!.length });
+      res.end(job.result);
+    } else if (job.state === 'error') {
+      const e = job.history[job.history.length - 1]!;
+      const first = e.errors?.[0];
+      sendJson(res, 422, { error: { code: first?.code ?? 'job-failed', message: first?.message ?? 'the job failed' }, errors: e.errors ?? [] });
+    } else sendError(res, 409, 'job-not-found', `job ${job.id} has not finished (${job.state}); wait for its completed event or add ?wait=1`);
   };
 
   const server = http.createServer((req, res) => {

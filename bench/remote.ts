@@ -1,0 +1,184 @@
+/**
+ * Remote execution (`nns serve`, issue 13): servers started in this process on 127.0.0.1,
+ * port 0; clients are `LanguageModel.remote` in this process too (loopback HTTP).
+ *
+ * - `remote_overhead_ms`: the gpt2-facts eiffel trace (save block 2's output and the last
+ *   logits) through a server minus the same trace on the model loaded here; median of
+ *   paired differences (remote and local runs alternate). Goal ≤ 10 ms.
+ * - `remote_batched_speedup`: 16 concurrent clients × 10 save-all traces (every block output
+ *   and the last position's logits; a distinct random prompt of `REMOTE_PROMPT_TOKENS` tokens
+ *   per trace, so no two rows are deduplicated) on the benchmark model: throughput with
+ *   cross-request batching (`maxBatch` 16) / throughput with batching off (`maxBatch` 1, the
+ *   same 16 clients: jobs run one after another). Goal ≥ 1.5. p50/p99 latency per trace of both.
+ * @module
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
+import { startServer } from '../src/serve/server.js';
+import { median, type BenchContext, type Measurement } from './measure.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const FACTS = path.join(ROOT, 'models', 'gpt2-facts');
+/** Prompt length of the batched measurement (short prompts, as interactive traces are). */
+export const REMOTE_PROMPT_TOKENS = 16;
+const CLIENTS = 16;
+const PER_CLIENT = 10;
+
+function quantile(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+}
+
+/** The block list: the numbered children of the module with the most of them. */
+function blockPaths(model: LanguageModel): string[] {
+  const lists = new Map<string, string[]>();
+  for (const p of model.modules.modules.keys()) {
+    const m = /^(.*)\.(\d+)$/.exec(p);
+    if (m) (lists.get(m[1]!) ?? lists.set(m[1]!, []).get(m[1]!)!).push(p);
+  }
+  return [...lists.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+}
+
+function ref(m: ModelRef, p: string): { output: TensorProxy } {
+  return p.split('.').reduce<unknown>((r, s) => (r as Record<string, unknown>)[s], m) as { output: TensorProxy };
+}
+
+/** sfc32-ish deterministic ids. */
+function promptIds(seed: number, n: number, vocab: number): number[] {
+  let s = (seed * 2654435761) >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (s ^ (s << 13)) >>> 0;
+    s = (s ^ (s >>> 17)) >>> 0;
+    s = (s ^ (s << 5)) >>> 0;
+    return s % vocab;
+  });
+}
+
+let overheadDone: Promise<void> | undefined;
+
+async function overhead(ctx: BenchContext): Promise<void> {
+  const server = await startServer({ models: [{ name: 'gpt2-facts', path: FACTS }], port: 0, host: '127.0.0.1' });
+  const local = await LanguageModel.load(FACTS);
+  try {
+    const remote = await LanguageModel.remote(server.url, 'gpt2-facts');
+    const prompt = 'The Eiffel Tower is in the city of';
+    const fn = (m: ModelRef): void => {
+      m.transformer.h[2]!.output.save('h2');
+      m.output.logits.at(':', -1, ':').save('logits');
+    };
+    for (let i = 0; i < 3; i++) { await local.trace(prompt, fn); await remote.trace(prompt, fn); }
+    const l: number[] = [], r: number[] = [], d: number[] = [];
+    const pairs = Math.max(15, ctx.timing.runs);
+    for (let i = 0; i < pairs; i++) {
+      const t0 = performance.now();
+      await local.trace(prompt, fn);
+      const t1 = performance.now();
+      await remote.trace(prompt, fn);
+      const t2 = performance.now();
+      l.push(t1 - t0);
+      r.push(t2 - t1);
+      d.push(t2 - t1 - (t1 - t0));
+    }
+    ctx.extra.remote_trace_ms = median(r);
+    ctx.extra.remote_local_trace_ms = median(l);
+    ctx.extra.remote_overhead_min_ms = Math.min(...r) - Math.min(...l);
+    got.remote_overhead_ms = median(d);
+    ctx.notes.remote_overhead_ms = `gpt2-facts eiffel trace, ${pairs} alternating pairs; median remote ${median(r).toFixed(2)} ms vs local ${median(l).toFixed(2)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
+  } finally {
+    await local.dispose();
+    await server.close();
+  }
+}
+
+interface Throughput { ms: number; lat: number[]; merged: number; batches: number }
+
+async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughput> {
+  const server = await startServer({ models: [{ name: 'model', path: ctx.model.graphPath }], port: 0, host: '127.0.0.1', limits: { maxBatch } });
+  try {
+    const clients = await Promise.all(Array.from({ length: CLIENTS }, () => LanguageModel.remote(server.url, 'model')));
+    const blocks = blockPaths(clients[0]!);
+    const vocab = ctx.model.vocab ?? 50257;
+    const n = Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen);
+    const fn = (m: ModelRef): void => {
+      blocks.forEach((p, i) => ref(m, p).output.save(`h.${i}`));
+      m.output.logits.at(':', -1, ':').save('logits');
+    };
+    // Warm-up: the instrumented model is built and its session opened by the first trace.
+    await clients[0]!.trace(promptIds(999, n, vocab), fn);
+    const s0 = { ...server.jobs.stats };
+    const lat: number[] = [];
+    const t0 = performance.now();
+    await Promise.all(clients.map(async (m, c) => {
+      for (let i = 0; i < PER_CLIENT; i++) {
+        const t = performance.now();
+        await m.trace(promptIds(c * 1000 + i + 1, n, vocab), fn);
+        lat.push(performance.now() - t);
+      }
+    }));
+    const ms = performance.now() - t0;
+    const s = server.jobs.stats;
+    if (s.completed - s0.completed !== CLIENTS * PER_CLIENT) throw new Error(`remote: ${s.completed - s0.completed} of ${CLIENTS * PER_CLIENT} jobs completed`);
+    return { ms, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches };
+  } finally {
+    await server.close();
+  }
+}
+
+let batchedDone: Promise<void> | undefined;
+/** Results of the batched measurement (reported by several measurement names). */
+const got: Record<string, number> = {};
+
+async function batched(ctx: BenchContext): Promise<void> {
+  const on = await throughput(ctx, 16);
+  ctx.log(`remote: batched ${CLIENTS * PER_CLIENT} traces in ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs in shared passes)`);
+  const off = await throughput(ctx, 1);
+  ctx.log(`remote: one by one ${CLIENTS * PER_CLIENT} traces in ${off.ms.toFixed(0)} ms`);
+  const traces = CLIENTS * PER_CLIENT;
+  ctx.extra.remote_batched_throughput_per_s = (traces / on.ms) * 1000;
+  ctx.extra.remote_sequential_throughput_per_s = (traces / off.ms) * 1000;
+  got.remote_batched_speedup = off.ms / on.ms;
+  got.remote_latency_p50_ms = quantile(on.lat, 0.5);
+  got.remote_latency_p99_ms = quantile(on.lat, 0.99);
+  ctx.extra.remote_sequential_latency_p50_ms = quantile(off.lat, 0.5);
+  ctx.extra.remote_sequential_latency_p99_ms = quantile(off.lat, 0.99);
+  ctx.extra.remote_batched_jobs_merged = on.merged;
+  ctx.notes.remote_batched_speedup = `${CLIENTS} clients x ${PER_CLIENT} save-all traces, ${Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen)}-token prompts; batched ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs shared a pass) vs one by one ${off.ms.toFixed(0)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
+}
+
+/** The remote measurements. */
+export const REMOTE_MEASUREMENTS: Measurement[] = [
+  {
+    name: 'remote_overhead_ms',
+    doc: 'gpt2-facts eiffel trace (block 2 output and last logits saved) through nns serve on 127.0.0.1 (LanguageModel.remote) minus the same trace on the loaded model; median of paired differences (runs alternate). remote_trace_ms / remote_local_trace_ms are the medians of each. Goal ≤ 10 ms.',
+    run: async (ctx) => {
+      await (overheadDone ??= overhead(ctx));
+      return got.remote_overhead_ms!;
+    },
+  },
+  {
+    name: 'remote_batched_speedup',
+    doc: '16 concurrent clients × 10 save-all traces (every block output + last logits, distinct 16-token prompts) on the benchmark model through nns serve: throughput with cross-request batching (max batch 16) / with batching off (max batch 1). Goal ≥ 1.5.',
+    run: async (ctx) => {
+      await (batchedDone ??= batched(ctx));
+      return got.remote_batched_speedup!;
+    },
+  },
+  {
+    name: 'remote_latency_p50_ms',
+    doc: 'Median latency of one trace (submit to saves back) in the batched run of remote_batched_speedup.',
+    run: async (ctx) => {
+      await (batchedDone ??= batched(ctx));
+      return got.remote_latency_p50_ms!;
+    },
+  },
+  {
+    name: 'remote_latency_p99_ms',
+    doc: '99th-percentile latency of one trace in the batched run of remote_batched_speedup.',
+    run: async (ctx) => {
+      await (batchedDone ??= batched(ctx));
+      return got.remote_latency_p99_ms!;
+    },
+  },
+];
