@@ -135,6 +135,8 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
       'trace against its model and compiles it with the same pipeline as a local run. Jobs run in',
       'a worker process; concurrent traces of one model share a forward pass when they can.',
       'SIGTERM or SIGINT: running jobs finish, queued ones fail, then the server exits.',
+      'It also speaks the Open Inference Protocol v2 under /v2/ (what Triton and KServe speak): the',
+      'models NAME.ports, NAME.module.PATH and NAME, for nns run --oip URL (docs/serving.md).',
     ],
   }],
   ['check', {
