@@ -67,10 +67,10 @@ export const compiledStages: readonly Pass[] = [
 export const onnxPipeline: readonly Pass[] = [
   lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke) rewire consumers, host values → inputs
   applyModulesPass, //   module application: clone each called module's nodes onto the new inputs, fresh names
-  autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   saveOutputsPass, //    saved values become graph outputs named by their save names
   fetchSavesPass, //     run variants (keepModelOutputs false): drop the model's own outputs no save needs
-  sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only)
+  sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only; also a grad's Y)
+  autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present

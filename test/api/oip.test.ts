@@ -1,7 +1,7 @@
 /**
  * Fast-path traces on an Open Inference Protocol v2 server (issue 13.5), against `nns
  * serve`'s `/v2` endpoints (src/serve/oip.ts; no Triton on this machine):
- * - every reference.json case: where the local fast path runs it, the same trace through
+ * - every reference.json case, on both gpt2-facts exports: where the local fast path runs it, the same trace through
  *   `oip(url, name)` gives the local run's saves bit for bit (and the PyTorch reference);
  *   where the local run needs the compiler (skip_block, gradients) or generates, the remote
  *   model refuses clearly (`oip-needs-compiler`, `oip-unsupported`) instead of running locally;
@@ -29,15 +29,22 @@ let local: LanguageModel;
 let remote: LanguageModel;
 let ex: OipExecutor;
 
+/** Both gpt2-facts exports, served as `gpt2` (TorchScript names) and `dyn` (dynamo): a local model and one planned locally, run on the server. */
+const models = new Map<string, { local: LanguageModel; remote: LanguageModel; ex: OipExecutor }>();
+
 beforeAll(async () => {
   server = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }, { name: 'dyn', path: DYNAMO }], port: 0 });
-  local = await LanguageModel.load(MODEL_DIR);
-  ex = oip(server.url, 'gpt2');
-  remote = await LanguageModel.load(MODEL_DIR, { executor: ex });
+  for (const [name, p] of [['gpt2', MODEL_DIR], ['dyn', DYNAMO]] as const) {
+    const e = oip(server.url, name);
+    models.set(name, { local: await LanguageModel.load(p), ex: e, remote: await LanguageModel.load(p, { executor: e }) });
+  }
+  ({ local, remote, ex } = models.get('gpt2')!);
 }, 120_000);
 afterAll(async () => {
-  await local?.dispose();
-  await remote?.dispose();
+  for (const m of models.values()) {
+    await m.local.dispose();
+    await m.remote.dispose();
+  }
   await server?.close();
 });
 
@@ -70,7 +77,10 @@ async function refuses(p: Promise<unknown>, code: string): Promise<NnsError> {
   return e as NnsError;
 }
 
-describe('every reference.json case through the OIP client', () => {
+describe.each([{ name: 'gpt2', label: 'TorchScript' }, { name: 'dyn', label: 'dynamo' }])('every reference.json case through the OIP client ($label export)', ({ name }) => {
+  beforeAll(() => { ({ local, remote, ex } = models.get(name)!); });
+  afterAll(() => { ({ local, remote, ex } = models.get('gpt2')!); });
+
   it('clean_logits', async () => {
     const c = refCase('clean_logits');
     const r = await same('clean_logits', (m) => m.trace(c.input_ids as number[], (x) => { x.output.logits.at(':', -1, ':').save('last'); }));
@@ -187,7 +197,7 @@ describe('every reference.json case through the OIP client', () => {
       b.output = b.input;
       x.output.logits.at(':', -1, ':').save('last');
     }), 'oip-needs-compiler');
-    expect(e.message).toMatch(/needs the compiled path \(.*\), but the model runs on the OIP server http:\/\/127\.0\.0\.1:\d+ \(model gpt2\)/);
+    expect(e.message).toMatch(new RegExp(`needs the compiled path \\(.*\\), but the model runs on the OIP server http://127\\.0\\.0\\.1:\\d+ \\(model ${name}\\)`));
     const g = refCase('gradients');
     await refuses(remote.trace(g.input_ids as number[], (x) => {
       const y = x.output.logits.at(0, -1, g.answer_id!);
@@ -201,8 +211,8 @@ describe('every reference.json case through the OIP client', () => {
   });
 
   it('JSON tensors instead of binary: the same bits', async () => {
-    const json = oip(server.url, 'gpt2', { binary: false });
-    const m = await LanguageModel.load(MODEL_DIR, { executor: json });
+    const json = oip(server.url, name, { binary: false });
+    const m = await LanguageModel.load(name === 'gpt2' ? MODEL_DIR : DYNAMO, { executor: json });
     const c = refCase('steer_add');
     const fn = (x: ModelRef): void => {
       const h = x.transformer.h[c.layer!]!;
