@@ -134,7 +134,12 @@ export class GradBuilder {
         const t = attrOf(p, 'value')?.t;
         return t ? (t.dims ?? []).length : undefined;
       }
-      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'MatMul': case 'Max': case 'Min':
+      case 'MatMul': {
+        const a = r(0); const b = r(1);
+        if (a === undefined || b === undefined || a < 0 || b < 0) return undefined;
+        return a === 1 && b === 1 ? 0 : a === 1 ? b - 1 : b === 1 ? a - 1 : Math.max(a, b);
+      }
+      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Max': case 'Min':
       case 'Equal': case 'Less': case 'Greater': case 'And': case 'Or':
         return maxOf();
       case 'Gemm': return 2;

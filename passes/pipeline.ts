@@ -32,6 +32,8 @@ import { fetchSavesPass } from './fetch-saves.js';
 import { sinkSlicesPass } from './sink-slices.js';
 import { prunePass } from './prune.js';
 import { toposortPass } from './toposort.js';
+import { functionsPass } from './functions.js';
+import { typeInsertedPass } from './type-inserted.js';
 import { checkModelPass } from './check-model.js';
 
 /** Passes that only read and rewrite the IR (enough for `nns check`). */
@@ -67,12 +69,14 @@ export const compiledStages: readonly Pass[] = [
 export const onnxPipeline: readonly Pass[] = [
   lowerOnnxPass, //      splice into the ONNX graph: reads, sets (whole, slice, per invoke) rewire consumers, host values → inputs
   applyModulesPass, //   module application: clone each called module's nodes onto the new inputs, fresh names
-  autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   saveOutputsPass, //    saved values become graph outputs named by their save names
   fetchSavesPass, //     run variants (keepModelOutputs false): drop the model's own outputs no save needs
-  sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only)
+  sinkSlicesPass, //     Gather/Slice on a non-last axis moved above position-wise nodes (lm_head on the saved positions only; also a grad's Y)
+  autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
+  typeInsertedPass, //   `nns compile`: value_info (element type and shape) for every inserted value
+  functionsPass, //      `nns compile`: each statement's inserted nodes → one call of an ONNX local function (ai.onnsight nns_set, ...)
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present
 ];
 

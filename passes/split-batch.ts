@@ -10,6 +10,11 @@
  * source with its own sets would need its whole closure run first). Each save is emitted by
  * exactly one chunk (the one owning its unit), so stitching is a union of the chunks' saves.
  *
+ * A `grad(Y, X)` is a value combining Y's and X's invokes like any other, so saving it ties
+ * them into one unit, and the rows Y depends on through sets come along as sources: the
+ * backward sweep of a chunk sees every row the derivative runs through (a host param's
+ * gradient gets contributions from Y's rows only, which are all in that chunk).
+ *
  * Not split (one chunk): when the whole-batch scope (#0) reads or sets module values.
  * Rows keep their prompts' padding: the runner slices the chunk's rows out of the feeds of
  * the whole batch, so every row sees the same sequence length as in one run.
@@ -109,6 +114,8 @@ function buildChunk(
   const newId = new Map<number, number>([[0, 0]]);
   const g = new Graph();
   g.dimValues = { ...ir.dimValues };
+  g.statements = ir.statements;
+  g.statementOf = ir.statementOf;
   const scopes: Scope[] = [{ ...ir.scopes[0]!, rowStart: 0, rowEnd: 0 }];
   const rows: number[] = [];
   let ownRows = 0;

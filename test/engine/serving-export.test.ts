@@ -284,3 +284,22 @@ describe('errors leave nothing behind', () => {
     await model.dispose();
   }, 60_000);
 });
+
+describe('another exporter\'s model (a real PyTorch export, test/fixtures/torch-gpt2-tiny)', () => {
+  it('exports; every config.pbtxt parses; the instrumented model opens and runs in onnxruntime from its folder', async () => {
+    const out = path.join(tmp, 'tiny');
+    const r = await cli(['export-serving', path.join(ROOT, 'test', 'fixtures', 'torch-gpt2-tiny'), '-o', out, '--progress', 'none']);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const names = modelFolders(out);
+    expect(names[0]).toMatch(/^torch-gpt2-tiny\./);
+    expect(names).toContain('torch-gpt2-tiny.ports');
+    for (const n of names) {
+      const cfg = parseTextProto(fs.readFileSync(path.join(out, n, 'config.pbtxt'), 'utf8'), ModelConfig) as { name: string; input: { name: string }[] };
+      expect(cfg.name).toBe(n);
+      const s = await ort.InferenceSession.create(path.join(out, n, '1', 'model.onnx'));
+      expect([...s.inputNames].sort(), n).toEqual(cfg.input.map((i) => i.name).sort());
+      await s.release();
+    }
+  }, 120_000);
+});
