@@ -17,6 +17,7 @@ import { cpuMs, median, resetPeakRss, rssMb, type BenchContext, type BenchModel 
 import { MEASUREMENTS, RATIOS } from './measurements.js';
 import { describeModel, makeFeeds, maxPositions, resolveGraph } from './setup.js';
 import { PssSampler, type PssReading } from './pss.js';
+import { runScale } from './scale.js';
 
 interface Args {
   model?: string;
@@ -29,10 +30,12 @@ interface Args {
   only?: Set<string>;
   sessionMatrix: boolean;
   list: boolean;
+  scale: boolean;
+  seqs: number[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seq: 128, runs: 5, warmup: 1, seed: 0, sweepRuns: 1, sessionMatrix: false, list: false };
+  const a: Args = { seq: 128, runs: 5, warmup: 1, seed: 0, sweepRuns: 1, sessionMatrix: false, list: false, scale: false, seqs: [32, 128, 512, 1024] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const val = (): string => {
@@ -56,8 +59,10 @@ function parseArgs(argv: string[]): Args {
       case '--only': a.only = new Set(val().split(',')); break;
       case '--session-matrix': a.sessionMatrix = true; break;
       case '--list': a.list = true; break;
+      case '--scale': a.scale = true; break;
+      case '--seqs': a.seqs = val().split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0); break;
       case '--help': case '-h':
-        process.stdout.write('usage: npm run bench -- [--model DIR|FILE] [--json FILE] [--seq 128] [--runs 5] [--warmup 1] [--seed 0] [--sweep-runs 1] [--only NAME,...] [--session-matrix] [--list]\n');
+        process.stdout.write('usage: npm run bench -- [--model DIR|FILE] [--json FILE] [--seq 128] [--runs 5] [--warmup 1] [--seed 0] [--sweep-runs 1] [--only NAME,...] [--session-matrix] [--list] [--scale [--seqs 32,128,512,1024]]\n');
         process.exit(0);
         break;
       default: throw new Error(`unknown option ${k}`);
@@ -135,6 +140,18 @@ const fmt = (v: number | null, unit = 'ms'): string =>
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.scale) {
+    // Real scale (bench/scale.ts): its own model and measurements; `scale_*` keys merged into --json.
+    const keys = await runScale({ ...(args.model ? { model: args.model } : {}), seq: args.seq, seqs: args.seqs, seed: args.seed, log });
+    process.stdout.write(JSON.stringify(keys, null, 2) + '\n');
+    if (args.json) {
+      const prev = fs.existsSync(args.json) ? (JSON.parse(fs.readFileSync(args.json, 'utf8')) as Record<string, unknown>) : {};
+      fs.mkdirSync(path.dirname(path.resolve(args.json)), { recursive: true });
+      fs.writeFileSync(args.json, JSON.stringify({ ...prev, ...keys }, null, 2) + '\n');
+      log(`merged the scale_* keys into ${args.json}`);
+    }
+    return;
+  }
   if (args.list) {
     for (const m of MEASUREMENTS) process.stdout.write(`${m.name}${m.run ? '' : ' (not implemented)'}\n    ${m.doc}\n`);
     return;

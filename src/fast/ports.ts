@@ -33,7 +33,7 @@ import { Emitter } from '../../passes/onnx-emit.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 3;
+export const PORTS_FORMAT = 4;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
