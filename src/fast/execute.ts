@@ -266,8 +266,9 @@ export class FastExecutor implements FastPath {
       return false;
     }
     const session = await this.session();
+    const tokens = batchRows(ir);
     const neutral = (rows: number[]): Record<string, Tensor> => {
-      const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => batchRows(ir)[r]!), { padId: 0 });
+      const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => tokens[r]!), { padId: 0 });
       for (const p of this.ported.ports) {
         feeds[p.keep] = this.constant(1, p.shape.length);
         feeds[p.add] = this.constant(0, p.shape.length);

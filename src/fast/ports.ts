@@ -134,8 +134,9 @@ function spliceOrder(tree: ModuleTree, specs: readonly PortSpec[]): PortSpec[] {
 }
 
 /**
- * Saves are Identity nodes feeding new graph outputs: the instrumented model outputs the
- * values themselves instead (no copies). `state.saved` then maps each save to that value.
+ * Saves of model values are Identity nodes feeding new graph outputs: the instrumented model
+ * outputs the values themselves instead (no copies); an inserted value saved under its own
+ * name stays as it is. `state.saved` then maps each save to that value.
  */
 export const portOutputsPass: Pass = {
   name: 'port-outputs',
@@ -146,8 +147,11 @@ export const portOutputsPass: Pass = {
     const direct = new Map<string, string>(); // save name → ONNX value
     const drop = new Set<NodeProto>();
     for (const [name, out] of state.saved) {
-      const id = view.producer(out)!;
-      if (id.op_type !== 'Identity') throw new Error(`internal: save ${name} is not an Identity`);
+      const id = view.producer(out);
+      if (!id || id.op_type !== 'Identity') { // an inserted value that is itself named by its save
+        direct.set(name, out);
+        continue;
+      }
       direct.set(name, id.input![0]!);
       drop.add(id);
     }

@@ -338,6 +338,27 @@ describe('client errors', () => {
     await m.dispose();
   });
 
+  it('a server that answers something else: oip-protocol', async () => {
+    const s = http.createServer((req, res) => {
+      if (req.url?.endsWith('/infer')) res.writeHead(200, { 'content-type': 'application/json' }).end('{"outputs": [{"name": "logits", "datatype": "FP32", "shape": [2], "data": [1]}]}');
+      else res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hello</html>');
+    });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    try {
+      const m = await LanguageModel.load(MODEL_DIR, { executor: oip(url, 'gpt2') });
+      const e = await refuses(m.trace([464, 318], (x) => { x.output.logits.save('l'); }), 'oip-protocol');
+      expect(e.message).toBe(`the OIP server at ${url} answered something that is not Open Inference Protocol v2: its metadata of model 'gpt2.ports' is not JSON`);
+      await m.dispose();
+      const c = oip(url, 'gpt2').client;
+      const e2 = await refuses(c.infer('x', { a: { dtype: 'float32', shape: [1], data: Float32Array.of(0) } }, ['logits']), 'oip-protocol');
+      expect(e2.message).toMatch(/its answer from model 'x': output 'logits': 1 elements of data, but shape \[2\] has 2$/);
+    } finally {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  });
+
   it('not a URL: a usage error at oip()', () => {
     expect(() => oip('localhost:8000', 'gpt2')).toThrow(/is not an http:\/\/ or https:\/\/ URL/);
     expect(() => oip('http://x', 'a/b')).toThrow(/cannot name a served model/);
@@ -363,7 +384,7 @@ describe('nns run --oip', () => {
   });
 
   it('a script the fast path cannot run, a generate, a missing key: one clear line, exit 2', async () => {
-    const withKeys = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, keys: new KeySet(['s3cret']) });
+    const withKeys = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, keys: new KeySet(['s3cret']), limits: { maxRequestBytes: 256 * 1024 } });
     try {
       const r = await cli(['run', 'examples/eiffel.nns', '--oip', withKeys.url, '--oip-model', 'gpt2', '--progress', 'none']);
       expect([r.code, r.out]).toEqual([2, '']);
@@ -371,6 +392,12 @@ describe('nns run --oip', () => {
       const ok = await cli(['run', 'examples/eiffel.nns', '--oip', withKeys.url, '--oip-model', 'gpt2', '--progress', 'none'], { NNS_API_KEY: 's3cret' });
       expect([ok.code, ok.err]).toEqual([0, '']);
       expect(ok.out).toMatch(/Paris/);
+      // the server's request limit bounds /v2 infer bodies: 413 in the protocol's form
+      const big = await fetch(`${withKeys.url}/v2/models/gpt2.ports/infer`, { method: 'POST', headers: { authorization: 'Bearer s3cret', 'content-type': 'application/json' }, body: `{"inputs": [], "pad": "${'x'.repeat(300 * 1024)}"}` });
+      expect(big.status).toBe(413);
+      expect(await big.json()).toEqual({ error: expect.stringMatching(/larger than this server allows \(262,144 bytes\)/) });
+      // health needs no key
+      expect((await fetch(`${withKeys.url}/v2/health/ready`)).status).toBe(200);
     } finally {
       await withKeys.close();
     }
