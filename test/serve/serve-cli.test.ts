@@ -11,7 +11,7 @@ import { ROOT } from '../helpers/reference.js';
 
 describe('nns serve (command line)', () => {
   it('refuses bad flags in one line (exit 2)', async () => {
-    for (const [args, want] of [
+    const cases = [
       [['serve'], "nns: error[missing-argument]: 'nns serve' needs --model NAME=PATH (repeatable)"],
       [['serve', '--model', 'models/gpt2-facts'], "nns: error[bad-flag]: --model takes NAME=PATH (NAME of letters, digits, '.', '_', '-'), not 'models/gpt2-facts'"],
       [['serve', '--model', 'a=models/gpt2-facts', '--model', 'a=models/gpt2-facts'], "nns: error[bad-flag]: two models named 'a'"],
@@ -20,12 +20,16 @@ describe('nns serve (command line)', () => {
       [['serve', '--model', 'a=models/gpt2-facts', '--keys', 'no-such-keys.txt'], "nns: error[no-such-file]: cannot read the key file 'no-such-keys.txt': ENOENT"],
       [['run', 'examples/eiffel.nns', '--remote', 'http://127.0.0.1:9'], "nns: error[missing-argument]: 'nns run --remote URL' needs --model NAME (the served model's name)"],
       [['run', 'examples/eiffel.nns', '--remote', 'not a url', '--model', 'x'], "nns: error[remote-unreachable]: 'not a url' is not a URL (expected http://HOST:PORT)"],
-    ] as [string[], string][]) {
-      const r = await nns(args);
+    ] as [string[], string][];
+    // Two at a time (each is a whole nns process).
+    const results: { code: number; out: string; err: string }[] = [];
+    for (let i = 0; i < cases.length; i += 2) results.push(...await Promise.all(cases.slice(i, i + 2).map(([args]) => nns(args))));
+    cases.forEach(([args, want], i) => {
+      const r = results[i]!;
       expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(2);
       expect(r.err.trimEnd().split('\n')[0]).toBe(want);
       expect(r.out).toBe('');
-    }
+    });
   });
 
   it('serves on port 0, runs a remote script, stops gracefully on SIGTERM', async () => {
