@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Graph } from '../ir/ir.js';
 import { liftConstantsPass } from '../passes/lift-constants.js';
-import { splitBatchPass, type Chunk } from '../passes/split-batch.js';
+import { CUT_PREFIX, splitBatchPass, type Chunk } from '../passes/split-batch.js';
 import type { CompileState, PassContext } from '../passes/pass.js';
 import { runPasses } from '../passes/run.js';
 import type { OrtSessionOptions } from '../backends/ort.js';
@@ -99,7 +99,7 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>>; wholeOnly?: boolean }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -114,6 +114,9 @@ export async function runCompiled(
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
+  // A gradient's rows may run apart from the others (split-batch), unless the batch must run
+  // whole: caller-given feeds (generation), or a graph compiled beforehand (`wholeOnly`).
+  state.gradRows = !opts.feeds && !opts.wholeOnly;
   runPasses([splitBatchPass], state, ctx, { verifyEach: opts.verifyEach });
   const chunks: Chunk[] = state.chunks!;
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
@@ -146,9 +149,13 @@ export async function runCompiled(
       feeds[input] = t;
     }
     const out = await runEntry(entry, mc, tiered, sessionOpts, feeds);
-    for (const [name, output] of entry.saved) results.set(name, out[output]!);
+    for (const [name, output] of entry.saved) {
+      results.set(name, out[output]!);
+      if (name.startsWith(CUT_PREFIX)) host.set(name, out[output]!); // fed to a later chunk
+    }
     // A chunk's session holds an arena sized for its batch; chunk graphs are rarely reused.
-    if (chunks.length > 1) await mc.backend.release(entry.graphPath);
+    // (The two steps of a gradient's row split are reused like any graph: kept.)
+    if (chunks.filter((c) => c.gradStep !== 'forward').length > 1) await mc.backend.release(entry.graphPath);
     rowsDone += chunk.ownRows;
     progress('run');
   }
