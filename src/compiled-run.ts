@@ -44,6 +44,11 @@ export interface CompiledRunOptions {
   onProgress?: ProgressCallback;
 }
 
+/** The fast path's planner-runner (src/fast/), as the compiled path uses it: the forward-only step of a gradient's row split. */
+export interface FastRunner {
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+}
+
 const tiers = new WeakMap<ModelContext, TieredSessions>();
 
 /** The session tiers of a model context (created on first use with `opts`). */
@@ -99,7 +104,7 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>>; wholeOnly?: boolean }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>>; wholeOnly?: boolean; fastExecutor?: FastRunner }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -129,6 +134,23 @@ export async function runCompiled(
   const progress = (phase: 'compile' | 'run'): void => opts.onProgress?.({ phase, done: ++done, total: chunks.length * 2, rowsDone, rows: totalRows });
   const results = new Map<string, Tensor>();
   for (const chunk of chunks) {
+    if (chunk.gradStep === 'forward' && opts.fastExecutor) {
+      // The rows no gradient needs, forward only: on the instrumented model when it can (its
+      // session is built already; a second compiled graph would compete for the prepacked tier).
+      const feeds: Record<string, Tensor> = {};
+      for (const [k, t] of Object.entries(full)) feeds[k] = selectRows(t, chunk.rows);
+      const out = await opts.fastExecutor.tryRun(chunk.ir, host, feeds);
+      if (out) {
+        for (const [name, t] of out) {
+          results.set(name, t);
+          if (name.startsWith(CUT_PREFIX)) host.set(name, t);
+        }
+        progress('compile');
+        rowsDone += chunk.ownRows;
+        progress('run');
+        continue;
+      }
+    }
     const key = structuralKey(chunk.ir, RUN_VARIANT);
     let entry = useCache ? cache.get(key) : undefined;
     if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again

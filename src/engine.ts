@@ -145,5 +145,5 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     throw needsCompiler(remote, why ?? 'the fast path cannot run it');
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
-  return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));
+  return runCompiled(state, mc, host, { ...opts, uncached, ...(fast ? { fastExecutor: fast } : {}) }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));
 }

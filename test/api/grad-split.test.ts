@@ -44,6 +44,26 @@ describe('grad with the batch split into chunks', () => {
     for (let l = 0; l < 4; l++) expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
   }, 120_000);
 
+  it('with the fast path on, the forward-only step runs on the instrumented model; same numbers', async () => {
+    const c = refCase('gradients');
+    const e = c.expect as GradExpect;
+    const fast = model.mc.fast as unknown as { stats: { fastRuns: number } };
+    const runs0 = fast.stats.fastRuns;
+    const { saves } = await model.trace((tr) => {
+      const src: TensorProxy[] = [];
+      tr.invoke(c.source_ids!, (m) => { for (let l = 0; l < 4; l++) src.push(m.transformer.h[l]!.output); });
+      tr.invoke(c.input_ids as number[], (m) => {
+        const y = m.output.logits.at(0, -1, c.answer_id!);
+        for (let l = 0; l < 4; l++) {
+          const h = m.transformer.h[l]!.output;
+          src[l]!.sub(h).mul(grad(y, h)).sum(-1).save(`a${l}`);
+        }
+      });
+    });
+    expect(fast.stats.fastRuns - runs0).toBe(1);
+    for (let l = 0; l < 4; l++) expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+  }, 120_000);
+
   it('attribution of two (source, clean) pairs, one budget chunk per pair (each in two steps), equals the reference', async () => {
     const c = refCase('gradients');
     const e = c.expect as GradExpect;
