@@ -95,6 +95,20 @@ export async function onnsight(ctx: BenchContext): Promise<OnnsightState> {
   const t0 = performance.now();
   const model = await LanguageModel.load(ctx.model.graphPath);
   ctx.extra.model_open_ms = performance.now() - t0;
+  st = stateOf(ctx, model);
+  states.set(ctx, st);
+  return st;
+}
+
+/**
+ * Opens another graph of the same model (`model.with-past.onnx` beside it) with the same
+ * prompts; the caller disposes `st.model`. Not cached and not timed into `model_open_ms`.
+ */
+export async function onnsightOther(ctx: BenchContext, graphPath: string): Promise<OnnsightState> {
+  return stateOf(ctx, await LanguageModel.load(graphPath));
+}
+
+function stateOf(ctx: BenchContext, model: LanguageModel): OnnsightState {
   const fast = model.mc.fast as FastExecutor | undefined;
   if (!fast) throw new Error('benchmark: the fast path is off (ONNSIGHT_FAST=0?); the benchmark measures onnsight with its defaults');
   const base = ctx.feeds.input_ids ? Array.from(ctx.feeds.input_ids.data as BigInt64Array, Number) : undefined;
@@ -102,7 +116,7 @@ export async function onnsight(ctx: BenchContext): Promise<OnnsightState> {
   const vocab = ctx.model.vocab ?? 100;
   const prompts = new Map<number, number[]>([[0, base]]);
   let counter = 0;
-  st = {
+  return {
     model, blocks: findBlocks(model.modules), fast,
     prompt(i) {
       let p = prompts.get(i);
@@ -114,8 +128,6 @@ export async function onnsight(ctx: BenchContext): Promise<OnnsightState> {
     },
     fresh: () => counter++,
   };
-  states.set(ctx, st);
-  return st;
 }
 
 /** Releases the onnsight model of a context (sessions, tiers, worker). */

@@ -12,6 +12,7 @@
  *   same 16 clients: jobs run one after another). Goal ≥ 1.5. p50/p99 latency per trace of both.
  * @module
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,24 @@ const FACTS = path.join(ROOT, 'models', 'gpt2-facts');
 export const REMOTE_PROMPT_TOKENS = 16;
 const CLIENTS = 16;
 const PER_CLIENT = 10;
+
+/** CPU time (user + system) of process `pid` so far, ms (Linux /proc; 10 ms resolution). */
+function procCpuMs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU time of this process so far, ms. */
+function selfCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
 
 function quantile(xs: readonly number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -81,10 +100,21 @@ async function overhead(ctx: BenchContext): Promise<void> {
       r.push(t2 - t1);
       d.push(t2 - t1 - (t1 - t0));
     }
+    // CPU time in blocks (not interleaved: onnxruntime's threads spin a little after a run, which
+    // would be charged to the next trace): client + server (this process) + worker, vs local.
+    const c0 = selfCpuMs(), w0 = procCpuMs(server.worker.pid);
+    for (let i = 0; i < pairs; i++) await remote.trace(prompt, fn);
+    const remoteCpu = selfCpuMs() - c0 + procCpuMs(server.worker.pid) - w0;
+    const c1 = selfCpuMs();
+    for (let i = 0; i < pairs; i++) await local.trace(prompt, fn);
+    const localCpu = selfCpuMs() - c1;
     ctx.extra.remote_trace_ms = median(r);
     ctx.extra.remote_local_trace_ms = median(l);
     ctx.extra.remote_overhead_min_ms = Math.min(...r) - Math.min(...l);
     got.remote_overhead_ms = median(d);
+    ctx.extra.remote_overhead_cpu_ms = (remoteCpu - localCpu) / pairs;
+    ctx.extra.remote_trace_cpu_ms = remoteCpu / pairs;
+    ctx.extra.remote_local_trace_cpu_ms = localCpu / pairs;
     ctx.notes.remote_overhead_ms = `gpt2-facts eiffel trace, ${pairs} alternating pairs; median remote ${median(r).toFixed(2)} ms vs local ${median(l).toFixed(2)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
   } finally {
     await local.dispose();
@@ -92,7 +122,7 @@ async function overhead(ctx: BenchContext): Promise<void> {
   }
 }
 
-interface Throughput { ms: number; lat: number[]; merged: number; batches: number }
+interface Throughput { ms: number; cpuMs: number; lat: number[]; merged: number; batches: number }
 
 async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughput> {
   const server = await startServer({ models: [{ name: 'model', path: ctx.model.graphPath }], port: 0, host: '127.0.0.1', limits: { maxBatch } });
@@ -109,6 +139,7 @@ async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughp
     await clients[0]!.trace(promptIds(999, n, vocab), fn);
     const s0 = { ...server.jobs.stats };
     const lat: number[] = [];
+    const cpu0 = selfCpuMs() + procCpuMs(server.worker.pid);
     const t0 = performance.now();
     await Promise.all(clients.map(async (m, c) => {
       for (let i = 0; i < PER_CLIENT; i++) {
@@ -118,9 +149,10 @@ async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughp
       }
     }));
     const ms = performance.now() - t0;
+    const cpuMs = selfCpuMs() + procCpuMs(server.worker.pid) - cpu0;
     const s = server.jobs.stats;
     if (s.completed - s0.completed !== CLIENTS * PER_CLIENT) throw new Error(`remote: ${s.completed - s0.completed} of ${CLIENTS * PER_CLIENT} jobs completed`);
-    return { ms, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches };
+    return { ms, cpuMs, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches };
   } finally {
     await server.close();
   }
@@ -134,11 +166,14 @@ async function batched(ctx: BenchContext): Promise<void> {
   const on = await throughput(ctx, 16);
   ctx.log(`remote: batched ${CLIENTS * PER_CLIENT} traces in ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs in shared passes)`);
   const off = await throughput(ctx, 1);
-  ctx.log(`remote: one by one ${CLIENTS * PER_CLIENT} traces in ${off.ms.toFixed(0)} ms`);
+  ctx.log(`remote: one by one ${CLIENTS * PER_CLIENT} traces in ${off.ms.toFixed(0)} ms (CPU ${off.cpuMs.toFixed(0)} ms vs ${on.cpuMs.toFixed(0)} ms batched)`);
   const traces = CLIENTS * PER_CLIENT;
   ctx.extra.remote_batched_throughput_per_s = (traces / on.ms) * 1000;
   ctx.extra.remote_sequential_throughput_per_s = (traces / off.ms) * 1000;
   got.remote_batched_speedup = off.ms / on.ms;
+  ctx.extra.remote_batched_cpu_speedup = off.cpuMs / on.cpuMs;
+  ctx.extra.remote_batched_cpu_ms = on.cpuMs;
+  ctx.extra.remote_sequential_cpu_ms = off.cpuMs;
   got.remote_latency_p50_ms = quantile(on.lat, 0.5);
   got.remote_latency_p99_ms = quantile(on.lat, 0.99);
   ctx.extra.remote_sequential_latency_p50_ms = quantile(off.lat, 0.5);

@@ -252,8 +252,16 @@ class TraceLowerer {
   private block(stmts: A.Statement[], env: Env, where: Where): void {
     for (const s of stmts) {
       this.spend(this.sizeOf(s), s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
+      const g = this.b.graph;
+      const leaf = s.kind !== 'For' && s.kind !== 'Invoke' && s.kind !== 'Step';
+      const first = g.nodes.length;
       try {
         this.statement(s, env, where);
+        if (leaf && g.nodes.length > first) {
+          const run = g.statements.length;
+          g.statements.push(s.span);
+          for (let i = first; i < g.nodes.length; i++) g.statementOf.set(g.nodes[i]!, run);
+        }
         this.spend(0, s.kind === 'For' || s.kind === 'Invoke' ? s.headerSpan : s.span, 'this statement');
       } catch (e) {
         if (this.overLimit) throw e;

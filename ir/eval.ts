@@ -95,10 +95,23 @@ export function indexTensor(x: Tensor, items: readonly IndexItem[]): Tensor {
   const full = expandItems(items, x.shape.length);
   if (!Array.isArray(full)) throw new HostEvalError(`${full.message}`);
   const st = strides(x.shape);
+  // Trailing items that take whole axes (full slices, no new axes after them) select
+  // contiguous blocks: offsets are computed for the leading items only, blocks are copied.
+  let lead = full.length;
+  let block = 1;
+  for (let i = full.length - 1, a = x.shape.length - 1; i >= 0; i--, a--) {
+    const it = full[i]!;
+    if (it.kind !== 'slice' || a < 0) break;
+    const n = x.shape[a]!;
+    const { start, step, len } = sliceRange(n, it);
+    if (start !== 0 || step !== 1 || len !== n) break;
+    lead = i;
+    block *= n;
+  }
   const shape: number[] = [];
   let offs = [0];
   let axis = 0;
-  for (const it of full) {
+  for (const it of full.slice(0, lead)) {
     if (it.kind === 'newaxis') { shape.push(1); continue; }
     const n = x.shape[axis]!;
     if (it.kind === 'index') {
@@ -114,8 +127,13 @@ export function indexTensor(x: Tensor, items: readonly IndexItem[]): Tensor {
     }
     axis++;
   }
-  const data = makeData(x.dtype, offs.length);
-  for (let i = 0; i < offs.length; i++) (data as Float32Array)[i] = (x.data as Float32Array)[offs[i]!]!;
+  shape.push(...x.shape.slice(axis));
+  const data = makeData(x.dtype, offs.length * block);
+  if (block === 1) {
+    for (let i = 0; i < offs.length; i++) (data as Float32Array)[i] = (x.data as Float32Array)[offs[i]!]!;
+  } else {
+    for (let i = 0; i < offs.length; i++) (data as Float32Array).set((x.data as Float32Array).subarray(offs[i]!, offs[i]! + block), i * block);
+  }
   return { dtype: x.dtype, shape, data };
 }
 

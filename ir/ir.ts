@@ -133,6 +133,13 @@ export class Graph {
   scopes: Scope[] = [];
   /** Values of symbolic dims known for this trace (`{ sequence: 8 }`), for range checks. */
   dimValues: Record<string, number> = {};
+  /**
+   * Every run of a script statement, in program order (a statement in a loop runs once per
+   * iteration): its span. The unit rewritten models group, name and document inserted nodes by.
+   */
+  statements: Span[] = [];
+  /** The statement run (index into {@link statements}) each node was built by, where known. */
+  statementOf = new Map<Node, number>();
 
   /** Append a node. */
   add<K extends OpName>(node: Node<K>): Node<K> {

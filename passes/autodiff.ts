@@ -17,7 +17,7 @@ import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { TensorSig } from '../src/model/types.js';
 import { ModuleMap } from '../src/model/modules.js';
 import type { Pass } from './pass.js';
-import { Emitter, nodeSpans } from './onnx-emit.js';
+import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
 import { DERIVATIVES, NO_GRADIENT, GradBuilder, NotDifferentiable } from './derivatives.js';
 
 /** Module of a node, for messages: onnsight's own tag, dynamo's name scopes, or a TorchScript scope name. */
@@ -59,7 +59,8 @@ export const autodiffPass: Pass = {
     }
     const placeholders = new Set(reqs.map((r) => r.placeholder));
     for (const [y, group] of byY) {
-      em.prov = { module: '', irOp: 'grad', span: group[0]!.span };
+      const from = nodeProvenance.get(group[0]!.placeholder);
+      em.prov = from ? { ...from, irOp: 'grad' } : { module: '', irOp: 'grad', span: group[0]!.span };
       try {
         const xs = [...new Set(group.map((r) => r.placeholder.input![1]!))];
         const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb);
@@ -73,7 +74,9 @@ export const autodiffPass: Pass = {
         }
       } catch (e) {
         if (e instanceof NotDifferentiable) {
-          const where = moduleOf(e.node);
+          // The script's own nodes carry a module scope too: only copies of a module's nodes name it.
+          const pv = nodeProvenance.get(e.node);
+          const where = pv ? pv.copyOf ?? '' : moduleOf(e.node);
           ctx.errors.push(new NnsError('not-differentiable',
             `cannot differentiate through ${e.node.op_type} node '${e.node.name ?? '?'}' ${where ? `in module ${scriptPath(where)}` : "of the script's own computation"}: ${e.reason}`,
             { span: group[0]!.span ?? nodeSpans.get(group[0]!.placeholder) }));

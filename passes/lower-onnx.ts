@@ -14,7 +14,7 @@
  */
 import type { Pass, PassContext, CompileState, ModuleCall, GradRequest } from './pass.js';
 import { CALL_DOMAIN } from './pass.js';
-import { scriptPath, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
+import { scriptPath, type Span, type Dim, type Node, type Value, type IndexItem, type Graph, type OpName } from '../ir/ir.js';
 import { formatType } from '../ir/shape.js';
 import { callRankDelta } from '../ir/call-rank.js';
 import { OPS, type LowerContext, type LowerRule } from '../ir/ops.js';
@@ -24,10 +24,21 @@ import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
 import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
+import { planFamilies, type Family, type Member } from './families.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, nodeProvenance, unitKey, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
+
+/** Members' values stacked on a new leading axis (shape `[members, ...member shape]`). */
+interface Stacked {
+  name: string;
+  shape: number[];
+  dtype: DType;
+}
+
+/** IR ops lowered elementwise by the catalogue (broadcasting, no axis attributes): batched on stacked values as they are. */
+const ELEMENTWISE_OPS: ReadonlySet<string> = new Set(['add', 'sub', 'mul', 'div', 'neg', 'exp', 'log', 'sqrt', 'abs', 'relu', 'tanh']);
 
 /** A slot of an original model node's input list. */
 type Slot = Use;
@@ -246,9 +257,15 @@ class Lowerer {
     return this.em.op('Expand', [x, this.em.op('Concat', [this.em.ints([batch]), rest], { axis: 0 })]);
   }
 
+  /** Cache key prefix of the statement being lowered (nothing is shared across statements). */
+  private stmtKey(): string {
+    return `${unitKey(this.em.prov)}|`;
+  }
+
   shape(name: string): string {
-    let s = this.shapeCache.get(name);
-    if (!s) this.shapeCache.set(name, (s = this.em.op('Shape', [name])));
+    const key = this.stmtKey() + name;
+    let s = this.shapeCache.get(key);
+    if (!s) this.shapeCache.set(key, (s = this.em.op('Shape', [name])));
     return s;
   }
 
@@ -288,7 +305,7 @@ class Lowerer {
   private bigEnd(v: bigint): string {
     const bytes = new Uint8Array(8);
     new DataView(bytes.buffer).setBigInt64(0, v, true);
-    const key = `bigend${v}`;
+    const key = `${this.stmtKey()}bigend${v}`;
     const cached = this.shapeCache.get(key);
     if (cached) return cached;
     const name = this.em.op('Constant', [], { value: { dims: [1], data_type: onnxElemType('int64'), raw_data: bytes } });
@@ -303,9 +320,187 @@ class Lowerer {
 
   /** The IR value's ONNX name, cast to `dt` when its dtype differs. */
   input(v: Value, dt?: DType): string {
-    const name = this.names.get(v);
+    let name = this.names.get(v);
+    const m = name === undefined ? this.memberVal.get(v) : undefined;
+    if (m) { // one member's value of a statement lowered for all its invokes at once
+      const saved = this.em.prov;
+      this.em.prov = m.prov;
+      name = this.em.op('Gather', [m.stacked.name, this.em.scalarInt(m.j)], { axis: 0 });
+      this.em.prov = saved;
+      this.names.set(v, name);
+    }
     if (name === undefined) throw new Error(`internal: value %${v.id} lowered before its producer`);
     return dt ? this.cast(name, v.type?.dtype, dt) : name;
+  }
+
+  /** Values of family positions lowered for all members: member-0 result → the members stacked on a new leading axis. */
+  private readonly stacked = new Map<Value, Stacked>();
+  /** Each member's result of a batched position: extracted (one Gather) only if something else reads it. */
+  private readonly memberVal = new Map<Value, { stacked: Stacked; j: number; prov: Provenance }>();
+
+  /** The stacked value of family input `i` of position `q` (members' values stacked), or the shared value. */
+  private familyInput(fam: Family, q: number, i: number): { kind: 'stacked'; v: Stacked } | { kind: 'shared'; value: Value } {
+    const v0 = fam.runs[0]![q]!.inputs[i]!;
+    if (fam.runs.every((r) => r[q]!.inputs[i] === v0)) return { kind: 'shared', value: v0 };
+    let st = this.stacked.get(v0);
+    if (!st) { // lowered member by member: stack them
+      const shape = concreteDims(v0.type?.shape, this.state.ir);
+      if (!shape) throw new Error('internal: a family value of unknown shape');
+      const parts = fam.runs.map((r) => this.em.op('Unsqueeze', [this.input(r[q]!.inputs[i]!), this.em.ints([0])]));
+      st = { name: this.em.op('Concat', parts, { axis: 0 }), shape: [fam.runs.length, ...shape], dtype: (v0.type?.dtype ?? 'float32') as DType };
+      this.stacked.set(v0, st);
+    }
+    return { kind: 'stacked', v: st };
+  }
+
+  /** Records position `q` of `fam` as lowered to `st` (members stacked). */
+  private setStacked(fam: Family, q: number, st: Stacked): void {
+    this.stacked.set(fam.runs[0]![q]!.results[0]!, st);
+    fam.runs.forEach((r, j) => this.memberVal.set(r[q]!.results[0]!, { stacked: st, j, prov: { ...this.em.prov } }));
+  }
+
+  /**
+   * Lowers position `q` of a statement family once for all its members (passes/families.ts):
+   * row reads as one Slice of the rows, index and arithmetic on the stacked values, one
+   * ScatterND for the set, one Split for the saves. What it cannot batch is lowered member by
+   * member, exactly as without families.
+   */
+  lowerFamily(fam: Family, q: number, provOf: (n: Node) => Provenance): void {
+    const ir = this.state.ir;
+    const n0 = fam.runs[0]![q]!;
+    const R = fam.runs.length;
+    const a = n0.attrs as Record<string, unknown>;
+    const outShape = concreteDims(n0.results[0]?.type?.shape, ir);
+    const dtype = (n0.results[0]?.type?.dtype ?? 'float32') as DType;
+    const done = (name: string): void => this.setStacked(fam, q, { name, shape: [R, ...outShape!], dtype });
+    const each = (): void => {
+      for (const r of fam.runs) {
+        this.em.prov = provOf(r[q]!);
+        this.lower(r[q]!);
+      }
+    };
+    if (n0.op !== 'set' && n0.op !== 'save' && !outShape) return each();
+    switch (n0.op) {
+      case 'module.output': case 'module.input': case 'model.output': {
+        let whole: string;
+        if (n0.op === 'model.output') whole = this.finalRef((a.name as string | null) ?? this.g.output![0]!.name!);
+        else {
+          const path = a.path as string;
+          const port = n0.op === 'module.output' ? 'output' : 'input';
+          const m = this.module(path);
+          if (isShared((port === 'output' ? m.outputs : m.inputs)[a.index as number]?.sig)) return each();
+          whole = this.boundary(path, port, a.index as number);
+        }
+        const contiguous = fam.rows.every((r, j) => r === fam.rows[0]! + j);
+        const rows = contiguous ? this.em.op('Slice', [whole, this.em.ints([fam.rows[0]!]), this.em.ints([fam.rows[0]! + R]), this.em.ints([0])])
+          : this.em.op('Gather', [whole, this.em.ints(fam.rows)], { axis: 0 });
+        done(this.opset >= 13 ? this.em.op('Unsqueeze', [rows, this.em.ints([1])]) : this.em.op('Unsqueeze', [rows], { axes: [1] }));
+        return;
+      }
+      case 'index': {
+        const items = a.items as IndexItem[];
+        const ints = fam.runs.map((r) => (r[q]!.attrs as { items: IndexItem[] }).items.flatMap((it) => (it.kind === 'index' ? [it.index] : [])));
+        const vary = ints[0]!.map((_, k) => ints.some((x) => x[k] !== ints[0]![k]));
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind === 'stacked' && !vary.some(Boolean)) {
+          done(this.index(x.v.name, x.v.shape.length, [{ kind: 'slice' }, ...items]));
+          return;
+        }
+        const rank = x.kind === 'shared' ? x.value.type?.shape?.length : undefined;
+        if (x.kind === 'shared' && rank !== undefined && items[0]?.kind === 'index' && vary[0] && !vary.slice(1).some(Boolean)) {
+          const g = this.em.op('Gather', [this.input(x.value), this.em.ints(ints.map((v) => v[0]!))], { axis: 0 });
+          done(items.length > 1 ? this.index(g, rank, [{ kind: 'slice' }, ...items.slice(1)]) : g);
+          return;
+        }
+        return each();
+      }
+      case 'softmax': {
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind !== 'stacked' || this.opset < 13 || dtype !== 'float32') return each();
+        const r = x.v.shape.length - 1;
+        const d = a.dim as number;
+        done(this.em.op('Softmax', [x.v.name], { axis: (d < 0 ? d + r : d) + 1 }));
+        return;
+      }
+      case 'save': {
+        const x = this.familyInput(fam, q, 0);
+        if (x.kind !== 'stacked') return each();
+        const T = x.v.shape.slice(1);
+        const split = (v: string): string[] => this.em.node('Split', this.opset >= 13 ? [v, this.em.ints(Array(R).fill(1))] : [v], this.opset >= 13 ? { axis: 0 } : { axis: 0, split: Array(R).fill(1) }, R);
+        let outs: string[];
+        if (T.length >= 1 && T[0] === 1) outs = split(this.em.op('Reshape', [x.v.name, this.em.ints([R, ...T.slice(1)])]));
+        else outs = split(x.v.name).map((o) => this.em.op('Reshape', [o, this.em.ints(T)]));
+        fam.runs.forEach((r, j) => this.names.set(r[q]!.inputs[0]!, outs[j]!));
+        return;
+      }
+      case 'set':
+        if (!this.setFamily(fam, q)) each();
+        return;
+      default: {
+        if (!ELEMENTWISE_OPS.has(n0.op)) return each();
+        const ins = n0.inputs.map((_, i) => this.familyInput(fam, q, i));
+        const rOut = outShape!.length;
+        const names: string[] = [];
+        for (const x of ins) {
+          if (x.kind === 'shared') {
+            if ((x.value.type?.shape?.length ?? 99) > rOut) return each();
+            names.push(this.input(x.value));
+          } else {
+            const T = x.v.shape.slice(1);
+            names.push(T.length === rOut ? x.v.name : this.em.op('Reshape', [x.v.name, this.em.ints([R, ...Array(rOut - T.length).fill(1), ...T])]));
+          }
+        }
+        const rule = OPS[n0.op].lower as Exclude<LowerRule<OpName>, 'splice'>;
+        const ctx = this.context(n0, dtype);
+        const dtOf = (i: number): DType | undefined => (ins[i]!.kind === 'shared' ? (ins[i] as { value: Value }).value.type?.dtype : (ins[i] as { v: Stacked }).v.dtype) as DType | undefined;
+        const [out] = rule({ ...ctx, input: (i, dt) => (dt ? this.cast(names[i]!, dtOf(i), dt) : names[i]!), rank: (i) => (ins[i]!.kind === 'stacked' ? rOut + 1 : ctx.rank(i)) }, n0.attrs);
+        done(out!);
+      }
+    }
+  }
+
+  /** A family of sets as one ScatterND over every member's rows and positions; false when it cannot be. */
+  private setFamily(fam: Family, q: number): boolean {
+    const ir = this.state.ir;
+    const n0 = fam.runs[0]![q]!;
+    const a = n0.attrs as { path: string; port: 'output' | 'input'; index: number; items: IndexItem[] | null };
+    const m = this.module(a.path);
+    const bv = (a.port === 'output' ? m.outputs : m.inputs)[a.index]!;
+    const dims = isShared(bv.sig) ? undefined : concreteDims(bv.sig?.shape, ir);
+    if (!dims || this.opset < 11) return false;
+    const sels = fam.runs.map((r, j) => selection(dims, [fam.rows[j]!, fam.rows[j]! + 1], (r[q]!.attrs as { items: IndexItem[] | null }).items ?? []));
+    const s0 = sels[0];
+    if (!s0 || s0.k === 0 || sels.some((x) => !x || x.k !== s0.k || x.count !== s0.count || !sameDims(x.shape, s0.shape))) return false;
+    const items = a.items ?? [];
+    const slotRank = (bv.sig?.shape?.length ?? 0) - items.filter((i) => i.kind === 'index').length;
+    const x = this.familyInput(fam, q, 0);
+    const tdtype = (bv.sig?.dtype ?? 'float32') as DType;
+    const R = fam.runs.length;
+    const rest = dims.slice(s0.k);
+    const flat = [R * s0.count, ...rest];
+    let upd: string;
+    if (x.kind === 'shared') {
+      const v = x.value;
+      if ((v.type?.shape?.length ?? 99) > slotRank) return false;
+      const src = v.producer;
+      const literal = src.is('const') && src.attrs.data.length === 1 && src.attrs.dtype === tdtype ? src.attrs.data[0]! : undefined;
+      if (literal !== undefined) upd = this.em.op('ConstantOfShape', [this.em.ints(flat)], { value: makeTensor(tdtype, [1], [literal]) });
+      else upd = this.em.op('Reshape', [this.em.op('Expand', [this.input(v, tdtype), this.em.ints([R, ...s0.shape])]), this.em.ints(flat)]);
+    } else {
+      const Tv = x.v.shape.slice(1);
+      if (Tv.length > slotRank) return false;
+      upd = this.cast(x.v.name, x.v.dtype, tdtype);
+      if (!sameDims(x.v.shape, flat)) {
+        if (Tv.length < s0.shape.length) upd = this.em.op('Reshape', [upd, this.em.ints([R, ...Array(s0.shape.length - Tv.length).fill(1), ...Tv])]);
+        if (!sameDims([...Array(s0.shape.length - Tv.length).fill(1), ...Tv], s0.shape)) upd = this.em.op('Expand', [upd, this.em.ints([R, ...s0.shape])]);
+        if (!sameDims([R, ...s0.shape], flat)) upd = this.em.op('Reshape', [upd, this.em.ints(flat)]);
+      }
+    }
+    const indices = this.em.constant('int64', [R * s0.count, s0.k], sels.flatMap((x2) => x2!.indices));
+    const view = this.view(a.path, a.port, a.index);
+    view.steps.push({ apply: (target) => this.em.op('ScatterND', [target, indices, upd]), prov: { ...this.em.prov } });
+    this.valueOf(view, bv.name);
+    return true;
   }
 
   lower(n: Node): void {
@@ -356,6 +551,7 @@ class Lowerer {
           metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
         this.g.node!.push(node);
         this.em.created.add(node);
+        nodeProvenance.set(node, { ...this.em.prov });
         if (n.span) nodeSpans.set(node, n.span);
         this.grads.push({ placeholder: node, span: n.span });
         let g = out;
@@ -436,7 +632,31 @@ class Lowerer {
     // The new value of the view as a function of its value before this set: emitted now, and
     // again whenever a set on a view before it in data order changes what it starts from.
     let apply: (target: string) => string;
-    if (!a.items && wholeBatch) {
+    // Every dim of the target known at compile time: the selected elements are a constant too.
+    const dims = !this.state.specialize || (isShared(bv.sig) && !wholeBatch) ? undefined : concreteDims(bv.sig?.shape, ir);
+    const vshape = concreteDims(n.inputs[0]!.type?.shape, ir);
+    const src = n.inputs[0]!.producer;
+    const literal = src.is('const') && src.attrs.data.length === 1 && src.attrs.dtype === tdtype && vrank <= slotRank ? src.attrs.data[0]! : undefined;
+    const sel = dims && this.opset >= 11 ? selection(dims, wholeBatch ? null : [scope.rowStart, scope.rowEnd], a.items ?? []) : undefined;
+    if (sel && sel.k === 0) {
+      // The whole value: a constant of its shape, or the value broadcast to it.
+      const same = vshape !== undefined && sameDims(vshape, dims!);
+      apply = literal !== undefined ? () => this.em.op('ConstantOfShape', [this.em.ints(dims!)], { value: makeTensor(tdtype, [1], [literal]) })
+        : same ? () => value : () => this.em.op('Expand', [value, this.em.ints(dims!)]);
+    } else if (sel) {
+      // One ScatterND with a constant index tensor: the rows and positions are known now.
+      const rest = dims!.slice(sel.k);
+      const flatShape = [sel.count, ...rest];
+      apply = (target) => {
+        let upd = value;
+        if (literal !== undefined) upd = this.em.op('ConstantOfShape', [this.em.ints(flatShape)], { value: makeTensor(tdtype, [1], [literal]) });
+        else {
+          if (!(vshape && sameDims(vshape, sel.shape))) upd = this.em.op('Expand', [upd, this.em.ints(sel.shape)]);
+          if (!sameDims(sel.shape, flatShape)) upd = this.em.op('Reshape', [upd, this.em.ints(flatShape)]);
+        }
+        return this.em.op('ScatterND', [target, this.em.constant('int64', [sel.count, sel.k], sel.indices), upd]);
+      };
+    } else if (!a.items && wholeBatch) {
       const vs = n.inputs[0]!.type?.shape;
       const ts = bv.sig?.shape;
       const same = vs && ts && vs.length === ts.length && vs.every((d, i) => d === ts[i] || (ts[i] === 'batch' && d === ir.batch));
@@ -690,6 +910,86 @@ function renameIn(n: NodeProto, r: (x: string) => string): void {
   }
 }
 
+/** A symbolic shape with every dim known for this trace (`batch` the batch rows), or undefined. */
+function concreteDims(shape: readonly Dim[] | null | undefined, ir: Graph): number[] | undefined {
+  if (!shape) return undefined;
+  const out: number[] = [];
+  for (const d of shape) {
+    const v = typeof d === 'number' ? d : d === 'batch' ? ir.batch : ir.dimValues[d];
+    if (v === undefined) return undefined;
+    out.push(v);
+  }
+  return out;
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Largest constant index tensor a set is lowered with (elements); larger selections use the iota form. */
+const MAX_SET_INDICES = 1 << 20;
+
+/**
+ * The elements a set selects in a value of shape `dims`, computed at compile time: the
+ * batch rows `rows` (null: all) then the basic index `items` (numpy semantics). `k` is the
+ * number of leading axes the selection restricts (1 + the last axis that is not whole),
+ * `indices` the ScatterND index tuples over them (row-major, `count` of them), `shape` the
+ * selection's shape (what the value broadcasts to). Undefined for what it does not handle
+ * (newaxis, an index out of range, a selection over {@link MAX_SET_INDICES}).
+ */
+export function selection(dims: readonly number[], rows: [number, number] | null, items: readonly IndexItem[]): { k: number; count: number; indices: number[]; shape: number[] } | undefined {
+  const lists: number[][] = dims.map((d, i) => (i === 0 && rows ? range(rows[0], rows[1], 1) : range(0, d, 1)));
+  const kept: boolean[] = dims.map(() => true);
+  const consumed = items.filter((i) => i.kind === 'index' || i.kind === 'slice').length;
+  let axis = 0;
+  for (const it of items) {
+    if (it.kind === 'newaxis') return undefined;
+    if (it.kind === 'ellipsis') { axis += dims.length - consumed; continue; }
+    const list = lists[axis];
+    if (!list) return undefined;
+    const L = list.length;
+    if (it.kind === 'index') {
+      const i = it.index < 0 ? it.index + L : it.index;
+      if (i < 0 || i >= L) return undefined;
+      lists[axis] = [list[i]!];
+      kept[axis] = false;
+    } else {
+      const step = it.step ?? 1;
+      if (step === 0) return undefined;
+      const norm = (v: number | undefined, dflt: number): number => {
+        if (v === undefined) return dflt;
+        const x = v < 0 ? v + L : v;
+        return step > 0 ? Math.min(Math.max(x, 0), L) : Math.min(Math.max(x, -1), L - 1);
+      };
+      const start = norm(it.start, step > 0 ? 0 : L - 1);
+      const stop = norm(it.stop, step > 0 ? L : -1);
+      lists[axis] = range(start, stop, step).map((j) => list[j]!);
+    }
+    axis++;
+  }
+  let k = 0;
+  lists.forEach((l, i) => { if (!kept[i] || l.length !== dims[i] || l.some((x, j) => x !== j)) k = i + 1; });
+  const lead = lists.slice(0, k);
+  const count = lead.reduce((p, l) => p * l.length, 1);
+  if (count === 0 || count * Math.max(k, 1) > MAX_SET_INDICES) return undefined;
+  const indices: number[] = [];
+  const tuple: number[] = [];
+  const walk = (d: number): void => {
+    if (d === k) { indices.push(...tuple); return; }
+    for (const x of lead[d]!) { tuple[d] = x; walk(d + 1); }
+  };
+  if (count > 0) walk(0);
+  const shape = lists.flatMap((l, i) => (kept[i] ? [l.length] : []));
+  return { k, count, indices, shape };
+}
+
+function range(start: number, stop: number, step: number): number[] {
+  const out: number[] = [];
+  if (step > 0) for (let i = start; i < stop; i += step) out.push(i);
+  else for (let i = start; i > stop; i += step) out.push(i);
+  return out;
+}
+
 /** Depth of a module path (`''` is 0). */
 function depth(path: string): number {
   return path ? path.split('.').length : 0;
@@ -708,27 +1008,123 @@ function coversBatch(ir: Graph, scope: number): boolean {
 }
 
 
+/**
+ * Where each IR node's inserted ONNX nodes come from: its statement run (`ir.statementOf`;
+ * a node a pass made later: its first input's, else the statement whose span contains its
+ * own), the statement's kind and the module the statement touches — a set's target; else the
+ * module of the first value the statement reads (a module read, the module that produces a
+ * graph output for `model.output`, and through computations and module calls the module of
+ * their first input): a logit-lens call on block 3's output is under `/transformer/h.3`.
+ */
+export function irProvenance(ir: Graph, tree: PassContext['tree']): Map<Node, Provenance> {
+  const stmts = ir.statements.map((sp, i) => ({ sp, i })).sort((a, b) => a.sp.offset - b.sp.offset);
+  const bySpan = (sp: Span): number => {
+    let lo = 0;
+    let hi = stmts.length - 1;
+    let best = -1;
+    while (lo <= hi) { // last statement run starting at or before the span
+      const mid = (lo + hi) >> 1;
+      if (stmts[mid]!.sp.offset <= sp.offset) { best = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    const c = stmts[best];
+    return c && c.sp.file === sp.file && c.sp.endOffset >= sp.endOffset ? c.i : -1;
+  };
+  const unitOf = new Map<Node, number>();
+  const unit = (n: Node): number => {
+    let u = unitOf.get(n) ?? ir.statementOf.get(n);
+    if (u !== undefined) return u;
+    u = -1;
+    for (const v of n.inputs) if ((u = unit(v.producer)) >= 0) break;
+    if (u < 0) u = bySpan(n.span);
+    unitOf.set(n, u);
+    return u;
+  };
+  const outputModule = new Map<string, string>();
+  const outModule = (name: string): string => {
+    let m = outputModule.get(name);
+    if (m !== undefined) return m;
+    m = '';
+    let size = Infinity;
+    for (const mod of tree.modules.values()) {
+      if (mod.path && mod.outputs.some((o) => o.name === name) && mod.nodes.length < size) { m = mod.path; size = mod.nodes.length; }
+    }
+    outputModule.set(name, m);
+    return m;
+  };
+  const modOf = new Map<Node, string>();
+  const nodeModule = (n: Node): string => {
+    let m = modOf.get(n);
+    if (m !== undefined) return m;
+    const a = n.attrs as { path?: string; name?: string | null };
+    if (n.op === 'module.output' || n.op === 'module.input' || n.op === 'set') m = a.path ?? '';
+    else if (n.op === 'model.output') m = outModule(a.name ?? tree.graphOutputs[0]?.name ?? '');
+    else {
+      m = '';
+      for (const v of n.inputs) if ((m = nodeModule(v.producer))) break;
+    }
+    modOf.set(n, m);
+    return m;
+  };
+  const byStmt = new Map<number, Node[]>();
+  for (const n of ir.nodes) {
+    const u = unit(n);
+    let list = byStmt.get(u);
+    if (!list) byStmt.set(u, (list = []));
+    list.push(n);
+  }
+  const stmtInfo = new Map<number, { module: string; kind: string }>();
+  for (const [st, nodes] of byStmt) {
+    const set = nodes.find((n) => n.is('set'));
+    let module = set ? nodeModule(set) : '';
+    if (!set) for (const n of nodes) if ((module = nodeModule(n))) break;
+    const kind = set ? 'set' : nodes.some((n) => n.is('grad')) ? 'grad' : nodes.some((n) => n.is('call_module')) ? 'call' : nodes.some((n) => n.is('save')) ? 'save' : 'compute';
+    stmtInfo.set(st, { module, kind });
+  }
+  const out = new Map<Node, Provenance>();
+  for (const n of ir.nodes) {
+    const u = unit(n);
+    const info = stmtInfo.get(u)!;
+    const irOp = n.op.replace('module.', '').replace('model.output', 'output').replace('call_module', 'call');
+    out.set(n, { module: info.module, irOp, span: n.span, stmt: u >= 0 ? ir.statements[u]! : n.span, unit: u >= 0 ? u : undefined, kind: info.kind });
+  }
+  return out;
+}
+
 /** Splices the IR into `state.model`. */
 export const lowerOnnxPass: Pass = {
   name: 'lower-onnx',
   prints: 'model',
   run(state, ctx) {
     const l = new Lowerer(state, ctx);
+    const prov = irProvenance(state.ir, ctx.tree);
+    // nns compile: a statement repeated in many invokes is lowered once for all of them.
+    const families = state.specialize ? planFamilies(state.ir, ctx.tree) : new Map<Node, Member>();
     for (const n of state.ir.nodes) {
-      const path = (n.attrs as { path?: string }).path ?? n.inputs.map((v) => (v.producer.attrs as { path?: string }).path).find((p) => p !== undefined) ?? '';
-      l.em.prov = { module: path, irOp: n.op.replace('module.', '').replace('model.output', 'output'), span: n.span };
+      l.em.prov = { ...prov.get(n)! };
+      const fm = families.get(n);
       try {
+        if (fm) {
+          if (fm.j === 0) l.lowerFamily(fm.fam, fm.q, (x) => ({ ...prov.get(x)! }));
+          continue;
+        }
         l.lower(n);
       } catch (e) {
         if (e instanceof NnsError) ctx.errors.push(e);
         else throw e;
       }
     }
+    // A save of a member's value outside its family reads that member's own value.
+    for (const n of state.ir.nodes) {
+      if (!n.is('save')) continue;
+      l.em.prov = { ...prov.get(n)! };
+      try { l.input(n.inputs[0]!); } catch { /* reported by the pass that needs it */ }
+    }
     l.finish();
     state.hostInputs = l.hostInputs;
     state.valueNames = l.names;
     state.moduleCalls = l.calls;
     state.grads = l.grads;
+    state.provenance = prov;
     return { changed: true };
   },
 };

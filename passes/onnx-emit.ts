@@ -84,7 +84,37 @@ export interface Provenance {
   span?: Span;
   /** The source line text (shown in Netron's doc_string). */
   sourceText?: string;
+  /**
+   * The script statement the node belongs to (the unit inserted nodes are grouped, named and
+   * documented by; constants are never shared across statements). Defaults to `span`.
+   */
+  stmt?: Span;
+  /** Which run of the statement (`Graph.statements` index; a statement in a loop runs once per iteration). */
+  unit?: number;
+  /** What the statement does: `set`, `save`, `call`, `grad` (names its function, `nns_set`). */
+  kind?: string;
+  /** The module the statement touches, when `module` (the node's own scope) differs: sunk copies of lm_head's nodes. */
+  stmtModule?: string;
+  /** The module whose own nodes this node copies (a module call's clones, sunk copies), if any. */
+  copyOf?: string;
+  /** A name segment after `nns.<irOp>` (a module call's clones: the called module, `transformer/ln_f`). */
+  sub?: string;
 }
+
+/** `file:line:col` of a span. */
+export function spanText(span: Span): string {
+  return `${span.file}:${span.line}:${span.col}`;
+}
+
+/** What identifies a statement run in cache keys: nothing an emitter makes is shared across two. */
+export function unitKey(p: Provenance): string {
+  if (p.unit !== undefined) return `#${p.unit}`;
+  const st = p.stmt ?? p.span;
+  return `${st ? `${st.file}:${st.offset}` : ''}|${p.module}|${p.irOp}`;
+}
+
+/** Provenance of every node an {@link Emitter} created (passes after lowering name and group by it). */
+export const nodeProvenance = new WeakMap<NodeProto, Provenance>();
 
 /** `transformer.h.3.mlp` → `/transformer/h.3/mlp` (TorchScript scope style). */
 export function scopePrefix(path: string): string {
@@ -142,7 +172,7 @@ export class Emitter {
 
   /** Emits one node; returns its output names. */
   node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, nOutputs = 1): string[] {
-    const prefix = `${scopePrefix(this.prov.module)}/nns.${this.prov.irOp}`;
+    const prefix = `${scopePrefix(this.prov.module)}/nns.${this.prov.irOp}${this.prov.sub ? `/${this.prov.sub}` : ''}`;
     const name = this.unique(`${prefix}/${opType}`);
     const outputs = Array.from({ length: nOutputs }, (_, i) => this.unique(`${name}_output_${i}`));
     const node: NodeProto = {
@@ -153,14 +183,16 @@ export class Emitter {
       attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
     };
     const span = this.prov.span;
-    if (span) node.doc_string = `${span.file}:${span.line}:${span.col}${this.prov.sourceText ? `: ${this.prov.sourceText.trim()}` : ''}`;
+    const where = this.prov.stmt ?? span;
+    if (where) node.doc_string = `${spanText(where)}${this.prov.sourceText ? `: ${this.prov.sourceText.trim()}` : ''}`;
     node.metadata_props = [
       { key: 'onnsight.op', value: this.prov.irOp },
-      ...(span ? [{ key: 'onnsight.source', value: `${span.file}:${span.line}:${span.col}` }] : []),
+      ...(where ? [{ key: 'onnsight.source', value: spanText(where) }] : []),
       ...(this.prov.module ? [{ key: 'onnsight.module', value: this.prov.module }] : []),
     ];
     this.graph.node!.push(node);
     this.created.add(node);
+    nodeProvenance.set(node, { ...this.prov });
     if (span) nodeSpans.set(node, span);
     return outputs;
   }
@@ -172,7 +204,9 @@ export class Emitter {
 
   /** A constant tensor (cached by content). */
   constant(dtype: DType, dims: number[], data: readonly number[]): string {
-    const key = `${dtype}|${dims.join(',')}|${numbersKey(data)}`; // by bytes: -0 and 0 stay apart
+    // By bytes (-0 and 0 stay apart), and per statement: a constant shared by two statements
+    // would be an edge across the graph and carry only the first statement's source line.
+    const key = `${unitKey(this.prov)}|${dtype}|${dims.join(',')}|${numbersKey(data)}`;
     const hit = this.constCache.get(key);
     if (hit) return hit;
     const name = this.op('Constant', [], { value: makeTensor(dtype, dims, data) });

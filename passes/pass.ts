@@ -9,7 +9,8 @@
  * @module
  */
 import type { NnsError, Span } from '../src/errors.js';
-import type { Graph, Value } from '../ir/ir.js';
+import type { Graph, Node, Value } from '../ir/ir.js';
+import type { Provenance } from './onnx-emit.js';
 import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { ModuleTree } from '../src/model/types.js';
 import type { Tensor } from '../src/tensor.js';
@@ -48,6 +49,8 @@ export interface CompileState {
   hostInputs?: Map<string, string>;
   /** ONNX value name of every lowered IR value (set by lowering; used by save-outputs). */
   valueNames?: Map<Value, string>;
+  /** Statement, kind and module of every IR node (set by lowering; later passes name and document their nodes by it). */
+  provenance?: Map<Node, Provenance>;
   /** `Grad` placeholders (set by lowering; consumed by autodiff). */
   grads?: GradRequest[];
   /** Module applications to expand (set by lowering; consumed by apply-modules). */
@@ -58,6 +61,16 @@ export interface CompileState {
    * drops the other outputs and prune removes what only they needed.
    */
   keepModelOutputs?: boolean;
+  /**
+   * Lower for this trace's sizes only (`nns compile`): sets whose rows and positions are known
+   * become one ScatterND with a constant index tensor, shapes become constants. Off for
+   * compiled runs, whose graphs are cached across prompt lengths.
+   */
+  specialize?: boolean;
+  /** Fold each statement's inserted nodes into one ONNX local function call (`nns compile` without `--flat`; passes/functions.ts). */
+  functions?: boolean;
+  /** A statement's source text (function doc strings), when the script text is known. */
+  sourceText?: (p: Provenance) => string | undefined;
   /** Values of the constants lift-constants turned into host inputs, by host name. */
   lifted?: Map<string, Tensor>;
   /** The fast-path plan (plan-fast-path), or why there is none. */

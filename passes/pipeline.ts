@@ -32,6 +32,8 @@ import { fetchSavesPass } from './fetch-saves.js';
 import { sinkSlicesPass } from './sink-slices.js';
 import { prunePass } from './prune.js';
 import { toposortPass } from './toposort.js';
+import { functionsPass } from './functions.js';
+import { typeInsertedPass } from './type-inserted.js';
 import { checkModelPass } from './check-model.js';
 
 /** Passes that only read and rewrite the IR (enough for `nns check`). */
@@ -73,6 +75,8 @@ export const onnxPipeline: readonly Pass[] = [
   autodiffPass, //       grad(Y, X): reverse-mode sweep over the rewritten graph, one per Y (passes/derivatives.ts: one rule per ONNX op)
   prunePass, //          drop nodes no graph output needs
   toposortPass, //       ONNX order; a cycle is an intervention that needs a later module's value
+  typeInsertedPass, //   `nns compile`: value_info (element type and shape) for every inserted value
+  functionsPass, //      `nns compile`: each statement's inserted nodes → one call of an ONNX local function (ai.onnsight nns_set, ...)
   checkModelPass, //     unique names, SSA, every input defined, opset and IR version present
 ];
 

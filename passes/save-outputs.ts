@@ -11,8 +11,8 @@
  */
 import type { Pass } from './pass.js';
 import type { DType } from '../src/model/types.js';
-import type { GraphProto } from '../src/onnx/proto.js';
-import { Emitter, valueInfo } from './onnx-emit.js';
+import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
+import { Emitter, nodeProvenance, spanText, valueInfo } from './onnx-emit.js';
 
 /** Renames value `from` to `to` in `g` and the subgraphs of its nodes (node inputs and outputs, initializers, value_info). */
 function renameValue(g: GraphProto, from: string, to: string): void {
@@ -49,6 +49,11 @@ export const saveOutputsPass: Pass = {
     }
     const em = new Emitter(g);
     const outputs = new Set((g.output ?? []).map((o) => o.name!));
+    const inputs = new Set((g.input ?? []).map((o) => o.name!));
+    // Inserted values (an index, a softmax) are named by their save instead of being copied by an Identity.
+    const producer = new Map<string, NodeProto>();
+    for (const x of g.node ?? []) for (const o of x.output ?? []) producer.set(o, x);
+    const named = new Set<string>();
     for (const n of saves) {
       const name = (n.attrs as { name: string }).name;
       const v = n.inputs[0]!;
@@ -58,11 +63,23 @@ export const saveOutputsPass: Pass = {
         state.saved.set(name, name);
         continue;
       }
-      em.prov = { module: (v.producer.attrs as { path?: string }).path ?? '', irOp: 'save', span: n.span };
+      const prov = state.provenance?.get(n);
+      em.prov = { ...(prov ?? { module: (v.producer.attrs as { path?: string }).path ?? '' }), irOp: 'save', span: n.span };
       const out = em.unique(name);
-      em.node('Identity', [src], {}, 1);
-      g.node![g.node!.length - 1]!.output = [out];
-      g.output!.push(valueInfo(out, (v.type?.dtype ?? 'float32') as DType, v.type?.shape ?? null));
+      const p = producer.get(src);
+      const info = valueInfo(out, (v.type?.dtype ?? 'float32') as DType, v.type?.shape ?? null);
+      info.doc_string = `save '${name}'${prov?.stmt ? ` at ${spanText(prov.stmt)}` : ''}`;
+      if (p && nodeProvenance.has(p) && !outputs.has(src) && !inputs.has(src) && !named.has(src)) {
+        renameValue(g, src, out);
+        if (names) for (const [x, y] of names) if (y === src) names.set(x, out);
+        producer.set(out, p);
+        named.add(out);
+      } else {
+        em.node('Identity', [src], {}, 1);
+        g.node![g.node!.length - 1]!.output = [out];
+      }
+      outputs.add(out);
+      g.output!.push(info);
       state.saved.set(name, out);
     }
     return { changed: true };

@@ -41,7 +41,7 @@ import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
 import { AttributeType, DataType } from '../src/onnx/proto.js';
 import { tensorData } from '../src/onnx/graph-builder.js';
 import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
-import { Emitter, nodeSpans } from './onnx-emit.js';
+import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
 
 const UNARY = new Set([
   'Relu', 'Gelu', 'Tanh', 'Sigmoid', 'Erf', 'Sqrt', 'Cast', 'Neg', 'Exp', 'Log', 'Abs', 'Identity',
@@ -282,7 +282,9 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
    * `output` names its first output (a fresh name when undefined); the span is `span`'s.
    */
   const emitCopy = (n: NodeProto, inputs: string[], output: string | undefined, at: NodeProto, span: NodeProto): NodeProto => {
-    em.prov = { module: moduleOf(at), irOp: 'sink', span: nodeSpans.get(span) ?? nodeSpans.get(n) };
+    const from = nodeProvenance.get(span) ?? nodeProvenance.get(n);
+    // Named by the module whose nodes they copy (`/lm_head/nns.sink/MatMul`); grouped with their statement.
+    em.prov = from ? { ...from, module: moduleOf(at), stmtModule: from.stmtModule ?? from.module, irOp: 'sink', sub: undefined, copyOf: moduleOf(at) } : { module: moduleOf(at), irOp: 'sink', span: nodeSpans.get(span) ?? nodeSpans.get(n) };
     const [fresh] = em.node(n.op_type!, inputs, {}, 1);
     const c = g.node![g.node!.length - 1]!;
     c.attribute = (n.attribute ?? []).map((a) => ({ ...a }));

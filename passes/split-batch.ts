@@ -122,6 +122,8 @@ function buildChunk(
   const newId = new Map<number, number>([[0, 0]]);
   const g = new Graph();
   g.dimValues = { ...ir.dimValues };
+  g.statements = ir.statements;
+  g.statementOf = ir.statementOf;
   const scopes: Scope[] = [{ ...ir.scopes[0]!, rowStart: 0, rowEnd: 0 }];
   const rows: number[] = [];
   let ownRows = 0;

@@ -75,6 +75,12 @@ export interface CompileOptions {
    * false: only the saves are outputs, so nothing only the model's outputs needed is computed.
    */
   keepModelOutputs?: boolean;
+  /** Lower for this trace's sizes only (`nns compile`; see `CompileState.specialize`). */
+  specialize?: boolean;
+  /** Fold each statement into an ONNX local function call (`nns compile` without `--flat`). */
+  functions?: boolean;
+  /** The script text (statement source lines in doc strings). */
+  sourceText?: string;
 }
 
 /** A copy of the model proto whose graph can be rewritten without touching the original. */
@@ -89,7 +95,14 @@ export function workingCopy(proto: ModelProto): ModelProto {
  */
 export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions = {}): CompileState {
   checkPrompts(ir, mc);
-  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs };
+  const state: CompileState = { ir, model: workingCopy(mc.loaded.proto), saved: new Map(), keepModelOutputs: opts.keepModelOutputs, ...(opts.specialize ? { specialize: true } : {}), ...(opts.functions ? { functions: true } : {}) };
+  const text = opts.sourceText;
+  if (text !== undefined) {
+    state.sourceText = (p) => {
+      const st = p.stmt ?? p.span;
+      return st ? text.slice(st.offset, st.endOffset).split('\n')[0]!.trim() : undefined;
+    };
+  }
   const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, ...(mc.fast ? { fast: mc.fast } : {}) };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);

@@ -67,9 +67,31 @@ export function checkOpen(ctx: TraceContext, what: string): void {
 
 const THIS_FILE = new URL(import.meta.url).pathname;
 
-/** The user's call site, as a span (the first stack frame outside onnsight's own files). */
+const SPAN_FIELDS = ['file', 'line', 'col', 'endLine', 'endCol', 'offset', 'endOffset'] as const;
+
+/**
+ * The user's call site, as a span (the first stack frame outside onnsight's own files).
+ * The stack is captured now but read only when a field of the span is: formatting a stack
+ * (with source maps, under tsx) costs far more than capturing it, and most spans are never
+ * read (a generation builds its steps' IR every step; a span matters only in an error).
+ */
 export function callSite(): Span {
-  const stack = new Error().stack?.split('\n').slice(1) ?? [];
+  const capture = new Error();
+  let site: Span | undefined;
+  const resolve = (): Span => (site ??= siteOf(capture.stack));
+  const span = {} as Span;
+  for (const k of SPAN_FIELDS) {
+    Object.defineProperty(span, k, {
+      enumerable: true,
+      get: () => resolve()[k],
+      set: (v: never) => { (resolve() as unknown as Record<string, unknown>)[k] = v; },
+    });
+  }
+  return span;
+}
+
+function siteOf(text: string | undefined): Span {
+  const stack = text?.split('\n').slice(1) ?? [];
   const root = path.dirname(path.dirname(THIS_FILE));
   for (const line of stack) {
     const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):(\d+)\)?\s*$/.exec(line);

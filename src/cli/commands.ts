@@ -52,12 +52,15 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
   ['compile', {
     name: 'compile',
     positionals: ['SCRIPT'],
-    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, printIr, printAfter, passes, progress, help],
+    flags: [model, { name: 'out', short: 'o', value: true, placeholder: 'OUT.onnx', help: 'where to write the rewritten model (required)' }, { name: 'flat', value: false, help: 'every inserted node in the main graph (default: one ONNX local function call per statement)' }, printIr, printAfter, passes, progress, help],
     summary: 'Compile a script into rewritten ONNX models (openable in Netron), one per trace.',
     details: [
       'The first trace goes to OUT.onnx, the next to OUT.2.onnx, OUT.3.onnx, ...; each written file is listed.',
       'Saves are graph outputs under their own names; a save named like one of the model\'s inputs or outputs',
       'gets a suffix (logits_1), and a note says so. Saves of earlier traces are graph inputs host.NAME of later ones.',
+      'Each statement is one call of an ONNX local function (domain ai.onnsight: nns_set, nns_save, nns_call, ...),',
+      'named by the module it touches and documented with its source line; --flat splices the nodes themselves.',
+      'The model is stamped: producer onnsight, a doc string and metadata (script, its sha256, base model, trace).',
     ],
   }],
   ['plot', {

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NnsError, usageError } from '../errors.js';
 import { NOT_REGULAR } from '../read-file.js';
+import { VERSION } from '../version.js';
 import { DEFAULT_LIMITS } from '../../grammar/limits.js';
 import { exitCodeFor, renderErrors, userErrors } from '../diagnostics.js';
 import { commandHelp, parseArgs, usageLine, type CommandSpec, type ParsedArgs } from './args.js';
@@ -226,6 +227,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const job = {
     ...script, modelPath, ...(runner ? { runner } : {}), printIrAfterAll: a.flags.has('print-ir-after-all'), log: (t: string) => io.err(t), out: (t: string) => io.out(t), write, onProgress: progressOf(a, io, cmd),
     ...(printAfter ? { printAfter: new Set(printAfter) } : {}), ...(passes ? { passes: selectPasses(passes) } : {}),
+    ...(a.flags.has('flat') ? { flat: true } : {}),
   };
   if (cmd.name === 'run') {
     // Read every --param file before the model opens: a bad one stops the run before anything runs.
@@ -259,6 +261,12 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
       ];
       io.out(`wrote ${shown}${about.length ? ` (${about.join('; ')})` : ''}`);
       for (const r of f.renamed) io.out(`  note: save '${r.save}' is graph output '${r.output}' in ${shown}: ${r.reason}`);
+      if (f.inserted.length) {
+        const total = f.inserted.reduce((s, x) => s + x.nodes, 0);
+        io.out(`  inserted ${total} node${total === 1 ? '' : 's'} for ${f.inserted.length} statement${f.inserted.length === 1 ? '' : 's'}:`);
+        for (const x of f.inserted) io.out(`    ${x.source}  ${x.kind.padEnd(7)} ${(x.module || '(model)').padEnd(22)} ${String(x.nodes).padStart(4)} node${x.nodes === 1 ? ' ' : 's'}  ${x.name}`);
+        io.out(`  in Netron: open ${shown}; Ctrl+F '/nns.' lists them (each ${a.flags.has('flat') ? 'node' : 'ƒ node opens its function on click'}); Model Properties shows the onnsight stamp`);
+      }
     }
     return 0;
   }
@@ -378,7 +386,7 @@ export async function main(argv: readonly string[], io: CliIO = defaultIO): Prom
       return 0;
     }
     if (name === '--version' || name === '-V') {
-      io.out('nns (onnsight) 0.1.0');
+      io.out(`nns (onnsight) ${VERSION}`);
       return 0;
     }
     const cmd = COMMANDS.get(name);

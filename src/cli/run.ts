@@ -24,6 +24,8 @@ import type { PromptInfo } from '../report/families.js';
 import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { VERSION } from '../version.js';
 import type { ModelProto } from '../onnx/proto.js';
 import type { CompileState, Pass } from '../../passes/pass.js';
 import { printState } from '../../passes/run.js';
@@ -54,6 +56,8 @@ export interface ScriptJob {
   onProgress?: ProgressCallback;
   /** An already opened model for `modelPath` (the language server keeps one per model). */
   mc?: ModelContext;
+  /** `nns compile --flat`: every inserted node in the main graph (default: one function call per statement). */
+  flat?: boolean;
   /** Where the fast path runs (`--oip URL`: an Open Inference Protocol server); default local. */
   runner?: RunnerFactory;
   /** Values of the script's `param`s by name (`--param NAME=FILE`), checked against the declarations before anything runs. */
@@ -101,7 +105,7 @@ function printer(job: ScriptJob): ((pass: string, text: string) => void) | undef
 
 /** Compiles with the job's pass selection; with `--passes`, prints the state after the last one. */
 function compileJob(job: ScriptJob, graph: Graph, mc: ModelContext): CompileState {
-  const state = compileGraph(graph, mc, { printAfterEach: printer(job), ...(job.passes ? { pipeline: job.passes } : {}) });
+  const state = compileGraph(graph, mc, { printAfterEach: printer(job), specialize: true, functions: !job.flat, sourceText: job.text, ...(job.passes ? { pipeline: job.passes } : {}) });
   const last = job.passes?.[job.passes.length - 1];
   if (last) job.out?.(printState(last, state));
   return state;
@@ -173,6 +177,93 @@ export interface CompiledFile extends ExportResult {
   hostInputs: Map<string, string>;
   /** Saves whose graph output had to take another name. */
   renamed: RenamedSave[];
+  /** What the rewrite inserted into the main graph, one entry per function call (or per statement when flat). */
+  inserted: InsertedStatement[];
+}
+
+/** One statement's inserted nodes in a compiled model. */
+export interface InsertedStatement {
+  /** `set`, `save`, `call`, `grad`, `compute`. */
+  kind: string;
+  /** The module the statement touches ('' for none). */
+  module: string;
+  /** ONNX nodes it inserted (inside its function, or in the main graph). */
+  nodes: number;
+  /** Where to find it in Netron: the call node's name (functions), else the common name prefix. */
+  name: string;
+  /** `file:line:col` of the statement. */
+  source: string;
+}
+
+/** The inserted statements of a compiled graph (main-graph nodes with onnsight metadata). */
+function insertedStatements(proto: ModelProto): { statements: InsertedStatement[]; mainNodes: number } {
+  const bySource = new Map<string, InsertedStatement>();
+  const out: InsertedStatement[] = [];
+  let mainNodes = 0;
+  for (const n of proto.graph?.node ?? []) {
+    const md = new Map((n.metadata_props ?? []).map((e) => [e.key!, e.value ?? '']));
+    if (!md.has('onnsight.op')) continue;
+    mainNodes++;
+    const source = md.get('onnsight.source') ?? '';
+    const count = md.has('onnsight.nodes') ? Number(md.get('onnsight.nodes')) : 1;
+    if (md.has('onnsight.nodes')) {
+      out.push({ kind: md.get('onnsight.op')!, module: md.get('onnsight.module') ?? '', nodes: count, name: n.name ?? '', source });
+      continue;
+    }
+    const prev = bySource.get(source);
+    if (prev) {
+      prev.nodes++;
+      const name = n.name ?? '';
+      let i = 0;
+      while (i < prev.name.length && i < name.length && prev.name[i] === name[i]) i++;
+      prev.name = prev.name.slice(0, i);
+      continue;
+    }
+    const e: InsertedStatement = { kind: md.get('onnsight.op')!, module: md.get('onnsight.module') ?? '', nodes: 1, name: n.name ?? '', source };
+    bySource.set(source, e);
+    out.push(e);
+  }
+  return { statements: out, mainNodes };
+}
+
+/**
+ * Stamps a rewritten model: producer onnsight, a doc string saying what was done, short
+ * metadata (script, its sha256, base model and producer, trace, inserted nodes), doc strings
+ * on host inputs. The model's own doc string and metadata are kept.
+ */
+function stampModel(proto: ModelProto, info: { script: string; text: string; base: string; trace: string; rows: number; positions?: number; hostDocs: Map<string, string>; inserted: { statements: InsertedStatement[]; mainNodes: number } }): void {
+  const baseProducer = [proto.producer_name, proto.producer_version].filter(Boolean).join(' ');
+  const sha = createHash('sha256').update(info.text).digest('hex');
+  const { statements, mainNodes } = info.inserted;
+  const total = statements.reduce((s, x) => s + x.nodes, 0);
+  const doc = [
+    `Rewritten by onnsight ${VERSION} from ${info.base}${baseProducer ? ` (${baseProducer})` : ''} for ${info.trace} of ${info.script}`
+      + `, compiled for ${info.rows} batch row${info.rows === 1 ? '' : 's'}${info.positions !== undefined ? ` of ${info.positions} positions` : ''} (rows and positions of its sets are constants).`,
+    `${statements.length} statement${statements.length === 1 ? '' : 's'} inserted ${total} node${total === 1 ? '' : 's'}${mainNodes !== total ? ` (${mainNodes} in the main graph: one ai.onnsight function call per statement)` : ''};`,
+    'each is named /<module>/nns.<kind> and carries its source line as doc_string and onnsight.* metadata.',
+    'Saves are graph outputs under their names; host.* inputs are values fed from outside (see their doc strings).',
+  ].join(' ');
+  proto.doc_string = proto.doc_string ? `${doc}
+
+${proto.doc_string}` : doc;
+  proto.producer_name = 'onnsight';
+  proto.producer_version = VERSION;
+  const own = (proto.metadata_props ?? []).filter((e) => !e.key?.startsWith('onnsight.'));
+  proto.metadata_props = [
+    ...own,
+    { key: 'onnsight.script', value: info.script },
+    { key: 'onnsight.script_sha256', value: sha },
+    { key: 'onnsight.base_model', value: info.base },
+    ...(baseProducer ? [{ key: 'onnsight.base_producer', value: baseProducer }] : []),
+    { key: 'onnsight.trace', value: info.trace },
+    { key: 'onnsight.rows', value: String(info.rows) },
+    ...(info.positions !== undefined ? [{ key: 'onnsight.positions', value: String(info.positions) }] : []),
+    { key: 'onnsight.inserted_nodes', value: String(mainNodes) },
+  ];
+  for (const v of proto.graph?.input ?? []) {
+    const d = v.name ? info.hostDocs.get(v.name) : undefined;
+    if (d) v.doc_string = d;
+  }
 }
 
 /** `out.onnx` for the first trace, `out.2.onnx`, `out.3.onnx`, ... for the next. */
@@ -231,9 +322,12 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
   throwIfAny(top);
   const ts = traces(job.ast);
   const mc = await open(job);
-  if (ts.length === 0) return [{ ...exportModel(mc.loaded, unchangedModel(mc), outPath), hostInputs: new Map(), renamed: [] }];
+  if (ts.length === 0) return [{ ...exportModel(mc.loaded, unchangedModel(mc), outPath), hostInputs: new Map(), renamed: [], inserted: [] }];
   const host = paramHost(job.ast);
+  const hostFrom = new Map<string, string>(); // save name → where it was saved
+  const paramNames = new Set(host.keys());
   const compiled: { proto: ModelProto; file: Omit<CompiledFile, keyof ExportResult> }[] = [];
+  const base = path.relative(process.cwd(), mc.loaded.source) || mc.loaded.source;
   const iface = new Map<string, string>([
     ...(mc.loaded.proto.graph?.input ?? []).map((v) => [v.name!, 'input'] as [string, string]),
     ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
@@ -250,9 +344,20 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
       const what = iface.get(save);
       renamed.push({ save, output, reason: what ? `the model has an ${what} '${save}'` : `'${save}' is taken in the graph` });
     }
-    compiled.push({ proto: state.model, file: { trace: { index: i + 1, line: t.headerSpan.line, col: t.headerSpan.col }, hostInputs: new Map(state.hostInputs ?? []), renamed } });
+    const hostDocs = new Map<string, string>();
+    for (const [k, v] of state.hostInputs ?? []) {
+      const from = hostFrom.get(k);
+      if (paramNames.has(k)) hostDocs.set(v, `param '${k}' of ${job.file}: nns run feeds it from --param ${k}=FILE`);
+      else hostDocs.set(v, from ? `the value saved as '${k}' by ${from}: nns run feeds it; feed it yourself when running this file alone` : `host value '${k}': computed outside the graph and fed at run time`);
+    }
+    const inserted = insertedStatements(state.model);
+    const traceText = `trace ${i + 1} (${job.file}:${t.headerSpan.line}:${t.headerSpan.col})`;
+    const positions = lowered.graph.dimValues.sequence;
+    stampModel(state.model, { script: job.file, text: job.text, base, trace: traceText, rows: lowered.graph.batch, ...(positions !== undefined ? { positions } : {}), hostDocs, inserted });
+    compiled.push({ proto: state.model, file: { trace: { index: i + 1, line: t.headerSpan.line, col: t.headerSpan.col }, hostInputs: new Map(state.hostInputs ?? []), renamed, inserted: inserted.statements } });
     for (const n of lowered.graph.nodes) {
       if (!n.is('save')) continue;
+      hostFrom.set(n.attrs.name, `trace ${i + 1} at ${n.span.file}:${n.span.line}:${n.span.col}`);
       const ty = n.inputs[0]?.type;
       host.set(n.attrs.name, { dtype: ty?.dtype ?? 'float32', shape: concreteShape(lowered.graph, ty?.shape) });
     }

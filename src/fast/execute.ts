@@ -26,10 +26,10 @@ import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
 import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
-import { evalOp } from '../../ir/ops.js';
+import { evalOp, HOST_OPS } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
 import { ModuleModels } from './module-model.js';
-import { buildPortedModel, type PortedModel, type PortSpec } from './ports.js';
+import { buildPortedModel, choosePorts, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
 import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
 import { planSweep, runSweep, SweepFallback, type Env } from './sweep.js';
@@ -64,6 +64,8 @@ export interface FastExecutorOptions {
   ports?: readonly PortSpec[];
   /** Keep the session open for good (default true); false leaves it to the session LRU. */
   pinned?: boolean;
+  /** Graph outputs the instrumented model computes at the last position only ({@link PortedModelOptions.lastPosition}). */
+  lastPosition?: readonly string[];
   /**
    * Where the instrumented model and the module models run (default: local onnxruntime
    * sessions). An {@link FastRunner} over an Open Inference Protocol server sends the same
@@ -104,6 +106,24 @@ export function compress(data: Float32Array, shape: readonly number[]): Tensor {
   return { dtype: 'float32', shape: s, data: d };
 }
 
+/** Whether `v` is computed from literals alone (no reads, host values or module calls). */
+function literalOnly(v: Value): boolean {
+  const stack = [v];
+  const seen = new Set<Value>();
+  while (stack.length > 0) {
+    const u = stack.pop()!;
+    if (seen.has(u)) continue;
+    seen.add(u);
+    const p = u.producer;
+    if (p.is('const')) continue;
+    if (p.is('host') || p.is('call_module') || READ_OPS.has(p.op) || !HOST_OPS.has(p.op)) return false;
+    stack.push(...p.inputs);
+  }
+  return true;
+}
+
+const READ_OPS = new Set(['module.output', 'module.input', 'model.output', 'param']);
+
 /** Runs traces on the instrumented model (see the module comment). */
 export class FastExecutor implements FastPath {
   /** Counters. */
@@ -118,6 +138,7 @@ export class FastExecutor implements FastPath {
   private portedModel: PortedModel | undefined;
   private separable: boolean | undefined;
   private readonly neutral = new Map<string, Tensor>();
+  private readonly feedCache = new WeakMap<FastPlan, { literal: boolean; key: string; feeds: Record<string, Tensor> }>();
 
   constructor(private readonly mc: ModelContext, private readonly opts: FastExecutorOptions = {}) {
     this.modules = new ModuleModels(mc);
@@ -152,7 +173,7 @@ export class FastExecutor implements FastPath {
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= this.opts.ports ? buildPortedModel(this.mc, this.opts.ports) : buildPortedModel(this.mc);
+    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { lastPosition: this.opts.lastPosition });
     return this.portedModel;
   }
 
@@ -170,6 +191,13 @@ export class FastExecutor implements FastPath {
       return r;
     }
     return { plan: r.plan, text: printFastPlan(ir, r.plan) };
+  }
+
+  /** Plans `ir` on the instrumented model (as {@link plan}, without printing the partition). */
+  planOnly(ir: Graph): { plan: FastPlan } | { reject: string } {
+    const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
+    if ('reject' in r) this.fallback(r.reject);
+    return r;
   }
 
   /** Runs a plan of `ir`; null when a value turns out not computable on the host after all (the compiler takes over). */
@@ -235,7 +263,7 @@ export class FastExecutor implements FastPath {
       this.stats.sourceRuns++;
     }
     const rows = runRows(plan.mainRows);
-    const main = { ...base(rows), ...this.portFeeds(ir, plan, seqLen, host, source, rows) };
+    const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows) };
     const fetched: Env = { out: await this.runner.runPorted(main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
     await this.runCalls(plan, host, fetched, memo);
@@ -266,8 +294,9 @@ export class FastExecutor implements FastPath {
       return false;
     }
     const session = await this.session();
+    const tokens = batchRows(ir);
     const neutral = (rows: number[]): Record<string, Tensor> => {
-      const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => batchRows(ir)[r]!), { padId: 0 });
+      const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => tokens[r]!), { padId: 0 });
       for (const p of this.ported.ports) {
         feeds[p.keep] = this.constant(1, p.shape.length);
         feeds[p.add] = this.constant(0, p.shape.length);
@@ -393,6 +422,24 @@ export class FastExecutor implements FastPath {
     const width = Math.max(1, ...this.ported.ports.map((p) => Number(p.shape[p.shape.length - 1]) || 1));
     const bytes = rows * (rowBytes(this.mc, seqLen, plan.mainFetch.length) + ports * 2 * 4 * seqLen * width);
     if (bytes > budget) throw new Fallback(`a batch of ${rows} rows needs ~${Math.round(bytes / 2 ** 20)} MiB in one run (budget ${Math.round(budget / 2 ** 20)} MiB); the compiled path splits it`);
+  }
+
+  /**
+   * {@link portFeeds}, kept per plan when every set value is built from literals alone (a
+   * steering vector given as numbers): such feeds depend only on the plan, the sequence
+   * length and the rows, so a generation builds them once per step structure, not per step.
+   */
+  private cachedPortFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, Tensor> {
+    if (plan.sets.length === 0) return {};
+    let c = this.feedCache.get(plan);
+    if (!c) this.feedCache.set(plan, (c = { literal: plan.sets.every((s) => literalOnly(s.value)), key: '', feeds: {} }));
+    if (!c.literal) return this.portFeeds(ir, plan, seqLen, host, source, rows);
+    const key = `${ir.batch}|${seqLen}|${rows.join(',')}`;
+    if (c.key !== key) {
+      c.feeds = this.portFeeds(ir, plan, seqLen, host, source, rows);
+      c.key = key;
+    }
+    return c.feeds;
   }
 
   /** keep/add feeds of every port a set writes. */

@@ -8,7 +8,7 @@
  */
 export { FastExecutor, compress, type FastStats, type FastExecutorOptions } from './execute.js';
 export { planFastPath, explainFastPath, type FastPlan, type PlanResult, type PlanOptions, type ReadBinding, type SetPlan } from './plan.js';
-export { buildPortedModel, choosePorts, portKey, PORTS_FORMAT, type Port, type PortSpec, type PortedModel } from './ports.js';
+export { buildPortedModel, choosePorts, portKey, sliceOutputToLastPosition, PORTS_FORMAT, type Port, type PortSpec, type PortedModel, type PortedModelOptions } from './ports.js';
 export { ModuleModels, moduleClosure, moduleModelProto, MODULE_MODEL_FORMAT, type ModuleModel, type ModuleClosure } from './module-model.js';
 export { indexTensor, broadcastTo, castTo, tensorOf, HostEvalError } from '../../ir/eval.js';
 export { evalOp, HOST_OPS } from '../../ir/ops.js';

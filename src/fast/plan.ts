@@ -118,6 +118,28 @@ const meets = (a: ReadonlySet<number>, r0: number, r1: number): boolean => [...a
 /** A port whose value's leading dim is not the batch (`[1, sequence, D]` position embeddings): one tensor every row shares. */
 const shared = (p: Port): boolean => p.shape[0] !== 'batch';
 
+/**
+ * Whether every use of `v` (a value with its sequence axis at `axis`) is an index taking
+ * the last position of that axis (`x[:, -1]`, `x[0, -1, :5]`): then `v` may be computed at
+ * its last position only (the axis of size 1) with the same results.
+ */
+export function readsLastPositionOnly(ir: Graph, v: Value, axis: number): boolean {
+  if (axis < 0) return false;
+  let uses = 0;
+  for (const n of ir.nodes) {
+    if (!n.inputs.includes(v)) continue;
+    uses++;
+    if (!n.is('index') || n.inputs.length !== 1) return false;
+    const rank = v.type?.shape?.length;
+    if (rank === undefined) return false;
+    const full = expandItems(n.attrs.items, rank);
+    if (!Array.isArray(full)) return false;
+    const at = full.filter((it) => it.kind !== 'newaxis')[axis];
+    if (at?.kind !== 'index' || at.index !== -1) return false;
+  }
+  return uses > 0;
+}
+
 /** Plans `ir` on the instrumented model, or says why it cannot. */
 export function explainFastPath(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOptions = {}): PlanResult {
   try {
@@ -185,6 +207,9 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     if (n.is('model.output')) {
       const name = n.attrs.name ?? tree.graphOutputs[0]?.name;
       if (!name || !ported.outputUpstream.has(name)) throw new Reject(`no graph output ${name}`);
+      if (ported.lastPosition.has(name) && !readsLastPositionOnly(ir, n.result, tree.graphOutputs.find((o) => o.name === name)?.sig?.shape?.indexOf('sequence') ?? -1)) {
+        throw new Reject(`graph output ${name} is read beyond its last position`);
+      }
       reads.set(n.result, { fetch: name, rowStart: r0, rowEnd: r1, port: null, post: true });
       continue;
     }

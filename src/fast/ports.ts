@@ -24,9 +24,11 @@ import { compileGraph, type ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { Dim, ModuleTree } from '../model/types.js';
 import type { ModelProto, NodeProto } from '../onnx/proto.js';
-import { OnnxGraphView } from '../onnx/view.js';
+import { OnnxGraphView, topoOrder } from '../onnx/view.js';
 import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
+import { Emitter } from '../../passes/onnx-emit.js';
+import { sinkSlices } from '../../passes/sink-slices.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
 export const PORTS_FORMAT = 2;
@@ -71,6 +73,8 @@ export interface PortedModel {
   outputUpstream: ReadonlyMap<string, ReadonlySet<number>>;
   /** The rewritten proto (kept for tests and inspection). */
   proto: ModelProto;
+  /** Graph outputs computed at the last position only ({@link PortedModelOptions.lastPosition}). */
+  lastPosition: ReadonlySet<string>;
 }
 
 /** `path#kind`, the key of {@link PortedModel.byKey}. */
@@ -134,8 +138,9 @@ function spliceOrder(tree: ModuleTree, specs: readonly PortSpec[]): PortSpec[] {
 }
 
 /**
- * Saves are Identity nodes feeding new graph outputs: the instrumented model outputs the
- * values themselves instead (no copies). `state.saved` then maps each save to that value.
+ * Saves of model values are Identity nodes feeding new graph outputs: the instrumented model
+ * outputs the values themselves instead (no copies); an inserted value saved under its own
+ * name stays as it is. `state.saved` then maps each save to that value.
  */
 export const portOutputsPass: Pass = {
   name: 'port-outputs',
@@ -146,8 +151,11 @@ export const portOutputsPass: Pass = {
     const direct = new Map<string, string>(); // save name → ONNX value
     const drop = new Set<NodeProto>();
     for (const [name, out] of state.saved) {
-      const id = view.producer(out)!;
-      if (id.op_type !== 'Identity') throw new Error(`internal: save ${name} is not an Identity`);
+      const id = view.producer(out);
+      if (!id || id.op_type !== 'Identity') { // an inserted value that is itself named by its save
+        direct.set(name, out);
+        continue;
+      }
       direct.set(name, id.input![0]!);
       drop.add(id);
     }
@@ -193,8 +201,59 @@ export const portedPipeline: readonly Pass[] = [...defaultPipeline, portOutputsP
 
 const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 
+/** Options of {@link buildPortedModel}. */
+export interface PortedModelOptions {
+  /**
+   * Graph outputs to compute at the last position of their `sequence` axis only (the
+   * output keeps its name and rank, that axis of size 1): a generation step reads just the
+   * last position's logits. The selection is sunk above position-wise nodes
+   * (passes/sink-slices.ts), so the lm_head (and the final norm) run on one position.
+   * Outputs without a sequence axis, or read inside the graph, stay whole.
+   */
+  lastPosition?: readonly string[];
+}
+
+/**
+ * Rewrites graph output `name` of `model` to its last position along `axis` (a `Slice`
+ * keeping the rank), then sinks the selection above position-wise nodes. Returns whether
+ * the output was rewritten.
+ */
+export function sliceOutputToLastPosition(model: ModelProto, name: string, axis: number, ranks: ReadonlyMap<string, number>): boolean {
+  const g = model.graph!;
+  const opset = Number((model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+  const out = (g.output ?? []).find((o) => o.name === name);
+  const producer = (g.node ?? []).find((n) => (n.output ?? []).includes(name));
+  const dims = out?.type?.tensor_type?.shape?.dim;
+  // Slice with input starts/ends/axes from opset 10; an output also read inside the graph stays whole.
+  if (opset < 10 || !out || !producer || !dims || axis >= dims.length || (g.node ?? []).some((n) => (n.input ?? []).includes(name))) return false;
+  if ((g.output ?? []).filter((o) => o.name === name).length !== 1) return false;
+  const em = new Emitter(g);
+  em.prov = { module: '', irOp: 'last-position' };
+  const all = em.unique(`${name}/nns.all_positions`);
+  producer.output = producer.output!.map((o) => (o === name ? all : o));
+  em.node('Slice', [all, em.ints([-1]), em.ints([Number.MAX_SAFE_INTEGER]), em.ints([axis])]);
+  g.node![g.node!.length - 1]!.output = [name];
+  dims[axis] = { dim_value: 1 };
+  sinkSlices(g, opset, { ranks: new Map([...ranks, [all, dims.length]]) });
+  const { order, cyclic } = topoOrder(g);
+  if (cyclic.length) throw new Error(`internal: slicing ${name} to its last position made a cycle`);
+  g.node = order;
+  return true;
+}
+
+/** Ranks of the module boundaries and graph inputs/outputs (what {@link sinkSlices} cannot infer itself). */
+function boundaryRanks(tree: ModuleTree): Map<string, number> {
+  const ranks = new Map<string, number>();
+  const add = (b: { name: string; sig?: { shape: unknown[] | null } }): void => {
+    if (b.sig?.shape && !ranks.has(b.name)) ranks.set(b.name, b.sig.shape.length);
+  };
+  for (const m of tree.modules.values()) [...m.outputs, ...m.inputs].forEach(add);
+  [...tree.graphInputs, ...tree.graphOutputs].forEach(add);
+  return ranks;
+}
+
 /** Builds (or reuses, when written before) the instrumented model for `specs`. */
-export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = choosePorts(mc.tree)): PortedModel {
+export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = choosePorts(mc.tree), opts: PortedModelOptions = {}): PortedModel {
   const specs = spliceOrder(mc.tree, given);
   const b = new Builder({ file: '<ports>', tree: mc.tree });
   const read = (s: PortSpec): ReturnType<Builder['moduleOutput']> => (s.kind === 'output' ? b.moduleOutput(s.path, 0, SPAN) : b.moduleInput(s.path, 0, SPAN));
@@ -211,6 +270,14 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
   const state = compileGraph(b.graph, mc, { pipeline: portedPipeline });
   const g = state.model.graph!;
   const saved = state.saved;
+  const last: string[] = [];
+  if (opts.lastPosition?.length) {
+    const ranks = boundaryRanks(mc.tree);
+    for (const name of opts.lastPosition) {
+      const axis = mc.tree.graphOutputs.find((o) => o.name === name)?.sig?.shape?.indexOf('sequence') ?? -1;
+      if (axis >= 0 && sliceOutputToLastPosition(state.model, name, axis, ranks)) last.push(name);
+    }
+  }
   const inputName = state.hostInputs ?? new Map<string, string>();
 
   // Data flow: which port results each value depends on.
@@ -234,7 +301,7 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
     };
   });
   const outputUpstream = new Map(mc.tree.graphOutputs.map((o) => [o.name, deps.get(o.name) ?? new Set<number>()]));
-  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${PORTS_FORMAT}`).digest('hex').slice(0, 24);
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
-  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model };
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model, lastPosition: new Set(last) };
 }

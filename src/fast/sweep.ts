@@ -273,31 +273,48 @@ function stack(ts: readonly Tensor[]): Tensor {
   return { dtype: 'float32', shape: [ts.length, ...ts[0]!.shape.slice(1)], data };
 }
 
-/** A row's residual with its sets applied, and the first position they change (T when none). */
-function patchedResidual(host: SweepHost, r: RowPlan, clean: Tensor, env: Env, memo: Map<Value, Tensor>, T: number, D: number): { x: Float32Array; first: number } {
-  const x = Float32Array.from(clean.data as Float32Array);
-  const steered = new Uint8Array(x.length);
-  let first = T;
+/** Flat indices (into one row's `[1, T, D]` value) each set selects, memoized by its items (rows share them). */
+class Selections {
+  private readonly iota: Tensor;
+  private readonly memo = new Map<string, Tensor>();
+
+  constructor(T: number, D: number) {
+    this.iota = tensorOf('float64', [1, T, D], Float64Array.from({ length: T * D }, (_, i) => i));
+  }
+
+  of(s: SetPlan): Tensor {
+    const key = JSON.stringify(s.items);
+    let t = this.memo.get(key);
+    if (!t) this.memo.set(key, (t = s.items ? indexTensor(this.iota, s.items) : this.iota));
+    return t;
+  }
+}
+
+/**
+ * Writes a row's residual from position `from` on into `x` at `at`: the clean value, then its
+ * sets in program order (replace: the value; steer: added onto what is there).
+ */
+function writeResidual(host: SweepHost, r: RowPlan, sel: Selections, clean: Tensor, from: number, x: Float32Array, at: number, env: Env, memo: Map<Value, Tensor>, D: number): void {
+  const n = clean.data.length - from * D;
+  x.set((clean.data as Float32Array).subarray(from * D), at);
+  const steered = r.sets.filter((s) => s.kind === 'steer').length > 1 ? new Uint8Array(n) : undefined;
   for (const s of r.sets) {
-    const iota = tensorOf('float64', [1, T, D], Float64Array.from({ length: T * D }, (_, i) => i));
-    const sel = s.items ? indexTensor(iota, s.items) : iota;
-    const vals = broadcastTo(castTo(host.evaluate(s.value, env, memo), 'float32'), sel.shape);
-    const idx = sel.data as Float64Array;
+    const idxT = sel.of(s);
+    const vals = broadcastTo(castTo(host.evaluate(s.value, env, memo), 'float32'), idxT.shape);
+    const idx = idxT.data as Float64Array;
     const v = vals.data as Float32Array;
     for (let i = 0; i < idx.length; i++) {
-      const k = idx[i]!;
+      const k = idx[i]! - from * D;
       if (s.kind === 'replace') {
-        x[k] = v[i]!;
-        steered[k] = 0;
+        x[at + k] = v[i]!;
+        if (steered) steered[k] = 0;
       } else {
-        if (steered[k]) throw new SweepFallback('two additions to one element');
-        x[k] = Math.fround(x[k]! + v[i]!); // onto the clean value, or onto what an earlier replace wrote
-        steered[k] = 1;
+        if (steered?.[k]) throw new SweepFallback('two additions to one element');
+        x[at + k] = Math.fround(x[at + k]! + v[i]!); // onto the clean value, or onto what an earlier replace wrote
+        if (steered) steered[k] = 1;
       }
-      first = Math.min(first, Math.floor(k / D));
     }
   }
-  return { x, first };
 }
 
 /** The sweep cannot go on (the ordinary path takes the trace). */
@@ -323,13 +340,23 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   const memo = new Map<Value, Tensor>();
   const tokens = batchRows(ir);
 
-  // Each changed row: its residual at its start cut, the first position changed.
-  const rows = sp.rows.map((r) => {
-    const clean = rowOf(env, sp.cutFetch.get(r.start)!, sp.rep.get(r.row)!);
-    const { x, first } = patchedResidual(host, r, clean, env, memo, T, D);
-    const from = sp.cached ? Math.min(first, r.need[0] ?? T) : 0;
-    return { r, x, from };
-  }).filter((v) => v.r.reads.length > 0);
+  // Each changed row: the first position its sets change (its residual is written per group).
+  const sel = new Selections(T, D);
+  const rows = sp.rows.filter((r) => r.reads.length > 0).map((r) => {
+    let first = T;
+    for (const s of r.sets) {
+      const idx = sel.of(s).data as Float64Array;
+      for (let i = 0; i < idx.length; i++) first = Math.min(first, Math.floor(idx[i]! / D));
+    }
+    return { r, from: sp.cached ? Math.min(first, r.need[0] ?? T, T - 1) : 0 };
+  });
+  const cleanCuts = new Map<string, Tensor>();
+  const cleanCut = (start: number, row: number): Tensor => {
+    const key = `${start}/${row}`;
+    let t = cleanCuts.get(key);
+    if (!t) cleanCuts.set(key, (t = rowOf(env, sp.cutFetch.get(start)!, row)));
+    return t;
+  };
 
   // Groups: same start; with a cache, position buckets whose recomputed share stays small.
   const maxRows = chunkRows(host, T, D);
@@ -338,8 +365,8 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     const mine = rows.filter((v) => v.r.start === start).sort((a, b) => a.from - b.from);
     let cur: (typeof groups)[number] | undefined;
     for (const v of mine) {
-      const from = Math.min(v.from, T - 1);
-      if (!cur || cur.items.length >= maxRows || (T - cur.from) > 1.15 * (T - from) + 1) {
+      const from = v.from;
+      if (!cur || cur.items.length >= maxRows || (T - cur.from) > 1.08 * (T - from) + 1) {
         cur = { start, from, items: [] };
         groups.push(cur);
       }
@@ -353,7 +380,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     const batch = g.items.map((v) => v.r.row);
     const N = T - g.from;
     let x: Tensor = { dtype: 'float32', shape: [batch.length, N, D], data: new Float32Array(batch.length * N * D) };
-    g.items.forEach((v, i) => (x.data as Float32Array).set(v.x.subarray(g.from * D), i * N * D));
+    g.items.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(g.start, sp.rep.get(v.r.row)!), g.from, x.data as Float32Array, i * N * D, env, memo, D));
     const feedsFor = (names: readonly string[]): Record<string, Tensor> => {
       const f: Record<string, Tensor> = {};
       for (const name of names) {

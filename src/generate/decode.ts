@@ -30,6 +30,8 @@ import { compileGraph } from '../compile.js';
 import { structuralText } from '../compile-cache.js';
 import { irPipeline } from '../../passes/pipeline.js';
 import { stepExecutor } from './step-ports.js';
+import type { FastExecutor } from '../fast/execute.js';
+import type { FastPlan } from '../fast/plan.js';
 import { numel, type Tensor } from '../tensor.js';
 import { detectCache, type CacheLayout } from './cache-layout.js';
 import { chooseToken, Mulberry32, type SamplingOptions } from './sample.js';
@@ -122,6 +124,30 @@ export function maxPositions(mc: ModelContext): number | undefined {
   return typeof v === 'number' ? v : undefined;
 }
 
+/** A step structure after the IR pipeline, with its fast-path executor and plan once planned (null: not plannable). */
+interface PreparedStep {
+  ir: Graph;
+  /** Structural text of `ir` as prepared (the compiled path changes the IR it runs: then it is dropped). */
+  text: string;
+  fast?: { executor: FastExecutor; plan: FastPlan } | null;
+}
+
+/** Prepared step structures kept per model (least recently used dropped beyond). */
+const MAX_PREPARED = 32;
+
+const preparedByModel = new WeakMap<ModelContext, Map<string, PreparedStep>>();
+
+/**
+ * The prepared step structures of a model, by sequence length and structural text: kept
+ * across generations, so a generation with the same statements as an earlier one runs the
+ * IR pipeline and the fast-path planner for none of its steps.
+ */
+function preparedSteps(mc: ModelContext): Map<string, PreparedStep> {
+  let m = preparedByModel.get(mc);
+  if (!m) preparedByModel.set(mc, (m = new Map()));
+  return m;
+}
+
 function span(file: string): Span {
   return { file, line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 }
@@ -179,7 +205,7 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
   const mask: number[][] = req.prompts.map((p) => [...Array(P - p.length).fill(0), ...Array(p.length).fill(1)]);
   let past: Tensor[] | undefined = layout?.entries.map((e) => ({ dtype: 'float32', shape: [B, ...e.emptyShape.slice(1)], data: new Float32Array(0) }));
   let steps = 0;
-  const prepared = new Map<string, { ir: Graph; text: string }>();
+  const prepared = preparedSteps(mc);
   for (let s = 0; s < o.maxNewTokens; s++) {
     const last = fed.map((r) => r[r.length - 1]!);
     const rows = layout ? (s === 0 ? fed.map((r) => [...r]) : last.map((t) => [t])) : fed.map((r) => [...r]);
@@ -232,18 +258,33 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
     if (layout) feeds = cacheFeeds(layout, s === 0 ? req.prompts.map((p) => [...Array(P - p.length).fill(padId), ...p]) : last.map((t) => [t]), mask, past!);
     // The IR pipeline runs once per step structure (and prompt length); later steps of the same
     // structure reuse its result (tokens, host values and feeds are per step, not in the IR).
-    const key = `${graph.dimValues.sequence}|${structuralText(graph)}`;
-    let ready = prepared.get(key);
-    if (!ready && !req.run?.printAfterEach && !req.run?.pipeline) {
+    const custom = !!req.run?.printAfterEach || !!req.run?.pipeline;
+    const key = custom ? '' : `${graph.dimValues.sequence}|${req.run?.verifyEach ? 'verify|' : ''}${structuralText(graph)}`;
+    let ready = custom ? undefined : prepared.get(key);
+    if (ready) {
+      prepared.delete(key); // most recently used last
+      prepared.set(key, ready);
+    } else if (!custom) {
       ready = { ir: compileGraph(graph, mc, { pipeline: irPipeline, verifyEach: req.run?.verifyEach }).ir, text: '' };
       ready.text = structuralText(ready.ir);
       prepared.set(key, ready);
+      for (const k of prepared.keys()) if (prepared.size > MAX_PREPARED) prepared.delete(k);
     }
     let results: Map<string, Tensor> | null = null;
-    if (ready && mc.fast && req.run?.fast !== false) results = await stepExecutor(mc, ready.ir).tryRun(ready.ir, host, feeds);
-    results ??= await runGraph(ready?.ir ?? graph, mc, { ...req.run, host, ...(feeds ? { feeds } : {}), ...(ready ? { prepared: true, fast: false } : {}) });
-    // The compiled path lifts literals out of the IR it runs: such an IR is not reused.
-    if (ready && structuralText(ready.ir) !== ready.text) prepared.delete(key);
+    if (ready && mc.fast && req.run?.fast !== false) {
+      // The step's executor and plan, once per prepared step structure.
+      if (ready.fast === undefined) {
+        const executor = stepExecutor(mc, ready.ir);
+        const r = executor.planOnly(ready.ir);
+        ready.fast = 'plan' in r ? { executor, plan: r.plan } : null;
+      }
+      if (ready.fast) results = await ready.fast.executor.run(ready.ir, ready.fast.plan, host, feeds);
+    }
+    if (!results) {
+      results = await runGraph(ready?.ir ?? graph, mc, { ...req.run, host, ...(feeds ? { feeds } : {}), ...(ready ? { prepared: true, fast: false } : {}) });
+      // The compiled path lifts literals out of the IR it runs: such an IR is not reused.
+      if (ready && structuralText(ready.ir) !== ready.text) prepared.delete(key);
+    }
     const next = results.get(NEXT)!;
     if (layout) past = layout.entries.map((_, i) => results.get(`${INTERNAL}present.${i}`)!);
     const stepStart = s === 0 ? 0 : L - 1;
@@ -292,21 +333,31 @@ function cacheFeeds(layout: CacheLayout, ids: number[][], mask: number[][], past
   const T = ids[0]!.length;
   const total = mask[0]!.length;
   const feeds: Record<string, Tensor> = {};
-  const int = (values: number[], shape: number[]): Tensor => (layout.idType === 'int64'
-    ? { dtype: 'int64', shape, data: BigInt64Array.from(values, (v) => BigInt(v)) }
-    : { dtype: 'int32', shape, data: Int32Array.from(values) });
-  feeds.input_ids = int(ids.flat(), [B, T]);
-  if (layout.hasMask) feeds.attention_mask = int(mask.flat(), [B, total]);
-  if (layout.hasPositions) {
-    const pos: number[] = [];
-    for (const m of mask) {
-      let c = 0;
-      const full = m.map((x) => (c += x, x === 0 ? 1 : c - 1));
-      pos.push(...full.slice(total - T));
+  const int = (n: number, shape: number[], at: (k: number) => number): Tensor => {
+    if (layout.idType === 'int64') {
+      const data = new BigInt64Array(n);
+      for (let k = 0; k < n; k++) data[k] = BigInt(at(k));
+      return { dtype: 'int64', shape, data };
     }
-    feeds.position_ids = int(pos, [B, T]);
+    const data = new Int32Array(n);
+    for (let k = 0; k < n; k++) data[k] = at(k);
+    return { dtype: 'int32', shape, data };
+  };
+  feeds.input_ids = int(B * T, [B, T], (k) => ids[Math.floor(k / T)]![k % T]!);
+  if (layout.hasMask) feeds.attention_mask = int(B * total, [B, total], (k) => mask[Math.floor(k / total)]![k % total]!);
+  if (layout.hasPositions) {
+    // cumsum(mask) - 1, and 1 where the mask is 0; the last T positions of each row.
+    const pos = new Array<number>(B * T);
+    mask.forEach((m, r) => {
+      let c = 0;
+      for (let t = 0; t < total; t++) {
+        c += m[t]!;
+        if (t >= total - T) pos[r * T + t - (total - T)] = m[t] === 0 ? 1 : c - 1;
+      }
+    });
+    feeds.position_ids = int(B * T, [B, T], (k) => pos[k]!);
   }
-  if (layout.hasTokenTypes) feeds.token_type_ids = int(Array(B * T).fill(0), [B, T]);
+  if (layout.hasTokenTypes) feeds.token_type_ids = int(B * T, [B, T], () => 0);
   layout.entries.forEach((e, i) => { feeds[e.input] = past[i]!; });
   return feeds;
 }

@@ -130,17 +130,16 @@ export class OipClient {
     const binary = opts.binary ?? this.opts.binary ?? true;
     this.stats.infer++;
     if (binary) this.stats.binaryInfer++;
-    const head: Record<string, unknown> = { ...(opts.id ? { id: opts.id } : {}) };
+    const head: Record<string, unknown> = {
+      ...(opts.id ? { id: opts.id } : {}),
+      ...(outputs ? { outputs: outputs.map((o) => ({ name: o, ...(binary ? { parameters: { binary_data: true } } : {}) })) } : {}),
+    };
     let enc;
     try {
       enc = encodeBody(head, 'inputs', Object.entries(inputs).map(([n, t]) => ({ name: n, tensor: t, binary })));
     } catch (e) {
       if (e instanceof OipFormatError) throw new NnsError('oip-unsupported', `cannot send this request as JSON: ${e.message}`, { kind: 'usage' });
       throw e;
-    }
-    if (outputs) {
-      head.outputs = outputs.map((o) => ({ name: o, ...(binary ? { parameters: { binary_data: true } } : {}) }));
-      enc = { ...enc, ...reencode(head, enc) };
     }
     const r = await this.request('POST', `/v2/models/${encodeURIComponent(name)}/infer`, { bytes: enc.body, ...(enc.headerLength !== undefined ? { headerLength: enc.headerLength } : {}) });
     if (r.status !== 200) throw this.fail(r.status, r.bytes, `an inference request to model '${name}'`);
@@ -159,11 +158,4 @@ export class OipClient {
       throw e;
     }
   }
-}
-
-/** Re-encodes the JSON head after `outputs` was added (the tensors' binary part is unchanged). */
-function reencode(head: Record<string, unknown>, enc: { body: Buffer; headerLength?: number }): { body: Buffer; headerLength?: number } {
-  const json = Buffer.from(JSON.stringify(head), 'utf8');
-  if (enc.headerLength === undefined) return { body: json };
-  return { body: Buffer.concat([json, enc.body.subarray(enc.headerLength)]), headerLength: json.byteLength };
 }

@@ -65,7 +65,7 @@ export async function serveCommand(a: ServeArgs, io: ServeIO): Promise<number> {
   if (port > 65535) throw usageError('bad-flag', `--port must be 0..65535, not ${port}`);
   const host = (a.flags.get('host') as string | undefined) ?? '127.0.0.1';
   const keysFile = a.flags.get('keys');
-  const keys = typeof keysFile === 'string' ? KeySet.fromFile(path.resolve(io.cwd, keysFile)) : undefined;
+  const keys = typeof keysFile === 'string' ? KeySet.fromFile(path.resolve(io.cwd, keysFile), keysFile) : undefined;
   const limits = limitsOf(a);
   io.err(`nns serve: opening ${models.map((m) => m.name).join(', ')}`);
   let server;

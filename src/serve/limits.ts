@@ -69,17 +69,18 @@ export class KeySet {
 
   /**
    * Reads a key file: one key per line; blank lines and lines starting with `#` are skipped.
+   * @param shown the name messages use (the path as the user gave it)
    * @throws NnsError (usage) when the file cannot be read or holds no key
    */
-  static fromFile(file: string): KeySet {
+  static fromFile(file: string, shown = file): KeySet {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw usageError('no-such-file', `cannot read the key file '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw usageError('no-such-file', `cannot read the key file '${shown}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     const keys = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    if (keys.length === 0) throw usageError('bad-flag', `the key file '${file}' holds no key (one key per line)`);
+    if (keys.length === 0) throw usageError('bad-flag', `the key file '${shown}' holds no key (one key per line)`);
     return new KeySet(keys);
   }
 }

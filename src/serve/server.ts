@@ -219,14 +219,14 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
           res.write(`event: ${e.status}\ndata: ${JSON.stringify(e)}\n\n`);
           if (terminal(e)) res.end();
         });
-        req.on('close', off);
+        res.on('close', off);
         return;
       }
       const answer = (): void => answerResult(job, res);
       if (job.state === 'queued' || job.state === 'running') {
         if (url.searchParams.get('wait') === '1') {
           const off = jobs.listen(job, (e) => { if (terminal(e)) { off(); answer(); } });
-          req.on('close', off);
+          res.on('close', off);
           return;
         }
       }
@@ -270,7 +270,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     // so a client that loses the connection can still fetch the result.
     res.setHeader('x-nns-job', job.id);
     const off = jobs.listen(job, (e) => { if (terminal(e)) { off(); answerResult(job, res); } });
-    req.on('close', off);
+    res.on('close', off);
   };
 
   const answerResult = (job: import('./jobs.js').Job, res: http.ServerResponse): void => {

@@ -40,7 +40,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(sweep.scopes.length - 1).toBe(4 * (1 + 8));
   });
 
-  for (const name of ['ported_build_ms', 'ported_plain_run_ms', 'save_all_run_ms', 'patch_run_ms', 'first_trace_ms', 'first_custom_trace_ms', 'repeat_trace_ms', 'sweep_variants', 'sweep_ms', 'grad_all_blocks_ms', 'attribution_ms']) {
+  for (const name of ['ported_build_ms', 'ported_plain_run_ms', 'save_all_run_ms', 'patch_run_ms', 'first_trace_ms', 'first_custom_trace_ms', 'repeat_trace_ms', 'sweep_variants', 'sweep_ms', 'sweep_full_ms', 'grad_all_blocks_ms', 'attribution_ms']) {
     it(name, async () => {
       const v = await m(name).run!(ctx);
       expect(Number.isFinite(v) && v >= 0).toBe(true);
@@ -53,7 +53,10 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(ctx.notes.first_custom_trace_ms).toMatch(/^fast path/);
     expect(ctx.notes.repeat_trace_ms).toMatch(/^fast path/);
     expect(ctx.notes.repeat_trace_prepacked_ms).toMatch(/^fast path/);
-    expect(ctx.notes.sweep_ms).toMatch(/^fast path/);
+    // 4 blocks × 8 positions: the incremental sweep (block-range sub-models) pays off even here
+    expect(ctx.notes.sweep_ms).toMatch(/^incremental sweep/);
+    expect(ctx.notes.sweep_full_ms).toMatch(/^model\.with-past\.onnx; incremental sweep/);
+    expect(ctx.extra.sweep_full_variants).toBe(4 * 16);
     expect(ctx.extra.sweep_rows).toBe(1 + 4 * 8); // the per-layer source invokes merged into one row
   });
 

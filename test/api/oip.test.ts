@@ -1,7 +1,7 @@
 /**
  * Fast-path traces on an Open Inference Protocol v2 server (issue 13.5), against `nns
  * serve`'s `/v2` endpoints (src/serve/oip.ts; no Triton on this machine):
- * - every reference.json case: where the local fast path runs it, the same trace through
+ * - every reference.json case, on both gpt2-facts exports: where the local fast path runs it, the same trace through
  *   `oip(url, name)` gives the local run's saves bit for bit (and the PyTorch reference);
  *   where the local run needs the compiler (skip_block, gradients) or generates, the remote
  *   model refuses clearly (`oip-needs-compiler`, `oip-unsupported`) instead of running locally;
@@ -29,15 +29,22 @@ let local: LanguageModel;
 let remote: LanguageModel;
 let ex: OipExecutor;
 
+/** Both gpt2-facts exports, served as `gpt2` (TorchScript names) and `dyn` (dynamo): a local model and one planned locally, run on the server. */
+const models = new Map<string, { local: LanguageModel; remote: LanguageModel; ex: OipExecutor }>();
+
 beforeAll(async () => {
   server = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }, { name: 'dyn', path: DYNAMO }], port: 0 });
-  local = await LanguageModel.load(MODEL_DIR);
-  ex = oip(server.url, 'gpt2');
-  remote = await LanguageModel.load(MODEL_DIR, { executor: ex });
+  for (const [name, p] of [['gpt2', MODEL_DIR], ['dyn', DYNAMO]] as const) {
+    const e = oip(server.url, name);
+    models.set(name, { local: await LanguageModel.load(p), ex: e, remote: await LanguageModel.load(p, { executor: e }) });
+  }
+  ({ local, remote, ex } = models.get('gpt2')!);
 }, 120_000);
 afterAll(async () => {
-  await local?.dispose();
-  await remote?.dispose();
+  for (const m of models.values()) {
+    await m.local.dispose();
+    await m.remote.dispose();
+  }
   await server?.close();
 });
 
@@ -70,7 +77,10 @@ async function refuses(p: Promise<unknown>, code: string): Promise<NnsError> {
   return e as NnsError;
 }
 
-describe('every reference.json case through the OIP client', () => {
+describe.each([{ name: 'gpt2', label: 'TorchScript' }, { name: 'dyn', label: 'dynamo' }])('every reference.json case through the OIP client ($label export)', ({ name }) => {
+  beforeAll(() => { ({ local, remote, ex } = models.get(name)!); });
+  afterAll(() => { ({ local, remote, ex } = models.get('gpt2')!); });
+
   it('clean_logits', async () => {
     const c = refCase('clean_logits');
     const r = await same('clean_logits', (m) => m.trace(c.input_ids as number[], (x) => { x.output.logits.at(':', -1, ':').save('last'); }));
@@ -187,7 +197,7 @@ describe('every reference.json case through the OIP client', () => {
       b.output = b.input;
       x.output.logits.at(':', -1, ':').save('last');
     }), 'oip-needs-compiler');
-    expect(e.message).toMatch(/needs the compiled path \(.*\), but the model runs on the OIP server http:\/\/127\.0\.0\.1:\d+ \(model gpt2\)/);
+    expect(e.message).toMatch(new RegExp(`needs the compiled path \\(.*\\), but the model runs on the OIP server http://127\\.0\\.0\\.1:\\d+ \\(model ${name}\\)`));
     const g = refCase('gradients');
     await refuses(remote.trace(g.input_ids as number[], (x) => {
       const y = x.output.logits.at(0, -1, g.answer_id!);
@@ -201,8 +211,8 @@ describe('every reference.json case through the OIP client', () => {
   });
 
   it('JSON tensors instead of binary: the same bits', async () => {
-    const json = oip(server.url, 'gpt2', { binary: false });
-    const m = await LanguageModel.load(MODEL_DIR, { executor: json });
+    const json = oip(server.url, name, { binary: false });
+    const m = await LanguageModel.load(name === 'gpt2' ? MODEL_DIR : DYNAMO, { executor: json });
     const c = refCase('steer_add');
     const fn = (x: ModelRef): void => {
       const h = x.transformer.h[c.layer!]!;
@@ -328,6 +338,27 @@ describe('client errors', () => {
     await m.dispose();
   });
 
+  it('a server that answers something else: oip-protocol', async () => {
+    const s = http.createServer((req, res) => {
+      if (req.url?.endsWith('/infer')) res.writeHead(200, { 'content-type': 'application/json' }).end('{"outputs": [{"name": "logits", "datatype": "FP32", "shape": [2], "data": [1]}]}');
+      else res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hello</html>');
+    });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    try {
+      const m = await LanguageModel.load(MODEL_DIR, { executor: oip(url, 'gpt2') });
+      const e = await refuses(m.trace([464, 318], (x) => { x.output.logits.save('l'); }), 'oip-protocol');
+      expect(e.message).toBe(`the OIP server at ${url} answered something that is not Open Inference Protocol v2: its metadata of model 'gpt2.ports' is not JSON`);
+      await m.dispose();
+      const c = oip(url, 'gpt2').client;
+      const e2 = await refuses(c.infer('x', { a: { dtype: 'float32', shape: [1], data: Float32Array.of(0) } }, ['logits']), 'oip-protocol');
+      expect(e2.message).toMatch(/its answer from model 'x': output 'logits': 1 elements of data, but shape \[2\] has 2$/);
+    } finally {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  });
+
   it('not a URL: a usage error at oip()', () => {
     expect(() => oip('localhost:8000', 'gpt2')).toThrow(/is not an http:\/\/ or https:\/\/ URL/);
     expect(() => oip('http://x', 'a/b')).toThrow(/cannot name a served model/);
@@ -353,7 +384,7 @@ describe('nns run --oip', () => {
   });
 
   it('a script the fast path cannot run, a generate, a missing key: one clear line, exit 2', async () => {
-    const withKeys = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, keys: new KeySet(['s3cret']) });
+    const withKeys = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, keys: new KeySet(['s3cret']), limits: { maxRequestBytes: 256 * 1024 } });
     try {
       const r = await cli(['run', 'examples/eiffel.nns', '--oip', withKeys.url, '--oip-model', 'gpt2', '--progress', 'none']);
       expect([r.code, r.out]).toEqual([2, '']);
@@ -361,6 +392,12 @@ describe('nns run --oip', () => {
       const ok = await cli(['run', 'examples/eiffel.nns', '--oip', withKeys.url, '--oip-model', 'gpt2', '--progress', 'none'], { NNS_API_KEY: 's3cret' });
       expect([ok.code, ok.err]).toEqual([0, '']);
       expect(ok.out).toMatch(/Paris/);
+      // the server's request limit bounds /v2 infer bodies: 413 in the protocol's form
+      const big = await fetch(`${withKeys.url}/v2/models/gpt2.ports/infer`, { method: 'POST', headers: { authorization: 'Bearer s3cret', 'content-type': 'application/json' }, body: `{"inputs": [], "pad": "${'x'.repeat(300 * 1024)}"}` });
+      expect(big.status).toBe(413);
+      expect(await big.json()).toEqual({ error: expect.stringMatching(/larger than this server allows \(262,144 bytes\)/) });
+      // health needs no key
+      expect((await fetch(`${withKeys.url}/v2/health/ready`)).status).toBe(200);
     } finally {
       await withKeys.close();
     }

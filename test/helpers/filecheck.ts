@@ -133,6 +133,8 @@ export async function runCheckFile(file: string): Promise<{ output: string; dire
     const pipeline = passes.map((p) => (p.name === 'split-batch' && (maxRows || gradRows) ? { ...p, run: (s: Parameters<typeof p.run>[0], c: Parameters<typeof p.run>[1]) => { if (maxRows) s.maxRows = Number(maxRows); s.gradRows = gradRows; return p.run(s, c); } } : p));
     const state = compileGraph(lowered.graph, mc, {
       pipeline, keepModelOutputs: !run.includes('--run-variant'),
+      // What nns check / nns compile do (a run variant lowers for every size and stays flat).
+      ...(run.includes('--run-variant') ? {} : { specialize: true, functions: !run.includes('--flat'), sourceText: text }),
       printAfterEach: (name, t2) => { if (all || printAfter.has(name)) out.push(`// ----- after ${name} -----\n${t2}`); },
     });
     if (!all && printAfter.size === 0) out.push(printState(passes[passes.length - 1]!, state));

@@ -99,9 +99,13 @@ describe('nns serve: no lost jobs', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const pid = server.worker.pid!;
-    process.kill(pid, 'SIGKILL');
     const c = new RemoteClient(server.url);
-    const err = await c.wait(id).then(() => undefined, (e: unknown) => e as { errors: { code: string; message: string }[] });
+    // The status stream is open while the job runs: it delivers the error event live.
+    const events: string[] = [];
+    const waiting = c.wait(id, (e) => events.push(e.phase)).then(() => undefined, (e: unknown) => e as { errors: { code: string; message: string }[] });
+    await until(() => server.jobs.get(id, '')!.listeners.size > 0);
+    process.kill(pid, 'SIGKILL');
+    const err = await waiting;
     expect(err?.errors[0]?.code).toBe('job-failed');
     expect(err?.errors[0]?.message).toContain('ended unexpectedly (it was killed (SIGKILL))');
     const after = await submit('trace "The Eiffel Tower is in" { h = model.transformer.h[0].output[0, 0, 0:3].save() }');
