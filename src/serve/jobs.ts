@@ -286,9 +286,18 @@ export class Jobs {
     await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
-  /** Whether the store is shutting down (new jobs are refused). */
+  /** Whether the store is shutting down or cannot run jobs any more (new jobs are refused). */
   get isClosing(): boolean {
     return this.closing;
+  }
+
+  /** The worker is gone for good: queued jobs fail, new ones are refused. */
+  fatal(why: string): void {
+    this.closing = true;
+    for (const q of this.queues.values()) for (const j of q) this.fail(j, 'job-failed', `${why}; the job did not run`);
+    this.queues.clear();
+    this.rr = [];
+    this.resolveIdle();
   }
 
   /** Drops finished jobs older than the result TTL. */

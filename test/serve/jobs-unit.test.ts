@@ -11,6 +11,9 @@ import { decodeContainer, encodeContainer } from '../../src/serve/protocol.js';
 import type { JobWorker } from '../../src/serve/worker.js';
 import type { WorkerJob } from '../../src/serve/worker-main.js';
 import type { Tensor } from '../../src/tensor.js';
+import { modelInfo } from '../../src/serve/model-info.js';
+import { ModuleMap } from '../../src/model/modules.js';
+import type { ModelContext } from '../../src/compile.js';
 
 /** A worker that records the batches it gets and finishes each when told. */
 function fakeWorker(): { worker: JobWorker; batches: { model: string; ids: string[] }[] } {
@@ -97,6 +100,17 @@ describe('keys and the tensor container', () => {
     expect(k.check('')).toBeUndefined();
     expect(k.check('alpha-key')).not.toContain('alpha');
     expect(new KeySet([]).required).toBe(false);
+  });
+
+  it('the model description sends no path from config.json', () => {
+    const mc = {
+      tree: { modules: new ModuleMap([]), graphInputs: [], graphOutputs: [], params: new Map() },
+      loaded: { proto: { graph: { node: [] } }, config: { _name_or_path: '/home/alice/models/gpt2', vocab_size: 874, nested: { where: 'C:\\models\\x', act: 'gelu_new', list: ['~/x', 'ok'] } }, source: '/srv/models/gpt2' },
+      maxPositions: 64, vocabRows: 874,
+    } as unknown as ModelContext;
+    const info = modelInfo('gpt2', mc);
+    expect(info.config).toEqual({ _name_or_path: '<path>', vocab_size: 874, nested: { where: '<path>', act: 'gelu_new', list: ['<path>', 'ok'] } });
+    expect(JSON.stringify(info)).not.toMatch(/alice|srv/);
   });
 
   it('carries every dtype bit for bit', () => {
