@@ -142,14 +142,16 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   if (args.scale) {
     // Real scale (bench/scale.ts): its own model and measurements; `scale_*` keys merged into --json.
-    const keys = await runScale({ ...(args.model ? { model: args.model } : {}), seq: args.seq, seqs: args.seqs, seed: args.seed, log });
-    process.stdout.write(JSON.stringify(keys, null, 2) + '\n');
-    if (args.json) {
-      const prev = fs.existsSync(args.json) ? (JSON.parse(fs.readFileSync(args.json, 'utf8')) as Record<string, unknown>) : {};
+    const prev = args.json && fs.existsSync(args.json) ? (JSON.parse(fs.readFileSync(args.json, 'utf8')) as Record<string, unknown>) : {};
+    const save = (keys: Record<string, unknown>): void => {
+      if (!args.json) return;
       fs.mkdirSync(path.dirname(path.resolve(args.json)), { recursive: true });
       fs.writeFileSync(args.json, JSON.stringify({ ...prev, ...keys }, null, 2) + '\n');
-      log(`merged the scale_* keys into ${args.json}`);
-    }
+    };
+    const keys = await runScale({ ...(args.model ? { model: args.model } : {}), seq: args.seq, seqs: args.seqs, seed: args.seed, log, onPhase: save });
+    process.stdout.write(JSON.stringify(keys, null, 2) + '\n');
+    save(keys);
+    if (args.json) log(`merged the scale_* keys into ${args.json}`);
     return;
   }
   if (args.list) {

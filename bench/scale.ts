@@ -16,8 +16,10 @@
  *    with only its own session open.
  *
  * Every time is wall clock with the process CPU time beside it (`*_cpu_ms`); repetitions
- * shrink with the cost (a warm-up and 3 runs up to 128 positions, one run above), since a
- * forward pass of the 1.1 B model at 1024 positions takes minutes on 2 shared cores. PSS is
+ * shrink with the cost (1.1 B: a warm-up and one run up to 128 positions, one run without
+ * warm-up above; smaller models: a warm-up and 5), since a forward pass of the 1.1 B model
+ * at 1024 positions takes minutes on 2 shared cores. The figures at `--seq` and the
+ * generation come first, the other lengths after. PSS is
  * sampled throughout by bench/pss.ts: `scale_peak_pss_mb`, and per phase. The keys
  * (`scale_*`) are merged into the JSON file given with `--json` (the main benchmark's report).
  * @module
@@ -48,6 +50,8 @@ export interface ScaleOptions {
   seqs: number[];
   seed: number;
   log: (msg: string) => void;
+  /** Called with the keys so far after every phase (the harness writes them: a long run that is stopped keeps its figures). */
+  onPhase?: (keys: Record<string, unknown>) => void;
 }
 
 interface Timed { ms: number; cpu_ms: number; min_ms: number; runs: number }
@@ -55,7 +59,7 @@ interface Timed { ms: number; cpu_ms: number; min_ms: number; runs: number }
 /** warm-up + runs by cost: cheap lengths get a warm-up and 3 runs, long ones one run. */
 function reps(T: number, big: boolean): { warmup: number; runs: number } {
   if (!big) return { warmup: 1, runs: 5 };
-  return T <= 128 ? { warmup: 1, runs: 3 } : { warmup: T >= 1024 ? 0 : 1, runs: 1 };
+  return T <= 128 ? { warmup: 1, runs: 1 } : { warmup: 0, runs: 1 };
 }
 
 async function time(fn: () => Promise<unknown>, r: { warmup: number; runs: number }): Promise<Timed> {
@@ -115,6 +119,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       phases[name] = { peak_mb: Math.round(m.peak.pss), anon_mb: Math.round(m.peak.anon), file_mb: Math.round(m.peak.file) };
       if (!peak || m.peak.pss > peak.pss) peak = m.peak;
     }
+    opts.onPhase?.({ ...out, scale_pss_by_phase: phases, scale_by_seq: bySeq, scale_peak_pss_mb: peak ? Math.round(peak.pss) : undefined, scale_complete: false });
     log(`scale: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s (peak PSS ${phases[name]?.peak_mb ?? '?'} MB, load ${os.loadavg()[0]!.toFixed(1)})`);
   };
   const bySeq: Record<number, Record<string, Timed | number>> = {};
@@ -124,13 +129,15 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
     plainSession: () => { throw new Error('internal'); }, scratchDir: os.tmpdir(), log, extra: {}, notes: {}, rssPhase: () => undefined,
   });
 
-  // 1. Baseline: one plain session, every length.
-  await phase('baseline', async () => {
+  // 1. Baseline: one plain session over `lengths`, released after.
+  const baseline = async (lengths: number[]): Promise<void> => {
     const c0 = cpuMs(), t0 = performance.now();
     const s = await ort.InferenceSession.create(graphPath);
-    out.scale_session_create_ms = round(performance.now() - t0);
-    out.scale_session_create_cpu_ms = round(cpuMs() - c0);
-    for (const T of [...new Set([seq, ...seqs])]) {
+    if (out.scale_session_create_ms === undefined) {
+      out.scale_session_create_ms = round(performance.now() - t0);
+      out.scale_session_create_cpu_ms = round(cpuMs() - c0);
+    }
+    for (const T of lengths) {
       const feeds = ctxFor(T).feeds;
       const t = await time(() => s.run(feeds), reps(T, big));
       if (T === seq) { out.scale_plain_run_ms = t.ms; out.scale_plain_run_cpu_ms = t.cpu_ms; }
@@ -138,23 +145,25 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       log(`  plain run T=${T}: ${t.ms} ms (cpu ${t.cpu_ms})`);
     }
     await s.release();
-  });
+  };
 
   // 2. onnsight.
   let lm: LanguageModel | undefined;
-  await phase('onnsight', async () => {
+  const onnsight = async (lengths: number[]): Promise<void> => {
     const c0 = cpuMs(), t0 = performance.now();
     lm = await LanguageModel.load(graphPath);
-    out.scale_model_open_ms = round(performance.now() - t0);
-    out.scale_model_open_cpu_ms = round(cpuMs() - c0);
     const fast = lm.mc.fast as FastExecutor;
     const c1 = cpuMs(), t1 = performance.now();
     void fast.ported;
     await fast.session();
-    out.scale_ported_build_ms = round(performance.now() - t1);
-    out.scale_ported_build_cpu_ms = round(cpuMs() - c1);
-    out.scale_tail = fast.ported.tail?.path ?? null;
-    for (const T of [...new Set([seq, ...seqs])]) {
+    if (out.scale_model_open_ms === undefined) {
+      out.scale_model_open_ms = round(t1 - t0);
+      out.scale_model_open_cpu_ms = round(c1 - c0);
+      out.scale_ported_build_ms = round(performance.now() - t1);
+      out.scale_ported_build_cpu_ms = round(cpuMs() - c1);
+      out.scale_tail = fast.ported.tail?.path ?? null;
+    }
+    for (const T of lengths) {
       const st: OnnsightState = stateOf(ctxFor(T), lm);
       const r = reps(T, big);
       const blocks = st.blocks.paths;
@@ -193,7 +202,10 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
     }
     await lm.dispose();
     lm = undefined;
-  });
+  };
+  // The figures at --seq first (baseline, onnsight, generation), then the other lengths.
+  await phase('baseline', () => baseline([seq]));
+  await phase('onnsight', () => onnsight([seq]));
 
   // 3. Generation: the with-past graph when there is one.
   const withPast = path.join(path.dirname(graphPath), 'model.with-past.onnx');
@@ -224,6 +236,11 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       await s.release();
     });
   }
+  const rest = seqs.filter((T) => T !== seq);
+  if (rest.length) {
+    await phase('baseline_lengths', () => baseline(rest));
+    await phase('onnsight_lengths', () => onnsight(rest));
+  }
   pss?.stop();
   if (peak) {
     out.scale_peak_pss_mb = Math.round(peak.pss);
@@ -236,6 +253,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
   out.scale_load_avg_after = round(os.loadavg()[0]!);
   out.scale_swap_mb_after = swapMb();
   out.scale_date = new Date().toISOString();
+  out.scale_complete = true;
   return out;
 }
 
