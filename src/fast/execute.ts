@@ -318,6 +318,8 @@ export class FastExecutor implements FastPath {
         return false;
       }
       throw e;
+    } finally {
+      await segs.release();
     }
     this.stats.sweepRuns++;
     this.stats.lastSweep = out.stats;
