@@ -15,7 +15,10 @@ import { NnsError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { encodeBody, HEADER_LENGTH, OipFormatError, readTensors, splitBody, type OipModelMetadata, type OipTensorMetadata } from './protocol.js';
 
-/** Options of an {@link OipClient}. */
+/**
+ * Options of an {@link OipClient}.
+ * @category Serving
+ */
 export interface OipClientOptions {
   /** Extra headers on every request (e.g. `{ authorization: 'Bearer …' }`). */
   headers?: Readonly<Record<string, string>>;
@@ -25,7 +28,10 @@ export interface OipClientOptions {
   timeoutMs?: number;
 }
 
-/** Counters (tests assert which endpoints a run used). */
+/**
+ * Counters (tests assert which endpoints a run used).
+ * @category Serving
+ */
 export interface OipClientStats {
   /** Requests by endpoint kind. */
   ready: number;
@@ -40,7 +46,12 @@ function oneLine(s: string): string {
   return t.length > 300 ? `${t.slice(0, 300)}…` : t;
 }
 
-/** An Open Inference Protocol v2 client (see the module comment). */
+/**
+ * An Open Inference Protocol v2 client: `ready()` (`GET /v2/health/ready`), `modelMetadata(name)`
+ * (`GET /v2/models/{name}`), `infer(name, inputs, outputs)` (`POST /v2/models/{name}/infer`, binary
+ * tensors by default).
+ * @category Serving
+ */
 export class OipClient {
   /** The server's base URL, without a trailing slash. */
   readonly url: string;

@@ -72,14 +72,20 @@ export interface OipInferResponseJSON {
   outputs: OipTensorJSON[];
 }
 
-/** A tensor's metadata in a model metadata response (`-1` for a dimension of any size). */
+/**
+ * A tensor's metadata in a model metadata response (`-1` for a dimension of any size).
+ * @category Serving
+ */
 export interface OipTensorMetadata {
   name: string;
   datatype: string;
   shape: number[];
 }
 
-/** A model metadata response (`GET /v2/models/{name}`). */
+/**
+ * A model metadata response (`GET /v2/models/{name}`).
+ * @category Serving
+ */
 export interface OipModelMetadata {
   name: string;
   versions?: string[];
