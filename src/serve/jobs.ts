@@ -234,8 +234,10 @@ export class Jobs {
     this.arm();
     if (m.ok) {
       job.result = encodeContainer({ id: job.id }, 'saves', m.saves as [string, Tensor][]);
+      this.stored += job.result.length;
       if (m.batched > 1) this.stats.merged++;
       this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: m.batched });
+      if (this.stored > this.limits.maxStoredResultBytes) this.sweep();
     } else this.end(job, { id: job.id, status: 'error', errors: m.errors as DiagnosticJSON[] });
   }
 
@@ -300,9 +302,23 @@ export class Jobs {
     this.resolveIdle();
   }
 
-  /** Drops finished jobs older than the result TTL. */
+  /** Bytes of results held. */
+  private stored = 0;
+
+  private drop(id: string, j: Job): void {
+    this.stored -= j.result?.length ?? 0;
+    this.jobs.delete(id);
+  }
+
+  /** Drops finished jobs older than the result TTL, then the oldest while results hold more than their byte limit. */
   sweep(now = Date.now()): void {
-    for (const [id, j] of this.jobs) if (j.finished !== undefined && now - j.finished > this.limits.resultTtlMs) this.jobs.delete(id);
+    for (const [id, j] of this.jobs) if (j.finished !== undefined && now - j.finished > this.limits.resultTtlMs) this.drop(id, j);
+    if (this.stored <= this.limits.maxStoredResultBytes) return;
+    const done = [...this.jobs].filter(([, j]) => j.finished !== undefined).sort(([, a], [, b]) => a.finished! - b.finished!);
+    for (const [id, j] of done) {
+      if (this.stored <= this.limits.maxStoredResultBytes) break;
+      this.drop(id, j);
+    }
   }
 
   /** Stops the timers. */

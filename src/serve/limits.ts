@@ -26,6 +26,8 @@ export interface Limits {
   resultTtlMs: number;
   /** Most jobs run together in one forward pass (default 16; 1 turns cross-request batching off). */
   maxBatch: number;
+  /** Bytes of finished results kept in all (default 1 GiB); past it the oldest expire early. */
+  maxStoredResultBytes: number;
 }
 
 /** The defaults (docs/remote.md lists them). */
@@ -38,6 +40,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = {
   maxQueued: 1024,
   resultTtlMs: 10 * 60_000,
   maxBatch: 16,
+  maxStoredResultBytes: 2 ** 30,
 };
 
 const sha = (s: string): Buffer => crypto.createHash('sha256').update(s, 'utf8').digest();

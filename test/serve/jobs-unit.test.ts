@@ -90,6 +90,26 @@ describe('Jobs', () => {
   });
 });
 
+describe('stored results', () => {
+  it('past the byte limit, the oldest finished results expire first', async () => {
+    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, maxStoredResultBytes: 2500 });
+    const { worker } = fakeWorker();
+    jobs.attach(worker);
+    const t = (): [string, Tensor][] => [['x', { dtype: 'float32', shape: [250], data: new Float32Array(250) }]];
+    const ids = [1, 2, 3].map(() => jobs.submit('A', 'm', { ir: IR, host: [] }).id);
+    await flush();
+    for (const id of ids) {
+      jobs.onMessage({ type: 'done', id, ok: true, saves: t(), batched: 1 });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Each result is ~1.1 kB: the first expires when the third arrives.
+    expect(jobs.get(ids[0]!, 'A')).toBeUndefined();
+    expect(jobs.get(ids[1]!, 'A')?.state).toBe('completed');
+    expect(jobs.get(ids[2]!, 'A')?.state).toBe('completed');
+    jobs.close();
+  });
+});
+
 describe('keys and the tensor container', () => {
   it('keys: only listed ones pass; the id never contains the key', () => {
     const k = new KeySet(['alpha-key', 'beta-key']);
