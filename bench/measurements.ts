@@ -484,6 +484,8 @@ export const MEASUREMENTS: Measurement[] = [
         ctx.extra.sweep_full_cpu_ms = cpuMs() - c0;
         ctx.extra.sweep_full_variants = st.blocks.paths.length * positions.length;
         const swept = st.fast.stats.sweepRuns - s0.sweepRuns;
+        const ls = st.fast.stats.lastSweep;
+        if (swept && ls) Object.assign(ctx.extra, { sweep_full_run_ms: ls.totalMs, sweep_full_clean_ms: ls.cleanMs, sweep_full_segments_ms: ls.segmentMs, sweep_full_batches: ls.batches, sweep_full_session_runs: ls.runs });
         ctx.notes.sweep_full_ms = `${cached ? 'model.with-past.onnx' : 'the model itself (no with-past export beside it)'}; ${swept ? 'incremental sweep' : `not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`}`;
         ctx.rssPhase('sweep_full');
         return t;

@@ -50,14 +50,20 @@ export class GradBuilder {
   private readonly producers = new Map<string, NodeProto>();
   private readonly ranks = new Map<string, number>();
   private readonly inits = new Map<string, import('../src/onnx/proto.js').TensorProto>();
+  /** Static shapes where known (numbers, or symbols: one symbol is one size throughout the graph). */
+  private readonly shapes = new Map<string, (number | string)[]>();
 
   constructor(readonly em: Emitter, readonly opset: number, graph: GraphProto, sigs: ReadonlyMap<string, TensorSig>) {
-    for (const [k, s] of sigs) if (s.shape) this.ranks.set(k, s.shape.length);
+    for (const [k, s] of sigs) if (s.shape) { this.ranks.set(k, s.shape.length); this.shapes.set(k, [...s.shape]); }
     for (const vi of [...(graph.value_info ?? []), ...(graph.input ?? []), ...(graph.output ?? [])]) {
       const dims = vi.type?.tensor_type?.shape?.dim;
-      if (vi.name && dims && vi.type?.tensor_type?.shape) this.ranks.set(vi.name, dims.length);
+      if (vi.name && dims && vi.type?.tensor_type?.shape) {
+        this.ranks.set(vi.name, dims.length);
+        const sh = dims.map((d) => (d.dim_value !== undefined && d.dim_value !== null && Number(d.dim_value) > 0 ? Number(d.dim_value) : d.dim_param || undefined));
+        if (!this.shapes.has(vi.name) && sh.every((d) => d !== undefined)) this.shapes.set(vi.name, sh as (number | string)[]);
+      }
     }
-    for (const t of graph.initializer ?? []) if (t.name) { this.ranks.set(t.name, (t.dims ?? []).length); this.inits.set(t.name, t); }
+    for (const t of graph.initializer ?? []) if (t.name) { this.ranks.set(t.name, (t.dims ?? []).length); this.inits.set(t.name, t); this.shapes.set(t.name, (t.dims ?? []).map(Number)); }
     for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) this.producers.set(o, n);
   }
 
@@ -218,8 +224,17 @@ export class GradBuilder {
       : this.op(type, [x], { axes, keepdims: keepdims ? 1 : 0 });
   }
 
-  /** `g` (shaped like a broadcast result) summed back to the shape of `a` (computed at run time). */
-  unbroadcast(g: string, a: string): string {
+  /**
+   * `g` (shaped like a broadcast result) summed back to the shape of `a` (computed at run
+   * time) — or `g` itself when `a` is statically known to have the shape of `out` (the
+   * node's output, which `g` has): nothing was broadcast.
+   */
+  unbroadcast(g: string, a: string, out?: string): string {
+    if (out !== undefined) {
+      const sa = this.shapes.get(a);
+      const so = this.shapes.get(out);
+      if (sa && so && sa.length === so.length && sa.every((d, i) => d === so[i])) return g;
+    }
     const ra = this.rank(a);
     const rg = this.rank(g);
     const sa = this.op('Shape', [a]);
@@ -281,18 +296,18 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
   Cast: (b, n, [g]) => [b.op('CastLike', [g!, n.input![0]!])],
   CastLike: (b, n, [g]) => [b.op('CastLike', [g!, n.input![0]!]), null],
   Neg: unary((b, g) => b.op('Neg', [g])),
-  Add: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!) : null, w[1] ? b.unbroadcast(g!, n.input![1]!) : null],
-  Sub: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!) : null, w[1] ? b.unbroadcast(b.op('Neg', [g!]), n.input![1]!) : null],
+  Add: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!, n.output![0]!) : null, w[1] ? b.unbroadcast(g!, n.input![1]!, n.output![0]!) : null],
+  Sub: (b, n, [g], w) => [w[0] ? b.unbroadcast(g!, n.input![0]!, n.output![0]!) : null, w[1] ? b.unbroadcast(b.op('Neg', [g!]), n.input![1]!, n.output![0]!) : null],
   Mul: (b, n, [g], w) => {
     const [x, y] = n.input as [string, string];
-    return [w[0] ? b.unbroadcast(b.op('Mul', [g!, y]), x) : null, w[1] ? b.unbroadcast(b.op('Mul', [g!, x]), y) : null];
+    return [w[0] ? b.unbroadcast(b.op('Mul', [g!, y]), x, n.output![0]!) : null, w[1] ? b.unbroadcast(b.op('Mul', [g!, x]), y, n.output![0]!) : null];
   },
   Div: (b, n, [g], w) => {
     const [x, y] = n.input as [string, string];
     const out = n.output![0]!;
     return [
-      w[0] ? b.unbroadcast(b.op('Div', [g!, y]), x) : null,
-      w[1] ? b.unbroadcast(b.op('Neg', [b.op('Div', [b.op('Mul', [g!, out]), y])]), y) : null,
+      w[0] ? b.unbroadcast(b.op('Div', [g!, y]), x, out) : null,
+      w[1] ? b.unbroadcast(b.op('Neg', [b.op('Div', [b.op('Mul', [g!, out]), y])]), y, out) : null,
     ];
   },
   Pow: (b, n, [g], w) => {
@@ -425,7 +440,7 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
   Where: (b, n, [g], w) => {
     const [c, x, y] = n.input as [string, string, string];
     const z = b.scalar(0, g!);
-    return [null, w[1] ? b.unbroadcast(b.op('Where', [c, g!, z]), x) : null, w[2] ? b.unbroadcast(b.op('Where', [c, z, g!]), y) : null];
+    return [null, w[1] ? b.unbroadcast(b.op('Where', [c, g!, z]), x, n.output![0]!) : null, w[2] ? b.unbroadcast(b.op('Where', [c, z, g!]), y, n.output![0]!) : null];
   },
   Gather: (b, n, [g], w) => {
     if (!w[0]) return [null, null];
@@ -591,7 +606,7 @@ function extremumBack(b: GradBuilder, n: NodeProto, g: string, w: readonly boole
   let count = masks[0]!;
   for (const m of masks.slice(1)) count = b.op('Add', [count, m]);
   const share = b.op('Div', [g, count]);
-  return ins.map((x, i) => (w[i] ? b.unbroadcast(b.op('Mul', [share, masks[i]!]), x) : null));
+  return ins.map((x, i) => (w[i] ? b.unbroadcast(b.op('Mul', [share, masks[i]!]), x, out) : null));
 }
 
 /**

@@ -77,13 +77,15 @@ export function foldStatements(model: { graph?: GraphProto; functions?: Function
     const kind = grp.prov.kind ?? grp.prov.irOp;
     const where = grp.prov.stmt ?? grp.prov.span;
     const src = text?.(grp.prov);
-    const doc = where ? `${spanText(where)}${src ? `: ${src}` : ''}` : undefined;
+    const inv = grp.prov.invokes;
+    const doc = where ? `${spanText(where)}${src ? `: ${src}` : ''}${inv ? ` (once for ${inv.count} invokes: batch rows ${inv.rows})` : ''}` : undefined;
     const domains = new Set(grp.nodes.map((n) => n.domain ?? ''));
     const meta = [
       { key: 'onnsight.op', value: kind },
       ...(where ? [{ key: 'onnsight.source', value: spanText(where) }] : []),
       ...(grp.prov.module ? [{ key: 'onnsight.module', value: grp.prov.module }] : []),
       { key: 'onnsight.nodes', value: String(grp.nodes.length) },
+      ...(inv ? [{ key: 'onnsight.invokes', value: String(inv.count) }, { key: 'onnsight.rows', value: inv.rows }] : []),
     ];
     const fnName = unique(functionBase(kind));
     const fn: FunctionProto = {

@@ -1010,8 +1010,8 @@ function coversBatch(ir: Graph, scope: number): boolean {
 
 /**
  * Where each IR node's inserted ONNX nodes come from: its statement run (`ir.statementOf`;
- * a node a pass made later: its first input's, else the statement whose span contains its
- * own), the statement's kind and the module the statement touches — a set's target; else the
+ * a node a pass made later: its first input's, else its first user's, else the statement
+ * whose span contains its own), the statement's kind and the module the statement touches — a set's target; else the
  * module of the first value the statement reads (a module read, the module that produces a
  * graph output for `model.output`, and through computations and module calls the module of
  * their first input): a logit-lens call on block 3's output is under `/transformer/h.3`.
@@ -1034,7 +1034,11 @@ export function irProvenance(ir: Graph, tree: PassContext['tree']): Map<Node, Pr
     let u = unitOf.get(n) ?? ir.statementOf.get(n);
     if (u !== undefined) return u;
     u = -1;
+    unitOf.set(n, -1); // (cycle guard)
     for (const v of n.inputs) if ((u = unit(v.producer)) >= 0) break;
+    // A node a pass made (narrow-rows' row read) belongs to the run of the node that uses it:
+    // a loop runs one statement many times, so its span alone does not say which run.
+    if (u < 0) for (const r of n.results) for (const user of r.uses) if (u < 0) u = ir.statementOf.get(user) ?? -1;
     if (u < 0) u = bySpan(n.span);
     unitOf.set(n, u);
     return u;
@@ -1104,6 +1108,9 @@ export const lowerOnnxPass: Pass = {
       const fm = families.get(n);
       try {
         if (fm) {
+          const rows = fm.fam.rows;
+          const contiguous = rows.every((r, i) => r === rows[0]! + i);
+          l.em.prov.invokes = { count: rows.length, rows: contiguous ? `${rows[0]}..${rows[rows.length - 1]}` : rows.join(',') };
           if (fm.j === 0) l.lowerFamily(fm.fam, fm.q, (x) => ({ ...prov.get(x)! }));
           continue;
         }

@@ -95,6 +95,8 @@ export interface Provenance {
   kind?: string;
   /** The module the statement touches, when `module` (the node's own scope) differs: sunk copies of lm_head's nodes. */
   stmtModule?: string;
+  /** For a statement lowered once for several invokes: how many, and their batch rows (`1..32`). */
+  invokes?: { count: number; rows: string };
   /** The module whose own nodes this node copies (a module call's clones, sunk copies), if any. */
   copyOf?: string;
   /** A name segment after `nns.<irOp>` (a module call's clones: the called module, `transformer/ln_f`). */

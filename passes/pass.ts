@@ -81,6 +81,12 @@ export interface CompileState {
   maxRows?: number;
   /** The chunks split-batch cut the batch into (one chunk: no split). */
   chunks?: Chunk[];
+  /**
+   * Let split-batch run the rows a gradient does not need first, feeding their values to a
+   * second run that differentiates only the gradient's rows (passes/split-batch.ts
+   * `splitGradRows`; set by the compiled path when each chunk is lowered by itself).
+   */
+  gradRows?: boolean;
 }
 
 /** ONNX domain of the placeholder nodes that stand for module applications until apply-modules expands them. */

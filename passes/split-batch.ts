@@ -32,7 +32,15 @@ export interface Chunk {
   rows: number[];
   /** Rows this chunk owns (not recomputed sources), for progress. */
   ownRows: number;
+  /** For the two steps of {@link splitGradRows}: the other rows first (`forward`), then the gradient's rows (`gradient`). */
+  gradStep?: 'forward' | 'gradient';
 }
+
+/**
+ * Save names (prefix) of values one chunk computes for a later one: the earlier chunk saves
+ * them, the later reads them as host values of the same name (never a user's save name).
+ */
+export const CUT_PREFIX = 'nns.cut.';
 
 function find(parent: number[], x: number): number {
   while (parent[x] !== x) x = parent[x] = parent[parent[x]!]!;
@@ -161,6 +169,137 @@ function buildChunk(
 }
 
 /**
+ * Differentiate only the rows a gradient needs: a chunk whose `grad`s read X in some invokes
+ * and Y in some (their *gradient scopes*) runs in two steps — first the other invokes, forward
+ * only, saving the values the gradient scopes read from them (`nns.cut.K`), then the gradient
+ * scopes alone, with those values fed as host values — so the backward sweep (and the
+ * forward it needs) runs over the gradient's rows, not the whole batch. Attribution patching
+ * (a source and a clean invoke, `(h_source − h_clean) · grad(y, h_clean)`) then differentiates
+ * one row instead of two. Exact: the first step does not depend on the second (no invoke of it
+ * reads a gradient scope; those that do join the gradient scopes), and a fed value does not
+ * depend on X (X is read in a gradient scope, and only module reads qualify: a parameter or
+ * host value is used by every row). Returns `null` when it does not apply: no grad, a grad
+ * with respect to a parameter or host value, whole-batch reads or sets, no other invoke, or a
+ * fed value whose shape is not known.
+ */
+export function splitGradRows(ir: Graph): [Chunk, Chunk] | null {
+  const grads = ir.nodes.filter((n) => n.op === 'grad');
+  if (!grads.length) return null;
+  if (ir.nodes.some((n) => n.scope === 0 && (ROW_OPS.has(n.op) || n.op === 'set'))) return null;
+  if (grads.some((g) => !['module.output', 'module.input'].includes(g.inputs[1]!.producer.op) || g.inputs[1]!.producer.scope === 0)) return null;
+  const deps = new Map<Value, Set<number>>();
+  for (const n of ir.nodes) {
+    const d = new Set<number>();
+    if (ROW_OPS.has(n.op)) d.add(n.scope);
+    for (const v of n.inputs) for (const s of deps.get(v) ?? []) d.add(s);
+    for (const r of n.results) deps.set(r, d);
+  }
+  const inB = new Set<number>();
+  for (const g of grads) {
+    inB.add(g.inputs[1]!.producer.scope);
+    for (const s of deps.get(g.inputs[0]!) ?? []) inB.add(s);
+  }
+  // An invoke that reads a gradient scope (a set from it) must run with them.
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of ir.nodes) {
+      if (n.op !== 'set' || inB.has(n.scope)) continue;
+      if ([...(deps.get(n.inputs[0]!) ?? [])].some((s) => inB.has(s))) { inB.add(n.scope); changed = true; }
+    }
+  }
+  const invokes = ir.scopes.slice(1).map((s) => s.id);
+  const inA = new Set(invokes.filter((s) => !inB.has(s)));
+  if (inA.size === 0) return null;
+  const onlyA = (v: Value): boolean => {
+    const d = deps.get(v)!;
+    return d.size > 0 && [...d].every((s) => inA.has(s));
+  };
+  const bNodes = new Set<Node>();
+  const aNodes = new Set<Node>();
+  const cuts: Value[] = [];
+  const markB = (n: Node): void => {
+    if (bNodes.has(n)) return;
+    bNodes.add(n);
+    for (const v of n.inputs) {
+      if (onlyA(v)) { if (!cuts.includes(v)) cuts.push(v); } else markB(v.producer);
+    }
+  };
+  const markA = (n: Node): void => {
+    if (aNodes.has(n)) return;
+    aNodes.add(n);
+    for (const v of n.inputs) markA(v.producer);
+  };
+  for (const n of ir.nodes) {
+    if (n.op === 'set') (inB.has(n.scope) ? markB : markA)(n);
+    if (n.op === 'save') {
+      const d = deps.get(n.inputs[0]!)!;
+      if (d.size > 0 && [...d].every((s) => inA.has(s))) markA(n);
+      else markB(n);
+    }
+  }
+  for (const v of cuts) markA(v.producer);
+  // The fed values' shapes, concrete.
+  const shapes: number[][] = [];
+  for (const v of cuts) {
+    const shape = v.type?.shape?.map((d) => (typeof d === 'number' ? d : ir.dimValues[d]));
+    if (!v.type || !shape || shape.some((d) => d === undefined)) return null;
+    shapes.push(shape as number[]);
+  }
+  const build = (scopesIn: Set<number>, keep: Set<Node>, extra: (g: Graph, map: Map<Value, Value>, newId: Map<number, number>) => void): Chunk => {
+    const newId = new Map<number, number>([[0, 0]]);
+    const g = new Graph();
+    g.dimValues = { ...ir.dimValues };
+    const scopes: Scope[] = [{ ...ir.scopes[0]!, rowStart: 0, rowEnd: 0 }];
+    const rows: number[] = [];
+    for (const s of [...scopesIn].sort((a, b) => a - b)) {
+      const sc = ir.scopes[s]!;
+      const k = sc.rowEnd - sc.rowStart;
+      newId.set(s, scopes.length);
+      scopes.push({ ...sc, id: scopes.length, rowStart: rows.length, rowEnd: rows.length + k });
+      for (let r = sc.rowStart; r < sc.rowEnd; r++) rows.push(r);
+    }
+    scopes[0]!.rowEnd = rows.length;
+    g.scopes = scopes;
+    const map = new Map<Value, Value>();
+    extra(g, map, newId);
+    for (const n of ir.nodes) {
+      if (!keep.has(n)) continue;
+      const c = new Node(n.op, n.inputs.map((v) => map.get(v)!), structuredClone(n.attrs), n.results.length, newId.get(n.scope) ?? 0, n.span);
+      n.results.forEach((r, i) => {
+        const cr = c.results[i]!;
+        cr.type = r.type;
+        if (r.name !== undefined) cr.name = r.name;
+        map.set(r, cr);
+      });
+      g.add(c);
+    }
+    return { ir: g, rows, ownRows: rows.length };
+  };
+  const a = build(inA, aNodes, () => undefined);
+  // The first step saves the fed values (after its own nodes).
+  const aMap = new Map<Value, Value>();
+  {
+    const byOld = new Map<Value, Value>();
+    let k = 0;
+    for (const n of ir.nodes) if (aNodes.has(n)) n.results.forEach((r, i) => byOld.set(r, a.ir.nodes[k]!.results[i]!)), k++;
+    for (const [o, v] of byOld) aMap.set(o, v);
+  }
+  cuts.forEach((v, i) => {
+    const sv = aMap.get(v)!;
+    a.ir.add(new Node('save', [sv], { name: `${CUT_PREFIX}${i}` }, 0, sv.producer.scope, v.producer.span));
+  });
+  const b = build(inB, bNodes, (g, map) => {
+    cuts.forEach((v, i) => {
+      const h = new Node('host', [], { name: `${CUT_PREFIX}${i}`, dtype: v.type!.dtype, shape: shapes[i]! }, 1, 0, v.producer.span);
+      h.result.type = { dtype: v.type!.dtype, shape: [...shapes[i]!] };
+      g.add(h);
+      map.set(v, h.result);
+    });
+  });
+  return [a, b];
+}
+
+/**
  * {@link splitBatch} as a pass: `state.chunks` = the chunks of at most `state.maxRows` rows
  * (one chunk, the whole IR, when no split is needed or possible). Prints each chunk's rows and IR.
  */
@@ -169,12 +308,18 @@ export const splitBatchPass: Pass = {
   run(state) {
     const ir = state.ir;
     const split = splitBatch(ir, state.maxRows ?? Infinity);
-    state.chunks = split ?? [{ ir, rows: Array.from({ length: ir.batch }, (_, i) => i), ownRows: ir.batch }];
-    return { changed: split !== null };
+    const chunks = split ?? [{ ir, rows: Array.from({ length: ir.batch }, (_, i) => i), ownRows: ir.batch }];
+    // Then, per chunk, the rows a gradient does not need run first (forward only).
+    state.chunks = !state.gradRows ? chunks : chunks.flatMap((c) => {
+      const two = splitGradRows(c.ir);
+      if (!two) return [c];
+      return two.map((t, i) => ({ ...t, rows: t.rows.map((r) => c.rows[r]!), ownRows: t.rows.length, gradStep: i === 0 ? 'forward' as const : 'gradient' as const }));
+    });
+    return { changed: state.chunks.length > 1 };
   },
   prints: (state) => {
     const chunks = state.chunks ?? [];
     if (chunks.length <= 1) return `// one chunk: all ${state.ir.batch} rows in one run (at most ${state.maxRows ?? 'any number of'} rows)\n`;
-    return chunks.map((c, i) => `// chunk ${i}: rows [${c.rows.join(', ')}] (${c.ownRows} own)\n${printIR(c.ir)}`).join('');
+    return chunks.map((c, i) => `// chunk ${i}: rows [${c.rows.join(', ')}] (${c.ownRows} own)${c.gradStep ? ` (${c.gradStep === 'forward' ? 'forward only: the rows no gradient needs, feeding the next chunk' : "the gradient's rows"})` : ''}\n${printIR(c.ir)}`).join('');
   },
 };

@@ -62,7 +62,17 @@ function inferNode(n: NodeProto, type: (x: string) => VType | undefined, ints: (
     const t = attrOf(n, 'value')?.t;
     return one(s ? { elem: t?.data_type ?? 1, shape: s } : undefined);
   }
-  if (op === 'Shape') return one(x?.shape ? { elem: 7, shape: [x.shape.length] } : { elem: 7, shape: null });
+  if (op === 'Shape') {
+    if (!x?.shape) return one({ elem: 7, shape: null });
+    const r = x.shape.length;
+    const norm = (v: number): number => (v < 0 ? Math.max(0, v + r) : Math.min(v, r));
+    return one({ elem: 7, shape: [Math.max(0, norm(intAttr(n, 'end', r)) - norm(intAttr(n, 'start', 0)))] });
+  }
+  if (op === 'Size') return one({ elem: 7, shape: [] });
+  if (op === 'NonZero') {
+    const v = ints(n.input![0]!);
+    return one(x?.shape && v ? { elem: 7, shape: [x.shape.length, v.filter((e) => e !== 0).length] } : { elem: 7, shape: null });
+  }
   if (op === 'Cast') return one({ elem: intAttr(n, 'to', 1), shape: x?.shape ?? null });
   if (!x) return [];
   const xs = x.shape;
@@ -180,6 +190,64 @@ function inferNode(n: NodeProto, type: (x: string) => VType | undefined, ints: (
   return [];
 }
 
+/**
+ * The integer values of a node's first output when they follow from known shapes and
+ * constants (Shape, Size, Gather, Slice, Concat, Cast, Reshape, elementwise arithmetic on
+ * 1-D or scalar values); undefined otherwise.
+ */
+function evalInts(n: NodeProto, type: (x: string) => VType | undefined, ints: (x: string) => number[] | undefined): number[] | undefined {
+  if (n.domain) return undefined;
+  const op = n.op_type ?? '';
+  const x = n.input?.[0];
+  if (op === 'Shape') {
+    const s = x ? type(x)?.shape : undefined;
+    if (!s) return undefined;
+    const norm = (v: number): number => (v < 0 ? v + s.length : Math.min(v, s.length));
+    return s.slice(norm(intAttr(n, 'start', 0)), norm(intAttr(n, 'end', s.length)));
+  }
+  if (op === 'Size') {
+    const s = x ? type(x)?.shape : undefined;
+    return s ? [s.reduce((p, d) => p * d, 1)] : undefined;
+  }
+  const ins = (n.input ?? []).map((i) => (i ? ints(i) : undefined));
+  if (ins.some((v, i) => v === undefined && i < (op === 'Slice' ? 3 : op === 'Reshape' || op === 'Unsqueeze' || op === 'Squeeze' ? 1 : ins.length))) return undefined;
+  const a = ins[0]!;
+  switch (op) {
+    case 'Identity': case 'Cast': case 'Reshape': case 'Unsqueeze': case 'Squeeze': case 'Flatten': return a;
+    case 'Concat': return ins.flatMap((v) => v!);
+    case 'Gather': {
+      if ((type(x!)?.shape?.length ?? 1) > 1) return undefined;
+      return ins[1]!.map((i) => a[i < 0 ? i + a.length : i]!).filter((v) => v !== undefined);
+    }
+    case 'Slice': {
+      if (n.input![3] && ints(n.input![3])?.some((ax) => ax !== 0 && ax !== -1)) return undefined;
+      const L = a.length;
+      const step = n.input![4] ? ints(n.input![4])?.[0] ?? 1 : 1;
+      if (step !== 1) return undefined;
+      const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + L : v, 0), L);
+      return a.slice(clamp(ins[1]![0]!), clamp(ins[2]![0]!));
+    }
+    case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Equal': case 'Less': case 'Greater': case 'Max': case 'Min': {
+      const b = ins[1]!;
+      const len = Math.max(a.length, b.length);
+      if ((a.length !== 1 && a.length !== len) || (b.length !== 1 && b.length !== len)) return undefined;
+      const f = (p: number, q: number): number => (op === 'Add' ? p + q : op === 'Sub' ? p - q : op === 'Mul' ? p * q : op === 'Div' ? Math.trunc(p / q) : op === 'Equal' ? Number(p === q) : op === 'Less' ? Number(p < q) : op === 'Greater' ? Number(p > q) : op === 'Max' ? Math.max(p, q) : Math.min(p, q));
+      return Array.from({ length: len }, (_, i) => f(a[a.length === 1 ? 0 : i]!, b[b.length === 1 ? 0 : i]!));
+    }
+    case 'Where': {
+      const [c, p, q] = [a, ins[1]!, ins[2]!];
+      const len = Math.max(c.length, p.length, q.length);
+      return Array.from({ length: len }, (_, i) => (c[c.length === 1 ? 0 : i] ? p[p.length === 1 ? 0 : i]! : q[q.length === 1 ? 0 : i]!));
+    }
+    case 'And': case 'Or': {
+      const b = ins[1]!;
+      if (a.length !== b.length) return undefined;
+      return a.map((p, i) => Number(op === 'And' ? p && b[i] : p || b[i]));
+    }
+  }
+  return undefined;
+}
+
 /** The type-inserted pass. */
 export const typeInsertedPass: Pass = {
   name: 'type-inserted',
@@ -231,9 +299,14 @@ export const typeInsertedPass: Pass = {
     };
     const typed = new Map<string, VType>();
     const type = (x: string): VType | undefined => typed.get(x) ?? known.get(x);
+    // Integer values computed from known shapes (the gradient sweep's shape arithmetic).
+    const values = new Map<string, number[]>();
+    const intsOf = (x: string): number[] | undefined => values.get(x) ?? ints(x);
     for (const n of g.node ?? []) {
       if (!nodeProvenance.has(n)) continue;
-      const outs = inferNode(n, type, ints, (x) => view.constTensor(x));
+      const v = evalInts(n, type, intsOf);
+      if (v) values.set(n.output![0]!, v);
+      const outs = inferNode(n, type, intsOf, (x) => view.constTensor(x));
       (n.output ?? []).forEach((o, i) => {
         const t = outs[i];
         const have = known.get(o);

@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Graph } from '../ir/ir.js';
 import { liftConstantsPass } from '../passes/lift-constants.js';
-import { splitBatchPass, type Chunk } from '../passes/split-batch.js';
+import { CUT_PREFIX, splitBatchPass, type Chunk } from '../passes/split-batch.js';
 import type { CompileState, PassContext } from '../passes/pass.js';
 import { runPasses } from '../passes/run.js';
 import type { OrtSessionOptions } from '../backends/ort.js';
@@ -42,6 +42,11 @@ export interface CompiledRunOptions {
   memoryBudget?: number;
   /** Called after each compile and each run of a chunk. */
   onProgress?: ProgressCallback;
+}
+
+/** The fast path's planner-runner (src/fast/), as the compiled path uses it: the forward-only step of a gradient's row split. */
+export interface FastRunner {
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
 }
 
 const tiers = new WeakMap<ModelContext, TieredSessions>();
@@ -99,7 +104,7 @@ const RUN_VARIANT = { keepModelOutputs: false } as const;
  */
 export async function runCompiled(
   state: CompileState, mc: ModelContext, hostValues: ReadonlyMap<string, Tensor>,
-  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>> }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
+  opts: CompiledRunOptions & { uncached?: boolean; printAfterEach?: PassContext['printAfterEach']; verifyEach?: boolean; feeds?: Readonly<Record<string, Tensor>>; wholeOnly?: boolean; fastExecutor?: FastRunner }, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState,
 ): Promise<Map<string, Tensor>> {
   const ir = state.ir;
   const rows = ir.scopes.slice(1).map((s) => s.tokens ?? []);
@@ -114,6 +119,9 @@ export async function runCompiled(
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));
+  // A gradient's rows may run apart from the others (split-batch), unless the batch must run
+  // whole: caller-given feeds (generation), or a graph compiled beforehand (`wholeOnly`).
+  state.gradRows = !opts.feeds && !opts.wholeOnly;
   runPasses([splitBatchPass], state, ctx, { verifyEach: opts.verifyEach });
   const chunks: Chunk[] = state.chunks!;
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
@@ -126,6 +134,23 @@ export async function runCompiled(
   const progress = (phase: 'compile' | 'run'): void => opts.onProgress?.({ phase, done: ++done, total: chunks.length * 2, rowsDone, rows: totalRows });
   const results = new Map<string, Tensor>();
   for (const chunk of chunks) {
+    if (chunk.gradStep === 'forward' && opts.fastExecutor) {
+      // The rows no gradient needs, forward only: on the instrumented model when it can (its
+      // session is built already; a second compiled graph would compete for the prepacked tier).
+      const feeds: Record<string, Tensor> = {};
+      for (const [k, t] of Object.entries(full)) feeds[k] = selectRows(t, chunk.rows);
+      const out = await opts.fastExecutor.tryRun(chunk.ir, host, feeds);
+      if (out) {
+        for (const [name, t] of out) {
+          results.set(name, t);
+          if (name.startsWith(CUT_PREFIX)) host.set(name, t);
+        }
+        progress('compile');
+        rowsDone += chunk.ownRows;
+        progress('run');
+        continue;
+      }
+    }
     const key = structuralKey(chunk.ir, RUN_VARIANT);
     let entry = useCache ? cache.get(key) : undefined;
     if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again
@@ -146,9 +171,13 @@ export async function runCompiled(
       feeds[input] = t;
     }
     const out = await runEntry(entry, mc, tiered, sessionOpts, feeds);
-    for (const [name, output] of entry.saved) results.set(name, out[output]!);
+    for (const [name, output] of entry.saved) {
+      results.set(name, out[output]!);
+      if (name.startsWith(CUT_PREFIX)) host.set(name, out[output]!); // fed to a later chunk
+    }
     // A chunk's session holds an arena sized for its batch; chunk graphs are rarely reused.
-    if (chunks.length > 1) await mc.backend.release(entry.graphPath);
+    // (The two steps of a gradient's row split are reused like any graph: kept.)
+    if (chunks.filter((c) => c.gradStep !== 'forward').length > 1) await mc.backend.release(entry.graphPath);
     rowsDone += chunk.ownRows;
     progress('run');
   }

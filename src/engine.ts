@@ -124,7 +124,7 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
   if (remote && (opts.pipeline || opts.fast === false)) throw needsCompiler(remote, opts.fast === false ? 'the fast path was turned off for this trace' : 'a custom pass pipeline compiles the trace');
   if (opts.pipeline) {
     const done = compileGraph(ir, mc, opts);
-    return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity }, () => done);
+    return runCompiled(done, mc, host, { ...opts, uncached: true, memoryBudget: Infinity, wholeOnly: true }, () => done);
   }
   const state = opts.prepared ? { ir, model: workingCopy(mc.loaded.proto), saved: new Map<string, string>() } : compileGraph(ir, mc, { ...opts, pipeline: irPipeline });
   const fast = mc.fast && opts.fast !== false ? mc.fast : undefined;
@@ -145,5 +145,5 @@ export async function runGraph(ir: Graph, mc: ModelContext, opts: RunOptions = {
     throw needsCompiler(remote, why ?? 'the fast path cannot run it');
   }
   const uncached = !!(opts.printAfterEach || opts.verifyEach);
-  return runCompiled(state, mc, host, { ...opts, uncached }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));
+  return runCompiled(state, mc, host, { ...opts, uncached, ...(fast ? { fastExecutor: fast } : {}) }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, opts));
 }

@@ -57,7 +57,7 @@ export { demoModelPath } from './demo.js';
 export { OipClient, type OipClientOptions, type OipClientStats } from './oip/client.js';
 export type { OipModelMetadata, OipTensorMetadata } from './oip/protocol.js';
 export type { ServingExportResult } from './fast/triton.js';
-export type { ServedModules } from './fast/serving.js';
+export type { ServedModules, ServedKind } from './fast/serving.js';
 export { moduleClasses, type ModuleClass } from './model/classes.js';
 export { groupFamilies, type Family, type PromptInfo, type FamilyJSON } from './report/families.js';
 export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
@@ -66,7 +66,7 @@ export type { ModuleTreeJSON, ModuleJSON, ValueJSON } from './model/format.js';
  * Where a model's traces run: on a server that speaks the Open Inference Protocol v2
  * (NVIDIA Triton, KServe, `nns serve`) and serves the models `nns export-serving` writes.
  * Made by {@link oip}; given to {@link LanguageModel.load} as `executor`.
- * @category Model
+ * @category Serving
  */
 export interface OipExecutor {
   readonly kind: 'oip';
@@ -95,7 +95,7 @@ export interface OipExecutor {
  * @param url the server (`http://host:8000`)
  * @param model the models' base name on the server
  * @param opts headers (e.g. an API key), `binary: false` for JSON tensors, `timeoutMs`
- * @category Model
+ * @category Serving
  */
 export function oip(url: string, model: string, opts: OipClientOptions = {}): OipExecutor {
   return { kind: 'oip', client: new OipClient(url, opts), model: checkServingName(model), json: opts.binary === false };

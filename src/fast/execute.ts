@@ -32,7 +32,7 @@ import { ModuleModels } from './module-model.js';
 import { buildPortedModel, choosePorts, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
 import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
-import { planSweep, runSweep, SweepFallback, type Env } from './sweep.js';
+import { planSweep, runSweep, SweepFallback, type Env, type SweepStats } from './sweep.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
 export interface FastStats {
@@ -52,6 +52,8 @@ export interface FastStats {
   sweepRuns: number;
   /** Why the last trace with sets was not run as an incremental sweep. */
   lastSweepReject?: string;
+  /** Where the last incremental sweep's time went. */
+  lastSweep?: SweepStats;
 }
 
 /** Options of a {@link FastExecutor}. */
@@ -303,7 +305,7 @@ export class FastExecutor implements FastPath {
       }
       return feeds;
     };
-    let out: { env: Env; memo: Map<Value, Tensor> };
+    let out: { env: Env; memo: Map<Value, Tensor>; stats: SweepStats };
     try {
       out = await runSweep({
         mc: this.mc, ported: this.ported, segments: segs,
@@ -318,6 +320,7 @@ export class FastExecutor implements FastPath {
       throw e;
     }
     this.stats.sweepRuns++;
+    this.stats.lastSweep = out.stats;
     await this.runCalls(plan, host, out.env, out.memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, out.env, out.memo));
     return true;

@@ -17,7 +17,10 @@ import type { ModelProto, ValueInfoProto } from '../onnx/proto.js';
 import type { FastExecutor } from './execute.js';
 import { moduleModelProto } from './module-model.js';
 
-/** What a served model is. */
+/**
+ * What a served model is: the instrumented model, a module model, or the unmodified model.
+ * @category Serving
+ */
 export type ServedKind = 'ports' | 'module' | 'plain';
 
 /** A served tensor: name, element type, dims (`-1` = any size). */
@@ -41,7 +44,10 @@ export interface ServedModel {
   proto: ModelProto;
 }
 
-/** Which module models to serve: all closed modules, none, or these paths. */
+/**
+ * Which module models to serve: all closed modules, none, or these paths.
+ * @category Serving
+ */
 export type ServedModules = 'all' | 'none' | readonly string[];
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;

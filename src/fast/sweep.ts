@@ -320,10 +320,10 @@ function writeResidual(host: SweepHost, r: RowPlan, sel: Selections, clean: Tens
 /** The sweep cannot go on (the ordinary path takes the trace). */
 export class SweepFallback extends Error {}
 
-/** Variants per session run at most (by the memory budget; at least 1). */
-function chunkRows(host: SweepHost, T: number, D: number): number {
-  const perRow = T * D * 4 * 16 + T * T * 4 * 16;
-  return Math.max(1, Math.min(256, Math.floor(batchBudget() / perRow)));
+/** Rows per batch at most for `N` positions of `T` (by the memory budget; at least 1). */
+function chunkRows(N: number, T: number, D: number): number {
+  const perRow = N * D * 4 * 16 + N * T * 4 * 16;
+  return Math.max(1, Math.min(512, Math.floor(batchBudget() / perRow)));
 }
 
 /**
@@ -331,12 +331,15 @@ function chunkRows(host: SweepHost, T: number, D: number): number {
  * position bucket), segment by segment; returns the memo of served reads (the model-output
  * reads of changed rows, by their uses) and the clean run's env for everything else.
  */
-export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor> }> {
+export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
+  const t0 = performance.now();
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
   const T = sp.seqLen;
   const env = await host.cleanRun(sp.cleanRows, sp.cleanFetch);
+  stats.cleanMs = performance.now() - t0;
   const memo = new Map<Value, Tensor>();
   const tokens = batchRows(ir);
 
@@ -358,36 +361,54 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     return t;
   };
 
-  // Groups: same start; with a cache, position buckets whose recomputed share stays small.
-  const maxRows = chunkRows(host, T, D);
-  const groups: { start: number; from: number; items: typeof rows }[] = [];
-  for (let start = 0; start <= L; start++) {
-    const mine = rows.filter((v) => v.r.start === start).sort((a, b) => a.from - b.from);
-    let cur: (typeof groups)[number] | undefined;
-    for (const v of mine) {
-      const from = v.from;
-      if (!cur || cur.items.length >= maxRows || (T - cur.from) > 1.08 * (T - from) + 1) {
-        cur = { start, from, items: [] };
-        groups.push(cur);
-      }
-      cur.items.push(v);
+  // Batches: with a cache, rows bucketed by the position they run from (a bucket runs from
+  // its smallest: at most 8 % of its positions recomputed); each bucket is one batch through
+  // the segments, rows joining at their start cut (rows of every start share the later runs).
+  const sorted = [...rows].sort((a, b) => a.from - b.from || a.r.start - b.r.start);
+  const groups: { from: number; items: typeof rows }[] = [];
+  let cur: (typeof groups)[number] | undefined;
+  for (const v of sorted) {
+    if (!cur || cur.items.length >= chunkRows(T - cur.from, T, D) || (T - cur.from) > 1.08 * (T - v.from) + 1) {
+      cur = { from: v.from, items: [] };
+      groups.push(cur);
     }
+    cur.items.push(v);
   }
 
   const full = buildFeeds(host.mc.feedInputs, tokens, { padId: 0 }).feeds;
   const head = chain.segments[L]!;
+  const pasts = new Map<string, Tensor>();
+  const pastOf = (pair: BlockChain['cache'][number], rep: number, from: number): Tensor => {
+    const key = `${pair.past}/${rep}/${from}`;
+    let t = pasts.get(key);
+    if (!t) {
+      const present = rowOf(env, pair.present, rep);
+      pasts.set(key, (t = sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, from)));
+    }
+    return t;
+  };
   for (const g of groups) {
-    const batch = g.items.map((v) => v.r.row);
+    g.items.sort((a, b) => a.r.start - b.r.start);
     const N = T - g.from;
-    let x: Tensor = { dtype: 'float32', shape: [batch.length, N, D], data: new Float32Array(batch.length * N * D) };
-    g.items.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(g.start, sp.rep.get(v.r.row)!), g.from, x.data as Float32Array, i * N * D, env, memo, D));
+    const active: typeof rows = [];
+    let x: Tensor | null = null;
+    // Rows starting at cut j join the batch before segment j.
+    const join = (j: number): void => {
+      const add = g.items.filter((v) => v.r.start === j);
+      if (!add.length) return;
+      const data = new Float32Array((active.length + add.length) * N * D);
+      if (x) data.set(x.data as Float32Array);
+      add.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(j, sp.rep.get(v.r.row)!), g.from, data, (active.length + i) * N * D, env, memo, D));
+      active.push(...add);
+      x = { dtype: 'float32', shape: [active.length, N, D], data };
+    };
     const feedsFor = (names: readonly string[]): Record<string, Tensor> => {
       const f: Record<string, Tensor> = {};
+      const batch = active.map((v) => v.r.row);
       for (const name of names) {
         const pair = chain.cache.find((c) => c.past === name);
         if (pair) {
-          const present = stack(g.items.map((v) => rowOf(env, pair.present, sp.rep.get(v.r.row)!)));
-          f[name] = sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, g.from);
+          f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, g.from)));
           continue;
         }
         const t = full[name];
@@ -398,16 +419,28 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
       }
       return f;
     };
-    for (let j = g.start; j < L; j++) {
+    for (let j = g.items[0]!.r.start; j < L; j++) {
+      join(j);
       const seg = chain.segments[j]!;
-      const out = await host.mc.backend.run(await host.segments.session(j), { [seg.input]: x, ...feedsFor(seg.graphInputs) }, [seg.next!]);
+      const feeds = { [seg.input]: x!, ...feedsFor(seg.graphInputs) };
+      const t1 = performance.now();
+      const out = await host.mc.backend.run(await host.segments.session(j), feeds, [seg.next!]);
+      stats.segmentMs += performance.now() - t1;
+      stats.runs++;
       x = out[seg.next!]!;
     }
+    join(L);
+    const xs: Tensor = x!;
     // The head at the positions the reads need (relative to g.from), or at every computed one.
-    const need = chain.headPositionwise ? [...new Set(g.items.flatMap((v) => v.r.need))].filter((p) => p >= g.from).sort((a, b) => a - b) : Array.from({ length: N }, (_, i) => g.from + i);
-    const hx = chain.headPositionwise ? gatherPositions(x, need.map((p) => p - g.from)) : x;
-    const hout = await host.mc.backend.run(await host.segments.session(L), { [head.input]: hx, ...feedsFor(head.graphInputs) }, head.modelOutputs);
-    g.items.forEach((v, i) => {
+    const need = chain.headPositionwise ? [...new Set(active.flatMap((v) => v.r.need))].filter((p) => p >= g.from).sort((a, b) => a - b) : Array.from({ length: N }, (_, i) => g.from + i);
+    const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - g.from)) : xs;
+    const hfeeds = { [head.input]: hx, ...feedsFor(head.graphInputs) };
+    const t2 = performance.now();
+    const hout = await host.mc.backend.run(await host.segments.session(L), hfeeds, head.modelOutputs);
+    stats.segmentMs += performance.now() - t2;
+    stats.runs++;
+    stats.batches++;
+    active.forEach((v, i) => {
       for (const rd of v.r.reads) {
         const o = hout[rd.output]!;
         const mine = selectRows(o, [i]);
@@ -427,7 +460,24 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
       }
     });
   }
-  return { env, memo };
+  stats.totalMs = performance.now() - t0;
+  return { env, memo, stats };
+}
+
+/** What the last sweep did (benchmarks: where its time went). */
+export interface SweepStats {
+  /** Changed rows. */
+  rows: number;
+  /** Batches (each a pass through the segments from its first start). */
+  batches: number;
+  /** Session runs of segment models (head included). */
+  runs: number;
+  /** The clean run. */
+  cleanMs: number;
+  /** Inside segment session runs. */
+  segmentMs: number;
+  /** The whole sweep run (clean run, host work, segment runs). */
+  totalMs: number;
 }
 
 /** Columns `[from, n)` of a `[B, n]` integer tensor. */

@@ -104,7 +104,10 @@ export interface ServingExportOptions {
   plain?: boolean;
 }
 
-/** What {@link exportServing} wrote. */
+/**
+ * What `LanguageModel.exportServing` (`nns export-serving`) wrote.
+ * @category Serving
+ */
 export interface ServingExportResult {
   /** The repository folder. */
   dir: string;

@@ -15,7 +15,10 @@ import { NnsError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { encodeBody, HEADER_LENGTH, OipFormatError, readTensors, splitBody, type OipModelMetadata, type OipTensorMetadata } from './protocol.js';
 
-/** Options of an {@link OipClient}. */
+/**
+ * Options of an {@link OipClient}.
+ * @category Serving
+ */
 export interface OipClientOptions {
   /** Extra headers on every request (e.g. `{ authorization: 'Bearer …' }`). */
   headers?: Readonly<Record<string, string>>;
@@ -25,7 +28,10 @@ export interface OipClientOptions {
   timeoutMs?: number;
 }
 
-/** Counters (tests assert which endpoints a run used). */
+/**
+ * Counters (tests assert which endpoints a run used).
+ * @category Serving
+ */
 export interface OipClientStats {
   /** Requests by endpoint kind. */
   ready: number;
@@ -40,7 +46,12 @@ function oneLine(s: string): string {
   return t.length > 300 ? `${t.slice(0, 300)}…` : t;
 }
 
-/** An Open Inference Protocol v2 client (see the module comment). */
+/**
+ * An Open Inference Protocol v2 client: `ready()` (`GET /v2/health/ready`), `modelMetadata(name)`
+ * (`GET /v2/models/{name}`), `infer(name, inputs, outputs)` (`POST /v2/models/{name}/infer`, binary
+ * tensors by default).
+ * @category Serving
+ */
 export class OipClient {
   /** The server's base URL, without a trailing slash. */
   readonly url: string;
@@ -130,17 +141,16 @@ export class OipClient {
     const binary = opts.binary ?? this.opts.binary ?? true;
     this.stats.infer++;
     if (binary) this.stats.binaryInfer++;
-    const head: Record<string, unknown> = { ...(opts.id ? { id: opts.id } : {}) };
+    const head: Record<string, unknown> = {
+      ...(opts.id ? { id: opts.id } : {}),
+      ...(outputs ? { outputs: outputs.map((o) => ({ name: o, ...(binary ? { parameters: { binary_data: true } } : {}) })) } : {}),
+    };
     let enc;
     try {
       enc = encodeBody(head, 'inputs', Object.entries(inputs).map(([n, t]) => ({ name: n, tensor: t, binary })));
     } catch (e) {
       if (e instanceof OipFormatError) throw new NnsError('oip-unsupported', `cannot send this request as JSON: ${e.message}`, { kind: 'usage' });
       throw e;
-    }
-    if (outputs) {
-      head.outputs = outputs.map((o) => ({ name: o, ...(binary ? { parameters: { binary_data: true } } : {}) }));
-      enc = { ...enc, ...reencode(head, enc) };
     }
     const r = await this.request('POST', `/v2/models/${encodeURIComponent(name)}/infer`, { bytes: enc.body, ...(enc.headerLength !== undefined ? { headerLength: enc.headerLength } : {}) });
     if (r.status !== 200) throw this.fail(r.status, r.bytes, `an inference request to model '${name}'`);
@@ -159,11 +169,4 @@ export class OipClient {
       throw e;
     }
   }
-}
-
-/** Re-encodes the JSON head after `outputs` was added (the tensors' binary part is unchanged). */
-function reencode(head: Record<string, unknown>, enc: { body: Buffer; headerLength?: number }): { body: Buffer; headerLength?: number } {
-  const json = Buffer.from(JSON.stringify(head), 'utf8');
-  if (enc.headerLength === undefined) return { body: json };
-  return { body: Buffer.concat([json, enc.body.subarray(enc.headerLength)]), headerLength: json.byteLength };
 }

@@ -13,6 +13,7 @@
  * on the request, for all outputs).
  * @module
  */
+import crypto from 'node:crypto';
 import type { DType, Tensor, TensorData } from '../tensor.js';
 
 /** The header carrying the JSON part's length in a binary request or response. */
@@ -71,14 +72,20 @@ export interface OipInferResponseJSON {
   outputs: OipTensorJSON[];
 }
 
-/** A tensor's metadata in a model metadata response (`-1` for a dimension of any size). */
+/**
+ * A tensor's metadata in a model metadata response (`-1` for a dimension of any size).
+ * @category Serving
+ */
 export interface OipTensorMetadata {
   name: string;
   datatype: string;
   shape: number[];
 }
 
-/** A model metadata response (`GET /v2/models/{name}`). */
+/**
+ * A model metadata response (`GET /v2/models/{name}`).
+ * @category Serving
+ */
 export interface OipModelMetadata {
   name: string;
   versions?: string[];
@@ -156,6 +163,10 @@ export function tensorToJSONData(t: Tensor, what: string): (number | boolean)[] 
   return out;
 }
 
+const INT_RANGE: Partial<Record<DType, [number, number]>> = {
+  int8: [-128, 127], uint8: [0, 255], int16: [-32768, 32767], uint16: [0, 65535], int32: [-(2 ** 31), 2 ** 31 - 1], uint32: [0, 2 ** 32 - 1],
+};
+
 /** A tensor from JSON `data` (flat or nested row-major arrays, as the protocol allows). */
 export function tensorFromJSONData(dtype: DType, shape: readonly number[], data: unknown, what: string): Tensor {
   if (!Array.isArray(data)) throw new OipFormatError(`${what}: "data" must be an array`);
@@ -172,10 +183,15 @@ export function tensorFromJSONData(dtype: DType, shape: readonly number[], data:
     } else if (typeof v !== 'number' || !Number.isFinite(v)) {
       throw new OipFormatError(`${what}: element ${i} is not a number`);
     } else if (out instanceof BigInt64Array || out instanceof BigUint64Array) {
-      if (!Number.isSafeInteger(v)) throw new OipFormatError(`${what}: element ${i} (${v}) is not an integer`);
+      if (!Number.isSafeInteger(v)) throw new OipFormatError(`${what}: element ${i} (${v}) is not an integer (or beyond 2^53: send it in binary)`);
+      if (out instanceof BigUint64Array && v < 0) throw new OipFormatError(`${what}: element ${i} (${v}) is out of range for UINT64`);
       out[i] = BigInt(v);
     } else {
-      if (!(out instanceof Float32Array || out instanceof Float64Array) && !Number.isInteger(v)) throw new OipFormatError(`${what}: element ${i} (${v}) is not an integer`);
+      if (!(out instanceof Float32Array || out instanceof Float64Array)) {
+        if (!Number.isInteger(v)) throw new OipFormatError(`${what}: element ${i} (${v}) is not an integer`);
+        const [lo, hi] = INT_RANGE[dtype]!;
+        if (v < lo || v > hi) throw new OipFormatError(`${what}: element ${i} (${v}) is out of range for ${OIP_DATATYPE[dtype]}`);
+      }
       (out as Float32Array)[i] = v;
     }
   }
@@ -244,14 +260,22 @@ export interface EncodedBody {
  */
 export function encodeBody(head: Record<string, unknown>, field: 'inputs' | 'outputs', tensors: readonly { name: string; tensor: Tensor; binary: boolean }[]): EncodedBody {
   const blobs: Uint8Array[] = [];
+  const texts: string[] = [];
+  const nonce = crypto.randomBytes(6).toString('hex'); // placeholders no string of the head can spell
   head[field] = tensors.map(({ name, tensor, binary }) => {
     const base = { name, shape: [...tensor.shape], datatype: OIP_DATATYPE[tensor.dtype] };
-    if (!binary) return { ...base, data: tensorToJSONData(tensor, `${field.slice(0, -1)} '${name}'`) };
+    if (!binary) {
+      // Written by hand, not by JSON.stringify, which turns -0 into 0: JSON text keeps every float32 bit.
+      const data = tensorToJSONData(tensor, `${field.slice(0, -1)} '${name}'`);
+      texts.push(`[${data.map((v) => (Object.is(v, -0) ? '-0' : String(v))).join(',')}]`);
+      return { ...base, data: `\u0000${nonce}:${texts.length - 1}\u0000` };
+    }
     const bytes = tensorBytes(tensor);
     blobs.push(bytes);
     return { ...base, parameters: { binary_data_size: bytes.byteLength } };
   });
-  const json = Buffer.from(JSON.stringify(head), 'utf8');
+  const text = JSON.stringify(head).replace(new RegExp(`"\\\\u0000${nonce}:(\\d+)\\\\u0000"`, 'g'), (_, k: string) => texts[Number(k)]!);
+  const json = Buffer.from(text, 'utf8');
   if (!blobs.length) return { body: json };
   return { body: Buffer.concat([json, ...blobs]), headerLength: json.byteLength };
 }

@@ -43,6 +43,7 @@ export function limitsOf(a: ServeArgs): Limits {
     maxQueued: DEFAULT_LIMITS.maxQueued,
     resultTtlMs: sec('result-ttl-seconds') ?? DEFAULT_LIMITS.resultTtlMs,
     maxBatch: int(a, 'max-batch', 1) ?? DEFAULT_LIMITS.maxBatch,
+    maxStoredResultBytes: DEFAULT_LIMITS.maxStoredResultBytes,
   };
 }
 
@@ -65,7 +66,7 @@ export async function serveCommand(a: ServeArgs, io: ServeIO): Promise<number> {
   if (port > 65535) throw usageError('bad-flag', `--port must be 0..65535, not ${port}`);
   const host = (a.flags.get('host') as string | undefined) ?? '127.0.0.1';
   const keysFile = a.flags.get('keys');
-  const keys = typeof keysFile === 'string' ? KeySet.fromFile(path.resolve(io.cwd, keysFile)) : undefined;
+  const keys = typeof keysFile === 'string' ? KeySet.fromFile(path.resolve(io.cwd, keysFile), keysFile) : undefined;
   const limits = limitsOf(a);
   io.err(`nns serve: opening ${models.map((m) => m.name).join(', ')}`);
   let server;

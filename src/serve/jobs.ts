@@ -33,6 +33,8 @@ export interface Job {
   request?: WorkerJob;
   accepted: number;
   finished?: number;
+  /** Was in a batch that passed the run time: runs alone from now on (and fails alone if it is the slow one). */
+  suspect?: boolean;
 }
 
 /** Counters (tests and benchmarks). */
@@ -143,12 +145,12 @@ export class Jobs {
     this.end(job, { id: job.id, status: 'error', errors: [{ code, message, kind: 'usage', notes: [] }] });
   }
 
-  /** The next queued job in fair (round-robin by key) order, optionally of one model. */
+  /** The next queued job in fair (round-robin by key) order, optionally of one model and never a suspect one. */
   private take(model?: string): Job | undefined {
     for (let i = 0; i < this.rr.length; i++) {
       const key = this.rr[i]!;
       const q = this.queues.get(key)!;
-      const at = model === undefined ? 0 : q.findIndex((j) => j.model === model);
+      const at = model === undefined ? 0 : q.findIndex((j) => j.model === model && !j.suspect);
       if (at < 0) continue;
       const [job] = q.splice(at, 1);
       // This key goes to the back of the round.
@@ -186,7 +188,7 @@ export class Jobs {
       return;
     }
     const batch = [first];
-    while (batch.length < this.limits.maxBatch) {
+    while (!first.suspect && batch.length < this.limits.maxBatch) {
       const next = this.take(first.model);
       if (!next) break;
       batch.push(next);
@@ -232,8 +234,10 @@ export class Jobs {
     this.arm();
     if (m.ok) {
       job.result = encodeContainer({ id: job.id }, 'saves', m.saves as [string, Tensor][]);
+      this.stored += job.result.length;
       if (m.batched > 1) this.stats.merged++;
       this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: m.batched });
+      if (this.stored > this.limits.maxStoredResultBytes) this.sweep();
     } else this.end(job, { id: job.id, status: 'error', errors: m.errors as DiagnosticJSON[] });
   }
 
@@ -242,12 +246,23 @@ export class Jobs {
     clearTimeout(this.watchdog);
     const timed = this.timedOut;
     this.timedOut = false;
-    for (const id of ids) {
-      const job = this.jobs.get(id);
-      if (!job) continue;
-      if (timed) this.fail(job, 'over-limit', `the job ran longer than this server allows (${this.limits.maxRunMs / 1000} s) and was stopped`);
+    const live = ids.map((id) => this.jobs.get(id)).filter((j): j is Job => !!j && j.state !== 'completed' && j.state !== 'error');
+    for (const job of live) {
+      if (timed && live.length > 1 && !this.closing) {
+        // Which job of the batch was slow is unknown: each runs again alone, first in its key's queue.
+        job.suspect = true;
+        job.state = 'queued';
+        let q = this.queues.get(job.key);
+        if (!q) {
+          this.queues.set(job.key, (q = []));
+          this.rr.unshift(job.key);
+        }
+        q.unshift(job);
+        this.emit(job, { id: job.id, status: 'queued', position: 0 });
+      } else if (timed) this.fail(job, 'over-limit', `the job ran longer than this server allows (${this.limits.maxRunMs / 1000} s) and was stopped`);
       else this.fail(job, 'job-failed', `the worker process running the job ended unexpectedly (${why}); the server restarted it — submit the job again`);
     }
+    this.running = this.running.filter((j) => !j.suspect || j.state !== 'queued');
     for (const j of this.running) if (j.state === 'running') this.fail(j, 'job-failed', `the worker process running the job ended unexpectedly (${why})`);
     this.running = [];
     this.resolveIdle();
@@ -273,14 +288,37 @@ export class Jobs {
     await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
-  /** Whether the store is shutting down (new jobs are refused). */
+  /** Whether the store is shutting down or cannot run jobs any more (new jobs are refused). */
   get isClosing(): boolean {
     return this.closing;
   }
 
-  /** Drops finished jobs older than the result TTL. */
+  /** The worker is gone for good: queued jobs fail, new ones are refused. */
+  fatal(why: string): void {
+    this.closing = true;
+    for (const q of this.queues.values()) for (const j of q) this.fail(j, 'job-failed', `${why}; the job did not run`);
+    this.queues.clear();
+    this.rr = [];
+    this.resolveIdle();
+  }
+
+  /** Bytes of results held. */
+  private stored = 0;
+
+  private drop(id: string, j: Job): void {
+    this.stored -= j.result?.length ?? 0;
+    this.jobs.delete(id);
+  }
+
+  /** Drops finished jobs older than the result TTL, then the oldest while results hold more than their byte limit. */
   sweep(now = Date.now()): void {
-    for (const [id, j] of this.jobs) if (j.finished !== undefined && now - j.finished > this.limits.resultTtlMs) this.jobs.delete(id);
+    for (const [id, j] of this.jobs) if (j.finished !== undefined && now - j.finished > this.limits.resultTtlMs) this.drop(id, j);
+    if (this.stored <= this.limits.maxStoredResultBytes) return;
+    const done = [...this.jobs].filter(([, j]) => j.finished !== undefined).sort(([, a], [, b]) => a.finished! - b.finished!);
+    for (const [id, j] of done) {
+      if (this.stored <= this.limits.maxStoredResultBytes) break;
+      this.drop(id, j);
+    }
   }
 
   /** Stops the timers. */

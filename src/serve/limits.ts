@@ -26,6 +26,8 @@ export interface Limits {
   resultTtlMs: number;
   /** Most jobs run together in one forward pass (default 16; 1 turns cross-request batching off). */
   maxBatch: number;
+  /** Bytes of finished results kept in all (default 1 GiB); past it the oldest expire early. */
+  maxStoredResultBytes: number;
 }
 
 /** The defaults (docs/remote.md lists them). */
@@ -38,6 +40,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = {
   maxQueued: 1024,
   resultTtlMs: 10 * 60_000,
   maxBatch: 16,
+  maxStoredResultBytes: 2 ** 30,
 };
 
 const sha = (s: string): Buffer => crypto.createHash('sha256').update(s, 'utf8').digest();
@@ -69,17 +72,18 @@ export class KeySet {
 
   /**
    * Reads a key file: one key per line; blank lines and lines starting with `#` are skipped.
+   * @param shown the name messages use (the path as the user gave it)
    * @throws NnsError (usage) when the file cannot be read or holds no key
    */
-  static fromFile(file: string): KeySet {
+  static fromFile(file: string, shown = file): KeySet {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw usageError('no-such-file', `cannot read the key file '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw usageError('no-such-file', `cannot read the key file '${shown}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     const keys = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    if (keys.length === 0) throw usageError('bad-flag', `the key file '${file}' holds no key (one key per line)`);
+    if (keys.length === 0) throw usageError('bad-flag', `the key file '${shown}' holds no key (one key per line)`);
     return new KeySet(keys);
   }
 }

@@ -42,7 +42,15 @@ export interface ModelInfoJSON {
   vocabRows: number | null;
 }
 
-/** The info of an opened model (server side). */
+/** A JSON value with every string that holds an absolute path (`/...`, `C:\\...`) replaced by `<path>`. */
+function withoutPaths(v: unknown): unknown {
+  if (typeof v === 'string') return /^(\/|[A-Za-z]:[\\/]|~\/)/.test(v) || /(^|[\s'"(])\/(?:[\w.@+-]+\/)+/.test(v) ? '<path>' : v;
+  if (Array.isArray(v)) return v.map(withoutPaths);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, withoutPaths(x)]));
+  return v;
+}
+
+/** The info of an opened model (server side). Strings of `config.json` that are paths (`_name_or_path`) are not sent. */
 export function modelInfo(name: string, mc: ModelContext): ModelInfoJSON {
   const tree = mc.tree;
   const map = tree.modules as ModuleMap;
@@ -63,7 +71,7 @@ export function modelInfo(name: string, mc: ModelContext): ModelInfoJSON {
       graphOutputs: tree.graphOutputs,
       params: [...tree.params.values()],
     },
-    config: mc.loaded.config ?? null,
+    config: mc.loaded.config ? (withoutPaths(mc.loaded.config) as Record<string, unknown>) : null,
     tokenizer,
     maxPositions: mc.maxPositions ?? null,
     vocabRows: mc.vocabRows ?? null,

@@ -153,6 +153,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     onMessage: (m) => jobs.onMessage(m),
     onExit: (ids, why) => jobs.onWorkerExit(ids, why),
     onIdle: () => jobs.schedule(),
+    onFatal: (why) => jobs.fatal(why),
   }, opts.workerEnv);
   jobs.attach(worker);
   let infos;
@@ -238,7 +239,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
   const unknownModel = (name: string): HttpError => new HttpError(404, 'unknown-model', `this server has no model '${name.slice(0, 100)}' (it serves: ${registry.names().join(', ')})`);
 
   const submit = async (req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> => {
-    if (closing || jobs.isClosing) throw new HttpError(503, 'job-failed', 'the server is shutting down');
+    if (closing || jobs.isClosing) throw new HttpError(503, 'job-failed', closing ? 'the server is shutting down' : 'the server cannot run jobs: its worker process cannot be restarted');
     const body = await readBody(req, limits.maxRequestBytes);
     let c;
     try {

@@ -22,6 +22,8 @@ export interface WorkerEvents {
   onExit(jobs: string[], why: string): void;
   /** A batch finished (the worker is free). */
   onIdle(): void;
+  /** The worker could not be started again after it died: no job can run any more. */
+  onFatal?(why: string): void;
 }
 
 /** A model load failure at start-up. */
@@ -94,7 +96,10 @@ export class JobWorker {
         if (this.stopping) return;
         this.events.onExit(jobs, signal ? `it was killed (${signal})` : `it exited with code ${code}`);
         // Start again; queued jobs wait for it.
-        this.start().catch((e: unknown) => process.stderr.write(`nns serve: cannot restart the worker: ${(e as Error).message}\n`));
+        this.start().catch((e: unknown) => {
+          process.stderr.write(`nns serve: cannot restart the worker: ${(e as Error).message}\n`);
+          this.events.onFatal?.('the server cannot restart its worker process');
+        });
       });
     });
     this.send({ type: 'init', models: this.models, maxSavedElements: this.maxSavedElements });

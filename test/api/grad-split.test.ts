@@ -18,15 +18,53 @@ describe('grad with the batch split into chunks', () => {
   }, 60_000);
   afterAll(async () => model?.dispose());
 
-  /** Runs with a budget of one row per chunk; returns the saves and how many chunks ran. */
-  async function split(fn: Parameters<LanguageModel['trace']>[0] & ((tr: never) => void), params?: Record<string, import('../../src/index.js').Tensor>) {
+  /** Runs with a budget of one row per chunk (or the default); returns the saves and how many chunks ran. */
+  async function split(fn: Parameters<LanguageModel['trace']>[0] & ((tr: never) => void), params?: Record<string, import('../../src/index.js').Tensor>, memoryBudget = 1) {
     let chunks = 0;
     const onProgress = (e: ProgressEvent): void => { if (e.phase === 'compile') chunks = e.total / 2; };
-    const r = await model.trace(fn as never, { memoryBudget: 1, fast: false, dedup: false, onProgress, ...(params ? { params } : {}) });
+    const r = await model.trace(fn as never, { memoryBudget, fast: false, dedup: false, onProgress, ...(params ? { params } : {}) });
     return { saves: r.saves, chunks };
   }
 
-  it('attribution of two (source, clean) pairs, one chunk per pair, equals the reference', async () => {
+  it('attribution in one budget chunk: the source row runs first (forward only), then the clean row with its gradient', async () => {
+    const c = refCase('gradients');
+    const e = c.expect as GradExpect;
+    const { saves, chunks } = await split(((tr: import('../../src/index.js').Tracer) => {
+      const src: TensorProxy[] = [];
+      tr.invoke(c.source_ids!, (m) => { for (let l = 0; l < 4; l++) src.push(m.transformer.h[l]!.output); });
+      tr.invoke(c.input_ids as number[], (m) => {
+        const y = m.output.logits.at(0, -1, c.answer_id!);
+        for (let l = 0; l < 4; l++) {
+          const h = m.transformer.h[l]!.output;
+          src[l]!.sub(h).mul(grad(y, h)).sum(-1).save(`a${l}`);
+        }
+      });
+    }) as never, undefined, Infinity);
+    expect(chunks).toBe(2);
+    for (let l = 0; l < 4; l++) expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+  }, 120_000);
+
+  it('with the fast path on, the forward-only step runs on the instrumented model; same numbers', async () => {
+    const c = refCase('gradients');
+    const e = c.expect as GradExpect;
+    const fast = model.mc.fast as unknown as { stats: { fastRuns: number } };
+    const runs0 = fast.stats.fastRuns;
+    const { saves } = await model.trace((tr) => {
+      const src: TensorProxy[] = [];
+      tr.invoke(c.source_ids!, (m) => { for (let l = 0; l < 4; l++) src.push(m.transformer.h[l]!.output); });
+      tr.invoke(c.input_ids as number[], (m) => {
+        const y = m.output.logits.at(0, -1, c.answer_id!);
+        for (let l = 0; l < 4; l++) {
+          const h = m.transformer.h[l]!.output;
+          src[l]!.sub(h).mul(grad(y, h)).sum(-1).save(`a${l}`);
+        }
+      });
+    });
+    expect(fast.stats.fastRuns - runs0).toBe(1);
+    for (let l = 0; l < 4; l++) expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+  }, 120_000);
+
+  it('attribution of two (source, clean) pairs, one budget chunk per pair (each in two steps), equals the reference', async () => {
     const c = refCase('gradients');
     const e = c.expect as GradExpect;
     const { saves, chunks } = await split(((tr: import('../../src/index.js').Tracer) => {
@@ -43,7 +81,7 @@ describe('grad with the batch split into chunks', () => {
         });
       }
     }) as never);
-    expect(chunks).toBe(2);
+    expect(chunks).toBe(4);
     for (const pair of [0, 1]) {
       for (let l = 0; l < 4; l++) {
         expectClose(saves[`g${pair}.${l}`]!.data as Float32Array, e.grads[`transformer.h.${l}`]!.values, 1e-4, `pair ${pair} grad h.${l}`);

@@ -20,7 +20,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
-import { decodeModel } from '../../src/onnx/serde.js';
+import { decodeModel, encodeModel } from '../../src/onnx/serde.js';
 import type { ModelProto, NodeProto, ValueInfoProto } from '../../src/onnx/proto.js';
 import { ROOT, expectClose, refCase } from '../helpers/reference.js';
 
@@ -90,6 +90,41 @@ function checkReadable(p: ModelProto, script: string): void {
 }
 
 describe('nns compile: graphs for Netron', () => {
+  it('keeps every field of the model it does not touch (model, graph and node doc strings, metadata, value_info, attributes)', async () => {
+    const dir = path.join(tmp, 'marked');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(ROOT, 'models', 'gpt2-facts', f), path.join(dir, f));
+    const src = decodeModel(fs.readFileSync(path.join(ROOT, 'models', 'gpt2-facts', 'onnx', 'model.onnx')));
+    src.doc_string = 'the exporter\'s own description';
+    src.metadata_props = [{ key: 'exporter.note', value: 'kept' }];
+    src.domain = 'org.example';
+    src.model_version = 7;
+    src.graph!.doc_string = 'graph description';
+    src.graph!.value_info = [...(src.graph!.value_info ?? []), { name: src.graph!.node![5]!.output![0]!, doc_string: 'a typed value', type: { tensor_type: { elem_type: 1 } } }];
+    src.graph!.node!.forEach((n, i) => { n.doc_string = `node ${i}`; n.metadata_props = [{ key: 'exporter.index', value: String(i) }]; });
+    fs.writeFileSync(path.join(dir, 'model.onnx'), encodeModel(src));
+    const file = path.join(tmp, 'marked.onnx');
+    const code = await main(['compile', 'examples/eiffel.nns', '--model', path.join(dir, 'model.onnx'), '-o', file], { out: () => {}, err: () => {}, cwd: ROOT, env: process.env });
+    expect(code).toBe(0);
+    const out = decodeModel(fs.readFileSync(file));
+    expect(out.doc_string).toMatch(/^Rewritten by onnsight[^]*\n\nthe exporter's own description$/);
+    expect(out.metadata_props?.[0]).toEqual({ key: 'exporter.note', value: 'kept' });
+    expect([out.domain, Number(out.model_version), out.ir_version, out.graph!.doc_string]).toEqual(['org.example', 7, src.ir_version, 'graph description']);
+    expect(out.opset_import!.slice(0, src.opset_import!.length)).toEqual(src.opset_import); // ai.onnsight appended
+    expect(out.graph!.value_info!.find((v) => v.doc_string === 'a typed value')).toBeTruthy();
+    const byName = new Map(out.graph!.node!.map((n) => [n.name, n]));
+    let kept = 0;
+    for (const n of src.graph!.node!) {
+      const m = byName.get(n.name);
+      if (!m) continue; // pruned (the zeroed MLP's own computation)
+      kept++;
+      // (a large tensor attribute may move to the external weights file, as on any load: compared without tensors)
+      const attrs = (x: NodeProto): unknown => (x.attribute ?? []).map((a) => ({ ...a, t: a.t ? a.t.dims : undefined }));
+      expect([m.op_type, m.domain ?? '', m.doc_string, m.metadata_props, attrs(m), m.output]).toEqual([n.op_type, n.domain ?? '', n.doc_string, n.metadata_props, attrs(n), n.output]);
+    }
+    expect(kept).toBeGreaterThan(src.graph!.node!.length * 0.8);
+  }, 120_000);
+
   it('eiffel: ≤ 8 drawn inserted nodes (functions and --flat), scopes, sources, shapes, stamp, same numbers as --flat and PyTorch', async () => {
     const fns = await compile('eiffel', false);
     const flat = await compile('eiffel', true);

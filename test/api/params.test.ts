@@ -122,6 +122,24 @@ describe('nns run --param', () => {
     expect(r2.code, r2.err).toBe(0);
   }, 60_000);
 
+  it('a param in a generate block: reference.json generate (steered, alpha·vector at block 2 every step)', async () => {
+    const c = refCase('generate');
+    const file = path.join(TMP, 'steer-gen.json');
+    fs.writeFileSync(file, JSON.stringify({ dtype: 'float32', shape: [128], data: c.vector!.map((x) => x * c.alpha!) }));
+    const script = path.join(TMP, 'gen.nns');
+    fs.writeFileSync(script, [
+      'param steer: f32[128]',
+      `generate ${JSON.stringify(c.input_ids)} max_new_tokens=6 {`,
+      '  model.transformer.h[2].output = model.transformer.h[2].output + steer',
+      '  tokens = model.generator.output.save()',
+      '}', ''].join('\n'));
+    const out = path.join(TMP, 'gen-out.json');
+    const r = await nnsHere(['run', script, '--model', EXPORTS[0].path, '--param', `steer=${file}`, '--out', out, '--progress=none']);
+    expect(r.code, r.err).toBe(0);
+    const saved = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { data: number[] }>;
+    expect(saved.tokens!.data).toEqual((c.expect as { steered: number[] }).steered);
+  }, 120_000);
+
   it('missing, unknown, mismatched or unreadable params are located errors, exit 2, nothing written', async () => {
     const out = path.join(TMP, 'never.json');
     const run = (...extra: string[]) => nnsHere(['run', SCRIPT, '--model', EXPORTS[0].path, '--out', out, ...extra]);

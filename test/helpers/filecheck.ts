@@ -13,7 +13,8 @@
  * RUN is `nns check %s` with the CLI's `--passes=a,b` (the passes to run, in order) and
  * `--print-ir-after=NAME,...` / `--print-ir-after-all`; what is checked is what the CLI
  * prints: the state after the last pass, or `// ----- after NAME -----` sections. Test-only
- * options: `--max-rows=N` (split-batch's row budget), `--run-variant` (compile as a run
+ * options: `--max-rows=N` (split-batch's row budget), `--grad-rows` (split-batch may run a
+ * gradient's rows apart, as the compiled run path lets it), `--run-variant` (compile as a run
  * variant: the model's own outputs are not kept, as the compiled run path does).
  *
  * Directives: `CHECK: p` (a later line contains p), `CHECK-NEXT: p` (the next line does),
@@ -128,7 +129,8 @@ export async function runCheckFile(file: string): Promise<{ output: string; dire
     const lowered = lowerTrace(t, { file: path.basename(file), tokenize: (s) => mc.loaded.tokenizer!.encode(s), host: new Map(host), tree: mc.tree });
     if (lowered.errors.length) throw new NnsErrors(lowered.errors);
     const maxRows = opt('max-rows');
-    const pipeline = passes.map((p) => (p.name === 'split-batch' && maxRows ? { ...p, run: (s: Parameters<typeof p.run>[0], c: Parameters<typeof p.run>[1]) => { s.maxRows = Number(maxRows); return p.run(s, c); } } : p));
+    const gradRows = run.includes('--grad-rows');
+    const pipeline = passes.map((p) => (p.name === 'split-batch' && (maxRows || gradRows) ? { ...p, run: (s: Parameters<typeof p.run>[0], c: Parameters<typeof p.run>[1]) => { if (maxRows) s.maxRows = Number(maxRows); s.gradRows = gradRows; return p.run(s, c); } } : p));
     const state = compileGraph(lowered.graph, mc, {
       pipeline, keepModelOutputs: !run.includes('--run-variant'),
       // What nns check / nns compile do (a run variant lowers for every size and stays flat).

@@ -11,6 +11,9 @@ import { decodeContainer, encodeContainer } from '../../src/serve/protocol.js';
 import type { JobWorker } from '../../src/serve/worker.js';
 import type { WorkerJob } from '../../src/serve/worker-main.js';
 import type { Tensor } from '../../src/tensor.js';
+import { modelInfo } from '../../src/serve/model-info.js';
+import { ModuleMap } from '../../src/model/modules.js';
+import type { ModelContext } from '../../src/compile.js';
 
 /** A worker that records the batches it gets and finishes each when told. */
 function fakeWorker(): { worker: JobWorker; batches: { model: string; ids: string[] }[] } {
@@ -87,6 +90,26 @@ describe('Jobs', () => {
   });
 });
 
+describe('stored results', () => {
+  it('past the byte limit, the oldest finished results expire first', async () => {
+    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, maxStoredResultBytes: 2500 });
+    const { worker } = fakeWorker();
+    jobs.attach(worker);
+    const t = (): [string, Tensor][] => [['x', { dtype: 'float32', shape: [250], data: new Float32Array(250) }]];
+    const ids = [1, 2, 3].map(() => jobs.submit('A', 'm', { ir: IR, host: [] }).id);
+    await flush();
+    for (const id of ids) {
+      jobs.onMessage({ type: 'done', id, ok: true, saves: t(), batched: 1 });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Each result is ~1.1 kB: the first expires when the third arrives.
+    expect(jobs.get(ids[0]!, 'A')).toBeUndefined();
+    expect(jobs.get(ids[1]!, 'A')?.state).toBe('completed');
+    expect(jobs.get(ids[2]!, 'A')?.state).toBe('completed');
+    jobs.close();
+  });
+});
+
 describe('keys and the tensor container', () => {
   it('keys: only listed ones pass; the id never contains the key', () => {
     const k = new KeySet(['alpha-key', 'beta-key']);
@@ -97,6 +120,17 @@ describe('keys and the tensor container', () => {
     expect(k.check('')).toBeUndefined();
     expect(k.check('alpha-key')).not.toContain('alpha');
     expect(new KeySet([]).required).toBe(false);
+  });
+
+  it('the model description sends no path from config.json', () => {
+    const mc = {
+      tree: { modules: new ModuleMap([]), graphInputs: [], graphOutputs: [], params: new Map() },
+      loaded: { proto: { graph: { node: [] } }, config: { _name_or_path: '/home/alice/models/gpt2', vocab_size: 874, nested: { where: 'C:\\models\\x', act: 'gelu_new', list: ['~/x', 'ok'] } }, source: '/srv/models/gpt2' },
+      maxPositions: 64, vocabRows: 874,
+    } as unknown as ModelContext;
+    const info = modelInfo('gpt2', mc);
+    expect(info.config).toEqual({ _name_or_path: '<path>', vocab_size: 874, nested: { where: '<path>', act: 'gelu_new', list: ['<path>', 'ok'] } });
+    expect(JSON.stringify(info)).not.toMatch(/alice|srv/);
   });
 
   it('carries every dtype bit for bit', () => {

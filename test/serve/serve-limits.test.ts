@@ -143,6 +143,25 @@ function container(json: string): Buffer {
   return Buffer.concat([Buffer.from(MAGIC), len, Buffer.from(json)]);
 }
 
+describe('nns serve: a slow job in a shared batch', () => {
+  it('passing the run time fails the slow job only: the jobs of its batch run again alone', async () => {
+    const c = new RemoteClient(server.url, { apiKey: KEY });
+    const c2 = new RemoteClient(server.url, { apiKey: OTHER });
+    const m = await c.model('gpt2');
+    const { lowerTrace } = await import('../../grammar/lower.js');
+    const { parseScript } = await import('../../grammar/parse.js');
+    const { traces } = await import('../../grammar/script.js');
+    const lower = (src: string) => lowerTrace(traces(parseScript(src, 's.nns').ast!)[0]!, { file: 's.nns', tokenize: (t) => m.tokenizer!.encode(t), tree: m.tree }).graph;
+    server.jobs.hold();
+    const ok = await c2.submit('gpt2', lower('trace "The Eiffel Tower is in" { h = model.transformer.h[0].output[0, 0, 0:3].save() }'), new Map());
+    const slow = await c.submit('gpt2', lower('trace "The Eiffel Tower is in" { __stall__ = model.transformer.h[0].output[0, 0, 0].save() }'), new Map());
+    server.jobs.release();
+    const okResult = await c2.result(ok);
+    expect(okResult.get('h')!.shape).toEqual([3]);
+    await expect(c.result(slow)).rejects.toMatchObject({ errors: [expect.objectContaining({ code: 'over-limit' })] });
+  });
+});
+
 describe('nns serve: malformed requests', () => {
   const post = async (body: Uint8Array | string): Promise<{ status: number; text: string }> => {
     const r = await fetch(`${server.url}/jobs`, { method: 'POST', headers: { authorization: `Bearer ${KEY}` }, body: body as unknown as BodyInit });
