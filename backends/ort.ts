@@ -58,9 +58,17 @@ export interface OrtSessionOptions {
   externalDataDir?: string;
   /**
    * Keep this session out of LRU eviction (the instrumented model's one session, which every
-   * fast-path trace uses); it is released only by {@link OrtBackend.release}. Not part of the cache key.
+   * fast-path trace uses); it is released only by {@link OrtBackend.release}, or by a
+   * conflicting session of its weights group when the backend is exclusive. Not part of the cache key.
    */
   pinned?: boolean;
+  /**
+   * The weights group of the session (default `'model'`: graphs over the model's whole
+   * weights file). With {@link OrtBackendOptions.exclusive}, sessions of one group never
+   * hold two copies of the weights: see there. Module models over a disjoint subset of the
+   * weights (the tail, src/fast/tail.ts) have groups of their own. Not part of the cache key.
+   */
+  group?: string;
 }
 
 /** Options of an {@link OrtBackend}. */
@@ -69,6 +77,16 @@ export interface OrtBackendOptions {
   maxSessions?: number;
   /** Defaults for every session of this backend. */
   defaults?: OrtSessionOptions;
+  /**
+   * One copy of the weights per group (default false). A prepacked session holds a private
+   * packed copy of the weights, and onnxruntime releases its mapping of the weights file; an
+   * unprepacked session maps the file, and all of them share its pages. So a new prepacked
+   * session releases every idle session of its group, and a new unprepacked one releases
+   * the group's idle prepacked session (pinned or not: it is recreated when asked for
+   * again), and physical memory stays at about one copy of the weights
+   * (bench/README.md, `peak_pss_mb`). Sessions running are never released.
+   */
+  exclusive?: boolean;
 }
 
 /**
@@ -80,6 +98,8 @@ export type OrtSession = ort.InferenceSession;
 interface Entry {
   key: string;
   pinned: boolean;
+  group: string;
+  prepack: boolean;
   promise: Promise<ort.InferenceSession>;
   session?: ort.InferenceSession;
   busy: number;
@@ -97,6 +117,9 @@ interface Entry {
 export class OrtBackend {
   private readonly max: number;
   private readonly defaults: OrtSessionOptions;
+  private readonly exclusive: boolean;
+  /** Sessions released to keep one copy of a group's weights (tests, benchmarks). */
+  exclusiveReleases = 0;
   /** Insertion order = recency order (re-inserted on use). */
   private readonly entries = new Map<string, Entry>();
   private readonly bySession = new Map<ort.InferenceSession, Entry>();
@@ -106,6 +129,7 @@ export class OrtBackend {
   constructor(opts: OrtBackendOptions = {}) {
     this.max = Math.max(1, opts.maxSessions ?? 8);
     this.defaults = opts.defaults ?? {};
+    this.exclusive = !!opts.exclusive;
   }
 
   /** Number of sessions open or being created. */
@@ -127,7 +151,11 @@ export class OrtBackend {
       this.entries.set(key, hit);
       return hit.promise;
     }
-    const entry: Entry = { key, pinned: !!o.pinned, busy: 0, evicted: false, promise: createSession(graphPath, o) };
+    const group = o.group ?? 'model';
+    // The released sessions' memory goes back before the new session allocates its own.
+    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack) : [];
+    const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, o)) : createSession(graphPath, o);
+    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, busy: 0, evicted: false, promise };
     entry.promise.then(
       (s) => {
         entry.session = s;
@@ -185,6 +213,19 @@ export class OrtBackend {
       e.evicted = true;
       return e.promise.then(() => this.dispose(e), () => undefined);
     }));
+  }
+
+  /** Releases the idle sessions of `group` that would hold a second copy of its weights next to a new session. */
+  private releaseConflicts(group: string, prepack: boolean): Promise<void>[] {
+    const gone: Promise<void>[] = [];
+    for (const [key, e] of this.entries) {
+      if (e.group !== group || !(prepack || e.prepack) || !e.session || e.busy > 0) continue;
+      this.entries.delete(key);
+      e.evicted = true;
+      this.exclusiveReleases++;
+      gone.push(this.dispose(e).catch(() => undefined));
+    }
+    return gone;
   }
 
   private evict(): void {

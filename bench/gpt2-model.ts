@@ -152,7 +152,7 @@ function sfc32(seed: number): () => number {
 const CHUNK = 1 << 20; // floats per generated chunk (4 MiB)
 
 /** Yields a tensor's PRNG values in chunks (each chunk buffer is reused: consume before the next). */
-function* prngChunks(seed: number, p: Gpt2Param, layers: number): Generator<Float32Array> {
+export function* prngChunks(seed: number, p: Gpt2Param, layers: number): Generator<Float32Array> {
   const n = p.dims.reduce((a, b) => a * b, 1);
   const buf = new Float32Array(Math.min(n, CHUNK));
   if (p.init === 'ones' || p.init === 'zeros') {

@@ -108,7 +108,7 @@ export async function onnsightOther(ctx: BenchContext, graphPath: string): Promi
   return stateOf(ctx, await LanguageModel.load(graphPath));
 }
 
-function stateOf(ctx: BenchContext, model: LanguageModel): OnnsightState {
+export function stateOf(ctx: BenchContext, model: LanguageModel): OnnsightState {
   const fast = model.mc.fast as FastExecutor | undefined;
   if (!fast) throw new Error('benchmark: the fast path is off (ONNSIGHT_FAST=0?); the benchmark measures onnsight with its defaults');
   const base = ctx.feeds.input_ids ? Array.from(ctx.feeds.input_ids.data as BigInt64Array, Number) : undefined;

@@ -10,7 +10,7 @@ import type { Graph } from '../ir/ir.js';
 import type { CompileState, FastPlanner, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
-import type { ModelProto } from './onnx/proto.js';
+import { dataTypeBits, type ModelProto } from './onnx/proto.js';
 import type { LoadedModel } from './model/load.js';
 import type { FeedInput } from './model/feeds.js';
 import type { ModuleTree } from './model/types.js';
@@ -143,6 +143,22 @@ export function continueCompile(state: CompileState, mc: ModelContext, opts: Com
   return state;
 }
 
+
+/**
+ * Bytes of the model's weights (every initializer). Models above {@link BIG_WEIGHTS} keep
+ * one copy of their weights in memory: the session cache is exclusive per weights group
+ * (backends/ort.ts `exclusive`), and compiled graphs are not promoted to prepacked sessions.
+ */
+export function weightsBytes(loaded: LoadedModel): number {
+  let bytes = 0;
+  for (const t of loaded.proto.graph?.initializer ?? []) {
+    bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
+  }
+  return bytes;
+}
+
+/** Above this many bytes of weights a model is "big" (see {@link weightsBytes}): 256 MiB. */
+export const BIG_WEIGHTS = 256 * 2 ** 20;
 
 /** Batch rows of token ids, one per invoke scope (scope 0 alone when there are no invokes). */
 export function batchRows(ir: Graph): number[][] {

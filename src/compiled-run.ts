@@ -16,7 +16,7 @@ import { runPasses } from '../passes/run.js';
 import type { OrtSessionOptions } from '../backends/ort.js';
 import { TieredSessions, type TieredOptions } from '../backends/tiered.js';
 import { compileCacheOf, structuralKey, type CompiledEntry } from './compile-cache.js';
-import type { ModelContext } from './compile.js';
+import { BIG_WEIGHTS, weightsBytes, type ModelContext } from './compile.js';
 import { NnsError } from './errors.js';
 import { buildFeeds } from './model/feeds.js';
 import { writeVariant } from './model/load.js';
@@ -54,7 +54,8 @@ const tiers = new WeakMap<ModelContext, TieredSessions>();
 /** The session tiers of a model context (created on first use with `opts`). */
 export function tieredOf(mc: ModelContext, opts: TieredOptions = {}): TieredSessions {
   let t = tiers.get(mc);
-  if (!t) tiers.set(mc, (t = new TieredSessions(mc.backend, opts)));
+  // Big models keep one copy of their weights: no prepacked second tier (src/compile.ts weightsBytes).
+  if (!t) tiers.set(mc, (t = new TieredSessions(mc.backend, { promoteAfter: weightsBytes(mc.loaded) > BIG_WEIGHTS ? 0 : undefined, ...opts })));
   return t;
 }
 

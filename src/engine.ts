@@ -11,7 +11,6 @@ import type { Graph } from '../ir/ir.js';
 import { executorStages, irPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
 import type { PassContext } from '../passes/pass.js';
-import { dataTypeBits } from './onnx/proto.js';
 import { loadModel, type LoadedModel, type LoadOptions } from './model/load.js';
 import { graphFeedInputs } from './model/feeds.js';
 import { buildModuleTree } from './model/modules.js';
@@ -25,7 +24,7 @@ import type { Tensor } from './tensor.js';
 import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
 import type { RunnerFactory } from './fast/runner.js';
-import { compileGraph, continueCompile, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
+import { BIG_WEIGHTS, compileGraph, continueCompile, weightsBytes, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
 export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
 
@@ -56,7 +55,7 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
   }
   step(4);
   const mc: ModelContext = {
-    loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded) }), feedInputs: graphFeedInputs(loaded.proto),
+    loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded), exclusive: weightsBytes(loaded) > BIG_WEIGHTS }), feedInputs: graphFeedInputs(loaded.proto),
     maxPositions: maxPositions(loaded.proto, loaded.config), vocabRows: vocabTableSize(loaded.proto),
   };
   if (opts.runner) mc.fast = new FastExecutor(mc, { runner: opts.runner }); // a remote fast path is the only path
@@ -73,11 +72,7 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
 export function sessionBound(loaded: LoadedModel): number {
   const env = Number(process.env.ONNSIGHT_MAX_SESSIONS);
   if (env >= 1) return env;
-  let bytes = 0;
-  for (const t of loaded.proto.graph?.initializer ?? []) {
-    bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
-  }
-  return bytes > 256 * 2 ** 20 ? 2 : 8;
+  return weightsBytes(loaded) > BIG_WEIGHTS ? 2 : 8;
 }
 
 /** A trace the fast path cannot run, on a model whose fast path runs remotely. */

@@ -18,7 +18,8 @@
  * @module
  */
 import { adaptArgShape, callRankDelta, restoreResultShape } from '../../ir/call-rank.js';
-import type { Graph, Node, Value } from '../../ir/ir.js';
+import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
+import { expandItems } from '../../ir/shape.js';
 import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../compile.js';
 import { buildFeeds } from '../model/feeds.js';
@@ -27,7 +28,7 @@ import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
 import { evalOp, HOST_OPS } from '../../ir/ops.js';
-import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions } from './plan.js';
+import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions, type ReadBinding } from './plan.js';
 import { ModuleModels } from './module-model.js';
 import { buildPortedModel, choosePorts, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
 import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
@@ -66,6 +67,8 @@ export interface FastExecutorOptions {
   ports?: readonly PortSpec[];
   /** Keep the session open for good (default true); false leaves it to the session LRU. */
   pinned?: boolean;
+  /** Leave the model's tail (lm_head) out of the instrumented model and compute it on demand (default true; src/fast/tail.ts). */
+  cutTail?: boolean;
   /** Graph outputs the instrumented model computes at the last position only ({@link PortedModelOptions.lastPosition}). */
   lastPosition?: readonly string[];
   /**
@@ -107,6 +110,23 @@ export function compress(data: Float32Array, shape: readonly number[]): Tensor {
   }
   return { dtype: 'float32', shape: s, data: d };
 }
+
+/**
+ * A selection that may be sunk into a position-wise module (src/fast/tail.ts): `items` of a
+ * tensor of `rank` touch only leading axes (no new axes, the last axis whole). `before`
+ * selects the same elements keeping every axis (an index `i` becomes the slice `i:i+1`),
+ * `after` then drops the indexed axes.
+ */
+export function sinkable(items: readonly IndexItem[], rank: number): { before: IndexItem[]; after: IndexItem[] } | null {
+  const full = expandItems(items, rank);
+  if (!Array.isArray(full) || full.length !== rank || full.some((i) => i.kind === 'newaxis' || i.kind === 'ellipsis')) return null;
+  const last = full[rank - 1]!;
+  if (last.kind !== 'slice' || last.start !== undefined || last.stop !== undefined || (last.step ?? 1) !== 1) return null;
+  const before: IndexItem[] = full.map((i) => (i.kind === 'index' ? { kind: 'slice', start: i.index, ...(i.index === -1 ? {} : { stop: i.index + 1 }) } : i));
+  const after: IndexItem[] = full.map((i) => (i.kind === 'index' ? { kind: 'index', index: 0 } : { kind: 'slice' }));
+  return { before, after };
+}
+
 
 /** Whether `v` is computed from literals alone (no reads, host values or module calls). */
 function literalOnly(v: Value): boolean {
@@ -175,7 +195,7 @@ export class FastExecutor implements FastPath {
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { lastPosition: this.opts.lastPosition });
+    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { cutTail: this.opts.cutTail ?? true, lastPosition: this.opts.lastPosition });
     return this.portedModel;
   }
 
@@ -259,15 +279,18 @@ export class FastExecutor implements FastPath {
       return f;
     };
     let source: Env = { out: {}, rows: all };
+    const sourceMemo = new Map<Value, Tensor>();
     if (plan.sourceFetch.length) {
       const rows = runRows(plan.sourceRows);
       source = { out: await this.runner.runPorted(base(rows), plan.sourceFetch), rows };
       this.stats.sourceRuns++;
+      await this.runTails(ir, plan, plan.sets.map((x) => x.value), source, sourceMemo);
     }
     const rows = runRows(plan.mainRows);
-    const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows) };
+    const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows, sourceMemo) };
     const fetched: Env = { out: await this.runner.runPorted(main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
+    await this.runTails(ir, plan, plan.saves.map((x) => x.value), fetched, memo);
     await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
     return results;
@@ -318,9 +341,12 @@ export class FastExecutor implements FastPath {
         return false;
       }
       throw e;
+    } finally {
+      await segs.release();
     }
     this.stats.sweepRuns++;
     this.stats.lastSweep = out.stats;
+    await this.runTails(ir, plan, plan.saves.map((x) => x.value), out.env, out.memo); // tail reads of the clean rows
     await this.runCalls(plan, host, out.env, out.memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, out.env, out.memo));
     return true;
@@ -432,22 +458,21 @@ export class FastExecutor implements FastPath {
    * steering vector given as numbers): such feeds depend only on the plan, the sequence
    * length and the rows, so a generation builds them once per step structure, not per step.
    */
-  private cachedPortFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, Tensor> {
+  private cachedPortFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[], memo: Map<Value, Tensor>): Record<string, Tensor> {
     if (plan.sets.length === 0) return {};
     let c = this.feedCache.get(plan);
     if (!c) this.feedCache.set(plan, (c = { literal: plan.sets.every((s) => literalOnly(s.value)), key: '', feeds: {} }));
-    if (!c.literal) return this.portFeeds(ir, plan, seqLen, host, source, rows);
+    if (!c.literal) return this.portFeeds(ir, plan, seqLen, host, source, rows, memo);
     const key = `${ir.batch}|${seqLen}|${rows.join(',')}`;
     if (c.key !== key) {
-      c.feeds = this.portFeeds(ir, plan, seqLen, host, source, rows);
+      c.feeds = this.portFeeds(ir, plan, seqLen, host, source, rows, memo);
       c.key = key;
     }
     return c.feeds;
   }
 
-  /** keep/add feeds of every port a set writes. */
-  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[]): Record<string, Tensor> {
-    const memo = new Map<Value, Tensor>();
+  /** keep/add feeds of every port a set writes (`memo`: values already computed from the source run). */
+  private portFeeds(ir: Graph, plan: FastPlan, seqLen: number, host: ReadonlyMap<string, Tensor>, source: Env, rows: number[], memo: Map<Value, Tensor>): Record<string, Tensor> {
     const bufs = new Map<number, { keep: Float32Array; add: Float32Array; steered: Uint8Array; shape: number[] }>();
     for (const s of plan.sets) {
       const p = s.port;
@@ -492,6 +517,90 @@ export class FastExecutor implements FastPath {
     return out;
   }
 
+  /**
+   * Computes the reads of tail outputs (`logits`: the instrumented model stops at the tail's
+   * input, src/fast/tail.ts) that `roots` need, into `memo`. A read used only through
+   * selections of leading axes (`logits[:, -1, :]`) gets each selection applied to the tail's
+   * input first, the tail run on the selected positions only (the module is position-wise),
+   * and the selection's dropped axes removed after; any other use gets the whole output.
+   * Inputs of one shape (but the first axis) are concatenated along the first axis and run
+   * in one session run, then split.
+   */
+  private async runTails(ir: Graph, plan: FastPlan, roots: readonly Value[], env: Env, memo: Map<Value, Tensor>): Promise<void> {
+    const tail = this.ported.tail;
+    if (!tail) return;
+    const wanted: Value[] = [];
+    const seen = new Set<Value>();
+    const stack = [...roots];
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (seen.has(v) || memo.has(v)) continue; // served already (an incremental sweep's changed rows)
+      seen.add(v);
+      if (plan.reads.get(v)?.tail) wanted.push(v);
+      else stack.push(...v.producer.inputs);
+    }
+    if (!wanted.length) return;
+    const users = new Map<Value, Node[]>();
+    for (const n of ir.nodes) for (const x of n.inputs) if (wanted.includes(x)) users.set(x, [...(users.get(x) ?? []), n]);
+    interface Job { target: Value; output: number; x: Tensor; after: IndexItem[] | null }
+    const jobs: Job[] = [];
+    for (const v of wanted) {
+      const b = plan.reads.get(v)!;
+      const x = this.fetchedRows(b, env);
+      const us = (users.get(v) ?? []).filter((u) => !(u.results.length > 0 && u.results.every((r) => memo.has(r))));
+      if (!us.length && users.get(v)?.length) continue;
+      const sunk = us.length > 0 && us.every((u) => u.is('index') && sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank))
+        ? us.map((u) => ({ u, s: sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank)! })) : null;
+      if (sunk) for (const { u, s } of sunk) jobs.push({ target: u.results[0]!, output: b.tail!.output, x: indexTensor(x, s.before), after: s.after });
+      else jobs.push({ target: v, output: b.tail!.output, x, after: null });
+    }
+    const mm = this.modules.model(tail.path);
+    const groups = new Map<string, Job[]>();
+    for (const j of jobs) {
+      const k = `${j.x.dtype}|${j.x.shape.slice(1).join(',')}`;
+      groups.set(k, [...(groups.get(k) ?? []), j]);
+    }
+    for (const js of groups.values()) {
+      const rowsIn = js.map((j) => j.x.shape[0]!);
+      const total = rowsIn.reduce((a, c) => a + c, 0);
+      const inner = numel(js[0]!.x.shape.slice(1));
+      let x = js[0]!.x;
+      if (js.length > 1) {
+        const data = new Float32Array(total * inner);
+        let off = 0;
+        for (const j of js) { data.set(castTo(j.x, 'float32').data as Float32Array, off); off += numel(j.x.shape); }
+        x = { dtype: 'float32', shape: [total, ...x.shape.slice(1)], data };
+      }
+      const outputs = [...new Set(js.map((j) => j.output))];
+      const fetch = outputs.map((o) => mm.outputs[o]!.name);
+      let out: Record<string, Tensor>;
+      try {
+        out = await this.runner.runModule(tail.path, { [mm.inputs[0]!.name]: castTo(x, mm.inputs[0]!.sig!.dtype) }, fetch);
+      } catch (e) {
+        if (e instanceof NnsError && !this.runner.exclusive) throw new Fallback(`module ${tail.path}: ${e.message}`);
+        throw e;
+      }
+      this.stats.moduleRuns++;
+      let row = 0;
+      for (const j of js) {
+        const whole = out[mm.outputs[j.output]!.name]!;
+        const n = j.x.shape[0]!;
+        const part = js.length === 1 ? whole : indexTensor(whole, [{ kind: 'slice', start: row, stop: row + n }]);
+        row += n;
+        memo.set(j.target, j.after ? indexTensor(part, j.after) : part);
+      }
+    }
+  }
+
+  /** The rows of a read from a run's fetched outputs. */
+  private fetchedRows(b: ReadBinding, env: Env): Tensor {
+    const whole = env.out[b.fetch];
+    const at = env.rows.indexOf(b.rowStart);
+    if (!whole || at < 0) throw new Error(`internal: ${b.fetch} rows ${b.rowStart}..${b.rowEnd} were not fetched`);
+    const n = b.rowEnd - b.rowStart;
+    return at === 0 && n === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: at, stop: at + n }]);
+  }
+
   /** A value on the host, from fetched outputs, literals and host values (inputs first, without recursion: chains may be long). */
   private evaluate(v: Value, plan: FastPlan, host: ReadonlyMap<string, Tensor>, env: Env, memo: Map<Value, Tensor>): Tensor {
     const stack: [Value, boolean][] = [[v, false]];
@@ -515,12 +624,10 @@ export class FastExecutor implements FastPath {
     const p = v.producer;
     const b = plan.reads.get(v);
     let t: Tensor;
-    if (b) {
-      const whole = env.out[b.fetch];
-      const at = env.rows.indexOf(b.rowStart);
-      if (!whole || at < 0) throw new Error(`internal: ${b.fetch} rows ${b.rowStart}..${b.rowEnd} were not fetched`);
-      const n = b.rowEnd - b.rowStart;
-      t = at === 0 && n === whole.shape[0] ? whole : indexTensor(whole, [{ kind: 'slice', start: at, stop: at + n }]);
+    if (b?.tail) {
+      throw new Error(`internal: ${b.tail.path}'s output was not computed before its use`);
+    } else if (b) {
+      t = this.fetchedRows(b, env);
     } else if (p.is('const')) {
       t = tensorOf(p.attrs.dtype, p.attrs.shape, p.attrs.data);
     } else if (p.is('call_module')) {

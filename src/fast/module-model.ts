@@ -152,6 +152,7 @@ export class ModuleModels {
    */
   session(path: string): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
-    return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, ...(externalDataDir ? { externalDataDir } : {}) });
+    // Its own weights group: a module's weights are a subset the instrumented model (without its tail) may not hold.
+    return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, group: `module:${path}`, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 }

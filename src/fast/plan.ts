@@ -35,6 +35,12 @@ export interface ReadBinding {
   /** Rows `[rowStart, rowEnd)` of the batch. */
   rowStart: number;
   rowEnd: number;
+  /**
+   * A model output the instrumented model does not compute (its tail, src/fast/tail.ts):
+   * `fetch` is the tail's input, and the value is output `output` (graph output `name`) of
+   * module `path` applied to it.
+   */
+  tail?: { path: string; output: number; name: string };
 }
 
 /** One `set`, as port feeds. */
@@ -200,7 +206,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
 
   // Reads → the value between two ports of the chain: after every set of its rows that comes
   // before the read in program order, before every one that comes after it.
-  const reads = new Map<Value, ReadBinding & { port: Port | null; post: boolean }>();
+  const reads = new Map<Value, ReadBinding & { port: Port | null; post: boolean; upstream?: ReadonlySet<number> }>();
   for (const n of ir.nodes) {
     if (!READ_OPS.has(n.op)) continue;
     const [r0, r1] = rowsOf(n);
@@ -210,7 +216,9 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
       if (ported.lastPosition.has(name) && !readsLastPositionOnly(ir, n.result, tree.graphOutputs.find((o) => o.name === name)?.sig?.shape?.indexOf('sequence') ?? -1)) {
         throw new Reject(`graph output ${name} is read beyond its last position`);
       }
-      reads.set(n.result, { fetch: name, rowStart: r0, rowEnd: r1, port: null, post: true });
+      const t = ported.tail?.outputs.get(name);
+      const tail = t === undefined ? {} : { fetch: ported.tail!.fetch, tail: { path: ported.tail!.path, output: t, name } };
+      reads.set(n.result, { fetch: name, rowStart: r0, rowEnd: r1, port: null, post: true, upstream: ported.outputUpstream.get(name)!, ...tail });
       continue;
     }
     const a = n.attrs as { path: string; index: number };
@@ -245,7 +253,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     const b = reads.get(v);
     if (b) {
       if (!forSet) return;
-      const up = b.port ? new Set([...b.port.upstream, ...(b.post ? [b.port.id] : [])]) : ported.outputUpstream.get(b.fetch)!;
+      const up = b.port ? new Set([...b.port.upstream, ...(b.post ? [b.port.id] : [])]) : b.upstream!;
       for (const s of sets) {
         const affects = up.has(s.port.id);
         if (affects && s === forSet) throw new Reject(`the value set on ${s.port.path}.${s.port.kind} depends on that set`);
@@ -308,7 +316,7 @@ function plan(ir: Graph, tree: ModuleTree, ported: PortedModel, opts: PlanOption
     saves.push({ name: n.attrs.name, value: n.inputs[0]! });
   }
   const fetches = (vs: Iterable<Value>): string[] => [...new Set([...vs].map((v) => reads.get(v)!.fetch))];
-  const plain = new Map([...reads].map(([v, b]) => [v, { fetch: b.fetch, rowStart: b.rowStart, rowEnd: b.rowEnd }]));
+  const plain = new Map([...reads].map(([v, b]) => [v, { fetch: b.fetch, rowStart: b.rowStart, rowEnd: b.rowEnd, ...(b.tail ? { tail: b.tail } : {}) }]));
   const rowsOf2 = (vs: Iterable<Value>): number[] => {
     const r = new Set<number>();
     for (const v of vs) for (let i = reads.get(v)!.rowStart; i < reads.get(v)!.rowEnd; i++) r.add(i);
@@ -361,7 +369,7 @@ export function printFastPlan(ir: Graph, plan: FastPlan): string {
   for (const n of ir.nodes) {
     const b = n.results[0] && plan.reads.get(n.results[0]);
     const s = setOf.get(n);
-    const where = b ? `fetch ${b.fetch} rows ${b.rowStart}..${b.rowEnd}`
+    const where = b ? `fetch ${b.fetch} rows ${b.rowStart}..${b.rowEnd}${b.tail ? `, then ${b.tail.path} on its module model` : ''}`
       : s ? `feed ${s.port.keep}, ${s.port.add} (${s.kind} with %${ids.get(s.value)})`
         : calls.has(n) ? 'module model'
           : n.op === 'save' ? 'result'

@@ -27,11 +27,13 @@ import type { ModelProto, NodeProto } from '../onnx/proto.js';
 import { OnnxGraphView, topoOrder } from '../onnx/view.js';
 import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
+import { pruneGraph } from '../../passes/prune.js';
+import { cutTail, findTail, type TailModule } from './tail.js';
 import { Emitter } from '../../passes/onnx-emit.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 2;
+export const PORTS_FORMAT = 4;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -73,6 +75,12 @@ export interface PortedModel {
   outputUpstream: ReadonlyMap<string, ReadonlySet<number>>;
   /** The rewritten proto (kept for tests and inspection). */
   proto: ModelProto;
+  /**
+   * The model's tail module (src/fast/tail.ts), when it was left out of the instrumented
+   * model: `fetch` is the graph output to fetch instead of the tail's outputs (the tail
+   * input after the ports), which the executor computes on the tail's module model.
+   */
+  tail?: TailModule & { fetch: string };
   /** Graph outputs computed at the last position only ({@link PortedModelOptions.lastPosition}). */
   lastPosition: ReadonlySet<string>;
 }
@@ -202,7 +210,15 @@ export const portedPipeline: readonly Pass[] = [...defaultPipeline, portOutputsP
 const SPAN: Span = { file: '<ports>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 
 /** Options of {@link buildPortedModel}. */
+const ELEM_FLOAT = 1;
+
 export interface PortedModelOptions {
+  /**
+   * Leave the model's tail module (lm_head) out and compute it on demand (default true; not
+   * when one of its outputs is computed at the last position only: that slice is sunk into
+   * the tail inside the graph).
+   */
+  cutTail?: boolean;
   /**
    * Graph outputs to compute at the last position of their `sequence` axis only (the
    * output keeps its name and rank, that axis of size 1): a generation step reads just the
@@ -301,7 +317,23 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
     };
   });
   const outputUpstream = new Map(mc.tree.graphOutputs.map((o) => [o.name, deps.get(o.name) ?? new Set<number>()]));
-  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
+  // The tail (lm_head) leaves the instrumented model: its outputs are computed on demand.
+  let tail: PortedModel['tail'];
+  const found = opts.cutTail === false ? null : findTail(mc);
+  const t = found && !('reject' in found) && !last.some((o) => found.outputs.has(o)) ? found : null; // see PortedModelOptions.cutTail
+  if (t) {
+    const all = mc.loaded.proto.graph!.node ?? [];
+    const names = new Set(mc.tree.modules.get(t.path)!.nodes.map((i) => all[i]!.name ?? ''));
+    const sig = mc.tree.modules.get(t.path)!.inputs[0]!.sig!;
+    if (!names.has('')) {
+      const fetch = cutTail(g, t, names, { elemType: ELEM_FLOAT, dims: sig.shape!.map((d) => (typeof d === 'number' ? d : String(d))) });
+      if (fetch) {
+        pruneGraph(g);
+        tail = { ...t, fetch };
+      }
+    }
+  }
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}` : 'whole'}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
-  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model, lastPosition: new Set(last) };
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: state.model, lastPosition: new Set(last), ...(tail ? { tail } : {}) };
 }

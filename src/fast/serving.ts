@@ -37,6 +37,11 @@ export interface ServedModel {
   kind: ServedKind;
   /** The module's path (kind `module`). */
   module?: string;
+  /**
+   * Kind `ports`: the tail module the instrumented model leaves out (src/fast/tail.ts) and the
+   * output of this model to feed it (`lm_head` computes `logits` from it).
+   */
+  tail?: { module: string; from: string };
   /** Inputs the caller feeds (initializers listed as graph inputs are left out). */
   inputs: ServedTensor[];
   outputs: ServedTensor[];
@@ -123,17 +128,25 @@ function rankedModuleProto(mc: ModelContext, modulePath: string): ModelProto {
 
 /**
  * The models served for one loaded model, instrumented model first. `modules`: which module
- * models (default all closed modules; a named module that is not closed is an error).
+ * models (default all closed modules; a named module that is not closed is an error); the
+ * model's tail module is always among them, since the instrumented model leaves it out.
  */
 export function servedModels(exec: FastExecutor, mc: ModelContext, base: string, opts: { modules?: ServedModules; plain?: boolean } = {}): ServedModel[] {
   checkServingName(base);
   const out: ServedModel[] = [];
   const ported = exec.ported.proto;
   const inits = (p: ModelProto): Set<string> => new Set((p.graph?.initializer ?? []).map((t) => t.name!));
-  out.push({ name: portsModelName(base), kind: 'ports', inputs: tensorsOf(ported.graph?.input, inits(ported), false), outputs: tensorsOf(ported.graph?.output, new Set(), false), proto: ported });
+  const t = exec.ported.tail;
+  out.push({
+    name: portsModelName(base), kind: 'ports', inputs: tensorsOf(ported.graph?.input, inits(ported), false), outputs: tensorsOf(ported.graph?.output, new Set(), false), proto: ported,
+    ...(t ? { tail: { module: t.path, from: t.fetch } } : {}),
+  });
   const names = moduleModelNames(mc, base);
   const want = opts.modules ?? 'all';
-  const paths = want === 'all' ? [...names.keys()].filter((p) => exec.modules.reason(p) === null) : want === 'none' ? [] : [...want];
+  const chosen = want === 'all' ? [...names.keys()].filter((p) => exec.modules.reason(p) === null) : want === 'none' ? [] : [...want];
+  // The tail (lm_head) is not in the instrumented model: its module model always goes along (src/fast/tail.ts).
+  const tail = exec.ported.tail?.path;
+  const paths = tail !== undefined && !chosen.includes(tail) ? [...chosen, tail] : chosen;
   for (const p of paths) {
     if (!mc.tree.modules.has(p) || p === '') throw new NnsError('unknown-module', `no module '${p}' in this model (nns modules lists them)`, { kind: 'usage' });
     const why = exec.modules.reason(p);

@@ -150,12 +150,13 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
       continue;
     }
     if (b.rowEnd - b.rowStart !== 1) return { reject: 'a read over several rows, some of them changed' };
-    if (v.producer.op !== 'model.output' || !head.modelOutputs.includes(b.fetch)) return { reject: `a read of ${b.fetch} in a changed row (only model outputs after the last block)` };
+    const output = b.tail?.name ?? b.fetch; // a tail output (logits) is fetched as the tail's input on the ordinary path
+    if (v.producer.op !== 'model.output' || !head.modelOutputs.includes(output)) return { reject: `a read of ${output} in a changed row (only model outputs after the last block)` };
     const shape = v.type?.shape;
-    if (!shape || shape.length !== 3 || shape[1] !== 'sequence') return { reject: `model output ${b.fetch} is not [batch, sequence, ...]` };
+    if (!shape || shape.length !== 3 || shape[1] !== 'sequence') return { reject: `model output ${output} is not [batch, sequence, ...]` };
     const uses: UsePlan[] = (usesOf.get(v) ?? []).map((u) => usePlan(u, v, T));
     const l = rowReads.get(b.rowStart) ?? [];
-    l.push({ value: v, output: b.fetch, uses });
+    l.push({ value: v, output, uses });
     rowReads.set(b.rowStart, l);
   }
 

@@ -80,7 +80,12 @@ export function tritonConfig(m: ServedModel, about: { modelId: string; source: s
     blocks.forEach((b, i) => { if (i < blocks.length - 1) b[b.length - 1] += ','; });
     return [`${field} [`, ...blocks.flat(), ']'];
   };
-  const params: [string, string][] = [['onnsight.kind', m.kind], ...(m.module ? [['onnsight.module', m.module] as [string, string]] : []), ['onnsight.model_id', about.modelId]];
+  const params: [string, string][] = [
+    ['onnsight.kind', m.kind], ...(m.module ? [['onnsight.module', m.module] as [string, string]] : []),
+    // The instrumented model stops before the tail (lm_head): which output feeds its module model.
+    ...(m.tail ? [['onnsight.tail_module', m.tail.module], ['onnsight.tail_input', m.tail.from]] as [string, string][] : []),
+    ['onnsight.model_id', about.modelId],
+  ];
   const what = m.kind === 'ports' ? 'the instrumented model (ports at module boundaries)' : m.kind === 'module' ? `the standalone model of module ${m.module}` : 'the unmodified model';
   return [
     `# Written by nns export-serving (onnsight): ${what} of ${path.basename(about.source)}.`,

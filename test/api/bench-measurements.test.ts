@@ -61,7 +61,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
   });
 
   it('every ratio names a measured field', () => {
-    const fields = new Set([...MEASUREMENTS.map((x) => x.name), 'peak_rss_mb', 'weights_mb']);
+    const fields = new Set([...MEASUREMENTS.map((x) => x.name), 'peak_rss_mb', 'peak_pss_mb', 'weights_mb']);
     for (const [, num, den] of RATIOS) {
       expect(fields.has(num)).toBe(true);
       expect(fields.has(den)).toBe(true);

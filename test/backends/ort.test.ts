@@ -198,6 +198,26 @@ describe('OrtBackend session cache', () => {
     expect(top(lastRow(out.logits!), 1)).toEqual([383]);
     await one.release();
   });
+
+  it('exclusive: one copy of a group\'s weights — a prepacked session and unprepacked ones never coexist idle; other groups untouched', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const ex = new OrtBackend({ exclusive: true });
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const pre = await ex.session(m.graphPath, { prepack: true, pinned: true });
+    const mod = await ex.session(m.graphPath, { prepack: true, optimization: 'basic', group: 'module:x' });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 0]);
+    const a = await ex.session(m.graphPath); // unprepacked: the pinned prepacked one of its group goes
+    const b = await ex.session(m.graphPath, { optimization: 'disabled' }); // two unprepacked ones share the mapping
+    expect([ex.size, ex.exclusiveReleases]).toEqual([3, 1]);
+    // A running session is never released; the released one is recreated when run.
+    const running = ex.run(a, feeds, ['logits']);
+    const pre2 = await ex.session(m.graphPath, { prepack: true, pinned: true });
+    expect(pre2).not.toBe(pre);
+    expect(top(lastRow((await running).logits!), 1)).toEqual([383]);
+    expect(ex.exclusiveReleases).toBe(2); // b (idle) went, a (running) stayed
+    for (const s of [pre, mod, a, b]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    await ex.release();
+  });
 });
 
 describe('errors and conversions', () => {

@@ -55,7 +55,9 @@ describe('planner', () => {
     const r = planOf((m) => { m.transformer.h[1].output.save('h1'); m.output.at(':', -1).softmax(-1).save('p'); });
     expect(r.reject).toBeUndefined();
     expect(r.plan!.sourceFetch).toEqual([]);
-    expect(new Set(r.plan!.mainFetch)).toEqual(new Set([port('transformer.h.1', 'output').pre, 'logits']));
+    // The logits come from the tail (lm_head) applied to its fetched input (src/fast/tail.ts).
+    expect(new Set(r.plan!.mainFetch)).toEqual(new Set([port('transformer.h.1', 'output').pre, fast.ported.tail!.fetch]));
+    expect(fast.ported.tail!.fetch).toBe(port('transformer.ln_f', 'output').post);
   });
 
   it('binds reads before a set to the pre value and reads after it to the post value', () => {

@@ -174,13 +174,20 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
     expectClose(r2.saves.get('last')!.data as Float32Array, (skip.expect as { last_logits: number[] }).last_logits, 1e-4);
   });
 
-  it('unused ports leave the logits bit-identical to the unmodified model in onnxruntime', async () => {
+  it('unused ports leave the logits bit-identical to the unmodified model in onnxruntime; the tail on its module model too', async () => {
     const ids = refCase('clean_logits').input_ids as number[];
     const r = await both('plain logits', () => model.build(ids, (m) => { m.output.save('logits'); }));
     expect(r.path).toBe('fast');
+    // The fast path leaves the tail (lm_head) out of its instrumented model (src/fast/tail.ts)
+    // and computes the logits on the tail's module model: the ORT-level check runs on the
+    // instrumented model with the tail kept in, and the fast path must match it bit for bit.
+    expect(fast.ported.tail?.path).toBe('lm_head');
+    expect(fast.ported.proto.graph!.output!.map((o) => o.name)).not.toContain('logits');
+    const whole = new FastExecutor(model.mc, { cutTail: false, pinned: false });
+    expect(whole.ported.tail).toBeUndefined();
     const feeds = Object.fromEntries(Object.entries(buildFeeds(model.mc.feedInputs, [ids]).feeds).map(([k, t]) => [k, toOrtTensor(t)]));
     const portFeeds: Record<string, ort.Tensor> = { ...feeds };
-    for (const p of fast.ported.ports) {
+    for (const p of whole.ported.ports) {
       portFeeds[p.keep] = new ort.Tensor('float32', Float32Array.of(1), p.shape.map(() => 1));
       portFeeds[p.add] = new ort.Tensor('float32', Float32Array.of(0), p.shape.map(() => 1));
     }
@@ -193,11 +200,11 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
     // Without cross-op fusions the port arithmetic (h * 1 + 0) is exact.
     for (const optimization of ['disabled', 'basic'] as const) {
       const plain = await logits(model.mc.loaded.graphPath, feeds, { prepack: true, optimization });
-      expect(bitwise(await logits(fast.ported.graphPath, portFeeds, { prepack: true, optimization }), plain), optimization).toBe(true);
+      expect(bitwise(await logits(whole.ported.graphPath, portFeeds, { prepack: true, optimization }), plain), optimization).toBe(true);
     }
     // At 'all', a port can block a fusion across a boundary (dynamo: one Add + LayerNorm → SkipLayerNormalization).
     const plain = await logits(model.mc.loaded.graphPath, feeds, { prepack: true });
-    const ported = await logits(fast.ported.graphPath, portFeeds, { prepack: true });
+    const ported = await logits(whole.ported.graphPath, portFeeds, { prepack: true });
     expect(bitwise(r.saves.get('logits')!, ported)).toBe(true);
     const d = maxDiff(ported, plain);
     agreement.push(`${name} ported vs plain model (level all): ${d === 0 ? 'bitwise' : `max abs diff ${d.toExponential(2)}`}`);

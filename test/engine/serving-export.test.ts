@@ -115,7 +115,11 @@ describe('the repository', () => {
     const ports = parseTextProto(fs.readFileSync(path.join(repo, 'gpt2-facts.ports', 'config.pbtxt'), 'utf8'), ModelConfig) as { input: { name: string; data_type: string; dims: bigint[] }[]; output: { name: string }[] };
     expect(ports.input[0]).toEqual({ name: 'input_ids', data_type: 'TYPE_INT64', dims: [-1n, -1n] });
     expect(ports.input.filter((i) => /^port\.\d+\.(keep|add)$/.test(i.name)).length).toBeGreaterThanOrEqual(20);
-    expect(ports.output.map((o) => o.name)).toContain('logits');
+    // The tail (lm_head) is left out of the instrumented model (src/fast/tail.ts): the config names it and the output feeding it.
+    expect(ports.output.map((o) => o.name)).not.toContain('logits');
+    const pp = (parseTextProto(fs.readFileSync(path.join(repo, 'gpt2-facts.ports', 'config.pbtxt'), 'utf8'), ModelConfig) as { parameters?: Record<string, { string_value?: string }> }).parameters!;
+    expect(pp['onnsight.tail_module']?.string_value).toBe('lm_head');
+    expect(ports.output.map((o) => o.name)).toContain(pp['onnsight.tail_input']?.string_value);
   });
 
   it('the weights are one file on disk: every version folder holds a hard link to one inode', () => {
@@ -149,16 +153,23 @@ describe('the repository', () => {
       }
       return f;
     };
+    // The instrumented model stops before the tail: its named output fed to the lm_head module model gives the logits.
+    const params = (parseTextProto(fs.readFileSync(path.join(repo, 'gpt2-facts.ports', 'config.pbtxt'), 'utf8'), ModelConfig) as { parameters?: Record<string, { string_value?: string }> }).parameters!;
+    const tailIn = params['onnsight.tail_input']!.string_value!;
+    const head = await ort.InferenceSession.create(path.join(repo, 'gpt2-facts.module.lm_head', '1', 'model.onnx'));
     for (const n of modelFolders(repo)) {
       const s = await ort.InferenceSession.create(path.join(repo, n, '1', 'model.onnx'));
       if (n === 'gpt2-facts.ports' || n === 'gpt2-facts') {
-        const logits = (await s.run(feedsOf(s), ['logits'])).logits!;
+        const logits = n === 'gpt2-facts'
+          ? (await s.run(feedsOf(s), ['logits'])).logits!
+          : (await head.run({ [head.inputNames[0]!]: (await s.run(feedsOf(s), [tailIn]))[tailIn]! }, ['logits'])).logits!;
         const v = logits.data as Float32Array;
         const last = v.subarray((ids.length - 1) * logits.dims[2]!, ids.length * logits.dims[2]!);
         expectClose(last, (c.expect as { last_logits: number[] }).last_logits, 1e-4, n);
       }
       await s.release();
     }
+    await head.release();
   }, 120_000);
 });
 
@@ -229,7 +240,8 @@ describe('errors leave nothing behind', () => {
     const before = snapshot(repo);
     const r = await cli(['export-serving', MODEL_DIR, '-o', repo, '--modules', 'none', '--progress', 'none']);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/error\[serving-exists\]: .* already has a model folder gpt2-facts\.ports/);
+    // --modules none still exports the tail's module model (lm_head): both folders exist.
+    expect(r.err).toMatch(/error\[serving-exists\]: .* already has model folders gpt2-facts\.ports, gpt2-facts\.module\.lm_head/);
     expect(snapshot(repo)).toEqual(before);
   });
 

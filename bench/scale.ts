@@ -1,0 +1,251 @@
+/**
+ * `npm run bench -- --scale [--model DIR] [--json FILE] [--seqs 32,128,512,1024]`: onnsight at
+ * real scale. Without `--model`, on the Llama-shaped 1.1 B model bench/llama-model.ts writes
+ * (first use: generated into `.cache/bench/llama-1b-<seed>/`, 4.4 GB). One process, batch 1:
+ *
+ * 1. **Baseline**: a plain onnxruntime session (default options) over the unmodified model:
+ *    its creation, and one forward pass per sequence length; released before onnsight starts.
+ * 2. **onnsight** at the default length (`--seq`, 128): `LanguageModel.load`, the instrumented
+ *    model and its session, then plain (logits saved), save-all (every block's output),
+ *    patch (a source run and a patched run), the logit lens at every layer, and a first
+ *    trace (a new script of saves and a set, ready to run). Then the same plain / save-all /
+ *    patch / first trace at every length of `--seqs`.
+ * 3. **Generation**: 32 greedy tokens after the prompt, on `model.with-past.onnx` when the
+ *    folder has one (the key/value cache; else on the model itself, recomputing every step,
+ *    said in `scale_generate_mode`), through onnsight and as a plain onnxruntime loop, each
+ *    with only its own session open.
+ *
+ * Every time is wall clock with the process CPU time beside it (`*_cpu_ms`); repetitions
+ * shrink with the cost (a warm-up and 3 runs up to 128 positions, one run above), since a
+ * forward pass of the 1.1 B model at 1024 positions takes minutes on 2 shared cores. PSS is
+ * sampled throughout by bench/pss.ts: `scale_peak_pss_mb`, and per phase. The keys
+ * (`scale_*`) are merged into the JSON file given with `--json` (the main benchmark's report).
+ * @module
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import type { Tracer, TensorProxy, ModelRef } from '../src/index.js';
+import { LanguageModel } from '../src/index.js';
+import { compileGraph, runGraph } from '../src/engine.js';
+import { irPipeline } from '../passes/pipeline.js';
+import { dedupInvokes } from '../passes/dedup-invokes.js';
+import { explainFastPath } from '../src/fast/plan.js';
+import type { FastExecutor } from '../src/fast/index.js';
+import { buildLlamaModel, llama1bDir, LLAMA_1B } from './llama-model.js';
+import { cpuMs, median, type BenchContext } from './measure.js';
+import { lowerScript, logitLensScript, savesAndSetScript, stateOf, type OnnsightState } from './onnsight.js';
+import { plainGreedy, GENERATE_TOKENS } from './generate.js';
+import { PssSampler, type PssReading } from './pss.js';
+import { describeModel, makeFeeds, maxPositions } from './setup.js';
+
+/** Options of {@link runScale}. */
+export interface ScaleOptions {
+  model?: string;
+  json?: string;
+  seq: number;
+  seqs: number[];
+  seed: number;
+  log: (msg: string) => void;
+}
+
+interface Timed { ms: number; cpu_ms: number; min_ms: number; runs: number }
+
+/** warm-up + runs by cost: cheap lengths get a warm-up and 3 runs, long ones one run. */
+function reps(T: number, big: boolean): { warmup: number; runs: number } {
+  if (!big) return { warmup: 1, runs: 5 };
+  return T <= 128 ? { warmup: 1, runs: 3 } : { warmup: T >= 1024 ? 0 : 1, runs: 1 };
+}
+
+async function time(fn: () => Promise<unknown>, r: { warmup: number; runs: number }): Promise<Timed> {
+  for (let i = 0; i < r.warmup; i++) await fn();
+  const wall: number[] = [], cpu: number[] = [];
+  for (let i = 0; i < r.runs; i++) {
+    const c0 = cpuMs(), t0 = performance.now();
+    await fn();
+    wall.push(performance.now() - t0);
+    cpu.push(cpuMs() - c0);
+  }
+  return { ms: round(median(wall)), cpu_ms: round(median(cpu)), min_ms: round(Math.min(...wall)), runs: r.runs };
+}
+const round = (v: number): number => Math.round(v * 10) / 10;
+
+function ref(m: ModelRef, p: string): { output: TensorProxy } {
+  return p.split('.').reduce<unknown>((r, s) => (r as Record<string, unknown>)[s], m) as { output: TensorProxy };
+}
+
+/** Runs the scale benchmark (see the module comment); returns the `scale_*` keys. */
+export async function runScale(opts: ScaleOptions): Promise<Record<string, unknown>> {
+  const { log } = opts;
+  let graphPath: string;
+  if (opts.model) {
+    const p = path.resolve(opts.model);
+    graphPath = fs.statSync(p).isFile() ? p : [path.join(p, 'onnx', 'model.onnx'), path.join(p, 'model.onnx')].find((f) => fs.existsSync(f))!;
+  } else {
+    log('building or reusing the 1.1 B Llama-shaped model in .cache/bench (4.4 GB; first time: minutes) ...');
+    const t0 = performance.now();
+    const m = buildLlamaModel({ ...LLAMA_1B, seed: opts.seed, dir: llama1bDir(opts.seed), log });
+    log(`${m.reused ? 'reused' : 'built'} ${m.dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    graphPath = m.graphPath;
+  }
+  const manifest = path.join(path.dirname(graphPath), 'manifest.json');
+  const params = fs.existsSync(manifest) ? (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { params?: number }).params : undefined;
+  const folder = path.dirname(graphPath);
+  const bm = describeModel(graphPath, path.basename(path.basename(folder) === 'onnx' ? path.dirname(folder) : folder), params);
+  const big = bm.weightsMb > 1000;
+  const maxPos = maxPositions(graphPath) ?? Infinity;
+  const seqs = opts.seqs.filter((T) => T <= maxPos);
+  const seq = Math.min(opts.seq, maxPos);
+  const out: Record<string, unknown> = {
+    scale_model: bm.name, scale_graph_path: path.relative(process.cwd(), graphPath), scale_params: bm.params, scale_weights_mb: round(bm.weightsMb),
+    scale_seq_len: seq, scale_load_avg_before: round(os.loadavg()[0]!), scale_cpus: os.cpus().length,
+    scale_ram_mb: Math.round(os.totalmem() / 1e6), scale_swap_mb: swapMb(),
+  };
+  const pss = await PssSampler.start(100);
+  const phases: Record<string, { peak_mb: number; anon_mb: number; file_mb: number }> = {};
+  let peak: PssReading | undefined;
+  const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
+    await pss?.reset();
+    log(`scale: ${name} ...`);
+    const t0 = performance.now();
+    await fn();
+    const m = await pss?.mark();
+    if (m) {
+      phases[name] = { peak_mb: Math.round(m.peak.pss), anon_mb: Math.round(m.peak.anon), file_mb: Math.round(m.peak.file) };
+      if (!peak || m.peak.pss > peak.pss) peak = m.peak;
+    }
+    log(`scale: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s (peak PSS ${phases[name]?.peak_mb ?? '?'} MB, load ${os.loadavg()[0]!.toFixed(1)})`);
+  };
+  const bySeq: Record<number, Record<string, Timed | number>> = {};
+  for (const T of seqs) bySeq[T] = {};
+  const ctxFor = (T: number): BenchContext => ({
+    model: bm, seqLen: T, batch: 1, feeds: makeFeeds(bm, 1, T, opts.seed), timing: { warmup: 1, runs: 1 }, sweepRuns: 1,
+    plainSession: () => { throw new Error('internal'); }, scratchDir: os.tmpdir(), log, extra: {}, notes: {}, rssPhase: () => undefined,
+  });
+
+  // 1. Baseline: one plain session, every length.
+  await phase('baseline', async () => {
+    const c0 = cpuMs(), t0 = performance.now();
+    const s = await ort.InferenceSession.create(graphPath);
+    out.scale_session_create_ms = round(performance.now() - t0);
+    out.scale_session_create_cpu_ms = round(cpuMs() - c0);
+    for (const T of [...new Set([seq, ...seqs])]) {
+      const feeds = ctxFor(T).feeds;
+      const t = await time(() => s.run(feeds), reps(T, big));
+      if (T === seq) { out.scale_plain_run_ms = t.ms; out.scale_plain_run_cpu_ms = t.cpu_ms; }
+      if (bySeq[T]) bySeq[T]!.plain_run = t;
+      log(`  plain run T=${T}: ${t.ms} ms (cpu ${t.cpu_ms})`);
+    }
+    await s.release();
+  });
+
+  // 2. onnsight.
+  let lm: LanguageModel | undefined;
+  await phase('onnsight', async () => {
+    const c0 = cpuMs(), t0 = performance.now();
+    lm = await LanguageModel.load(graphPath);
+    out.scale_model_open_ms = round(performance.now() - t0);
+    out.scale_model_open_cpu_ms = round(cpuMs() - c0);
+    const fast = lm.mc.fast as FastExecutor;
+    const c1 = cpuMs(), t1 = performance.now();
+    void fast.ported;
+    await fast.session();
+    out.scale_ported_build_ms = round(performance.now() - t1);
+    out.scale_ported_build_cpu_ms = round(cpuMs() - c1);
+    out.scale_tail = fast.ported.tail?.path ?? null;
+    for (const T of [...new Set([seq, ...seqs])]) {
+      const st: OnnsightState = stateOf(ctxFor(T), lm);
+      const r = reps(T, big);
+      const blocks = st.blocks.paths;
+      const mid = blocks[blocks.length >> 1]!;
+      const logits = (m: ModelRef): TensorProxy => (m.output as unknown as Record<string, TensorProxy>)[st.blocks.output]!;
+      const ids = st.prompt(0), src = st.prompt(1);
+      const s0 = { ...fast.stats };
+      const plain = await time(() => lm!.trace(ids, (m) => { logits(m).save('logits'); }), r);
+      const saveAll = await time(() => lm!.trace(ids, (m) => { blocks.forEach((p, i) => ref(m, p).output.save(`h.${i}`)); logits(m).save('logits'); }), r);
+      const patch = await time(() => lm!.trace((tr: Tracer) => {
+        let h: TensorProxy | undefined;
+        tr.invoke(src, (m) => { h = ref(m, mid).output.at(':', T >> 1, ':'); });
+        tr.invoke(ids, (m) => { ref(m, mid).output.at(':', T >> 1, ':').set(h!); logits(m).at(':', -1, ':').save('logits'); });
+      }), r);
+      let k = 0;
+      const first = await time(async () => {
+        k++;
+        const state = compileGraph(lowerScript(st, savesAndSetScript(st, ids, (k * 7) % T, 0.25 + k, k)), lm!.mc, { pipeline: irPipeline });
+        dedupInvokes(state.ir);
+        const p = explainFastPath(state.ir, lm!.mc.tree, fast.ported, { callable: (x) => fast.modules.reason(x) });
+        if ('reject' in p) throw new Error(`scale: first trace not on the fast path: ${p.reject}`);
+      }, { warmup: 1, runs: 5 });
+      if (fast.stats.fallbacks !== s0.fallbacks) throw new Error(`scale: a trace left the fast path (${fast.stats.lastReject})`);
+      if (bySeq[T]) Object.assign(bySeq[T]!, { ported_plain_run: plain, save_all_run: saveAll, patch_run: patch, first_trace: first });
+      log(`  T=${T}: plain ${plain.ms} ms, save-all ${saveAll.ms}, patch ${patch.ms}, first trace ${first.ms}`);
+      if (T === seq) {
+        Object.assign(out, {
+          scale_ported_plain_run_ms: plain.ms, scale_ported_plain_run_cpu_ms: plain.cpu_ms, scale_save_all_run_ms: saveAll.ms, scale_save_all_run_cpu_ms: saveAll.cpu_ms,
+          scale_patch_run_ms: patch.ms, scale_patch_run_cpu_ms: patch.cpu_ms, scale_first_trace_ms: first.ms,
+        });
+        const lens = await time(() => runGraph(lowerScript(st, logitLensScript(st, ids, T - 1)), lm!.mc), r);
+        out.scale_logit_lens_ms = lens.ms;
+        out.scale_logit_lens_cpu_ms = lens.cpu_ms;
+        log(`  logit lens: ${lens.ms} ms`);
+      }
+    }
+    await lm.dispose();
+    lm = undefined;
+  });
+
+  // 3. Generation: the with-past graph when there is one.
+  const withPast = path.join(path.dirname(graphPath), 'model.with-past.onnx');
+  const genFile = fs.existsSync(withPast) ? withPast : graphPath;
+  out.scale_generate_mode = genFile === withPast ? 'with-past (key/value cache)' : 'recompute (no cache: every step runs the whole sequence)';
+  out.scale_generate_tokens = GENERATE_TOKENS;
+  const prompt = Array.from(ctxFor(Math.min(seq, maxPos - GENERATE_TOKENS)).feeds.input_ids!.data as BigInt64Array, Number);
+  out.scale_generate_prompt = prompt.length;
+  let onsTokens: number[] = [];
+  await phase('generate', async () => {
+    const g = await LanguageModel.load(genFile);
+    const c0 = cpuMs(), t0 = performance.now();
+    const r = await g.generate(prompt, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
+    out.scale_generate_ms = round(performance.now() - t0);
+    out.scale_generate_cpu_ms = round(cpuMs() - c0);
+    out.scale_generate_tokens_per_s = round(GENERATE_TOKENS / ((performance.now() - t0) / 1000) * 100) / 100;
+    onsTokens = r.newIds[0]!;
+    await g.dispose();
+  });
+  if (genFile === withPast) {
+    await phase('generate_plain', async () => {
+      const s = await ort.InferenceSession.create(withPast);
+      const c0 = cpuMs(), t0 = performance.now();
+      const toks = await plainGreedy(s, prompt, GENERATE_TOKENS);
+      out.scale_generate_plain_ms = round(performance.now() - t0);
+      out.scale_generate_plain_cpu_ms = round(cpuMs() - c0);
+      out.scale_generate_same_tokens = JSON.stringify(toks) === JSON.stringify(onsTokens);
+      await s.release();
+    });
+  }
+  pss?.stop();
+  if (peak) {
+    out.scale_peak_pss_mb = Math.round(peak.pss);
+    out.scale_peak_pss_anon_mb = Math.round(peak.anon);
+    out.scale_peak_pss_file_mb = Math.round(peak.file);
+    out.scale_peak_pss_ratio = Math.round((peak.pss / bm.weightsMb) * 1000) / 1000;
+  }
+  out.scale_pss_by_phase = phases;
+  out.scale_by_seq = bySeq;
+  out.scale_load_avg_after = round(os.loadavg()[0]!);
+  out.scale_swap_mb_after = swapMb();
+  out.scale_date = new Date().toISOString();
+  return out;
+}
+
+/** Swap in use, MB (Linux `/proc/meminfo`); undefined elsewhere. */
+function swapMb(): number | undefined {
+  try {
+    const m = fs.readFileSync('/proc/meminfo', 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(m)?.[1] ?? NaN);
+    return Math.round(((kb('SwapTotal') - kb('SwapFree')) * 1024) / 1e6);
+  } catch {
+    return undefined;
+  }
+}
