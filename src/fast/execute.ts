@@ -341,6 +341,8 @@ export class FastExecutor implements FastPath {
         return false;
       }
       throw e;
+    } finally {
+      await segs.release();
     }
     this.stats.sweepRuns++;
     this.stats.lastSweep = out.stats;
