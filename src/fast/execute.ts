@@ -336,7 +336,8 @@ export class FastExecutor implements FastPath {
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
       }, ir, sp);
     } catch (e) {
-      if (e instanceof SweepFallback) {
+      // onnxruntime refusing a segment model (an operator it cannot run alone): the ordinary path (nothing was returned yet).
+      if (e instanceof SweepFallback || (e instanceof NnsError && (e.code === 'ort-session' || e.code === 'ort-run'))) {
         this.stats.lastSweepReject = e.message;
         return false;
       }
