@@ -86,25 +86,41 @@ async function tokensPerS(ctx: BenchContext, gen: () => Promise<unknown>, runs =
  * onnsight / plain, tokens per second, from paired runs (each onnsight generation timed right
  * after a plain one, so both see the same machine load): median of the pairs, on wall time
  * and on process CPU time. Recorded as `ctx.extra[<key>_paired]` and `<key>_paired_cpu`.
+ * Each pair also times both with one new token (the prompt pass alone): the decode phase
+ * (steps 1..31) is the difference, recorded as `<key>_decode_paired` (and `_cpu`) — the
+ * whole-generation ratio includes the prompt pass, where onnsight computes the lm_head on
+ * the last position only while the plain loop fetches every position's logits.
  */
-async function paired(ctx: BenchContext, key: string, file: string, ons: () => Promise<unknown>): Promise<void> {
+async function paired(ctx: BenchContext, key: string, file: string, ons: (n: number) => Promise<unknown>): Promise<void> {
   const session = await ort.InferenceSession.create(file);
   try {
     const ids = promptIds(ctx);
     const wall: number[] = [];
     const cpu: number[] = [];
-    for (let i = 0; i < ctx.timing.runs; i++) {
+    const dWall: number[] = [];
+    const dCpu: number[] = [];
+    const timed = async (f: () => Promise<unknown>): Promise<[number, number]> => {
       const c0 = cpuMs();
-      const p = await timeOnce(() => plainGreedy(session, ids, GENERATE_TOKENS));
-      const c1 = cpuMs();
-      const o = await timeOnce(ons);
-      const c2 = cpuMs();
+      const w = await timeOnce(f);
+      return [w, cpuMs() - c0];
+    };
+    for (let i = 0; i < ctx.timing.runs; i++) {
+      const [p, pc] = await timed(() => plainGreedy(session, ids, GENERATE_TOKENS));
+      const [o, oc] = await timed(() => ons(GENERATE_TOKENS));
+      const [p1, p1c] = await timed(() => plainGreedy(session, ids, 1));
+      const [o1, o1c] = await timed(() => ons(1));
       wall.push(p / o);
-      cpu.push((c1 - c0) / (c2 - c1));
+      cpu.push(pc / oc);
+      dWall.push((p - p1) / (o - o1));
+      dCpu.push((pc - p1c) / (oc - o1c));
     }
-    ctx.extra[`${key}_paired`] = Math.round(median(wall) * 1000) / 1000;
-    ctx.extra[`${key}_paired_cpu`] = Math.round(median(cpu) * 1000) / 1000;
+    const r = (x: number): number => Math.round(x * 1000) / 1000;
+    ctx.extra[`${key}_paired`] = r(median(wall));
+    ctx.extra[`${key}_paired_cpu`] = r(median(cpu));
+    ctx.extra[`${key}_decode_paired`] = r(median(dWall));
+    ctx.extra[`${key}_decode_paired_cpu`] = r(median(dCpu));
     ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time)`;
+    ctx.notes[`${key}_decode_paired`] = `the same for the decode phase only (steps 1..${GENERATE_TOKENS - 1}: each generation minus a one-token one)`;
   } finally {
     await session.release();
   }
@@ -169,8 +185,8 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       })();
       const r = await lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
       ctx.notes.generate_tokens_per_s = `tokens equal to the plain loop's: ${JSON.stringify(r.newIds[0]) === JSON.stringify(plain)}`;
-      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
-      const v = await tokensPerS(ctx, run);
+      const run = (n = GENERATE_TOKENS): Promise<unknown> => lm.generate(ids, { maxNewTokens: n, stopAtEos: false });
+      const v = await tokensPerS(ctx, () => run());
       await paired(ctx, 'generate_vs_plain', file, run);
       return v;
     },
@@ -184,8 +200,8 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       const lm = await model(ctx, file);
       const ids = promptIds(ctx);
       const fn = steer(lm);
-      const run = (): Promise<unknown> => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }, fn);
-      const v = await tokensPerS(ctx, run);
+      const run = (n = GENERATE_TOKENS): Promise<unknown> => lm.generate(ids, { maxNewTokens: n, stopAtEos: false }, fn);
+      const v = await tokensPerS(ctx, () => run());
       await paired(ctx, 'generate_steered_vs_plain', file, run);
       return v;
     },

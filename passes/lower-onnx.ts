@@ -365,7 +365,7 @@ class Lowerer {
    * ScatterND for the set, one Split for the saves. What it cannot batch is lowered member by
    * member, exactly as without families.
    */
-  lowerFamily(fam: Family, q: number, provOf: (n: Node) => Provenance): void {
+  lowerFamily(fam: Family, q: number): void {
     const ir = this.state.ir;
     const n0 = fam.runs[0]![q]!;
     const R = fam.runs.length;
@@ -373,11 +373,9 @@ class Lowerer {
     const outShape = concreteDims(n0.results[0]?.type?.shape, ir);
     const dtype = (n0.results[0]?.type?.dtype ?? 'float32') as DType;
     const done = (name: string): void => this.setStacked(fam, q, { name, shape: [R, ...outShape!], dtype });
+    // Member by member, still as one statement (one function): all of it is emitted here.
     const each = (): void => {
-      for (const r of fam.runs) {
-        this.em.prov = provOf(r[q]!);
-        this.lower(r[q]!);
-      }
+      for (const r of fam.runs) this.lower(r[q]!);
     };
     if (n0.op !== 'set' && n0.op !== 'save' && !outShape) return each();
     switch (n0.op) {
@@ -1111,7 +1109,7 @@ export const lowerOnnxPass: Pass = {
           const rows = fm.fam.rows;
           const contiguous = rows.every((r, i) => r === rows[0]! + i);
           l.em.prov.invokes = { count: rows.length, rows: contiguous ? `${rows[0]}..${rows[rows.length - 1]}` : rows.join(',') };
-          if (fm.j === 0) l.lowerFamily(fm.fam, fm.q, (x) => ({ ...prov.get(x)! }));
+          if (fm.j === 0) l.lowerFamily(fm.fam, fm.q);
           continue;
         }
         l.lower(n);

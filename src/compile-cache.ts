@@ -17,7 +17,7 @@
 import crypto from 'node:crypto';
 import type { Graph, Value } from '../ir/ir.js';
 import { OP_SCHEMA } from '../ir/ops.js';
-import { stableStringify } from '../ir/key.js';
+import { numbersKey, stableStringify } from '../ir/key.js';
 
 /** What a compiled structure needs to run: its graph file and its input/output names. */
 export interface CompiledEntry {
@@ -54,12 +54,22 @@ export function structuralText(ir: Graph, settings: VariantSettings = {}): strin
   if (settings.keepModelOutputs === false) lines.unshift('variant saves-only');
   for (const n of ir.nodes) {
     const attrs = n.attrs as unknown as Record<string, unknown>;
-    const a = OP_SCHEMA[n.op].attrs.map(([k]) => attrs[k] ?? null);
+    const a = OP_SCHEMA[n.op].attrs.map(([k]) => (k === 'data' && n.op === 'const' ? dataKey(attrs[k] as number[]) : attrs[k] ?? null));
     const ins = n.inputs.map(id);
     const outs = n.results.map((r) => [id(r), r.type ? [r.type.dtype, r.type.shape] : null]);
     lines.push(stable([n.op, n.scope, ins, a, outs]));
   }
   return lines.join('\n');
+}
+
+/**
+ * The key of a literal's data: its JSON when every number is finite and not −0 (what
+ * JSON keeps exactly, and fast), else its bytes — as lossless as {@link stableStringify}.
+ */
+function dataKey(data: readonly number[] | undefined): string | null {
+  if (!data) return null;
+  for (const x of data) if (!Number.isFinite(x) || Object.is(x, -0)) return `#bytes:${numbersKey(data)}`;
+  return JSON.stringify(data);
 }
 
 /** sha256 (hex, 32 chars) of {@link structuralText}. */

@@ -67,8 +67,6 @@ export function checkOpen(ctx: TraceContext, what: string): void {
 
 const THIS_FILE = new URL(import.meta.url).pathname;
 
-const SPAN_FIELDS = ['file', 'line', 'col', 'endLine', 'endCol', 'offset', 'endOffset'] as const;
-
 /**
  * The user's call site, as a span (the first stack frame outside onnsight's own files).
  * The stack is captured now but read only when a field of the span is: formatting a stack
@@ -77,17 +75,17 @@ const SPAN_FIELDS = ['file', 'line', 'col', 'endLine', 'endCol', 'offset', 'endO
  */
 export function callSite(): Span {
   const capture = new Error();
-  let site: Span | undefined;
-  const resolve = (): Span => (site ??= siteOf(capture.stack));
-  const span = {} as Span;
-  for (const k of SPAN_FIELDS) {
-    Object.defineProperty(span, k, {
-      enumerable: true,
-      get: () => resolve()[k],
-      set: (v: never) => { (resolve() as unknown as Record<string, unknown>)[k] = v; },
-    });
-  }
-  return span;
+  let s: Span | undefined;
+  const r = (): Span => (s ??= siteOf(capture.stack));
+  return {
+    get file() { return r().file; }, set file(v) { r().file = v; },
+    get line() { return r().line; }, set line(v) { r().line = v; },
+    get col() { return r().col; }, set col(v) { r().col = v; },
+    get endLine() { return r().endLine; }, set endLine(v) { r().endLine = v; },
+    get endCol() { return r().endCol; }, set endCol(v) { r().endCol = v; },
+    get offset() { return r().offset; }, set offset(v) { r().offset = v; },
+    get endOffset() { return r().endOffset; }, set endOffset(v) { r().endOffset = v; },
+  };
 }
 
 function siteOf(text: string | undefined): Span {

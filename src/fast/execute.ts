@@ -336,11 +336,14 @@ export class FastExecutor implements FastPath {
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
       }, ir, sp);
     } catch (e) {
-      if (e instanceof SweepFallback) {
+      // onnxruntime refusing a segment model (an operator it cannot run alone): the ordinary path (nothing was returned yet).
+      if (e instanceof SweepFallback || (e instanceof NnsError && (e.code === 'ort-session' || e.code === 'ort-run'))) {
         this.stats.lastSweepReject = e.message;
         return false;
       }
       throw e;
+    } finally {
+      await segs.release();
     }
     this.stats.sweepRuns++;
     this.stats.lastSweep = out.stats;

@@ -24,8 +24,8 @@
  *
  * Segment models are written next to the weights with `writeVariant` (initializers are the
  * model's own `TensorProto`s: external data stays a reference to the one weights file) and
- * run in sessions without prepacking, pinned (each weight lives in exactly one segment, so
- * all segments together map the weights once).
+ * run in sessions without prepacking, pinned during a sweep and released after it (each
+ * weight lives in exactly one segment, so all segments together hold the weights once).
  * @module
  */
 import crypto from 'node:crypto';
@@ -237,11 +237,6 @@ export class Segments {
 
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 
-  /** Whether segment sessions were created already (the first use costs their creation). */
-  get warm(): boolean {
-    return this.paths.size > 0;
-  }
-
   /** The written model of segment `i`. */
   graphPath(i: number): string {
     let p = this.paths.get(i);
@@ -251,6 +246,14 @@ export class Segments {
       this.paths.set(i, p);
     }
     return p;
+  }
+
+  /**
+   * Releases the segment sessions (after each sweep: together they hold about one more copy
+   * of the weights, which should not stay alive beside the instrumented model's).
+   */
+  async release(): Promise<void> {
+    await Promise.all([...this.paths.values()].map((p) => this.mc.backend.release(p)));
   }
 
   /** The session of segment `i`. */

@@ -40,8 +40,11 @@ async function same(script: string, exp: (typeof EXPORTS)[number], extra: string
   const tag = `${path.basename(script, '.nns')}.${exp.name}`;
   const lo = path.join(TMP, `${tag}.local.json`);
   const ro = path.join(TMP, `${tag}.remote.json`);
-  const local = await cli(['run', script, '--model', exp.path, '--out', lo, ...extra]);
-  const remote = await cli(['run', script, '--remote', server.url, '--model', exp.name, '--out', ro, ...extra]);
+  // Both at once: the remote run's work is in the server's worker process.
+  const [local, remote] = await Promise.all([
+    cli(['run', script, '--model', exp.path, '--out', lo, ...extra]),
+    cli(['run', script, '--remote', server.url, '--model', exp.name, '--out', ro, ...extra]),
+  ]);
   expect(remote.err, `${tag}: stderr`).toBe(local.err);
   expect(remote.code, `${tag}: exit code`).toBe(local.code);
   expect(remote.out, `${tag}: stdout`).toBe(local.out);
