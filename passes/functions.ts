@@ -136,7 +136,11 @@ export function foldStatements(model: { graph?: GraphProto; functions?: Function
       g.node = order;
       break;
     }
-    const bad = folded.findIndex((f) => cyclic.includes(f.call));
+    // Unfold the largest call on a cycle: a statement whose nodes sit on both sides of model
+    // nodes (a gradient sweep reading forward values it also feeds) is what makes one.
+    const onCycle = new Set(cyclic);
+    let bad = -1;
+    folded.forEach((f, i) => { if (onCycle.has(f.call) && (bad < 0 || f.nodes.length > folded[bad]!.nodes.length)) bad = i; });
     if (bad < 0) { g.node = flatNodes; return []; }
     folded.splice(bad, 1);
     if (!folded.length) { g.node = flatNodes; return []; }

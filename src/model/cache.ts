@@ -298,12 +298,14 @@ function sumFile(graphFile: string): string {
 }
 
 /**
- * True when a rewritten graph exists and matches its checksum file (size and sha256); marks
- * it used. A graph without a checksum file, or with another size or hash, is not valid.
+ * True when a rewritten graph exists and matches its checksum file (size and sha256) and, when
+ * `expectSha` is given, holds exactly those bytes; marks it used. A graph without a checksum
+ * file, or with another size or hash, is not valid.
  */
-export function verifyVariant(graphFile: string): boolean {
+export function verifyVariant(graphFile: string, expectSha?: string): boolean {
   try {
     const [size, sha] = fs.readFileSync(sumFile(graphFile), 'utf8').trim().split(' ');
+    if (expectSha !== undefined && sha !== expectSha) return false;
     const st = fs.statSync(graphFile);
     if (st.size !== Number(size) || sha256(fs.readFileSync(graphFile)) !== sha) return false;
   } catch {

@@ -243,17 +243,19 @@ function weightsFolder(modelDir: string, dataFiles: { loc: string; real: string 
  * `nns-<key>.onnx` with a checksum file: ORT resolves external data relative to the graph
  * file's folder and rejects `..` and symlinks out of it, so variants cannot live in a
  * subfolder) and returns its path. `proto` may be given already encoded. A file that already
- * exists for `key` and matches its checksum is reused without encoding `proto`, so the key
- * must identify the rewrite (e.g. a hash of the intervention plan); a damaged one is written
- * again. Written atomically.
+ * exists for `key` with exactly these bytes (checked against its checksum file) is reused; a
+ * damaged one, or one holding another graph (written by another onnsight version under the
+ * same key), is written again. Written atomically.
  * @throws NnsError `variant-key` for a key with characters other than `[A-Za-z0-9._-]`;
  *   `variant-write` when the file cannot be written; `cache-entry-gone` when the entry was removed meanwhile.
  */
 export function writeVariant(model: LoadedModel, proto: ModelProto | Uint8Array, key: string): string {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(key)) throw modelError('variant-key', `invalid variant key "${key}": use letters, digits, '.', '_' or '-'`);
   const file = path.join(model.dir, `nns-${key}.onnx`);
-  if (verifyVariant(file)) return file;
+  // Reused only when its bytes are the ones asked for: a key whose rewrite changed between
+  // onnsight versions (or checkouts) must not pick up the older graph.
   const bytes = proto instanceof Uint8Array ? proto : encodeModel(proto);
+  if (verifyVariant(file, sha256(bytes))) return file;
   try {
     writeVariantFile(file, bytes);
   } catch (e) {

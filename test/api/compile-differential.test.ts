@@ -91,7 +91,8 @@ describe('nns compile = nns run', async () => {
     const json = path.join(tmp, `${name}.json`);
     await cli(['run', file, '--model', MODEL_DIR, '--out', json]);
     const want = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, { data: (number | string)[] }>;
-    for (const flat of [false, true]) {
+    // (netron-readable.test.ts compares the two forms bit for bit on the examples)
+    for (const flat of file === tricky || file === families ? [false, true] : [false]) {
       const out = path.join(tmp, `${name}${flat ? '-flat' : ''}.onnx`);
       await cli(['compile', file, '--model', MODEL_DIR, '-o', out, ...(flat ? ['--flat'] : [])]);
       const s = await ort.InferenceSession.create(out);

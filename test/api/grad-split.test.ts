@@ -3,7 +3,9 @@
  * carries the invokes a `grad` ties together (Y's and X's rows, and the rows their sets read),
  * so the results equal PyTorch's reference.json `gradients` — per pair of (source, clean)
  * invokes, across invokes (X read in one invoke, set into another that computes Y), and with
- * respect to a host param used by every row (only Y's rows contribute).
+ * respect to a host param used by every row (only Y's rows contribute). Also the gradient row
+ * split (passes/split-batch.ts splitGradRows): the invokes no gradient needs run first,
+ * forward only (on the fast path when allowed), and the gradient's invokes after them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, grad, type ProgressEvent, type TensorProxy } from '../../src/index.js';
@@ -26,25 +28,7 @@ describe('grad with the batch split into chunks', () => {
     return { saves: r.saves, chunks };
   }
 
-  it('attribution in one budget chunk: the source row runs first (forward only), then the clean row with its gradient', async () => {
-    const c = refCase('gradients');
-    const e = c.expect as GradExpect;
-    const { saves, chunks } = await split(((tr: import('../../src/index.js').Tracer) => {
-      const src: TensorProxy[] = [];
-      tr.invoke(c.source_ids!, (m) => { for (let l = 0; l < 4; l++) src.push(m.transformer.h[l]!.output); });
-      tr.invoke(c.input_ids as number[], (m) => {
-        const y = m.output.logits.at(0, -1, c.answer_id!);
-        for (let l = 0; l < 4; l++) {
-          const h = m.transformer.h[l]!.output;
-          src[l]!.sub(h).mul(grad(y, h)).sum(-1).save(`a${l}`);
-        }
-      });
-    }) as never, undefined, Infinity);
-    expect(chunks).toBe(2);
-    for (let l = 0; l < 4; l++) expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
-  }, 120_000);
-
-  it('with the fast path on, the forward-only step runs on the instrumented model; same numbers', async () => {
+  it('attribution (source, clean): the source row runs first, forward only on the instrumented model, then the clean row with its gradient', async () => {
     const c = refCase('gradients');
     const e = c.expect as GradExpect;
     const fast = model.mc.fast as unknown as { stats: { fastRuns: number } };

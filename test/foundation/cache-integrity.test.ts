@@ -16,7 +16,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import { main, type CliIO } from '../../src/cli/main.js';
-import { cacheUnits, enforceBound, EVICT_GRACE_MS, MANIFEST, sweepStale } from '../../src/model/cache.js';
+import { cacheUnits, enforceBound, EVICT_GRACE_MS, MANIFEST, sweepStale, writeVariantFile } from '../../src/model/cache.js';
 import { loadModel, writeVariant } from '../../src/model/load.js';
 import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
 
@@ -105,6 +105,21 @@ describe('damaged cache entries are rebuilt', () => {
     expectClose(await cleanLogits(MODEL_DIR, cacheDir, false), want(), 1e-4, 'after truncation');
     for (const v of variants) fs.rmSync(path.join(cacheDir, `${v}.sum`));
     expectClose(await cleanLogits(MODEL_DIR, cacheDir, false), want(), 1e-4, 'after losing the checksums');
+  });
+});
+
+describe('a rewritten graph of another onnsight version under the same key', () => {
+  it('is replaced, not reused: the instrumented model left by an older version (valid checksum, other graph) is rebuilt', async () => {
+    const cacheDir = path.join(tmp, 'other-version');
+    expectClose(await cleanLogits(MODEL_DIR, cacheDir), want(), 1e-4, 'first');
+    const variants = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((f) => /nns-ports-[^/]*\.onnx$/.test(f));
+    expect(variants.length).toBeGreaterThan(0);
+    // What an older version could have left: a consistent file (checksum matches) holding
+    // another graph — here the plain model, which has none of the port inputs and outputs.
+    const plain = fs.readFileSync(path.join(MODEL_DIR, 'onnx', 'model.onnx'));
+    for (const v of variants) writeVariantFile(path.join(cacheDir, v), plain);
+    expectClose(await cleanLogits(MODEL_DIR, cacheDir), want(), 1e-4, 'after an older version wrote the same key');
+    for (const v of variants) expect(fs.readFileSync(path.join(cacheDir, v)).equals(plain)).toBe(false);
   });
 });
 
