@@ -3,6 +3,7 @@
  * outside the repository (an absolute path on the author's machine, `../shared/...`), and
  * every relative Markdown link resolves to a file inside the repository.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -39,5 +40,14 @@ describe('documentation stands alone', () => {
       if (!abs.startsWith(ROOT + path.sep) || !fs.existsSync(abs)) broken.push(m[1]!);
     }
     expect(broken).toEqual([]);
+  });
+});
+
+describe('no unresolved merge', () => {
+  it('no tracked text file holds conflict markers', () => {
+    const tracked = execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).split('\0').filter((f) => /\.(ts|mts|mjs|js|md|json|nns|yaml|yml|sh|proto)$/.test(f) || f === '.ci/run');
+    expect(tracked.length).toBeGreaterThan(100);
+    const marked = tracked.filter((f) => fs.existsSync(path.join(ROOT, f)) && /^(<{7}|>{7}) |^={7}$/m.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
+    expect(marked).toEqual([]);
   });
 });
