@@ -153,18 +153,7 @@ function buildChunk(
       if (d.length ? own.has(unitOf(d[0]!)) : first) mark(n);
     }
   }
-  const map = new Map<Value, Value>();
-  for (const n of ir.nodes) {
-    if (!keep.has(n)) continue;
-    const c = new Node(n.op, n.inputs.map((v) => map.get(v)!), structuredClone(n.attrs), n.results.length, newId.get(n.scope) ?? 0, n.span);
-    n.results.forEach((r, i) => {
-      const cr = c.results[i]!;
-      cr.type = r.type;
-      if (r.name !== undefined) cr.name = r.name;
-      map.set(r, cr);
-    });
-    g.add(c);
-  }
+  copyKept(ir, keep, g, new Map<Value, Value>(), newId);
   return { ir: g, rows, ownRows };
 }
 
@@ -262,17 +251,7 @@ export function splitGradRows(ir: Graph): [Chunk, Chunk] | null {
     g.scopes = scopes;
     const map = new Map<Value, Value>();
     extra(g, map, newId);
-    for (const n of ir.nodes) {
-      if (!keep.has(n)) continue;
-      const c = new Node(n.op, n.inputs.map((v) => map.get(v)!), structuredClone(n.attrs), n.results.length, newId.get(n.scope) ?? 0, n.span);
-      n.results.forEach((r, i) => {
-        const cr = c.results[i]!;
-        cr.type = r.type;
-        if (r.name !== undefined) cr.name = r.name;
-        map.set(r, cr);
-      });
-      g.add(c);
-    }
+    copyKept(ir, keep, g, map, newId);
     return { ir: g, rows, ownRows: rows.length };
   };
   const a = build(inA, aNodes, () => undefined);
@@ -323,3 +302,22 @@ export const splitBatchPass: Pass = {
     return chunks.map((c, i) => `// chunk ${i}: rows [${c.rows.join(', ')}] (${c.ownRows} own)${c.gradStep ? ` (${c.gradStep === 'forward' ? 'forward only: the rows no gradient needs, feeding the next chunk' : "the gradient's rows"})` : ''}\n${printIR(c.ir)}`).join('');
   },
 };
+
+/**
+ * Copies the nodes of `ir` in `keep` into `g` in order, with their types and names, each in
+ * the scope `newId` gives its old scope (0 when none); `map` takes old values to new ones
+ * (values defined before the copy must already be in it) and is filled with the results.
+ */
+function copyKept(ir: Graph, keep: ReadonlySet<Node>, g: Graph, map: Map<Value, Value>, newId: ReadonlyMap<number, number>): void {
+  for (const n of ir.nodes) {
+    if (!keep.has(n)) continue;
+    const c = new Node(n.op, n.inputs.map((v) => map.get(v)!), structuredClone(n.attrs), n.results.length, newId.get(n.scope) ?? 0, n.span);
+    n.results.forEach((r, i) => {
+      const cr = c.results[i]!;
+      cr.type = r.type;
+      if (r.name !== undefined) cr.name = r.name;
+      map.set(r, cr);
+    });
+    g.add(c);
+  }
+}
