@@ -20,7 +20,7 @@ import { readModelFile } from '../onnx/file.js';
 import type { Tensor } from '../tensor.js';
 import type { TokenDecoder } from './print.js';
 import type { ProgressCallback } from '../progress.js';
-import type { PromptInfo } from '../report/families.js';
+import { promptsOf, type PromptInfo } from '../report/families.js';
 import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import path from 'node:path';
@@ -139,16 +139,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
     const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
-    const seen = new Map<string, PromptInfo>();
-    for (const sc of lowered.graph.scopes.slice(1)) {
-      const tokens = [...(sc.tokens ?? [])];
-      const key = tokens.join(',');
-      const p = seen.get(key);
-      if (p) { p.rows++; continue; }
-      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
-      seen.set(key, info);
-      prompts.push(info);
-    }
+    prompts.push(...promptsOf(lowered.graph, tok));
     const out = await runGraph(lowered.graph, mc, { host: hostValues(), printAfterEach: printer(job), onProgress: job.onProgress });
     for (const [k, v] of out) results.set(k, v);
   }

@@ -13,7 +13,7 @@ import { bindParams, checkTopLevel, paramDecls, runnables } from '../../grammar/
 import { NnsError, NnsErrors } from '../errors.js';
 import { vocabSizeOf } from '../model/token-ids.js';
 import type { ProgressCallback } from '../progress.js';
-import type { PromptInfo } from '../report/families.js';
+import { promptsOf, type PromptInfo } from '../report/families.js';
 import type { Tensor } from '../tensor.js';
 import type { ClientModel } from '../serve/model-info.js';
 import { RemoteClient, type RemoteOptions } from './client.js';
@@ -65,16 +65,7 @@ export async function runScriptRemote(job: RemoteScriptJob, url: string, model: 
     const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
     const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(m), host, tree: m.tree, vocabSize: vocabSizeOf(m.config) });
     if (lowered.errors.length) throw new NnsErrors(lowered.errors);
-    const seen = new Map<string, PromptInfo>();
-    for (const sc of lowered.graph.scopes.slice(1)) {
-      const tokens = [...(sc.tokens ?? [])];
-      const key = tokens.join(',');
-      const p = seen.get(key);
-      if (p) { p.rows++; continue; }
-      const info: PromptInfo = { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 };
-      seen.set(key, info);
-      prompts.push(info);
-    }
+    prompts.push(...promptsOf(lowered.graph, tok));
     const out = await client.run(model, lowered.graph, hostValues(), job.onProgress);
     for (const [k, v] of out) results.set(k, v);
   }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Script, Statement } from '../../grammar/ast.js';
+import type { Graph } from '../../ir/ir.js';
 import type { Tensor } from '../tensor.js';
 import { numel } from '../tensor.js';
 
@@ -171,4 +172,23 @@ export function familyTopTokens(f: Family, vocab: number, tokenToString: (id: nu
     out.push(top.map(([pv, id]) => ({ token: tokenToString(id), id, p: pv })));
   }
   return out;
+}
+
+/**
+ * The distinct prompts of a lowered trace's invokes, in order, each with the number of rows
+ * (invokes) that use it and, with a tokenizer, its tokens as strings.
+ */
+export function promptsOf(graph: Graph, tok: { tokenToString(id: number): string } | undefined): PromptInfo[] {
+  const seen = new Map<string, PromptInfo>();
+  for (const sc of graph.scopes.slice(1)) {
+    const tokens = [...(sc.tokens ?? [])];
+    const key = tokens.join(',');
+    const p = seen.get(key);
+    if (p) {
+      p.rows++;
+      continue;
+    }
+    seen.set(key, { ...(sc.prompt !== undefined ? { text: sc.prompt } : {}), tokens, ...(tok ? { tokenStrings: tokens.map((id) => tok.tokenToString(id)) } : {}), rows: 1 });
+  }
+  return [...seen.values()];
 }
