@@ -273,17 +273,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   const plotDir = flag(a, 'plot') !== undefined ? checkWritable(flag(a, 'plot')!, io.cwd) : undefined; // DIR is created; its parent must exist
   const htmlAbs = flag(a, 'html') !== undefined ? checkWritable(flag(a, 'html')!, io.cwd) : undefined;
   const { results, decoder, prompts, graphs } = await run.runScript(job);
-  const { buildReport } = await import('../report/report.js');
-  const { loopIndexNames } = await import('../report/families.js');
-  const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
-  if (outAbs) {
-    // Streamed: a save-everything run is longer than any one JavaScript string (src/cli/results-file.ts).
-    const { writeResultsFile } = await import('./results-file.js');
-    writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
-  }
-  io.out(formatResults(results, decoder));
-  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, ...(modelPath ? { model: path.relative(io.cwd, modelPath) || modelPath } : {}), graphs });
-  return 0;
+  return emitResults(io, script, { results, decoder, prompts, graphs }, { outAbs, plotDir, htmlAbs }, modelPath ? path.relative(io.cwd, modelPath) || modelPath : undefined);
 }
 
 /** `nns export-serving MODEL -o DIR`: a Triton model repository of the fast path's models. */
@@ -336,15 +326,25 @@ async function runRemote(a: ParsedArgs, io: CliIO, script: Loaded, url: string, 
   const { results, decoder, prompts } = await runScriptRemote({
     file: script.file, ast: script.ast, onProgress: progressOf(a, io, cmd), params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}`,
   }, url, name, apiKey ? { apiKey } : {});
+  return emitResults(io, script, { results, decoder, prompts, graphs: [] }, { outAbs, plotDir, htmlAbs }, `${name} on ${url}`);
+}
+
+/**
+ * What `nns run` does with a run's saves, local or remote: `--out` (streamed: a save-everything
+ * run is longer than any one JavaScript string, src/cli/results-file.ts), the printed results,
+ * then `--plot` / `--html`. Returns the exit code.
+ */
+async function emitResults(io: CliIO, script: Loaded, out: import('./run.js').RunOutput, to: { outAbs: string | undefined; plotDir: string | undefined; htmlAbs: string | undefined }, model: string | undefined): Promise<number> {
+  const { results, decoder, prompts, graphs } = out;
   const { buildReport } = await import('../report/report.js');
   const { loopIndexNames } = await import('../report/families.js');
   const report = buildReport(results, prompts, loopIndexNames(script.ast), decoder);
-  if (outAbs) {
+  if (to.outAbs) {
     const { writeResultsFile } = await import('./results-file.js');
-    writeResultsFile(outAbs, results, { $families: report.families, $prompts: report.prompts });
+    writeResultsFile(to.outAbs, results, { $families: report.families, $prompts: report.prompts });
   }
   io.out(formatResults(results, decoder));
-  if (plotDir || htmlAbs) await writeReport(report, plotDir, htmlAbs, io, { script: { file: script.file, text: script.text }, model: `${name} on ${url}`, graphs: [] });
+  if (to.plotDir || to.htmlAbs) await writeReport(report, to.plotDir, to.htmlAbs, io, { script: { file: script.file, text: script.text }, ...(model !== undefined ? { model } : {}), graphs });
   return 0;
 }
 
