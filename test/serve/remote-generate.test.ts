@@ -20,6 +20,10 @@ import { main, type CliIO } from '../../src/cli/main.js';
 import { startServer, type NnsServer } from '../../src/serve/server.js';
 import { LanguageModel, type GenerateResult, type ModelRef, type Tensor } from '../../src/index.js';
 import { expectClose, MODEL_DIR, refCase, ROOT } from '../helpers/reference.js';
+import { lowerGenerationJob, type GenerationJobJSON } from '../../src/generate/job.js';
+import { encodeContainer } from '../../src/serve/protocol.js';
+import { RemoteClient } from '../../src/remote/client.js';
+import { Builder } from '../../ir/builder.js';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-remote-gen-'));
 const WITH_PAST = path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx');
@@ -222,4 +226,56 @@ describe('generation jobs and the server limits', () => {
       await small.close();
     }
   }, 120_000);
+});
+
+describe('malformed generation jobs', () => {
+  /** A valid job (one step template saving the last logits), to break in one place each. */
+  const valid = async (): Promise<GenerationJobJSON> => {
+    const m = await new RemoteClient(server.url).model('with-past');
+    const sp = { file: 'x.nns', line: 1, col: 1, endLine: 1, endCol: 2, offset: 0, endOffset: 1 };
+    return lowerGenerationJob({
+      prompts: [[264, 298]], options: { maxNewTokens: 2 }, tree: m.tree, file: 'x.nns',
+      build: (b: Builder) => { b.addInvoke([0], sp); b.save(b.modelOutput('logits', sp), 'l', sp); return {}; },
+    }).job;
+  };
+  const post = async (json: Record<string, unknown>): Promise<{ status: number; body: { error: { code: string; message: string }; errors?: { code: string; message: string }[] } }> => {
+    const r = await fetch(`${server.url}/jobs?wait=1`, { method: 'POST', body: encodeContainer({ model: 'with-past', ...json }, 'host', []) as unknown as BodyInit });
+    const text = Buffer.from(await r.arrayBuffer());
+    return { status: r.status, body: (r.headers.get('content-type')?.includes('json') ? JSON.parse(text.toString('utf8')) : {}) as { error: { code: string; message: string } } };
+  };
+
+  it('each is refused with one clear line (bad-request), or fails as a job (bad tokens, too long)', async () => {
+    const base = await valid();
+    expect(base.templates.length).toBe(1);
+    expect(base.steps).toEqual([0, 0]);
+    const ok = await post({ generate: base });
+    expect(ok.status).toBe(200);
+    const cases: [(j: GenerationJobJSON) => unknown, string][] = [
+      [(j) => ({ ...j, format: 'python' }), 'expected "onnsight-generate"'],
+      [(j) => ({ ...j, version: 2 }), 'unsupported version 2'],
+      [(j) => ({ ...j, prompts: [] }), '$.generate.prompts: expected a non-empty list'],
+      [(j) => ({ ...j, prompts: [[1, -2]] }), '$.generate.prompts[0]'],
+      [(j) => ({ ...j, options: { ...j.options, maxNewTokens: 0 } }), 'maxNewTokens'],
+      [(j) => ({ ...j, options: { ...j.options, temperature: -1 } }), 'temperature'],
+      [(j) => ({ ...j, steps: [0] }), 'one template index per step (2)'],
+      [(j) => ({ ...j, steps: [0, 1] }), '$.generate.steps[1]: expected the index of a template'],
+      [(j) => ({ ...j, prompts: [[1], [2]] }), 'one invoke per prompt (2)'],
+      [(j) => ({ ...j, templates: [{ ...j.templates[0]!, ir: { ...j.templates[0]!.ir, nodes: [{ op: 'eval', scope: 0, inputs: [], attrs: {}, results: [], span: {} }] } }] }), 'unknown op'],
+      [(j) => ({ ...j, templates: [{ ...j.templates[0]!, ir: { ...j.templates[0]!.ir, nodes: j.templates[0]!.ir.nodes.map((n) => (n.op === 'save' ? { ...n, attrs: { name: '#gen.next' } } : n)) } }] }), "the name '#gen.next' is reserved"],
+    ];
+    for (const [edit, want] of cases) {
+      const r = await post({ generate: edit(base) });
+      expect(r.status, want).toBe(400);
+      expect(r.body.error.code, want).toBe('bad-request');
+      expect(r.body.error.message, want).toContain(want);
+    }
+    const both = await post({ generate: base, ir: base.templates[0]!.ir });
+    expect(both.body.error.message).toContain("both 'ir' (a trace) and 'generate'");
+    // Checked against the model on the server: a token outside the vocabulary, more positions than it has.
+    const tok = await post({ generate: { ...base, prompts: [[100000]] } });
+    expect(tok.status).toBe(422);
+    expect(tok.body.errors?.[0]).toMatchObject({ code: 'bad-prompt', message: "prompt 0 of the generation: token id 100000 is outside the model's vocabulary (0..873)" });
+    const long = await post({ generate: { ...base, options: { ...base.options, maxNewTokens: 70 }, steps: Array(70).fill(0) } });
+    expect(long.body.errors?.[0]).toMatchObject({ code: 'too-long', message: 'the prompt (2 tokens) and max_new_tokens=70 need 71 positions, but the model has 64' });
+  }, 60_000);
 });
