@@ -7,14 +7,13 @@
  * export takes no attention mask, so it runs the single-prompt cases only). Also: bad input
  * exits 1 with located errors and writes nothing.
  */
-import { spawn } from 'node:child_process';
+import { nns } from '../helpers/cli.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
 
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'generate');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-generate-'));
 afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
@@ -31,23 +30,11 @@ const EXPORTS = {
   dynamo: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx'),
 };
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
 async function run(script: string, model: keyof typeof EXPORTS): Promise<{ results: Results; stdout: string; stderr: string }> {
   const out = path.join(TMP, `${script}.${model}.json`);
-  const r = await cli(['run', path.join(SCRIPTS, `${script}.nns`), '--model', EXPORTS[model], '--out', out]);
-  if (r.code !== 0) throw new Error(`nns run ${script} on ${model} exited ${r.code}:\n${r.stderr}`);
-  return { results: JSON.parse(fs.readFileSync(out, 'utf8')) as Results, stdout: r.stdout, stderr: r.stderr };
+  const r = await nns(['run', path.join(SCRIPTS, `${script}.nns`), '--model', EXPORTS[model], '--out', out]);
+  if (r.code !== 0) throw new Error(`nns run ${script} on ${model} exited ${r.code}:\n${r.err}`);
+  return { results: JSON.parse(fs.readFileSync(out, 'utf8')) as Results, stdout: r.out, stderr: r.err };
 }
 
 describe('reference-generate.json through .nns scripts', () => {
@@ -93,20 +80,20 @@ describe('bad input', () => {
     const out = path.join(TMP, 'bad.json');
     const file = path.join(TMP, 'bad.nns');
     fs.writeFileSync(file, 'generate "The capital of France is" max_new_token=4 {\n  step 4 { }\n}\n');
-    const r = await cli(['run', file, '--model', EXPORTS['with-past'], '--out', out]);
+    const r = await nns(['run', file, '--model', EXPORTS['with-past'], '--out', out]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("bad.nns:1:37: error[unknown-option]: generate has no option 'max_new_token'; did you mean 'max_new_tokens'?");
-    expect(r.stderr).toContain('bad.nns:1:1: error[missing-option]');
-    expect(r.stderr).not.toMatch(/at .*\.ts:\d+/); // no stack trace
-    expect(r.stdout).not.toContain('generate:');
+    expect(r.err).toContain("bad.nns:1:37: error[unknown-option]: generate has no option 'max_new_token'; did you mean 'max_new_tokens'?");
+    expect(r.err).toContain('bad.nns:1:1: error[missing-option]');
+    expect(r.err).not.toMatch(/at .*\.ts:\d+/); // no stack trace
+    expect(r.out).not.toContain('generate:');
     expect(fs.existsSync(out)).toBe(false);
   }, 60_000);
 
   it('max_new_tokens past the model\'s positions', async () => {
     const file = path.join(TMP, 'long.nns');
     fs.writeFileSync(file, 'generate "The capital of France is" max_new_tokens=61 { }\n');
-    const r = await cli(['run', file, '--model', EXPORTS['with-past']]);
+    const r = await nns(['run', file, '--model', EXPORTS['with-past']]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('long.nns:1:52: error[too-long]: the prompt (5 tokens) and max_new_tokens=61 need 65 positions, but the model has 64');
+    expect(r.err).toContain('long.nns:1:52: error[too-long]: the prompt (5 tokens) and max_new_tokens=61 need 65 positions, but the model has 64');
   }, 60_000);
 });
