@@ -19,14 +19,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main, type CliIO } from '../../src/cli/main.js';
 import { startServer, type NnsServer } from '../../src/serve/server.js';
 import { LanguageModel, type GenerateResult, type ModelRef, type Tensor } from '../../src/index.js';
-import { expectClose, MODEL_DIR, refCase, ROOT } from '../helpers/reference.js';
+import { expectClose, GEN_EXPORTS, genCase as gcase, MODEL_DIR, refCase, ROOT } from '../helpers/reference.js';
 import { lowerGenerationJob, type GenerationJobJSON } from '../../src/generate/job.js';
 import { encodeContainer } from '../../src/serve/protocol.js';
 import { RemoteClient } from '../../src/remote/client.js';
 import { Builder } from '../../ir/builder.js';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-remote-gen-'));
-const WITH_PAST = path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx');
+const WITH_PAST = GEN_EXPORTS['with-past'];
 const MODELS = [{ name: 'with-past', path: WITH_PAST }, { name: 'torchscript', path: MODEL_DIR }];
 let server: NnsServer;
 
@@ -38,9 +38,6 @@ afterAll(async () => {
   fs.rmSync(TMP, { recursive: true, force: true });
 });
 
-interface GenCase { id: string; expect: { ids: number[] | number[][]; last_logits?: number[][]; outputs?: { step: number; shape: number[]; values: number[] }[] } }
-const REF = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference-generate.json'), 'utf8')) as { cases: GenCase[] };
-const gcase = (id: string): GenCase => REF.cases.find((c) => c.id === id)!;
 
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -183,7 +180,7 @@ describe('LanguageModel.remote: generate and stream', () => {
     const s = remote.stream('The capital of France is', opts);
     for await (const t of s) got.push(`${t.step}:${t.row}:${t.token}:${t.text}`);
     expect(got).toEqual(want);
-    expect((await s.result).newIds[0]).toEqual(gcase('stop_at_eos').expect.new_ids);
+    expect((await s.result).ids[0]).toEqual(gcase('stop_at_eos').expect.ids);
   }, 120_000);
 
   it('seeded sampling equals the local sample', async () => {
