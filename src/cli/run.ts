@@ -7,8 +7,8 @@
 import type { Script } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
 import { bindParams, checkGenerate, checkTopLevel, paramDecls, paramHost, runnables, traces } from '../../grammar/script.js';
-import { maxPositions } from '../generate/decode.js';
-import { runGenerate } from '../generate/nns.js';
+import { localTarget, maxPositions } from '../generate/decode.js';
+import { runGenerateWithText } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
@@ -23,6 +23,7 @@ import type { ProgressCallback } from '../progress.js';
 import { promptsOf, type PromptInfo } from '../report/families.js';
 import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
+import { tokenizeWith } from '../model/tokenizer.js';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { VERSION } from '../version.js';
@@ -88,14 +89,6 @@ async function open(job: ScriptJob): Promise<ModelContext> {
   return openModel(job.modelPath, { ...(job.onProgress ? { onProgress: job.onProgress } : {}), ...(job.runner ? { runner: job.runner } : {}) });
 }
 
-function tokenizeWith(mc: ModelContext): (text: string) => number[] {
-  return (text) => {
-    const tok = mc.loaded.tokenizer;
-    if (!tok) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
-    return tok.encode(text);
-  };
-}
-
 function printer(job: ScriptJob): ((pass: string, text: string) => void) | undefined {
   if (!job.printIrAfterAll && !job.printAfter) return undefined;
   return (pass, text) => {
@@ -137,7 +130,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
       continue;
     }
     const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     prompts.push(...promptsOf(lowered.graph, tok));
     const out = await runGraph(lowered.graph, mc, { host: hostValues(), printAfterEach: printer(job), onProgress: job.onProgress });
@@ -268,34 +261,8 @@ export function compiledPath(outPath: string, index: number): string {
  * Runs a generate block, streaming the text of a single-prompt generate as it is produced
  * (`job.write`), and printing each row's text after a batched one.
  */
-async function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('../../grammar/ast.js').GenerateStmt, results: Map<string, Tensor>): Promise<Map<string, Tensor>> {
-  const tok = mc.loaded.tokenizer;
-  const write = job.write ?? ((t: string) => job.log(t));
-  const newIds: number[][] = [];
-  const shown: string[] = [];
-  let rows = 0;
-  const text = (row: number): string => (tok ? tok.decode(newIds[row] ?? []) : (newIds[row] ?? []).map((i) => `[${i}]`).join(''));
-  const { saves, result } = await runGenerate(gen, mc, {
-    file: job.file, tokenize: tokenizeWith(mc), host: results,
-    run: { printAfterEach: printer(job) },
-    onToken: (e) => {
-      (newIds[e.row] ??= []).push(e.token);
-      rows = Math.max(rows, e.row + 1);
-      if (gen.prompt === undefined) return;
-      if (e.step === 0) write(`generate: ${gen.prompt.kind === 'TextPrompt' ? gen.prompt.text : ''}`);
-      // A token may end inside a multi-byte character: print only what decodes stably.
-      const t = text(0);
-      const prev = shown[0] ?? '';
-      if (t.startsWith(prev) && !t.endsWith('\uFFFD')) {
-        write(t.slice(prev.length));
-        shown[0] = t;
-      }
-    },
-  });
-  if (gen.prompt !== undefined) write(`${text(0).slice((shown[0] ?? '').length)}\n`);
-  else for (let r = 0; r < result.ids.length; r++) write(`generate[${r}]: ${tok ? tok.decode(result.ids[r]!) : result.ids[r]!.join(' ')}\n`);
-  if (result.mode === 'recompute') job.log(`note: ${mc.loaded.source} has no key/value cache: each step recomputed the whole sequence`);
-  return saves;
+function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('../../grammar/ast.js').GenerateStmt, results: Map<string, Tensor>): Promise<Map<string, Tensor>> {
+  return runGenerateWithText(gen, localTarget(mc), { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: results, run: { printAfterEach: printer(job) } }, { write: job.write ?? ((t: string) => job.log(t)), log: job.log });
 }
 
 /**
@@ -324,7 +291,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
   ]);
   for (const [i, t] of ts.entries()) {
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     job.onProgress?.({ phase: 'compile', done: i, total: ts.length, rowsDone: 0, rows: 0, what: `splicing trace ${i + 1} of ${ts.length}` });
     const state = compileJob(job, lowered.graph, mc);
@@ -379,7 +346,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const host = paramHost(job.ast);
   const errors: NnsError[] = [];
   for (const t of runnables(job.ast)) {
-    const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
+    const tokenize = mc ? tokenizeWith(mc.loaded.tokenizer) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
     if (t.kind === 'Generate') {
       const g = checkGenerate(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, maxPositions: mc ? maxPositions(mc) : undefined });
       errors.push(...g.errors);

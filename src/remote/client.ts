@@ -15,7 +15,8 @@ import { isErrorCode } from '../error-codes.js';
 import type { ProgressCallback } from '../progress.js';
 import type { Tensor } from '../tensor.js';
 import { clientModel, type ClientModel, type ModelInfoJSON } from '../serve/model-info.js';
-import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type DiagnosticJSON, type JobEvent } from '../serve/protocol.js';
+import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type Container, type DiagnosticJSON, type GenerationResultJSON, type JobEvent } from '../serve/protocol.js';
+import type { LoweredGenerationJob } from '../generate/job.js';
 
 /** Options of a remote connection. */
 export interface RemoteOptions {
@@ -95,8 +96,11 @@ export class RemoteClient {
     return id;
   }
 
-  /** Follows the job's status stream until it ends; a failed job throws its diagnostics. */
-  async wait(id: string, onProgress?: ProgressCallback): Promise<JobEvent> {
+  /**
+   * Follows the job's status stream until it ends; a failed job throws its diagnostics.
+   * `onToken` gets every token a generation chooses, in order (late listeners get them replayed).
+   */
+  async wait(id: string, onProgress?: ProgressCallback, onToken?: (t: { step: number; row: number; token: number }) => void): Promise<JobEvent> {
     const res = await this.request(`/jobs/${id}/events`);
     const reader = res.body!.getReader();
     const dec = new TextDecoder();
@@ -112,6 +116,7 @@ export class RemoteClient {
         const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
         if (!data) continue;
         const e = JSON.parse(data) as JobEvent;
+        if (e.status === 'token' && e.token && onToken) onToken(e.token);
         if (e.status === 'progress' && e.progress && onProgress) {
           const ph = e.progress.phase;
           onProgress({ phase: ph === 'compile' || ph === 'load' ? ph : 'run', done: e.progress.done, total: e.progress.total, rowsDone: 0, rows: 0 });
@@ -138,13 +143,13 @@ export class RemoteClient {
 
   /** The saves of a completed job, in save order. */
   async result(id: string): Promise<Map<string, Tensor>> {
-    return this.decodeResult(await this.request(`/jobs/${id}/result?wait=1`), id);
+    return (await this.decodeResult(await this.request(`/jobs/${id}/result?wait=1`), id)).tensors;
   }
 
-  private async decodeResult(res: Response, id: string): Promise<Map<string, Tensor>> {
+  private async decodeResult(res: Response, id: string): Promise<Container> {
     const buf = new Uint8Array(await res.arrayBuffer());
     try {
-      return decodeContainer(buf, 'saves').tensors;
+      return decodeContainer(buf, 'saves');
     } catch (e) {
       if (e instanceof WireError) throw new NnsError('remote-unreachable', `the result of job ${id} is unreadable: ${e.message}`, { kind: 'usage' });
       throw e;
@@ -162,7 +167,35 @@ export class RemoteClient {
       return this.result(id);
     }
     const res = await this.request('/jobs?wait=1', { method: 'POST', body: this.body(model, graph, host) as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
-    return this.decodeResult(res, res.headers.get('x-nns-job') ?? '?');
+    return (await this.decodeResult(res, res.headers.get('x-nns-job') ?? '?')).tensors;
+  }
+
+  /**
+   * Runs a generation job (src/generate/job.ts) on the server. With `onToken` (or
+   * `onProgress`): submit, follow the status stream — every token as the server chooses it —
+   * then read the result; without: one request answered with the result.
+   * @returns the per-step saves (`NAME.S`, in step order) and the sequences
+   */
+  async generate(model: string, lowered: LoweredGenerationJob, onToken?: (t: { step: number; row: number; token: number }) => void, onProgress?: ProgressCallback): Promise<{ saves: Map<string, Tensor>; result: GenerationResultJSON }> {
+    const body = encodeContainer({ model, generate: lowered.job }, 'host', lowered.tensors);
+    const init = { method: 'POST', body: body as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } };
+    let c: Container;
+    let id: string;
+    if (onToken || onProgress) {
+      const res = await this.request('/jobs', init);
+      id = ((await res.json()) as { id: string }).id;
+      await this.wait(id, onProgress, onToken);
+      c = await this.decodeResult(await this.request(`/jobs/${id}/result?wait=1`), id);
+    } else {
+      const res = await this.request('/jobs?wait=1', init);
+      id = res.headers.get('x-nns-job') ?? '?';
+      c = await this.decodeResult(res, id);
+    }
+    const g = c.json.generate as GenerationResultJSON | undefined;
+    const ok = g && Array.isArray(g.ids) && g.ids.length === lowered.job.prompts.length && g.ids.every((r) => Array.isArray(r) && r.every((t) => Number.isSafeInteger(t)))
+      && Number.isSafeInteger(g.steps) && (g.mode === 'cache' || g.mode === 'recompute');
+    if (!ok) throw new NnsError('remote-unreachable', `the result of job ${id} is not a generation's (is the server an nns serve of this version?)`, { kind: 'usage' });
+    return { saves: c.tensors, result: g };
   }
 }
 
