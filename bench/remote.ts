@@ -122,7 +122,7 @@ async function overhead(ctx: BenchContext): Promise<void> {
   }
 }
 
-interface Throughput { ms: number; cpuMs: number; lat: number[]; merged: number; batches: number }
+interface Throughput { ms: number; cpuMs: number; lat: number[]; merged: number; batches: number; sizes: Record<number, number> }
 
 async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughput> {
   const server = await startServer({ models: [{ name: 'model', path: ctx.model.graphPath }], port: 0, host: '127.0.0.1', limits: { maxBatch } });
@@ -137,7 +137,7 @@ async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughp
     };
     // Warm-up: the instrumented model is built and its session opened by the first trace.
     await clients[0]!.trace(promptIds(999, n, vocab), fn);
-    const s0 = { ...server.jobs.stats };
+    const s0 = { ...server.jobs.stats, sizes: { ...server.jobs.stats.sizes } };
     const lat: number[] = [];
     const cpu0 = selfCpuMs() + procCpuMs(server.worker.pid);
     const t0 = performance.now();
@@ -152,7 +152,9 @@ async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughp
     const cpuMs = selfCpuMs() + procCpuMs(server.worker.pid) - cpu0;
     const s = server.jobs.stats;
     if (s.completed - s0.completed !== CLIENTS * PER_CLIENT) throw new Error(`remote: ${s.completed - s0.completed} of ${CLIENTS * PER_CLIENT} jobs completed`);
-    return { ms, cpuMs, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches };
+    const sizes: Record<number, number> = {};
+    for (const [k, v] of Object.entries(s.sizes)) if (v - (s0.sizes[Number(k)] ?? 0) > 0) sizes[Number(k)] = v - (s0.sizes[Number(k)] ?? 0);
+    return { ms, cpuMs, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches, sizes };
   } finally {
     await server.close();
   }
@@ -164,7 +166,7 @@ const got: Record<string, number> = {};
 
 async function batched(ctx: BenchContext): Promise<void> {
   const on = await throughput(ctx, 16);
-  ctx.log(`remote: batched ${CLIENTS * PER_CLIENT} traces in ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs in shared passes)`);
+  ctx.log(`remote: batched ${CLIENTS * PER_CLIENT} traces in ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs in shared passes; batch sizes ${JSON.stringify(on.sizes)})`);
   const off = await throughput(ctx, 1);
   ctx.log(`remote: one by one ${CLIENTS * PER_CLIENT} traces in ${off.ms.toFixed(0)} ms (CPU ${off.cpuMs.toFixed(0)} ms vs ${on.cpuMs.toFixed(0)} ms batched)`);
   const traces = CLIENTS * PER_CLIENT;
@@ -179,6 +181,7 @@ async function batched(ctx: BenchContext): Promise<void> {
   ctx.extra.remote_sequential_latency_p50_ms = quantile(off.lat, 0.5);
   ctx.extra.remote_sequential_latency_p99_ms = quantile(off.lat, 0.99);
   ctx.extra.remote_batched_jobs_merged = on.merged;
+  ctx.notes.remote_batch_sizes = `batches by size (jobs: count), batched run: ${JSON.stringify(on.sizes)}`;
   ctx.notes.remote_batched_speedup = `${CLIENTS} clients x ${PER_CLIENT} save-all traces, ${Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen)}-token prompts; batched ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs shared a pass) vs one by one ${off.ms.toFixed(0)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
 }
 
