@@ -262,8 +262,9 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     }
     if (jobs.activeOf(key) >= limits.maxJobsPerKey) throw new HttpError(429, 'over-limit', `this key already has ${limits.maxJobsPerKey} jobs queued or running (the server's limit); wait for one to finish`);
     if (jobs.queued >= limits.maxQueued) throw new HttpError(503, 'over-limit', `the server has ${limits.maxQueued} jobs queued (its limit); try again later`);
-    const job = jobs.submit(key, model, { ir: ir as GraphJSON, host: [...c.tensors] });
-    if (new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') !== '1') {
+    const wait = new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') === '1';
+    const job = jobs.submit(key, model, { ir: ir as GraphJSON, host: [...c.tensors], ...(wait ? { progress: false } : {}) });
+    if (!wait) {
       sendJson(res, 202, { id: job.id, status: 'queued' });
       return;
     }

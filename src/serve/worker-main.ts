@@ -32,6 +32,8 @@ export interface WorkerJob {
   id: string;
   ir: GraphJSON;
   host: [string, Tensor][];
+  /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
+  progress?: boolean;
 }
 
 /** Messages server → worker. */
@@ -45,8 +47,8 @@ export type FromWorker =
   | { type: 'init-error'; errors: DiagnosticJSON[] }
   | { type: 'started'; id: string }
   | { type: 'progress'; id: string; phase: string; done: number; total: number }
-  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number }
-  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[] }
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; last?: boolean }
+  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
   | { type: 'batch-done' };
 
 const models = new Map<string, ModelContext>();
@@ -56,6 +58,17 @@ const secrets: [string, string][] = [];
 
 function send(m: FromWorker): void {
   process.send?.(m);
+}
+
+/**
+ * Jobs of the running batch not yet reported. The last job's `done` carries `last` and
+ * stands for `batch-done`: one message back per job, none extra (each message wakes the server).
+ */
+let unreported = new Set<string>();
+
+function done(m: Extract<FromWorker, { type: 'done' }>): void {
+  unreported.delete(m.id);
+  send(unreported.size === 0 ? { ...m, last: true } : m);
 }
 
 /** A message without the server's paths. */
@@ -109,7 +122,9 @@ const isFast = (p: Prepared): boolean => p.state.executor?.kind === 'fast' && !!
 
 /** Runs one prepared job alone (the tail of `runGraph`). */
 async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tensor>> {
-  const progress = (e: { phase: string; done: number; total: number }): void => send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  const progress = (e: { phase: string; done: number; total: number }): void => {
+    if (p.job.progress !== false) send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  };
   if (mc.fast && isFast(p)) {
     progress({ phase: 'run', done: 0, total: 1 });
     const out = await mc.fast.run(p.state.ir, (p.state.fastPlan as { plan: unknown }).plan, p.host);
@@ -122,10 +137,10 @@ function finish(id: string, saves: Map<string, Tensor>, batched: number): void {
   let total = 0;
   for (const t of saves.values()) total += numel(t.shape);
   if (total > maxSaved) {
-    send({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
+    done({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
     return;
   }
-  send({ type: 'done', id, ok: true, saves: [...saves], batched });
+  done({ type: 'done', id, ok: true, saves: [...saves], batched });
 }
 
 /** Runs fast-path jobs of one merge key together; null when the merged run cannot be used. */
@@ -164,16 +179,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   }
   const mc = models.get(modelName);
   if (!mc) {
-    for (const j of jobs) send({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
+    for (const j of jobs) done({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
     return;
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
-    send({ type: 'started', id: job.id });
     try {
       ready.push(prepare(job, mc));
     } catch (e) {
-      send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
     }
   }
   const groups = new Map<string, Prepared[]>();
@@ -199,7 +213,7 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
     try {
       finish(p.job.id, await runAlone(p, mc), 1);
     } catch (e) {
-      send({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
     }
   }
 }
@@ -228,9 +242,16 @@ process.on('message', (raw: ToWorker) => {
     maxSaved = raw.maxSavedElements;
     chain = chain.then(() => init(raw.models));
   } else if (raw.type === 'run') {
-    chain = chain.then(() => runBatch(raw.model, raw.jobs)).catch((e: unknown) => {
-      for (const j of raw.jobs) send({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
-    }).then(() => send({ type: 'batch-done' }));
+    chain = chain.then(() => {
+      unreported = new Set(raw.jobs.map((j) => j.id));
+      return runBatch(raw.model, raw.jobs);
+    }).catch((e: unknown) => {
+      for (const j of raw.jobs) if (unreported.has(j.id)) done({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
+    }).then(() => {
+      // Normally the last job's `done` said it; a batch that reported nothing says it here.
+      if (unreported.size > 0 || raw.jobs.length === 0) send({ type: 'batch-done' });
+      unreported = new Set();
+    });
   }
 });
 process.on('disconnect', () => process.exit(0));
