@@ -18,6 +18,7 @@ import type { FastExecutor } from '../src/fast/execute.js';
 import type { ModuleInfo, ModuleTree } from '../src/model/types.js';
 import type { BenchContext } from './measure.js';
 import { mulberry32 } from './setup.js';
+import { blockList } from '../src/fast/segments.js';
 
 /** The model's block list and the modules the logit lens needs, found from the module tree. */
 export interface Blocks {
@@ -42,16 +43,8 @@ const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+
  * and has the blocks' output shape (`transformer.ln_f`: norm → head).
  */
 export function findBlocks(tree: ModuleTree): Blocks {
-  const lists = new Map<string, string[]>();
-  for (const m of tree.modules.values()) {
-    const segs = m.path.split('.');
-    if (!isIndex(segs.at(-1)) || segs.slice(0, -1).some(isIndex)) continue;
-    const list = segs.slice(0, -1).join('.');
-    lists.set(list, [...(lists.get(list) ?? []), m.path]);
-  }
-  const [list, paths] = [...lists].sort((a, b) => b[1].length - a[1].length)[0] ?? [];
-  if (!list || !paths) throw new Error('benchmark: the model has no block list (modules named like `transformer.h.0`)');
-  paths.sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()));
+  const paths = blockList(tree);
+  if (!paths.length) throw new Error('benchmark: the model has no block list (modules named like `transformer.h.0`)');
   const output = tree.graphOutputs[0]?.name ?? 'logits';
   const depth = (p: string): number => p.split('.').length;
   const deepest = (ms: ModuleInfo[]): string | undefined => ms.sort((a, b) => depth(b.path) - depth(a.path) || (a.path < b.path ? -1 : 1))[0]?.path;

@@ -54,7 +54,8 @@ export interface ScaleOptions {
   onPhase?: (keys: Record<string, unknown>) => void;
 }
 
-interface Timed { ms: number; cpu_ms: number; min_ms: number; runs: number }
+/** One measurement: median wall and CPU time, fastest wall, runs, and the 1-minute load average when it ended. */
+interface Timed { ms: number; cpu_ms: number; min_ms: number; runs: number; load: number }
 
 /** warm-up + runs by cost: cheap lengths get a warm-up and 3 runs, long ones one run. */
 function reps(T: number, big: boolean): { warmup: number; runs: number } {
@@ -71,7 +72,7 @@ async function time(fn: () => Promise<unknown>, r: { warmup: number; runs: numbe
     wall.push(performance.now() - t0);
     cpu.push(cpuMs() - c0);
   }
-  return { ms: round(median(wall)), cpu_ms: round(median(cpu)), min_ms: round(Math.min(...wall)), runs: r.runs };
+  return { ms: round(median(wall)), cpu_ms: round(median(cpu)), min_ms: round(Math.min(...wall)), runs: r.runs, load: round(os.loadavg()[0]!) };
 }
 const round = (v: number): number => Math.round(v * 10) / 10;
 
@@ -106,20 +107,24 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
     scale_seq_len: seq, scale_load_avg_before: round(os.loadavg()[0]!), scale_cpus: os.cpus().length,
     scale_ram_mb: Math.round(os.totalmem() / 1e6), scale_swap_mb: swapMb(),
   };
+  const swap0 = swapCounters();
   const pss = await PssSampler.start(100);
-  const phases: Record<string, { peak_mb: number; anon_mb: number; file_mb: number }> = {};
+  const phases: Record<string, { peak_mb: number; anon_mb: number; file_mb: number; load_before: number; load_after: number; wall_s: number; cpu_s: number; swap_used_mb?: number; pages_swapped?: number; process_swap_mb?: number }> = {};
   let peak: PssReading | undefined;
   const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
     await pss?.reset();
     log(`scale: ${name} ...`);
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = cpuMs(), load0 = round(os.loadavg()[0]!), sw0 = swapCounters();
     await fn();
     const m = await pss?.mark();
-    if (m) {
-      phases[name] = { peak_mb: Math.round(m.peak.pss), anon_mb: Math.round(m.peak.anon), file_mb: Math.round(m.peak.file) };
-      if (!peak || m.peak.pss > peak.pss) peak = m.peak;
-    }
-    opts.onPhase?.({ ...out, scale_pss_by_phase: phases, scale_by_seq: bySeq, scale_peak_pss_mb: peak ? Math.round(peak.pss) : undefined, scale_complete: false });
+    const sw1 = swapCounters();
+    phases[name] = {
+      peak_mb: m ? Math.round(m.peak.pss) : NaN, anon_mb: m ? Math.round(m.peak.anon) : NaN, file_mb: m ? Math.round(m.peak.file) : NaN,
+      load_before: load0, load_after: round(os.loadavg()[0]!), wall_s: round((performance.now() - t0) / 1000), cpu_s: round((cpuMs() - c0) / 1000),
+      ...(sw1 ? { swap_used_mb: sw1.usedMb, pages_swapped: sw1.pswpin + sw1.pswpout - (sw0 ? sw0.pswpin + sw0.pswpout : 0), process_swap_mb: sw1.processMb } : {}),
+    };
+    if (m && (!peak || m.peak.pss > peak.pss)) peak = m.peak;
+    opts.onPhase?.({ ...out, scale_pss_by_phase: phases, scale_by_seq: bySeq, scale_peak_pss_mb: peak ? Math.round(peak.pss) : undefined, scale_ratios_by_seq: ratiosBySeq(bySeq), scale_complete: false });
     log(`scale: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s (peak PSS ${phases[name]?.peak_mb ?? '?'} MB, load ${os.loadavg()[0]!.toFixed(1)})`);
   };
   const bySeq: Record<number, Record<string, Timed | number>> = {};
@@ -188,7 +193,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       }, { warmup: 1, runs: 5 });
       if (fast.stats.fallbacks !== s0.fallbacks) throw new Error(`scale: a trace left the fast path (${fast.stats.lastReject})`);
       if (bySeq[T]) Object.assign(bySeq[T]!, { ported_plain_run: plain, save_all_run: saveAll, patch_run: patch, first_trace: first });
-      log(`  T=${T}: plain ${plain.ms} ms, save-all ${saveAll.ms}, patch ${patch.ms}, first trace ${first.ms}`);
+      log(`  T=${T}: plain ${plain.ms} ms (cpu ${plain.cpu_ms}), save-all ${saveAll.ms} (cpu ${saveAll.cpu_ms}), patch ${patch.ms} (cpu ${patch.cpu_ms}), first trace ${first.ms}, load ${os.loadavg()[0]!.toFixed(1)}`);
       if (T === seq) {
         Object.assign(out, {
           scale_ported_plain_run_ms: plain.ms, scale_ported_plain_run_cpu_ms: plain.cpu_ms, scale_save_all_run_ms: saveAll.ms, scale_save_all_run_cpu_ms: saveAll.cpu_ms,
@@ -252,9 +257,51 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
   out.scale_by_seq = bySeq;
   out.scale_load_avg_after = round(os.loadavg()[0]!);
   out.scale_swap_mb_after = swapMb();
+  const sw = swapCounters();
+  if (sw && swap0) out.scale_swap = { total_mb: sw.totalMb, used_mb_after: sw.usedMb, pages_swapped_in: sw.pswpin - swap0.pswpin, pages_swapped_out: sw.pswpout - swap0.pswpout };
+  out.scale_ratios_by_seq = ratiosBySeq(bySeq);
   out.scale_date = new Date().toISOString();
   out.scale_complete = true;
   return out;
+}
+
+/**
+ * Per length, each onnsight measurement over the plain onnxruntime run at that length, on wall
+ * time and on CPU time (CPU time is robust to other jobs on the machine; wall is not).
+ */
+function ratiosBySeq(bySeq: Record<number, Record<string, Timed | number>>): Record<number, Record<string, { wall: number; cpu: number }>> {
+  const r: Record<number, Record<string, { wall: number; cpu: number }>> = {};
+  for (const [T, m] of Object.entries(bySeq)) {
+    const plain = m.plain_run as Timed | undefined;
+    if (!plain) continue;
+    r[Number(T)] = {};
+    for (const k of ['ported_plain_run', 'save_all_run', 'patch_run'] as const) {
+      const t = m[k] as Timed | undefined;
+      if (t) r[Number(T)]![k] = { wall: Math.round((t.ms / plain.ms) * 1000) / 1000, cpu: Math.round((t.cpu_ms / plain.cpu_ms) * 1000) / 1000 };
+    }
+  }
+  return r;
+}
+
+/**
+ * Swap now (Linux): swap in use on the machine and by this process (`VmSwap`), MB, and the
+ * machine's swap-in / swap-out page counters since boot (`/proc/vmstat` pswpin / pswpout:
+ * their difference over a phase is what it swapped, whoever did). Undefined elsewhere.
+ */
+function swapCounters(): { totalMb: number; usedMb: number; processMb: number; pswpin: number; pswpout: number } | undefined {
+  try {
+    const m = fs.readFileSync('/proc/meminfo', 'utf8');
+    const v = fs.readFileSync('/proc/vmstat', 'utf8');
+    const st = fs.readFileSync('/proc/self/status', 'utf8');
+    const kb = (t: string, k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(t)?.[1] ?? 0);
+    const n = (k: string): number => Number(new RegExp(`^${k} (\\d+)`, 'm').exec(v)?.[1] ?? 0);
+    return {
+      totalMb: Math.round((kb(m, 'SwapTotal') * 1024) / 1e6), usedMb: Math.round(((kb(m, 'SwapTotal') - kb(m, 'SwapFree')) * 1024) / 1e6),
+      processMb: Math.round((kb(st, 'VmSwap') * 1024) / 1e6), pswpin: n('pswpin'), pswpout: n('pswpout'),
+    };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Swap in use, MB (Linux `/proc/meminfo`); undefined elsewhere. */

@@ -8,6 +8,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Graph } from '../ir/ir.js';
 import { liftConstantsPass } from '../passes/lift-constants.js';
 import { CUT_PREFIX, splitBatchPass, type Chunk } from '../passes/split-batch.js';
@@ -34,7 +35,8 @@ export interface CompiledRunOptions {
   /** Session tiers: `false` runs every graph on a fast session only (default: on; `ONNSIGHT_TIERED=0` turns it off). */
   tiered?: boolean | TieredOptions;
   /**
-   * Activation memory budget of one run, bytes (default 512 MiB, or `ONNSIGHT_BATCH_BUDGET_MB`);
+   * Activation memory budget of one run, bytes (default {@link batchBudget}: from the model's
+   * weights and the machine's memory, at least 512 MiB; or `ONNSIGHT_BATCH_BUDGET_MB`);
    * bigger batches are split. Measured on GPT-2-small, T=128, a 97-row patching sweep:
    * 128 MiB → 48 chunks 44.5 s; 256 → 16 chunks 26.1 s; 512 → 7 chunks 22.7 s;
    * 1024 → 4 chunks 24.8 s; 2048 → 2 chunks 32.7 s (max RSS 2.8 GB vs 1.27 GB at 512).
@@ -68,13 +70,15 @@ export async function releaseCompiled(mc: ModelContext): Promise<void> {
 /**
  * Rough bytes of activations one batch row needs at `seqLen` tokens: the graph outputs
  * (logits dominate: vocab × seqLen; only `withModelOutputs`, i.e. when they are computed
- * whole), ~16 hidden-state-sized buffers live at once, the attention scores, and
- * `savesPerRow` saved hidden states (4-byte elements).
+ * whole, or those of its names it accepts), ~16 hidden-state-sized buffers live at once,
+ * the attention scores, and `savesPerRow` saved hidden states (4-byte elements).
  */
-export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0, withModelOutputs = true): number {
+export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0, withModelOutputs: boolean | ((name: string) => boolean) = true): number {
   const dimSize = (d: number | string): number => (d === 'batch' ? 1 : typeof d === 'number' ? d : seqLen);
   let perRow = 0;
-  if (withModelOutputs) for (const o of mc.tree.graphOutputs) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
+  for (const o of mc.tree.graphOutputs) {
+    if (withModelOutputs === true || (typeof withModelOutputs === 'function' && withModelOutputs(o.name))) perRow += (o.sig?.shape ?? []).reduce<number>((a, d) => a * dimSize(d), 1);
+  }
   const cfg = mc.loaded.config ?? {};
   const width = Number(cfg.n_embd ?? cfg.hidden_size ?? cfg.d_model ?? 1024);
   const heads = Number(cfg.n_head ?? cfg.num_attention_heads ?? 16);
@@ -82,9 +86,33 @@ export function rowBytes(mc: ModelContext, seqLen: number, savesPerRow = 0, with
   return 4 * perRow;
 }
 
-/** The activation memory budget of one run, bytes: `ONNSIGHT_BATCH_BUDGET_MB`, default 512 MiB. */
-export function batchBudget(): number {
-  return Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20 || 2 ** 29;
+/** The smallest default budget of one run: 512 MiB (see {@link batchBudget}). */
+export const MIN_BATCH_BUDGET = 2 ** 29;
+
+const budgets = new WeakMap<ModelContext, number>();
+
+/**
+ * The activation memory budget of one run, bytes. `ONNSIGHT_BATCH_BUDGET_MB` when set;
+ * otherwise derived from the model and the machine: a quarter of the model's weights
+ * (activations grow with the model's width and depth, and a run's activations beside one
+ * copy of the weights should stay near 1.3× the weights), at least {@link MIN_BATCH_BUDGET}
+ * (512 MiB: the best-measured chunk size on GPT-2 small), and at most a quarter of the
+ * memory the machine has beside the weights (`os.totalmem()` − weights; the total, not the
+ * momentary free memory, so the same model splits the same way on a given machine). Without
+ * a model: 512 MiB, capped the same way by the machine.
+ */
+export function batchBudget(mc?: ModelContext): number {
+  const env = Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) * 2 ** 20;
+  if (env > 0) return env;
+  if (mc) {
+    const b = budgets.get(mc);
+    if (b !== undefined) return b;
+  }
+  const weights = mc ? weightsBytes(mc.loaded) : 0;
+  const spare = Math.max(0, os.totalmem() - weights) / 4;
+  const b = Math.max(2 ** 26, Math.min(Math.max(MIN_BATCH_BUDGET, weights / 4), spare));
+  if (mc) budgets.set(mc, b);
+  return b;
 }
 
 
@@ -116,7 +144,7 @@ export async function runCompiled(
   runPasses([liftConstantsPass], state, ctx, { verifyEach: opts.verifyEach });
   for (const [k, v] of state.lifted ?? []) host.set(k, v);
   const { feeds: full, seqLen } = opts.feeds ? givenFeeds(opts.feeds) : buildFeeds(mc.feedInputs, rows, { padId: 0 });
-  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget();
+  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget(mc);
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));

@@ -23,6 +23,7 @@ import type { ProgressCallback } from '../progress.js';
 import { promptsOf, type PromptInfo } from '../report/families.js';
 import { compileCacheOf } from '../compile-cache.js';
 import { vocabSizeOf } from '../model/token-ids.js';
+import { tokenizeWith } from '../model/tokenizer.js';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { VERSION } from '../version.js';
@@ -88,14 +89,6 @@ async function open(job: ScriptJob): Promise<ModelContext> {
   return openModel(job.modelPath, { ...(job.onProgress ? { onProgress: job.onProgress } : {}), ...(job.runner ? { runner: job.runner } : {}) });
 }
 
-function tokenizeWith(mc: ModelContext): (text: string) => number[] {
-  return (text) => {
-    const tok = mc.loaded.tokenizer;
-    if (!tok) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
-    return tok.encode(text);
-  };
-}
-
 function printer(job: ScriptJob): ((pass: string, text: string) => void) | undefined {
   if (!job.printIrAfterAll && !job.printAfter) return undefined;
   return (pass, text) => {
@@ -137,7 +130,7 @@ export async function runScript(job: ScriptJob): Promise<RunOutput> {
       continue;
     }
     const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host, tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     prompts.push(...promptsOf(lowered.graph, tok));
     const out = await runGraph(lowered.graph, mc, { host: hostValues(), printAfterEach: printer(job), onProgress: job.onProgress });
@@ -276,7 +269,7 @@ async function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('.
   let rows = 0;
   const text = (row: number): string => (tok ? tok.decode(newIds[row] ?? []) : (newIds[row] ?? []).map((i) => `[${i}]`).join(''));
   const { saves, result } = await runGenerate(gen, mc, {
-    file: job.file, tokenize: tokenizeWith(mc), host: results,
+    file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: results,
     run: { printAfterEach: printer(job) },
     onToken: (e) => {
       (newIds[e.row] ??= []).push(e.token);
@@ -324,7 +317,7 @@ export async function compileScript(job: ScriptJob, outPath: string): Promise<Co
     ...(mc.loaded.proto.graph?.output ?? []).map((v) => [v.name!, 'output'] as [string, string]),
   ]);
   for (const [i, t] of ts.entries()) {
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: new Map(host), tree: mc.tree, vocabSize: vocabSizeOf(mc.loaded.config) });
     throwIfAny(lowered.errors);
     job.onProgress?.({ phase: 'compile', done: i, total: ts.length, rowsDone: 0, rows: 0, what: `splicing trace ${i + 1} of ${ts.length}` });
     const state = compileJob(job, lowered.graph, mc);
@@ -379,7 +372,7 @@ export async function checkScript(job: ScriptJob): Promise<void> {
   const host = paramHost(job.ast);
   const errors: NnsError[] = [];
   for (const t of runnables(job.ast)) {
-    const tokenize = mc ? tokenizeWith(mc) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
+    const tokenize = mc ? tokenizeWith(mc.loaded.tokenizer) : (text: string) => text.split(/\s+/).filter(Boolean).map(() => 0);
     if (t.kind === 'Generate') {
       const g = checkGenerate(t, { file: job.file, tokenize, host: new Map(host), tree: mc?.tree, maxPositions: mc ? maxPositions(mc) : undefined });
       errors.push(...g.errors);

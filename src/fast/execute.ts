@@ -442,15 +442,21 @@ export class FastExecutor implements FastPath {
   }
 
   /**
-   * The fast path runs a batch in one go; a batch whose activations, fetched outputs and
-   * port feeds would exceed the memory budget (`ONNSIGHT_BATCH_BUDGET_MB`, default 512 MiB)
-   * goes to the compiled path, which splits it into chunks.
+   * The fast path runs a batch in one go; a batch of several rows whose activations, fetched
+   * outputs and port feeds would exceed the memory budget ({@link batchBudget}: from the
+   * model's weights and the machine's memory, or `ONNSIGHT_BATCH_BUDGET_MB`) goes to the
+   * compiled path, which splits it into chunks. One row stays here whatever its size: the
+   * compiled path cannot split it either (it runs at least one row per chunk) and would only
+   * add a compile and a second session over the weights. The model outputs the tail computes
+   * (src/fast/tail.ts) are not outputs of the instrumented run and are not counted.
    */
   private checkBudget(plan: FastPlan, rows: number, seqLen: number): void {
-    const budget = batchBudget();
+    if (rows <= 1) return;
+    const budget = batchBudget(this.mc);
     const ports = new Set(plan.sets.map((x) => x.port.id)).size;
     const width = Math.max(1, ...this.ported.ports.map((p) => Number(p.shape[p.shape.length - 1]) || 1));
-    const bytes = rows * (rowBytes(this.mc, seqLen, plan.mainFetch.length) + ports * 2 * 4 * seqLen * width);
+    const tail = this.ported.tail;
+    const bytes = rows * (rowBytes(this.mc, seqLen, plan.mainFetch.length, (name) => !tail?.outputs.has(name)) + ports * 2 * 4 * seqLen * width);
     if (bytes > budget) throw new Fallback(`a batch of ${rows} rows needs ~${Math.round(bytes / 2 ** 20)} MiB in one run (budget ${Math.round(budget / 2 ** 20)} MiB); the compiled path splits it`);
   }
 

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { modelError } from '../errors.js';
+import { modelError, NnsError } from '../errors.js';
 import { NOT_REGULAR, readRegularFile, TOO_LARGE } from '../read-file.js';
 
 /**
@@ -41,6 +41,17 @@ export interface TextTokenizer {
   tokenToString(id: number): string;
   /** Id used to pad batch rows: `pad_token`, else `eos_token`, else 0. */
   readonly padId?: number;
+}
+
+/**
+ * The text → token ids function lowering uses: the model's tokenizer, or a `no-tokenizer`
+ * error (raised when a text prompt is met) when the model folder has no `tokenizer.json`.
+ */
+export function tokenizeWith(tok: TextTokenizer | undefined): (text: string) => number[] {
+  return (text) => {
+    if (!tok) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
+    return tok.encode(text);
+  };
 }
 
 /**

@@ -12,10 +12,10 @@ import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
 import { bindParams, checkTopLevel, paramDecls, runnables } from '../../grammar/script.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { vocabSizeOf } from '../model/token-ids.js';
+import { tokenizeWith } from '../model/tokenizer.js';
 import type { ProgressCallback } from '../progress.js';
 import { promptsOf, type PromptInfo } from '../report/families.js';
 import type { Tensor } from '../tensor.js';
-import type { ClientModel } from '../serve/model-info.js';
 import { RemoteClient, type RemoteOptions } from './client.js';
 
 /** A script to run remotely. */
@@ -38,13 +38,6 @@ export interface RemoteRunOutput {
   prompts: PromptInfo[];
 }
 
-function tokenizeWith(m: ClientModel): (text: string) => number[] {
-  return (text) => {
-    if (!m.tokenizer) throw new NnsError('no-tokenizer', 'the model has no tokenizer.json: give the prompt as token ids, e.g. [464, 318]', { kind: 'model' });
-    return m.tokenizer.encode(text);
-  };
-}
-
 /** Runs every trace of the script on the server, in order (saves of earlier traces are host values of later ones). */
 export async function runScriptRemote(job: RemoteScriptJob, url: string, model: string, opts: RemoteOptions = {}): Promise<RemoteRunOutput> {
   const top = checkTopLevel(job.ast);
@@ -63,7 +56,7 @@ export async function runScriptRemote(job: RemoteScriptJob, url: string, model: 
   const hostValues = (): Map<string, Tensor> => new Map([...params, ...results]);
   for (const t of runnables(job.ast) as TraceStmt[]) {
     const host = new Map<string, HostValueInfo>([...hostValues()].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(m), host, tree: m.tree, vocabSize: vocabSizeOf(m.config) });
+    const lowered = lowerTrace(t, { file: job.file, tokenize: tokenizeWith(m.tokenizer), host, tree: m.tree, vocabSize: vocabSizeOf(m.config) });
     if (lowered.errors.length) throw new NnsErrors(lowered.errors);
     prompts.push(...promptsOf(lowered.graph, tok));
     const out = await client.run(model, lowered.graph, hostValues(), job.onProgress);

@@ -7,47 +7,27 @@
  * export takes no attention mask, so it runs the single-prompt cases only). Also: bad input
  * exits 1 with located errors and writes nothing.
  */
-import { spawn } from 'node:child_process';
+import { nns } from '../helpers/cli.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
+import { ROOT, refCase, expectClose, genCase, GEN_EXPORTS } from '../helpers/reference.js';
 
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'generate');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-generate-'));
 afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
 interface Saved { dtype: string; shape: number[]; data: number[] }
 type Results = Record<string, Saved>;
-interface GenCase { id: string; input_ids: number[]; expect: { ids: number[] | number[][]; last_logits?: number[][]; outputs?: { step: number; shape: number[]; values: number[] }[] } }
-const REF = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference-generate.json'), 'utf8')) as { cases: GenCase[] };
-const gcase = (id: string): GenCase => REF.cases.find((c) => c.id === id)!;
 
-const EXPORTS = {
-  'with-past': path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx'),
-  torchscript: MODEL_DIR,
-  dynamo: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx'),
-};
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const EXPORTS = GEN_EXPORTS;
 
 async function run(script: string, model: keyof typeof EXPORTS): Promise<{ results: Results; stdout: string; stderr: string }> {
   const out = path.join(TMP, `${script}.${model}.json`);
-  const r = await cli(['run', path.join(SCRIPTS, `${script}.nns`), '--model', EXPORTS[model], '--out', out]);
-  if (r.code !== 0) throw new Error(`nns run ${script} on ${model} exited ${r.code}:\n${r.stderr}`);
-  return { results: JSON.parse(fs.readFileSync(out, 'utf8')) as Results, stdout: r.stdout, stderr: r.stderr };
+  const r = await nns(['run', path.join(SCRIPTS, `${script}.nns`), '--model', EXPORTS[model], '--out', out]);
+  if (r.code !== 0) throw new Error(`nns run ${script} on ${model} exited ${r.code}:\n${r.err}`);
+  return { results: JSON.parse(fs.readFileSync(out, 'utf8')) as Results, stdout: r.out, stderr: r.err };
 }
 
 describe('reference-generate.json through .nns scripts', () => {
@@ -56,10 +36,10 @@ describe('reference-generate.json through .nns scripts', () => {
       const { results, stdout, stderr } = await run('reference_generate', model);
       for (const id of ['clean', 'steered_all_steps', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
         expect(results[id]!.dtype, id).toBe('int64');
-        expect(results[id]!.data, id).toEqual(gcase(id).expect.ids);
-        expect(results[id]!.shape, id).toEqual([1, (gcase(id).expect.ids as number[]).length]);
+        expect(results[id]!.data, id).toEqual(genCase(id).expect.ids);
+        expect(results[id]!.shape, id).toEqual([1, (genCase(id).expect.ids as number[]).length]);
       }
-      const ps = gcase('per_step');
+      const ps = genCase('per_step');
       expect(results.clean!.data).toEqual(ps.expect.ids);
       ps.expect.last_logits!.forEach((want, s) => expectClose(results[`logits.${s}`]!.data, want, 1e-4, `logits.${s}`));
       for (const o of ps.expect.outputs!) {
@@ -80,7 +60,7 @@ describe('reference-generate.json through .nns scripts', () => {
   for (const model of ['with-past', 'torchscript'] as const) {
     it(`batched (left padding) on ${model}`, async () => {
       const { results } = await run('batched', model);
-      const want = gcase('batched').expect.ids as number[][];
+      const want = genCase('batched').expect.ids as number[][];
       expect(results.row0!.data).toEqual(want[0]);
       expect(results.row1!.data).toEqual(want[1]);
       expect(results['last.3']!.shape).toEqual([2, 874]);
@@ -93,20 +73,20 @@ describe('bad input', () => {
     const out = path.join(TMP, 'bad.json');
     const file = path.join(TMP, 'bad.nns');
     fs.writeFileSync(file, 'generate "The capital of France is" max_new_token=4 {\n  step 4 { }\n}\n');
-    const r = await cli(['run', file, '--model', EXPORTS['with-past'], '--out', out]);
+    const r = await nns(['run', file, '--model', EXPORTS['with-past'], '--out', out]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("bad.nns:1:37: error[unknown-option]: generate has no option 'max_new_token'; did you mean 'max_new_tokens'?");
-    expect(r.stderr).toContain('bad.nns:1:1: error[missing-option]');
-    expect(r.stderr).not.toMatch(/at .*\.ts:\d+/); // no stack trace
-    expect(r.stdout).not.toContain('generate:');
+    expect(r.err).toContain("bad.nns:1:37: error[unknown-option]: generate has no option 'max_new_token'; did you mean 'max_new_tokens'?");
+    expect(r.err).toContain('bad.nns:1:1: error[missing-option]');
+    expect(r.err).not.toMatch(/at .*\.ts:\d+/); // no stack trace
+    expect(r.out).not.toContain('generate:');
     expect(fs.existsSync(out)).toBe(false);
   }, 60_000);
 
   it('max_new_tokens past the model\'s positions', async () => {
     const file = path.join(TMP, 'long.nns');
     fs.writeFileSync(file, 'generate "The capital of France is" max_new_tokens=61 { }\n');
-    const r = await cli(['run', file, '--model', EXPORTS['with-past']]);
+    const r = await nns(['run', file, '--model', EXPORTS['with-past']]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('long.nns:1:52: error[too-long]: the prompt (5 tokens) and max_new_tokens=61 need 65 positions, but the model has 64');
+    expect(r.err).toContain('long.nns:1:52: error[too-long]: the prompt (5 tokens) and max_new_tokens=61 need 65 positions, but the model has 64');
   }, 60_000);
 });

@@ -12,14 +12,13 @@
  * Each (script, export) pair is one spawn; all spawns are started together in `beforeAll`
  * (at most `os.availableParallelism()` at a time) and each test awaits its own result.
  */
-import { spawn } from 'node:child_process';
+import { nns } from '../helpers/cli.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXPORTS, ROOT, refCase, expectClose, argmax } from '../helpers/reference.js';
 
-const BIN = path.join(ROOT, 'bin', 'nns.mjs');
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'reference');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-reference-'));
 /** A copy of the dynamo export in a folder of its own: no config.json, no tokenizer.json. */
@@ -52,24 +51,14 @@ async function limited<T>(f: () => Promise<T>): Promise<T> {
 
 /** `nns run SCRIPT --model MODEL --out TMP.json`; resolves to the parsed results (or rejects with the CLI's output). */
 function runScript(script: ScriptName, model: string, tag: string): Promise<Results> {
-  return limited(() => new Promise<Results>((resolve, reject) => {
+  return limited(async () => {
     const out = path.join(TMP, `${script}.${tag}.json`);
-    const args = [BIN, 'run', path.join(SCRIPTS, `${script}.nns`), '--model', model, '--out', out];
-    const p = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`nns run ${script}.nns --model ${model} exited ${code}:\n${err}`));
-      try {
-        // the saves; `$families` and `$prompts` (report data) are checked in report.test.ts
-        const all = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, unknown>;
-        resolve(Object.fromEntries(Object.entries(all).filter(([k]) => !k.startsWith('$'))) as Results);
-      } catch (e) {
-        reject(e);
-      }
-    });
-  }));
+    const r = await nns(['run', path.join(SCRIPTS, `${script}.nns`), '--model', model, '--out', out]);
+    if (r.code !== 0) throw new Error(`nns run ${script}.nns --model ${model} exited ${r.code}:\n${r.err}`);
+    // the saves; `$families` and `$prompts` (report data) are checked in report.test.ts
+    const all = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, unknown>;
+    return Object.fromEntries(Object.entries(all).filter(([k]) => !k.startsWith('$'))) as Results;
+  });
 }
 
 const runs = new Map<string, Promise<Results>>();

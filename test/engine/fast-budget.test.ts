@@ -1,12 +1,17 @@
 /**
- * The fast path's limits: a batch over the memory budget goes to the compiled path (which
- * splits it) with the same results, and the instrumented model's session survives any
- * number of compiled variants (it is pinned, not subject to the session LRU).
+ * The fast path's limits: a batch of several rows over the memory budget goes to the
+ * compiled path (which splits it) with the same results; one row over the budget stays on
+ * the fast path (the compiled path could not split it); the default budget is derived from
+ * the model's weights and the machine's memory; and the instrumented model's session survives
+ * any number of compiled variants (it is pinned, not subject to the session LRU).
  */
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import type { FastExecutor } from '../../src/fast/index.js';
-import { MODEL_DIR, refCase } from '../helpers/reference.js';
+import os from 'node:os';
+import { batchBudget, MIN_BATCH_BUDGET } from '../../src/compiled-run.js';
+import { weightsBytes, type ModelContext } from '../../src/compile.js';
+import { MODEL_DIR, refCase, expectClose } from '../helpers/reference.js';
 
 describe('fast path limits', () => {
   let model: LanguageModel;
@@ -39,12 +44,47 @@ describe('fast path limits', () => {
     expect(fast.stats.fastRuns).toBe(before + 1);
   });
 
-  it('sends a batch over the budget to the compiled path, with the same results', async () => {
+  /** Two independent rows (prompts A and B), last-position logits of each, vs PyTorch. */
+  const twoRows = async () => {
+    const a = refCase('clean_logits'), b = refCase('batched_cross_prompt');
+    const { saves } = await model.trace((tr) => {
+      tr.invoke(a.input_ids as number[], (m) => { m.output.logits.at(':', -1, ':').save('a'); });
+      tr.invoke((b.input_ids as number[][])[1]!, (m) => { m.output.logits.at(':', -1, ':').save('b'); });
+    });
+    expectClose(saves.a!.data as Float32Array, (a.expect as { last_logits: number[] }).last_logits, 1e-4, 'row A');
+    expectClose(saves.b!.data as Float32Array, (b.expect as { row1: number[] }).row1, 1e-4, 'row B');
+  };
+
+  it('sends a batch of rows over the budget to the compiled path, with the same results', async () => {
     process.env.ONNSIGHT_BATCH_BUDGET_MB = '0.05';
     const before = fast.stats.fallbacks;
-    await patch();
+    await twoRows();
     expect(fast.stats.fallbacks).toBe(before + 1);
     expect(fast.stats.lastReject).toMatch(/budget/);
+  });
+
+  it('keeps one row over the budget on the fast path (the compiled path could not split it)', async () => {
+    process.env.ONNSIGHT_BATCH_BUDGET_MB = '0.05';
+    const runs = fast.stats.fastRuns, falls = fast.stats.fallbacks;
+    const c = refCase('clean_logits');
+    const { saves } = await model.trace(c.input_ids as number[], (m) => { m.output.logits.at(':', -1, ':').save('logits'); });
+    expectClose(saves.logits!.data as Float32Array, (c.expect as { last_logits: number[] }).last_logits, 1e-4, 'logits');
+    expect(fast.stats.fallbacks).toBe(falls);
+    expect(fast.stats.fastRuns).toBe(runs + 1);
+    await patch(); // a source row and a patched row, run one at a time
+    expect(fast.stats.fallbacks).toBe(falls);
+  });
+
+  it('derives the default budget from the weights and the machine, not a fixed size', () => {
+    const spare = (w: number): number => (os.totalmem() - w) / 4;
+    // gpt2-facts: a few MB of weights → the 512 MiB floor (unless the machine is tiny)
+    expect(batchBudget(model.mc)).toBe(Math.max(2 ** 26, Math.min(MIN_BATCH_BUDGET, spare(weightsBytes(model.mc.loaded)))));
+    // a model of 4 GB of float32 weights (only its initializer sizes matter) → a quarter of them
+    const big = { loaded: { proto: { graph: { initializer: [{ name: 'w', dims: [1e9], data_type: 1 }] } } } } as unknown as ModelContext;
+    expect(weightsBytes(big.loaded)).toBe(4e9);
+    expect(batchBudget(big)).toBe(Math.max(2 ** 26, Math.min(1e9, spare(4e9))));
+    process.env.ONNSIGHT_BATCH_BUDGET_MB = '3';
+    expect(batchBudget(model.mc)).toBe(3 * 2 ** 20);
   });
 
   it('keeps the instrumented session through many compiled variants', async () => {
