@@ -17,7 +17,8 @@ import { isErrorCode } from '../error-codes.js';
 import type { ProgressCallback } from '../progress.js';
 import type { Tensor } from '../tensor.js';
 import { clientModel, type ClientModel, type ModelInfoJSON } from '../serve/model-info.js';
-import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type DiagnosticJSON, type JobEvent } from '../serve/protocol.js';
+import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type Container, type DiagnosticJSON, type GenerationResultJSON, type JobEvent } from '../serve/protocol.js';
+import type { LoweredGenerationJob } from '../generate/job.js';
 
 /** Options of a remote connection. */
 export interface RemoteOptions {
@@ -33,6 +34,9 @@ const codeOf = (c: unknown, fallback: ErrorCode): ErrorCode => (typeof c === 'st
  * sockets do not keep the process alive.
  */
 const AGENTS = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+
+/** The job id of a `?wait=1` answer (its `x-nns-job` header). */
+const jobId = (a: Answer): string => (typeof a.headers['x-nns-job'] === 'string' ? a.headers['x-nns-job'] : '?');
 
 /** A whole answer read by {@link RemoteClient} (status, headers, body). */
 interface Answer {
@@ -152,8 +156,11 @@ export class RemoteClient {
     return id;
   }
 
-  /** Follows the job's status stream until it ends; a failed job throws its diagnostics. */
-  async wait(id: string, onProgress?: ProgressCallback): Promise<JobEvent> {
+  /**
+   * Follows the job's status stream until it ends; a failed job throws its diagnostics.
+   * `onToken` gets every token a generation chooses, in order (late listeners get them replayed).
+   */
+  async wait(id: string, onProgress?: ProgressCallback, onToken?: (t: { step: number; row: number; token: number }) => void): Promise<JobEvent> {
     const res = await this.request(`/jobs/${id}/events`);
     const reader = res.body!.getReader();
     const dec = new TextDecoder();
@@ -169,6 +176,7 @@ export class RemoteClient {
         const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
         if (!data) continue;
         const e = JSON.parse(data) as JobEvent;
+        if (e.status === 'token' && e.token && onToken) onToken(e.token);
         if (e.status === 'progress' && e.progress && onProgress) {
           const ph = e.progress.phase;
           onProgress({ phase: ph === 'compile' || ph === 'load' ? ph : 'run', done: e.progress.done, total: e.progress.total, rowsDone: 0, rows: 0 });
@@ -195,13 +203,13 @@ export class RemoteClient {
 
   /** The saves of a completed job, in save order. */
   async result(id: string): Promise<Map<string, Tensor>> {
-    return this.decodeBody((await this.call(`/jobs/${id}/result?wait=1`, 'GET')).body, id);
+    return this.decodeBody((await this.call(`/jobs/${id}/result?wait=1`, 'GET')).body, id).tensors;
   }
 
-  /** The saves of a result body this client read (tensors are views into it where aligned: no copy). */
-  private decodeBody(body: Buffer, id: string): Map<string, Tensor> {
+  /** A result body this client read (its tensors are views into it where aligned: no copy). */
+  private decodeBody(body: Buffer, id: string): Container {
     try {
-      return decodeContainer(body, 'saves', { view: true }).tensors;
+      return decodeContainer(body, 'saves', { view: true });
     } catch (e) {
       if (e instanceof WireError) throw new NnsError('remote-unreachable', `the result of job ${id} is unreadable: ${e.message}`, { kind: 'usage' });
       throw e;
@@ -220,8 +228,35 @@ export class RemoteClient {
       return this.result(id);
     }
     const res = await this.call('/jobs?wait=1', 'POST', this.body(model, graph, host), { 'content-type': CONTAINER_TYPE });
-    const id = res.headers['x-nns-job'];
-    return this.decodeBody(res.body, typeof id === 'string' ? id : '?');
+    return this.decodeBody(res.body, jobId(res)).tensors;
+  }
+
+  /**
+   * Runs a generation job (src/generate/job.ts) on the server. With `onToken` (or
+   * `onProgress`): submit, follow the status stream — every token as the server chooses it —
+   * then read the result; without: one request answered with the result.
+   * @returns the per-step saves (`NAME.S`, in step order) and the sequences
+   */
+  async generate(model: string, lowered: LoweredGenerationJob, onToken?: (t: { step: number; row: number; token: number }) => void, onProgress?: ProgressCallback): Promise<{ saves: Map<string, Tensor>; result: GenerationResultJSON }> {
+    const body = encodeContainer({ model, generate: lowered.job }, 'host', lowered.tensors);
+    const type = { 'content-type': CONTAINER_TYPE };
+    let c: Container;
+    let id: string;
+    if (onToken || onProgress) {
+      const res = await this.call('/jobs', 'POST', body, type);
+      id = (JSON.parse(res.body.toString('utf8')) as { id: string }).id;
+      await this.wait(id, onProgress, onToken);
+      c = this.decodeBody((await this.call(`/jobs/${id}/result?wait=1`, 'GET')).body, id);
+    } else {
+      const res = await this.call('/jobs?wait=1', 'POST', body, type);
+      id = jobId(res);
+      c = this.decodeBody(res.body, id);
+    }
+    const g = c.json.generate as GenerationResultJSON | undefined;
+    const ok = g && Array.isArray(g.ids) && g.ids.length === lowered.job.prompts.length && g.ids.every((r) => Array.isArray(r) && r.every((t) => Number.isSafeInteger(t)))
+      && Number.isSafeInteger(g.steps) && (g.mode === 'cache' || g.mode === 'recompute');
+    if (!ok) throw new NnsError('remote-unreachable', `the result of job ${id} is not a generation's (is the server an nns serve of this version?)`, { kind: 'usage' });
+    return { saves: c.tensors, result: g };
   }
 }
 

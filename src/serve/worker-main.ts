@@ -25,12 +25,16 @@ import { defaultCacheDir } from '../model/load.js';
 import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
-import { diagnosticOf, type DiagnosticJSON } from './protocol.js';
+import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
+import { decode, configMaxPositions } from '../generate/decode.js';
+import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
+import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
 
-/** A job as the server hands it to the worker. */
+/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
 export interface WorkerJob {
   id: string;
-  ir: GraphJSON;
+  ir?: GraphJSON;
+  generate?: GenerationJobJSON;
   host: [string, Tensor][];
   /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
   progress?: boolean;
@@ -47,7 +51,8 @@ export type FromWorker =
   | { type: 'init-error'; errors: DiagnosticJSON[] }
   | { type: 'started'; id: string }
   | { type: 'progress'; id: string; phase: string; done: number; total: number }
-  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; last?: boolean }
+  | { type: 'token'; id: string; step: number; row: number; token: number }
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
   | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
   | { type: 'batch-done' };
 
@@ -98,8 +103,8 @@ function savedElements(g: Graph): number {
   return total;
 }
 
-function checkSaved(total: number): void {
-  if (total > maxSaved) throw new NnsError('over-limit', `the trace saves ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' });
+function checkSaved(total: number, what = 'trace'): void {
+  if (total > maxSaved) throw new NnsError('over-limit', `the ${what} saves ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' });
 }
 
 /** A job through the IR pipeline and the executor stages (as `runGraph`). */
@@ -133,20 +138,52 @@ async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tens
   return runCompiled(p.state, mc, p.host, { onProgress: progress }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, {}));
 }
 
-function finish(id: string, saves: Map<string, Tensor>, batched: number): void {
+function finish(id: string, saves: Map<string, Tensor>, batched: number, generate?: GenerationResultJSON): void {
   let total = 0;
   for (const t of saves.values()) total += numel(t.shape);
   if (total > maxSaved) {
     done({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
     return;
   }
-  done({ type: 'done', id, ok: true, saves: [...saves], batched });
+  done({ type: 'done', id, ok: true, saves: [...saves], batched, ...(generate ? { generate } : {}) });
+}
+
+/**
+ * Runs a generation job with the decode loop of a local run (src/generate/decode.ts): each
+ * step is its template re-emitted with that step's rows. Tokens are reported as they are
+ * chosen; the saved elements are counted after every step against the server's limit.
+ */
+async function runGeneration(job: WorkerJob, mc: ModelContext): Promise<void> {
+  const tensors = new Map(job.host);
+  const g = readGenerationJob(job.generate, tensors);
+  const vocab = mc.vocabRows ?? vocabSizeOf(mc.loaded.config ?? undefined);
+  g.prompts.forEach((p, r) => {
+    for (const t of p) {
+      const why = badTokenId(t, vocab);
+      if (why) throw new NnsError('bad-prompt', `prompt ${r} of the generation: ${why}`, { kind: 'usage' });
+    }
+  });
+  const P = Math.max(...g.prompts.map((p) => p.length));
+  const limit = configMaxPositions(mc.loaded.config) ?? mc.maxPositions;
+  const N = g.options.maxNewTokens;
+  if (limit !== undefined && P + N - 1 > limit) throw new NnsError('too-long', `the prompt (${P} tokens) and max_new_tokens=${N} need ${P + N - 1} positions, but the model has ${limit}`, { kind: 'usage' });
+  let saved = 0;
+  const result = await decode(mc, {
+    prompts: g.prompts, options: g.options, file: g.file ?? '<generate>', build: jobBuilder(g, tensors),
+    onToken: (e) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }),
+    onStep: (s, saves) => {
+      for (const t of saves.values()) saved += numel(t.shape);
+      checkSaved(saved, 'generation');
+      send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
+    },
+  });
+  finish(job.id, result.saves, 1, { ids: result.ids, steps: result.steps, mode: result.mode });
 }
 
 /** Runs fast-path jobs of one merge key together; null when the merged run cannot be used. */
 async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<string, Tensor>[] | null> {
   if (!mc.fast) return null;
-  const merged = mergeGraphs(group.map((p) => graphFromJSON(p.job.ir)));
+  const merged = mergeGraphs(group.map((p) => graphFromJSON(p.job.ir!)));
   const host = new Map<string, Tensor>();
   group.forEach((p, j) => { for (const [k, v] of p.host) host.set(`${j}\u241f${k}`, v); });
   let state: CompileState;
@@ -172,8 +209,14 @@ async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<strin
 /** Test hook (`NNS_SERVE_TEST_STALL=1` in the worker's environment): a job saving `__stall__` hangs, so tests can kill a worker mid-job or pass the run time. */
 const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
+/** Whether a job saves `__stall__` (the stall test hook). */
+function stalls(j: WorkerJob): boolean {
+  const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
+  return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
+}
+
 async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
-  if (STALL && jobs.some((j) => j.ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'))) {
+  if (STALL && jobs.some(stalls)) {
     for (const j of jobs) send({ type: 'started', id: j.id });
     await new Promise((r) => setTimeout(r, 600_000));
   }
@@ -184,6 +227,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
+    if (job.generate) {
+      // A generation runs alone (the scheduler never batches it with other jobs).
+      try {
+        await runGeneration(job, mc);
+      } catch (e) {
+        done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+      }
+      continue;
+    }
     try {
       ready.push(prepare(job, mc));
     } catch (e) {
@@ -193,7 +245,7 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   const groups = new Map<string, Prepared[]>();
   const alone: Prepared[] = [];
   for (const p of ready) {
-    if (ready.length > 1 && isFast(p) && mergeable(graphFromJSON(p.job.ir))) {
+    if (ready.length > 1 && isFast(p) && mergeable(graphFromJSON(p.job.ir!))) {
       const key = mergeKey(p.state.ir);
       (groups.get(key) ?? groups.set(key, []).get(key)!).push(p);
     } else alone.push(p);
