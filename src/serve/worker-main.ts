@@ -29,12 +29,14 @@ import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './
 import { decode, configMaxPositions } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
+import { runServed } from './oip.js';
 
-/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
+/** A job as the server hands it to the worker: a trace (`ir`), a generation (`generate`) or an OIP inference (`oip`: `host` holds its inputs). */
 export interface WorkerJob {
   id: string;
   ir?: GraphJSON;
   generate?: GenerationJobJSON;
+  oip?: { name: string; fetch: string[]; tag?: string };
   host: [string, Tensor][];
 }
 
@@ -196,6 +198,7 @@ const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
 /** Whether a job saves `__stall__` (the stall test hook). */
 function stalls(j: WorkerJob): boolean {
+  if (j.oip?.tag === '__stall__') return true;
   const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
   return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
 }
@@ -213,10 +216,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   const ready: Prepared[] = [];
   for (const job of jobs) {
     send({ type: 'started', id: job.id });
-    if (job.generate) {
-      // A generation runs alone (the scheduler never batches it with other jobs).
+    if (job.generate || job.oip) {
+      // A generation or an inference runs alone (the scheduler never batches it with other jobs).
       try {
-        await runGeneration(job, mc);
+        if (job.generate) await runGeneration(job, mc);
+        else {
+          const out = await runServed(mc, modelName, job.oip!.name, Object.fromEntries(job.host), job.oip!.fetch);
+          // Not counted against the saved elements: the outputs are the served model's own.
+          send({ type: 'done', id: job.id, ok: true, saves: job.oip!.fetch.map((n) => [n, out[n]!]), batched: 1 });
+        }
       } catch (e) {
         send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
       }
