@@ -59,6 +59,8 @@ export interface JobStats {
   batches: number;
   /** Jobs that shared a forward pass with another. */
   merged: number;
+  /** Batches handed to the worker, by size: `sizes[n]` = batches of n jobs. */
+  sizes: Record<number, number>;
 }
 
 /** The job store and scheduler. */
@@ -72,7 +74,7 @@ export class Jobs {
   private timedOut = false;
   private closing = false;
   private readonly sweeper: NodeJS.Timeout;
-  readonly stats: JobStats = { accepted: 0, completed: 0, failed: 0, batches: 0, merged: 0 };
+  readonly stats: JobStats = { accepted: 0, completed: 0, failed: 0, batches: 0, merged: 0, sizes: {} };
   /** Resolves when nothing is running (shutdown waits on it). */
   private idleWaiters: (() => void)[] = [];
 
@@ -208,6 +210,7 @@ export class Jobs {
     }
     this.running = batch;
     this.stats.batches++;
+    this.stats.sizes[batch.length] = (this.stats.sizes[batch.length] ?? 0) + 1;
     for (const j of batch) {
       j.state = 'running';
       this.emit(j, { id: j.id, status: 'running' });

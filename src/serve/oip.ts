@@ -181,7 +181,7 @@ async function infer(req: http.IncomingMessage, res: http.ServerResponse, ctx: O
   try {
     // In nns serve: a job of the worker (run time, jobs per key and the queue apply).
     result = ctx.runJob
-      ? Object.fromEntries(await ctx.runJob(r.base, { oip: { name: r.model.name, fetch, ...(typeof json.id === 'string' ? { tag: json.id.slice(0, 100) } : {}) }, host: [...inputs] }))
+      ? Object.fromEntries(await ctx.runJob(r.base, { oip: { name: r.model.name, fetch, ...(typeof json.id === 'string' ? { tag: json.id.slice(0, 100) } : {}) }, host: [...inputs], progress: false }))
       : await runModel(r, feeds, fetch);
   } catch (e) {
     if (e instanceof NnsError) throw new OipHttpError(400, e.message);

@@ -314,8 +314,10 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
       }
     }
     admit(key);
-    const job = jobs.submit(key, model, gen !== undefined ? { generate: gen as GenerationJobJSON, host: [...c.tensors] } : { ir: ir as GraphJSON, host: [...c.tensors] });
-    if (new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') !== '1') {
+    const wait = new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') === '1';
+    const quiet = wait ? { progress: false } : {};
+    const job = jobs.submit(key, model, gen !== undefined ? { generate: gen as GenerationJobJSON, host: [...c.tensors], ...quiet } : { ir: ir as GraphJSON, host: [...c.tensors], ...quiet });
+    if (!wait) {
       sendJson(res, 202, { id: job.id, status: 'queued' });
       return;
     }
