@@ -35,8 +35,19 @@ export interface Job {
   finished?: number;
   /** Was in a batch that passed the run time: runs alone from now on (and fails alone if it is the slow one). */
   suspect?: boolean;
-  /** A generation: runs in a batch of its own (its steps are many passes, not one). */
+  /** A generation or an inference request: runs in a batch of its own (never merged). */
   alone?: boolean;
+  /** An inference request (`/v2/.../infer`): its result is kept as tensors for the one waiting answer, not stored. */
+  raw?: Map<string, Tensor>;
+  keepRaw?: boolean;
+}
+
+/** A job that ended with an error: its diagnostics. */
+export class JobFailure extends Error {
+  constructor(readonly errors: DiagnosticJSON[]) {
+    super(errors[0]?.message ?? 'the job failed');
+    this.name = 'JobFailure';
+  }
 }
 
 /** Counters (tests and benchmarks). */
@@ -94,7 +105,7 @@ export class Jobs {
   /** Accepts a job; it is queued and scheduled. */
   submit(key: string, model: string, request: Omit<WorkerJob, 'id'>): Job {
     const id = crypto.randomBytes(16).toString('hex');
-    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate ? { alone: true } : {}) };
+    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate || request.oip ? { alone: true } : {}), ...(request.oip ? { keepRaw: true } : {}) };
     this.jobs.set(id, job);
     let q = this.queues.get(key);
     if (!q) {
@@ -241,7 +252,10 @@ export class Jobs {
     if (m.type === 'started') return;
     this.running = this.running.filter((j) => j !== job);
     this.arm();
-    if (m.ok) {
+    if (m.ok && job.keepRaw) {
+      job.raw = new Map(m.saves);
+      this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: 1 });
+    } else if (m.ok) {
       job.result = encodeContainer({ id: job.id, ...(m.generate ? { generate: m.generate } : {}) }, 'saves', m.saves as [string, Tensor][]);
       this.stored += job.result.length;
       if (m.batched > 1) this.stats.merged++;
@@ -328,6 +342,12 @@ export class Jobs {
       if (this.stored <= this.limits.maxStoredResultBytes) break;
       this.drop(id, j);
     }
+  }
+
+  /** Forgets a finished job at once (an inference request, once answered). */
+  forget(id: string): void {
+    const j = this.jobs.get(id);
+    if (j && j.finished !== undefined) this.drop(id, j);
   }
 
   /** Stops the timers. */

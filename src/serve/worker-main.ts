@@ -27,15 +27,17 @@ import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
 import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
-import { decode, configMaxPositions } from '../generate/decode.js';
+import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
+import { runServed } from './oip.js';
 
-/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
+/** A job as the server hands it to the worker: a trace (`ir`), a generation (`generate`) or an OIP inference (`oip`: `host` holds its inputs). */
 export interface WorkerJob {
   id: string;
   ir?: GraphJSON;
   generate?: GenerationJobJSON;
+  oip?: { name: string; fetch: string[]; tag?: string };
   host: [string, Tensor][];
   /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
   progress?: boolean;
@@ -171,11 +173,12 @@ async function runGeneration(job: WorkerJob, mc: ModelContext): Promise<void> {
   let saved = 0;
   const result = await decode(mc, {
     prompts: g.prompts, options: g.options, file: g.file ?? '<generate>', build: jobBuilder(g, tensors),
-    onToken: (e) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }),
+    // A job awaited whole (`?wait=1`) reports neither tokens nor progress: nobody listens.
+    ...(job.progress !== false ? { onToken: (e: TokenEvent) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }) } : {}),
     onStep: (s, saves) => {
       for (const t of saves.values()) saved += numel(t.shape);
       checkSaved(saved, 'generation');
-      send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
+      if (job.progress !== false) send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
     },
   });
   finish(job.id, result.saves, 1, { ids: result.ids, steps: result.steps, mode: result.mode });
@@ -212,6 +215,7 @@ const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
 /** Whether a job saves `__stall__` (the stall test hook). */
 function stalls(j: WorkerJob): boolean {
+  if (j.oip?.tag === '__stall__') return true;
   const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
   return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
 }
@@ -228,10 +232,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
-    if (job.generate) {
-      // A generation runs alone (the scheduler never batches it with other jobs).
+    if (job.generate || job.oip) {
+      // A generation or an inference runs alone (the scheduler never batches it with other jobs).
       try {
-        await runGeneration(job, mc);
+        if (job.generate) await runGeneration(job, mc);
+        else {
+          const out = await runServed(mc, modelName, job.oip!.name, Object.fromEntries(job.host), job.oip!.fetch);
+          // Not counted against the saved elements: the outputs are the served model's own.
+          done({ type: 'done', id: job.id, ok: true, saves: job.oip!.fetch.map((n) => [n, out[n]!]), batched: 1 });
+        }
       } catch (e) {
         done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
       }
