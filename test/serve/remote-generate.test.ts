@@ -115,6 +115,11 @@ describe('nns run --remote with generate blocks equals the local run', () => {
     const s = await same(file, MODELS[0]);
     expect(s.code).toBe(1);
     expect(s.err).toMatch(/bad-gen\.nns:2:\d+: error\[/);
+    // Found while building step 1 of a model without a cache (X is confined to the step's position): after step 0 ran.
+    fs.writeFileSync(file, 'generate "The capital of France is" max_new_tokens=3 stop_at_eos=false {\n  g = grad(model.output.logits[0, -1, 3], model.transformer.h[1].output).save()\n}\n');
+    const t = await same(file, MODELS[1]);
+    expect(t.code).toBe(1);
+    expect(t.err).toContain('bad-gen.nns:2:43: error[bad-grad]');
   }, 120_000);
 });
 
