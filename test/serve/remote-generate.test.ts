@@ -209,6 +209,14 @@ describe('generation jobs and the server limits', () => {
       await expect(m.generate('The', { maxNewTokens: 3 }, (mm, g) => {
         for (let i = 0; i < 15; i++) mm.transformer.h[0].output.at(0, 0, i).save(`x${i}.${g.step}`);
       })).rejects.toMatchObject({ code: 'over-limit', message: expect.stringContaining('IR nodes') });
+      // nns run --remote: one line, exit 2, nothing written.
+      const file = path.join(TMP, 'many-saves.nns');
+      const out = path.join(TMP, 'many-saves.json');
+      fs.writeFileSync(file, 'generate "The" max_new_tokens=4 {\n  l = model.output.logits[:, -1, :].save()\n}\n');
+      const r = await cli(['run', file, '--remote', small.url, '--model', 'with-past', '--out', out]);
+      expect(r.code).toBe(2);
+      expect(r.err).toBe('nns: error[over-limit]: the generation saves 2,622 elements; this server allows 2,000 per job\n');
+      expect(fs.existsSync(out)).toBe(false);
     } finally {
       await small.close();
     }
