@@ -17,6 +17,7 @@ import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, continueCompile, workingCopy, type ModelContext } from '../compile.js';
 import { openModel } from '../engine.js';
+import { setIntraOpSpinning } from '../../backends/ort.js';
 import { runCompiled } from '../compiled-run.js';
 import { executorStages, irPipeline } from '../../passes/pipeline.js';
 import { runPasses } from '../../passes/run.js';
@@ -280,6 +281,9 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
 }
 
 async function init(list: { name: string; path: string }[]): Promise<void> {
+  // onnxruntime's threads must not spin between jobs: the server's process and the next
+  // job's compile need the cores (see setIntraOpSpinning).
+  setIntraOpSpinning(false);
   const infos: ModelInfoJSON[] = [];
   try {
     for (const m of list) {
