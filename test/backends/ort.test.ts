@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { fromOrtTensor, OrtBackend, toOrtTensor } from '../../backends/ort.js';
+import { fromOrtTensor, OrtBackend, ortSessionOptions, setIntraOpSpinning, toOrtTensor } from '../../backends/ort.js';
 import { NnsError } from '../../src/errors.js';
 import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
 import { loadModel, writeVariant, type LoadedModel } from '../../src/model/load.js';
@@ -83,6 +83,24 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     const p = writeVariant(m, variant, 'doc-variant');
     expect(path.dirname(p)).toBe(m.dir);
     expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], p)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+  });
+
+  it('without spinning threads (nns serve\'s worker): the option reaches onnxruntime and the logits still match', async () => {
+    expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1' } });
+    const m = await loadModel(ROOT, { cacheDir });
+    const own = new OrtBackend();
+    setIntraOpSpinning(false);
+    try {
+      expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1', 'intra_op.allow_spinning': '0' } });
+      const s = await own.session(m.graphPath, { externalDataDir: m.externalDataDir });
+      const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+      const { logits } = await own.run(s, feeds, ['logits']);
+      expect(maxAbsDiff(lastRow(logits!), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+    } finally {
+      setIntraOpSpinning(true);
+      await own.release();
+    }
+    expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1' } });
   });
 
   it('sessions from bytes resolve weights in externalDataDir (read-only / cross-device fallback)', async () => {
@@ -209,13 +227,17 @@ describe('OrtBackend session cache', () => {
     const a = await ex.session(m.graphPath); // unprepacked: the pinned prepacked one of its group goes
     const b = await ex.session(m.graphPath, { optimization: 'disabled' }); // two unprepacked ones share the mapping
     expect([ex.size, ex.exclusiveReleases]).toEqual([3, 1]);
+    // The released prepacked one, asked for again: an unprepacked stand-in (here `a`, the same
+    // graph and options without prepacking), not a rebuild.
+    expect(await ex.session(m.graphPath, { prepack: true, pinned: true })).toBe(a);
+    expect([ex.size, ex.exclusiveReleases, ex.created.standIns]).toEqual([3, 1, 0]);
     // A running session is never released; the released one is recreated when run.
     const running = ex.run(a, feeds, ['logits']);
-    const pre2 = await ex.session(m.graphPath, { prepack: true, pinned: true });
+    const pre2 = await ex.session(m.graphPath, { prepack: true, optimization: 'extended' }); // another prepacked graph: a new session
     expect(pre2).not.toBe(pre);
     expect(top(lastRow((await running).logits!), 1)).toEqual([383]);
     expect(ex.exclusiveReleases).toBe(2); // b (idle) went, a (running) stayed
-    for (const s of [pre, mod, a, b]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    for (const s of [pre, mod, a, b, pre2]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
     await ex.release();
   });
 });
