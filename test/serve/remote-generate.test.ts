@@ -188,6 +188,19 @@ describe('LanguageModel.remote: generate and stream', () => {
     expect((await s.result).ids[0]).toEqual(gcase('stop_at_eos').expect.ids);
   }, 120_000);
 
+  it('steps that need the compiled path (an operation inside a module) equal the loaded model bit for bit', async () => {
+    const opts = { maxNewTokens: 3, stopAtEos: false };
+    const fn = (m: ModelRef): void => {
+      m.transformer.h[1].attn.op('Softmax').output.save('attn');
+      m.transformer.h[0].mlp.output = m.transformer.h[0].mlp.output.mul(0.5);
+    };
+    const a = await local.generate('The Eiffel Tower is in the city of', opts, fn);
+    const b = await remote.generate('The Eiffel Tower is in the city of', opts, fn);
+    sameResult(a, b);
+    expect(b.saves['attn.0']!.shape).toEqual([1, 4, 8, 8]);
+    expect(b.saves['attn.2']!.shape).toEqual([1, 4, 1, 10]);
+  }, 120_000);
+
   it('seeded sampling equals the local sample', async () => {
     const opts = { maxNewTokens: 8, stopAtEos: false, doSample: true, temperature: 1.5, topK: 20, seed: 1234 };
     const a = await local.generate('The Eiffel Tower is in the city of', opts);
