@@ -222,6 +222,10 @@ export class Jobs {
   private waiting(): boolean {
     const r = this.returning;
     if (!r || this.closing) return false;
+    // Only a batchable job of that model, next in fair order, waits (a generation or another model's job goes at once).
+    const key = this.rr[0];
+    const head = key === undefined ? undefined : this.queues.get(key)?.[0];
+    if (head && (head.model !== r.model || head.suspect || head.alone)) return false;
     const left = r.until - Date.now();
     if (left <= 0 || this.queuedOf(r.model) >= Math.min(r.jobs, this.limits.maxBatch)) {
       this.returning = undefined;
