@@ -149,11 +149,13 @@ export interface Container {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * Decodes a container; every tensor is copied into its own aligned typed array.
+ * Decodes a container; every tensor is copied into its own aligned typed array — unless
+ * `view` is set: then a tensor whose data is aligned for its dtype is a view into `buf`
+ * (no copy; for a buffer the caller owns alone, such as a response body it read itself).
  * @param key the JSON field holding the tensor index
  * @throws WireError naming what is malformed
  */
-export function decodeContainer(buf: Uint8Array, key: string): Container {
+export function decodeContainer(buf: Uint8Array, key: string, opts: { view?: boolean } = {}): Container {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < MAGIC.length + 4 || b.toString('ascii', 0, MAGIC.length) !== MAGIC) throw new WireError(`not a tensor container (it must start with '${MAGIC}')`);
   const n = b.readUInt32LE(MAGIC.length);
@@ -183,6 +185,11 @@ export function decodeContainer(buf: Uint8Array, key: string): Container {
     const from = dataStart + (offset as number);
     if (from + (bytes as number) > b.length) throw new WireError(`${at}: its data lies past the end of the request`);
     if (tensors.has(name)) throw new WireError(`${at}: '${name}' is listed twice`);
+    const at0 = b.byteOffset + from;
+    if (opts.view && at0 % DTYPE_BYTES[dt] === 0) {
+      tensors.set(name, { dtype: dt, shape: shape as number[], data: new CTORS[dt](b.buffer as ArrayBuffer, at0, count) });
+      return;
+    }
     const copy = new ArrayBuffer(bytes as number);
     new Uint8Array(copy).set(b.subarray(from, from + (bytes as number)));
     tensors.set(name, { dtype: dt, shape: shape as number[], data: new CTORS[dt](copy, 0, count) });

@@ -17,6 +17,7 @@ import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, continueCompile, workingCopy, type ModelContext } from '../compile.js';
 import { openModel } from '../engine.js';
+import { setIntraOpSpinning } from '../../backends/ort.js';
 import { runCompiled } from '../compiled-run.js';
 import { executorStages, irPipeline } from '../../passes/pipeline.js';
 import { runPasses } from '../../passes/run.js';
@@ -26,16 +27,20 @@ import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
 import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
-import { decode, configMaxPositions } from '../generate/decode.js';
+import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
+import { runServed } from './oip.js';
 
-/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
+/** A job as the server hands it to the worker: a trace (`ir`), a generation (`generate`) or an OIP inference (`oip`: `host` holds its inputs). */
 export interface WorkerJob {
   id: string;
   ir?: GraphJSON;
   generate?: GenerationJobJSON;
+  oip?: { name: string; fetch: string[]; tag?: string };
   host: [string, Tensor][];
+  /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
+  progress?: boolean;
 }
 
 /** Messages server → worker. */
@@ -50,8 +55,8 @@ export type FromWorker =
   | { type: 'started'; id: string }
   | { type: 'progress'; id: string; phase: string; done: number; total: number }
   | { type: 'token'; id: string; step: number; row: number; token: number }
-  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON }
-  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[] }
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
+  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
   | { type: 'batch-done' };
 
 const models = new Map<string, ModelContext>();
@@ -61,6 +66,17 @@ const secrets: [string, string][] = [];
 
 function send(m: FromWorker): void {
   process.send?.(m);
+}
+
+/**
+ * Jobs of the running batch not yet reported. The last job's `done` carries `last` and
+ * stands for `batch-done`: one message back per job, none extra (each message wakes the server).
+ */
+let unreported = new Set<string>();
+
+function done(m: Extract<FromWorker, { type: 'done' }>): void {
+  unreported.delete(m.id);
+  send(unreported.size === 0 ? { ...m, last: true } : m);
 }
 
 /** A message without the server's paths. */
@@ -114,7 +130,9 @@ const isFast = (p: Prepared): boolean => p.state.executor?.kind === 'fast' && !!
 
 /** Runs one prepared job alone (the tail of `runGraph`). */
 async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tensor>> {
-  const progress = (e: { phase: string; done: number; total: number }): void => send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  const progress = (e: { phase: string; done: number; total: number }): void => {
+    if (p.job.progress !== false) send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  };
   if (mc.fast && isFast(p)) {
     progress({ phase: 'run', done: 0, total: 1 });
     const out = await mc.fast.run(p.state.ir, (p.state.fastPlan as { plan: unknown }).plan, p.host);
@@ -127,10 +145,10 @@ function finish(id: string, saves: Map<string, Tensor>, batched: number, generat
   let total = 0;
   for (const t of saves.values()) total += numel(t.shape);
   if (total > maxSaved) {
-    send({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
+    done({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
     return;
   }
-  send({ type: 'done', id, ok: true, saves: [...saves], batched, ...(generate ? { generate } : {}) });
+  done({ type: 'done', id, ok: true, saves: [...saves], batched, ...(generate ? { generate } : {}) });
 }
 
 /**
@@ -155,11 +173,12 @@ async function runGeneration(job: WorkerJob, mc: ModelContext): Promise<void> {
   let saved = 0;
   const result = await decode(mc, {
     prompts: g.prompts, options: g.options, file: g.file ?? '<generate>', build: jobBuilder(g, tensors),
-    onToken: (e) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }),
+    // A job awaited whole (`?wait=1`) reports neither tokens nor progress: nobody listens.
+    ...(job.progress !== false ? { onToken: (e: TokenEvent) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }) } : {}),
     onStep: (s, saves) => {
       for (const t of saves.values()) saved += numel(t.shape);
       checkSaved(saved, 'generation');
-      send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
+      if (job.progress !== false) send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
     },
   });
   finish(job.id, result.saves, 1, { ids: result.ids, steps: result.steps, mode: result.mode });
@@ -196,6 +215,7 @@ const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
 /** Whether a job saves `__stall__` (the stall test hook). */
 function stalls(j: WorkerJob): boolean {
+  if (j.oip?.tag === '__stall__') return true;
   const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
   return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
 }
@@ -207,25 +227,29 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   }
   const mc = models.get(modelName);
   if (!mc) {
-    for (const j of jobs) send({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
+    for (const j of jobs) done({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
     return;
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
-    send({ type: 'started', id: job.id });
-    if (job.generate) {
-      // A generation runs alone (the scheduler never batches it with other jobs).
+    if (job.generate || job.oip) {
+      // A generation or an inference runs alone (the scheduler never batches it with other jobs).
       try {
-        await runGeneration(job, mc);
+        if (job.generate) await runGeneration(job, mc);
+        else {
+          const out = await runServed(mc, modelName, job.oip!.name, Object.fromEntries(job.host), job.oip!.fetch);
+          // Not counted against the saved elements: the outputs are the served model's own.
+          done({ type: 'done', id: job.id, ok: true, saves: job.oip!.fetch.map((n) => [n, out[n]!]), batched: 1 });
+        }
       } catch (e) {
-        send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+        done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
       }
       continue;
     }
     try {
       ready.push(prepare(job, mc));
     } catch (e) {
-      send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
     }
   }
   const groups = new Map<string, Prepared[]>();
@@ -251,12 +275,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
     try {
       finish(p.job.id, await runAlone(p, mc), 1);
     } catch (e) {
-      send({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
     }
   }
 }
 
 async function init(list: { name: string; path: string }[]): Promise<void> {
+  // onnxruntime's threads must not spin between jobs: the server's process and the next
+  // job's compile need the cores (see setIntraOpSpinning).
+  setIntraOpSpinning(false);
   const infos: ModelInfoJSON[] = [];
   try {
     for (const m of list) {
@@ -280,9 +307,16 @@ process.on('message', (raw: ToWorker) => {
     maxSaved = raw.maxSavedElements;
     chain = chain.then(() => init(raw.models));
   } else if (raw.type === 'run') {
-    chain = chain.then(() => runBatch(raw.model, raw.jobs)).catch((e: unknown) => {
-      for (const j of raw.jobs) send({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
-    }).then(() => send({ type: 'batch-done' }));
+    chain = chain.then(() => {
+      unreported = new Set(raw.jobs.map((j) => j.id));
+      return runBatch(raw.model, raw.jobs);
+    }).catch((e: unknown) => {
+      for (const j of raw.jobs) if (unreported.has(j.id)) done({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
+    }).then(() => {
+      // Normally the last job's `done` said it; a batch that reported nothing says it here.
+      if (unreported.size > 0 || raw.jobs.length === 0) send({ type: 'batch-done' });
+      unreported = new Set();
+    });
   }
 });
 process.on('disconnect', () => process.exit(0));
