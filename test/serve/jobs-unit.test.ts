@@ -90,6 +90,46 @@ describe('Jobs', () => {
   });
 });
 
+describe('generations and inferences', () => {
+  it('run in batches of their own; tokens are kept and replayed; an inference result is not stored', async () => {
+    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+    const { worker, batches } = fakeWorker();
+    jobs.attach(worker);
+    jobs.hold();
+    const gen = { format: 'onnsight-generate', version: 1, prompts: [[1]], options: { maxNewTokens: 1, stopAtEos: true, doSample: false }, templates: [], steps: [0] } as never;
+    const t1 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+    const g = jobs.submit('A', 'm', { generate: gen, host: [] }).id;
+    const o = jobs.submit('B', 'm', { oip: { name: 'm.ports', fetch: ['y'] }, host: [] }).id;
+    const t2 = jobs.submit('B', 'm', { ir: IR, host: [] }).id;
+    jobs.release();
+    const finish = async (ids: string[], saves: [string, Tensor][] = []): Promise<void> => {
+      for (const id of ids) jobs.onMessage({ type: 'done', id, ok: true, saves, batched: ids.length });
+      (worker as unknown as { busy: boolean }).busy = false;
+      jobs.onMessage({ type: 'batch-done' });
+      jobs.schedule();
+      await flush();
+    };
+    await flush();
+    expect(batches[0]!.ids).toEqual([t1, t2]); // the traces share a batch; the others are left out
+    await finish([t1, t2]);
+    expect(batches[1]!.ids).toEqual([g]);
+    for (const token of [5, 6]) jobs.onMessage({ type: 'token', id: g, step: token - 5, row: 0, token });
+    const seen: string[] = [];
+    jobs.listen(jobs.get(g, 'A')!, (e) => seen.push(e.status === 'token' ? `token ${e.token!.token}` : e.status));
+    expect(seen).toEqual(['queued', 'running', 'token 5', 'token 6']);
+    await finish([g]);
+    expect(batches[2]!.ids).toEqual([o]);
+    const y: Tensor = { dtype: 'float32', shape: [1], data: Float32Array.of(2) };
+    await finish([o], [['y', y]]);
+    const job = jobs.get(o, 'B')!;
+    expect(job.raw?.get('y')).toBe(y);
+    expect(job.result).toBeUndefined();
+    jobs.forget(o);
+    expect(jobs.get(o, 'B')).toBeUndefined();
+    jobs.close();
+  });
+});
+
 describe('stored results', () => {
   it('past the byte limit, the oldest finished results expire first', async () => {
     const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, maxStoredResultBytes: 2500 });
