@@ -115,7 +115,8 @@ export class Jobs {
     q.push(job);
     this.stats.accepted++;
     this.emit(job, { id, status: 'queued', position: this.queued - 1 + this.running.length });
-    queueMicrotask(() => this.schedule());
+    // After the current I/O phase: requests that arrived together are all queued before a batch is formed.
+    this.soon();
     return job;
   }
 
@@ -190,6 +191,52 @@ export class Jobs {
     this.schedule();
   }
 
+  private immediate: NodeJS.Immediate | undefined;
+
+  /** Schedules once after the current I/O phase. */
+  private soon(): void {
+    this.immediate ??= setImmediate(() => {
+      this.immediate = undefined;
+      this.schedule();
+    });
+  }
+
+  /**
+   * The clients of the last batch, expected back: after a batch of several jobs, the next one
+   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be queued.
+   */
+  private returning: { model: string; jobs: number; until: number } | undefined;
+  private lastBatch: { model: string; jobs: number } | undefined;
+  private waitTimer: NodeJS.Timeout | undefined;
+  /** When the running batch started (ms), for the wait after it. */
+  private startedAt = 0;
+
+  /** Batchable jobs of `model` queued. */
+  private queuedOf(model: string): number {
+    let n = 0;
+    for (const q of this.queues.values()) for (const j of q) if (j.model === model && !j.suspect && !j.alone) n++;
+    return n;
+  }
+
+  /** Whether the next batch should wait for the last batch's clients (and a timer is set to look again). */
+  private waiting(): boolean {
+    const r = this.returning;
+    if (!r || this.closing) return false;
+    // Only a batchable job of that model, next in fair order, waits (a generation or another model's job goes at once).
+    const key = this.rr[0];
+    const head = key === undefined ? undefined : this.queues.get(key)?.[0];
+    if (head && (head.model !== r.model || head.suspect || head.alone)) return false;
+    const left = r.until - Date.now();
+    if (left <= 0 || this.queuedOf(r.model) >= Math.min(r.jobs, this.limits.maxBatch)) {
+      this.returning = undefined;
+      return false;
+    }
+    clearTimeout(this.waitTimer);
+    this.waitTimer = setTimeout(() => this.schedule(), left);
+    this.waitTimer.unref();
+    return true;
+  }
+
   /** Hands the worker the next batch when it is free. */
   schedule(): void {
     const w = this.worker;
@@ -197,6 +244,8 @@ export class Jobs {
       if (!this.running.length) this.resolveIdle();
       return;
     }
+    if (this.waiting()) return;
+    clearTimeout(this.waitTimer);
     const first = this.take();
     if (!first) {
       this.resolveIdle();
@@ -209,6 +258,7 @@ export class Jobs {
       batch.push(next);
     }
     this.running = batch;
+    this.startedAt = Date.now();
     this.stats.batches++;
     this.stats.sizes[batch.length] = (this.stats.sizes[batch.length] ?? 0) + 1;
     for (const j of batch) {
@@ -217,6 +267,7 @@ export class Jobs {
     }
     this.timedOut = false;
     this.arm();
+    this.lastBatch = { model: first.model, jobs: batch.length };
     w.run(first.model, batch.map((j) => j.request!));
   }
 
@@ -236,6 +287,11 @@ export class Jobs {
       clearTimeout(this.watchdog);
       for (const j of this.running) this.fail(j, 'internal', 'the job ended without a result');
       this.running = [];
+      const b = this.lastBatch;
+      if (b && b.jobs > 1 && this.limits.batchWaitMs > 0) {
+        const ran = Date.now() - this.startedAt;
+        this.returning = { model: b.model, jobs: b.jobs, until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
+      } else this.returning = undefined;
       return;
     }
     if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'token' && m.type !== 'done') return;
@@ -354,5 +410,7 @@ export class Jobs {
   close(): void {
     clearInterval(this.sweeper);
     clearTimeout(this.watchdog);
+    clearTimeout(this.waitTimer);
+    if (this.immediate) clearImmediate(this.immediate);
   }
 }
