@@ -30,7 +30,7 @@ import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './
 import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
-import { runServed } from './oip.js';
+import { runServed, servedMeta, type ServedMeta } from './oip.js';
 
 /** A job as the server hands it to the worker: a trace (`ir`), a generation (`generate`) or an OIP inference (`oip`: `host` holds its inputs). */
 export interface WorkerJob {
@@ -46,7 +46,8 @@ export interface WorkerJob {
 /** Messages server → worker. */
 export type ToWorker =
   | { type: 'init'; models: { name: string; path: string }[]; maxSavedElements: number }
-  | { type: 'run'; model: string; jobs: WorkerJob[] };
+  | { type: 'run'; model: string; jobs: WorkerJob[] }
+  | { type: 'meta'; req: number; model: string };
 
 /** Messages worker → server. */
 export type FromWorker =
@@ -57,7 +58,9 @@ export type FromWorker =
   | { type: 'token'; id: string; step: number; row: number; token: number }
   | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
   | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
-  | { type: 'batch-done' };
+  | { type: 'batch-done' }
+  | { type: 'meta'; req: number; served: ServedMeta[] }
+  | { type: 'meta'; req: number; error: string };
 
 const models = new Map<string, ModelContext>();
 let maxSaved = Infinity;
@@ -360,6 +363,15 @@ process.on('message', (raw: ToWorker) => {
   if (raw.type === 'init') {
     maxSaved = raw.maxSavedElements;
     chain = chain.then(() => init(raw.models));
+  } else if (raw.type === 'meta') {
+    // Answered at once, between a running job's awaits: the endpoints' metadata never waits for a job.
+    const mc = models.get(raw.model);
+    try {
+      if (!mc) throw new Error(`no model '${raw.model}' in this worker`);
+      send({ type: 'meta', req: raw.req, served: servedMeta(mc, raw.model) });
+    } catch (e) {
+      send({ type: 'meta', req: raw.req, error: diagnostics(e)[0]!.message });
+    }
   } else if (raw.type === 'run') {
     chain = chain.then(() => {
       unreported = new Set(raw.jobs.map((j) => j.id));

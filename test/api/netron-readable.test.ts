@@ -211,13 +211,18 @@ describe('nns compile: graphs for Netron', () => {
       for (const k of Object.keys(a)) expect(Array.from(a[k]!.data as Float32Array), `${name} ${k}`).toEqual(Array.from(b[k]!.data as Float32Array));
       for (const n of inserted(fns.proto)) expect(n.name, name).not.toMatch(/^\/nns\./);
       if (name === 'attribution') {
-        // Every statement one call (13: 4 patch sets and 1 save lowered once for their 32 invokes, 4 attr saves,
-        // 2 metric statements, the saliency, and the one backward sweep its 5 grad calls share); nothing left flat.
-        expect(inserted(fns.proto).length, 'attribution: drawn inserted nodes').toBeLessThanOrEqual(16);
+        // Every statement one call, nothing left flat: 4 patch sets and 1 save lowered once for their 32 invokes,
+        // 4 attr saves, 2 metric statements, the saliency, and the one backward sweep its 5 grad calls share,
+        // as one function per block it goes back through (lm_head, ln_f, h.3 .. h.0).
+        expect(inserted(fns.proto).length, 'attribution: drawn inserted nodes').toBeLessThanOrEqual(20);
         expect(inserted(fns.proto).every((n) => n.domain === 'ai.onnsight')).toBe(true);
         const sweep = inserted(fns.proto).filter((n) => n.op_type?.startsWith('nns_backward'));
-        expect(sweep.map((n) => n.name)).toEqual(['/lm_head/nns.backward']);
-        expect(sweep[0]!.doc_string).toMatch(/^examples\/attribution\.nns:17:\d+: backward sweep of one grad target, shared by 5 grad calls/);
+        expect(sweep.map((n) => n.name).sort()).toEqual(['/lm_head/nns.backward', '/transformer/h.0/nns.backward', '/transformer/h.1/nns.backward', '/transformer/h.2/nns.backward', '/transformer/h.3/nns.backward', '/transformer/ln_f/nns.backward']);
+        for (const n of sweep) expect(n.doc_string).toMatch(/^examples\/attribution\.nns:17:\d+: backward sweep of one grad target, shared by 5 grad calls/);
+        // attr.2 reads block 2's output and the gradient block 2's part of the sweep hands out
+        const attr2 = inserted(fns.proto).find((n) => n.name === '/transformer/h.2/nns.save')!;
+        const h2back = sweep.find((n) => n.name === '/transformer/h.2/nns.backward')!;
+        expect(attr2.input!.some((x) => h2back.output!.includes(x))).toBe(true);
       }
       checkReadable(fns.proto, name);
       checkReadable(flat.proto, name);
