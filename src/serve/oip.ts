@@ -41,6 +41,30 @@ export interface OipRouteContext {
    * Refusals throw an error with a `status`; a failed job rejects with {@link JobFailure}.
    */
   runJob?(model: string, request: Omit<WorkerJob, 'id'>): Promise<Map<string, Tensor>>;
+  /**
+   * What the worker serves for the `--model` name `base` ({@link servedMeta} computed where the
+   * model is open) — `nns serve` gives it, so the HTTP process never opens a model; without it,
+   * the model is opened here.
+   */
+  served?(base: string): Promise<ServedMeta[]>;
+}
+
+/** What the endpoints need to know of one served model (no graph): names, kinds, inputs and outputs, the model id. */
+export interface ServedMeta {
+  name: string;
+  kind: ServedModel['kind'];
+  module?: string;
+  inputs: ServedModel['inputs'];
+  outputs: ServedModel['outputs'];
+  /** The loaded model's id (`onnsight.model_id` in the metadata). */
+  modelId: string;
+}
+
+/** The {@link ServedMeta} of every model served for an opened model (`NAME`, `NAME.ports`, `NAME.module.PATH`). */
+export function servedMeta(mc: ModelContext, base: string): ServedMeta[] {
+  return [...servedOf(mc, executorOf(mc), base).values()].map((m) => ({
+    name: m.name, kind: m.kind, ...(m.module ? { module: m.module } : {}), inputs: m.inputs, outputs: m.outputs, modelId: mc.loaded.id,
+  }));
 }
 
 class OipHttpError extends Error {
@@ -65,11 +89,11 @@ function send(res: http.ServerResponse, status: number, body?: unknown, extra: R
 }
 
 interface Resolved {
-  model: ServedModel;
-  exec: FastExecutor;
-  mc: ModelContext;
+  model: ServedMeta;
   /** The served model's `--model` name (`NAME` of `NAME.ports`). */
   base: string;
+  /** Opened in this process (a context without `served`/`runJob`). */
+  local?: { model: ServedModel; exec: FastExecutor; mc: ModelContext };
 }
 
 const executors = new WeakMap<ModelContext, FastExecutor>();
@@ -99,7 +123,7 @@ export async function runServed(mc: ModelContext, base: string, name: string, fe
   const exec = executorOf(mc);
   const model = servedOf(mc, exec, base).get(name);
   if (!model) throw new NnsError('unknown-model', `no model '${name}' in this worker`, { kind: 'usage' });
-  return runModel({ model, exec, mc, base }, feeds, fetch);
+  return runModel({ model, exec, mc }, feeds, fetch);
 }
 
 /** The served model `name`, or a 404. */
@@ -113,24 +137,29 @@ async function resolve(ctx: OipRouteContext, name: string): Promise<Resolved> {
     }
     const entry = ctx.registry.get(base);
     if (!entry) continue;
+    if (ctx.served) {
+      const model = (await ctx.served(base)).find((m) => m.name === name);
+      if (model) return { model, base };
+      continue;
+    }
     const mc = await entry.context();
     const exec = executorOf(mc);
-    const model = servedOf(mc, exec, base).get(name);
-    if (model) return { model, exec, mc, base };
+    const local = servedOf(mc, exec, base).get(name);
+    if (local) return { model: servedMeta(mc, base).find((m) => m.name === name)!, base, local: { model: local, exec, mc } };
   }
   throw new OipHttpError(404, `unknown model '${name}'${ctx.registry.names().length ? ` (models: ${ctx.registry.names().map((n) => `${n}, ${n}.ports, ${n}.module.PATH`).join('; ')})` : ''}`);
 }
 
-function metadata(m: ServedModel, mc: ModelContext): OipModelMetadata {
+function metadata(m: ServedMeta): OipModelMetadata {
   const t = (x: ServedModel['inputs'][number]): { name: string; datatype: string; shape: number[] } => ({ name: x.name, datatype: OIP_DATATYPE[x.dtype], shape: x.dims });
   return {
     name: m.name, versions: ['1'], platform: 'onnxruntime_onnx', inputs: m.inputs.map(t), outputs: m.outputs.map(t),
-    parameters: { 'onnsight.kind': m.kind, ...(m.module ? { 'onnsight.module': m.module } : {}), 'onnsight.model_id': mc.loaded.id },
+    parameters: { 'onnsight.kind': m.kind, ...(m.module ? { 'onnsight.module': m.module } : {}), 'onnsight.model_id': m.modelId },
   };
 }
 
 /** Checks the request's tensors against the model's inputs (names, types, ranks, fixed dims). */
-function checkInputs(m: ServedModel, inputs: ReadonlyMap<string, Tensor>): void {
+function checkInputs(m: ServedMeta, inputs: ReadonlyMap<string, Tensor>): void {
   const want = new Map(m.inputs.map((t) => [t.name, t]));
   for (const [name, t] of inputs) {
     const w = want.get(name);
@@ -144,7 +173,7 @@ function checkInputs(m: ServedModel, inputs: ReadonlyMap<string, Tensor>): void 
   if (missing.length) throw new OipHttpError(400, `model '${m.name}' needs input${missing.length > 1 ? 's' : ''} ${missing.slice(0, 5).map((x) => `'${x}'`).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
 }
 
-async function runModel(r: Resolved, feeds: Record<string, Tensor>, fetch: string[]): Promise<Record<string, Tensor>> {
+async function runModel(r: { model: ServedModel; exec: FastExecutor; mc: ModelContext }, feeds: Record<string, Tensor>, fetch: string[]): Promise<Record<string, Tensor>> {
   const { model, exec, mc } = r;
   if (model.kind === 'ports') return exec.runner.runPorted(feeds, fetch);
   if (model.kind === 'module') return exec.runner.runModule(model.module!, feeds, fetch);
@@ -180,9 +209,9 @@ async function infer(req: http.IncomingMessage, res: http.ServerResponse, ctx: O
   let result: Record<string, Tensor>;
   try {
     // In nns serve: a job of the worker (run time, jobs per key and the queue apply).
-    result = ctx.runJob
-      ? Object.fromEntries(await ctx.runJob(r.base, { oip: { name: r.model.name, fetch, ...(typeof json.id === 'string' ? { tag: json.id.slice(0, 100) } : {}) }, host: [...inputs], progress: false }))
-      : await runModel(r, feeds, fetch);
+    result = r.local
+      ? await runModel(r.local, feeds, fetch)
+      : Object.fromEntries(await ctx.runJob!(r.base, { oip: { name: r.model.name, fetch, ...(typeof json.id === 'string' ? { tag: json.id.slice(0, 100) } : {}) }, host: [...inputs], progress: false }));
   } catch (e) {
     if (e instanceof NnsError) throw new OipHttpError(400, e.message);
     if (e instanceof JobFailure) {
@@ -245,7 +274,7 @@ export async function oipHandler(req: http.IncomingMessage, res: http.ServerResp
     } else {
       if (method !== 'GET') throw new OipHttpError(405, `${method} ${p}: use GET`);
       if (m[3] === '/ready') send(res, 200);
-      else send(res, 200, metadata(r.model, r.mc));
+      else send(res, 200, metadata(r.model));
     }
     return true;
   } catch (e) {

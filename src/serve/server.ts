@@ -30,7 +30,7 @@ import type { Tensor } from '../tensor.js';
 import { makeRegistry, type ModelRegistry } from './registry.js';
 import { CONTAINER_TYPE, decodeContainer, WireError, type HttpErrorJSON, type JobEvent } from './protocol.js';
 import { JobWorker, WorkerInitError } from './worker.js';
-import { oipRoute } from './oip.js';
+import { oipRoute, type ServedMeta } from './oip.js';
 import { readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 
 /** Context a mounted route gets. */
@@ -52,6 +52,8 @@ export interface RouteContext {
    * with a {@link JobFailure}.
    */
   runJob(model: string, request: Omit<WorkerJob, 'id'>): Promise<Map<string, Tensor>>;
+  /** What the worker serves over the Open Inference Protocol for the `--model` name `base` (cached). */
+  served(base: string): Promise<ServedMeta[]>;
 }
 
 /** A route module: answers and returns true, or returns false to let the server answer 404. */
@@ -205,6 +207,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
         readBody: (max = limits.maxRequestBytes) => readBody(req, max),
         sendError: (status, code, message) => sendError(res, status, code, message),
         runJob: (model, request) => runJob(key, model, request),
+        served,
       };
       if (await mount.handler(req, res, ctx)) return;
     }
@@ -244,6 +247,20 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
       return answer();
     }
     throw new HttpError(404, 'bad-request', `no route ${method} ${p.slice(0, 100)}`);
+  };
+
+  // What each model serves over the Open Inference Protocol, asked of the worker once (again after a failure).
+  const servedCache = new Map<string, Promise<ServedMeta[]>>();
+  const served = (base: string): Promise<ServedMeta[]> => {
+    let p = servedCache.get(base);
+    if (!p) {
+      p = worker.served(base).catch((e: unknown) => {
+        servedCache.delete(base);
+        throw new HttpError(503, 'job-failed', `the server cannot describe model '${base}' now (${(e as Error).message}); try again`);
+      });
+      servedCache.set(base, p);
+    }
+    return p;
   };
 
   /** Refuses a new job of `key` when the server is closing, the key has its most jobs, or the queue is full. */

@@ -1,6 +1,7 @@
 /**
  * The job limits of `nns serve` apply to Open Inference Protocol requests
- * (`POST /v2/models/{m}/infer`): they run as jobs of the worker process, so an inference over
+ * (`POST /v2/models/{m}/infer`): they run as jobs of the worker process (and the metadata
+ * comes from the worker too: the HTTP process never opens a model), so an inference over
  * the run time is stopped (503 in the protocol's form; the server keeps serving), and a key's
  * inferences count with its jobs against the jobs-per-key limit (429). One server with keys,
  * tiny limits (run time 2 s, one job per key) and the worker's stall hook (an inference whose
@@ -19,6 +20,7 @@ import { encodeContainer } from '../../src/serve/protocol.js';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-oip-limits-'));
 let server: NnsServer;
+let opened = 0;
 
 beforeAll(async () => {
   const keys = path.join(TMP, 'keys');
@@ -26,6 +28,11 @@ beforeAll(async () => {
   server = await startServer({
     models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, host: '127.0.0.1', keys: KeySet.fromFile(keys),
     limits: { maxRunMs: 2000, maxJobsPerKey: 1 }, workerEnv: { NNS_SERVE_TEST_STALL: '1' },
+    // The HTTP process never opens a model: metadata and inference come from the worker.
+    open: async () => {
+      opened++;
+      throw new Error('the HTTP process opened a model');
+    },
   });
 }, 120_000);
 afterAll(async () => {
@@ -74,5 +81,6 @@ describe('/v2 infer under the job limits', () => {
     expect(s.body.error).toMatch(/^the job ran longer than this server allows \(2 s\) and was stopped$/);
     expect((await other).status).toBe(200);
     expect((await infer('key-a', 'q4')).status).toBe(200);
+    expect(opened).toBe(0);
   }, 120_000);
 });
