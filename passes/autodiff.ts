@@ -59,8 +59,19 @@ export const autodiffPass: Pass = {
     }
     const placeholders = new Set(reqs.map((r) => r.placeholder));
     for (const [y, group] of byY) {
+      // The sweep is shared by every grad(Y, ·) call: one group of its own (one nns_grad
+      // function), located at the first call, its description listing them all; the
+      // placeholders (now Identity nodes handing out dY/dX) join it as its outputs.
       const from = nodeProvenance.get(group[0]!.placeholder);
-      em.prov = from ? { ...from, irOp: 'grad' } : { module: '', irOp: 'grad', span: group[0]!.span };
+      const at = from?.stmt ?? from?.span ?? group[0]!.span;
+      const calls = [...new Set(group.map((r) => { const s = nodeProvenance.get(r.placeholder)?.span ?? r.span; return s ? `${s.line}:${s.col}` : '?'; }))];
+      const doc = `backward sweep of one grad target, shared by ${group.length} grad call${group.length === 1 ? '' : 's'} (line:col ${calls.join(', ')})`;
+      // Scoped by the module Y comes from (where the sweep starts: lm_head for a logit difference).
+      const yNode = g.node!.find((n) => (n.output ?? []).includes(y));
+      const yProv = yNode ? nodeProvenance.get(yNode) : undefined;
+      const module = yProv ? yProv.stmtModule ?? yProv.module : yNode ? moduleOf(yNode) : from?.stmtModule ?? from?.module ?? '';
+      em.prov = { module, irOp: 'backward', kind: 'backward', ...(at ? { span: at, stmt: at } : {}), group: `grad:${y}`, doc, sourceText: doc };
+      for (const r of group) nodeProvenance.set(r.placeholder, { ...em.prov });
       try {
         const xs = [...new Set(group.map((r) => r.placeholder.input![1]!))];
         const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb);

@@ -71,10 +71,18 @@ function shapeKey(n: Node): string {
   }
 }
 
-/** The model value names a node touches through a module boundary (reads and sets), or '*' for calls and gradients. */
+/**
+ * The model value names a node touches through a module boundary (reads and sets), or '*'
+ * for module calls. A gradient touches what its X reads (the whole-batch value it is taken
+ * with respect to is named when it is lowered; its Y is computed before it).
+ */
 function touched(n: Node, tree: ModuleTree): string[] {
   const a = n.attrs as { path?: string; port?: 'output' | 'input'; index?: number };
-  if (n.op === 'call_module' || n.op === 'grad') return ['*'];
+  if (n.op === 'call_module') return ['*'];
+  if (n.op === 'grad') {
+    const x = n.inputs[1]?.producer;
+    return x && (x.op === 'module.output' || x.op === 'module.input') ? touched(x, tree) : ['*'];
+  }
   if (n.op !== 'module.output' && n.op !== 'module.input' && n.op !== 'set') return [];
   const m = tree.modules.get(a.path ?? '');
   const port = n.op === 'set' ? a.port : n.op === 'module.output' ? 'output' : 'input';
@@ -85,7 +93,7 @@ function touched(n: Node, tree: ModuleTree): string[] {
 /** Plans the families of `ir` (see the module doc); an empty map when there are none. */
 export function planFamilies(ir: Graph, tree: ModuleTree): Map<Node, Member> {
   const out = new Map<Node, Member>();
-  if (ir.nodes.some((n) => n.op === 'grad' || n.op === 'call_module')) return out;
+  if (ir.nodes.some((n) => n.op === 'call_module')) return out;
   const pos = new Map<Node, number>(ir.nodes.map((n, i) => [n, i]));
   // Runs: the nodes of one statement run, in program order (literals left out).
   const runs = new Map<number, Node[]>();

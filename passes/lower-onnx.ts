@@ -25,7 +25,7 @@ import { NnsError } from '../src/errors.js';
 import { parseOpPath } from '../src/model/modules.js';
 import { OnnxGraphView, type Use } from '../src/onnx/view.js';
 import { planFamilies, type Family, type Member } from './families.js';
-import { Emitter, valueInfo, onnxElemType, nodeSpans, nodeProvenance, unitKey, makeTensor, type Provenance, scopePrefix } from './onnx-emit.js';
+import { Emitter, valueInfo, onnxElemType, nodeSpans, unitKey, makeTensor, type Provenance } from './onnx-emit.js';
 
 const INT64_MAX = 9223372036854775807n;
 const INT64_MIN = -9223372036854775808n;
@@ -544,13 +544,10 @@ class Lowerer {
         const xw = this.whole.get(x);
         const xWhole = xw?.name;
         if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read, a parameter or a host value');
-        const out = this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad_output_0`);
-        const node: NodeProto = { name: this.em.unique(`${scopePrefix(this.em.prov.module)}/nns.grad/Grad`), op_type: 'Grad', domain: CALL_DOMAIN, input: [this.input(y), xWhole], output: [out],
-          metadata_props: [{ key: 'onnsight.op', value: 'grad' }, ...(this.em.prov.module ? [{ key: 'onnsight.module', value: this.em.prov.module }] : [])] };
-        this.g.node!.push(node);
-        this.em.created.add(node);
-        nodeProvenance.set(node, { ...this.em.prov });
-        if (n.span) nodeSpans.set(node, n.span);
+        // Emitted like any inserted node (name, doc_string, onnsight.* metadata), then marked as the placeholder.
+        const [out] = this.em.node('Grad', [this.input(y), xWhole]);
+        const node = this.g.node![this.g.node!.length - 1]!;
+        node.domain = CALL_DOMAIN;
         this.grads.push({ placeholder: node, span: n.span });
         let g = out;
         const param = x.producer.is('param') ? this.ctx.tree.params.get(x.producer.attrs.name) : undefined;

@@ -101,6 +101,14 @@ export interface Provenance {
   copyOf?: string;
   /** A name segment after `nns.<irOp>` (a module call's clones: the called module, `transformer/ln_f`). */
   sub?: string;
+  /**
+   * Groups nodes that belong to several statements at once (the backward sweep one `Y`
+   * shares among its `grad` calls): replaces `unit` in {@link unitKey}, so they form one
+   * function of their own.
+   */
+  group?: string;
+  /** The description of such a group (its function's doc_string after the location), instead of the statement's text. */
+  doc?: string;
 }
 
 /** `file:line:col` of a span. */
@@ -110,6 +118,7 @@ export function spanText(span: Span): string {
 
 /** What identifies a statement run in cache keys: nothing an emitter makes is shared across two. */
 export function unitKey(p: Provenance): string {
+  if (p.group !== undefined) return `@${p.group}`;
   if (p.unit !== undefined) return `#${p.unit}`;
   const st = p.stmt ?? p.span;
   return `${st ? `${st.file}:${st.offset}` : ''}|${p.module}|${p.irOp}`;

@@ -77,7 +77,7 @@ describe('nns compile = nns run', async () => {
   const families = path.join(tmp, 'families.nns');
   fs.writeFileSync(families, FAMILIES);
   const scripts = [
-    ...['eiffel', 'patching', 'logit-lens', 'ablation'].map((e) => path.join(ROOT, 'examples', `${e}.nns`)),
+    ...['eiffel', 'patching', 'logit-lens', 'ablation', 'attribution'].map((e) => path.join(ROOT, 'examples', `${e}.nns`)),
     ...['zero_ablate_mlp', 'patch_block_outputs', 'skip_block', 'steer_add', 'save_outputs', 'logit_lens'].map((e) => path.join(ROOT, 'test', 'scripts', 'reference', `${e}.nns`)),
     tricky,
     families,
@@ -92,7 +92,7 @@ describe('nns compile = nns run', async () => {
     await cli(['run', file, '--model', MODEL_DIR, '--out', json]);
     const want = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, { data: (number | string)[] }>;
     // (netron-readable.test.ts compares the two forms bit for bit on the examples)
-    for (const flat of file === tricky || file === families ? [false, true] : [false]) {
+    for (const flat of file === tricky || file === families || name === 'attribution' ? [false, true] : [false]) {
       const out = path.join(tmp, `${name}${flat ? '-flat' : ''}.onnx`);
       await cli(['compile', file, '--model', MODEL_DIR, '-o', out, ...(flat ? ['--flat'] : [])]);
       const s = await ort.InferenceSession.create(out);

@@ -6,33 +6,13 @@
  * and sampling reproduced from its seed by an independent re-implementation of the
  * documented procedure (src/generate/sample.ts).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, type GenerateResult, type ModelRef } from '../../src/index.js';
-import { MODEL_DIR, refCase, expectClose } from '../helpers/reference.js';
+import { refCase, expectClose, genCase, GEN_EXPORTS, type GenCase, type GenExportName } from '../helpers/reference.js';
 
-interface GenCase {
-  id: string;
-  prompt?: string;
-  prompts?: string[];
-  input_ids: number[] | number[][];
-  max_new_tokens: number;
-  stop_at_eos?: boolean;
-  alpha?: number;
-  vector?: number[];
-  steps?: 'all' | number[];
-  expect: { ids: number[] | number[][]; last_logits?: number[][]; top1?: number[]; outputs?: { step: number; shape: number[]; values: number[] }[] };
-}
-const REF = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference-generate.json'), 'utf8')) as { cases: GenCase[] };
-const gcase = (id: string): GenCase => REF.cases.find((c) => c.id === id)!;
 
-const EXPORTS = {
-  'with-past': path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx'),
-  torchscript: MODEL_DIR,
-  dynamo: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx'),
-} as const;
-type ExportName = keyof typeof EXPORTS;
+const EXPORTS = GEN_EXPORTS;
+type ExportName = GenExportName;
 const models = new Map<ExportName, LanguageModel>();
 beforeAll(async () => {
   for (const [k, p] of Object.entries(EXPORTS)) models.set(k as ExportName, await LanguageModel.load(p));
@@ -60,7 +40,7 @@ describe('reference-generate.json through the TS API', () => {
   for (const name of ['with-past', 'torchscript', 'dynamo'] as const) {
     for (const id of ['clean', 'steered_all_steps', 'per_step', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
       it(`${id} on ${name}`, async () => {
-        const c = gcase(id);
+        const c = genCase(id);
         const r = await runCase(models.get(name)!, c);
         expect(r.mode).toBe(name === 'with-past' ? 'cache' : 'recompute');
         expect(r.ids[0]).toEqual(c.expect.ids);
@@ -80,7 +60,7 @@ describe('reference-generate.json through the TS API', () => {
 
   it('per-step interventions also run as compiled graphs (fast path off) on with-past', async () => {
     for (const id of ['steer_step2_only', 'per_step']) {
-      const c = gcase(id);
+      const c = genCase(id);
       const r = await runCase(models.get('with-past')!, c, { fast: false });
       expect(r.ids[0]).toEqual(c.expect.ids);
       if (c.expect.outputs) for (const o of c.expect.outputs) expectClose(r.saves[`h1.${o.step}`]!.data as Float32Array, o.values, 1e-4, `h1.${o.step}`);
@@ -89,7 +69,7 @@ describe('reference-generate.json through the TS API', () => {
 
   for (const name of ['with-past', 'torchscript'] as const) {
     it(`batched (left padding, per-row results) on ${name}`, async () => {
-      const c = gcase('batched');
+      const c = genCase('batched');
       const r = await models.get(name)!.generate({ maxNewTokens: c.max_new_tokens, stopAtEos: false }, (tr) => {
         for (const p of c.prompts!) tr.invoke(p, () => undefined);
       });
@@ -106,7 +86,7 @@ describe('reference-generate.json through the TS API', () => {
       tr.invoke('The capital of France is', () => g.generator.output.save('a'));
       tr.invoke(other, () => g.generator.output.save('b'));
     });
-    expect(r.ids[0]).toEqual(gcase('stop_at_eos').expect.ids);
+    expect(r.ids[0]).toEqual(genCase('stop_at_eos').expect.ids);
     const eosAt = alone.newIds[0]!.indexOf(0);
     expect(eosAt).toBeGreaterThan(2); // the rows really stop at different steps
     expect(r.newIds[1]).toEqual(alone.newIds[0]!.slice(0, eosAt + 1));
@@ -180,7 +160,7 @@ describe('sampling', () => {
       text += t.text;
     }
     const r = await s.result;
-    expect(got).toEqual(gcase('clean').expect.ids.slice(5));
+    expect(got).toEqual(genCase('clean').expect.ids.slice(5));
     expect(text).toBe(r.text[0]);
     expect(text).toBe(' Paris.<|endoftext|>The capital city');
   }, 60_000);

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MODEL_DIR, ROOT, refCase, expectClose } from '../helpers/reference.js';
+import { ROOT, refCase, expectClose, genCase, GEN_EXPORTS } from '../helpers/reference.js';
 
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'generate');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-generate-'));
@@ -20,15 +20,8 @@ afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
 interface Saved { dtype: string; shape: number[]; data: number[] }
 type Results = Record<string, Saved>;
-interface GenCase { id: string; input_ids: number[]; expect: { ids: number[] | number[][]; last_logits?: number[][]; outputs?: { step: number; shape: number[]; values: number[] }[] } }
-const REF = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference-generate.json'), 'utf8')) as { cases: GenCase[] };
-const gcase = (id: string): GenCase => REF.cases.find((c) => c.id === id)!;
 
-const EXPORTS = {
-  'with-past': path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx'),
-  torchscript: MODEL_DIR,
-  dynamo: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx'),
-};
+const EXPORTS = GEN_EXPORTS;
 
 async function run(script: string, model: keyof typeof EXPORTS): Promise<{ results: Results; stdout: string; stderr: string }> {
   const out = path.join(TMP, `${script}.${model}.json`);
@@ -43,10 +36,10 @@ describe('reference-generate.json through .nns scripts', () => {
       const { results, stdout, stderr } = await run('reference_generate', model);
       for (const id of ['clean', 'steered_all_steps', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
         expect(results[id]!.dtype, id).toBe('int64');
-        expect(results[id]!.data, id).toEqual(gcase(id).expect.ids);
-        expect(results[id]!.shape, id).toEqual([1, (gcase(id).expect.ids as number[]).length]);
+        expect(results[id]!.data, id).toEqual(genCase(id).expect.ids);
+        expect(results[id]!.shape, id).toEqual([1, (genCase(id).expect.ids as number[]).length]);
       }
-      const ps = gcase('per_step');
+      const ps = genCase('per_step');
       expect(results.clean!.data).toEqual(ps.expect.ids);
       ps.expect.last_logits!.forEach((want, s) => expectClose(results[`logits.${s}`]!.data, want, 1e-4, `logits.${s}`));
       for (const o of ps.expect.outputs!) {
@@ -67,7 +60,7 @@ describe('reference-generate.json through .nns scripts', () => {
   for (const model of ['with-past', 'torchscript'] as const) {
     it(`batched (left padding) on ${model}`, async () => {
       const { results } = await run('batched', model);
-      const want = gcase('batched').expect.ids as number[][];
+      const want = genCase('batched').expect.ids as number[][];
       expect(results.row0!.data).toEqual(want[0]);
       expect(results.row1!.data).toEqual(want[1]);
       expect(results['last.3']!.shape).toEqual([2, 874]);

@@ -209,6 +209,15 @@ describe('nns compile: graphs for Netron', () => {
       const [a, b] = [await run(fns.file, rows, fns.proto), await run(flat.file, rows, flat.proto)];
       for (const k of Object.keys(a)) expect(Array.from(a[k]!.data as Float32Array), `${name} ${k}`).toEqual(Array.from(b[k]!.data as Float32Array));
       for (const n of inserted(fns.proto)) expect(n.name, name).not.toMatch(/^\/nns\./);
+      if (name === 'attribution') {
+        // Every statement one call (13: 4 patch sets and 1 save lowered once for their 32 invokes, 4 attr saves,
+        // 2 metric statements, the saliency, and the one backward sweep its 5 grad calls share); nothing left flat.
+        expect(inserted(fns.proto).length, 'attribution: drawn inserted nodes').toBeLessThanOrEqual(16);
+        expect(inserted(fns.proto).every((n) => n.domain === 'ai.onnsight')).toBe(true);
+        const sweep = inserted(fns.proto).filter((n) => n.op_type?.startsWith('nns_backward'));
+        expect(sweep.map((n) => n.name)).toEqual(['/lm_head/nns.backward']);
+        expect(sweep[0]!.doc_string).toMatch(/^examples\/attribution\.nns:17:\d+: backward sweep of one grad target, shared by 5 grad calls/);
+      }
       if (name !== 'attribution') checkReadable(fns.proto, name); // attribution: the gradient sweep's shape arithmetic is not typed
     }
     const s2 = decodeModel(fs.readFileSync(path.join(tmp, 'steering.2.onnx')));

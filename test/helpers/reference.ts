@@ -93,3 +93,35 @@ export function maxDiff(a: Tensor, b: Tensor): number {
   for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(Number(a.data[i]) - Number(b.data[i])));
   return d;
 }
+
+/** One case of models/gpt2-facts/reference-generate.json (generation with per-step interventions, from PyTorch). */
+export interface GenCase {
+  id: string;
+  prompt?: string;
+  prompts?: string[];
+  input_ids: number[] | number[][];
+  max_new_tokens: number;
+  stop_at_eos?: boolean;
+  alpha?: number;
+  vector?: number[];
+  steps?: 'all' | number[];
+  expect: { ids: number[] | number[][]; last_logits?: number[][]; top1?: number[]; outputs?: { step: number; shape: number[]; values: number[] }[] };
+}
+
+let genRef: { cases: GenCase[] } | undefined;
+/** The case `id` of reference-generate.json. */
+export function genCase(id: string): GenCase {
+  genRef ??= JSON.parse(fs.readFileSync(path.join(MODEL_DIR, 'reference-generate.json'), 'utf8')) as { cases: GenCase[] };
+  const c = genRef.cases.find((x) => x.id === id);
+  if (!c) throw new Error(`reference-generate.json has no case ${id}`);
+  return c;
+}
+
+/** The three gpt2-facts exports a generation runs on: with a key/value cache, and the two without. */
+export const GEN_EXPORTS = {
+  'with-past': path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx'),
+  torchscript: MODEL_DIR,
+  dynamo: path.join(MODEL_DIR, 'onnx', 'model.dynamo.onnx'),
+} as const;
+/** A key of {@link GEN_EXPORTS}. */
+export type GenExportName = keyof typeof GEN_EXPORTS;
