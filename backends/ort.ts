@@ -47,6 +47,12 @@ import type { Tensor, TensorData } from '../src/tensor.js';
 export interface OrtSessionOptions {
   /** Let ORT prepack weights (faster runs on big models, slow creation). Default false. */
   prepack?: boolean;
+  /**
+   * onnxruntime's CPU memory arena (default true). The arena keeps every buffer a run
+   * allocated for the session's next runs and never gives memory back while the session
+   * lives; off, each run allocates and frees its own (src/fast/segments.ts: segment sessions).
+   */
+  arena?: boolean;
   /** Graph optimization level. Default `'all'`. */
   optimization?: 'all' | 'disabled' | 'basic' | 'extended';
   /** Intra-op threads; 0 or undefined = ORT's default (one per physical core). */
@@ -85,8 +91,24 @@ export interface OrtBackendOptions {
    * the group's idle prepacked session (pinned or not: it is recreated when asked for
    * again), and physical memory stays at about one copy of the weights
    * (bench/README.md, `peak_pss_mb`). Sessions running are never released.
+   *
+   * A prepacked session released that way is not rebuilt at its next request: alternating
+   * graphs (fast-path and compiled traces, clean and steered generation steps, a sweep's
+   * segments) would rebuild it at every switch (seconds each on a big model). Until its graph
+   * has been asked for {@link OrtBackendOptions.reprepackAfter} times in a row (no other graph
+   * of its group in between), an unprepacked *stand-in* session over the same graph serves it,
+   * sharing the weights file's pages with the group's other unprepacked sessions; then the
+   * prepacked one is rebuilt (releasing the idle others). The count doubles with each
+   * release of that graph's prepacked session (8, 16, 32, … by default), so a strict
+   * alternation costs at most one stand-in per graph and a handful of rebuilds in all.
    */
   exclusive?: boolean;
+  /**
+   * With {@link OrtBackendOptions.exclusive}: uses in a row after which a released prepacked
+   * session is rebuilt (doubling with each release of it). Default 8 (prepacking pays for
+   * itself after ~5–9 runs on GPT-2 small, bench/README.md).
+   */
+  reprepackAfter?: number;
 }
 
 /**
@@ -120,6 +142,13 @@ export class OrtBackend {
   private readonly exclusive: boolean;
   /** Sessions released to keep one copy of a group's weights (tests, benchmarks). */
   exclusiveReleases = 0;
+  /** Sessions created (all kinds) and, of them, prepacked ones (tests, benchmarks). */
+  readonly created = { sessions: 0, prepacked: 0, standIns: 0 };
+  private readonly reprepackAfter: number;
+  /** Prepacked sessions released to keep one copy: times released, by cache key. */
+  private readonly released = new Map<string, number>();
+  /** Per group: the last graph asked for (its cache key as asked) and how many times in a row. */
+  private readonly streak = new Map<string, { key: string; n: number }>();
   /** Insertion order = recency order (re-inserted on use). */
   private readonly entries = new Map<string, Entry>();
   private readonly bySession = new Map<ort.InferenceSession, Entry>();
@@ -130,6 +159,7 @@ export class OrtBackend {
     this.max = Math.max(1, opts.maxSessions ?? 8);
     this.defaults = opts.defaults ?? {};
     this.exclusive = !!opts.exclusive;
+    this.reprepackAfter = Math.max(1, opts.reprepackAfter ?? 8);
   }
 
   /** Number of sessions open or being created. */
@@ -137,13 +167,32 @@ export class OrtBackend {
     return this.entries.size;
   }
 
+  /** The sessions open or being created: graph file, weights group, prepacked or not (tests, benchmarks). */
+  liveSessions(): { graphPath: string; group: string; prepack: boolean }[] {
+    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack }));
+  }
+
   /**
    * A session for a graph file, created once per path and options and reused.
    * @throws NnsError `ort-session` (kind `model`) with ORT's reason on one line.
    */
   session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
-    const o = { ...this.defaults, ...opts };
-    const key = JSON.stringify([graphPath, !!o.prepack, o.optimization ?? 'all', o.threads ?? 0, o.externalDataDir ?? '']);
+    let o = { ...this.defaults, ...opts };
+    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true]);
+    let key = keyOf(o);
+    const group = o.group ?? 'model';
+    if (this.exclusive) {
+      const run = this.streak.get(group);
+      const n = run?.key === key ? run.n + 1 : 1;
+      this.streak.set(group, { key, n });
+      // A prepacked session released to keep one copy: an unprepacked stand-in until asked for enough times in a row.
+      const times = o.prepack && !this.entries.has(key) ? this.released.get(key) ?? 0 : 0;
+      if (times > 0 && n < this.reprepackAfter * 2 ** (times - 1)) {
+        o = { ...o, prepack: false };
+        key = keyOf(o);
+        if (!this.entries.has(key)) this.created.standIns++;
+      }
+    }
     const hit = this.entries.get(key);
     if (hit) {
       hit.pinned ||= !!o.pinned;
@@ -151,10 +200,12 @@ export class OrtBackend {
       this.entries.set(key, hit);
       return hit.promise;
     }
-    const group = o.group ?? 'model';
     // The released sessions' memory goes back before the new session allocates its own.
     const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack) : [];
-    const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, o)) : createSession(graphPath, o);
+    const made = o;
+    const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
+    this.created.sessions++;
+    if (o.prepack) this.created.prepacked++;
     const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, busy: 0, evicted: false, promise };
     entry.promise.then(
       (s) => {
@@ -223,6 +274,7 @@ export class OrtBackend {
       this.entries.delete(key);
       e.evicted = true;
       this.exclusiveReleases++;
+      if (e.prepack) this.released.set(key, (this.released.get(key) ?? 0) + 1);
       gone.push(this.dispose(e).catch(() => undefined));
     }
     return gone;
@@ -270,6 +322,7 @@ export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.Se
     executionMode: 'sequential',
     logSeverityLevel: ORT_QUIET,
     ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
+    ...(o.arena === false ? { enableCpuMemArena: false } : {}),
     extra: { session },
   };
 }

@@ -122,64 +122,107 @@ async function overhead(ctx: BenchContext): Promise<void> {
   }
 }
 
-interface Throughput { ms: number; cpuMs: number; lat: number[]; merged: number; batches: number }
+/** One mode (batching on or off) of the batched measurement: its server and 16 clients. */
+interface Mode {
+  server: Awaited<ReturnType<typeof startServer>>;
+  clients: LanguageModel[];
+}
 
-async function throughput(ctx: BenchContext, maxBatch: number): Promise<Throughput> {
+/** What the rounds of one mode add up to. */
+interface Throughput { ms: number[]; cpuMs: number[]; lat: number[]; merged: number; batches: number; sizes: Record<number, number> }
+
+/** Rounds of the batched measurement: each client's traces are split into this many rounds, batched and one-by-one rounds alternating. */
+const ROUNDS = 5;
+
+async function openMode(ctx: BenchContext, maxBatch: number): Promise<Mode> {
   const server = await startServer({ models: [{ name: 'model', path: ctx.model.graphPath }], port: 0, host: '127.0.0.1', limits: { maxBatch } });
-  try {
-    const clients = await Promise.all(Array.from({ length: CLIENTS }, () => LanguageModel.remote(server.url, 'model')));
-    const blocks = blockPaths(clients[0]!);
-    const vocab = ctx.model.vocab ?? 50257;
-    const n = Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen);
-    const fn = (m: ModelRef): void => {
-      blocks.forEach((p, i) => ref(m, p).output.save(`h.${i}`));
-      m.output.logits.at(':', -1, ':').save('logits');
-    };
-    // Warm-up: the instrumented model is built and its session opened by the first trace.
-    await clients[0]!.trace(promptIds(999, n, vocab), fn);
-    const s0 = { ...server.jobs.stats };
-    const lat: number[] = [];
-    const cpu0 = selfCpuMs() + procCpuMs(server.worker.pid);
-    const t0 = performance.now();
-    await Promise.all(clients.map(async (m, c) => {
-      for (let i = 0; i < PER_CLIENT; i++) {
-        const t = performance.now();
-        await m.trace(promptIds(c * 1000 + i + 1, n, vocab), fn);
-        lat.push(performance.now() - t);
-      }
-    }));
-    const ms = performance.now() - t0;
-    const cpuMs = selfCpuMs() + procCpuMs(server.worker.pid) - cpu0;
-    const s = server.jobs.stats;
-    if (s.completed - s0.completed !== CLIENTS * PER_CLIENT) throw new Error(`remote: ${s.completed - s0.completed} of ${CLIENTS * PER_CLIENT} jobs completed`);
-    return { ms, cpuMs, lat, merged: s.merged - s0.merged, batches: s.batches - s0.batches };
-  } finally {
-    await server.close();
+  const clients = await Promise.all(Array.from({ length: CLIENTS }, () => LanguageModel.remote(server.url, 'model')));
+  return { server, clients };
+}
+
+/**
+ * One round of one mode: every client runs `per` save-all traces one after another (all
+ * clients at once). Checks every job completed; adds wall and CPU time (this process —
+ * clients and server — plus the mode's worker) to `acc`.
+ */
+async function round(ctx: BenchContext, mode: Mode, first: number, per: number, acc: Throughput): Promise<void> {
+  const { server, clients } = mode;
+  const blocks = blockPaths(clients[0]!);
+  const vocab = ctx.model.vocab ?? 50257;
+  const n = Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen);
+  const fn = (m: ModelRef): void => {
+    blocks.forEach((p, i) => ref(m, p).output.save(`h.${i}`));
+    m.output.logits.at(':', -1, ':').save('logits');
+  };
+  const s0 = { ...server.jobs.stats, sizes: { ...server.jobs.stats.sizes } };
+  const cpu0 = selfCpuMs() + procCpuMs(server.worker.pid);
+  const t0 = performance.now();
+  await Promise.all(clients.map(async (m, c) => {
+    for (let i = first; i < first + per; i++) {
+      const t = performance.now();
+      await m.trace(promptIds(c * 1000 + i + 1, n, vocab), fn);
+      acc.lat.push(performance.now() - t);
+    }
+  }));
+  acc.ms.push(performance.now() - t0);
+  acc.cpuMs.push(selfCpuMs() + procCpuMs(server.worker.pid) - cpu0);
+  const s = server.jobs.stats;
+  if (s.completed - s0.completed !== CLIENTS * per) throw new Error(`remote: ${s.completed - s0.completed} of ${CLIENTS * per} jobs completed`);
+  acc.merged += s.merged - s0.merged;
+  acc.batches += s.batches - s0.batches;
+  for (const [k, v] of Object.entries(s.sizes)) {
+    const d = v - (s0.sizes[Number(k)] ?? 0);
+    if (d > 0) acc.sizes[Number(k)] = (acc.sizes[Number(k)] ?? 0) + d;
   }
 }
+
+const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 
 let batchedDone: Promise<void> | undefined;
 /** Results of the batched measurement (reported by several measurement names). */
 const got: Record<string, number> = {};
 
 async function batched(ctx: BenchContext): Promise<void> {
-  const on = await throughput(ctx, 16);
-  ctx.log(`remote: batched ${CLIENTS * PER_CLIENT} traces in ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs in shared passes)`);
-  const off = await throughput(ctx, 1);
-  ctx.log(`remote: one by one ${CLIENTS * PER_CLIENT} traces in ${off.ms.toFixed(0)} ms (CPU ${off.cpuMs.toFixed(0)} ms vs ${on.cpuMs.toFixed(0)} ms batched)`);
-  const traces = CLIENTS * PER_CLIENT;
-  ctx.extra.remote_batched_throughput_per_s = (traces / on.ms) * 1000;
-  ctx.extra.remote_sequential_throughput_per_s = (traces / off.ms) * 1000;
-  got.remote_batched_speedup = off.ms / on.ms;
-  ctx.extra.remote_batched_cpu_speedup = off.cpuMs / on.cpuMs;
-  ctx.extra.remote_batched_cpu_ms = on.cpuMs;
-  ctx.extra.remote_sequential_cpu_ms = off.cpuMs;
-  got.remote_latency_p50_ms = quantile(on.lat, 0.5);
-  got.remote_latency_p99_ms = quantile(on.lat, 0.99);
-  ctx.extra.remote_sequential_latency_p50_ms = quantile(off.lat, 0.5);
-  ctx.extra.remote_sequential_latency_p99_ms = quantile(off.lat, 0.99);
-  ctx.extra.remote_batched_jobs_merged = on.merged;
-  ctx.notes.remote_batched_speedup = `${CLIENTS} clients x ${PER_CLIENT} save-all traces, ${Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen)}-token prompts; batched ${on.ms.toFixed(0)} ms (${on.batches} batches, ${on.merged} jobs shared a pass) vs one by one ${off.ms.toFixed(0)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
+  // Both servers up at once; rounds alternate (on, off, off, on, ...) so that a change in the
+  // machine's load hits both modes alike; the ratio is of the totals, with the median of the
+  // per-round ratios beside it.
+  const on = await openMode(ctx, 16);
+  const off = await openMode(ctx, 1);
+  try {
+    const vocab = ctx.model.vocab ?? 50257;
+    const n = Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen);
+    // Warm-up: the instrumented model is built and its session opened by the first trace.
+    for (const m of [on, off]) await m.clients[0]!.trace(promptIds(999, n, vocab), (r: ModelRef) => { r.output.logits.at(':', -1, ':').save('logits'); });
+    const a: Throughput = { ms: [], cpuMs: [], lat: [], merged: 0, batches: 0, sizes: {} };
+    const b: Throughput = { ms: [], cpuMs: [], lat: [], merged: 0, batches: 0, sizes: {} };
+    const per = PER_CLIENT / ROUNDS;
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: [Mode, Throughput][] = r % 2 === 0 ? [[on, a], [off, b]] : [[off, b], [on, a]];
+      for (const [mode, acc] of order) await round(ctx, mode, r * per, per, acc);
+      ctx.log(`remote: round ${r + 1}/${ROUNDS}: batched ${a.ms[r]!.toFixed(0)} ms (CPU ${a.cpuMs[r]!.toFixed(0)}), one by one ${b.ms[r]!.toFixed(0)} ms (CPU ${b.cpuMs[r]!.toFixed(0)}), load ${os.loadavg()[0]!.toFixed(1)}`);
+    }
+    const traces = CLIENTS * PER_CLIENT;
+    const onMs = sum(a.ms), offMs = sum(b.ms);
+    ctx.log(`remote: batched ${traces} traces in ${onMs.toFixed(0)} ms (${a.batches} batches, ${a.merged} jobs in shared passes; batch sizes ${JSON.stringify(a.sizes)}); one by one ${offMs.toFixed(0)} ms (CPU ${sum(b.cpuMs).toFixed(0)} ms vs ${sum(a.cpuMs).toFixed(0)} ms batched)`);
+    ctx.extra.remote_batched_throughput_per_s = (traces / onMs) * 1000;
+    ctx.extra.remote_sequential_throughput_per_s = (traces / offMs) * 1000;
+    got.remote_batched_speedup = offMs / onMs;
+    ctx.extra.remote_batched_speedup_round_median = median(a.ms.map((x, i) => b.ms[i]! / x));
+    ctx.extra.remote_batched_cpu_speedup = sum(b.cpuMs) / sum(a.cpuMs);
+    ctx.extra.remote_batched_cpu_speedup_round_median = median(a.cpuMs.map((x, i) => b.cpuMs[i]! / x));
+    ctx.extra.remote_batched_cpu_ms = sum(a.cpuMs);
+    ctx.extra.remote_sequential_cpu_ms = sum(b.cpuMs);
+    got.remote_latency_p50_ms = quantile(a.lat, 0.5);
+    got.remote_latency_p99_ms = quantile(a.lat, 0.99);
+    ctx.extra.remote_sequential_latency_p50_ms = quantile(b.lat, 0.5);
+    ctx.extra.remote_sequential_latency_p99_ms = quantile(b.lat, 0.99);
+    ctx.extra.remote_batched_jobs_merged = a.merged;
+    ctx.notes.remote_batch_sizes = `batches by size (jobs: count), batched rounds: ${JSON.stringify(a.sizes)}`;
+    ctx.notes.remote_batched_speedup = `${CLIENTS} clients x ${PER_CLIENT} save-all traces in ${ROUNDS} alternating rounds, ${n}-token prompts; batched ${onMs.toFixed(0)} ms (${a.batches} batches, ${a.merged} jobs shared a pass) vs one by one ${offMs.toFixed(0)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
+  } finally {
+    await on.server.close();
+    await off.server.close();
+  }
 }
 
 /** The remote measurements. */

@@ -169,7 +169,7 @@ export const ERROR_CODES = {
   'remote-unreachable': { phase: 'remote', meaning: 'the server cannot be reached, or what answered is not an `nns serve`' },
   'job-failed': { phase: 'remote', meaning: "a job that ended without a result: its worker process died, it was still queued at shutdown" },
   'job-not-found': { phase: 'remote', meaning: "an unknown job id, another key's job, or a result that expired" },
-  'remote-unsupported': { phase: 'remote', meaning: 'a `generate` block run with `--remote` (remote execution runs traces)' },
+  'remote-unsupported': { phase: 'remote', meaning: 'an API method that needs the model itself (`compile`, `save`, `proto`, `classes`) on a model from `LanguageModel.remote`' },
   'internal': { phase: 'internal', meaning: 'a bug (exit 3): one line, the stack only with `NNS_DEBUG=1`' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

@@ -9,8 +9,8 @@
  * @module
  */
 import { NnsError } from './errors.js';
-import type { ModelContext, RunOptions } from './engine.js';
-import { decode, type DecodeResult, type GenerateOptions, type TokenEvent } from './generate/decode.js';
+import type { RunOptions } from './engine.js';
+import type { DecodeResult, GenerateOptions, GenerationTarget, TokenEvent } from './generate/decode.js';
 import { idsTensor } from './generate/nns.js';
 import { StepBuilder } from './generate/step-builder.js';
 import type { Tensor } from './tensor.js';
@@ -77,18 +77,19 @@ export type StepFn = (m: ModelRef, g: GenerationStep) => void;
 export type BatchStepFn = (tr: GenerateTracer, g: GenerationStep) => void;
 
 /**
- * Runs a generation on model context `mc` (the implementation of `LanguageModel.generate`).
+ * Runs a generation on `target` (the implementation of `LanguageModel.generate`): an opened
+ * model (`localTarget(mc)`) or a server, which runs the same decode loop.
  * @param tokenize turns a prompt into ids
  */
 export async function generateWith(
-  mc: ModelContext, tokenize: (p: GeneratePrompt) => number[], prompt: GeneratePrompt | null,
+  target: GenerationTarget, tokenize: (p: GeneratePrompt) => number[], prompt: GeneratePrompt | null,
   opts: GenerateCallOptions, fn: StepFn | BatchStepFn,
 ): Promise<GenerateResult> {
   const n = opts.maxNewTokens;
   if (!Number.isSafeInteger(n) || n < 1) throw new NnsError('bad-option', `maxNewTokens must be an integer >= 1, got ${n}`, { kind: 'usage', span: callSite() });
   const generatorSaves: { name: string; row: number }[] = [];
   const build = (b: StepBuilder, step: number, rows: number[][] | undefined, record: boolean): Map<string, Tensor> => {
-    const ctx: TraceContext = { builder: b, tree: mc.tree, saved: new Map(), host: new Map() };
+    const ctx: TraceContext = { builder: b, tree: target.tree, saved: new Map(), host: new Map() };
     let inStep = false;
     let invokes = 0;
     let inInvoke = prompt !== null;
@@ -143,12 +144,12 @@ export async function generateWith(
     return ctx.host;
   };
   // A first build collects the prompts (and reports misuse before anything runs).
-  const dry = new StepBuilder({ file: '<api>', tree: mc.tree });
+  const dry = new StepBuilder({ file: '<api>', tree: target.tree });
   build(dry, 0, undefined, true);
   const prompts = dry.graph.scopes.slice(1).map((s) => s.tokens ?? []);
   if (prompts.length === 0) throw new NnsError('no-prompt', 'this generate has no prompt: call tr.invoke(prompt, fn)', { kind: 'usage', span: callSite() });
-  const tok = mc.loaded.tokenizer;
-  const result: DecodeResult = await decode(mc, {
+  const tok = target.tokenizer;
+  const result: DecodeResult = await target.decode({
     prompts,
     options: opts,
     file: '<api>',

@@ -32,6 +32,7 @@ import { oipRunner } from './fast/oip-runner.js';
 import { FastExecutor } from './fast/execute.js';
 import { checkServingName, defaultServingName, type ServedModules } from './fast/serving.js';
 import { exportServing, type ServingExportResult } from './fast/triton.js';
+import { localTarget, type GenerationTarget } from './generate/decode.js';
 import { generateWith, streamWith, type BatchStepFn, type GenerateCallOptions, type GeneratedToken, type GenerateResult, type StepFn } from './generate-api.js';
 
 export { NnsError, NnsErrors, type Span, type ErrorKind } from './errors.js';
@@ -201,7 +202,7 @@ export class LanguageModel {
   /** @internal */ readonly mc: ModelContext;
   private classMap?: ReadonlyMap<string, ModuleClass>;
   /** Set for a model served by `nns serve` ({@link LanguageModel.remote}): traces run there. */
-  private readonly server?: { url: string; name: string; run(graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: TraceOptions['onProgress']): Promise<Map<string, Tensor>> };
+  private readonly server?: { url: string; name: string; run(graph: Graph, host: ReadonlyMap<string, Tensor>, onProgress?: TraceOptions['onProgress']): Promise<Map<string, Tensor>>; target: GenerationTarget };
 
   private constructor(mc: ModelContext, server?: LanguageModel['server']) {
     this.mc = mc;
@@ -212,9 +213,11 @@ export class LanguageModel {
    * A model served by `nns serve` at `url` under `name`. Traces are built here (with the
    * served model's module tree and tokenizer) and run on the server, sent as the IR's JSON
    * form; saved values come back bit for bit. `trace` (with invokes, params and `grad`),
-   * `modules`, `tokenizer` and `tokenize` work as on a loaded model; `compile`, `save`,
-   * `proto`, `classes`, `generate` and `stream` need the model itself and throw
-   * `remote-unsupported`. A refusal by the server (`unknown-model`, `unauthorized`,
+   * `generate` and `stream` (each step's interventions sent as IR templates; the server runs
+   * the same decode loop and streams the tokens back as it chooses them), `modules`,
+   * `tokenizer` and `tokenize` work as on a loaded model; `compile`, `save`, `proto` and
+   * `classes` need the model itself and throw `remote-unsupported`. Engine options of
+   * `generate` (`run`) are not sent: the server compiles with its defaults. A refusal by the server (`unknown-model`, `unauthorized`,
    * `over-limit`) is an {@link NnsError} with that code.
    *
    * ```ts
@@ -224,11 +227,12 @@ export class LanguageModel {
    */
   static async remote(url: string, name: string, opts: { apiKey?: string } = {}): Promise<LanguageModel> {
     const { RemoteClient } = await import('./remote/client.js');
+    const { remoteTarget } = await import('./remote/generate.js');
     const client = new RemoteClient(url, opts);
     const m = await client.model(name);
     // Only what building a trace reads: the tree, config and tokenizer.
     const mc = { tree: m.tree, loaded: { source: `${url} (${name})`, config: m.config, tokenizer: m.tokenizer } } as unknown as ModelContext;
-    return new LanguageModel(mc, { url, name, run: (graph, host, onProgress) => client.run(name, graph, host, onProgress) });
+    return new LanguageModel(mc, { url, name, run: (graph, host, onProgress) => client.run(name, graph, host, onProgress), target: remoteTarget(client, name, m, { source: `${url} (${name})` }) });
   }
 
   /** Whether this model runs on a server ({@link LanguageModel.remote}). */
@@ -488,10 +492,10 @@ export class LanguageModel {
   async generate(opts: GenerateCallOptions, fn: BatchStepFn): Promise<GenerateResult>;
   async generate(a: Prompt | GenerateCallOptions, b?: GenerateCallOptions | BatchStepFn, c?: StepFn): Promise<GenerateResult> {
     if (this.mc.fast?.exclusive) throw new NnsError('oip-unsupported', `generation does not run on ${this.mc.fast.exclusive}: load the model without an executor to generate`, { kind: 'usage', span: callSite() });
-    this.local('generate');
+    const target = this.server?.target ?? localTarget(this.mc);
     const tokenize = (p: Prompt): number[] => this.tokenize(p);
-    if (typeof a === 'string' || Array.isArray(a)) return generateWith(this.mc, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
-    return generateWith(this.mc, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
+    if (typeof a === 'string' || Array.isArray(a)) return generateWith(target, tokenize, a as Prompt, b as GenerateCallOptions, c ?? (() => undefined));
+    return generateWith(target, tokenize, null, a as GenerateCallOptions, b as BatchStepFn);
   }
 
   /**

@@ -200,13 +200,7 @@ async function execute(cmd: CommandSpec, a: ParsedArgs, io: CliIO, sources: Map<
   if (remote !== undefined) return runRemote(a, io, script, remote, outAbs);
   const modelPath = resolveModelPath(flag(a, 'model'), script, io.cwd);
   const run = await import('./run.js');
-  let line = '';
-  const write = io.write ? (t: string) => io.write!(t) : (t: string) => {
-    line += t;
-    const parts = line.split('\n');
-    line = parts.pop()!;
-    for (const p of parts) io.out(p);
-  };
+  const write = rawWriter(io);
   const { selectPasses } = await import('../../passes/pipeline.js');
   const names = (f: string): string[] | undefined => flag(a, f)?.split(',').map((s) => s.trim()).filter(Boolean);
   const printAfter = names('print-ir-after');
@@ -302,6 +296,18 @@ async function exportServingCommand(a: ParsedArgs, io: CliIO, cmd: CommandSpec):
   return 0;
 }
 
+/** Raw text output (generated text as it comes): `io.write`, or whole lines to `io.out`. */
+function rawWriter(io: CliIO): (t: string) => void {
+  if (io.write) return (t) => io.write!(t);
+  let line = '';
+  return (t) => {
+    line += t;
+    const parts = line.split('\n');
+    line = parts.pop()!;
+    for (const p of parts) io.out(p);
+  };
+}
+
 /** `nns run SCRIPT --remote URL --model NAME`: prints and writes what a local run does. */
 async function runRemote(a: ParsedArgs, io: CliIO, script: Loaded, url: string, outAbs: string | undefined): Promise<number> {
   const name = flag(a, 'model');
@@ -325,6 +331,7 @@ async function runRemote(a: ParsedArgs, io: CliIO, script: Loaded, url: string, 
   const apiKey = io.env.NNS_API_KEY;
   const { results, decoder, prompts } = await runScriptRemote({
     file: script.file, ast: script.ast, onProgress: progressOf(a, io, cmd), params, paramSource: (n: string) => `--param ${n}=${files.get(n) ?? '?'}`,
+    text: { write: rawWriter(io), log: (t: string) => io.err(t) },
   }, url, name, apiKey ? { apiKey } : {});
   return emitResults(io, script, { results, decoder, prompts, graphs: [] }, { outAbs, plotDir, htmlAbs }, `${name} on ${url}`);
 }

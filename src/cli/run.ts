@@ -7,8 +7,8 @@
 import type { Script } from '../../grammar/ast.js';
 import { lowerTrace, type HostValueInfo } from '../../grammar/lower.js';
 import { bindParams, checkGenerate, checkTopLevel, paramDecls, paramHost, runnables, traces } from '../../grammar/script.js';
-import { maxPositions } from '../generate/decode.js';
-import { runGenerate } from '../generate/nns.js';
+import { localTarget, maxPositions } from '../generate/decode.js';
+import { runGenerateWithText } from '../generate/nns.js';
 import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, openModel, runGraph, type ModelContext } from '../engine.js';
@@ -261,34 +261,8 @@ export function compiledPath(outPath: string, index: number): string {
  * Runs a generate block, streaming the text of a single-prompt generate as it is produced
  * (`job.write`), and printing each row's text after a batched one.
  */
-async function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('../../grammar/ast.js').GenerateStmt, results: Map<string, Tensor>): Promise<Map<string, Tensor>> {
-  const tok = mc.loaded.tokenizer;
-  const write = job.write ?? ((t: string) => job.log(t));
-  const newIds: number[][] = [];
-  const shown: string[] = [];
-  let rows = 0;
-  const text = (row: number): string => (tok ? tok.decode(newIds[row] ?? []) : (newIds[row] ?? []).map((i) => `[${i}]`).join(''));
-  const { saves, result } = await runGenerate(gen, mc, {
-    file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: results,
-    run: { printAfterEach: printer(job) },
-    onToken: (e) => {
-      (newIds[e.row] ??= []).push(e.token);
-      rows = Math.max(rows, e.row + 1);
-      if (gen.prompt === undefined) return;
-      if (e.step === 0) write(`generate: ${gen.prompt.kind === 'TextPrompt' ? gen.prompt.text : ''}`);
-      // A token may end inside a multi-byte character: print only what decodes stably.
-      const t = text(0);
-      const prev = shown[0] ?? '';
-      if (t.startsWith(prev) && !t.endsWith('\uFFFD')) {
-        write(t.slice(prev.length));
-        shown[0] = t;
-      }
-    },
-  });
-  if (gen.prompt !== undefined) write(`${text(0).slice((shown[0] ?? '').length)}\n`);
-  else for (let r = 0; r < result.ids.length; r++) write(`generate[${r}]: ${tok ? tok.decode(result.ids[r]!) : result.ids[r]!.join(' ')}\n`);
-  if (result.mode === 'recompute') job.log(`note: ${mc.loaded.source} has no key/value cache: each step recomputed the whole sequence`);
-  return saves;
+function generateWithText(job: ScriptJob, mc: ModelContext, gen: import('../../grammar/ast.js').GenerateStmt, results: Map<string, Tensor>): Promise<Map<string, Tensor>> {
+  return runGenerateWithText(gen, localTarget(mc), { file: job.file, tokenize: tokenizeWith(mc.loaded.tokenizer), host: results, run: { printAfterEach: printer(job) } }, { write: job.write ?? ((t: string) => job.log(t)), log: job.log });
 }
 
 /**

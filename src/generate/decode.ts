@@ -119,9 +119,38 @@ export function eosTokenId(mc: ModelContext): number | undefined {
 
 /** The most positions the model takes (config.json `n_positions` / `max_position_embeddings`). */
 export function maxPositions(mc: ModelContext): number | undefined {
-  const c = mc.loaded.config ?? {};
+  return configMaxPositions(mc.loaded.config);
+}
+
+/** The most positions a model with this config.json takes (`n_positions` / `max_position_embeddings` / `n_ctx`). */
+export function configMaxPositions(config: Record<string, unknown> | null | undefined): number | undefined {
+  const c = config ?? {};
   const v = c.n_positions ?? c.max_position_embeddings ?? c.n_ctx;
   return typeof v === 'number' ? v : undefined;
+}
+
+/**
+ * Where a generation runs, as the front ends (`.nns` generate blocks, `LanguageModel.generate`)
+ * see it: the module tree they lower against, the model's bounds and tokenizer, and a decode
+ * loop — {@link localTarget} on an opened model, or a server's (src/remote/generate.ts), which
+ * runs this same loop on its side.
+ */
+export interface GenerationTarget {
+  /** The module tree steps are lowered against. */
+  tree: ModelContext['tree'];
+  /** The most positions the model takes (config.json), when known. */
+  maxPositions?: number;
+  /** The model's tokenizer, when it has one. */
+  tokenizer?: ModelContext['loaded']['tokenizer'];
+  /** How messages name the model. */
+  source: string;
+  /** Runs the decode loop. */
+  decode(req: DecodeRequest): Promise<DecodeResult>;
+}
+
+/** A generation on an opened model: {@link decode} in this process. */
+export function localTarget(mc: ModelContext): GenerationTarget {
+  return { tree: mc.tree, maxPositions: maxPositions(mc), tokenizer: mc.loaded.tokenizer, source: mc.loaded.source, decode: (req) => decode(mc, req) };
 }
 
 /** A step structure after the IR pipeline, with its fast-path executor and plan once planned (null: not plannable). */

@@ -7,9 +7,9 @@ import type { GenerateStmt } from '../../grammar/ast.js';
 import { lowerGenerateStep, type HostValueInfo } from '../../grammar/lower.js';
 import { checkGenerate } from '../../grammar/script.js';
 import { NnsErrors } from '../errors.js';
-import type { ModelContext, RunOptions } from '../engine.js';
+import type { RunOptions } from '../engine.js';
 import type { Tensor } from '../tensor.js';
-import { decode, maxPositions, type DecodeResult, type TokenEvent } from './decode.js';
+import type { DecodeResult, GenerationTarget, TokenEvent } from './decode.js';
 
 /** Options of {@link runGenerate}. */
 export interface RunGenerateOptions {
@@ -39,17 +39,18 @@ export function idsTensor(ids: readonly number[]): Tensor {
 }
 
 /**
- * Runs one generate block of a script.
+ * Runs one generate block of a script on `target` (an opened model: `localTarget(mc)`, or a
+ * server: the same decode loop runs there).
  * @throws NnsErrors with every error of the options and the steps' lowering (nothing is
  *   run then); errors found while compiling a step come from that step.
  */
-export async function runGenerate(gen: GenerateStmt, mc: ModelContext, opts: RunGenerateOptions): Promise<GenerateOutput> {
+export async function runGenerate(gen: GenerateStmt, target: GenerationTarget, opts: RunGenerateOptions): Promise<GenerateOutput> {
   const hostInfo = new Map<string, HostValueInfo>([...opts.host].map(([k, v]) => [k, { dtype: v.dtype, shape: [...v.shape] }]));
-  const base = { file: opts.file, tokenize: opts.tokenize, host: hostInfo, tree: mc.tree };
-  const checked = checkGenerate(gen, { ...base, maxPositions: maxPositions(mc) });
+  const base = { file: opts.file, tokenize: opts.tokenize, host: hostInfo, tree: target.tree };
+  const checked = checkGenerate(gen, { ...base, maxPositions: target.maxPositions });
   if (checked.errors.length || !checked.settings) throw new NnsErrors(checked.errors);
   const settings = checked.settings;
-  const result = await decode(mc, {
+  const result = await target.decode({
     prompts: checked.prompts,
     options: settings,
     file: opts.file,
@@ -64,4 +65,45 @@ export async function runGenerate(gen: GenerateStmt, mc: ModelContext, opts: Run
   const saves = new Map(result.saves);
   for (const g of checked.generatorSaves) saves.set(g.name, idsTensor(result.ids[g.row]!));
   return { saves, result };
+}
+
+/** Where {@link runGenerateWithText} writes. */
+export interface GenerateTextOutput {
+  /** Raw text (no newline added): the generated text as it comes. */
+  write(text: string): void;
+  /** One-line notes (stderr). */
+  log(text: string): void;
+}
+
+/**
+ * Runs a generate block as `nns run` shows it — locally or on a server alike: the text of a
+ * single-prompt generate is written as it is produced, each row's text after a batched one,
+ * and a note when the model recomputed every step (no key/value cache).
+ */
+export async function runGenerateWithText(gen: GenerateStmt, target: GenerationTarget, opts: RunGenerateOptions, out: GenerateTextOutput): Promise<Map<string, Tensor>> {
+  const tok = target.tokenizer;
+  const write = (t: string): void => out.write(t);
+  const newIds: number[][] = [];
+  const shown: string[] = [];
+  const text = (row: number): string => (tok ? tok.decode(newIds[row] ?? []) : (newIds[row] ?? []).map((i) => `[${i}]`).join(''));
+  const { saves, result } = await runGenerate(gen, target, {
+    ...opts,
+    onToken: (e) => {
+      opts.onToken?.(e);
+      (newIds[e.row] ??= []).push(e.token);
+      if (gen.prompt === undefined) return;
+      if (e.step === 0) write(`generate: ${gen.prompt.kind === 'TextPrompt' ? gen.prompt.text : ''}`);
+      // A token may end inside a multi-byte character: print only what decodes stably.
+      const t = text(0);
+      const prev = shown[0] ?? '';
+      if (t.startsWith(prev) && !t.endsWith('\uFFFD')) {
+        write(t.slice(prev.length));
+        shown[0] = t;
+      }
+    },
+  });
+  if (gen.prompt !== undefined) write(`${text(0).slice((shown[0] ?? '').length)}\n`);
+  else for (let r = 0; r < result.ids.length; r++) write(`generate[${r}]: ${tok ? tok.decode(result.ids[r]!) : result.ids[r]!.join(' ')}\n`);
+  if (result.mode === 'recompute') out.log(`note: ${target.source} has no key/value cache: each step recomputed the whole sequence`);
+  return saves;
 }

@@ -8,6 +8,8 @@
  * script found by the server's checks come back with their spans, as local runs report them.
  * @module
  */
+import http from 'node:http';
+import https from 'node:https';
 import type { Graph } from '../../ir/ir.js';
 import { graphToJSON } from '../../ir/json.js';
 import { NnsError, NnsErrors, type ErrorCode } from '../errors.js';
@@ -15,7 +17,8 @@ import { isErrorCode } from '../error-codes.js';
 import type { ProgressCallback } from '../progress.js';
 import type { Tensor } from '../tensor.js';
 import { clientModel, type ClientModel, type ModelInfoJSON } from '../serve/model-info.js';
-import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type DiagnosticJSON, type JobEvent } from '../serve/protocol.js';
+import { CONTAINER_TYPE, decodeContainer, encodeContainer, WireError, type Container, type DiagnosticJSON, type GenerationResultJSON, type JobEvent } from '../serve/protocol.js';
+import type { LoweredGenerationJob } from '../generate/job.js';
 
 /** Options of a remote connection. */
 export interface RemoteOptions {
@@ -24,6 +27,24 @@ export interface RemoteOptions {
 }
 
 const codeOf = (c: unknown, fallback: ErrorCode): ErrorCode => (typeof c === 'string' && isErrorCode(c) ? c : fallback);
+
+/**
+ * Keep-alive agents shared by every client of the process: a trace's request reuses an open
+ * connection (no TCP handshake per trace; Nagle off — Node's agents set `noDelay`). Idle
+ * sockets do not keep the process alive.
+ */
+const AGENTS = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+
+/** The job id of a `?wait=1` answer (its `x-nns-job` header). */
+const jobId = (a: Answer): string => (typeof a.headers['x-nns-job'] === 'string' ? a.headers['x-nns-job'] : '?');
+
+/** A whole answer read by {@link RemoteClient} (status, headers, body). */
+interface Answer {
+  status: number;
+  statusText: string;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
 
 /** A connection to one server. */
 export class RemoteClient {
@@ -45,6 +66,49 @@ export class RemoteClient {
     return { ...(this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {}), ...extra };
   }
 
+  /**
+   * A request on a keep-alive connection (node:http, lighter per request than fetch), its
+   * answer read whole; a refusal by the server becomes one NnsError with its code. A request
+   * that meets a connection the server has just closed as idle is sent again on a new one
+   * (it never reached the server).
+   */
+  private call(path: string, method: 'GET' | 'POST', body?: Buffer, headers: Record<string, string> = {}): Promise<Answer> {
+    const url = new URL(`${this.base}${path}`);
+    const mod = url.protocol === 'https:' ? https : http;
+    const agent = url.protocol === 'https:' ? AGENTS.https : AGENTS.http;
+    const attempt = (retry: boolean): Promise<Answer> => new Promise<Answer>((resolve, reject) => {
+      const req = mod.request(url, { method, agent, headers: this.headers({ ...headers, ...(body ? { 'content-length': String(body.length) } : {}) }) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (retry && req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) attempt(false).then(resolve, reject);
+        else reject(new NnsError('remote-unreachable', `cannot reach ${this.base}: ${e.code ?? e.message}`, { kind: 'usage' }));
+      });
+      req.end(body);
+    });
+    return attempt(true).then((a) => {
+      if (a.status >= 200 && a.status < 300) return a;
+      let json: { error?: { code?: unknown; message?: unknown }; errors?: DiagnosticJSON[] } | undefined;
+      try {
+        json = JSON.parse(a.body.toString('utf8')) as typeof json;
+      } catch {
+        json = undefined;
+      }
+      throw this.refusal(a.status, a.statusText, json);
+    });
+  }
+
+  /** The error for a refusal (non-2xx answer) with its JSON body. */
+  private refusal(status: number, statusText: string, body: { error?: { code?: unknown; message?: unknown }; errors?: DiagnosticJSON[] } | undefined): Error {
+    if (body?.errors?.length) return remoteErrors(body.errors);
+    const code = codeOf(body?.error?.code, status === 401 ? 'unauthorized' : 'remote-unreachable');
+    const message = typeof body?.error?.message === 'string' ? body.error.message : `${this.base} answered ${status} ${statusText} (is it an nns serve?)`;
+    return new NnsError(code, message, { kind: 'usage' });
+  }
+
   /** A request; a refusal by the server becomes one NnsError with its code. */
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
@@ -62,10 +126,7 @@ export class RemoteClient {
     } catch {
       body = undefined;
     }
-    if (body?.errors?.length) throw remoteErrors(body.errors);
-    const code = codeOf(body?.error?.code, res.status === 401 ? 'unauthorized' : 'remote-unreachable');
-    const message = typeof body?.error?.message === 'string' ? body.error.message : `${this.base} answered ${res.status} ${res.statusText} (is it an nns serve?)`;
-    throw new NnsError(code, message, { kind: 'usage' });
+    throw this.refusal(res.status, res.statusText, body);
   }
 
   /** The model's tree, config and tokenizer (cached per client). */
@@ -73,10 +134,10 @@ export class RemoteClient {
     let p = this.infos.get(name);
     if (!p) {
       p = (async () => {
-        const res = await this.request(`/models/${encodeURIComponent(name)}`);
+        const res = await this.call(`/models/${encodeURIComponent(name)}`, 'GET');
         let info: ModelInfoJSON;
         try {
-          info = (await res.json()) as ModelInfoJSON;
+          info = JSON.parse(res.body.toString('utf8')) as ModelInfoJSON;
         } catch {
           throw new NnsError('remote-unreachable', `${this.base} did not answer with a model description (is it an nns serve?)`, { kind: 'usage' });
         }
@@ -95,8 +156,11 @@ export class RemoteClient {
     return id;
   }
 
-  /** Follows the job's status stream until it ends; a failed job throws its diagnostics. */
-  async wait(id: string, onProgress?: ProgressCallback): Promise<JobEvent> {
+  /**
+   * Follows the job's status stream until it ends; a failed job throws its diagnostics.
+   * `onToken` gets every token a generation chooses, in order (late listeners get them replayed).
+   */
+  async wait(id: string, onProgress?: ProgressCallback, onToken?: (t: { step: number; row: number; token: number }) => void): Promise<JobEvent> {
     const res = await this.request(`/jobs/${id}/events`);
     const reader = res.body!.getReader();
     const dec = new TextDecoder();
@@ -112,6 +176,7 @@ export class RemoteClient {
         const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
         if (!data) continue;
         const e = JSON.parse(data) as JobEvent;
+        if (e.status === 'token' && e.token && onToken) onToken(e.token);
         if (e.status === 'progress' && e.progress && onProgress) {
           const ph = e.progress.phase;
           onProgress({ phase: ph === 'compile' || ph === 'load' ? ph : 'run', done: e.progress.done, total: e.progress.total, rowsDone: 0, rows: 0 });
@@ -138,18 +203,19 @@ export class RemoteClient {
 
   /** The saves of a completed job, in save order. */
   async result(id: string): Promise<Map<string, Tensor>> {
-    return this.decodeResult(await this.request(`/jobs/${id}/result?wait=1`), id);
+    return this.decodeBody((await this.call(`/jobs/${id}/result?wait=1`, 'GET')).body, id).tensors;
   }
 
-  private async decodeResult(res: Response, id: string): Promise<Map<string, Tensor>> {
-    const buf = new Uint8Array(await res.arrayBuffer());
+  /** A result body this client read (its tensors are views into it where aligned: no copy). */
+  private decodeBody(body: Buffer, id: string): Container {
     try {
-      return decodeContainer(buf, 'saves').tensors;
+      return decodeContainer(body, 'saves', { view: true });
     } catch (e) {
       if (e instanceof WireError) throw new NnsError('remote-unreachable', `the result of job ${id} is unreadable: ${e.message}`, { kind: 'usage' });
       throw e;
     }
   }
+
 
   /**
    * Runs a trace on the server. With `onProgress`: submit, follow the status stream, read the
@@ -161,8 +227,36 @@ export class RemoteClient {
       await this.wait(id, onProgress);
       return this.result(id);
     }
-    const res = await this.request('/jobs?wait=1', { method: 'POST', body: this.body(model, graph, host) as unknown as BodyInit, headers: { 'content-type': CONTAINER_TYPE } });
-    return this.decodeResult(res, res.headers.get('x-nns-job') ?? '?');
+    const res = await this.call('/jobs?wait=1', 'POST', this.body(model, graph, host), { 'content-type': CONTAINER_TYPE });
+    return this.decodeBody(res.body, jobId(res)).tensors;
+  }
+
+  /**
+   * Runs a generation job (src/generate/job.ts) on the server. With `onToken` (or
+   * `onProgress`): submit, follow the status stream — every token as the server chooses it —
+   * then read the result; without: one request answered with the result.
+   * @returns the per-step saves (`NAME.S`, in step order) and the sequences
+   */
+  async generate(model: string, lowered: LoweredGenerationJob, onToken?: (t: { step: number; row: number; token: number }) => void, onProgress?: ProgressCallback): Promise<{ saves: Map<string, Tensor>; result: GenerationResultJSON }> {
+    const body = encodeContainer({ model, generate: lowered.job }, 'host', lowered.tensors);
+    const type = { 'content-type': CONTAINER_TYPE };
+    let c: Container;
+    let id: string;
+    if (onToken || onProgress) {
+      const res = await this.call('/jobs', 'POST', body, type);
+      id = (JSON.parse(res.body.toString('utf8')) as { id: string }).id;
+      await this.wait(id, onProgress, onToken);
+      c = this.decodeBody((await this.call(`/jobs/${id}/result?wait=1`, 'GET')).body, id);
+    } else {
+      const res = await this.call('/jobs?wait=1', 'POST', body, type);
+      id = jobId(res);
+      c = this.decodeBody(res.body, id);
+    }
+    const g = c.json.generate as GenerationResultJSON | undefined;
+    const ok = g && Array.isArray(g.ids) && g.ids.length === lowered.job.prompts.length && g.ids.every((r) => Array.isArray(r) && r.every((t) => Number.isSafeInteger(t)))
+      && Number.isSafeInteger(g.steps) && (g.mode === 'cache' || g.mode === 'recompute');
+    if (!ok) throw new NnsError('remote-unreachable', `the result of job ${id} is not a generation's (is the server an nns serve of this version?)`, { kind: 'usage' });
+    return { saves: c.tensors, result: g };
   }
 }
 

@@ -35,6 +35,8 @@ export interface Job {
   finished?: number;
   /** Was in a batch that passed the run time: runs alone from now on (and fails alone if it is the slow one). */
   suspect?: boolean;
+  /** A generation: runs in a batch of its own (its steps are many passes, not one). */
+  alone?: boolean;
 }
 
 /** Counters (tests and benchmarks). */
@@ -46,6 +48,8 @@ export interface JobStats {
   batches: number;
   /** Jobs that shared a forward pass with another. */
   merged: number;
+  /** Batches handed to the worker, by size: `sizes[n]` = batches of n jobs. */
+  sizes: Record<number, number>;
 }
 
 /** The job store and scheduler. */
@@ -59,7 +63,7 @@ export class Jobs {
   private timedOut = false;
   private closing = false;
   private readonly sweeper: NodeJS.Timeout;
-  readonly stats: JobStats = { accepted: 0, completed: 0, failed: 0, batches: 0, merged: 0 };
+  readonly stats: JobStats = { accepted: 0, completed: 0, failed: 0, batches: 0, merged: 0, sizes: {} };
   /** Resolves when nothing is running (shutdown waits on it). */
   private idleWaiters: (() => void)[] = [];
 
@@ -90,7 +94,7 @@ export class Jobs {
   /** Accepts a job; it is queued and scheduled. */
   submit(key: string, model: string, request: Omit<WorkerJob, 'id'>): Job {
     const id = crypto.randomBytes(16).toString('hex');
-    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now() };
+    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate ? { alone: true } : {}) };
     this.jobs.set(id, job);
     let q = this.queues.get(key);
     if (!q) {
@@ -150,7 +154,7 @@ export class Jobs {
     for (let i = 0; i < this.rr.length; i++) {
       const key = this.rr[i]!;
       const q = this.queues.get(key)!;
-      const at = model === undefined ? 0 : q.findIndex((j) => j.model === model && !j.suspect);
+      const at = model === undefined ? 0 : q.findIndex((j) => j.model === model && !j.suspect && !j.alone);
       if (at < 0) continue;
       const [job] = q.splice(at, 1);
       // This key goes to the back of the round.
@@ -188,13 +192,14 @@ export class Jobs {
       return;
     }
     const batch = [first];
-    while (!first.suspect && batch.length < this.limits.maxBatch) {
+    while (!first.suspect && !first.alone && batch.length < this.limits.maxBatch) {
       const next = this.take(first.model);
       if (!next) break;
       batch.push(next);
     }
     this.running = batch;
     this.stats.batches++;
+    this.stats.sizes[batch.length] = (this.stats.sizes[batch.length] ?? 0) + 1;
     for (const j of batch) {
       j.state = 'running';
       this.emit(j, { id: j.id, status: 'running' });
@@ -222,9 +227,13 @@ export class Jobs {
       this.running = [];
       return;
     }
-    if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'done') return;
+    if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'token' && m.type !== 'done') return;
     const job = this.jobs.get(m.id);
     if (!job) return;
+    if (m.type === 'token') {
+      this.emit(job, { id: job.id, status: 'token', token: { step: m.step, row: m.row, token: m.token } });
+      return;
+    }
     if (m.type === 'progress') {
       this.emit(job, { id: job.id, status: 'progress', progress: { phase: m.phase, done: m.done, total: m.total } });
       return;
@@ -233,7 +242,7 @@ export class Jobs {
     this.running = this.running.filter((j) => j !== job);
     this.arm();
     if (m.ok) {
-      job.result = encodeContainer({ id: job.id }, 'saves', m.saves as [string, Tensor][]);
+      job.result = encodeContainer({ id: job.id, ...(m.generate ? { generate: m.generate } : {}) }, 'saves', m.saves as [string, Tensor][]);
       this.stored += job.result.length;
       if (m.batched > 1) this.stats.merged++;
       this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: m.batched });

@@ -9,10 +9,14 @@
  *
  * A request's JSON: `{ model, ir, host: [index...] }` where `ir` is the IR's versioned JSON
  * form (ir/json.ts) — data, never code or a file path — and `host` the values of the IR's
- * `host` nodes. A result's JSON: `{ id, saves: [index...] }` in save order.
+ * `host` nodes. A generation is `{ model, generate, host }` instead: `generate` a generation
+ * job (src/generate/job.ts: prompts as token ids, options, per-step IR templates).
+ * A result's JSON: `{ id, saves: [index...] }` in save order; a generation's also
+ * `generate: { ids, steps, mode }`.
  * @module
  */
 import type { GraphJSON } from '../../ir/json.js';
+import type { GenerationJobJSON } from '../generate/job.js';
 import type { DType, Tensor, TensorData } from '../tensor.js';
 import type { ErrorKind, Span } from '../errors.js';
 
@@ -37,10 +41,22 @@ export interface TensorIndex {
 export interface JobRequestJSON {
   /** Served model name. */
   model: string;
-  /** The trace, as the IR's JSON form. */
-  ir: GraphJSON;
+  /** The trace, as the IR's JSON form (absent for a generation). */
+  ir?: GraphJSON;
+  /** A generation job instead of a trace. */
+  generate?: GenerationJobJSON;
   /** Host values (saves of earlier traces, TS tensors) the IR reads. */
   host: TensorIndex[];
+}
+
+/** What a generation's result adds to its JSON (`generate`). */
+export interface GenerationResultJSON {
+  /** Per row: prompt ids followed by the generated ids (no padding). */
+  ids: number[][];
+  /** Steps run (fewer than max_new_tokens when every row stopped). */
+  steps: number;
+  /** `cache` (the model's key/value cache) or `recompute`. */
+  mode: 'cache' | 'recompute';
 }
 
 /** A diagnostic as it crosses the wire (an NnsError's fields). */
@@ -58,7 +74,10 @@ export type JobState = 'queued' | 'running' | 'completed' | 'error';
 /** One status event (also the body of `GET /jobs/ID`). */
 export interface JobEvent {
   id: string;
-  status: JobState | 'progress';
+  /** `token`: a generation chose a token (every one is kept and replayed to late listeners). */
+  status: JobState | 'progress' | 'token';
+  /** token: the step, batch row and token id. */
+  token?: { step: number; row: number; token: number };
   /** Jobs ahead of this one (queued). */
   position?: number;
   /** progress: phase and counts. */
@@ -130,11 +149,13 @@ export interface Container {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * Decodes a container; every tensor is copied into its own aligned typed array.
+ * Decodes a container; every tensor is copied into its own aligned typed array — unless
+ * `view` is set: then a tensor whose data is aligned for its dtype is a view into `buf`
+ * (no copy; for a buffer the caller owns alone, such as a response body it read itself).
  * @param key the JSON field holding the tensor index
  * @throws WireError naming what is malformed
  */
-export function decodeContainer(buf: Uint8Array, key: string): Container {
+export function decodeContainer(buf: Uint8Array, key: string, opts: { view?: boolean } = {}): Container {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < MAGIC.length + 4 || b.toString('ascii', 0, MAGIC.length) !== MAGIC) throw new WireError(`not a tensor container (it must start with '${MAGIC}')`);
   const n = b.readUInt32LE(MAGIC.length);
@@ -164,6 +185,11 @@ export function decodeContainer(buf: Uint8Array, key: string): Container {
     const from = dataStart + (offset as number);
     if (from + (bytes as number) > b.length) throw new WireError(`${at}: its data lies past the end of the request`);
     if (tensors.has(name)) throw new WireError(`${at}: '${name}' is listed twice`);
+    const at0 = b.byteOffset + from;
+    if (opts.view && at0 % DTYPE_BYTES[dt] === 0) {
+      tensors.set(name, { dtype: dt, shape: shape as number[], data: new CTORS[dt](b.buffer as ArrayBuffer, at0, count) });
+      return;
+    }
     const copy = new ArrayBuffer(bytes as number);
     new Uint8Array(copy).set(b.subarray(from, from + (bytes as number)));
     tensors.set(name, { dtype: dt, shape: shape as number[], data: new CTORS[dt](copy, 0, count) });

@@ -5,8 +5,8 @@
  * - `GET /health` — `{"status":"ok"}` (no key needed).
  * - `GET /models`, `GET /models/NAME` — the served names; a model's module tree, config and
  *   tokenizer (what a client needs to lower scripts itself).
- * - `POST /jobs` — a tensor container (src/serve/protocol.ts) `{model, ir, host}` →
- *   `202 {"id"}`; with `?wait=1` the answer is the result itself once the job ends (one round
+ * - `POST /jobs` — a tensor container (src/serve/protocol.ts) `{model, ir, host}` (a trace)
+ *   or `{model, generate, host}` (a generation job, src/generate/job.ts) → `202 {"id"}`; with `?wait=1` the answer is the result itself once the job ends (one round
  *   trip; the id in the `x-nns-job` header).
  * - `GET /jobs/ID` — the job's latest status; `GET /jobs/ID/events` — its status stream
  *   (server-sent events `queued`, `running`, `progress`, `completed`, `error` with the
@@ -29,6 +29,7 @@ import { makeRegistry, type ModelRegistry } from './registry.js';
 import { CONTAINER_TYPE, decodeContainer, WireError, type HttpErrorJSON, type JobEvent } from './protocol.js';
 import { JobWorker, WorkerInitError } from './worker.js';
 import { oipRoute } from './oip.js';
+import { readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 
 /** Context a mounted route gets. */
 export interface RouteContext {
@@ -212,8 +213,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     if (jm && method === 'GET') {
       const job = jobs.get(jm[1]!, key);
       if (!job) throw new HttpError(404, 'job-not-found', `no job ${jm[1]} for this key (unknown, or its result expired)`);
-      const last = job.history[job.history.length - 1]!;
-      if (!jm[2]) return sendJson(res, 200, last);
+      if (!jm[2]) return sendJson(res, 200, [...job.history].reverse().find((e) => e.status !== 'token') ?? job.history[0]);
       if (jm[2] === '/events') {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
         const off = jobs.listen(job, (e) => {
@@ -251,19 +251,37 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
     const model = c.json.model;
     if (typeof model !== 'string') throw new HttpError(400, 'bad-request', "the request is not a job: 'model' is not a string");
     if (!registry.get(model)) throw unknownModel(model);
+    const gen = c.json.generate;
     const ir = c.json.ir as { nodes?: unknown } | undefined;
-    const nodes = ir && typeof ir === 'object' && Array.isArray(ir.nodes) ? ir.nodes.length : -1;
-    if (nodes > limits.maxIrNodes) throw new HttpError(413, 'over-limit', `the trace has ${nodes.toLocaleString('en-US')} IR nodes; this server allows ${limits.maxIrNodes.toLocaleString('en-US')} per job`);
-    try {
-      graphFromJSON(ir);
-    } catch (e) {
-      if (e instanceof IRFormatError) throw new HttpError(400, 'bad-request', e.message.slice(0, 300));
-      throw e;
+    if (gen !== undefined && ir !== undefined) throw new HttpError(400, 'bad-request', "the request is not a job: it has both 'ir' (a trace) and 'generate' (a generation)");
+    const overNodes = (n: number, what: string): HttpError => new HttpError(413, 'over-limit', `the ${what} has ${n.toLocaleString('en-US')} IR nodes; this server allows ${limits.maxIrNodes.toLocaleString('en-US')} per job`);
+    if (gen !== undefined) {
+      // A generation: its step templates count together against the IR limit.
+      const templates = (gen as { templates?: unknown }).templates;
+      const total = Array.isArray(templates) ? templates.reduce((a: number, t: unknown) => a + ((t as { ir?: { nodes?: unknown } })?.ir?.nodes instanceof Array ? ((t as { ir: { nodes: unknown[] } }).ir.nodes.length) : 0), 0) : 0;
+      if (total > limits.maxIrNodes) throw overNodes(total, 'generation');
+      try {
+        readGenerationJob(gen, c.tensors);
+      } catch (e) {
+        if (e instanceof IRFormatError) throw new HttpError(400, 'bad-request', e.message.slice(0, 300));
+        throw e;
+      }
+    } else {
+      const nodes = ir && typeof ir === 'object' && Array.isArray(ir.nodes) ? ir.nodes.length : -1;
+      if (nodes > limits.maxIrNodes) throw overNodes(nodes, 'trace');
+      try {
+        graphFromJSON(ir);
+      } catch (e) {
+        if (e instanceof IRFormatError) throw new HttpError(400, 'bad-request', e.message.slice(0, 300));
+        throw e;
+      }
     }
     if (jobs.activeOf(key) >= limits.maxJobsPerKey) throw new HttpError(429, 'over-limit', `this key already has ${limits.maxJobsPerKey} jobs queued or running (the server's limit); wait for one to finish`);
     if (jobs.queued >= limits.maxQueued) throw new HttpError(503, 'over-limit', `the server has ${limits.maxQueued} jobs queued (its limit); try again later`);
-    const job = jobs.submit(key, model, { ir: ir as GraphJSON, host: [...c.tensors] });
-    if (new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') !== '1') {
+    const wait = new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') === '1';
+    const quiet = wait ? { progress: false } : {};
+    const job = jobs.submit(key, model, gen !== undefined ? { generate: gen as GenerationJobJSON, host: [...c.tensors], ...quiet } : { ir: ir as GraphJSON, host: [...c.tensors], ...quiet });
+    if (!wait) {
       sendJson(res, 202, { id: job.id, status: 'queued' });
       return;
     }

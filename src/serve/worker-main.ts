@@ -25,13 +25,19 @@ import { defaultCacheDir } from '../model/load.js';
 import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
-import { diagnosticOf, type DiagnosticJSON } from './protocol.js';
+import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
+import { decode, configMaxPositions } from '../generate/decode.js';
+import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
+import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
 
-/** A job as the server hands it to the worker. */
+/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
 export interface WorkerJob {
   id: string;
-  ir: GraphJSON;
+  ir?: GraphJSON;
+  generate?: GenerationJobJSON;
   host: [string, Tensor][];
+  /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
+  progress?: boolean;
 }
 
 /** Messages server → worker. */
@@ -45,8 +51,9 @@ export type FromWorker =
   | { type: 'init-error'; errors: DiagnosticJSON[] }
   | { type: 'started'; id: string }
   | { type: 'progress'; id: string; phase: string; done: number; total: number }
-  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number }
-  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[] }
+  | { type: 'token'; id: string; step: number; row: number; token: number }
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
+  | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
   | { type: 'batch-done' };
 
 const models = new Map<string, ModelContext>();
@@ -56,6 +63,17 @@ const secrets: [string, string][] = [];
 
 function send(m: FromWorker): void {
   process.send?.(m);
+}
+
+/**
+ * Jobs of the running batch not yet reported. The last job's `done` carries `last` and
+ * stands for `batch-done`: one message back per job, none extra (each message wakes the server).
+ */
+let unreported = new Set<string>();
+
+function done(m: Extract<FromWorker, { type: 'done' }>): void {
+  unreported.delete(m.id);
+  send(unreported.size === 0 ? { ...m, last: true } : m);
 }
 
 /** A message without the server's paths. */
@@ -85,8 +103,8 @@ function savedElements(g: Graph): number {
   return total;
 }
 
-function checkSaved(total: number): void {
-  if (total > maxSaved) throw new NnsError('over-limit', `the trace saves ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' });
+function checkSaved(total: number, what = 'trace'): void {
+  if (total > maxSaved) throw new NnsError('over-limit', `the ${what} saves ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' });
 }
 
 /** A job through the IR pipeline and the executor stages (as `runGraph`). */
@@ -109,7 +127,9 @@ const isFast = (p: Prepared): boolean => p.state.executor?.kind === 'fast' && !!
 
 /** Runs one prepared job alone (the tail of `runGraph`). */
 async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tensor>> {
-  const progress = (e: { phase: string; done: number; total: number }): void => send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  const progress = (e: { phase: string; done: number; total: number }): void => {
+    if (p.job.progress !== false) send({ type: 'progress', id: p.job.id, phase: e.phase, done: e.done, total: e.total });
+  };
   if (mc.fast && isFast(p)) {
     progress({ phase: 'run', done: 0, total: 1 });
     const out = await mc.fast.run(p.state.ir, (p.state.fastPlan as { plan: unknown }).plan, p.host);
@@ -118,20 +138,52 @@ async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tens
   return runCompiled(p.state, mc, p.host, { onProgress: progress }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, {}));
 }
 
-function finish(id: string, saves: Map<string, Tensor>, batched: number): void {
+function finish(id: string, saves: Map<string, Tensor>, batched: number, generate?: GenerationResultJSON): void {
   let total = 0;
   for (const t of saves.values()) total += numel(t.shape);
   if (total > maxSaved) {
-    send({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
+    done({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
     return;
   }
-  send({ type: 'done', id, ok: true, saves: [...saves], batched });
+  done({ type: 'done', id, ok: true, saves: [...saves], batched, ...(generate ? { generate } : {}) });
+}
+
+/**
+ * Runs a generation job with the decode loop of a local run (src/generate/decode.ts): each
+ * step is its template re-emitted with that step's rows. Tokens are reported as they are
+ * chosen; the saved elements are counted after every step against the server's limit.
+ */
+async function runGeneration(job: WorkerJob, mc: ModelContext): Promise<void> {
+  const tensors = new Map(job.host);
+  const g = readGenerationJob(job.generate, tensors);
+  const vocab = mc.vocabRows ?? vocabSizeOf(mc.loaded.config ?? undefined);
+  g.prompts.forEach((p, r) => {
+    for (const t of p) {
+      const why = badTokenId(t, vocab);
+      if (why) throw new NnsError('bad-prompt', `prompt ${r} of the generation: ${why}`, { kind: 'usage' });
+    }
+  });
+  const P = Math.max(...g.prompts.map((p) => p.length));
+  const limit = configMaxPositions(mc.loaded.config) ?? mc.maxPositions;
+  const N = g.options.maxNewTokens;
+  if (limit !== undefined && P + N - 1 > limit) throw new NnsError('too-long', `the prompt (${P} tokens) and max_new_tokens=${N} need ${P + N - 1} positions, but the model has ${limit}`, { kind: 'usage' });
+  let saved = 0;
+  const result = await decode(mc, {
+    prompts: g.prompts, options: g.options, file: g.file ?? '<generate>', build: jobBuilder(g, tensors),
+    onToken: (e) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }),
+    onStep: (s, saves) => {
+      for (const t of saves.values()) saved += numel(t.shape);
+      checkSaved(saved, 'generation');
+      send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
+    },
+  });
+  finish(job.id, result.saves, 1, { ids: result.ids, steps: result.steps, mode: result.mode });
 }
 
 /** Runs fast-path jobs of one merge key together; null when the merged run cannot be used. */
 async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<string, Tensor>[] | null> {
   if (!mc.fast) return null;
-  const merged = mergeGraphs(group.map((p) => graphFromJSON(p.job.ir)));
+  const merged = mergeGraphs(group.map((p) => graphFromJSON(p.job.ir!)));
   const host = new Map<string, Tensor>();
   group.forEach((p, j) => { for (const [k, v] of p.host) host.set(`${j}\u241f${k}`, v); });
   let state: CompileState;
@@ -157,29 +209,43 @@ async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<strin
 /** Test hook (`NNS_SERVE_TEST_STALL=1` in the worker's environment): a job saving `__stall__` hangs, so tests can kill a worker mid-job or pass the run time. */
 const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
+/** Whether a job saves `__stall__` (the stall test hook). */
+function stalls(j: WorkerJob): boolean {
+  const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
+  return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
+}
+
 async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
-  if (STALL && jobs.some((j) => j.ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'))) {
+  if (STALL && jobs.some(stalls)) {
     for (const j of jobs) send({ type: 'started', id: j.id });
     await new Promise((r) => setTimeout(r, 600_000));
   }
   const mc = models.get(modelName);
   if (!mc) {
-    for (const j of jobs) send({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
+    for (const j of jobs) done({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
     return;
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
-    send({ type: 'started', id: job.id });
+    if (job.generate) {
+      // A generation runs alone (the scheduler never batches it with other jobs).
+      try {
+        await runGeneration(job, mc);
+      } catch (e) {
+        done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+      }
+      continue;
+    }
     try {
       ready.push(prepare(job, mc));
     } catch (e) {
-      send({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
     }
   }
   const groups = new Map<string, Prepared[]>();
   const alone: Prepared[] = [];
   for (const p of ready) {
-    if (ready.length > 1 && isFast(p) && mergeable(graphFromJSON(p.job.ir))) {
+    if (ready.length > 1 && isFast(p) && mergeable(graphFromJSON(p.job.ir!))) {
       const key = mergeKey(p.state.ir);
       (groups.get(key) ?? groups.set(key, []).get(key)!).push(p);
     } else alone.push(p);
@@ -199,7 +265,7 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
     try {
       finish(p.job.id, await runAlone(p, mc), 1);
     } catch (e) {
-      send({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
+      done({ type: 'done', id: p.job.id, ok: false, errors: diagnostics(e) });
     }
   }
 }
@@ -228,9 +294,16 @@ process.on('message', (raw: ToWorker) => {
     maxSaved = raw.maxSavedElements;
     chain = chain.then(() => init(raw.models));
   } else if (raw.type === 'run') {
-    chain = chain.then(() => runBatch(raw.model, raw.jobs)).catch((e: unknown) => {
-      for (const j of raw.jobs) send({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
-    }).then(() => send({ type: 'batch-done' }));
+    chain = chain.then(() => {
+      unreported = new Set(raw.jobs.map((j) => j.id));
+      return runBatch(raw.model, raw.jobs);
+    }).catch((e: unknown) => {
+      for (const j of raw.jobs) if (unreported.has(j.id)) done({ type: 'done', id: j.id, ok: false, errors: diagnostics(e) });
+    }).then(() => {
+      // Normally the last job's `done` said it; a batch that reported nothing says it here.
+      if (unreported.size > 0 || raw.jobs.length === 0) send({ type: 'batch-done' });
+      unreported = new Set();
+    });
   }
 });
 process.on('disconnect', () => process.exit(0));

@@ -71,10 +71,11 @@ export class JobWorker {
           reject(new WorkerInitError(m.errors));
         } else {
           if (m.type === 'done') this.inFlight.delete(m.id);
-          if (m.type === 'batch-done') {
+          if (m.type === 'batch-done' || (m.type === 'done' && m.last)) {
+            if (m.type === 'done') this.events.onMessage(m);
             this.busy = false;
             this.inFlight.clear();
-            this.events.onMessage(m);
+            this.events.onMessage({ type: 'batch-done' });
             this.events.onIdle();
             return;
           }

@@ -209,13 +209,17 @@ describe('OrtBackend session cache', () => {
     const a = await ex.session(m.graphPath); // unprepacked: the pinned prepacked one of its group goes
     const b = await ex.session(m.graphPath, { optimization: 'disabled' }); // two unprepacked ones share the mapping
     expect([ex.size, ex.exclusiveReleases]).toEqual([3, 1]);
+    // The released prepacked one, asked for again: an unprepacked stand-in (here `a`, the same
+    // graph and options without prepacking), not a rebuild.
+    expect(await ex.session(m.graphPath, { prepack: true, pinned: true })).toBe(a);
+    expect([ex.size, ex.exclusiveReleases, ex.created.standIns]).toEqual([3, 1, 0]);
     // A running session is never released; the released one is recreated when run.
     const running = ex.run(a, feeds, ['logits']);
-    const pre2 = await ex.session(m.graphPath, { prepack: true, pinned: true });
+    const pre2 = await ex.session(m.graphPath, { prepack: true, optimization: 'extended' }); // another prepacked graph: a new session
     expect(pre2).not.toBe(pre);
     expect(top(lastRow((await running).logits!), 1)).toEqual([383]);
     expect(ex.exclusiveReleases).toBe(2); // b (idle) went, a (running) stayed
-    for (const s of [pre, mod, a, b]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    for (const s of [pre, mod, a, b, pre2]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
     await ex.release();
   });
 });

@@ -146,14 +146,21 @@ describe('keys and the tensor container', () => {
       ['empty', { dtype: 'int32', shape: [0, 4], data: new Int32Array(0) }],
     ]);
     const buf = encodeContainer({ id: 'x' }, 'saves', tensors);
-    const back = decodeContainer(buf, 'saves');
-    expect(back.json.id).toBe('x');
-    expect([...back.tensors.keys()]).toEqual([...tensors.keys()]);
-    for (const [k, t] of tensors) {
-      const u = back.tensors.get(k)!;
-      expect(u.dtype).toBe(t.dtype);
-      expect(u.shape).toEqual(t.shape);
-      expect(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)), k).toBe(true);
+    // Copies (the server's reading of requests), views into the buffer (the client's reading of
+    // its own answer), and views of a buffer at an odd offset (unaligned: copied instead).
+    const odd = new Uint8Array(buf.length + 1);
+    odd.set(buf, 1);
+    for (const [how, back] of [['copy', decodeContainer(buf, 'saves')], ['view', decodeContainer(buf, 'saves', { view: true })], ['odd view', decodeContainer(odd.subarray(1), 'saves', { view: true })]] as const) {
+      expect(back.json.id).toBe('x');
+      expect([...back.tensors.keys()]).toEqual([...tensors.keys()]);
+      for (const [k, t] of tensors) {
+        const u = back.tensors.get(k)!;
+        expect(u.dtype).toBe(t.dtype);
+        expect(u.shape).toEqual(t.shape);
+        expect(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)), `${how} ${k}`).toBe(true);
+        if (how === 'copy') expect(u.data.buffer, k).not.toBe(buf.buffer);
+        if (how === 'view') expect(u.data.buffer, k).toBe(buf.buffer);
+      }
     }
   });
 });

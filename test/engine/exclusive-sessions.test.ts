@@ -1,0 +1,89 @@
+/**
+ * The session policy of big models (backends/ort.ts `exclusive`), on gpt2-facts with the
+ * big-model backend forced (the model itself is far below the 256 MiB threshold): at most one
+ * copy of the weights alive — never a prepacked session of the model's weights group beside
+ * another session of that group, idle — and no re-creation at every switch when fast-path
+ * and compiled traces alternate. Counts sessions, never times them; every trace's logits are
+ * checked against PyTorch's (reference.json `clean_logits`).
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { OrtBackend } from '../../backends/ort.js';
+import { lowerTrace, parseScript, traces } from '../../grammar/index.js';
+import { openModel, runGraph, type ModelContext } from '../../src/engine.js';
+import type { FastExecutor } from '../../src/fast/index.js';
+import { expectClose, MODEL_DIR, refCase } from '../helpers/reference.js';
+
+const CLEAN = refCase('clean_logits');
+const ids = CLEAN.input_ids as number[];
+
+async function trace(mc: ModelContext, fast: boolean): Promise<void> {
+  const text = `trace [${ids.join(', ')}] {\n  l = model.output.logits[:, -1, :].save()\n}`;
+  const { ast, errors } = parseScript(text, '<t>');
+  expect(errors).toEqual([]);
+  const lowered = lowerTrace(traces(ast!)[0]!, { file: '<t>', tokenize: () => [], tree: mc.tree });
+  expect(lowered.errors).toEqual([]);
+  const out = await runGraph(lowered.graph, mc, { fast, tiered: false });
+  expectClose(out.get('l')!.data as Float32Array, (CLEAN.expect as { last_logits: number[] }).last_logits, 1e-4, fast ? 'fast-path logits' : 'compiled logits');
+}
+
+/** Never two copies of the model group's weights: a prepacked session alone in its group, or unprepacked ones only. */
+function oneCopy(be: OrtBackend): void {
+  const model = be.liveSessions().filter((s) => s.group === 'model');
+  if (model.some((s) => s.prepack)) expect(model.length, JSON.stringify(model)).toBe(1);
+}
+
+describe('exclusive sessions: one copy of the weights without rebuilding at every switch', () => {
+  let mc: ModelContext;
+  let be: OrtBackend;
+  beforeAll(async () => {
+    be = new OrtBackend({ exclusive: true, maxSessions: 2 });
+    mc = await openModel(MODEL_DIR, { backend: be });
+  });
+
+  it('alternating fast-path and compiled traces create their sessions once; runs in a row rebuild the prepacked one, later and later', async () => {
+    const fast = mc.fast as FastExecutor;
+    await trace(mc, true); // the instrumented model, prepacked (and the tail's module model: its own group)
+    oneCopy(be);
+    const first = { ...be.created };
+    expect(first.prepacked).toBeGreaterThanOrEqual(1);
+    await trace(mc, false); // compiled: an unprepacked session, the idle prepacked one goes
+    oneCopy(be);
+    expect(be.exclusiveReleases).toBe(1);
+    await trace(mc, true); // the instrumented model again: an unprepacked stand-in, not a rebuild
+    oneCopy(be);
+    expect(be.created.standIns).toBe(1);
+    const settled = { ...be.created };
+    expect(settled.prepacked).toBe(first.prepacked);
+    for (let i = 0; i < 5; i++) {
+      await trace(mc, false);
+      oneCopy(be);
+      await trace(mc, true);
+      oneCopy(be);
+    }
+    // Ten more switches: no session created, none released.
+    expect(be.created).toEqual(settled);
+    expect(be.exclusiveReleases).toBe(1);
+    expect(fast.stats.fastRuns).toBeGreaterThanOrEqual(7);
+
+    // Runs in a row: the 8th consecutive use rebuilds the prepacked session (releasing the stand-in and the compiled one).
+    await trace(mc, false);
+    let n = 0;
+    while (be.created.prepacked === settled.prepacked && n < 20) {
+      await trace(mc, true);
+      oneCopy(be);
+      n++;
+    }
+    expect(n).toBe(8);
+    expect(be.liveSessions().filter((s) => s.group === 'model')).toEqual([expect.objectContaining({ prepack: true })]);
+    // Released again by a compiled trace: now it takes 16 in a row.
+    await trace(mc, false);
+    const again = be.created.prepacked;
+    n = 0;
+    while (be.created.prepacked === again && n < 40) {
+      await trace(mc, true);
+      oneCopy(be);
+      n++;
+    }
+    expect(n).toBe(16);
+  });
+});
