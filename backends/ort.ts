@@ -312,10 +312,25 @@ export class OrtBackend {
 export const ORT_QUIET = 4;
 ort.env.logLevel = 'fatal';
 
+let spinning = true;
+
+/**
+ * Process-wide, for sessions created from now on: whether onnxruntime's intra-op threads
+ * spin while they wait for work (onnxruntime's default, kept for local runs: lowest latency
+ * when runs follow each other). `nns serve`'s job worker turns it off: between two jobs its
+ * threads would spin for milliseconds, burning cores the server's HTTP process and the
+ * other jobs need (measured on gpt2-facts: ~6 ms of CPU per trace in two spinning threads,
+ * more than the trace itself).
+ */
+export function setIntraOpSpinning(on: boolean): void {
+  spinning = on;
+}
+
 /** ORT session options for onnsight options. */
 export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.SessionOptions {
   const session: Record<string, string> = {};
   if (!o.prepack) session.disable_prepacking = '1';
+  if (!spinning) session['intra_op.allow_spinning'] = '0';
   if (o.externalDataDir) session.model_external_initializers_file_folder_path = o.externalDataDir;
   return {
     graphOptimizationLevel: o.optimization ?? 'all',

@@ -132,7 +132,7 @@ interface Mode {
 interface Throughput { ms: number[]; cpuMs: number[]; lat: number[]; merged: number; batches: number; sizes: Record<number, number> }
 
 /** Rounds of the batched measurement: each client's traces are split into this many rounds, batched and one-by-one rounds alternating. */
-const ROUNDS = 5;
+const ROUNDS = 2;
 
 async function openMode(ctx: BenchContext, maxBatch: number): Promise<Mode> {
   const server = await startServer({ models: [{ name: 'model', path: ctx.model.graphPath }], port: 0, host: '127.0.0.1', limits: { maxBatch } });

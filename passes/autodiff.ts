@@ -17,7 +17,7 @@ import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
 import type { TensorSig } from '../src/model/types.js';
 import { ModuleMap } from '../src/model/modules.js';
 import type { Pass } from './pass.js';
-import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
+import { Emitter, nodeProvenance, nodeSpans, type Provenance } from './onnx-emit.js';
 import { DERIVATIVES, NO_GRADIENT, GradBuilder, NotDifferentiable } from './derivatives.js';
 
 /** Module of a node, for messages: onnsight's own tag, dynamo's name scopes, or a TorchScript scope name. */
@@ -36,6 +36,12 @@ function moduleOf(n: NodeProto): string {
     return segs.join('.');
   }
   return '';
+}
+
+/** The block a module belongs to: the path through its first numbered segment (`transformer.h.3.mlp` → `transformer.h.3`), else the path. */
+function blockOf(path: string): string {
+  const m = /^(.*?\.\d+)(\.|$)/.exec(path);
+  return m ? m[1]! : path;
 }
 
 /** The autodiff pass. */
@@ -70,15 +76,28 @@ export const autodiffPass: Pass = {
       const yNode = g.node!.find((n) => (n.output ?? []).includes(y));
       const yProv = yNode ? nodeProvenance.get(yNode) : undefined;
       const module = yProv ? yProv.stmtModule ?? yProv.module : yNode ? moduleOf(yNode) : from?.stmtModule ?? from?.module ?? '';
-      em.prov = { module, irOp: 'backward', kind: 'backward', ...(at ? { span: at, stmt: at } : {}), group: `grad:${y}`, doc, sourceText: doc };
-      for (const r of group) nodeProvenance.set(r.placeholder, { ...em.prov });
+      // One function per block the sweep goes back through (`/transformer/h.3/nns.backward`):
+      // each reads its own block's forward values and hands out the gradients taken there.
+      const part = (b: string): Provenance => {
+        const text = `${doc}: the part through ${b || 'the model'}`;
+        return { module: b, irOp: 'backward', kind: 'backward', ...(at ? { span: at, stmt: at } : {}), group: `grad:${y}:${b}`, doc: text, sourceText: text };
+      };
+      const base = part(blockOf(module));
+      em.prov = base;
+      const through = (n: NodeProto): void => { em.prov = part(blockOf(moduleOf(n)) || base.module); };
       try {
         const xs = [...new Set(group.map((r) => r.placeholder.input![1]!))];
-        const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb);
+        const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb, through);
+        const producer = new Map<string, NodeProto>();
+        for (const n of g.node!) for (const o of n.output ?? []) producer.set(o, n);
         for (const r of group) {
           const x = r.placeholder.input![1]!;
+          em.prov = base;
           const d = grads.get(x) ?? gb.zerosLike(x);
           const p = r.placeholder;
+          // The placeholder hands out dY/dX from the part of the sweep that computed it.
+          const from = producer.get(d);
+          nodeProvenance.set(p, { ...(from && nodeProvenance.get(from)) || base });
           p.op_type = 'Identity';
           delete p.domain;
           p.input = [d];
@@ -117,7 +136,7 @@ export function emitGradients(model: ModelProto, y: string, xs: string[], sigs: 
  * One backward sweep over `nodes` (the graph without placeholders): dY/dX for every X that
  * Y depends on (absent: Y does not depend on it).
  */
-function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder): Map<string, string> {
+function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder, through?: (n: NodeProto) => void): Map<string, string> {
   const producer = new Map<string, NodeProto>();
   const consumers = new Map<string, NodeProto[]>();
   for (const n of nodes) {
@@ -186,6 +205,7 @@ function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder): Ma
     const rule = DERIVATIVES[n.op_type ?? ''];
     if (!rule || (n.domain && n.domain !== 'ai.onnx')) throw new NotDifferentiable(n, `no derivative rule for ${n.domain ? `${n.domain}.` : ''}${n.op_type}`);
     const wants = (n.input ?? []).map((i) => !!i && active.has(i));
+    through?.(n);
     const gIn = rule(gb, n, gOut, wants);
     (n.input ?? []).forEach((i, j) => {
       const d = gIn[j];

@@ -16,7 +16,7 @@
  */
 import type { Pass } from './pass.js';
 import type { FunctionProto, GraphProto, NodeProto, OperatorSetIdProto, ValueInfoProto } from '../src/onnx/proto.js';
-import { nodeReads, topoOrder } from '../src/onnx/view.js';
+import { constantNodeTensor, nodeReads, topoOrder } from '../src/onnx/view.js';
 import { CALL_DOMAIN } from './pass.js';
 import { nodeProvenance, scopePrefix, spanText, unitKey, type Provenance } from './onnx-emit.js';
 
@@ -50,7 +50,7 @@ const COPYABLE = new Set(['Constant', 'ConstantOfShape', 'Shape', 'Size', 'Slice
  * statement becomes one node. The copies compute the same values from the same inputs; a
  * node no one reads any more is dropped.
  */
-function copySharedSources(g: GraphProto, groups: Group[], graphOutputs: ReadonlySet<string>, which: (n: NodeProto, owner: Group) => boolean, readers: (grp: Group) => boolean = () => true): void {
+function copySharedSources(g: GraphProto, groups: Group[], graphOutputs: ReadonlySet<string>, which: (n: NodeProto, owner: Group | undefined) => boolean, readers: (grp: Group) => boolean = () => true): void {
   const groupOf = new Map<NodeProto, Group>();
   for (const grp of groups) for (const n of grp.nodes) groupOf.set(n, grp);
   const producer = new Map<string, NodeProto>();
@@ -63,6 +63,8 @@ function copySharedSources(g: GraphProto, groups: Group[], graphOutputs: Readonl
       if ((n.input ?? []).every((x) => { const p = x ? producer.get(x) : undefined; return !p || groupOf.get(p) !== grp || copyable.has(p); })) copyable.add(n);
     }
   }
+  // The model's own constants too (a backward sweep reads the GELU's): a function holds its constants.
+  for (const n of g.node ?? []) if (!groupOf.has(n) && n.op_type === 'Constant' && !n.domain && !(n.input ?? []).length && which(n, undefined)) copyable.add(n);
   if (!copyable.size) return;
   const taken = new Set<string>();
   for (const n of g.node ?? []) { if (n.name) taken.add(n.name); for (const o of n.output ?? []) taken.add(o); }
@@ -97,7 +99,9 @@ function copySharedSources(g: GraphProto, groups: Group[], graphOutputs: Readonl
       if (!o) return;
       copies.set(`${grp.key}|${o}`, outs[i]!);
       const v = info.get(o);
+      const t = v ? undefined : constantNodeTensor(p);
       if (v) newInfo.push({ ...v, name: outs[i]! });
+      else if (t) newInfo.push({ name: outs[i]!, type: { tensor_type: { elem_type: t.data_type ?? 1, shape: { dim: (t.dims ?? []).map((d) => ({ dim_value: Number(d) })) } } } });
     });
     before.set(reader, [...(before.get(reader) ?? []), copy]);
     groupOf.set(copy, grp);
@@ -124,7 +128,7 @@ function copySharedSources(g: GraphProto, groups: Group[], graphOutputs: Readonl
   for (;;) {
     const read = new Set<string>(graphOutputs);
     for (const n of nodes) for (const x of nodeReads(n)) read.add(x);
-    const dead = new Set<NodeProto>(nodes.filter((n) => copyable.has(n) && (n.output ?? []).every((o) => !o || !read.has(o))));
+    const dead = new Set<NodeProto>(nodes.filter((n) => copyable.has(n) && groupOf.has(n) && (n.output ?? []).every((o) => !o || !read.has(o))));
     if (!dead.size) break;
     nodes = nodes.filter((n) => !dead.has(n));
     const gone = new Set([...dead].flatMap((n) => n.output ?? []));
@@ -176,7 +180,7 @@ export function foldStatements(model: { graph?: GraphProto; functions?: Function
   const groupList = [...groups.values()];
   copySharedSources(g, groupList, graphOutputs, (n) => n.op_type === 'Constant' && !(n.input ?? []).length);
   const cyclic = groupsOnCycle(g, groupList);
-  if (cyclic.size) copySharedSources(g, groupList, graphOutputs, (_n, owner) => cyclic.has(owner), (reader) => cyclic.has(reader));
+  if (cyclic.size) copySharedSources(g, groupList, graphOutputs, (_n, owner) => owner !== undefined && cyclic.has(owner), (reader) => cyclic.has(reader));
   const valueInfo = new Map((g.value_info ?? []).map((v) => [v.name!, v]));
   const outputInfo = new Map((g.output ?? []).map((v) => [v.name!, v]));
   const taken = new Set<string>([...(g.node ?? []).map((n) => n.name ?? ''), ...(model.functions ?? []).map((f) => f.name ?? '')]);

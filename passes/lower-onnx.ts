@@ -544,8 +544,13 @@ class Lowerer {
         const xw = this.whole.get(x);
         const xWhole = xw?.name;
         if (xWhole === undefined) throw new Error('internal: grad of a value that is not a module read, a parameter or a host value');
-        // Emitted like any inserted node (name, doc_string, onnsight.* metadata), then marked as the placeholder.
+        // Emitted like any inserted node (name, doc_string, onnsight.* metadata), then marked as
+        // the placeholder; named after X's module (`/transformer/h.2/nns.grad/Grad_output_0` is dY/d h.2).
+        const stmtProv = this.em.prov;
+        const xPath = x.producer.is('module.output') || x.producer.is('module.input') ? String((x.producer.attrs as { path?: string }).path ?? '') : '';
+        if (xPath) this.em.prov = { ...stmtProv, module: xPath, stmtModule: stmtProv.stmtModule ?? stmtProv.module };
         const [out] = this.em.node('Grad', [this.input(y), xWhole]);
+        this.em.prov = stmtProv;
         const node = this.g.node![this.g.node!.length - 1]!;
         node.domain = CALL_DOMAIN;
         this.grads.push({ placeholder: node, span: n.span });

@@ -13,10 +13,12 @@ trap 'rm -rf "$tmp"' EXIT
 node tools/netron-metadata.mjs > "$tmp/onnx-metadata.json"
 src=(--onnx-metadata "$tmp/onnx-metadata.json")
 if [ -n "${NETRON:-}" ]; then src+=(--netron "$NETRON"); else src+=(--netron-git "${NETRON_GIT:?set NETRON or NETRON_GIT}"); fi
-for e in eiffel patching; do node bin/nns.mjs compile "examples/$e.nns" -o "$tmp/$e.onnx" > /dev/null; done
+for e in eiffel patching attribution; do node bin/nns.mjs compile "examples/$e.nns" -o "$tmp/$e.onnx" > /dev/null; done
 shot() { node "$SHOT" "${src[@]}" "$@" --quiet; }
 shot "$tmp/eiffel.onnx" docs/netron/eiffel-set.png --find /transformer/h.3/mlp/nns.set
 shot "$tmp/eiffel.onnx" docs/netron/eiffel-model-properties.png --model-props
 shot "$tmp/patching.onnx" docs/netron/patching-set-function.png --find /transformer/h.1/nns.set --enter
 shot "$tmp/patching.onnx" docs/netron/patching-saves.png --find /lm_head/nns.save_1
 shot "$tmp/patching.onnx" docs/netron/patching-overview.png --full --scale 0.2
+shot "$tmp/attribution.onnx" docs/netron/attribution-backward.png --find /transformer/h.2/nns.backward --zoom 0.8
+shot "$tmp/attribution.onnx" docs/netron/attribution-attr.png --find /transformer/h.2/nns.save --zoom 0.8

@@ -129,6 +129,7 @@ export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map<string, Comman
       { name: 'max-run-seconds', value: true, placeholder: 'S', help: 'longest run of one job (default 60)' },
       { name: 'max-jobs-per-key', value: true, placeholder: 'N', help: 'jobs one key may have queued or running (default 32)' },
       { name: 'max-batch', value: true, placeholder: 'N', help: 'most jobs sharing one forward pass (default 16; 1 turns cross-request batching off)' },
+      { name: 'batch-wait-ms', value: true, placeholder: 'MS', help: 'longest wait for the clients of a finished batch to send their next jobs (default 100; 0 = never)' },
       { name: 'result-ttl-seconds', value: true, placeholder: 'S', help: 'how long a result can be fetched after its job ended (default 600)' },
       help,
     ],

@@ -182,7 +182,7 @@ export class FastExecutor implements FastPath {
   /** The model split at its block boundaries (src/fast/segments.ts), or why it cannot be. */
   segments(): Segments | string {
     if (this.segmentsOrWhy === undefined) {
-      const c = splitAtBlocks(this.mc);
+      const c = splitAtBlocks(this.mc, this.ported.tail ? { tail: this.ported.tail } : {});
       this.segmentsOrWhy = 'reject' in c ? c.reject : new Segments(this.mc, c);
     }
     return this.segmentsOrWhy;
@@ -334,6 +334,12 @@ export class FastExecutor implements FastPath {
         mc: this.mc, ported: this.ported, segments: segs,
         cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, { ...neutral(rows), ...gateFeed(this.ported, fetch) }, fetch), rows }),
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
+        runTail: async (x, outputs) => {
+          const tail = this.ported.tail!;
+          const mm = this.modules.model(tail.path);
+          const out = await this.runner.runModule(tail.path, { [mm.inputs[0]!.name]: castTo(x, mm.inputs[0]!.sig!.dtype) }, outputs.map((o) => mm.outputs[tail.outputs.get(o)!]!.name));
+          return Object.fromEntries(outputs.map((o) => [o, out[mm.outputs[tail.outputs.get(o)!]!.name]!]));
+        },
       }, ir, sp);
     } catch (e) {
       // onnxruntime refusing a segment model (an operator it cannot run alone): the ordinary path (nothing was returned yet).

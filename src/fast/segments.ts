@@ -40,6 +40,7 @@ import type { ModuleTree } from '../model/types.js';
 import { AttributeType, DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { nodeReads, OnnxGraphView } from '../onnx/view.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
+import type { TailModule } from './tail.js';
 
 /** Bump when the segment models' layout changes (invalidates written files). */
 export const SEGMENT_FORMAT = 1;
@@ -85,6 +86,14 @@ export interface BlockChain {
    * selection of every head output all the way to the head's input (passes/sink-slices.ts).
    */
   headPositionwise: boolean;
+  /**
+   * With a tail module (src/fast/tail.ts, `lm_head`) given to {@link splitAtBlocks}: the head
+   * up to the tail's input (`modelOutputs` = that one value), so that a sweep runs the tail
+   * on its own (prepacked) module model instead of on the weights file's pages of the whole
+   * head: the tail's weights are then held once, by its module session. Only when it is
+   * position-wise exactly when the head is.
+   */
+  tailHead?: { segment: Segment; tail: TailModule };
 }
 
 const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+$/.test(seg);
@@ -103,7 +112,7 @@ export function blockList(tree: ModuleTree): string[] {
 }
 
 /** The model split at its block boundaries, or why it cannot be. */
-export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>): BlockChain | { reject: string } {
+export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>, opts: { tail?: TailModule } = {}): BlockChain | { reject: string } {
   const tree = mc.tree;
   const blocks = blockList(tree);
   if (blocks.length < 2) return { reject: 'the model has no block list of two or more blocks' };
@@ -152,10 +161,9 @@ export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>): BlockC
       cache.push({ past: first, present: o, axis });
     }
   }
-  for (let i = 0; i <= L; i++) {
+  const segmentOf = (i: number, modelOutputs: string[]): Segment | { reject: string } => {
     const input = cuts[i]!;
     const next = i < L ? cuts[i + 1] : undefined;
-    const modelOutputs = outputs.filter((o) => (depth.get(o) ?? -1) === i && o !== next);
     const wanted = [...(next ? [next] : []), ...modelOutputs];
     if (wanted.length === 0) return { reject: `segment ${i} computes nothing` };
     const taken = new Set<NodeProto>();
@@ -200,10 +208,21 @@ export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>): BlockC
         output: [...(next ? [cutInfo(next)] : []), ...modelOutputs.map(vi)],
       },
     };
-    segments.push({ index: i, input, ...(next ? { next } : {}), modelOutputs, graphInputs: [...readInputs], proto });
+    return { index: i, input, ...(next ? { next } : {}), modelOutputs, graphInputs: [...readInputs], proto };
+  };
+  for (let i = 0; i <= L; i++) {
+    const seg = segmentOf(i, outputs.filter((o) => (depth.get(o) ?? -1) === i && o !== cuts[i + 1]));
+    if ('reject' in seg) return seg;
+    segments.push(seg);
   }
   const head = segments[L]!;
-  return { cuts, blocks, width, segments, cache, headPositionwise: positionwise(head, mc.loaded.proto) };
+  const headPositionwise = positionwise(head, mc.loaded.proto);
+  let tailHead: BlockChain['tailHead'];
+  if (opts.tail && [...opts.tail.outputs.keys()].every((o) => head.modelOutputs.includes(o))) {
+    const seg = segmentOf(L, [opts.tail.input]);
+    if (!('reject' in seg) && positionwise(seg, mc.loaded.proto) === headPositionwise) tailHead = { segment: seg, tail: opts.tail };
+  }
+  return { cuts, blocks, width, segments, cache, headPositionwise, ...(tailHead ? { tailHead } : {}) };
 }
 
 /**
@@ -237,16 +256,17 @@ function positionwise(head: Segment, model: ModelProto): boolean {
 
 /** The segment models of one model: written on first use, one pinned session each (no prepacking). */
 export class Segments {
-  private readonly paths = new Map<number, string>();
+  private readonly paths = new Map<number | 'tail', string>();
 
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 
-  /** The written model of segment `i`. */
-  graphPath(i: number): string {
+  /** The written model of segment `i` (`'tail'`: the head up to the tail's input, {@link BlockChain.tailHead}). */
+  graphPath(i: number | 'tail'): string {
     let p = this.paths.get(i);
     if (!p) {
-      const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${SEGMENT_FORMAT}`).digest('hex').slice(0, 24);
-      p = writeVariant(this.mc.loaded, this.chain.segments[i]!.proto, `segment-${key}`);
+      const seg = i === 'tail' ? this.chain.tailHead!.segment : this.chain.segments[i]!;
+      const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}`).digest('hex').slice(0, 24);
+      p = writeVariant(this.mc.loaded, seg.proto, `segment-${key}`);
       this.paths.set(i, p);
     }
     return p;
@@ -260,8 +280,8 @@ export class Segments {
     await Promise.all([...this.paths.values()].map((p) => this.mc.backend.release(p)));
   }
 
-  /** The session of segment `i`. */
-  session(i: number): Promise<OrtSession> {
+  /** The session of segment `i` (or of the head up to the tail). */
+  session(i: number | 'tail'): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.graphPath(i), { prepack: false, pinned: true, arena: false, ...(externalDataDir ? { externalDataDir } : {}) });
   }

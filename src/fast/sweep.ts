@@ -86,6 +86,8 @@ export interface SweepHost {
   cleanRun(rows: number[], fetch: string[]): Promise<Env>;
   /** A value on the host (reads from `env`, `memo` first). */
   evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
+  /** Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph outputs `outputs`. */
+  runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
 }
 
 /** Planner options. */
@@ -330,7 +332,7 @@ export class SweepFallback extends Error {}
  * (an eighth), CPU time the same (24.3, 23.5, 23.6 s): rows of 10 still fill the GEMMs.
  */
 export function sweepBudget(mc: ModelContext): number {
-  return Math.min(batchBudget(), Math.max(32 * 2 ** 20, weightsBytes(mc.loaded) / 8));
+  return Math.min(batchBudget(mc), Math.max(32 * 2 ** 20, weightsBytes(mc.loaded) / 8));
 }
 
 /** Rows per batch at most for `N` positions of `T` (by `budget` bytes; at least 1). */
@@ -346,7 +348,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -448,9 +450,17 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     // The head at the positions the reads need (relative to g.from), or at every computed one.
     const need = chain.headPositionwise ? [...new Set(active.flatMap((v) => v.r.need))].filter((p) => p >= g.from).sort((a, b) => a - b) : Array.from({ length: N }, (_, i) => g.from + i);
     const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - g.from)) : xs;
-    const hfeeds = { [head.input]: hx, ...feedsFor(head.graphInputs) };
+    // Reads of tail outputs only: the head up to the tail's input, then the tail on its module model.
+    const wanted = [...new Set(active.flatMap((v) => v.r.reads.map((rd) => rd.output)))];
+    const tailHead = host.runTail && chain.tailHead && wanted.every((o) => chain.tailHead!.tail.outputs.has(o)) ? chain.tailHead : undefined;
+    const hseg = tailHead?.segment ?? head;
+    const hfeeds = { [hseg.input]: hx, ...feedsFor(hseg.graphInputs) };
     const t2 = performance.now();
-    const hout = await host.mc.backend.run(await host.segments.session(L), hfeeds, head.modelOutputs);
+    let hout = await host.mc.backend.run(await host.segments.session(tailHead ? 'tail' : L), hfeeds, hseg.modelOutputs);
+    if (tailHead) {
+      hout = await host.runTail!(hout[tailHead.tail.input]!, wanted);
+      stats.tailRuns++;
+    }
     stats.segmentMs += performance.now() - t2;
     stats.runs++;
     stats.batches++;
@@ -486,6 +496,8 @@ export interface SweepStats {
   batches: number;
   /** Session runs of segment models (head included). */
   runs: number;
+  /** Head runs that ended on the tail's module model ({@link BlockChain.tailHead}). */
+  tailRuns: number;
   /** The clean run. */
   cleanMs: number;
   /** Inside segment session runs. */

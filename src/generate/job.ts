@@ -22,7 +22,7 @@
  */
 import { Graph, type Value } from '../../ir/ir.js';
 import { graphFromJSON, graphToJSON, IRFormatError, type GraphJSON } from '../../ir/json.js';
-import type { Span } from '../errors.js';
+import { NnsError, type Span } from '../errors.js';
 import type { ModuleTree } from '../model/types.js';
 import type { Tensor } from '../tensor.js';
 import type { BuildStep, GenerateOptions, StepBody } from './decode.js';
@@ -260,6 +260,10 @@ export function emitTemplate(b: StepBuilder, g: Graph, rows: readonly number[][]
         b.save(ins[0]!, n.attrs.name, sp);
         res = [];
       } else {
+        if (n.is('grad') && !GRAD_SOURCES.has(ins[1]!.producer.op)) {
+          // As the front ends check while lowering: a window (a step of a model without a cache) makes X a slice.
+          throw new NnsError('bad-grad', 'grad(Y, X): X must be a module value (MODULE.output, .input, .outputs[i], .inputs[i]), an op value (MODULE.op("TYPE").output), a parameter (model.lm_head.weight) or a host value (a param, an earlier save), or a name bound to one', { span: n.inputs[1]!.producer.span });
+        }
         res = b.apply(n.op, ins, JSON.parse(JSON.stringify(n.attrs)) as never, sp);
         if (n.is('const')) res[0]!.type = { dtype: n.attrs.dtype, shape: [...n.attrs.shape] };
       }
@@ -273,5 +277,8 @@ export function emitTemplate(b: StepBuilder, g: Graph, rows: readonly number[][]
     b.scope = outer;
   }
 }
+
+/** What `grad(Y, X)` accepts as X (grammar/lower-expr.ts, src/trace.ts). */
+const GRAD_SOURCES: ReadonlySet<string> = new Set(['module.output', 'module.input', 'param', 'host']);
 
 const NO_SPAN: Span = { file: '<generate>', line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };

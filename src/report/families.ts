@@ -106,7 +106,9 @@ export function groupFamilies(saves: ReadonlyMap<string, Tensor> | Readonly<Reco
       let flat = 0;
       for (let d = 0; d < rank; d++) flat = flat * indices[d]!.length + indices[d]!.indexOf(x.idx[d]!);
       const src = x.t.data;
-      for (let i = 0; i < per; i++) data[flat * per + i] = Number(src[i]);
+      // Typed-array copy (a memcpy for float32; the same ToNumber conversion otherwise); 64-bit integers element by element.
+      if (src instanceof BigInt64Array || src instanceof BigUint64Array) for (let i = 0; i < per; i++) data[flat * per + i] = Number(src[i]);
+      else data.set(src.length === per ? src : src.subarray(0, per), flat * per);
     }
     const names = indexNames.get(base);
     out.push({

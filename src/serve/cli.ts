@@ -43,6 +43,7 @@ export function limitsOf(a: ServeArgs): Limits {
     maxQueued: DEFAULT_LIMITS.maxQueued,
     resultTtlMs: sec('result-ttl-seconds') ?? DEFAULT_LIMITS.resultTtlMs,
     maxBatch: int(a, 'max-batch', 1) ?? DEFAULT_LIMITS.maxBatch,
+    batchWaitMs: int(a, 'batch-wait-ms', 0) ?? DEFAULT_LIMITS.batchWaitMs,
     maxStoredResultBytes: DEFAULT_LIMITS.maxStoredResultBytes,
   };
 }

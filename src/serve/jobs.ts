@@ -35,8 +35,19 @@ export interface Job {
   finished?: number;
   /** Was in a batch that passed the run time: runs alone from now on (and fails alone if it is the slow one). */
   suspect?: boolean;
-  /** A generation: runs in a batch of its own (its steps are many passes, not one). */
+  /** A generation or an inference request: runs in a batch of its own (never merged). */
   alone?: boolean;
+  /** An inference request (`/v2/.../infer`): its result is kept as tensors for the one waiting answer, not stored. */
+  raw?: Map<string, Tensor>;
+  keepRaw?: boolean;
+}
+
+/** A job that ended with an error: its diagnostics. */
+export class JobFailure extends Error {
+  constructor(readonly errors: DiagnosticJSON[]) {
+    super(errors[0]?.message ?? 'the job failed');
+    this.name = 'JobFailure';
+  }
 }
 
 /** Counters (tests and benchmarks). */
@@ -94,7 +105,7 @@ export class Jobs {
   /** Accepts a job; it is queued and scheduled. */
   submit(key: string, model: string, request: Omit<WorkerJob, 'id'>): Job {
     const id = crypto.randomBytes(16).toString('hex');
-    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate ? { alone: true } : {}) };
+    const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate || request.oip ? { alone: true } : {}), ...(request.oip ? { keepRaw: true } : {}) };
     this.jobs.set(id, job);
     let q = this.queues.get(key);
     if (!q) {
@@ -104,7 +115,8 @@ export class Jobs {
     q.push(job);
     this.stats.accepted++;
     this.emit(job, { id, status: 'queued', position: this.queued - 1 + this.running.length });
-    queueMicrotask(() => this.schedule());
+    // After the current I/O phase: requests that arrived together are all queued before a batch is formed.
+    this.soon();
     return job;
   }
 
@@ -179,6 +191,52 @@ export class Jobs {
     this.schedule();
   }
 
+  private immediate: NodeJS.Immediate | undefined;
+
+  /** Schedules once after the current I/O phase. */
+  private soon(): void {
+    this.immediate ??= setImmediate(() => {
+      this.immediate = undefined;
+      this.schedule();
+    });
+  }
+
+  /**
+   * The clients of the last batch, expected back: after a batch of several jobs, the next one
+   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be queued.
+   */
+  private returning: { model: string; jobs: number; until: number } | undefined;
+  private lastBatch: { model: string; jobs: number } | undefined;
+  private waitTimer: NodeJS.Timeout | undefined;
+  /** When the running batch started (ms), for the wait after it. */
+  private startedAt = 0;
+
+  /** Batchable jobs of `model` queued. */
+  private queuedOf(model: string): number {
+    let n = 0;
+    for (const q of this.queues.values()) for (const j of q) if (j.model === model && !j.suspect && !j.alone) n++;
+    return n;
+  }
+
+  /** Whether the next batch should wait for the last batch's clients (and a timer is set to look again). */
+  private waiting(): boolean {
+    const r = this.returning;
+    if (!r || this.closing) return false;
+    // Only a batchable job of that model, next in fair order, waits (a generation or another model's job goes at once).
+    const key = this.rr[0];
+    const head = key === undefined ? undefined : this.queues.get(key)?.[0];
+    if (head && (head.model !== r.model || head.suspect || head.alone)) return false;
+    const left = r.until - Date.now();
+    if (left <= 0 || this.queuedOf(r.model) >= Math.min(r.jobs, this.limits.maxBatch)) {
+      this.returning = undefined;
+      return false;
+    }
+    clearTimeout(this.waitTimer);
+    this.waitTimer = setTimeout(() => this.schedule(), left);
+    this.waitTimer.unref();
+    return true;
+  }
+
   /** Hands the worker the next batch when it is free. */
   schedule(): void {
     const w = this.worker;
@@ -186,6 +244,8 @@ export class Jobs {
       if (!this.running.length) this.resolveIdle();
       return;
     }
+    if (this.waiting()) return;
+    clearTimeout(this.waitTimer);
     const first = this.take();
     if (!first) {
       this.resolveIdle();
@@ -198,6 +258,7 @@ export class Jobs {
       batch.push(next);
     }
     this.running = batch;
+    this.startedAt = Date.now();
     this.stats.batches++;
     this.stats.sizes[batch.length] = (this.stats.sizes[batch.length] ?? 0) + 1;
     for (const j of batch) {
@@ -206,6 +267,7 @@ export class Jobs {
     }
     this.timedOut = false;
     this.arm();
+    this.lastBatch = { model: first.model, jobs: batch.length };
     w.run(first.model, batch.map((j) => j.request!));
   }
 
@@ -225,6 +287,11 @@ export class Jobs {
       clearTimeout(this.watchdog);
       for (const j of this.running) this.fail(j, 'internal', 'the job ended without a result');
       this.running = [];
+      const b = this.lastBatch;
+      if (b && b.jobs > 1 && this.limits.batchWaitMs > 0) {
+        const ran = Date.now() - this.startedAt;
+        this.returning = { model: b.model, jobs: b.jobs, until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
+      } else this.returning = undefined;
       return;
     }
     if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'token' && m.type !== 'done') return;
@@ -241,7 +308,10 @@ export class Jobs {
     if (m.type === 'started') return;
     this.running = this.running.filter((j) => j !== job);
     this.arm();
-    if (m.ok) {
+    if (m.ok && job.keepRaw) {
+      job.raw = new Map(m.saves);
+      this.end(job, { id: job.id, status: 'completed', saves: m.saves.length, ms: Date.now() - job.accepted, batched: 1 });
+    } else if (m.ok) {
       job.result = encodeContainer({ id: job.id, ...(m.generate ? { generate: m.generate } : {}) }, 'saves', m.saves as [string, Tensor][]);
       this.stored += job.result.length;
       if (m.batched > 1) this.stats.merged++;
@@ -330,9 +400,17 @@ export class Jobs {
     }
   }
 
+  /** Forgets a finished job at once (an inference request, once answered). */
+  forget(id: string): void {
+    const j = this.jobs.get(id);
+    if (j && j.finished !== undefined) this.drop(id, j);
+  }
+
   /** Stops the timers. */
   close(): void {
     clearInterval(this.sweeper);
     clearTimeout(this.watchdog);
+    clearTimeout(this.waitTimer);
+    if (this.immediate) clearImmediate(this.immediate);
   }
 }

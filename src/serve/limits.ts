@@ -26,6 +26,13 @@ export interface Limits {
   resultTtlMs: number;
   /** Most jobs run together in one forward pass (default 16; 1 turns cross-request batching off). */
   maxBatch: number;
+  /**
+   * Longest wait, ms, for the clients of a batch that just finished to send their next jobs
+   * before the next batch starts (default 100; 0 = never wait). The wait is only made after a
+   * batch of several jobs, is at most a quarter of that batch's run time, and ends as soon as
+   * as many jobs as that batch had are queued — a lone client never waits.
+   */
+  batchWaitMs: number;
   /** Bytes of finished results kept in all (default 1 GiB); past it the oldest expire early. */
   maxStoredResultBytes: number;
 }
@@ -40,6 +47,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = {
   maxQueued: 1024,
   resultTtlMs: 10 * 60_000,
   maxBatch: 16,
+  batchWaitMs: 100,
   maxStoredResultBytes: 2 ** 30,
 };
 

@@ -12,9 +12,12 @@
  * - `POST /v2/models/{m}[/versions/1]/infer`: JSON or the binary tensor extension.
  *
  * Errors are the protocol's: a status (404 for an unknown model or version, 400 for a bad
- * request) and `{"error": "message"}`. Inference runs in the server process on the model's
- * own fast-path sessions (prepacked, as a local trace runs them), so numbers are the local
- * run's, bit for bit.
+ * request, 429 when the key has as many jobs as the server allows, 503 when the inference
+ * passed the run time and was stopped) and `{"error": "message"}`. Inference runs as a job of
+ * the server's worker process (`OipRouteContext.runJob`), on the model's own fast-path
+ * sessions (prepacked, as a local trace runs them), so numbers are the local run's, bit for
+ * bit, and the job limits apply: run time (the worker is stopped), jobs per key, the queue,
+ * fair order among keys, saved (returned) elements.
  * @module
  */
 import type http from 'node:http';
@@ -23,13 +26,45 @@ import { NnsError } from '../errors.js';
 import { FastExecutor } from '../fast/execute.js';
 import { checkServingName, servedModels, type ServedModel } from '../fast/serving.js';
 import type { Tensor } from '../tensor.js';
+import { JobFailure } from './jobs.js';
+import type { WorkerJob } from './worker-main.js';
 import { encodeBody, HEADER_LENGTH, OIP_DATATYPE, OipFormatError, readTensors, splitBody, type OipModelMetadata } from '../oip/protocol.js';
 
-/** What the OIP endpoints need of the server: its models, and a bounded body reader. */
+/** What the OIP endpoints need of the server: its models, a bounded body reader, and its job worker. */
 export interface OipRouteContext {
   registry: { names(): string[]; get(name: string): { readonly name: string; context(): Promise<ModelContext> } | undefined };
   /** Reads the request body, bounded by the server's request limit (over it, throws an error with `status` 413). */
   readBody(maxBytes?: number): Promise<Buffer>;
+  /**
+   * Runs an inference as a job of the server's worker, under the job limits (run time, jobs
+   * per key, queue) — `nns serve` gives it; without it, inference runs in this process.
+   * Refusals throw an error with a `status`; a failed job rejects with {@link JobFailure}.
+   */
+  runJob?(model: string, request: Omit<WorkerJob, 'id'>): Promise<Map<string, Tensor>>;
+  /**
+   * What the worker serves for the `--model` name `base` ({@link servedMeta} computed where the
+   * model is open) — `nns serve` gives it, so the HTTP process never opens a model; without it,
+   * the model is opened here.
+   */
+  served?(base: string): Promise<ServedMeta[]>;
+}
+
+/** What the endpoints need to know of one served model (no graph): names, kinds, inputs and outputs, the model id. */
+export interface ServedMeta {
+  name: string;
+  kind: ServedModel['kind'];
+  module?: string;
+  inputs: ServedModel['inputs'];
+  outputs: ServedModel['outputs'];
+  /** The loaded model's id (`onnsight.model_id` in the metadata). */
+  modelId: string;
+}
+
+/** The {@link ServedMeta} of every model served for an opened model (`NAME`, `NAME.ports`, `NAME.module.PATH`). */
+export function servedMeta(mc: ModelContext, base: string): ServedMeta[] {
+  return [...servedOf(mc, executorOf(mc), base).values()].map((m) => ({
+    name: m.name, kind: m.kind, ...(m.module ? { module: m.module } : {}), inputs: m.inputs, outputs: m.outputs, modelId: mc.loaded.id,
+  }));
 }
 
 class OipHttpError extends Error {
@@ -54,9 +89,11 @@ function send(res: http.ServerResponse, status: number, body?: unknown, extra: R
 }
 
 interface Resolved {
-  model: ServedModel;
-  exec: FastExecutor;
-  mc: ModelContext;
+  model: ServedMeta;
+  /** The served model's `--model` name (`NAME` of `NAME.ports`). */
+  base: string;
+  /** Opened in this process (a context without `served`/`runJob`). */
+  local?: { model: ServedModel; exec: FastExecutor; mc: ModelContext };
 }
 
 const executors = new WeakMap<ModelContext, FastExecutor>();
@@ -70,6 +107,25 @@ function executorOf(mc: ModelContext): FastExecutor {
   return e;
 }
 
+/** The models served for an opened model, by name (`NAME`, `NAME.ports`, `NAME.module.PATH`). */
+function servedOf(mc: ModelContext, exec: FastExecutor, base: string): Map<string, ServedModel> {
+  let byName = served.get(mc);
+  if (!byName) served.set(mc, (byName = new Map(servedModels(exec, mc, base, { plain: true }).map((m) => [m.name, m]))));
+  return byName;
+}
+
+/**
+ * Runs the served model `name` of the opened model `mc` (served as `base`): what the job
+ * worker of `nns serve` does for an inference request.
+ * @throws NnsError `unknown-model` for a name it does not serve
+ */
+export async function runServed(mc: ModelContext, base: string, name: string, feeds: Record<string, Tensor>, fetch: string[]): Promise<Record<string, Tensor>> {
+  const exec = executorOf(mc);
+  const model = servedOf(mc, exec, base).get(name);
+  if (!model) throw new NnsError('unknown-model', `no model '${name}' in this worker`, { kind: 'usage' });
+  return runModel({ model, exec, mc }, feeds, fetch);
+}
+
 /** The served model `name`, or a 404. */
 async function resolve(ctx: OipRouteContext, name: string): Promise<Resolved> {
   for (const base of ctx.registry.names()) {
@@ -81,26 +137,29 @@ async function resolve(ctx: OipRouteContext, name: string): Promise<Resolved> {
     }
     const entry = ctx.registry.get(base);
     if (!entry) continue;
+    if (ctx.served) {
+      const model = (await ctx.served(base)).find((m) => m.name === name);
+      if (model) return { model, base };
+      continue;
+    }
     const mc = await entry.context();
     const exec = executorOf(mc);
-    let byName = served.get(mc);
-    if (!byName) served.set(mc, (byName = new Map(servedModels(exec, mc, base, { plain: true }).map((m) => [m.name, m]))));
-    const model = byName.get(name);
-    if (model) return { model, exec, mc };
+    const local = servedOf(mc, exec, base).get(name);
+    if (local) return { model: servedMeta(mc, base).find((m) => m.name === name)!, base, local: { model: local, exec, mc } };
   }
   throw new OipHttpError(404, `unknown model '${name}'${ctx.registry.names().length ? ` (models: ${ctx.registry.names().map((n) => `${n}, ${n}.ports, ${n}.module.PATH`).join('; ')})` : ''}`);
 }
 
-function metadata(m: ServedModel, mc: ModelContext): OipModelMetadata {
+function metadata(m: ServedMeta): OipModelMetadata {
   const t = (x: ServedModel['inputs'][number]): { name: string; datatype: string; shape: number[] } => ({ name: x.name, datatype: OIP_DATATYPE[x.dtype], shape: x.dims });
   return {
     name: m.name, versions: ['1'], platform: 'onnxruntime_onnx', inputs: m.inputs.map(t), outputs: m.outputs.map(t),
-    parameters: { 'onnsight.kind': m.kind, ...(m.module ? { 'onnsight.module': m.module } : {}), 'onnsight.model_id': mc.loaded.id },
+    parameters: { 'onnsight.kind': m.kind, ...(m.module ? { 'onnsight.module': m.module } : {}), 'onnsight.model_id': m.modelId },
   };
 }
 
 /** Checks the request's tensors against the model's inputs (names, types, ranks, fixed dims). */
-function checkInputs(m: ServedModel, inputs: ReadonlyMap<string, Tensor>): void {
+function checkInputs(m: ServedMeta, inputs: ReadonlyMap<string, Tensor>): void {
   const want = new Map(m.inputs.map((t) => [t.name, t]));
   for (const [name, t] of inputs) {
     const w = want.get(name);
@@ -114,7 +173,7 @@ function checkInputs(m: ServedModel, inputs: ReadonlyMap<string, Tensor>): void 
   if (missing.length) throw new OipHttpError(400, `model '${m.name}' needs input${missing.length > 1 ? 's' : ''} ${missing.slice(0, 5).map((x) => `'${x}'`).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
 }
 
-async function runModel(r: Resolved, feeds: Record<string, Tensor>, fetch: string[]): Promise<Record<string, Tensor>> {
+async function runModel(r: { model: ServedModel; exec: FastExecutor; mc: ModelContext }, feeds: Record<string, Tensor>, fetch: string[]): Promise<Record<string, Tensor>> {
   const { model, exec, mc } = r;
   if (model.kind === 'ports') return exec.runner.runPorted(feeds, fetch);
   if (model.kind === 'module') return exec.runner.runModule(model.module!, feeds, fetch);
@@ -146,11 +205,20 @@ async function infer(req: http.IncomingMessage, res: http.ServerResponse, ctx: O
   for (const o of requested) if (!known.has(o.name)) throw new OipHttpError(400, `model '${r.model.name}' has no output '${o.name}'`);
   const allBinary = (json.parameters as Record<string, unknown> | undefined)?.binary_data_output === true;
   const feeds = Object.fromEntries(inputs);
+  const fetch = requested.map((o) => o.name);
   let result: Record<string, Tensor>;
   try {
-    result = await runModel(r, feeds, requested.map((o) => o.name));
+    // In nns serve: a job of the worker (run time, jobs per key and the queue apply).
+    result = r.local
+      ? await runModel(r.local, feeds, fetch)
+      : Object.fromEntries(await ctx.runJob!(r.base, { oip: { name: r.model.name, fetch, ...(typeof json.id === 'string' ? { tag: json.id.slice(0, 100) } : {}) }, host: [...inputs], progress: false }));
   } catch (e) {
     if (e instanceof NnsError) throw new OipHttpError(400, e.message);
+    if (e instanceof JobFailure) {
+      const first = e.errors[0];
+      // Stopped at the run time, or its worker died: the server's side (503); anything else: the request's (400).
+      throw new OipHttpError(first?.code === 'over-limit' || first?.code === 'job-failed' ? 503 : first?.code === 'internal' ? 500 : 400, first?.message ?? 'the inference failed');
+    }
     throw e;
   }
   let enc;
@@ -206,7 +274,7 @@ export async function oipHandler(req: http.IncomingMessage, res: http.ServerResp
     } else {
       if (method !== 'GET') throw new OipHttpError(405, `${method} ${p}: use GET`);
       if (m[3] === '/ready') send(res, 200);
-      else send(res, 200, metadata(r.model, r.mc));
+      else send(res, 200, metadata(r.model));
     }
     return true;
   } catch (e) {

@@ -1,7 +1,8 @@
 /**
  * The models a server holds: name, path (never sent to a client), the info clients lower
- * scripts with, and — for route modules that run inference in the server process (the Open
- * Inference Protocol endpoints) — the opened model, on first use.
+ * scripts with, and — for a route module that needs the model in the server process — the
+ * opened model, on first use. `nns serve`'s own routes never open one there: jobs, Open
+ * Inference Protocol requests and their metadata all go to the worker process.
  * @module
  */
 import type { ModelContext } from '../compile.js';
@@ -15,7 +16,7 @@ export interface ServedModel {
   readonly path: string;
   /** Module tree, config and tokenizer, as `GET /models/NAME` sends them. */
   readonly info: ModelInfoJSON;
-  /** The model opened in the server process (first call opens it; cached). Script jobs run in the worker instead. */
+  /** The model opened in the server process (first call opens it; cached). Jobs, and the OIP endpoints, use the worker's instead. */
   context(): Promise<ModelContext>;
 }
 

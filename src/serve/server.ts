@@ -24,11 +24,13 @@ import type { AddressInfo } from 'node:net';
 import { graphFromJSON, IRFormatError, type GraphJSON } from '../../ir/json.js';
 import { modelError } from '../errors.js';
 import { DEFAULT_LIMITS, KeySet, type Limits } from './limits.js';
-import { Jobs } from './jobs.js';
+import { JobFailure, Jobs } from './jobs.js';
+import type { WorkerJob } from './worker-main.js';
+import type { Tensor } from '../tensor.js';
 import { makeRegistry, type ModelRegistry } from './registry.js';
 import { CONTAINER_TYPE, decodeContainer, WireError, type HttpErrorJSON, type JobEvent } from './protocol.js';
 import { JobWorker, WorkerInitError } from './worker.js';
-import { oipRoute } from './oip.js';
+import { oipRoute, type ServedMeta } from './oip.js';
 import { readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 
 /** Context a mounted route gets. */
@@ -43,6 +45,15 @@ export interface RouteContext {
   readBody(maxBytes?: number): Promise<Buffer>;
   /** Answers with `{"error":{"code","message"}}`. */
   sendError(status: number, code: string, message: string): void;
+  /**
+   * Runs work as a job of the worker under the job limits (run time, jobs per key, the queue;
+   * in fair order with the other jobs) and resolves with its result tensors once it ends; the
+   * job is forgotten then. Refusals throw {@link HttpError} (429, 503); a failed job rejects
+   * with a {@link JobFailure}.
+   */
+  runJob(model: string, request: Omit<WorkerJob, 'id'>): Promise<Map<string, Tensor>>;
+  /** What the worker serves over the Open Inference Protocol for the `--model` name `base` (cached). */
+  served(base: string): Promise<ServedMeta[]>;
 }
 
 /** A route module: answers and returns true, or returns false to let the server answer 404. */
@@ -195,6 +206,8 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
         registry, limits, key,
         readBody: (max = limits.maxRequestBytes) => readBody(req, max),
         sendError: (status, code, message) => sendError(res, status, code, message),
+        runJob: (model, request) => runJob(key, model, request),
+        served,
       };
       if (await mount.handler(req, res, ctx)) return;
     }
@@ -234,6 +247,47 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
       return answer();
     }
     throw new HttpError(404, 'bad-request', `no route ${method} ${p.slice(0, 100)}`);
+  };
+
+  // What each model serves over the Open Inference Protocol, asked of the worker once (again after a failure).
+  const servedCache = new Map<string, Promise<ServedMeta[]>>();
+  const served = (base: string): Promise<ServedMeta[]> => {
+    let p = servedCache.get(base);
+    if (!p) {
+      p = worker.served(base).catch((e: unknown) => {
+        servedCache.delete(base);
+        throw new HttpError(503, 'job-failed', `the server cannot describe model '${base}' now (${(e as Error).message}); try again`);
+      });
+      servedCache.set(base, p);
+    }
+    return p;
+  };
+
+  /** Refuses a new job of `key` when the server is closing, the key has its most jobs, or the queue is full. */
+  const admit = (key: string): void => {
+    if (closing || jobs.isClosing) throw new HttpError(503, 'job-failed', closing ? 'the server is shutting down' : 'the server cannot run jobs: its worker process cannot be restarted');
+    if (jobs.activeOf(key) >= limits.maxJobsPerKey) throw new HttpError(429, 'over-limit', `this key already has ${limits.maxJobsPerKey} jobs queued or running (the server's limit); wait for one to finish`);
+    if (jobs.queued >= limits.maxQueued) throw new HttpError(503, 'over-limit', `the server has ${limits.maxQueued} jobs queued (its limit); try again later`);
+  };
+
+  const runJob = (key: string, model: string, request: Omit<WorkerJob, 'id'>): Promise<Map<string, Tensor>> => {
+    admit(key);
+    const job = jobs.submit(key, model, request);
+    return new Promise((resolve, reject) => {
+      let off: (() => void) | undefined;
+      let ended = false;
+      const done = (e: JobEvent): void => {
+        if (!terminal(e) || ended) return;
+        ended = true;
+        off?.();
+        const raw = job.raw;
+        jobs.forget(job.id);
+        if (e.status === 'completed' && raw) resolve(raw);
+        else reject(new JobFailure(e.errors ?? []));
+      };
+      off = jobs.listen(job, done);
+      if (ended) off();
+    });
   };
 
   const unknownModel = (name: string): HttpError => new HttpError(404, 'unknown-model', `this server has no model '${name.slice(0, 100)}' (it serves: ${registry.names().join(', ')})`);
@@ -276,8 +330,7 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
         throw e;
       }
     }
-    if (jobs.activeOf(key) >= limits.maxJobsPerKey) throw new HttpError(429, 'over-limit', `this key already has ${limits.maxJobsPerKey} jobs queued or running (the server's limit); wait for one to finish`);
-    if (jobs.queued >= limits.maxQueued) throw new HttpError(503, 'over-limit', `the server has ${limits.maxQueued} jobs queued (its limit); try again later`);
+    admit(key);
     const wait = new URL(req.url ?? '/', 'http://localhost').searchParams.get('wait') === '1';
     const quiet = wait ? { progress: false } : {};
     const job = jobs.submit(key, model, gen !== undefined ? { generate: gen as GenerationJobJSON, host: [...c.tensors], ...quiet } : { ir: ir as GraphJSON, host: [...c.tensors], ...quiet });

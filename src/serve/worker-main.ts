@@ -17,6 +17,7 @@ import type { Graph } from '../../ir/ir.js';
 import { NnsError, NnsErrors } from '../errors.js';
 import { compileGraph, continueCompile, workingCopy, type ModelContext } from '../compile.js';
 import { openModel } from '../engine.js';
+import { setIntraOpSpinning } from '../../backends/ort.js';
 import { runCompiled } from '../compiled-run.js';
 import { executorStages, irPipeline } from '../../passes/pipeline.js';
 import { runPasses } from '../../passes/run.js';
@@ -26,15 +27,17 @@ import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
 import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
-import { decode, configMaxPositions } from '../generate/decode.js';
+import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
+import { runServed, servedMeta, type ServedMeta } from './oip.js';
 
-/** A job as the server hands it to the worker: a trace (`ir`) or a generation (`generate`). */
+/** A job as the server hands it to the worker: a trace (`ir`), a generation (`generate`) or an OIP inference (`oip`: `host` holds its inputs). */
 export interface WorkerJob {
   id: string;
   ir?: GraphJSON;
   generate?: GenerationJobJSON;
+  oip?: { name: string; fetch: string[]; tag?: string };
   host: [string, Tensor][];
   /** Send `progress` messages (default true). Off for a job whose answer is awaited whole (`?wait=1`): no message the server would drop. */
   progress?: boolean;
@@ -43,7 +46,8 @@ export interface WorkerJob {
 /** Messages server → worker. */
 export type ToWorker =
   | { type: 'init'; models: { name: string; path: string }[]; maxSavedElements: number }
-  | { type: 'run'; model: string; jobs: WorkerJob[] };
+  | { type: 'run'; model: string; jobs: WorkerJob[] }
+  | { type: 'meta'; req: number; model: string };
 
 /** Messages worker → server. */
 export type FromWorker =
@@ -54,7 +58,9 @@ export type FromWorker =
   | { type: 'token'; id: string; step: number; row: number; token: number }
   | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
   | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
-  | { type: 'batch-done' };
+  | { type: 'batch-done' }
+  | { type: 'meta'; req: number; served: ServedMeta[] }
+  | { type: 'meta'; req: number; error: string };
 
 const models = new Map<string, ModelContext>();
 let maxSaved = Infinity;
@@ -170,11 +176,12 @@ async function runGeneration(job: WorkerJob, mc: ModelContext): Promise<void> {
   let saved = 0;
   const result = await decode(mc, {
     prompts: g.prompts, options: g.options, file: g.file ?? '<generate>', build: jobBuilder(g, tensors),
-    onToken: (e) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }),
+    // A job awaited whole (`?wait=1`) reports neither tokens nor progress: nobody listens.
+    ...(job.progress !== false ? { onToken: (e: TokenEvent) => send({ type: 'token', id: job.id, step: e.step, row: e.row, token: e.token }) } : {}),
     onStep: (s, saves) => {
       for (const t of saves.values()) saved += numel(t.shape);
       checkSaved(saved, 'generation');
-      send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
+      if (job.progress !== false) send({ type: 'progress', id: job.id, phase: 'generate', done: s + 1, total: N });
     },
   });
   finish(job.id, result.saves, 1, { ids: result.ids, steps: result.steps, mode: result.mode });
@@ -211,6 +218,7 @@ const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
 /** Whether a job saves `__stall__` (the stall test hook). */
 function stalls(j: WorkerJob): boolean {
+  if (j.oip?.tag === '__stall__') return true;
   const irs = j.ir ? [j.ir] : (j.generate?.templates ?? []).map((t) => t.ir);
   return irs.some((ir) => ir.nodes.some((n) => n.op === 'save' && (n.attrs as { name?: unknown }).name === '__stall__'));
 }
@@ -227,10 +235,15 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {
-    if (job.generate) {
-      // A generation runs alone (the scheduler never batches it with other jobs).
+    if (job.generate || job.oip) {
+      // A generation or an inference runs alone (the scheduler never batches it with other jobs).
       try {
-        await runGeneration(job, mc);
+        if (job.generate) await runGeneration(job, mc);
+        else {
+          const out = await runServed(mc, modelName, job.oip!.name, Object.fromEntries(job.host), job.oip!.fetch);
+          // Not counted against the saved elements: the outputs are the served model's own.
+          done({ type: 'done', id: job.id, ok: true, saves: job.oip!.fetch.map((n) => [n, out[n]!]), batched: 1 });
+        }
       } catch (e) {
         done({ type: 'done', id: job.id, ok: false, errors: diagnostics(e) });
       }
@@ -271,6 +284,9 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
 }
 
 async function init(list: { name: string; path: string }[]): Promise<void> {
+  // onnxruntime's threads must not spin between jobs: the server's process and the next
+  // job's compile need the cores (see setIntraOpSpinning).
+  setIntraOpSpinning(false);
   const infos: ModelInfoJSON[] = [];
   try {
     for (const m of list) {
@@ -293,6 +309,15 @@ process.on('message', (raw: ToWorker) => {
   if (raw.type === 'init') {
     maxSaved = raw.maxSavedElements;
     chain = chain.then(() => init(raw.models));
+  } else if (raw.type === 'meta') {
+    // Answered at once, between a running job's awaits: the endpoints' metadata never waits for a job.
+    const mc = models.get(raw.model);
+    try {
+      if (!mc) throw new Error(`no model '${raw.model}' in this worker`);
+      send({ type: 'meta', req: raw.req, served: servedMeta(mc, raw.model) });
+    } catch (e) {
+      send({ type: 'meta', req: raw.req, error: diagnostics(e)[0]!.message });
+    }
   } else if (raw.type === 'run') {
     chain = chain.then(() => {
       unreported = new Set(raw.jobs.map((j) => j.id));

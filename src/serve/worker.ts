@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { FromWorker, ToWorker, WorkerJob } from './worker-main.js';
 import type { ModelInfoJSON } from './model-info.js';
 import type { DiagnosticJSON } from './protocol.js';
+import type { ServedMeta } from './oip.js';
 
 /** The child's entry: the built JavaScript, or a tsx shim when this file runs as TypeScript. */
 const ENTRY = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker-entry.mjs' : './worker-main.js', import.meta.url));
@@ -69,6 +70,11 @@ export class JobWorker {
         } else if (m.type === 'init-error') {
           settled = true;
           reject(new WorkerInitError(m.errors));
+        } else if (m.type === 'meta') {
+          const p = this.metaWaiting.get(m.req);
+          this.metaWaiting.delete(m.req);
+          if ('served' in m) p?.resolve(m.served);
+          else p?.reject(new Error(m.error));
         } else {
           if (m.type === 'done') this.inFlight.delete(m.id);
           if (m.type === 'batch-done' || (m.type === 'done' && m.last)) {
@@ -86,6 +92,8 @@ export class JobWorker {
         if (this.child !== child) return;
         this.child = undefined;
         this.ready = false;
+        for (const p of this.metaWaiting.values()) p.reject(new Error('the worker process ended while answering'));
+        this.metaWaiting.clear();
         const jobs = [...this.inFlight];
         this.inFlight.clear();
         this.busy = false;
@@ -109,6 +117,19 @@ export class JobWorker {
 
   private send(m: ToWorker): void {
     this.child?.send(m);
+  }
+
+  private readonly metaWaiting = new Map<number, { resolve(v: ServedMeta[]): void; reject(e: Error): void }>();
+  private metaReq = 0;
+
+  /** What the worker serves over the Open Inference Protocol for the `--model` name `model` (asked of the worker: the HTTP process never opens a model). */
+  served(model: string): Promise<ServedMeta[]> {
+    if (!this.child || !this.ready) return Promise.reject(new Error('the worker process is not running'));
+    const req = ++this.metaReq;
+    return new Promise((resolve, reject) => {
+      this.metaWaiting.set(req, { resolve, reject });
+      this.send({ type: 'meta', req, model });
+    });
   }
 
   /** Sends a batch (the worker must be ready and not busy). */

@@ -23,6 +23,7 @@ import { main } from '../../src/cli/main.js';
 import { decodeModel, encodeModel } from '../../src/onnx/serde.js';
 import type { ModelProto, NodeProto, ValueInfoProto } from '../../src/onnx/proto.js';
 import { ROOT, expectClose, refCase } from '../helpers/reference.js';
+import { evalDim } from '../../src/onnx/shapes.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-netron-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -210,22 +211,60 @@ describe('nns compile: graphs for Netron', () => {
       for (const k of Object.keys(a)) expect(Array.from(a[k]!.data as Float32Array), `${name} ${k}`).toEqual(Array.from(b[k]!.data as Float32Array));
       for (const n of inserted(fns.proto)) expect(n.name, name).not.toMatch(/^\/nns\./);
       if (name === 'attribution') {
-        // Every statement one call (13: 4 patch sets and 1 save lowered once for their 32 invokes, 4 attr saves,
-        // 2 metric statements, the saliency, and the one backward sweep its 5 grad calls share); nothing left flat.
-        expect(inserted(fns.proto).length, 'attribution: drawn inserted nodes').toBeLessThanOrEqual(16);
+        // Every statement one call, nothing left flat: 4 patch sets and 1 save lowered once for their 32 invokes,
+        // 4 attr saves, 2 metric statements, the saliency, and the one backward sweep its 5 grad calls share,
+        // as one function per block it goes back through (lm_head, ln_f, h.3 .. h.0).
+        expect(inserted(fns.proto).length, 'attribution: drawn inserted nodes').toBeLessThanOrEqual(20);
         expect(inserted(fns.proto).every((n) => n.domain === 'ai.onnsight')).toBe(true);
         const sweep = inserted(fns.proto).filter((n) => n.op_type?.startsWith('nns_backward'));
-        expect(sweep.map((n) => n.name)).toEqual(['/lm_head/nns.backward']);
-        expect(sweep[0]!.doc_string).toMatch(/^examples\/attribution\.nns:17:\d+: backward sweep of one grad target, shared by 5 grad calls/);
+        expect(sweep.map((n) => n.name).sort()).toEqual(['/lm_head/nns.backward', '/transformer/h.0/nns.backward', '/transformer/h.1/nns.backward', '/transformer/h.2/nns.backward', '/transformer/h.3/nns.backward', '/transformer/ln_f/nns.backward']);
+        for (const n of sweep) expect(n.doc_string).toMatch(/^examples\/attribution\.nns:17:\d+: backward sweep of one grad target, shared by 5 grad calls/);
+        // attr.2 reads block 2's output and the gradient block 2's part of the sweep hands out
+        const attr2 = inserted(fns.proto).find((n) => n.name === '/transformer/h.2/nns.save')!;
+        const h2back = sweep.find((n) => n.name === '/transformer/h.2/nns.backward')!;
+        expect(attr2.input!.some((x) => h2back.output!.includes(x))).toBe(true);
       }
-      if (name !== 'attribution') checkReadable(fns.proto, name); // attribution: the gradient sweep's shape arithmetic is not typed
+      checkReadable(fns.proto, name);
+      checkReadable(flat.proto, name);
     }
     const s2 = decodeModel(fs.readFileSync(path.join(tmp, 'steering.2.onnx')));
     const s2flat = decodeModel(fs.readFileSync(path.join(tmp, 'steering-flat.2.onnx')));
     const [a, b] = [await run(path.join(tmp, 'steering.2.onnx'), [ids], s2), await run(path.join(tmp, 'steering-flat.2.onnx'), [ids], s2flat)];
     for (const k of Object.keys(a)) expect(Array.from(a[k]!.data as Float32Array), `steering.2 ${k}`).toEqual(Array.from(b[k]!.data as Float32Array));
+    checkReadable(s2, 'steering');
+    checkReadable(s2flat, 'steering');
     const second = decodeModel(fs.readFileSync(path.join(tmp, 'steering.2.onnx')));
     const host = second.graph!.input!.find((i) => i.name === 'host.steer')!;
     expect(host.doc_string).toMatch(/the value saved as 'steer' by trace 1 at examples\/steering\.nns:\d+:\d+/);
+  }, 240_000);
+  it('every example: the shape written for each inserted value is the shape onnxruntime computes', async () => {
+    const ids = refCase('clean_logits').input_ids as number[];
+    let checked = 0;
+    for (const name of ['eiffel', 'patching', 'logit-lens', 'steering', 'ablation', 'attribution']) {
+      const file = path.join(tmp, `${name}-flat.onnx`);
+      const proto = fs.existsSync(file) ? decodeModel(fs.readFileSync(file)) : (await compile(name, true)).proto;
+      const g = proto.graph!;
+      const outputs = new Set((g.output ?? []).map((o) => o.name!));
+      const info = new Map((g.value_info ?? []).map((v) => [v.name!, v]));
+      const names = inserted(proto).flatMap((n) => n.output ?? []).filter((o) => o && !outputs.has(o));
+      for (const o of names) expect(info.get(o)?.type?.tensor_type?.shape, `${name}: ${o} has a shape`).toBeTruthy();
+      // Every inserted value as an output (the probe sits next to the weights file it links).
+      const probe = path.join(tmp, `${name}-probe.onnx`);
+      fs.writeFileSync(probe, encodeModel({ ...proto, graph: { ...g, output: [...(g.output ?? []), ...names.map((o) => info.get(o)!)] } }));
+      const rows = Array.from({ length: Number(proto.metadata_props?.find((e) => e.key === 'onnsight.rows')?.value ?? 1) }, () => ids);
+      const got = await run(probe, rows, proto);
+      // Dims are in the model's symbols (batch_size, sequence_length): bound to the batch fed.
+      const bind: Record<string, number> = {};
+      for (const i of g.input ?? []) {
+        const fed = i.name === 'input_ids' || i.name === 'attention_mask' || i.name === 'position_ids' ? [rows.length, rows[0]!.length] : undefined;
+        (i.type?.tensor_type?.shape?.dim ?? []).forEach((d, k) => { if (d.dim_param && fed?.[k] !== undefined) bind[d.dim_param] = fed[k]!; });
+      }
+      for (const o of names) {
+        const dims = (info.get(o)!.type!.tensor_type!.shape!.dim ?? []).map((d) => (d.dim_value !== undefined && d.dim_value !== null ? Number(d.dim_value) : d.dim_param ? evalDim(d.dim_param, bind) : null));
+        expect(dims, `${name}: ${o}`).toEqual([...got[o]!.dims]);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(2000);
   }, 240_000);
 });

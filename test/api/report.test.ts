@@ -35,6 +35,22 @@ describe('families', () => {
     expect(a.shape).toEqual([2, 2, 1]);
     expect(Array.from(a.data)).toEqual([3, 1, 2, NaN]);
   });
+
+  it('stacks members of every numeric dtype as float32 values (float64 rounded, 64-bit integers converted)', () => {
+    const f64 = [Math.PI, -1e-300, 1e40];
+    const saves = new Map<string, Tensor>([
+      ['d.0', { dtype: 'float64', shape: [3], data: Float64Array.from(f64) }],
+      ['d.1', { dtype: 'float64', shape: [3], data: Float64Array.from(f64, (v) => -v) }],
+      ['i.0', { dtype: 'int64', shape: [2], data: BigInt64Array.of(-(2n ** 40n), 7n) }],
+      ['i.1', { dtype: 'int64', shape: [2], data: BigInt64Array.of(3n, 2n ** 62n) }],
+      ['n.0', { dtype: 'int32', shape: [2], data: Int32Array.of(-5, 16_777_217) }],
+      ['n.1', { dtype: 'int32', shape: [2], data: Int32Array.of(0, 1) }],
+    ]);
+    const by = new Map(groupFamilies(saves).map((f) => [f.name, Array.from(f.data)]));
+    expect(by.get('d')).toEqual([...f64, ...f64.map((v) => -v)].map(Math.fround));
+    expect(by.get('i')).toEqual([-(2 ** 40), 7, 3, 2 ** 62].map(Math.fround));
+    expect(by.get('n')).toEqual([-5, 16_777_216, 0, 1]);
+  });
 });
 
 describe('nns run --out / --plot / --html, nns plot', { timeout: 120_000 }, () => {

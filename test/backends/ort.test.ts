@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { fromOrtTensor, OrtBackend, toOrtTensor } from '../../backends/ort.js';
+import { fromOrtTensor, OrtBackend, ortSessionOptions, setIntraOpSpinning, toOrtTensor } from '../../backends/ort.js';
 import { NnsError } from '../../src/errors.js';
 import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
 import { loadModel, writeVariant, type LoadedModel } from '../../src/model/load.js';
@@ -83,6 +83,24 @@ describe('plain forward pass matches PyTorch (reference.json clean_logits)', () 
     const p = writeVariant(m, variant, 'doc-variant');
     expect(path.dirname(p)).toBe(m.dir);
     expect(maxAbsDiff(lastRow(await forward(m, [CLEAN.input_ids], p)), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+  });
+
+  it('without spinning threads (nns serve\'s worker): the option reaches onnxruntime and the logits still match', async () => {
+    expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1' } });
+    const m = await loadModel(ROOT, { cacheDir });
+    const own = new OrtBackend();
+    setIntraOpSpinning(false);
+    try {
+      expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1', 'intra_op.allow_spinning': '0' } });
+      const s = await own.session(m.graphPath, { externalDataDir: m.externalDataDir });
+      const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+      const { logits } = await own.run(s, feeds, ['logits']);
+      expect(maxAbsDiff(lastRow(logits!), CLEAN.expect.last_logits)).toBeLessThan(1e-4);
+    } finally {
+      setIntraOpSpinning(true);
+      await own.release();
+    }
+    expect(ortSessionOptions({}).extra).toEqual({ session: { disable_prepacking: '1' } });
   });
 
   it('sessions from bytes resolve weights in externalDataDir (read-only / cross-device fallback)', async () => {

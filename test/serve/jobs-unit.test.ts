@@ -4,7 +4,7 @@
  * after their TTL, and the tensor container carrying every dtype bit for bit (NaN payloads
  * and -0 included).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Jobs } from '../../src/serve/jobs.js';
 import { DEFAULT_LIMITS, KeySet } from '../../src/serve/limits.js';
 import { decodeContainer, encodeContainer } from '../../src/serve/protocol.js';
@@ -33,6 +33,7 @@ const IR = { format: 'onnsight-ir', version: 1, scopes: [], dimValues: {}, nodes
 
 async function flush(): Promise<void> {
   await new Promise((r) => setTimeout(r, 0));
+  await new Promise((r) => setImmediate(r));
 }
 
 describe('Jobs', () => {
@@ -62,7 +63,7 @@ describe('Jobs', () => {
   });
 
   it('a batch holds one model, in fair order; a finished result expires after its TTL', async () => {
-    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, resultTtlMs: 1000 });
+    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, resultTtlMs: 1000, batchWaitMs: 0 });
     const { worker, batches } = fakeWorker();
     jobs.attach(worker);
     jobs.hold();
@@ -86,6 +87,121 @@ describe('Jobs', () => {
     jobs.sweep(done.finished! + 1001);
     expect(jobs.get(x1, 'A')).toBeUndefined();
     expect(jobs.get(y1, 'B'), 'a running job never expires').toBeDefined();
+    jobs.close();
+  });
+});
+
+describe('batch wait', () => {
+  /** Ends the running batch as the worker does: every job done, then the worker is free. */
+  function finishBatch(jobs: Jobs, worker: JobWorker, ids: string[]): void {
+    for (const id of ids) jobs.onMessage({ type: 'done', id, ok: true, saves: [], batched: ids.length });
+    (worker as unknown as { busy: boolean }).busy = false;
+    jobs.onMessage({ type: 'batch-done' });
+    jobs.schedule();
+  }
+
+  it('after a batch of several jobs, the next waits for their clients (at most a quarter of its run time); a lone client never waits', () => {
+    vi.useFakeTimers();
+    try {
+      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+      const { worker, batches } = fakeWorker();
+      jobs.attach(worker);
+      // Three clients submit together: one batch (the scheduler looks after the I/O phase).
+      const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
+      vi.advanceTimersByTime(0);
+      expect(batches.map((b) => b.ids)).toEqual([first]);
+      vi.advanceTimersByTime(400); // the batch runs 400 ms
+      finishBatch(jobs, worker, first);
+      // Two of them come back at once, the third 30 ms later: one batch of three.
+      const a2 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+      const b2 = jobs.submit('B', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(30);
+      expect(batches).toHaveLength(1);
+      const c2 = jobs.submit('C', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(0);
+      expect(batches[1]!.ids).toEqual([a2, b2, c2]);
+      vi.advanceTimersByTime(400);
+      finishBatch(jobs, worker, [a2, b2, c2]);
+      // Only one comes back: it waits a quarter of the last run (100 ms), then runs alone.
+      const a3 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(99);
+      expect(batches).toHaveLength(2);
+      vi.advanceTimersByTime(1);
+      expect(batches[2]!.ids).toEqual([a3]);
+      vi.advanceTimersByTime(400);
+      finishBatch(jobs, worker, [a3]);
+      // After a batch of one, the next job goes at once.
+      const a4 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(0);
+      expect(batches[3]!.ids).toEqual([a4]);
+      jobs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('batchWaitMs bounds the wait; 0 never waits', () => {
+    vi.useFakeTimers();
+    try {
+      for (const [wait, after] of [[20, 20], [0, 0]] as const) {
+        const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8, batchWaitMs: wait });
+        const { worker, batches } = fakeWorker();
+        jobs.attach(worker);
+        const first = ['A', 'B'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
+        vi.advanceTimersByTime(0);
+        vi.advanceTimersByTime(10_000);
+        finishBatch(jobs, worker, first);
+        jobs.submit('A', 'm', { ir: IR, host: [] });
+        vi.advanceTimersByTime(0);
+        if (after > 0) {
+          expect(batches, `wait ${wait}`).toHaveLength(1);
+          vi.advanceTimersByTime(after);
+        }
+        expect(batches, `wait ${wait}`).toHaveLength(2);
+        jobs.close();
+      }
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('generations and inferences', () => {
+  it('run in batches of their own; tokens are kept and replayed; an inference result is not stored', async () => {
+    const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+    const { worker, batches } = fakeWorker();
+    jobs.attach(worker);
+    jobs.hold();
+    const gen = { format: 'onnsight-generate', version: 1, prompts: [[1]], options: { maxNewTokens: 1, stopAtEos: true, doSample: false }, templates: [], steps: [0] } as never;
+    const t1 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+    const g = jobs.submit('A', 'm', { generate: gen, host: [] }).id;
+    const o = jobs.submit('B', 'm', { oip: { name: 'm.ports', fetch: ['y'] }, host: [] }).id;
+    const t2 = jobs.submit('B', 'm', { ir: IR, host: [] }).id;
+    jobs.release();
+    const finish = async (ids: string[], saves: [string, Tensor][] = []): Promise<void> => {
+      for (const id of ids) jobs.onMessage({ type: 'done', id, ok: true, saves, batched: ids.length });
+      (worker as unknown as { busy: boolean }).busy = false;
+      jobs.onMessage({ type: 'batch-done' });
+      jobs.schedule();
+      await flush();
+    };
+    await flush();
+    expect(batches[0]!.ids).toEqual([t1, t2]); // the traces share a batch; the others are left out
+    await finish([t1, t2]);
+    expect(batches[1]!.ids).toEqual([g]);
+    for (const token of [5, 6]) jobs.onMessage({ type: 'token', id: g, step: token - 5, row: 0, token });
+    const seen: string[] = [];
+    jobs.listen(jobs.get(g, 'A')!, (e) => seen.push(e.status === 'token' ? `token ${e.token!.token}` : e.status));
+    expect(seen).toEqual(['queued', 'running', 'token 5', 'token 6']);
+    await finish([g]);
+    expect(batches[2]!.ids).toEqual([o]);
+    const y: Tensor = { dtype: 'float32', shape: [1], data: Float32Array.of(2) };
+    await finish([o], [['y', y]]);
+    const job = jobs.get(o, 'B')!;
+    expect(job.raw?.get('y')).toBe(y);
+    expect(job.result).toBeUndefined();
+    jobs.forget(o);
+    expect(jobs.get(o, 'B')).toBeUndefined();
     jobs.close();
   });
 });

@@ -115,6 +115,11 @@ describe('nns run --remote with generate blocks equals the local run', () => {
     const s = await same(file, MODELS[0]);
     expect(s.code).toBe(1);
     expect(s.err).toMatch(/bad-gen\.nns:2:\d+: error\[/);
+    // Found while building step 1 of a model without a cache (X is confined to the step's position): after step 0 ran.
+    fs.writeFileSync(file, 'generate "The capital of France is" max_new_tokens=3 stop_at_eos=false {\n  g = grad(model.output.logits[0, -1, 3], model.transformer.h[1].output).save()\n}\n');
+    const t = await same(file, MODELS[1]);
+    expect(t.code).toBe(1);
+    expect(t.err).toContain('bad-gen.nns:2:43: error[bad-grad]');
   }, 120_000);
 });
 
@@ -183,6 +188,19 @@ describe('LanguageModel.remote: generate and stream', () => {
     expect((await s.result).ids[0]).toEqual(gcase('stop_at_eos').expect.ids);
   }, 120_000);
 
+  it('steps that need the compiled path (an operation inside a module) equal the loaded model bit for bit', async () => {
+    const opts = { maxNewTokens: 3, stopAtEos: false };
+    const fn = (m: ModelRef): void => {
+      m.transformer.h[1].attn.op('Softmax').output.save('attn');
+      m.transformer.h[0].mlp.output = m.transformer.h[0].mlp.output.mul(0.5);
+    };
+    const a = await local.generate('The Eiffel Tower is in the city of', opts, fn);
+    const b = await remote.generate('The Eiffel Tower is in the city of', opts, fn);
+    sameResult(a, b);
+    expect(b.saves['attn.0']!.shape).toEqual([1, 4, 8, 8]);
+    expect(b.saves['attn.2']!.shape).toEqual([1, 4, 1, 10]);
+  }, 120_000);
+
   it('seeded sampling equals the local sample', async () => {
     const opts = { maxNewTokens: 8, stopAtEos: false, doSample: true, temperature: 1.5, topK: 20, seed: 1234 };
     const a = await local.generate('The Eiffel Tower is in the city of', opts);
@@ -204,6 +222,14 @@ describe('generation jobs and the server limits', () => {
       await expect(m.generate('The', { maxNewTokens: 3 }, (mm, g) => {
         for (let i = 0; i < 15; i++) mm.transformer.h[0].output.at(0, 0, i).save(`x${i}.${g.step}`);
       })).rejects.toMatchObject({ code: 'over-limit', message: expect.stringContaining('IR nodes') });
+      // nns run --remote: one line, exit 2, nothing written.
+      const file = path.join(TMP, 'many-saves.nns');
+      const out = path.join(TMP, 'many-saves.json');
+      fs.writeFileSync(file, 'generate "The" max_new_tokens=4 {\n  l = model.output.logits[:, -1, :].save()\n}\n');
+      const r = await cli(['run', file, '--remote', small.url, '--model', 'with-past', '--out', out]);
+      expect(r.code).toBe(2);
+      expect(r.err).toBe('nns: error[over-limit]: the generation saves 2,622 elements; this server allows 2,000 per job\n');
+      expect(fs.existsSync(out)).toBe(false);
     } finally {
       await small.close();
     }
