@@ -16,9 +16,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { ortSessionOptions, setIntraOpSpinning } from '../backends/ort.js';
 import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
 import { startServer } from '../src/serve/server.js';
 import { median, type BenchContext, type Measurement } from './measure.js';
+import { makeFeeds } from './setup.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FACTS = path.join(ROOT, 'models', 'gpt2-facts');
@@ -89,7 +92,8 @@ async function overhead(ctx: BenchContext): Promise<void> {
     };
     for (let i = 0; i < 3; i++) { await local.trace(prompt, fn); await remote.trace(prompt, fn); }
     const l: number[] = [], r: number[] = [], d: number[] = [];
-    const pairs = Math.max(15, ctx.timing.runs);
+    // 40 pairs: under load, single traces vary by tens of ms; the median of 40 differences is stable to a few.
+    const pairs = Math.max(40, ctx.timing.runs);
     for (let i = 0; i < pairs; i++) {
       const t0 = performance.now();
       await local.trace(prompt, fn);
@@ -102,12 +106,24 @@ async function overhead(ctx: BenchContext): Promise<void> {
     }
     // CPU time in blocks (not interleaved: onnxruntime's threads spin a little after a run, which
     // would be charged to the next trace): client + server (this process) + worker, vs local.
+    // Their wall times too: the median of each block (no local session's threads spinning
+    // right before a remote trace, as in the alternating pairs).
+    const rb: number[] = [], lb: number[] = [];
     const c0 = selfCpuMs(), w0 = procCpuMs(server.worker.pid);
-    for (let i = 0; i < pairs; i++) await remote.trace(prompt, fn);
+    for (let i = 0; i < pairs; i++) {
+      const t = performance.now();
+      await remote.trace(prompt, fn);
+      rb.push(performance.now() - t);
+    }
     const remoteCpu = selfCpuMs() - c0 + procCpuMs(server.worker.pid) - w0;
     const c1 = selfCpuMs();
-    for (let i = 0; i < pairs; i++) await local.trace(prompt, fn);
+    for (let i = 0; i < pairs; i++) {
+      const t = performance.now();
+      await local.trace(prompt, fn);
+      lb.push(performance.now() - t);
+    }
     const localCpu = selfCpuMs() - c1;
+    ctx.extra.remote_overhead_block_ms = median(rb) - median(lb);
     ctx.extra.remote_trace_ms = median(r);
     ctx.extra.remote_local_trace_ms = median(l);
     ctx.extra.remote_overhead_min_ms = Math.min(...r) - Math.min(...l);
@@ -182,7 +198,47 @@ let batchedDone: Promise<void> | undefined;
 /** Results of the batched measurement (reported by several measurement names). */
 const got: Record<string, number> = {};
 
+/**
+ * The ceiling batching can reach in the engine itself: a plain onnxruntime session of the
+ * benchmark model (options as the job worker's instrumented model: prepacked, no spinning threads), one forward pass of
+ * `CLIENTS` rows against `CLIENTS` passes of one row, alternating, 5 times each.
+ */
+async function ortCeiling(ctx: BenchContext, n: number): Promise<void> {
+  setIntraOpSpinning(false);
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(ctx.model.graphPath, ortSessionOptions({ prepack: true }));
+  } finally {
+    setIntraOpSpinning(true);
+  }
+  try {
+    const one = makeFeeds(ctx.model, 1, n, 1);
+    const all = makeFeeds(ctx.model, CLIENTS, n, 2);
+    await session.run(one);
+    await session.run(all);
+    const w1: number[] = [], c1: number[] = [], wb: number[] = [], cb: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      let c = selfCpuMs(), t = performance.now();
+      for (let i = 0; i < CLIENTS; i++) await session.run(one);
+      w1.push(performance.now() - t); c1.push(selfCpuMs() - c);
+      c = selfCpuMs(); t = performance.now();
+      await session.run(all);
+      wb.push(performance.now() - t); cb.push(selfCpuMs() - c);
+    }
+    ctx.extra.remote_ort_rows1_ms = median(w1) / CLIENTS;
+    ctx.extra.remote_ort_rows1_cpu_ms = median(c1) / CLIENTS;
+    ctx.extra.remote_ort_rows16_ms = median(wb) / CLIENTS;
+    ctx.extra.remote_ort_rows16_cpu_ms = median(cb) / CLIENTS;
+    ctx.extra.remote_ort_batch_ceiling = median(w1) / median(wb);
+    ctx.extra.remote_ort_batch_ceiling_cpu = median(c1) / median(cb);
+    ctx.log(`remote: plain onnxruntime, ${n} tokens: ${CLIENTS} passes of 1 row ${median(w1).toFixed(0)} ms (CPU ${median(c1).toFixed(0)}) vs 1 pass of ${CLIENTS} rows ${median(wb).toFixed(0)} ms (CPU ${median(cb).toFixed(0)}): ceiling ${(median(w1) / median(wb)).toFixed(2)} wall, ${(median(c1) / median(cb)).toFixed(2)} CPU`);
+  } finally {
+    await session.release();
+  }
+}
+
 async function batched(ctx: BenchContext): Promise<void> {
+  await ortCeiling(ctx, Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen));
   // Both servers up at once; rounds alternate (on, off, off, on, ...) so that a change in the
   // machine's load hits both modes alike; the ratio is of the totals, with the median of the
   // per-round ratios beside it.

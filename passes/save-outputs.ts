@@ -13,6 +13,7 @@ import type { Pass } from './pass.js';
 import type { DType } from '../src/model/types.js';
 import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
 import { Emitter, nodeProvenance, spanText, valueInfo } from './onnx-emit.js';
+import { symbolMap } from '../src/model/shapes.js';
 
 /** Renames value `from` to `to` in `g` and the subgraphs of its nodes (node inputs and outputs, initializers, value_info). */
 function renameValue(g: GraphProto, from: string, to: string): void {
@@ -54,6 +55,7 @@ export const saveOutputsPass: Pass = {
     const producer = new Map<string, NodeProto>();
     for (const x of g.node ?? []) for (const o of x.output ?? []) producer.set(o, x);
     const named = new Set<string>();
+    const toModel = new Map([...symbolMap(state.model)].map(([k, v]) => [v, k]));
     for (const n of saves) {
       const name = (n.attrs as { name: string }).name;
       const v = n.inputs[0]!;
@@ -67,7 +69,9 @@ export const saveOutputsPass: Pass = {
       em.prov = { ...(prov ?? { module: (v.producer.attrs as { path?: string }).path ?? '' }), irOp: 'save', span: n.span };
       const out = em.unique(name);
       const p = producer.get(src);
-      const info = valueInfo(out, (v.type?.dtype ?? 'float32') as DType, v.type?.shape ?? null);
+      // (`nns compile`: in the model's own symbols, batch_size and sequence_length, like the inserted values' value_info)
+      const shape = v.type?.shape ? v.type.shape.map((d) => (typeof d === 'string' && state.specialize ? toModel.get(d) ?? d : d)) : null;
+      const info = valueInfo(out, (v.type?.dtype ?? 'float32') as DType, shape);
       info.doc_string = `save '${name}'${prov?.stmt ? ` at ${spanText(prov.stmt)}` : ''}`;
       if (p && nodeProvenance.has(p) && !outputs.has(src) && !inputs.has(src) && !named.has(src)) {
         renameValue(g, src, out);

@@ -212,7 +212,11 @@ export class FastExecutor implements FastPath {
       this.fallback(r.reject);
       return r;
     }
-    return { plan: r.plan, text: printFastPlan(ir, r.plan) };
+    // The printed partition is read only when a pass's output is printed (--print-after, FileCheck
+    // goldens): printed on first read, not for every run (tens of ms for a batch of save-all traces).
+    let text: string | undefined;
+    const plan = r.plan;
+    return { plan, get text() { return (text ??= printFastPlan(ir, plan)); } };
   }
 
   /** Plans `ir` on the instrumented model (as {@link plan}, without printing the partition). */

@@ -25,7 +25,7 @@ import type { CompileState, PassContext } from '../../passes/pass.js';
 import { defaultCacheDir } from '../model/load.js';
 import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
-import { mergeable, mergeGraphs, mergeKey, splitResults } from './merge.js';
+import { mergeable, mergeGraphs, mergeKey, SEP, splitResults } from './merge.js';
 import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
 import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
@@ -98,10 +98,10 @@ function diagnostics(e: unknown): DiagnosticJSON[] {
 }
 
 /** Elements the saves of a checked IR will have (unknown sizes count 0). */
-function savedElements(g: Graph): number {
+function savedElements(g: Graph, prefix?: string): number {
   let total = 0;
   for (const n of g.nodes) {
-    if (!n.is('save')) continue;
+    if (!n.is('save') || (prefix !== undefined && !n.attrs.name.startsWith(prefix))) continue;
     const shape = n.inputs[0]?.type?.shape;
     if (!shape) continue;
     total += numel(shape.map((d) => (typeof d === 'number' ? d : d === 'batch' ? g.scopes[n.scope]!.rowEnd - g.scopes[n.scope]!.rowStart || g.batch : g.dimValues[d] ?? 1)));
@@ -213,6 +213,31 @@ async function runMerged(group: Prepared[], mc: ModelContext): Promise<Map<strin
   });
 }
 
+/**
+ * Several traces merged straight away: each parsed once and compiled only as part of the
+ * merged graph (compiling each alone first, to see that it takes the fast path, would double
+ * the work of a batch). Returns each job's saves, or null when the group cannot run merged
+ * (a job's check fails, the merged trace is not a fast-path plan, a job saves more than the
+ * limit): then its jobs take the one-by-one way, which reports each job's own errors.
+ */
+async function runMergedDirect(group: { job: WorkerJob; g: Graph }[], mc: ModelContext): Promise<Map<string, Tensor>[] | null> {
+  if (!mc.fast) return null;
+  const merged = mergeGraphs(group.map((p) => p.g));
+  const host = new Map<string, Tensor>();
+  group.forEach((p, j) => { for (const [k, v] of p.job.host) host.set(`${j}${SEP}${k}`, v); });
+  let state: CompileState;
+  try {
+    state = compileGraph(merged, mc, { pipeline: irPipeline });
+    if (group.some((_, j) => savedElements(state.ir, `${j}${SEP}`) > maxSaved)) return null;
+    runPasses([...executorStages], state, { tree: mc.tree, errors: [], fast: mc.fast }, {});
+  } catch {
+    return null;
+  }
+  if (!(state.executor?.kind === 'fast' && state.fastPlan && 'plan' in state.fastPlan)) return null;
+  const out = await mc.fast.run(state.ir, state.fastPlan.plan, host);
+  return out ? splitResults(out, group.length) : null;
+}
+
 /** Test hook (`NNS_SERVE_TEST_STALL=1` in the worker's environment): a job saving `__stall__` hangs, so tests can kill a worker mid-job or pass the run time. */
 const STALL = process.env.NNS_SERVE_TEST_STALL === '1';
 
@@ -232,6 +257,35 @@ async function runBatch(modelName: string, jobs: WorkerJob[]): Promise<void> {
   if (!mc) {
     for (const j of jobs) done({ type: 'done', id: j.id, ok: false, errors: [{ code: 'unknown-model', message: `no model '${modelName}' in this worker`, kind: 'usage', notes: [] }] });
     return;
+  }
+  // Several traces: first those that can share a pass, merged straight away.
+  const traces = jobs.filter((j) => j.ir && !j.generate && !j.oip);
+  if (traces.length > 1 && mc.fast) {
+    const direct = new Map<string, { job: WorkerJob; g: Graph }[]>();
+    for (const job of traces) {
+      let g: Graph;
+      try {
+        g = graphFromJSON(job.ir);
+      } catch {
+        continue; // reported by the one-by-one way
+      }
+      if (mergeable(g)) {
+        const key = mergeKey(g);
+        (direct.get(key) ?? direct.set(key, []).get(key)!).push({ job, g });
+      }
+    }
+    for (const group of direct.values()) {
+      if (group.length < 2) continue;
+      let parts: Map<string, Tensor>[] | null = null;
+      try {
+        parts = await runMergedDirect(group, mc);
+      } catch {
+        parts = null;
+      }
+      // Else (a job's error, a plan off the fast path): the one-by-one way below, which still merges the jobs it can.
+      if (parts) group.forEach((p, j) => finish(p.job.id, parts![j]!, group.length));
+    }
+    jobs = jobs.filter((j) => unreported.has(j.id));
   }
   const ready: Prepared[] = [];
   for (const job of jobs) {

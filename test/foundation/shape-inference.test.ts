@@ -17,7 +17,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { decodeModel, encodeModel } from '../../src/onnx/serde.js';
-import type { ModelProto } from '../../src/onnx/proto.js';
+import type { GraphProto, ModelProto, ValueInfoProto } from '../../src/onnx/proto.js';
 import { canonicalDim, evalDim, inferShapes, infoOfType, typeOfInfo, type SymDim } from '../../src/onnx/shapes.js';
 import { ROOT } from '../helpers/reference.js';
 
@@ -87,5 +87,26 @@ describe('shape inference', () => {
       expect(types.get(v.name!)?.elem, `${v.name}: element type`).toBe(typeOfInfo(v)!.elem);
     }
     expect(dims).toBeGreaterThan(500);
+  });
+  it('an operator it does not know leaves its outputs and what follows untyped, never guessed', () => {
+    const vi = (name: string, dims: (number | string)[]): ValueInfoProto => ({ name, type: { tensor_type: { elem_type: 1, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } } });
+    const g: GraphProto = {
+      input: [vi('x', ['batch_size', 'sequence_length', 8])],
+      node: [
+        { op_type: 'FusedThing', domain: 'com.example', input: ['x'], output: ['y'] },
+        { op_type: 'Relu', input: ['y'], output: ['z'] },
+        { op_type: 'Add', input: ['x', 'z'], output: ['w'] },
+        { op_type: 'Shape', input: ['x'], output: ['s'] },
+        { op_type: 'Reshape', input: ['x', 'flat'], output: ['r'] },
+      ],
+      initializer: [{ name: 'flat', dims: [2], data_type: 7, int64_data: [-1, 8] }],
+    };
+    const { types, values } = inferShapes(g, 17, {});
+    expect(types.get('y')).toBeUndefined();
+    expect(types.get('z')).toBeUndefined();
+    // Add broadcasts x with an unknown: only what x alone fixes is not claimed either
+    expect(types.get('w')?.shape ?? null).toBeNull();
+    expect(values.get('s')).toEqual(['batch_size', 'sequence_length', 8]);
+    expect(types.get('r')?.shape).toEqual(['batch_size*sequence_length', 8]);
   });
 });

@@ -114,6 +114,25 @@ describe('nns serve: no lost jobs', () => {
     expect(server.worker.pid).not.toBe(pid);
   });
 
+  it('a batch with a job the server rejects: that job fails with its own error, the others still share a pass', async () => {
+    const c = new RemoteClient(server.url);
+    const before = { ...server.jobs.stats };
+    server.jobs.hold();
+    const src = (i: string): string => `trace "The Eiffel Tower is in" { h = model.transformer.h[1].output[0, -1, ${i}].save() }`;
+    const ids = [await submit(src('0:3')), await submit(src('0, 0, 0')), await submit(src('3:5'))];
+    await until(() => server.jobs.queued === 3);
+    server.jobs.release();
+    const [a, bad, b] = await Promise.allSettled(ids.map((id) => c.result(id)));
+    expect(bad!.status).toBe('rejected');
+    expect((bad as PromiseRejectedResult).reason.errors[0].code).toBe('index-out-of-range');
+    const want = await local.trace('The Eiffel Tower is in', (m) => { m.transformer.h[1]!.output.at(0, -1, '0:5').save('h'); });
+    const row = want.saves.h!.data as Float32Array;
+    expect(Array.from((a as PromiseFulfilledResult<Map<string, { data: Float32Array }>>).value.get('h')!.data)).toEqual(Array.from(row.subarray(0, 3)));
+    expect(Array.from((b as PromiseFulfilledResult<Map<string, { data: Float32Array }>>).value.get('h')!.data)).toEqual(Array.from(row.subarray(3, 5)));
+    expect(server.jobs.stats.merged - before.merged, 'the two good jobs shared a pass').toBe(2);
+    expect(server.jobs.stats.failed - before.failed).toBe(1);
+  });
+
   it('graceful shutdown: every accepted job ends completed or error; then the server is gone', async () => {
     const second = await startServer({ models: [{ name: 'gpt2', path: MODEL_DIR }], port: 0, host: '127.0.0.1' });
     const c = new RemoteClient(second.url);
