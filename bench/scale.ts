@@ -197,7 +197,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       if (T === seq) {
         Object.assign(out, {
           scale_ported_plain_run_ms: plain.ms, scale_ported_plain_run_cpu_ms: plain.cpu_ms, scale_save_all_run_ms: saveAll.ms, scale_save_all_run_cpu_ms: saveAll.cpu_ms,
-          scale_patch_run_ms: patch.ms, scale_patch_run_cpu_ms: patch.cpu_ms, scale_first_trace_ms: first.ms,
+          scale_patch_run_ms: patch.ms, scale_patch_run_cpu_ms: patch.cpu_ms, scale_first_trace_ms: first.ms, scale_first_trace_cpu_ms: first.cpu_ms,
         });
         const lens = await time(() => runGraph(lowerScript(st, logitLensScript(st, ids, T - 1)), lm!.mc), r);
         out.scale_logit_lens_ms = lens.ms;
