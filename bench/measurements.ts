@@ -470,14 +470,17 @@ export const MEASUREMENTS: Measurement[] = [
   },
   {
     name: 'sweep_full_ms',
-    doc: 'A full activation-patching grid: every block × every position (12 × 128 on GPT-2 small) as ONE .nns trace like sweep_ms, last logits saved; run on the model\'s with-past export when there is one beside it (model.with-past.onnx: incremental sweep over the positions from the patched one on, on the clean keys/values), else on the model itself; one run, end to end (model open not included).',
+    doc: 'A full activation-patching grid: every block × every position (12 × 128 on GPT-2 small) as ONE .nns trace like sweep_ms, saving the logit difference of two tokens at the last position (the prompts\' last tokens) per variant; run on the model\'s with-past export when there is one beside it (model.with-past.onnx: incremental sweep over the positions from the patched one on, on the clean keys/values), else on the model itself; one run, end to end (model open not included).',
     run: async (ctx) => {
       const withPast = path.join(path.dirname(ctx.model.graphPath), 'model.with-past.onnx');
       const cached = fs.existsSync(withPast);
       const st = cached ? await onnsightOther(ctx, withPast) : await onnsight(ctx);
       try {
         const positions = Array.from({ length: ctx.seqLen }, (_, i) => i);
-        const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions);
+        // One number per variant, the logit difference of the two prompts' last tokens (a grid of whole
+        // last-position logits would be 1,536 × the vocabulary: 309 MB of results on GPT-2 small).
+        const diff = [st.prompt(1).at(-1)!, st.prompt(0).at(-1)!] as const;
+        const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions, false, diff);
         const s0 = { ...st.fast.stats };
         const c0 = cpuMs();
         const t = await timeOnce(() => runText(st, text));

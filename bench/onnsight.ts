@@ -186,9 +186,11 @@ export function logitLensScript(st: OnnsightState, ids: readonly number[], pos: 
  * merges them into one batch row), then one invoke per position with the target prompt's
  * block output at that position replaced by the source's, saving the last logits
  * (`out_P.L`). `scope0Source` writes it like examples/patching.nns instead: the source invoke
- * once, its value read outside the invokes as row 0 of the whole batch.
+ * once, its value read outside the invokes as row 0 of the whole batch. `diff = [a, b]` saves
+ * the logit difference of tokens a and b at the last position instead (one number per variant,
+ * the usual patching metric).
  */
-export function patchingSweepScript(st: OnnsightState, source: readonly number[], target: readonly number[], positions: readonly number[], scope0Source = false): string {
+export function patchingSweepScript(st: OnnsightState, source: readonly number[], target: readonly number[], positions: readonly number[], scope0Source = false, diff?: readonly [number, number]): string {
   const list = nnsRef(st.blocks.paths[0]!.split('.').slice(0, -1).join('.'));
   const L = st.blocks.paths.length;
   const lines = [`trace {`];
@@ -200,7 +202,9 @@ export function patchingSweepScript(st: OnnsightState, source: readonly number[]
     lines.push(
       `    invoke ${idsText(target)} {`,
       `      ${list}[l].output[:, ${p}, :] = src[${p}]`,
-      `      out_${p} = model.output.${st.blocks.output}[:, -1, :].save()`,
+      diff
+        ? `      out_${p} = (model.output.${st.blocks.output}[:, -1, ${diff[0]}] - model.output.${st.blocks.output}[:, -1, ${diff[1]}]).save()`
+        : `      out_${p} = model.output.${st.blocks.output}[:, -1, :].save()`,
       `    }`,
     );
   });

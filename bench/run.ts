@@ -267,6 +267,8 @@ async function main(): Promise<void> {
     cpus: os.cpus().length,
     // 1-minute load average before and after: above ~the core count, other processes competed
     // for the CPU and times are inflated (ORT's intra-op threads are very sensitive to it).
+    // glibc's allocator settings from the environment, if any (bench/README.md, "Memory": they change peak PSS).
+    malloc_env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_') || k === 'GLIBC_TUNABLES')),
     load_avg_before: r2(loadBefore),
     load_avg_after: r2(os.loadavg()[0]!),
     date: new Date().toISOString(),

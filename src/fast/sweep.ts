@@ -404,6 +404,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     return t;
   };
   for (const g of groups) {
+    pasts.clear(); // keyed by the group's start position: a later group never reuses them
     g.items.sort((a, b) => a.r.start - b.r.start);
     const N = T - g.from;
     const active: typeof rows = [];
