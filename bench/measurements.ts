@@ -25,6 +25,7 @@ import { structuralKey } from '../src/compile-cache.js';
 import { releaseCompiled, tieredOf } from '../src/compiled-run.js';
 import { compileGraph, runGraph } from '../src/engine.js';
 import { explainFastPath, type PlanOptions } from '../src/fast/plan.js';
+import { gateFeed } from '../src/fast/ports.js';
 import { grad, type ModelRef, type TensorProxy, type Tracer } from '../src/index.js';
 import { writeVariant } from '../src/model/load.js';
 import { encodeModel } from '../src/onnx/serde.js';
@@ -249,7 +250,9 @@ export const MEASUREMENTS: Measurement[] = [
         feeds[p.keep] = one(1, p.shape.length);
         feeds[p.add] = one(0, p.shape.length);
       }
-      const t = await timeRuns(() => session.run(feeds, [st.fast.ported.tail?.fetch ?? st.blocks.output]), ctx.timing); // the tail (lm_head) is not in the instrumented model
+      const fetch = [st.fast.ported.tail?.fetch ?? st.blocks.output];
+      for (const [k, g] of Object.entries(gateFeed(st.fast.ported, fetch))) feeds[k] = new ort.Tensor('int64', g.data, g.shape);
+      const t = await timeRuns(() => session.run(feeds, fetch), ctx.timing); // the tail (lm_head) is not in the instrumented model
       ctx.extra.ported_session_run_ms = t.median;
       ctx.extra.ported_session_run_cpu_ms = t.cpuMedian;
       ctx.extra.ported_session_run_min_ms = t.min;

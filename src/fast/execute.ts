@@ -30,7 +30,7 @@ import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } fr
 import { evalOp, HOST_OPS } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions, type ReadBinding } from './plan.js';
 import { ModuleModels } from './module-model.js';
-import { buildPortedModel, choosePorts, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
+import { buildPortedModel, choosePorts, gateFeed, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
 import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
 import { planSweep, runSweep, SweepFallback, type Env, type SweepStats } from './sweep.js';
@@ -336,7 +336,7 @@ export class FastExecutor implements FastPath {
     try {
       out = await runSweep({
         mc: this.mc, ported: this.ported, segments: segs,
-        cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, neutral(rows), fetch), rows }),
+        cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, { ...neutral(rows), ...gateFeed(this.ported, fetch) }, fetch), rows }),
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
         runTail: async (x, outputs) => {
           const tail = this.ported.tail!;

@@ -10,6 +10,7 @@
 import type { ModelContext } from '../compile.js';
 import type { Tensor } from '../tensor.js';
 import type { FastExecutor } from './execute.js';
+import { gateFeed } from './ports.js';
 
 /** Runs the fast path's models: feeds in, the named fetches out. */
 export interface FastRunner {
@@ -28,10 +29,14 @@ export interface FastRunner {
 /** Makes the runner of an executor (called once, in the executor's constructor). */
 export type RunnerFactory = (exec: FastExecutor, mc: ModelContext) => FastRunner;
 
-/** The default: one prepacked, pinned onnxruntime session per graph, in this process. */
+/**
+ * The default: one prepacked, pinned onnxruntime session per graph, in this process. Runs of
+ * the instrumented model open its output gate for the fetched outputs only (src/fast/ports.ts
+ * `gateOutputs`); a server (oip-runner) computes every output, as its model declares no gate.
+ */
 export const localRunner: RunnerFactory = (exec, mc) => ({
   async runPorted(feeds, fetch) {
-    return mc.backend.run(await exec.session(), feeds, fetch);
+    return mc.backend.run(await exec.session(), { ...feeds, ...gateFeed(exec.ported, fetch) }, fetch);
   },
   async runModule(path, feeds, fetch) {
     return mc.backend.run(await exec.modules.session(path), feeds, fetch);

@@ -10,6 +10,7 @@ import { compileGraph, runGraph } from '../../src/engine.js';
 import { irPipeline } from '../../passes/pipeline.js';
 import { buildFeeds } from '../../src/model/feeds.js';
 import { FastExecutor, explainFastPath } from '../../src/fast/index.js';
+import { gateFeed } from '../../src/fast/ports.js';
 import { ortSessionOptions, toOrtTensor, type OrtSessionOptions } from '../../backends/ort.js';
 import { EXPORTS, refCase, expectClose, softmax, argmax, row, mod, maxDiff } from '../helpers/reference.js';
 import type { TraceContext } from '../../src/trace.js';
@@ -191,6 +192,7 @@ describe.each(EXPORTS)('fast path on the $name export', ({ name, path }) => {
       portFeeds[p.keep] = new ort.Tensor('float32', Float32Array.of(1), p.shape.map(() => 1));
       portFeeds[p.add] = new ort.Tensor('float32', Float32Array.of(0), p.shape.map(() => 1));
     }
+    for (const [k, t] of Object.entries(gateFeed(whole.ported, ['logits']))) portFeeds[k] = toOrtTensor(t);
     const logits = async (graph: string, f: Record<string, ort.Tensor>, opts: OrtSessionOptions): Promise<Tensor> => {
       const session = await ort.InferenceSession.create(graph, ortSessionOptions(opts));
       const out = (await session.run(f, ['logits'])).logits!;

@@ -11,6 +11,7 @@ import { compileGraph } from '../../src/engine.js';
 import { irPipeline } from '../../passes/pipeline.js';
 import { FastExecutor } from '../../src/fast/index.js';
 import { readsLastPositionOnly } from '../../src/fast/plan.js';
+import { gateFeed } from '../../src/fast/ports.js';
 import { lastPositionOutputs } from '../../src/generate/step-ports.js';
 import { indexTensor } from '../../ir/eval.js';
 import type { IndexItem } from '../../ir/ir.js';
@@ -63,7 +64,7 @@ describe('step model with last-position logits', () => {
         portFeeds[p.add] = { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(0) };
       }
       const s = await ex.session();
-      const out = await mc.backend.run(s, { ...feeds, ...portFeeds }, names);
+      const out = await mc.backend.run(s, { ...feeds, ...portFeeds, ...gateFeed(ported, names) }, names);
       const V = full.logits!.shape[2]!;
       expect(out.logits!.shape).toEqual([1, 1, V]);
       const want = (full.logits!.data as Float32Array).subarray((IDS.length - 1) * V);
