@@ -7,7 +7,8 @@
  * differences op by op (test/passes/derivatives.test.ts).
  * @module
  */
-import type { AttributeProto, GraphProto, NodeProto } from '../src/onnx/proto.js';
+import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
+import { attrOf, intAttr, intsAttr } from '../src/onnx/attributes.js';
 import type { TensorSig } from '../src/model/types.js';
 import type { AttrValue, Emitter } from './onnx-emit.js';
 import { makeTensor } from './onnx-emit.js';
@@ -28,17 +29,6 @@ export const NO_GRADIENT: ReadonlySet<string> = new Set([
 
 const FLOAT_TYPES = new Set([1, 10, 11, 16]);
 
-function attrOf(n: NodeProto, name: string): AttributeProto | undefined {
-  return (n.attribute ?? []).find((a) => a.name === name);
-}
-function intAttr(n: NodeProto, name: string, dflt: number): number {
-  const a = attrOf(n, name);
-  return a?.i !== undefined && a.i !== null ? Number(a.i) : dflt;
-}
-function intsAttr(n: NodeProto, name: string): number[] | undefined {
-  const a = attrOf(n, name);
-  return a?.ints ? a.ints.map(Number) : undefined;
-}
 function floatAttr(n: NodeProto, name: string, dflt: number): number {
   const a = attrOf(n, name);
   return a?.f !== undefined && a.f !== null ? Number(a.f) : dflt;

@@ -15,7 +15,8 @@
  * Symbolic slices assume their bounds lie within the sliced dim (what exporters emit).
  * @module
  */
-import type { AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto } from './proto.js';
+import type { GraphProto, NodeProto, TensorProto, ValueInfoProto } from './proto.js';
+import { attrOf, intAttr, intsAttr } from './attributes.js';
 import { DataType } from './proto.js';
 import { constantNodeTensor } from './view.js';
 import { tensorData } from './graph-builder.js';
@@ -204,20 +205,6 @@ function broadcast(a: readonly SymDim[], b: readonly SymDim[]): SymDim[] {
 }
 
 // ---------------------------------------------------------------------------------------
-
-function attrOf(n: NodeProto, name: string): AttributeProto | undefined {
-  return (n.attribute ?? []).find((a) => a.name === name);
-}
-
-function intAttr(n: NodeProto, name: string, dflt: number): number {
-  const a = attrOf(n, name);
-  return a?.i !== undefined && a.i !== null ? Number(a.i) : dflt;
-}
-
-function intsAttr(n: NodeProto, name: string): number[] | undefined {
-  const a = attrOf(n, name);
-  return a?.ints && a.ints.length ? a.ints.map(Number) : a && a.type === 7 ? [] : undefined;
-}
 
 const INT_TYPES = new Set<number>([DataType.INT64, DataType.INT32, DataType.INT16, DataType.INT8, DataType.UINT8, DataType.UINT16, DataType.UINT32, DataType.UINT64, DataType.BOOL]);
 /** Integer tensors up to this many elements are evaluated (shape arithmetic, index lists). */
