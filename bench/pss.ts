@@ -8,7 +8,7 @@
  * this process maps it, so PSS of one process = its private memory + its share of files.
  *
  * Method: a child process (node, spawned once, IPC channel) reads `/proc/<pid>/smaps_rollup`
- * of the benchmark process every `intervalMs` (default 50 ms) and keeps the peak `Pss`
+ * of the benchmark process every `intervalMs` (default 200 ms) and keeps the peak `Pss`
  * (with the `Pss_Anon` / `Pss_File` split of that sample). A child, not a timer or a worker
  * of the benchmark process: onnxruntime's session creation blocks the JS thread for seconds,
  * and the sampler's CPU time (the kernel walks the page tables on every read) must not count
@@ -94,7 +94,7 @@ export class PssSampler {
   }
 
   /** Starts sampling this process every `intervalMs`; undefined where `/proc/self/smaps_rollup` does not exist. */
-  static async start(intervalMs = 50): Promise<PssSampler | undefined> {
+  static async start(intervalMs = 200): Promise<PssSampler | undefined> {
     if (!fs.existsSync('/proc/self/smaps_rollup')) return undefined;
     const child = spawn(process.execPath, ['-e', CHILD, String(process.pid), String(intervalMs)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     const s = new PssSampler(child);

@@ -71,8 +71,13 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-/** PSS sampling interval of the child sampler (bench/pss.ts). */
-const PSS_INTERVAL_MS = 50;
+/**
+ * PSS sampling interval of the child sampler (bench/pss.ts), ms; `ONNSIGHT_PSS_INTERVAL_MS`
+ * overrides. 200, not 50: every read of smaps_rollup walks the page tables of the whole address
+ * space, and at 50 ms the sampler took enough of the 2 cores to slow `plain_run_ms` by ~40 %
+ * (measured 2026-11-27, idle machine: 312/350 ms at 50 ms vs 211/229 at 200 and 216/225 without sampling).
+ */
+const PSS_INTERVAL_MS = Number(process.env.ONNSIGHT_PSS_INTERVAL_MS) || 200;
 
 const log = (msg: string): void => { process.stderr.write(`[bench] ${msg}\n`); };
 
