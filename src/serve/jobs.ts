@@ -104,7 +104,8 @@ export class Jobs {
 
   /** Accepts a job; it is queued and scheduled. */
   submit(key: string, model: string, request: Omit<WorkerJob, 'id'>): Job {
-    const id = crypto.randomBytes(16).toString('hex');
+    // 122 random bits as 32 hex digits (randomUUID draws from a buffered pool: cheaper per job than randomBytes).
+    const id = crypto.randomUUID().replaceAll('-', '');
     const job: Job = { id, key, model, state: 'queued', history: [], listeners: new Set(), request: { id, ...request }, accepted: Date.now(), ...(request.generate || request.oip ? { alone: true } : {}), ...(request.oip ? { keepRaw: true } : {}) };
     this.jobs.set(id, job);
     let q = this.queues.get(key);
