@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import ort from 'onnxruntime-node';
 import { modelError, NnsError } from '../src/errors.js';
+import { trimNativeHeapSoon } from './malloc-trim.js';
 import type { DType } from '../src/model/types.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
 
@@ -83,6 +84,13 @@ export interface OrtSessionOptions {
    * weights (the tail, src/fast/tail.ts) have groups of their own. Not part of the cache key.
    */
   group?: string;
+  /**
+   * The graph reads the whole model's weights, those of every other group included (a
+   * compiled variant: a spliced copy of the model graph holds the tail's `lm_head` that a
+   * module model's group holds too). With {@link OrtBackendOptions.exclusive} it then
+   * conflicts with every group, not only its own (see there). Not part of the cache key.
+   */
+  whole?: boolean;
 }
 
 /** Options of an {@link OrtBackend}. */
@@ -109,6 +117,12 @@ export interface OrtBackendOptions {
    * prepacked one is rebuilt (releasing the idle others). The count doubles with each
    * release of that graph's prepacked session (8, 16, 32, … by default), so a strict
    * alternation costs at most one stand-in per graph and a handful of rebuilds in all.
+   *
+   * Groups overlap when they are the same or one side is {@link OrtSessionOptions.whole}: an
+   * unprepacked whole-model session (a compiled variant) maps the tail's weights too, so it
+   * releases the idle prepacked module sessions (the tail's 154 MB on GPT-2 small, anon,
+   * would otherwise sit beside the same weights mapped from the file), and a new prepacked
+   * module session releases the idle whole-model unprepacked ones.
    */
   exclusive?: boolean;
   /**
@@ -130,6 +144,7 @@ interface Entry {
   pinned: boolean;
   group: string;
   prepack: boolean;
+  whole: boolean;
   promise: Promise<ort.InferenceSession>;
   session?: ort.InferenceSession;
   busy: number;
@@ -175,9 +190,9 @@ export class OrtBackend {
     return this.entries.size;
   }
 
-  /** The sessions open or being created: graph file, weights group, prepacked or not (tests, benchmarks). */
-  liveSessions(): { graphPath: string; group: string; prepack: boolean }[] {
-    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack }));
+  /** The sessions open or being created: graph file, weights group, prepacked or not, whole or not (tests, benchmarks). */
+  liveSessions(): { graphPath: string; group: string; prepack: boolean; whole: boolean }[] {
+    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack, whole: e.whole }));
   }
 
   /**
@@ -193,6 +208,8 @@ export class OrtBackend {
       const run = this.streak.get(group);
       const n = run?.key === key ? run.n + 1 : 1;
       this.streak.set(group, { key, n });
+      // A whole-model graph uses every group's weights: it ends every other group's run of requests too.
+      if (o.whole) for (const g of [...this.streak.keys()]) if (g !== group) this.streak.delete(g);
       // A prepacked session released to keep one copy: an unprepacked stand-in until asked for enough times in a row.
       const times = o.prepack && !this.entries.has(key) ? this.released.get(key) ?? 0 : 0;
       if (times > 0 && n < this.reprepackAfter * 2 ** (times - 1)) {
@@ -209,12 +226,12 @@ export class OrtBackend {
       return hit.promise;
     }
     // The released sessions' memory goes back before the new session allocates its own.
-    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack) : [];
+    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack, !!o.whole) : [];
     const made = o;
     const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
     this.created.sessions++;
     if (o.prepack) this.created.prepacked++;
-    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, busy: 0, evicted: false, promise };
+    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, whole: !!o.whole, busy: 0, evicted: false, promise };
     entry.promise.then(
       (s) => {
         entry.session = s;
@@ -274,15 +291,23 @@ export class OrtBackend {
     }));
   }
 
-  /** Releases the idle sessions of `group` that would hold a second copy of its weights next to a new session. */
-  private releaseConflicts(group: string, prepack: boolean): Promise<void>[] {
+  /**
+   * Releases the idle sessions that would hold a second copy of some weights next to a new
+   * session of `group`: those of an overlapping group (the same, or either side whole) when
+   * either of the two is prepacked.
+   */
+  private releaseConflicts(group: string, prepack: boolean, whole: boolean): Promise<void>[] {
     const gone: Promise<void>[] = [];
     for (const [key, e] of this.entries) {
-      if (e.group !== group || !(prepack || e.prepack) || !e.session || e.busy > 0) continue;
+      const overlaps = e.group === group || whole || e.whole;
+      if (!overlaps || !(prepack || e.prepack) || !e.session || e.busy > 0) continue;
       this.entries.delete(key);
       e.evicted = true;
       this.exclusiveReleases++;
       if (e.prepack) this.released.set(key, (this.released.get(key) ?? 0) + 1);
+      // Another group's run of requests ends here: its released graph starts a new count (else the
+      // one graph of a module group, asked for at every trace, would be rebuilt at its next request).
+      if (e.group !== group) this.streak.delete(e.group);
       gone.push(this.dispose(e).catch(() => undefined));
     }
     return gone;
@@ -309,6 +334,8 @@ export class OrtBackend {
     e.session = undefined;
     this.bySession.delete(s);
     await s.release();
+    // glibc keeps the freed pages of the session's weights and buffers: give them back (backends/malloc-trim.ts).
+    trimNativeHeapSoon();
   }
 }
 

@@ -17,6 +17,7 @@ import { cpuMs, median, resetPeakRss, rssMb, type BenchContext, type BenchModel 
 import { MEASUREMENTS, RATIOS } from './measurements.js';
 import { describeModel, makeFeeds, maxPositions, resolveGraph } from './setup.js';
 import { PssSampler, type PssReading } from './pss.js';
+import { trimNativeHeap } from '../backends/malloc-trim.js';
 import { runScale } from './scale.js';
 
 interface Args {
@@ -225,6 +226,7 @@ async function main(): Promise<void> {
       // phases' peak RSS is what onnsight needs.
       if (plain) await (await plain).release();
       plain = undefined;
+      trimNativeHeap(); // as onnsight's backend does after a release (backends/malloc-trim.ts)
       ctx.rssPhase('baseline');
       phase = 'onnsight';
     }

@@ -156,7 +156,8 @@ export async function runCompiled(
   const useCache = opts.cache !== false && !opts.uncached && !envOff('ONNSIGHT_COMPILE_CACHE');
   const cache = compileCacheOf(mc);
   const tiered = opts.tiered !== false && !envOff('ONNSIGHT_TIERED') ? tieredOf(mc, typeof opts.tiered === 'object' ? opts.tiered : {}) : undefined;
-  const sessionOpts: OrtSessionOptions = mc.loaded.externalDataDir ? { externalDataDir: mc.loaded.externalDataDir } : {};
+  // A compiled variant is a copy of the whole model graph: its weights overlap every module model's (backends/ort.ts).
+  const sessionOpts: OrtSessionOptions = { whole: true, ...(mc.loaded.externalDataDir ? { externalDataDir: mc.loaded.externalDataDir } : {}) };
   const totalRows = chunks.reduce((a, c) => a + c.ownRows, 0);
   let done = 0;
   let rowsDone = 0;

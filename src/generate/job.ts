@@ -22,6 +22,7 @@
  */
 import { Graph, type Value } from '../../ir/ir.js';
 import { graphFromJSON, graphToJSON, IRFormatError, type GraphJSON } from '../../ir/json.js';
+import type { GenerateSettings } from '../../grammar/generate-options.js';
 import { NnsError, type Span } from '../errors.js';
 import type { ModuleTree } from '../model/types.js';
 import type { Tensor } from '../tensor.js';
@@ -39,15 +40,11 @@ export interface StepTemplateJSON {
   host: Record<string, string>;
 }
 
-/** The options of a generation on the wire. */
-export interface GenerationOptionsJSON {
-  maxNewTokens: number;
-  stopAtEos: boolean;
-  doSample: boolean;
-  temperature?: number;
-  topK?: number;
-  seed?: number;
-}
+/**
+ * The options of a generation on the wire: a `generate` statement's checked settings
+ * (defaults made explicit), the same fields local runs use.
+ */
+export type GenerationOptionsJSON = GenerateSettings;
 
 /** A generation job on the wire (see the module comment). */
 export interface GenerationJobJSON {

@@ -12,14 +12,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, refCase, expectClose, genCase, GEN_EXPORTS } from '../helpers/reference.js';
+import { ROOT, expectGenerateReference, genCase, GEN_EXPORTS, type SavedJSON } from '../helpers/reference.js';
 
 const SCRIPTS = path.join(ROOT, 'test', 'scripts', 'generate');
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-generate-'));
 afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
-interface Saved { dtype: string; shape: number[]; data: number[] }
-type Results = Record<string, Saved>;
+type Results = Record<string, SavedJSON>;
 
 const EXPORTS = GEN_EXPORTS;
 
@@ -34,22 +33,7 @@ describe('reference-generate.json through .nns scripts', () => {
   for (const model of ['with-past', 'torchscript', 'dynamo'] as const) {
     it(`every single-prompt case on ${model}`, async () => {
       const { results, stdout, stderr } = await run('reference_generate', model);
-      for (const id of ['clean', 'steered_all_steps', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
-        expect(results[id]!.dtype, id).toBe('int64');
-        expect(results[id]!.data, id).toEqual(genCase(id).expect.ids);
-        expect(results[id]!.shape, id).toEqual([1, (genCase(id).expect.ids as number[]).length]);
-      }
-      const ps = genCase('per_step');
-      expect(results.clean!.data).toEqual(ps.expect.ids);
-      ps.expect.last_logits!.forEach((want, s) => expectClose(results[`logits.${s}`]!.data, want, 1e-4, `logits.${s}`));
-      for (const o of ps.expect.outputs!) {
-        expect(results[`h1.${o.step}`]!.shape).toEqual(o.shape);
-        expectClose(results[`h1.${o.step}`]!.data, o.values, 1e-4, `h1.${o.step}`);
-      }
-      // reference.json generate: the clean and steered lists are these.
-      const g = refCase('generate').expect as { clean: number[]; steered: number[] };
-      expect(results.clean!.data).toEqual(g.clean);
-      expect(results.steered_all_steps!.data).toEqual(g.steered);
+      expectGenerateReference(results);
       // The text is printed as it is generated; without a cache, a one-line note says so.
       expect(stdout).toContain('generate: The capital of France is Paris.<|endoftext|>The capital city\n');
       expect(stdout).toContain('generate: The capital of France is Rome Rome Rome Rome Rome Rome\n');

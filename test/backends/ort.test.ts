@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { canTrimNativeHeap, trimStats } from '../../backends/malloc-trim.js';
 import { fromOrtTensor, OrtBackend, ortSessionOptions, setIntraOpSpinning, toOrtTensor } from '../../backends/ort.js';
 import { NnsError } from '../../src/errors.js';
 import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
@@ -239,6 +240,40 @@ describe('OrtBackend session cache', () => {
     expect(ex.exclusiveReleases).toBe(2); // b (idle) went, a (running) stayed
     for (const s of [pre, mod, a, b, pre2]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
     await ex.release();
+  });
+
+  it('exclusive: a whole-model session overlaps every group — it releases an idle prepacked module session, and a new prepacked module session releases it', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const ex = new OrtBackend({ exclusive: true });
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const mod = await ex.session(m.graphPath, { prepack: true, pinned: true, optimization: 'basic', group: 'module:x' });
+    const part = await ex.session(m.graphPath, { optimization: 'extended' }); // unprepacked, not whole: the module stays
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 0]);
+    const whole = await ex.session(m.graphPath, { whole: true }); // a compiled variant: the module's weights too
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 1]);
+    expect(ex.liveSessions().some((s) => s.prepack)).toBe(false);
+    // The module asked for again: a stand-in (its group's run of requests started anew at the release).
+    const standIn = await ex.session(m.graphPath, { prepack: true, pinned: true, optimization: 'basic', group: 'module:x' });
+    expect(standIn).not.toBe(mod);
+    expect([ex.created.standIns, ex.exclusiveReleases]).toEqual([1, 1]);
+    // Another prepacked module session (never released: built at once) releases the idle whole one, not `part`.
+    const mod2 = await ex.session(m.graphPath, { prepack: true, optimization: 'disabled', group: 'module:y' });
+    expect(ex.exclusiveReleases).toBe(2);
+    expect(ex.liveSessions().filter((s) => s.whole)).toEqual([]);
+    for (const s of [part, whole, standIn, mod2]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    await ex.release();
+  });
+
+  it('released sessions give their memory back (glibc malloc_trim, once per event-loop turn)', async () => {
+    if (!canTrimNativeHeap()) return; // no glibc or no koffi here: the trim is a no-op
+    const m = await loadModel(ROOT, { cacheDir });
+    const be = new OrtBackend();
+    await be.session(m.graphPath, { optimization: 'basic' });
+    await be.session(m.graphPath, { optimization: 'extended' });
+    const before = trimStats.calls;
+    await be.release();
+    await new Promise((r) => setImmediate(r));
+    expect(trimStats.calls).toBe(before + 1);
   });
 });
 

@@ -26,10 +26,17 @@ async function trace(mc: ModelContext, fast: boolean): Promise<void> {
   expectClose(out.get('l')!.data as Float32Array, (CLEAN.expect as { last_logits: number[] }).last_logits, 1e-4, fast ? 'fast-path logits' : 'compiled logits');
 }
 
-/** Never two copies of the model group's weights: a prepacked session alone in its group, or unprepacked ones only. */
+/**
+ * Never two copies of any weights: a prepacked session has no other session over its weights
+ * beside it (its own group, or a whole-model session: a compiled variant holds the tail's
+ * weights that the tail's module model holds).
+ */
 function oneCopy(be: OrtBackend): void {
-  const model = be.liveSessions().filter((s) => s.group === 'model');
-  if (model.some((s) => s.prepack)) expect(model.length, JSON.stringify(model)).toBe(1);
+  const live = be.liveSessions();
+  for (const p of live.filter((s) => s.prepack)) {
+    const overlapping = live.filter((s) => s !== p && (s.group === p.group || s.whole || p.whole));
+    expect(overlapping, JSON.stringify(live)).toEqual([]);
+  }
 }
 
 describe('exclusive sessions: one copy of the weights without rebuilding at every switch', () => {
@@ -46,12 +53,13 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
     oneCopy(be);
     const first = { ...be.created };
     expect(first.prepacked).toBeGreaterThanOrEqual(1);
-    await trace(mc, false); // compiled: an unprepacked session, the idle prepacked one goes
+    await trace(mc, false); // compiled: an unprepacked whole-model session, the idle prepacked ones go (the tail's too)
     oneCopy(be);
-    expect(be.exclusiveReleases).toBe(1);
-    await trace(mc, true); // the instrumented model again: an unprepacked stand-in, not a rebuild
+    expect(be.exclusiveReleases).toBe(2);
+    expect(be.liveSessions().filter((s) => s.prepack)).toEqual([]);
+    await trace(mc, true); // the instrumented model and the tail again: unprepacked stand-ins, not rebuilds
     oneCopy(be);
-    expect(be.created.standIns).toBe(1);
+    expect(be.created.standIns).toBe(2);
     const settled = { ...be.created };
     expect(settled.prepacked).toBe(first.prepacked);
     for (let i = 0; i < 5; i++) {
@@ -62,10 +70,11 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
     }
     // Ten more switches: no session created, none released.
     expect(be.created).toEqual(settled);
-    expect(be.exclusiveReleases).toBe(1);
+    expect(be.exclusiveReleases).toBe(2);
     expect(fast.stats.fastRuns).toBeGreaterThanOrEqual(7);
 
-    // Runs in a row: the 8th consecutive use rebuilds the prepacked session (releasing the stand-in and the compiled one).
+    // Runs in a row: the 8th consecutive use rebuilds the prepacked sessions, the instrumented model's and the
+    // tail's (releasing the stand-ins and the compiled one).
     await trace(mc, false);
     let n = 0;
     while (be.created.prepacked === settled.prepacked && n < 20) {
@@ -74,7 +83,9 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
       n++;
     }
     expect(n).toBe(8);
+    expect(be.created.prepacked).toBe(settled.prepacked + 2);
     expect(be.liveSessions().filter((s) => s.group === 'model')).toEqual([expect.objectContaining({ prepack: true })]);
+    expect(be.liveSessions().every((s) => s.prepack)).toBe(true);
     // Released again by a compiled trace: now it takes 16 in a row.
     await trace(mc, false);
     const again = be.created.prepacked;

@@ -1,7 +1,11 @@
-/** Runs the `nns` command line (bin/nns.mjs) as a user would: the one runner every CLI test uses. */
+/**
+ * Runs the `nns` command line as a user would (bin/nns.mjs, spawned: {@link nns}) or in this
+ * process ({@link runMain}): the runners every CLI test uses.
+ */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { main, type CliIO } from '../../src/cli/main.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The `nns` launcher of this checkout. */
@@ -53,4 +57,27 @@ export function nns(args: string[], opts: NnsOptions = {}): Promise<NnsResult> {
       resolve({ code: code ?? -1, out, err, killed });
     });
   });
+}
+
+/** What {@link runMain} returns: the exit code and what the run printed. */
+export interface MainResult {
+  code: number;
+  /** stdout as the `nns` binary would write it (lines and raw generated text). */
+  out: string;
+  /** stderr as the binary would write it. */
+  err: string;
+}
+
+/**
+ * Runs the command line in this process (`main` of src/cli/main.ts, no spawn): the output is
+ * collected the way the binary writes it (a newline added to lines without one, generated text
+ * raw). `env` is the environment the command sees (default: this process's).
+ */
+export async function runMain(args: string[], opts: { cwd?: string; env?: Readonly<Record<string, string | undefined>> } = {}): Promise<MainResult> {
+  let out = '';
+  let err = '';
+  const line = (t: string): string => (t.endsWith('\n') ? t : `${t}\n`);
+  const io: CliIO = { out: (t) => void (out += line(t)), err: (t) => void (err += line(t)), write: (t) => void (out += t), cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env };
+  const code = await main(args, io);
+  return { code, out, err };
 }

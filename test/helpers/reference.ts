@@ -125,3 +125,30 @@ export const GEN_EXPORTS = {
 } as const;
 /** A key of {@link GEN_EXPORTS}. */
 export type GenExportName = keyof typeof GEN_EXPORTS;
+
+/** A value in an `nns run --out FILE.json` results file. */
+export interface SavedJSON { dtype: string; shape: number[]; data: number[] }
+
+/**
+ * Asserts the results of test/scripts/generate/reference_generate.nns against PyTorch: every
+ * single-prompt case of reference-generate.json (token ids exact), the per-step case's
+ * last-position logits and block outputs (within 1e-4), and reference.json's generate case
+ * (clean and steered ids).
+ */
+export function expectGenerateReference(results: Record<string, SavedJSON>): void {
+  for (const id of ['clean', 'steered_all_steps', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
+    expect(results[id]!.dtype, id).toBe('int64');
+    expect(results[id]!.shape, id).toEqual([1, (genCase(id).expect.ids as number[]).length]);
+    expect(results[id]!.data, id).toEqual(genCase(id).expect.ids);
+  }
+  const ps = genCase('per_step');
+  expect(results.clean!.data).toEqual(ps.expect.ids);
+  ps.expect.last_logits!.forEach((want, s) => expectClose(results[`logits.${s}`]!.data, want, 1e-4, `logits.${s}`));
+  for (const o of ps.expect.outputs!) {
+    expect(results[`h1.${o.step}`]!.shape).toEqual(o.shape);
+    expectClose(results[`h1.${o.step}`]!.data, o.values, 1e-4, `h1.${o.step}`);
+  }
+  const g = refCase('generate').expect as { clean: number[]; steered: number[] };
+  expect(results.clean!.data).toEqual(g.clean);
+  expect(results.steered_all_steps!.data).toEqual(g.steered);
+}

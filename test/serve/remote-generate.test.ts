@@ -16,10 +16,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main, type CliIO } from '../../src/cli/main.js';
+import { runMain, type MainResult } from '../helpers/cli.js';
 import { startServer, type NnsServer } from '../../src/serve/server.js';
 import { LanguageModel, type GenerateResult, type ModelRef, type Tensor } from '../../src/index.js';
-import { expectClose, GEN_EXPORTS, genCase as gcase, MODEL_DIR, refCase, ROOT } from '../helpers/reference.js';
+import { expectGenerateReference, GEN_EXPORTS, genCase as gcase, MODEL_DIR, refCase, type SavedJSON } from '../helpers/reference.js';
 import { lowerGenerationJob, type GenerationJobJSON } from '../../src/generate/job.js';
 import { encodeContainer } from '../../src/serve/protocol.js';
 import { RemoteClient } from '../../src/remote/client.js';
@@ -39,18 +39,11 @@ afterAll(async () => {
 });
 
 
-async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIO = { out: (t) => (out += t.endsWith('\n') ? t : `${t}\n`), err: (t) => (err += t.endsWith('\n') ? t : `${t}\n`), write: (t) => (out += t), cwd: ROOT, env };
-  const code = await main(args, io);
-  return { code, out, err };
-}
+const cli = (args: string[], env: Record<string, string> = {}): Promise<MainResult> => runMain(args, { env });
 
-interface Saved { dtype: string; shape: number[]; data: number[] }
 
 /** Runs `script` locally and remotely; asserts identical output and `--out` bytes; returns the local run and its results. */
-async function same(script: string, model: (typeof MODELS)[number]): Promise<{ code: number; out: string; err: string; results: Record<string, Saved> }> {
+async function same(script: string, model: (typeof MODELS)[number]): Promise<{ code: number; out: string; err: string; results: Record<string, SavedJSON> }> {
   const tag = `${path.basename(script, '.nns')}.${model.name}`;
   const lo = path.join(TMP, `${tag}.local.json`);
   const ro = path.join(TMP, `${tag}.remote.json`);
@@ -64,31 +57,16 @@ async function same(script: string, model: (typeof MODELS)[number]): Promise<{ c
   expect(remote.out, `${tag}: stdout`).toBe(local.out);
   expect(fs.existsSync(ro), `${tag}: --out written`).toBe(fs.existsSync(lo));
   if (fs.existsSync(lo)) expect(fs.readFileSync(ro).equals(fs.readFileSync(lo)), `${tag}: --out bytes`).toBe(true);
-  return { ...local, results: fs.existsSync(lo) ? JSON.parse(fs.readFileSync(lo, 'utf8')) as Record<string, Saved> : {} };
+  return { ...local, results: fs.existsSync(lo) ? JSON.parse(fs.readFileSync(lo, 'utf8')) as Record<string, SavedJSON> : {} };
 }
 
 const SCRIPTS = path.join('test', 'scripts', 'generate');
-
-function samePerStep(results: Record<string, Saved>): void {
-  for (const id of ['clean', 'steered_all_steps', 'steer_step0_only', 'steer_step2_only', 'stop_at_eos']) {
-    expect(results[id]!.data, id).toEqual(gcase(id).expect.ids);
-  }
-  const ps = gcase('per_step');
-  ps.expect.last_logits!.forEach((want, s) => expectClose(results[`logits.${s}`]!.data, want, 1e-4, `logits.${s}`));
-  for (const o of ps.expect.outputs!) {
-    expect(results[`h1.${o.step}`]!.shape).toEqual(o.shape);
-    expectClose(results[`h1.${o.step}`]!.data, o.values, 1e-4, `h1.${o.step}`);
-  }
-  const g = refCase('generate').expect as { clean: number[]; steered: number[] };
-  expect(results.clean!.data).toEqual(g.clean);
-  expect(results.steered_all_steps!.data).toEqual(g.steered);
-}
 
 describe('nns run --remote with generate blocks equals the local run', () => {
   it('every reference-generate.json case on the with-past export (and PyTorch)', async () => {
     const r = await same(path.join(SCRIPTS, 'reference_generate.nns'), MODELS[0]);
     expect(r.code, r.err).toBe(0);
-    samePerStep(r.results);
+    expectGenerateReference(r.results);
     expect(r.out).toContain('generate: The capital of France is Paris.<|endoftext|>The capital city\n');
     const b = await same(path.join(SCRIPTS, 'batched.nns'), MODELS[0]);
     expect(b.code, b.err).toBe(0);
@@ -100,7 +78,7 @@ describe('nns run --remote with generate blocks equals the local run', () => {
   it('a model without a cache (every step recomputed on the server)', async () => {
     const r = await same(path.join(SCRIPTS, 'reference_generate.nns'), MODELS[1]);
     expect(r.code, r.err).toBe(0);
-    samePerStep(r.results);
+    expectGenerateReference(r.results);
     expect(r.err).toContain('has no key/value cache: each step recomputed the whole sequence');
   }, 240_000);
 

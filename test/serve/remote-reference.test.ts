@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main, type CliIO } from '../../src/cli/main.js';
+import { runMain, type MainResult } from '../helpers/cli.js';
 import { startServer, type NnsServer } from '../../src/serve/server.js';
 import { grad, LanguageModel, type ModelRef, type TensorProxy, type Tracer } from '../../src/index.js';
 import { EXPORTS, ROOT } from '../helpers/reference.js';
@@ -27,13 +28,7 @@ afterAll(async () => {
   fs.rmSync(TMP, { recursive: true, force: true });
 });
 
-async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIO = { out: (t) => (out += t.endsWith('\n') ? t : `${t}\n`), err: (t) => (err += t.endsWith('\n') ? t : `${t}\n`), cwd: ROOT, env };
-  const code = await main(args, io);
-  return { code, out, err };
-}
+const cli = (args: string[], env: Record<string, string> = {}): Promise<MainResult> => runMain(args, { env });
 
 /** Runs `script` locally and remotely with the same arguments; asserts identical output and files. */
 async function same(script: string, exp: (typeof EXPORTS)[number], extra: string[] = []): Promise<{ code: number; out: string; err: string }> {
