@@ -76,7 +76,7 @@ const THIS_FILE = new URL(import.meta.url).pathname;
 export function callSite(): Span {
   const capture = new Error();
   let s: Span | undefined;
-  const r = (): Span => (s ??= siteOf(capture.stack));
+  const r = (): Span => (s ??= spanOf(capture));
   return {
     get file() { return r().file; }, set file(v) { r().file = v; },
     get line() { return r().line; }, set line(v) { r().line = v; },
@@ -86,6 +86,44 @@ export function callSite(): Span {
     get offset() { return r().offset; }, set offset(v) { r().offset = v; },
     get endOffset() { return r().endOffset; }, set endOffset(v) { r().endOffset = v; },
   };
+}
+
+/** Spans by the raw (unmapped) locations of a stack's frames: see {@link spanOf}. */
+const SITES = new Map<string, Span>();
+const SITES_MAX = 4096;
+
+/**
+ * The span of a captured stack. Formatting a stack maps every frame through its source map
+ * (under tsx or `--enable-source-maps`), which costs far more than the capture; a remote
+ * trace reads every span of its IR (to send them). So when Node's own formatter is in place,
+ * the stack is first read as its raw call sites (cheap): the same raw frames format to the
+ * same text, so the span found for them is remembered and formatting happens once per
+ * distinct stack. The text formatted is Node's own for these call sites: the span is exactly
+ * what reading `capture.stack` gives. Under any other formatter (a test runner's, a user's),
+ * the stack is read as it is.
+ */
+function spanOf(capture: Error): Span {
+  const format = Error.prepareStackTrace;
+  if (format?.name !== 'ErrorPrepareStackTrace') return siteOf(capture.stack);
+  let frames: unknown;
+  Error.prepareStackTrace = (_e, cs) => cs;
+  try {
+    frames = capture.stack;
+  } finally {
+    Error.prepareStackTrace = format;
+  }
+  if (!Array.isArray(frames)) return siteOf(typeof frames === 'string' ? frames : undefined);
+  const sites = frames as NodeJS.CallSite[];
+  let key = '';
+  for (const f of sites) key += `${f.getFileName()}:${f.getLineNumber()}:${f.getColumnNumber()}:${f.isNative()}:${f.isEval() ? f.getEvalOrigin() : ''}\n`;
+  let span = SITES.get(key);
+  if (!span) {
+    const text: unknown = format(capture, sites);
+    span = siteOf(typeof text === 'string' ? text : undefined);
+    if (SITES.size >= SITES_MAX) SITES.clear();
+    SITES.set(key, span);
+  }
+  return { ...span };
 }
 
 function siteOf(text: string | undefined): Span {

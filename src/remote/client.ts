@@ -8,6 +8,7 @@
  * script found by the server's checks come back with their spans, as local runs report them.
  * @module
  */
+import crypto from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Graph } from '../../ir/ir.js';
@@ -34,6 +35,14 @@ const codeOf = (c: unknown, fallback: ErrorCode): ErrorCode => (typeof c === 'st
  * sockets do not keep the process alive.
  */
 const AGENTS = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+
+/**
+ * Model descriptions already rebuilt in this process, by the digest of the server's answer:
+ * clients of the same description (several `LanguageModel.remote` handles of one served
+ * model) share its module tree and tokenizer (read only once built) instead of each holding
+ * a copy. Held weakly: a description no client uses any more is collected.
+ */
+const SHARED = new Map<string, WeakRef<ClientModel>>();
 
 /** The job id of a `?wait=1` answer (its `x-nns-job` header). */
 const jobId = (a: Answer): string => (typeof a.headers['x-nns-job'] === 'string' ? a.headers['x-nns-job'] : '?');
@@ -78,9 +87,23 @@ export class RemoteClient {
     const agent = url.protocol === 'https:' ? AGENTS.https : AGENTS.http;
     const attempt = (retry: boolean): Promise<Answer> => new Promise<Answer>((resolve, reject) => {
       const req = mod.request(url, { method, agent, headers: this.headers({ ...headers, ...(body ? { 'content-length': String(body.length) } : {}) }) }, (res) => {
+        // A body of known length is read into one buffer of that size as it comes (its own
+        // memory: decoded results are views into it), else its chunks are joined at the end.
+        const size = Number(res.headers['content-length']);
+        const whole = Number.isSafeInteger(size) && size > 0 ? Buffer.allocUnsafeSlow(size) : undefined;
+        let filled = 0;
         const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+        res.on('data', (c: Buffer) => {
+          if (whole && chunks.length === 0 && filled + c.length <= whole.length) {
+            whole.set(c, filled);
+            filled += c.length;
+          } else chunks.push(c);
+        });
+        const body = (): Buffer => {
+          if (!whole) return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+          return filled === whole.length && chunks.length === 0 ? whole : Buffer.concat([whole.subarray(0, filled), ...chunks]);
+        };
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: body() }));
         res.on('error', reject);
       });
       req.on('error', (e: NodeJS.ErrnoException) => {
@@ -135,13 +158,18 @@ export class RemoteClient {
     if (!p) {
       p = (async () => {
         const res = await this.call(`/models/${encodeURIComponent(name)}`, 'GET');
+        const key = crypto.createHash('sha256').update(res.body).digest('hex');
+        const known = SHARED.get(key)?.deref();
+        if (known) return known;
         let info: ModelInfoJSON;
         try {
           info = JSON.parse(res.body.toString('utf8')) as ModelInfoJSON;
         } catch {
           throw new NnsError('remote-unreachable', `${this.base} did not answer with a model description (is it an nns serve?)`, { kind: 'usage' });
         }
-        return clientModel(info);
+        const m = clientModel(info);
+        SHARED.set(key, new WeakRef(m));
+        return m;
       })();
       this.infos.set(name, p);
       p.catch(() => this.infos.delete(name));

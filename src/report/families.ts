@@ -27,7 +27,11 @@ export interface Family {
   shape: number[];
   /** The members' shape (`[1]` for `probs[:, 383]`). */
   valueShape: number[];
-  /** Stacked values (float32; int64 members as numbers). */
+  /**
+   * Stacked values (float32; int64 members as numbers). When the float32 members lie one
+   * after another in one buffer, in stacking order (a remote trace's result), this is a view
+   * over them (no copy): the same memory as the members' data.
+   */
   data: Float32Array;
   /** Member save names in stacking order. */
   members: string[];
@@ -100,24 +104,50 @@ export function groupFamilies(saves: ReadonlyMap<string, Tensor> | Readonly<Reco
     const indices = Array.from({ length: rank }, (_, d) => [...new Set(ms.map((x) => x.idx[d]!))].sort((a, b) => a - b));
     const shape = [...indices.map((v) => v.length), ...vshape];
     const per = numel(vshape);
-    const data = new Float32Array(numel(shape)).fill(NaN);
     const order = [...ms].sort((a, b) => { for (let d = 0; d < rank; d++) if (a.idx[d] !== b.idx[d]) return a.idx[d]! - b.idx[d]!; return 0; });
-    for (const x of order) {
+    const names = indexNames.get(base);
+    const family = (data: Float32Array): Family => ({
+      name: base,
+      indexNames: names && names.length === rank ? [...names] : Array.from({ length: rank }, (_, d) => `i${d}`),
+      indices, shape, valueShape: vshape, data, members: order.map((x) => x.name),
+    });
+    const flatOf = (x: { idx: number[] }): number => {
       let flat = 0;
       for (let d = 0; d < rank; d++) flat = flat * indices[d]!.length + indices[d]!.indexOf(x.idx[d]!);
+      return flat;
+    };
+    const view = order.every((x, k) => flatOf(x) === k) ? adjacent(order.map((x) => x.t.data), per, numel(shape)) : undefined;
+    if (view) {
+      out.push(family(view));
+      continue;
+    }
+    const data = new Float32Array(numel(shape)).fill(NaN);
+    for (const x of order) {
+      const flat = flatOf(x);
       const src = x.t.data;
       // Typed-array copy (a memcpy for float32; the same ToNumber conversion otherwise); 64-bit integers element by element.
       if (src instanceof BigInt64Array || src instanceof BigUint64Array) for (let i = 0; i < per; i++) data[flat * per + i] = Number(src[i]);
       else data.set(src.length === per ? src : src.subarray(0, per), flat * per);
     }
-    const names = indexNames.get(base);
-    out.push({
-      name: base,
-      indexNames: names && names.length === rank ? [...names] : Array.from({ length: rank }, (_, d) => `i${d}`),
-      indices, shape, valueShape: vshape, data, members: order.map((x) => x.name),
-    });
+    out.push(family(data));
   }
   return out;
+}
+
+/**
+ * The stacked data as a view, when the members (one per cell, in stacking order: checked by
+ * the caller) fill every cell and are float32 arrays of `per` values lying one right after another in
+ * one buffer; else undefined (they are copied).
+ */
+function adjacent(datas: readonly Tensor['data'][], per: number, cells: number): Float32Array | undefined {
+  if (datas.length !== cells / per || datas.length === 0) return undefined;
+  const first = datas[0]!;
+  if (!(first instanceof Float32Array)) return undefined;
+  for (let k = 0; k < datas.length; k++) {
+    const d = datas[k]!;
+    if (!(d instanceof Float32Array) || d.buffer !== first.buffer || d.length !== per || d.byteOffset !== first.byteOffset + k * per * 4) return undefined;
+  }
+  return new Float32Array(first.buffer, first.byteOffset, cells);
 }
 
 /**

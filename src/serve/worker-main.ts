@@ -26,7 +26,7 @@ import { defaultCacheDir } from '../model/load.js';
 import { numel, type Tensor } from '../tensor.js';
 import { modelInfo, type ModelInfoJSON } from './model-info.js';
 import { mergeable, mergeGraphs, mergeKey, SEP, splitResults } from './merge.js';
-import { diagnosticOf, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
+import { diagnosticOf, encodeContainer, type DiagnosticJSON, type GenerationResultJSON } from './protocol.js';
 import { decode, configMaxPositions, type TokenEvent } from '../generate/decode.js';
 import { jobBuilder, readGenerationJob, type GenerationJobJSON } from '../generate/job.js';
 import { badTokenId, vocabSizeOf } from '../model/token-ids.js';
@@ -56,7 +56,12 @@ export type FromWorker =
   | { type: 'started'; id: string }
   | { type: 'progress'; id: string; phase: string; done: number; total: number }
   | { type: 'token'; id: string; step: number; row: number; token: number }
-  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean }
+  /**
+   * A job's saves: as tensors (`saves`), or already encoded as the job's result container
+   * (`result`, with `count` saves; `saves` is empty then) — encoded here, where a batch's
+   * results are ready one by one, rather than in the server's process, which answers them.
+   */
+  | { type: 'done'; id: string; ok: true; saves: [string, Tensor][]; batched: number; generate?: GenerationResultJSON; last?: boolean; result?: Uint8Array; count?: number }
   | { type: 'done'; id: string; ok: false; errors: DiagnosticJSON[]; last?: boolean }
   | { type: 'batch-done' }
   | { type: 'meta'; req: number; served: ServedMeta[] }
@@ -144,6 +149,7 @@ async function runAlone(p: Prepared, mc: ModelContext): Promise<Map<string, Tens
   return runCompiled(p.state, mc, p.host, { onProgress: progress }, (g, settings) => continueCompile({ ir: g, model: workingCopy(mc.loaded.proto), saved: new Map(), ...settings }, mc, {}));
 }
 
+/** Reports a trace's or a generation's saves, encoded as its result container (the server stores and answers it as it is). */
 function finish(id: string, saves: Map<string, Tensor>, batched: number, generate?: GenerationResultJSON): void {
   let total = 0;
   for (const t of saves.values()) total += numel(t.shape);
@@ -151,7 +157,8 @@ function finish(id: string, saves: Map<string, Tensor>, batched: number, generat
     done({ type: 'done', id, ok: false, errors: diagnostics(new NnsError('over-limit', `the trace saved ${total.toLocaleString('en-US')} elements; this server allows ${maxSaved.toLocaleString('en-US')} per job`, { kind: 'usage' })) });
     return;
   }
-  done({ type: 'done', id, ok: true, saves: [...saves], batched, ...(generate ? { generate } : {}) });
+  const result = encodeContainer({ id, ...(generate ? { generate } : {}) }, 'saves', saves);
+  done({ type: 'done', id, ok: true, saves: [], result, count: saves.size, batched, ...(generate ? { generate } : {}) });
 }
 
 /**

@@ -51,6 +51,27 @@ describe('families', () => {
     expect(by.get('i')).toEqual([-(2 ** 40), 7, 3, 2 ** 62].map(Math.fround));
     expect(by.get('n')).toEqual([-5, 16_777_216, 0, 1]);
   });
+
+  it('stacks float32 members lying one after another in one buffer as a view; otherwise copies (holes NaN, duplicates, gaps, order)', () => {
+    // One buffer as a remote result holds them: x.0 = [1, 2], x.1 = [3, 4], x.2 = [5, 6], then a gap, then [7, 8].
+    const buf = Float32Array.of(1, 2, 3, 4, 5, 6, 0, 7, 8).buffer;
+    const at = (k: number): Tensor => ({ dtype: 'float32', shape: [2], data: new Float32Array(buf, k * 8, 2) });
+    const gap: Tensor = { dtype: 'float32', shape: [2], data: new Float32Array(buf, 28, 2) };
+    const fam = (saves: [string, Tensor][]): Float32Array => groupFamilies(new Map(saves))[0]!.data;
+    // Adjacent, named out of order: stacked by index, a view over the same memory.
+    const v = fam([['x.1', at(1)], ['x.0', at(0)], ['x.2', at(2)]]);
+    expect(Array.from(v)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(v.buffer).toBe(buf);
+    // Stacking order differs from buffer order: copied, values by index.
+    const swapped = fam([['x.0', at(1)], ['x.1', at(0)]]);
+    expect(Array.from(swapped)).toEqual([3, 4, 1, 2]);
+    expect(swapped.buffer).not.toBe(buf);
+    // A gap between members: copied.
+    expect(Array.from(fam([['x.0', at(2)], ['x.1', gap]]))).toEqual([5, 6, 7, 8]);
+    // A hole (two indices, one cell missing) and a duplicate index (x.0.0 and x.00.0: the later wins, as before): copied.
+    const holes = fam([['x.0.0', at(0)], ['x.00.0', at(1)], ['x.0.1', at(2)], ['x.1.1', gap]]);
+    expect(Array.from(holes)).toEqual([3, 4, 5, 6, NaN, NaN, 7, 8]);
+  });
 });
 
 describe('nns run --out / --plot / --html, nns plot', { timeout: 120_000 }, () => {
