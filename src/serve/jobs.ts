@@ -204,7 +204,8 @@ export class Jobs {
 
   /**
    * The clients of the last batch, expected back: after a batch of several jobs, the next one
-   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be queued.
+   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be
+   * queued (at most a whole batch): the last batch's size plus the jobs that were queued when it ended.
    */
   private returning: { model: string; jobs: number; until: number } | undefined;
   private lastBatch: { model: string; jobs: number } | undefined;
@@ -291,7 +292,9 @@ export class Jobs {
       const b = this.lastBatch;
       if (b && b.jobs > 1 && this.limits.batchWaitMs > 0) {
         const ran = Date.now() - this.startedAt;
-        this.returning = { model: b.model, jobs: b.jobs, until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
+        // Expected: the batch's clients back, besides the jobs of that model that queued while it ran
+        // (clients left out of it: with them, the next batch is whole again instead of one short for ever).
+        this.returning = { model: b.model, jobs: b.jobs + this.queuedOf(b.model), until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
       } else this.returning = undefined;
       return;
     }

@@ -140,6 +140,33 @@ describe('batch wait', () => {
     }
   });
 
+  it('a client left out of a batch is waited for with the batch\'s clients: the next batch is whole again', () => {
+    vi.useFakeTimers();
+    try {
+      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+      const { worker, batches } = fakeWorker();
+      jobs.attach(worker);
+      const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
+      vi.advanceTimersByTime(0);
+      // D comes while the batch of three runs: it waits for the next batch.
+      const d = jobs.submit('D', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(400);
+      expect(batches).toHaveLength(1);
+      finishBatch(jobs, worker, first);
+      // A, B and C come back one by one: with D that is four; three (the last batch's size) do not start it.
+      const back = ['A', 'B', 'C'].map((k) => {
+        const id = jobs.submit(k, 'm', { ir: IR, host: [] }).id;
+        vi.advanceTimersByTime(10);
+        return id;
+      });
+      expect(batches).toHaveLength(2);
+      expect([...batches[1]!.ids].sort()).toEqual([d, ...back].sort());
+      jobs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('batchWaitMs bounds the wait; 0 never waits', () => {
     vi.useFakeTimers();
     try {
