@@ -17,6 +17,11 @@ import { encodeContainer, type DiagnosticJSON, type JobEvent, type JobState } fr
 import type { FromWorker, WorkerJob } from './worker-main.js';
 import type { JobWorker } from './worker.js';
 
+/** Most event-loop turns the scheduler waits for requests still arriving before it forms a batch for an idle worker. */
+const SETTLE_TURNS = 8;
+/** Longest time, ms, it waits so. */
+const SETTLE_MS = 5;
+
 /** One job. */
 export interface Job {
   id: string;
@@ -116,6 +121,7 @@ export class Jobs {
     q.push(job);
     this.stats.accepted++;
     this.emit(job, { id, status: 'queued', position: this.queued - 1 + this.running.length });
+    this.arrivals++;
     // After the current I/O phase: requests that arrived together are all queued before a batch is formed.
     this.soon();
     return job;
@@ -193,13 +199,44 @@ export class Jobs {
   }
 
   private immediate: NodeJS.Immediate | undefined;
+  /** Jobs queued, connections opened and job requests begun since the scheduler last looked (see {@link Jobs.soon}). */
+  private arrivals = 0;
 
-  /** Schedules once after the current I/O phase. */
+  /**
+   * Something that may bring a job soon: a connection opened, a job request whose body is
+   * being read (the server calls this). While they keep coming, a batch for an idle worker
+   * is formed a loop turn later (see {@link Jobs.soon}).
+   */
+  noteArrival(): void {
+    this.arrivals++;
+  }
+
+  /**
+   * Schedules after the current I/O phase: requests that arrived together are all queued
+   * before a batch is formed. When the worker is idle and more is arriving (jobs, new
+   * connections, request bodies), it looks again after the next turn of the event loop — at
+   * most {@link SETTLE_TURNS} turns and {@link SETTLE_MS} ms — so that clients arriving
+   * together over fresh connections share a batch instead of the first one running alone.
+   * A lone client's job goes one loop turn later.
+   */
   private soon(): void {
-    this.immediate ??= setImmediate(() => {
+    if (this.immediate) return;
+    const started = Date.now();
+    let turns = 0;
+    const look = (): void => {
       this.immediate = undefined;
+      const w = this.worker;
+      const idle = !!w && w.ready && !w.busy && this.running.length === 0;
+      if (this.arrivals > 0 && idle && this.limits.maxBatch > 1 && this.queued < this.limits.maxBatch && turns < SETTLE_TURNS && Date.now() - started < SETTLE_MS) {
+        this.arrivals = 0;
+        turns++;
+        this.immediate = setImmediate(look);
+        return;
+      }
+      this.arrivals = 0;
       this.schedule();
-    });
+    };
+    this.immediate = setImmediate(look);
   }
 
   /**
