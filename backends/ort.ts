@@ -54,6 +54,14 @@ export interface OrtSessionOptions {
    * lives; off, each run allocates and frees its own (src/fast/segments.ts: segment sessions).
    */
   arena?: boolean;
+  /**
+   * Whether the intra-op threads spin between parallel sections (default: the process-wide
+   * setting, {@link setIntraOpSpinning}). Off for sessions that run many short runs back to
+   * back beside other sessions (src/fast/segments.ts): a spinning thread burns a core while
+   * the other does the serial parts, which on 2 cores cost the sweep's segment chain up to
+   * 2× the CPU time of its work.
+   */
+  spinning?: boolean;
   /** Graph optimization level. Default `'all'`. */
   optimization?: 'all' | 'disabled' | 'basic' | 'extended';
   /** Intra-op threads; 0 or undefined = ORT's default (one per physical core). */
@@ -193,7 +201,7 @@ export class OrtBackend {
    */
   session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
     let o = { ...this.defaults, ...opts };
-    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true]);
+    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning]);
     let key = keyOf(o);
     const group = o.group ?? 'model';
     if (this.exclusive) {
@@ -357,7 +365,7 @@ export function setIntraOpSpinning(on: boolean): void {
 export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.SessionOptions {
   const session: Record<string, string> = {};
   if (!o.prepack) session.disable_prepacking = '1';
-  if (!spinning) session['intra_op.allow_spinning'] = '0';
+  if (!(o.spinning ?? spinning)) session['intra_op.allow_spinning'] = '0';
   if (o.externalDataDir) session.model_external_initializers_file_folder_path = o.externalDataDir;
   return {
     graphOptimizationLevel: o.optimization ?? 'all',

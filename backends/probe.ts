@@ -8,6 +8,7 @@ import * as ort from 'onnxruntime-node';
 import type { DType } from '../src/model/types.js';
 import type { ProbeData, ProbeRunner, ProbeTensor } from '../src/model/shapes.js';
 import { encodeModel } from '../src/onnx/serde.js';
+import { trimNativeHeap } from './malloc-trim.js';
 import { ORT_QUIET } from './ort.js';
 
 /**
@@ -34,6 +35,8 @@ export function createOrtProbe(modelDir?: string): ProbeRunner {
       return out;
     } finally {
       await session.release();
+      // The probe ran the whole model: its tensors' pages go back before the model's own sessions allocate.
+      trimNativeHeap();
     }
   };
 }

@@ -40,6 +40,7 @@ import { cpuMs, median, type BenchContext } from './measure.js';
 import { lowerScript, logitLensScript, savesAndSetScript, stateOf, type OnnsightState } from './onnsight.js';
 import { plainGreedy, GENERATE_TOKENS } from './generate.js';
 import { PssSampler, type PssReading } from './pss.js';
+import { trimNativeHeap } from '../backends/malloc-trim.js';
 import { describeModel, makeFeeds, maxPositions } from './setup.js';
 
 /** Options of {@link runScale}. */
@@ -150,6 +151,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       log(`  plain run T=${T}: ${t.ms} ms (cpu ${t.cpu_ms})`);
     }
     await s.release();
+    trimNativeHeap(); // the harness's plain session: its freed memory goes back as onnsight's does (backends/malloc-trim.ts)
   };
 
   // 2. onnsight.
@@ -239,6 +241,7 @@ export async function runScale(opts: ScaleOptions): Promise<Record<string, unkno
       out.scale_generate_plain_cpu_ms = round(cpuMs() - c0);
       out.scale_generate_same_tokens = JSON.stringify(toks) === JSON.stringify(onsTokens);
       await s.release();
+      trimNativeHeap();
     });
   }
   const rest = seqs.filter((T) => T !== seq);
