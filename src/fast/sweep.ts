@@ -88,7 +88,7 @@ export interface SweepHost {
   evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
   /** Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph outputs `outputs`. */
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
-  /** Activation bytes one segment run may hold (default {@link sweepBudget}; tests set it small to run many chunks). */
+  /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
   budget?: number;
 }
 
@@ -379,20 +379,15 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     return t;
   };
 
-  // Groups: with a cache, rows bucketed by the position they run from (a bucket runs from its
-  // smallest: at most 8 % of its positions recomputed, or 12 positions at the end of the
-  // prompt); each group goes through the segments together, rows joining at their start cut
-  // (rows of every start share the later segments). A segment runs over the group's rows in
-  // chunks of the activation budget; the group holds its residuals (half the budget at most).
+  // Batches: with a cache, rows bucketed by the position they run from (a bucket runs from
+  // its smallest: at most 8 % of its positions recomputed); each bucket is one batch through
+  // the segments, rows joining at their start cut (rows of every start share the later runs).
   const budget = host.budget ?? sweepBudget(host.mc);
-  const cap = (n: number): number => chunkRows(n, T, D, budget);
-  const held = (n: number): number => Math.max(cap(n), Math.floor(budget / 2 / (n * D * 4)));
   const sorted = [...rows].sort((a, b) => a.from - b.from || a.r.start - b.r.start);
   const groups: { from: number; items: typeof rows }[] = [];
   let cur: (typeof groups)[number] | undefined;
   for (const v of sorted) {
-    const n = T - (cur?.from ?? 0);
-    if (!cur || cur.items.length >= held(n) || (n > 1.08 * (T - v.from) + 1 && n > 12)) {
+    if (!cur || cur.items.length >= chunkRows(T - cur.from, T, D, budget) || (T - cur.from) > 1.08 * (T - v.from) + 1) {
       cur = { from: v.from, items: [] };
       groups.push(cur);
     }
@@ -411,48 +406,6 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     }
     return t;
   };
-  type Item = (typeof rows)[number];
-  // Feeds of the graph inputs `names` for a run of rows `rs` over positions ≥ `from` (`given`: pasts computed by the sweep).
-  const feedsFor = (rs: readonly Item[], names: readonly string[], from: number, given?: ReadonlyMap<string, Tensor>): Record<string, Tensor> => {
-    const f: Record<string, Tensor> = {};
-    const batch = rs.map((v) => v.r.row);
-    for (const name of names) {
-      const own = given?.get(name);
-      if (own) {
-        f[name] = own;
-        continue;
-      }
-      const pair = chain.cache.find((c) => c.past === name);
-      if (pair) {
-        f[name] = stack(rs.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
-        continue;
-      }
-      const t = full[name];
-      if (!t) throw new SweepFallback(`no feed for ${name}`);
-      const rowsT = selectRows(t, batch);
-      // With a cache the mask covers past + new positions; the other token inputs the new ones.
-      f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
-    }
-    return f;
-  };
-  const runSegment = async (i: number | 'cache' | 'tail', feeds: Record<string, Tensor>, fetch: readonly string[]): Promise<Record<string, Tensor>> => {
-    const t1 = performance.now();
-    const out = await host.mc.backend.run(await host.segments.session(i), feeds, fetch);
-    stats.segmentMs += performance.now() - t1;
-    stats.runs++;
-    return out;
-  };
-  /** Calls `f` on consecutive row ranges [a, b) of `R` rows, as even as `perRun` rows at most allows. */
-  const chunks = async (R: number, perRun: number, f: (a: number, b: number) => Promise<void>): Promise<void> => {
-    const size = Math.ceil(R / Math.ceil(R / perRun));
-    for (let a = 0; a < R; a += size) await f(a, Math.min(R, a + size));
-  };
-  /** Rows [a, b) of a `[R, n, D]` float tensor (a view). */
-  const rowsView = (t: Tensor, a: number, b: number): Tensor => {
-    const n = numel(t.shape.slice(1));
-    return { dtype: 'float32', shape: [b - a, ...t.shape.slice(1)], data: (t.data as Float32Array).subarray(a * n, b * n) };
-  };
-
   for (const g of groups) {
     pasts.clear(); // keyed by the group's start position: a later group never reuses them
     g.items.sort((a, b) => a.r.start - b.r.start);
@@ -462,99 +415,109 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     // a run of the cache segment), when that saves at least half of its positions.
     const q = chain.headPositionwise ? Math.min(T - 1, ...g.items.flatMap((v) => v.r.need.filter((p) => p >= g.from))) : g.from;
     const lastFrom = sp.cached && chain.lastCache && T - q <= N / 2 ? q : g.from;
-    const active: Item[] = [];
-    let xFrom = g.from; // the first position the residuals hold (axis 1)
-    let buf = new Float32Array(g.items.length * N * D); // the group's residuals, active rows first
-    const x = (): Tensor => ({ dtype: 'float32', shape: [active.length, T - xFrom, D], data: buf.subarray(0, active.length * (T - xFrom) * D) });
-    // Rows starting at cut j join the group before segment j (positions of their sets before
+    const active: typeof rows = [];
+    let x: Tensor | null = null;
+    let xFrom = g.from; // the first position `x` holds (axis 1)
+    // Rows starting at cut j join the batch before segment j (positions of their sets before
     // `xFrom` are left out: only after the last block, where the head reads none of them).
     const join = (j: number): void => {
+      const add = g.items.filter((v) => v.r.start === j);
+      if (!add.length) return;
       const n = (T - xFrom) * D;
-      for (const v of g.items) {
-        if (v.r.start !== j) continue;
-        writeResidual(host, v.r, sel, cleanCut(j, sp.rep.get(v.r.row)!), xFrom, buf, active.length * n, env, memo, D);
-        active.push(v);
+      const data = new Float32Array((active.length + add.length) * n);
+      if (x) data.set(x.data as Float32Array);
+      add.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(j, sp.rep.get(v.r.row)!), xFrom, data, (active.length + i) * n, env, memo, D));
+      active.push(...add);
+      x = { dtype: 'float32', shape: [active.length, T - xFrom, D], data };
+    };
+    // Feeds of the graph inputs `names` for a run over positions ≥ `from` (`given`: pasts computed by the sweep).
+    const feedsFor = (names: readonly string[], from: number, given?: ReadonlyMap<string, Tensor>): Record<string, Tensor> => {
+      const f: Record<string, Tensor> = {};
+      const batch = active.map((v) => v.r.row);
+      for (const name of names) {
+        const own = given?.get(name);
+        if (own) {
+          f[name] = own;
+          continue;
+        }
+        const pair = chain.cache.find((c) => c.past === name);
+        if (pair) {
+          f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
+          continue;
+        }
+        const t = full[name];
+        if (!t) throw new SweepFallback(`no feed for ${name}`);
+        const rowsT = selectRows(t, batch);
+        // With a cache the mask covers past + new positions; the other token inputs the new ones.
+        f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
       }
+      return f;
+    };
+    const runSegment = async (i: number | 'cache', feeds: Record<string, Tensor>, fetch: readonly string[]): Promise<Record<string, Tensor>> => {
+      const t1 = performance.now();
+      const out = await host.mc.backend.run(await host.segments.session(i), feeds, fetch);
+      stats.segmentMs += performance.now() - t1;
+      stats.runs++;
+      return out;
     };
     for (let j = g.items[0]!.r.start; j < L; j++) {
       join(j);
       const seg = chain.segments[j]!;
-      const n = T - xFrom;
       if (j === L - 1 && lastFrom > xFrom) {
         // The last block's keys and values over every position, then the block over positions ≥ lastFrom on them.
         const kv = chain.lastCache!;
-        const m = T - lastFrom;
-        const next = new Float32Array(g.items.length * m * D);
-        const xt = x();
-        await chunks(active.length, cap(n), async (a, b) => {
-          const rs = active.slice(a, b);
-          const xin = rowsView(xt, a, b);
-          const kvOut = await runSegment('cache', { [kv.input]: xin, ...feedsFor(rs, kv.graphInputs, xFrom) }, kv.modelOutputs);
-          const given = new Map<string, Tensor>();
-          for (const pair of chain.cache) {
-            const present = kvOut[pair.present];
-            if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
-          }
-          const out = await runSegment(j, { [seg.input]: sliceAxis(xin, 1, lastFrom - xFrom, n), ...feedsFor(rs, seg.graphInputs, lastFrom, given) }, [seg.next!]);
-          next.set(out[seg.next!]!.data as Float32Array, a * m * D);
-        });
-        buf = next;
+        const kvOut = await runSegment('cache', { [kv.input]: x!, ...feedsFor(kv.graphInputs, xFrom) }, kv.modelOutputs);
+        const given = new Map<string, Tensor>();
+        for (const pair of chain.cache) {
+          const present = kvOut[pair.present];
+          if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
+        }
+        const xs = sliceAxis(x!, 1, lastFrom - xFrom, T - xFrom);
+        x = (await runSegment(j, { [seg.input]: xs, ...feedsFor(seg.graphInputs, lastFrom, given) }, [seg.next!]))[seg.next!]!;
         xFrom = lastFrom;
         stats.lastBlockCut++;
         continue;
       }
-      const xt = x();
-      await chunks(active.length, cap(n), async (a, b) => {
-        const out = await runSegment(j, { [seg.input]: rowsView(xt, a, b), ...feedsFor(active.slice(a, b), seg.graphInputs, xFrom) }, [seg.next!]);
-        buf.set(out[seg.next!]!.data as Float32Array, a * n * D); // in place: later chunks read other rows
-      });
+      x = (await runSegment(j, { [seg.input]: x!, ...feedsFor(seg.graphInputs, xFrom) }, [seg.next!]))[seg.next!]!;
     }
     join(L);
-    const xs = x();
+    const xs: Tensor = x!;
     // The head at the positions the reads need (relative to xFrom), or at every computed one.
     const need = chain.headPositionwise ? [...new Set(active.flatMap((v) => v.r.need))].filter((p) => p >= xFrom).sort((a, b) => a - b) : Array.from({ length: T - xFrom }, (_, i) => xFrom + i);
-    const at = new Map(need.map((p, k) => [p, k]));
+    const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - xFrom)) : xs;
     // Reads of tail outputs only: the head up to the tail's input, then the tail on its module model.
     const wanted = [...new Set(active.flatMap((v) => v.r.reads.map((rd) => rd.output)))];
     const tailHead = host.runTail && chain.tailHead && wanted.every((o) => chain.tailHead!.tail.outputs.has(o)) ? chain.tailHead : undefined;
     const hseg = tailHead?.segment ?? head;
-    // Rows per head run: its outputs at the needed positions count too (the logits: the vocabulary wide).
-    const width = (o: string): number => {
-      const d = host.mc.tree.graphOutputs.find((x) => x.name === o)?.sig?.shape?.at(-1);
-      return typeof d === 'number' ? d : D;
-    };
-    const headRow = need.length * 4 * 2 * (D + wanted.reduce((acc, o) => acc + width(o), 0));
-    await chunks(active.length, Math.max(1, Math.min(cap(need.length), Math.floor(budget / headRow))), async (a, b) => {
-      const rs = active.slice(a, b);
-      const xin = rowsView(xs, a, b);
-      const hx = chain.headPositionwise ? gatherPositions(xin, need.map((p) => p - xFrom)) : xin;
-      let hout = await runSegment(tailHead ? 'tail' : L, { [hseg.input]: hx, ...feedsFor(rs, hseg.graphInputs, xFrom) }, hseg.modelOutputs);
-      if (tailHead) {
-        const t2 = performance.now();
-        hout = await host.runTail!(hout[tailHead.tail.input]!, wanted);
-        stats.segmentMs += performance.now() - t2;
-        stats.tailRuns++;
-      }
-      rs.forEach((v, i) => {
-        for (const rd of v.r.reads) {
-          const mine = selectRows(hout[rd.output]!, [i]);
-          for (const u of rd.uses) {
-            if (u.positions === null) {
-              if (need.length !== T) throw new Error('internal: a whole read needs every position');
-              memo.set(rd.value, mine);
-              continue;
-            }
-            const ks = u.positions.map((p) => {
-              const k = at.get(p);
-              if (k === undefined) throw new Error(`internal: position ${p} of ${rd.output} was not computed`);
-              return k;
-            });
-            memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, ks), u.items!));
-          }
-        }
-      });
-    });
+    const hfeeds = { [hseg.input]: hx, ...feedsFor(hseg.graphInputs, xFrom) };
+    const t2 = performance.now();
+    let hout = await host.mc.backend.run(await host.segments.session(tailHead ? 'tail' : L), hfeeds, hseg.modelOutputs);
+    if (tailHead) {
+      hout = await host.runTail!(hout[tailHead.tail.input]!, wanted);
+      stats.tailRuns++;
+    }
+    stats.segmentMs += performance.now() - t2;
+    stats.runs++;
     stats.batches++;
+    active.forEach((v, i) => {
+      for (const rd of v.r.reads) {
+        const o = hout[rd.output]!;
+        const mine = selectRows(o, [i]);
+        const at = (p: number): number => {
+          const k = need.indexOf(p);
+          if (k < 0) throw new Error(`internal: position ${p} of ${rd.output} was not computed`);
+          return k;
+        };
+        for (const u of rd.uses) {
+          if (u.positions === null) {
+            if (need.length !== T) throw new Error('internal: a whole read needs every position');
+            memo.set(rd.value, mine);
+            continue;
+          }
+          memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), u.items!));
+        }
+      }
+    });
   }
   stats.totalMs = performance.now() - t0;
   return { env, memo, stats };
