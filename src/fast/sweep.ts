@@ -88,6 +88,8 @@ export interface SweepHost {
   evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
   /** Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph outputs `outputs`. */
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
+  /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
+  budget?: number;
 }
 
 /** Planner options. */
@@ -380,7 +382,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   // Batches: with a cache, rows bucketed by the position they run from (a bucket runs from
   // its smallest: at most 8 % of its positions recomputed); each bucket is one batch through
   // the segments, rows joining at their start cut (rows of every start share the later runs).
-  const budget = sweepBudget(host.mc);
+  const budget = host.budget ?? sweepBudget(host.mc);
   const sorted = [...rows].sort((a, b) => a.from - b.from || a.r.start - b.r.start);
   const groups: { from: number; items: typeof rows }[] = [];
   let cur: (typeof groups)[number] | undefined;
