@@ -152,6 +152,8 @@ export class FastExecutor implements FastPath {
   readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0, sweepRuns: 0 };
   /** Incremental sweeps: see {@link FastExecutorOptions.incremental} (may be changed between traces). */
   incremental: 'auto' | 'force' | 'off';
+  /** Activation bytes a sweep's segment run may hold (default: src/fast/sweep.ts `sweepBudget`; tests make it small). */
+  sweepBudget: number | undefined;
   private segmentsOrWhy: Segments | string | undefined;
   /** Standalone models of closed modules, for module applications. */
   readonly modules: ModuleModels;
@@ -335,7 +337,7 @@ export class FastExecutor implements FastPath {
     let out: { env: Env; memo: Map<Value, Tensor>; stats: SweepStats };
     try {
       out = await runSweep({
-        mc: this.mc, ported: this.ported, segments: segs,
+        mc: this.mc, ported: this.ported, segments: segs, ...(this.sweepBudget ? { budget: this.sweepBudget } : {}),
         cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, { ...neutral(rows), ...gateFeed(this.ported, fetch) }, fetch), rows }),
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
         runTail: async (x, outputs) => {

@@ -98,6 +98,14 @@ export interface BlockChain {
    * position-wise exactly when the head is.
    */
   tailHead?: { segment: Segment; tail: TailModule };
+  /**
+   * With a key/value cache: the last block's segment computing only its cache outputs (the
+   * keys and values of every position it is given) from `c_{L-1}`, without `c_L`. A sweep
+   * whose head reads positions ≥ q only runs it over the batch's positions, then the whole
+   * last block over positions ≥ q alone on those keys and values as its past (a quarter of a
+   * block's work for the other positions instead of all of it).
+   */
+  lastCache?: Segment;
 }
 
 const isIndex = (seg: string | undefined): boolean => seg !== undefined && /^\d+$/.test(seg);
@@ -165,9 +173,9 @@ export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>, opts: {
       cache.push({ past: first, present: o, axis });
     }
   }
-  const segmentOf = (i: number, modelOutputs: string[]): Segment | { reject: string } => {
+  const segmentOf = (i: number, modelOutputs: string[], withNext = true): Segment | { reject: string } => {
     const input = cuts[i]!;
-    const next = i < L ? cuts[i + 1] : undefined;
+    const next = i < L && withNext ? cuts[i + 1] : undefined;
     const wanted = [...(next ? [next] : []), ...modelOutputs];
     if (wanted.length === 0) return { reject: `segment ${i} computes nothing` };
     const taken = new Set<NodeProto>();
@@ -226,7 +234,15 @@ export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>, opts: {
     const seg = segmentOf(L, [opts.tail.input]);
     if (!('reject' in seg) && positionwise(seg, mc.loaded.proto) === headPositionwise) tailHead = { segment: seg, tail: opts.tail };
   }
-  return { cuts, blocks, width, segments, cache, headPositionwise, ...(tailHead ? { tailHead } : {}) };
+  // The last block's cache outputs alone (its keys and values: no attention, no MLP).
+  let lastCache: Segment | undefined;
+  const presents = new Set(cache.map((c) => c.present));
+  const lastOuts = segments[L - 1]!.modelOutputs;
+  if (lastOuts.length && lastOuts.every((o) => presents.has(o))) {
+    const seg = segmentOf(L - 1, lastOuts, false);
+    if (!('reject' in seg)) lastCache = seg;
+  }
+  return { cuts, blocks, width, segments, cache, headPositionwise, ...(tailHead ? { tailHead } : {}), ...(lastCache ? { lastCache } : {}) };
 }
 
 /**
@@ -260,15 +276,18 @@ function positionwise(head: Segment, model: ModelProto): boolean {
 
 /** The segment models of one model: written on first use, one pinned session each (no prepacking). */
 export class Segments {
-  private readonly paths = new Map<number | 'tail', string>();
+  private readonly paths = new Map<number | 'tail' | 'cache', string>();
 
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 
-  /** The written model of segment `i` (`'tail'`: the head up to the tail's input, {@link BlockChain.tailHead}). */
-  graphPath(i: number | 'tail'): string {
+  /**
+   * The written model of segment `i` (`'tail'`: the head up to the tail's input,
+   * {@link BlockChain.tailHead}; `'cache'`: the last block's cache outputs, {@link BlockChain.lastCache}).
+   */
+  graphPath(i: number | 'tail' | 'cache'): string {
     let p = this.paths.get(i);
     if (!p) {
-      const seg = i === 'tail' ? this.chain.tailHead!.segment : this.chain.segments[i]!;
+      const seg = i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i]!;
       const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}`).digest('hex').slice(0, 24);
       p = writeVariant(this.mc.loaded, seg.proto, `segment-${key}`);
       this.paths.set(i, p);
@@ -284,8 +303,8 @@ export class Segments {
     await Promise.all([...this.paths.values()].map((p) => this.mc.backend.release(p)));
   }
 
-  /** The session of segment `i` (or of the head up to the tail). */
-  session(i: number | 'tail'): Promise<OrtSession> {
+  /** The session of segment `i` (or of the head up to the tail, or of the last block's cache outputs). */
+  session(i: number | 'tail' | 'cache'): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.graphPath(i), { prepack: false, pinned: true, arena: false, spinning: false, ...(externalDataDir ? { externalDataDir } : {}) });
   }

@@ -88,6 +88,8 @@ export interface SweepHost {
   evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
   /** Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph outputs `outputs`. */
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
+  /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
+  budget?: number;
 }
 
 /** Planner options. */
@@ -308,6 +310,7 @@ function writeResidual(host: SweepHost, r: RowPlan, sel: Selections, clean: Tens
     const v = vals.data as Float32Array;
     for (let i = 0; i < idx.length; i++) {
       const k = idx[i]! - from * D;
+      if (k < 0) continue; // a position before the run's first (see runSweep's join: never read)
       if (s.kind === 'replace') {
         x[at + k] = v[i]!;
         if (steered) steered[k] = 0;
@@ -348,7 +351,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -379,7 +382,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   // Batches: with a cache, rows bucketed by the position they run from (a bucket runs from
   // its smallest: at most 8 % of its positions recomputed); each bucket is one batch through
   // the segments, rows joining at their start cut (rows of every start share the later runs).
-  const budget = sweepBudget(host.mc);
+  const budget = host.budget ?? sweepBudget(host.mc);
   const sorted = [...rows].sort((a, b) => a.from - b.from || a.r.start - b.r.start);
   const groups: { from: number; items: typeof rows }[] = [];
   let cur: (typeof groups)[number] | undefined;
@@ -407,55 +410,86 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     pasts.clear(); // keyed by the group's start position: a later group never reuses them
     g.items.sort((a, b) => a.r.start - b.r.start);
     const N = T - g.from;
+    // The first position the head reads for any row of the group: with the last block's cache
+    // segment, the last block runs in full only from there (its keys and values before it from
+    // a run of the cache segment), when that saves at least half of its positions.
+    const q = chain.headPositionwise ? Math.min(T - 1, ...g.items.flatMap((v) => v.r.need.filter((p) => p >= g.from))) : g.from;
+    const lastFrom = sp.cached && chain.lastCache && T - q <= N / 2 ? q : g.from;
     const active: typeof rows = [];
     let x: Tensor | null = null;
-    // Rows starting at cut j join the batch before segment j.
+    let xFrom = g.from; // the first position `x` holds (axis 1)
+    // Rows starting at cut j join the batch before segment j (positions of their sets before
+    // `xFrom` are left out: only after the last block, where the head reads none of them).
     const join = (j: number): void => {
       const add = g.items.filter((v) => v.r.start === j);
       if (!add.length) return;
-      const data = new Float32Array((active.length + add.length) * N * D);
+      const n = (T - xFrom) * D;
+      const data = new Float32Array((active.length + add.length) * n);
       if (x) data.set(x.data as Float32Array);
-      add.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(j, sp.rep.get(v.r.row)!), g.from, data, (active.length + i) * N * D, env, memo, D));
+      add.forEach((v, i) => writeResidual(host, v.r, sel, cleanCut(j, sp.rep.get(v.r.row)!), xFrom, data, (active.length + i) * n, env, memo, D));
       active.push(...add);
-      x = { dtype: 'float32', shape: [active.length, N, D], data };
+      x = { dtype: 'float32', shape: [active.length, T - xFrom, D], data };
     };
-    const feedsFor = (names: readonly string[]): Record<string, Tensor> => {
+    // Feeds of the graph inputs `names` for a run over positions ≥ `from` (`given`: pasts computed by the sweep).
+    const feedsFor = (names: readonly string[], from: number, given?: ReadonlyMap<string, Tensor>): Record<string, Tensor> => {
       const f: Record<string, Tensor> = {};
       const batch = active.map((v) => v.r.row);
       for (const name of names) {
+        const own = given?.get(name);
+        if (own) {
+          f[name] = own;
+          continue;
+        }
         const pair = chain.cache.find((c) => c.past === name);
         if (pair) {
-          f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, g.from)));
+          f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
           continue;
         }
         const t = full[name];
         if (!t) throw new SweepFallback(`no feed for ${name}`);
         const rowsT = selectRows(t, batch);
         // With a cache the mask covers past + new positions; the other token inputs the new ones.
-        f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, g.from) : rowsT;
+        f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
       }
       return f;
+    };
+    const runSegment = async (i: number | 'cache', feeds: Record<string, Tensor>, fetch: readonly string[]): Promise<Record<string, Tensor>> => {
+      const t1 = performance.now();
+      const out = await host.mc.backend.run(await host.segments.session(i), feeds, fetch);
+      stats.segmentMs += performance.now() - t1;
+      stats.runs++;
+      return out;
     };
     for (let j = g.items[0]!.r.start; j < L; j++) {
       join(j);
       const seg = chain.segments[j]!;
-      const feeds = { [seg.input]: x!, ...feedsFor(seg.graphInputs) };
-      const t1 = performance.now();
-      const out = await host.mc.backend.run(await host.segments.session(j), feeds, [seg.next!]);
-      stats.segmentMs += performance.now() - t1;
-      stats.runs++;
-      x = out[seg.next!]!;
+      if (j === L - 1 && lastFrom > xFrom) {
+        // The last block's keys and values over every position, then the block over positions ≥ lastFrom on them.
+        const kv = chain.lastCache!;
+        const kvOut = await runSegment('cache', { [kv.input]: x!, ...feedsFor(kv.graphInputs, xFrom) }, kv.modelOutputs);
+        const given = new Map<string, Tensor>();
+        for (const pair of chain.cache) {
+          const present = kvOut[pair.present];
+          if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
+        }
+        const xs = sliceAxis(x!, 1, lastFrom - xFrom, T - xFrom);
+        x = (await runSegment(j, { [seg.input]: xs, ...feedsFor(seg.graphInputs, lastFrom, given) }, [seg.next!]))[seg.next!]!;
+        xFrom = lastFrom;
+        stats.lastBlockCut++;
+        continue;
+      }
+      x = (await runSegment(j, { [seg.input]: x!, ...feedsFor(seg.graphInputs, xFrom) }, [seg.next!]))[seg.next!]!;
     }
     join(L);
     const xs: Tensor = x!;
-    // The head at the positions the reads need (relative to g.from), or at every computed one.
-    const need = chain.headPositionwise ? [...new Set(active.flatMap((v) => v.r.need))].filter((p) => p >= g.from).sort((a, b) => a - b) : Array.from({ length: N }, (_, i) => g.from + i);
-    const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - g.from)) : xs;
+    // The head at the positions the reads need (relative to xFrom), or at every computed one.
+    const need = chain.headPositionwise ? [...new Set(active.flatMap((v) => v.r.need))].filter((p) => p >= xFrom).sort((a, b) => a - b) : Array.from({ length: T - xFrom }, (_, i) => xFrom + i);
+    const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - xFrom)) : xs;
     // Reads of tail outputs only: the head up to the tail's input, then the tail on its module model.
     const wanted = [...new Set(active.flatMap((v) => v.r.reads.map((rd) => rd.output)))];
     const tailHead = host.runTail && chain.tailHead && wanted.every((o) => chain.tailHead!.tail.outputs.has(o)) ? chain.tailHead : undefined;
     const hseg = tailHead?.segment ?? head;
-    const hfeeds = { [hseg.input]: hx, ...feedsFor(hseg.graphInputs) };
+    const hfeeds = { [hseg.input]: hx, ...feedsFor(hseg.graphInputs, xFrom) };
     const t2 = performance.now();
     let hout = await host.mc.backend.run(await host.segments.session(tailHead ? 'tail' : L), hfeeds, hseg.modelOutputs);
     if (tailHead) {
@@ -499,6 +533,8 @@ export interface SweepStats {
   runs: number;
   /** Head runs that ended on the tail's module model ({@link BlockChain.tailHead}). */
   tailRuns: number;
+  /** Batches whose last block ran in full only from the first position the head reads ({@link BlockChain.lastCache}). */
+  lastBlockCut: number;
   /** The clean run. */
   cleanMs: number;
   /** Inside segment session runs. */

@@ -17,6 +17,11 @@ import { encodeContainer, type DiagnosticJSON, type JobEvent, type JobState } fr
 import type { FromWorker, WorkerJob } from './worker-main.js';
 import type { JobWorker } from './worker.js';
 
+/** Most event-loop turns the scheduler waits for requests still arriving before it forms a batch for an idle worker. */
+const SETTLE_TURNS = 8;
+/** Longest time, ms, it waits so. */
+const SETTLE_MS = 5;
+
 /** One job. */
 export interface Job {
   id: string;
@@ -116,6 +121,7 @@ export class Jobs {
     q.push(job);
     this.stats.accepted++;
     this.emit(job, { id, status: 'queued', position: this.queued - 1 + this.running.length });
+    this.arrivals++;
     // After the current I/O phase: requests that arrived together are all queued before a batch is formed.
     this.soon();
     return job;
@@ -193,18 +199,50 @@ export class Jobs {
   }
 
   private immediate: NodeJS.Immediate | undefined;
+  /** Jobs queued, connections opened and job requests begun since the scheduler last looked (see {@link Jobs.soon}). */
+  private arrivals = 0;
 
-  /** Schedules once after the current I/O phase. */
+  /**
+   * Something that may bring a job soon: a connection opened, a job request whose body is
+   * being read (the server calls this). While they keep coming, a batch for an idle worker
+   * is formed a loop turn later (see {@link Jobs.soon}).
+   */
+  noteArrival(): void {
+    this.arrivals++;
+  }
+
+  /**
+   * Schedules after the current I/O phase: requests that arrived together are all queued
+   * before a batch is formed. When the worker is idle and more is arriving (jobs, new
+   * connections, request bodies), it looks again after the next turn of the event loop — at
+   * most {@link SETTLE_TURNS} turns and {@link SETTLE_MS} ms — so that clients arriving
+   * together over fresh connections share a batch instead of the first one running alone.
+   * A lone client's job goes one loop turn later.
+   */
   private soon(): void {
-    this.immediate ??= setImmediate(() => {
+    if (this.immediate) return;
+    const started = Date.now();
+    let turns = 0;
+    const look = (): void => {
       this.immediate = undefined;
+      const w = this.worker;
+      const idle = !!w && w.ready && !w.busy && this.running.length === 0;
+      if (this.arrivals > 0 && idle && this.limits.maxBatch > 1 && this.queued < this.limits.maxBatch && turns < SETTLE_TURNS && Date.now() - started < SETTLE_MS) {
+        this.arrivals = 0;
+        turns++;
+        this.immediate = setImmediate(look);
+        return;
+      }
+      this.arrivals = 0;
       this.schedule();
-    });
+    };
+    this.immediate = setImmediate(look);
   }
 
   /**
    * The clients of the last batch, expected back: after a batch of several jobs, the next one
-   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be queued.
+   * waits (until `until`, at most {@link Limits.batchWaitMs}) for `jobs` of the model to be
+   * queued (at most a whole batch): the last batch's size plus the jobs that were queued when it ended.
    */
   private returning: { model: string; jobs: number; until: number } | undefined;
   private lastBatch: { model: string; jobs: number } | undefined;
@@ -291,7 +329,9 @@ export class Jobs {
       const b = this.lastBatch;
       if (b && b.jobs > 1 && this.limits.batchWaitMs > 0) {
         const ran = Date.now() - this.startedAt;
-        this.returning = { model: b.model, jobs: b.jobs, until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
+        // Expected: the batch's clients back, besides the jobs of that model that queued while it ran
+        // (clients left out of it: with them, the next batch is whole again instead of one short for ever).
+        this.returning = { model: b.model, jobs: b.jobs + this.queuedOf(b.model), until: Date.now() + Math.min(this.limits.batchWaitMs, ran / 4) };
       } else this.returning = undefined;
       return;
     }

@@ -30,7 +30,8 @@ export interface Limits {
    * Longest wait, ms, for the clients of a batch that just finished to send their next jobs
    * before the next batch starts (default 100; 0 = never wait). The wait is only made after a
    * batch of several jobs, is at most a quarter of that batch's run time, and ends as soon as
-   * as many jobs as that batch had are queued — a lone client never waits.
+   * as many jobs as that batch had, plus those already queued when it ended, are queued (at
+   * most {@link Limits.maxBatch}) — a lone client never waits.
    */
   batchWaitMs: number;
   /** Bytes of finished results kept in all (default 1 GiB); past it the oldest expire early. */

@@ -221,7 +221,10 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
       res.end(text);
       return;
     }
-    if (p === '/jobs' && method === 'POST') return submit(req, res, key);
+    if (p === '/jobs' && method === 'POST') {
+      jobs.noteArrival();
+      return submit(req, res, key);
+    }
     const jm = /^\/jobs\/([0-9a-f]{32})(\/events|\/result)?$/.exec(p);
     if (jm && method === 'GET') {
       const job = jobs.get(jm[1]!, key);
@@ -371,7 +374,12 @@ export async function startServer(opts: ServeOptions): Promise<NnsServer> {
       sendError(res, 500, 'internal', 'internal error in the server (its log has the details)');
     });
   });
-  server.keepAliveTimeout = 5000;
+  // Idle connections are kept 30 s (Node's default is 5 s): a client tracing every few seconds
+  // keeps its connection, and clients that come back together send over open connections, so
+  // their requests arrive together and share a batch.
+  server.keepAliveTimeout = 30_000;
+  // A new connection likely brings a job: the scheduler looks again before forming a batch for an idle worker.
+  server.on('connection', () => jobs.noteArrival());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 8000, opts.host ?? '127.0.0.1', () => resolve());

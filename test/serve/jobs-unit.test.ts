@@ -92,6 +92,14 @@ describe('Jobs', () => {
 });
 
 describe('batch wait', () => {
+  /**
+   * A few turns of the event loop (the scheduler looks again one turn after jobs arrived).
+   * The fake clock runs an immediate set by another only when time moves: 1 ms per turn.
+   */
+  const turns = (): void => {
+    for (let i = 0; i < 2; i++) vi.advanceTimersByTime(1);
+  };
+
   /** Ends the running batch as the worker does: every job done, then the worker is free. */
   function finishBatch(jobs: Jobs, worker: JobWorker, ids: string[]): void {
     for (const id of ids) jobs.onMessage({ type: 'done', id, ok: true, saves: [], batched: ids.length });
@@ -108,7 +116,7 @@ describe('batch wait', () => {
       jobs.attach(worker);
       // Three clients submit together: one batch (the scheduler looks after the I/O phase).
       const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
-      vi.advanceTimersByTime(0);
+      turns();
       expect(batches.map((b) => b.ids)).toEqual([first]);
       vi.advanceTimersByTime(400); // the batch runs 400 ms
       finishBatch(jobs, worker, first);
@@ -118,7 +126,7 @@ describe('batch wait', () => {
       vi.advanceTimersByTime(30);
       expect(batches).toHaveLength(1);
       const c2 = jobs.submit('C', 'm', { ir: IR, host: [] }).id;
-      vi.advanceTimersByTime(0);
+      turns();
       expect(batches[1]!.ids).toEqual([a2, b2, c2]);
       vi.advanceTimersByTime(400);
       finishBatch(jobs, worker, [a2, b2, c2]);
@@ -132,8 +140,69 @@ describe('batch wait', () => {
       finishBatch(jobs, worker, [a3]);
       // After a batch of one, the next job goes at once.
       const a4 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
-      vi.advanceTimersByTime(0);
+      turns();
       expect(batches[3]!.ids).toEqual([a4]);
+      jobs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a client left out of a batch is waited for with the batch\'s clients: the next batch is whole again', () => {
+    vi.useFakeTimers();
+    try {
+      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+      const { worker, batches } = fakeWorker();
+      jobs.attach(worker);
+      const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
+      turns();
+      // D comes while the batch of three runs: it waits for the next batch.
+      const d = jobs.submit('D', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(400);
+      expect(batches).toHaveLength(1);
+      finishBatch(jobs, worker, first);
+      // A, B and C come back one by one: with D that is four; three (the last batch's size) do not start it.
+      const back = ['A', 'B', 'C'].map((k) => {
+        const id = jobs.submit(k, 'm', { ir: IR, host: [] }).id;
+        vi.advanceTimersByTime(10);
+        return id;
+      });
+      turns();
+      expect(batches).toHaveLength(2);
+      expect([...batches[1]!.ids].sort()).toEqual([d, ...back].sort());
+      jobs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('an idle worker gets a batch once requests stop arriving (new connections, request bodies), a few loop turns at most', () => {
+    vi.useFakeTimers();
+    try {
+      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+      const { worker, batches } = fakeWorker();
+      jobs.attach(worker);
+      // A's job, then a connection opens (B's), then B's job: one batch.
+      const a = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
+      vi.advanceTimersByTime(0);
+      jobs.noteArrival();
+      vi.advanceTimersByTime(1);
+      const b = jobs.submit('B', 'm', { ir: IR, host: [] }).id;
+      expect(batches).toHaveLength(0);
+      turns();
+      expect(batches.map((x) => x.ids)).toEqual([[a, b]]);
+      (worker as unknown as { busy: boolean }).busy = false;
+      jobs.onMessage({ type: 'done', id: a, ok: true, saves: [], batched: 2 });
+      jobs.onMessage({ type: 'done', id: b, ok: true, saves: [], batched: 2 });
+      jobs.onMessage({ type: 'batch-done' });
+      vi.advanceTimersByTime(1000); // past the wait for the batch's clients
+      // Connections that keep opening do not hold a job back for long: at most 5 ms.
+      const c = jobs.submit('C', 'm', { ir: IR, host: [] }).id;
+      for (let t = 0; t < 20 && batches.length < 2; t++) {
+        jobs.noteArrival();
+        vi.advanceTimersByTime(1);
+      }
+      expect(batches.map((x) => x.ids)).toEqual([[a, b], [c]]);
       jobs.close();
     } finally {
       vi.useRealTimers();
@@ -148,11 +217,11 @@ describe('batch wait', () => {
         const { worker, batches } = fakeWorker();
         jobs.attach(worker);
         const first = ['A', 'B'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
-        vi.advanceTimersByTime(0);
+        turns();
         vi.advanceTimersByTime(10_000);
         finishBatch(jobs, worker, first);
         jobs.submit('A', 'm', { ir: IR, host: [] });
-        vi.advanceTimersByTime(0);
+        turns();
         if (after > 0) {
           expect(batches, `wait ${wait}`).toHaveLength(1);
           vi.advanceTimersByTime(after);
