@@ -55,12 +55,25 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
   }
   step(4);
   const mc: ModelContext = {
-    loaded, tree, backend: opts.backend ?? new OrtBackend({ maxSessions: sessionBound(loaded), exclusive: weightsBytes(loaded) > BIG_WEIGHTS }), feedInputs: graphFeedInputs(loaded.proto),
+    loaded, tree, backend: opts.backend ?? defaultBackend(loaded), feedInputs: graphFeedInputs(loaded.proto),
     maxPositions: maxPositions(loaded.proto, loaded.config), vocabRows: vocabTableSize(loaded.proto),
   };
   if (opts.runner) mc.fast = new FastExecutor(mc, { runner: opts.runner }); // a remote fast path is the only path
   else if (opts.fast !== false && process.env.ONNSIGHT_FAST !== '0') mc.fast = new FastExecutor(mc);
   return mc;
+}
+
+/**
+ * The session cache of a model opened without a backend of the caller's. Big models (weights
+ * over {@link BIG_WEIGHTS}) keep one copy of their weights (`exclusive`) and run every session
+ * without onnxruntime's arena: an arena keeps each session's buffers for its largest run until
+ * the session is released, which at long sequences outweighs a share of the weights (GPT-2
+ * small at T = 1024: peak PSS over plain, save-all and patch traces 1502 MB with arenas, 1123 MB
+ * without; at T = 128 the CPU time of a trace was the same within the noise, bench/README.md).
+ */
+function defaultBackend(loaded: LoadedModel): OrtBackend {
+  const big = weightsBytes(loaded) > BIG_WEIGHTS;
+  return new OrtBackend({ maxSessions: sessionBound(loaded), exclusive: big, ...(big ? { defaults: { arena: false } } : {}) });
 }
 
 /**
