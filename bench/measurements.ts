@@ -537,6 +537,9 @@ export const MEASUREMENTS: Measurement[] = [
       ctx.extra.attribution_min_ms = t.min;
       ctx.extra.attribution_cpu_ms = t.cpuMedian;
       ctx.notes.attribution_ms = `compiled path; the same grid by patching: ${st.blocks.paths.length * ctx.seqLen} forward passes`;
+      // The shared model's last measurement: generation and the remote ones load their own models
+      // (its sessions would otherwise stay beside theirs: a second copy of the weights in their peaks).
+      await disposeOnnsight(ctx);
       return t.median;
     },
   },

@@ -247,6 +247,21 @@ export class GradBuilder {
     return this.opset >= 13 ? this.op('Unsqueeze', [x, this.ints(axes)]) : this.op('Unsqueeze', [x], { axes });
   }
 
+  /**
+   * The gradient of `x` in `MatMul(x, W)` for a 2-D weight `W` (an initializer of static shape
+   * [K, N]) and `x` of any rank (1-D: a row, e.g. one position's logits after sink-slices):
+   * `g · Wᵀ` as one `Gemm` with `transB` over `g` flattened to [rows, N], reshaped to `x`'s
+   * shape (`W` has no batch axes: nothing to reduce); undefined when `y` is not such a weight. A `Transpose` of an initializer would be constant-folded by onnxruntime into a
+   * transposed copy of the weight at session creation (GPT-2 small's gradient graph: +283 MB
+   * beside the weights the forward pass maps from the file); `Gemm` reads the weight as it is.
+   */
+  matMulTransposed(g: string, y: string, ry: number, x: string): string | undefined {
+    const shape = this.shapes.get(y);
+    if (ry !== 2 || !this.inits.has(y) || this.producers.has(y) || typeof shape?.[1] !== 'number') return undefined;
+    const flat = this.op('Reshape', [g, this.ints([-1, shape[1]])]);
+    return this.op('Reshape', [this.op('Gemm', [flat, y], { transB: 1 }), this.op('Shape', [x])]);
+  }
+
   /** Swap the last two axes of a value of rank `r`. */
   swapLast(x: string, r: number): string {
     const perm = Array.from({ length: r }, (_, i) => i);
@@ -340,12 +355,12 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
       const r2x = Math.max(rx, 2);
       const r2y = Math.max(ry, 2);
       return [
-        w[0] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [g2, b.swapLast(y2, r2y)]), x2), b.op('Shape', [x])]) : null,
+        w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [g2, b.swapLast(y2, r2y)]), x2), b.op('Shape', [x])]) : null,
         w[1] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [b.swapLast(x2, r2x), g2]), y2), b.op('Shape', [y])]) : null,
       ];
     }
     return [
-      w[0] ? b.unbroadcast(b.op('MatMul', [g!, b.swapLast(y, ry)]), x) : null,
+      w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.unbroadcast(b.op('MatMul', [g!, b.swapLast(y, ry)]), x) : null,
       w[1] ? b.unbroadcast(b.op('MatMul', [b.swapLast(x, rx), g!]), y) : null,
     ];
   },
