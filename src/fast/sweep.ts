@@ -413,7 +413,8 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     // The first position the head reads for any row of the group: with the last block's cache
     // segment, the last block runs in full only from there (its keys and values before it from
     // a run of the cache segment), when that saves at least half of its positions.
-    const q = chain.headPositionwise ? Math.min(T - 1, ...g.items.flatMap((v) => v.r.need.filter((p) => p >= g.from))) : g.from;
+    let q = chain.headPositionwise ? T - 1 : g.from;
+    for (const v of chain.headPositionwise ? g.items : []) for (const p of v.r.need) if (p >= g.from && p < q) q = p; // (no spread: rows × positions can exceed the argument limit)
     const lastFrom = sp.cached && chain.lastCache && T - q <= N / 2 ? q : g.from;
     const active: typeof rows = [];
     let x: Tensor | null = null;
