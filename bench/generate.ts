@@ -210,6 +210,13 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
     name: 'generate_recompute_tokens_per_s',
     doc: `The clean generation through onnsight on the model without a cache (model.onnx): every step recomputes the whole sequence; 2 runs.`,
     run: async (ctx) => {
+      // The with-past model of the measurements before is done: release it first (two models, two copies of the weights).
+      const loaded = models.get(ctx);
+      for (const [file, m] of loaded ?? []) {
+        if (file === ctx.model.graphPath) continue;
+        await m.dispose();
+        loaded!.delete(file);
+      }
       const lm = await model(ctx, ctx.model.graphPath);
       const ids = promptIds(ctx);
       const v = await tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }), 2);
