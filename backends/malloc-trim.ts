@@ -11,7 +11,7 @@
  * page of every heap (madvise), so the memory of a released session is free for the next
  * one whether that one allocates or maps a file. Node has no binding for it.
  *
- * Measured on GPT-2 small (652 MB of weights): 1–255 ms per call (a walk over the heaps,
+ * Measured on GPT-2 small (652 MB of weights): 1–560 ms per call at load 9–17 (a walk over the heaps,
  * most of it for a released prepacked session); called at most once per event-loop turn
  * after releases, never per run.
  *
