@@ -91,6 +91,23 @@ describe('Jobs', () => {
   });
 });
 
+/**
+ * Runs `body` on a scheduler (`maxBatch` 8) with a fake worker under vitest's fake clock;
+ * closes the scheduler and restores the real clock after, whatever happens.
+ */
+function onFakeClock(body: (jobs: Jobs, worker: JobWorker, batches: { model: string; ids: string[] }[]) => void): void {
+  vi.useFakeTimers();
+  const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
+  try {
+    const { worker, batches } = fakeWorker();
+    jobs.attach(worker);
+    body(jobs, worker, batches);
+  } finally {
+    jobs.close();
+    vi.useRealTimers();
+  }
+}
+
 describe('batch wait', () => {
   /**
    * A few turns of the event loop (the scheduler looks again one turn after jobs arrived).
@@ -109,11 +126,7 @@ describe('batch wait', () => {
   }
 
   it('after a batch of several jobs, the next waits for their clients (at most a quarter of its run time); a lone client never waits', () => {
-    vi.useFakeTimers();
-    try {
-      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
-      const { worker, batches } = fakeWorker();
-      jobs.attach(worker);
+    onFakeClock((jobs, worker, batches) => {
       // Three clients submit together: one batch (the scheduler looks after the I/O phase).
       const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
       turns();
@@ -142,18 +155,11 @@ describe('batch wait', () => {
       const a4 = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
       turns();
       expect(batches[3]!.ids).toEqual([a4]);
-      jobs.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('a client left out of a batch is waited for with the batch\'s clients: the next batch is whole again', () => {
-    vi.useFakeTimers();
-    try {
-      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
-      const { worker, batches } = fakeWorker();
-      jobs.attach(worker);
+    onFakeClock((jobs, worker, batches) => {
       const first = ['A', 'B', 'C'].map((k) => jobs.submit(k, 'm', { ir: IR, host: [] }).id);
       turns();
       // D comes while the batch of three runs: it waits for the next batch.
@@ -170,18 +176,11 @@ describe('batch wait', () => {
       turns();
       expect(batches).toHaveLength(2);
       expect([...batches[1]!.ids].sort()).toEqual([d, ...back].sort());
-      jobs.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('an idle worker gets a batch once requests stop arriving (new connections, request bodies), a few loop turns at most', () => {
-    vi.useFakeTimers();
-    try {
-      const jobs = new Jobs({ ...DEFAULT_LIMITS, maxBatch: 8 });
-      const { worker, batches } = fakeWorker();
-      jobs.attach(worker);
+    onFakeClock((jobs, worker, batches) => {
       // A's job, then a connection opens (B's), then B's job: one batch.
       const a = jobs.submit('A', 'm', { ir: IR, host: [] }).id;
       vi.advanceTimersByTime(0);
@@ -203,10 +202,7 @@ describe('batch wait', () => {
         vi.advanceTimersByTime(1);
       }
       expect(batches.map((x) => x.ids)).toEqual([[a, b], [c]]);
-      jobs.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('batchWaitMs bounds the wait; 0 never waits', () => {
