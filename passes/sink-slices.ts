@@ -39,6 +39,7 @@ import { stableStringify } from '../ir/key.js';
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
 import { AttributeType, DataType } from '../src/onnx/proto.js';
+import { attrOf } from '../src/onnx/attributes.js';
 import { tensorData } from '../src/onnx/graph-builder.js';
 import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
 import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
@@ -78,10 +79,6 @@ interface Selection {
   drop: 0 | 1;
   /** Rank of the data input. */
   rank: number;
-}
-
-function attrOf(n: NodeProto, name: string): { i?: number | bigint; ints?: (number | bigint)[]; t?: TensorProto; f?: number; floats?: number[] } | undefined {
-  return (n.attribute ?? []).find((a) => a.name === name) as never;
 }
 
 function attrInt(n: NodeProto, name: string, dflt: number): number {

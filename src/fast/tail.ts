@@ -19,6 +19,7 @@
  */
 import type { ModelContext } from '../compile.js';
 import type { GraphProto, NodeProto, TensorProto } from '../onnx/proto.js';
+import { attrOf } from '../onnx/attributes.js';
 import { tensorData } from '../onnx/graph-builder.js';
 import { moduleClosure } from './module-model.js';
 
@@ -41,9 +42,6 @@ const UNARY = new Set([
 const BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow']);
 const LAST_AXIS = new Set(['LayerNormalization', 'Softmax', 'LogSoftmax']);
 const REDUCE = new Set(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ReduceL2', 'ReduceSumSquare']);
-
-const attrOf = (n: NodeProto, name: string): { i?: number | bigint; ints?: (number | bigint)[]; t?: TensorProto } | undefined =>
-  (n.attribute ?? []).find((a) => a.name === name) as never;
 
 /** The tail of the loaded model, or why it has none (see the module comment). */
 export function findTail(mc: ModelContext): TailModule | { reject: string } {
