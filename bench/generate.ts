@@ -13,7 +13,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
-import { cpuMs, median, timeOnce, timeRuns, type BenchContext, type Measurement } from './measure.js';
+import { trimNativeHeap } from '../backends/malloc-trim.js';
+import { cpuMs, median, timeOnce, timeRuns, withPlainSession, type BenchContext, type Measurement } from './measure.js';
 import { findBlocks } from './onnsight.js';
 
 /** New tokens per generation. */
@@ -68,6 +69,8 @@ export async function plainGreedy(session: ort.InferenceSession, prompt: readonl
 }
 
 const models = new WeakMap<BenchContext, Map<string, LanguageModel>>();
+/** The plain loop's new tokens (generate_plain_tokens_per_s), to compare onnsight's with. */
+const plainTokens = new WeakMap<BenchContext, number[]>();
 async function model(ctx: BenchContext, file: string): Promise<LanguageModel> {
   let m = models.get(ctx);
   if (!m) models.set(ctx, (m = new Map()));
@@ -82,48 +85,92 @@ async function tokensPerS(ctx: BenchContext, gen: () => Promise<unknown>, runs =
   return GENERATE_TOKENS / (t.median / 1000);
 }
 
+/** One side of a generation pair, ready to run: its sessions exist and it has generated once. */
+interface Generator {
+  /** One greedy generation of `n` new tokens. */
+  run(n: number): Promise<unknown>;
+  /** Releases its sessions and gives their memory back. */
+  close(): Promise<void>;
+}
+
 /**
- * onnsight / plain, tokens per second, from paired runs (each onnsight generation timed right
- * after a plain one, so both see the same machine load): median of the pairs, on wall time
- * and on process CPU time. Recorded as `ctx.extra[<key>_paired]` and `<key>_paired_cpu`.
- * Each pair also times both with one new token (the prompt pass alone): the decode phase
- * (steps 1..31) is the difference, recorded as `<key>_decode_paired` (and `_cpu`) — the
- * whole-generation ratio includes the prompt pass, where onnsight computes the lm_head on
- * the last position only while the plain loop fetches every position's logits.
+ * onnsight / plain, tokens per second, from paired runs (each pair timed back to back, so
+ * both sides see the same machine load): median of the pairs, on wall time and on process CPU
+ * time. Recorded as `ctx.extra[<key>_paired]` and `<key>_paired_cpu`. Each pair also times both
+ * with one new token (the prompt pass alone): the decode phase (steps 1..31) is the difference,
+ * recorded as `<key>_decode_paired` (and `_cpu`) — the whole-generation ratio includes the
+ * prompt pass, where onnsight computes the lm_head on the last position only while the plain
+ * loop fetches every position's logits.
+ *
+ * The two sides never hold sessions at the same time (else the process would hold two copies
+ * of the weights, and the benchmark's peak memory would be the harness's doing): per pair, a
+ * plain session is created, warmed up by one untimed generation, timed (32 tokens, then 1),
+ * released and trimmed ({@link withPlainSession}); then onnsight's model is opened by `open`
+ * (load, one untimed generation: its session is created and prepacked), timed the same way
+ * and closed (disposed, trimmed). Session creation and the first run stay out of the timed region on both sides.
  */
-async function paired(ctx: BenchContext, key: string, file: string, ons: (n: number) => Promise<unknown>): Promise<void> {
-  const session = await ort.InferenceSession.create(file);
-  try {
-    const ids = promptIds(ctx);
-    const wall: number[] = [];
-    const cpu: number[] = [];
-    const dWall: number[] = [];
-    const dCpu: number[] = [];
-    const timed = async (f: () => Promise<unknown>): Promise<[number, number]> => {
-      const c0 = cpuMs();
-      const w = await timeOnce(f);
-      return [w, cpuMs() - c0];
-    };
-    for (let i = 0; i < ctx.timing.runs; i++) {
-      const [p, pc] = await timed(() => plainGreedy(session, ids, GENERATE_TOKENS));
-      const [o, oc] = await timed(() => ons(GENERATE_TOKENS));
-      const [p1, p1c] = await timed(() => plainGreedy(session, ids, 1));
-      const [o1, o1c] = await timed(() => ons(1));
-      wall.push(p / o);
-      cpu.push(pc / oc);
-      dWall.push((p - p1) / (o - o1));
-      dCpu.push((pc - p1c) / (oc - o1c));
+async function paired(ctx: BenchContext, key: string, file: string, open: () => Promise<Generator>): Promise<void> {
+  const ids = promptIds(ctx);
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  const dWall: number[] = [];
+  const dCpu: number[] = [];
+  const timed = async (f: () => Promise<unknown>): Promise<[number, number]> => {
+    const c0 = cpuMs();
+    const w = await timeOnce(f);
+    return [w, cpuMs() - c0];
+  };
+  for (let i = 0; i < ctx.timing.runs; i++) {
+    const [[p, pc], [p1, p1c]] = await withPlainSession(ctx, () => ort.InferenceSession.create(file), async (session) => {
+      await plainGreedy(session, ids, GENERATE_TOKENS); // warm-up, untimed
+      return [await timed(() => plainGreedy(session, ids, GENERATE_TOKENS)), await timed(() => plainGreedy(session, ids, 1))];
+    });
+    const ons = await open();
+    let o: number, oc: number, o1: number, o1c: number;
+    try {
+      [o, oc] = await timed(() => ons.run(GENERATE_TOKENS));
+      [o1, o1c] = await timed(() => ons.run(1));
+    } finally {
+      await ons.close();
     }
-    const r = (x: number): number => Math.round(x * 1000) / 1000;
-    ctx.extra[`${key}_paired`] = r(median(wall));
-    ctx.extra[`${key}_paired_cpu`] = r(median(cpu));
-    ctx.extra[`${key}_decode_paired`] = r(median(dWall));
-    ctx.extra[`${key}_decode_paired_cpu`] = r(median(dCpu));
-    ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time)`;
-    ctx.notes[`${key}_decode_paired`] = `the same for the decode phase only (steps 1..${GENERATE_TOKENS - 1}: each generation minus a one-token one)`;
-  } finally {
-    await session.release();
+    wall.push(p / o);
+    cpu.push(pc / oc);
+    dWall.push((p - p1) / (o - o1));
+    dCpu.push((pc - p1c) / (oc - o1c));
   }
+  const r = (x: number): number => Math.round(x * 1000) / 1000;
+  ctx.extra[`${key}_paired`] = r(median(wall));
+  ctx.extra[`${key}_paired_cpu`] = r(median(cpu));
+  ctx.extra[`${key}_decode_paired`] = r(median(dWall));
+  ctx.extra[`${key}_decode_paired_cpu`] = r(median(dCpu));
+  ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time); per pair each side's sessions created and warmed up untimed, the other side's released`;
+  ctx.notes[`${key}_decode_paired`] = `the same for the decode phase only (steps 1..${GENERATE_TOKENS - 1}: each generation minus a one-token one)`;
+}
+
+/** An onnsight {@link Generator} on `file`: a freshly loaded model, `fn` (from the model) every step, warmed up by one generation. */
+async function openOnnsight(file: string, ids: readonly number[], fn?: (lm: LanguageModel) => (m: ModelRef) => void): Promise<Generator> {
+  const lm = await LanguageModel.load(file);
+  const step = fn?.(lm);
+  const run = (n: number): Promise<unknown> => lm.generate([...ids], { maxNewTokens: n, stopAtEos: false }, step);
+  await run(GENERATE_TOKENS);
+  return {
+    run,
+    close: async () => {
+      await lm.dispose();
+      trimNativeHeap();
+    },
+  };
+}
+
+/** Disposes the context's onnsight generation models (their sessions must not sit beside a plain session). */
+async function disposeModels(ctx: BenchContext, keep?: string): Promise<void> {
+  const loaded = models.get(ctx);
+  for (const [file, m] of loaded ?? []) {
+    if (file === keep) continue;
+    await m.dispose();
+    loaded!.delete(file);
+  }
+  trimNativeHeap();
 }
 
 /** A steering vector of the block width (seeded, small), added at the middle block every step. */
@@ -147,8 +194,7 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
     run: async (ctx) => {
       const file = withPastPath(ctx);
       if (!file) return NaN;
-      const session = await ort.InferenceSession.create(file);
-      try {
+      return withPlainSession(ctx, () => ort.InferenceSession.create(file), async (session) => {
         ctx.notes.generate_plain_tokens_per_s = 'default session options';
         const v = await tokensPerS(ctx, () => plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
         // The cache leaves onnxruntime-node as JS typed arrays every step (IO binding and
@@ -165,10 +211,9 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
         ctx.extra.generate_cache_copy_ms = copy.median;
         ctx.extra.generate_plain_step_ms = 1000 / v;
         ctx.notes.generate_cache_copy_ms = 'one JS copy of every present.* tensor at the last step (the copy onnxruntime-node makes of each output); cache inputs are fed without a copy';
+        plainTokens.set(ctx, await plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
         return v;
-      } finally {
-        await session.release();
-      }
+      });
     },
   },
   {
@@ -177,17 +222,15 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
     run: async (ctx) => {
       const file = withPastPath(ctx);
       if (!file) return NaN;
-      const lm = await model(ctx, file);
       const ids = promptIds(ctx);
-      const plain = await (async () => {
-        const s = await ort.InferenceSession.create(file);
-        try { return await plainGreedy(s, ids, GENERATE_TOKENS); } finally { await s.release(); }
-      })();
+      // The plain loop's tokens (generate_plain_tokens_per_s keeps them; else a plain session now, before onnsight's model exists).
+      const plain = plainTokens.get(ctx) ?? await withPlainSession(ctx, () => ort.InferenceSession.create(file), (s) => plainGreedy(s, ids, GENERATE_TOKENS));
+      const lm = await model(ctx, file);
       const r = await lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false });
       ctx.notes.generate_tokens_per_s = `tokens equal to the plain loop's: ${JSON.stringify(r.newIds[0]) === JSON.stringify(plain)}`;
-      const run = (n = GENERATE_TOKENS): Promise<unknown> => lm.generate(ids, { maxNewTokens: n, stopAtEos: false });
-      const v = await tokensPerS(ctx, () => run());
-      await paired(ctx, 'generate_vs_plain', file, run);
+      const v = await tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }));
+      await disposeModels(ctx);
+      await paired(ctx, 'generate_vs_plain', file, () => openOnnsight(file, ids));
       return v;
     },
   },
@@ -200,9 +243,9 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
       const lm = await model(ctx, file);
       const ids = promptIds(ctx);
       const fn = steer(lm);
-      const run = (n = GENERATE_TOKENS): Promise<unknown> => lm.generate(ids, { maxNewTokens: n, stopAtEos: false }, fn);
-      const v = await tokensPerS(ctx, () => run());
-      await paired(ctx, 'generate_steered_vs_plain', file, run);
+      const v = await tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }, fn));
+      await disposeModels(ctx);
+      await paired(ctx, 'generate_steered_vs_plain', file, () => openOnnsight(file, ids, steer));
       return v;
     },
   },
@@ -211,12 +254,7 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
     doc: `The clean generation through onnsight on the model without a cache (model.onnx): every step recomputes the whole sequence; 2 runs.`,
     run: async (ctx) => {
       // The with-past model of the measurements before is done: release it first (two models, two copies of the weights).
-      const loaded = models.get(ctx);
-      for (const [file, m] of loaded ?? []) {
-        if (file === ctx.model.graphPath) continue;
-        await m.dispose();
-        loaded!.delete(file);
-      }
+      await disposeModels(ctx, ctx.model.graphPath);
       const lm = await model(ctx, ctx.model.graphPath);
       const ids = promptIds(ctx);
       const v = await tokensPerS(ctx, () => lm.generate(ids, { maxNewTokens: GENERATE_TOKENS, stopAtEos: false }), 2);

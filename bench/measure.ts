@@ -7,7 +7,8 @@
  * @module
  */
 import fs from 'node:fs';
-import type * as ort from 'onnxruntime-node';
+import * as ort from 'onnxruntime-node';
+import { trimNativeHeap } from '../backends/malloc-trim.js';
 
 /** Median of a non-empty list (mean of the two middle values for even lengths). */
 export function median(xs: readonly number[]): number {
@@ -132,6 +133,84 @@ export interface BenchContext {
    * `ctx.extra['peak_rss_<name>_mb']` and resets the peak (see {@link resetPeakRss}).
    */
   rssPhase(name: string): void;
+  /**
+   * Which side the memory sampled from now on belongs to (bench/pss.ts, `peak_pss_baseline_mb`
+   * / `peak_pss_onnsight_mb`): `baseline` while a plain onnxruntime session of the harness is
+   * alive, `onnsight` otherwise. Use {@link withPlainSession}. Absent outside the harness (tests).
+   */
+  pssSide?(side: PssSide): Promise<void>;
+}
+
+/** Whose memory the PSS sampler is watching: the harness's plain onnxruntime sessions, or onnsight's. */
+export type PssSide = 'baseline' | 'onnsight';
+
+/**
+ * onnxruntime sessions of this thread alive right now, by the side current when each was created,
+ * and every moment one side's session was created (or the side switched) while the other side's
+ * were alive (`overlaps`, reported as `pss_side_overlaps`: the harness means it to stay empty).
+ * Filled once {@link trackSessionSides} ran. Sessions created in worker threads (onnsight's
+ * second tier) are not seen.
+ */
+export const sideSessions = { side: 'onnsight' as PssSide, live: { baseline: 0, onnsight: 0 }, overlaps: [] as string[] };
+
+const otherSide = (s: PssSide): PssSide => (s === 'baseline' ? 'onnsight' : 'baseline');
+
+/** Records an overlap if the other side than `side` has sessions alive. */
+export function checkSideOverlap(side: PssSide, what: string): void {
+  const o = otherSide(side);
+  if (sideSessions.live[o] > 0) sideSessions.overlaps.push(`${what} while ${sideSessions.live[o]} ${o} session(s) were alive`);
+}
+
+/** Makes `side` the current one ({@link sideSessions}), recording an overlap if the other side holds sessions. */
+export function enterSide(side: PssSide): void {
+  checkSideOverlap(side, `the side switched to ${side}`);
+  sideSessions.side = side;
+}
+
+let tracking = false;
+/** Wraps `InferenceSession.create` and `release` (once per process) to count live sessions by side ({@link sideSessions}). */
+export function trackSessionSides(): void {
+  if (tracking) return;
+  tracking = true;
+  const cls = ort.InferenceSession as unknown as { create: (...a: unknown[]) => Promise<ort.InferenceSession> };
+  const create = cls.create.bind(cls);
+  cls.create = async (...a: unknown[]): Promise<ort.InferenceSession> => {
+    const side = sideSessions.side;
+    checkSideOverlap(side, `a ${side} session was created`);
+    const s = await create(...a);
+    sideSessions.live[side]++;
+    const release = s.release.bind(s);
+    let released = false;
+    s.release = async (): Promise<void> => {
+      if (!released) {
+        released = true;
+        sideSessions.live[side]--;
+      }
+      return release();
+    };
+    return s;
+  };
+}
+
+/**
+ * Runs `fn` on a plain onnxruntime session of the harness as the `baseline` side: switches the
+ * PSS side to `baseline`, creates the session, runs `fn`, releases the session, gives its freed
+ * memory back (`malloc_trim`, as onnsight's backend does after a release) and switches back to
+ * `onnsight`. Nothing of onnsight's may hold a session meanwhile (checked: {@link sideSessions}).
+ */
+export async function withPlainSession<T>(ctx: BenchContext, create: () => Promise<ort.InferenceSession>, fn: (s: ort.InferenceSession) => Promise<T>): Promise<T> {
+  await ctx.pssSide?.('baseline');
+  try {
+    const s = await create();
+    try {
+      return await fn(s);
+    } finally {
+      await s.release();
+      trimNativeHeap();
+    }
+  } finally {
+    await ctx.pssSide?.('onnsight');
+  }
 }
 
 /** Current and peak resident set size of this process (all threads, workers included), MB (10⁶ bytes, like `weights_mb`). */

@@ -18,6 +18,11 @@
  * interval between two marks can be missed; allocations of weights and arenas last for the
  * whole session, so peaks of interest last seconds.
  *
+ * Each sample also counts toward the peak of the current *side* ({@link PssSampler.side}):
+ * the harness switches to `baseline` while a plain onnxruntime session of its own is alive
+ * (created, run, released and trimmed) and back to `onnsight` after, so the report can tell
+ * the baseline's own peak from onnsight's ({@link PssSampler.sidePeaks}).
+ *
  * Linux only: elsewhere {@link PssSampler.start} returns undefined and no PSS is reported.
  * @module
  */
@@ -58,13 +63,15 @@ const fs = require('fs');
 const [pid, interval] = process.argv.slice(1).map(Number);
 const file = '/proc/' + pid + '/smaps_rollup';
 const kb = (t, k) => Number((new RegExp('^' + k + ':\\\\s+(\\\\d+)', 'm').exec(t) || [])[1]);
-let peak = null, samples = 0;
+let peak = null, samples = 0, side = 'onnsight';
+const sides = {};
 function read() {
   let t;
   try { t = fs.readFileSync(file, 'utf8'); } catch { process.exit(0); }
   const r = { pss: kb(t, 'Pss'), anon: kb(t, 'Pss_Anon'), file: kb(t, 'Pss_File') };
   samples++;
   if (!peak || r.pss > peak.pss) peak = r;
+  if (!sides[side] || r.pss > sides[side].pss) sides[side] = r;
   return r;
 }
 read();
@@ -72,13 +79,15 @@ const timer = setInterval(read, interval);
 process.on('message', (m) => {
   if (m.op === 'reset') { peak = null; const now = read(); process.send({ id: m.id, now, peak, samples }); }
   else if (m.op === 'mark') { const now = read(); process.send({ id: m.id, now, peak, samples }); }
+  else if (m.op === 'side') { read(); side = m.side; const now = read(); process.send({ id: m.id, now, peak, samples, sides }); }
   else if (m.op === 'stop') { clearInterval(timer); process.disconnect(); }
 });
 process.on('disconnect', () => process.exit(0));
 `;
 
-type Raw = { id: number; now: { pss: number; anon: number; file: number }; peak: { pss: number; anon: number; file: number }; samples: number };
-const mb = (r: Raw['now']): PssReading => ({ pss: (r.pss * 1024) / 1e6, anon: (r.anon * 1024) / 1e6, file: (r.file * 1024) / 1e6 });
+type Kb = { pss: number; anon: number; file: number };
+type Raw = { id: number; now: Kb; peak: Kb; samples: number; sides?: Record<string, Kb> };
+const mb = (r: Kb): PssReading => ({ pss: (r.pss * 1024) / 1e6, anon: (r.anon * 1024) / 1e6, file: (r.file * 1024) / 1e6 });
 
 /** A running PSS sampler of this process (see the module comment). */
 export class PssSampler {
@@ -102,17 +111,38 @@ export class PssSampler {
     return s;
   }
 
-  private ask(op: 'mark' | 'reset'): Promise<PssMark> {
+  private ask(op: 'mark' | 'reset' | 'side', side?: string): Promise<PssMark & { sides?: Record<string, PssReading> }> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       const fail = (): void => reject(new Error('PSS sampler exited'));
       this.child.once('exit', fail);
       this.waiting.set(id, (r) => {
         this.child.off('exit', fail);
-        resolve({ now: mb(r.now), peak: mb(r.peak), samples: r.samples });
+        resolve({
+          now: mb(r.now), peak: mb(r.peak), samples: r.samples,
+          ...(r.sides ? { sides: Object.fromEntries(Object.entries(r.sides).map(([k, v]) => [k, mb(v)])) } : {}),
+        });
       });
-      this.child.send({ op, id });
+      this.child.send({ op, id, side });
     });
+  }
+
+  /**
+   * From now on, samples count toward `side`'s peak too (the sample taken now, after the
+   * switch, included; one taken right before it closes the previous side). Sides start as
+   * `onnsight`.
+   */
+  async side(side: string): Promise<PssMark> {
+    const r = await this.ask('side', side);
+    this.lastSides = r.sides ?? {};
+    return r;
+  }
+
+  private lastSides: Record<string, PssReading> = {};
+
+  /** The peak of every side so far, as of the last {@link side} call (call `side` once more at the end). */
+  sidePeaks(): Record<string, PssReading> {
+    return { ...this.lastSides };
   }
 
   /** Takes a sample now; returns it and the peak since the last reset. */

@@ -22,7 +22,7 @@ import * as ort from 'onnxruntime-node';
 import { ortSessionOptions, setIntraOpSpinning } from '../backends/ort.js';
 import { LanguageModel, type ModelRef, type TensorProxy } from '../src/index.js';
 import { startServer } from '../src/serve/server.js';
-import { median, type BenchContext, type Measurement } from './measure.js';
+import { median, withPlainSession, type BenchContext, type Measurement } from './measure.js';
 import { makeFeeds } from './setup.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -210,14 +210,16 @@ const got: Record<string, number> = {};
  * `CLIENTS` rows against `CLIENTS` passes of one row, alternating, 5 times each.
  */
 async function ortCeiling(ctx: BenchContext, n: number): Promise<void> {
-  setIntraOpSpinning(false);
-  let session: ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(ctx.model.graphPath, ortSessionOptions({ prepack: true }));
-  } finally {
-    setIntraOpSpinning(true);
-  }
-  try {
+  const create = async (): Promise<ort.InferenceSession> => {
+    setIntraOpSpinning(false);
+    try {
+      return await ort.InferenceSession.create(ctx.model.graphPath, ortSessionOptions({ prepack: true }));
+    } finally {
+      setIntraOpSpinning(true);
+    }
+  };
+  // The harness's own session (released and trimmed before onnsight's servers open: bench/measure.ts).
+  await withPlainSession(ctx, create, async (session) => {
     const one = makeFeeds(ctx.model, 1, n, 1);
     const all = makeFeeds(ctx.model, CLIENTS, n, 2);
     await session.run(one);
@@ -238,9 +240,7 @@ async function ortCeiling(ctx: BenchContext, n: number): Promise<void> {
     ctx.extra.remote_ort_batch_ceiling = median(w1) / median(wb);
     ctx.extra.remote_ort_batch_ceiling_cpu = median(c1) / median(cb);
     ctx.log(`remote: plain onnxruntime, ${n} tokens: ${CLIENTS} passes of 1 row ${median(w1).toFixed(0)} ms (CPU ${median(c1).toFixed(0)}) vs 1 pass of ${CLIENTS} rows ${median(wb).toFixed(0)} ms (CPU ${median(cb).toFixed(0)}): ceiling ${(median(w1) / median(wb)).toFixed(2)} wall, ${(median(c1) / median(cb)).toFixed(2)} CPU`);
-  } finally {
-    await session.release();
-  }
+  });
 }
 
 async function batched(ctx: BenchContext): Promise<void> {

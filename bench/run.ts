@@ -11,9 +11,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { ensureGpt2Small } from './gpt2-model.js';
-import { cpuMs, median, resetPeakRss, rssMb, type BenchContext, type BenchModel } from './measure.js';
+import { cpuMs, enterSide, median, resetPeakRss, rssMb, sideSessions, trackSessionSides, type BenchContext, type BenchModel } from './measure.js';
 import { MEASUREMENTS, RATIOS } from './measurements.js';
 import { describeModel, makeFeeds, maxPositions, resolveGraph } from './setup.js';
 import { PssSampler, type PssReading } from './pss.js';
@@ -81,6 +83,22 @@ function parseArgs(argv: string[]): Args {
 const PSS_INTERVAL_MS = Number(process.env.ONNSIGHT_PSS_INTERVAL_MS) || 200;
 
 const log = (msg: string): void => { process.stderr.write(`[bench] ${msg}\n`); };
+
+// A full garbage collection of the JavaScript heap between measurements (outside every timed
+// region): results of an earlier measurement (logits, saves: array buffers of tens of MB) would
+// otherwise be collected whenever V8 decides, inside a later measurement's peak.
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc') as () => void;
+
+/**
+ * Between two measurements: the JavaScript heap collected and glibc's free pages given back
+ * (backends/malloc-trim.ts), so each measurement's memory starts from what is really held
+ * (bench/README.md, "Memory").
+ */
+function settle(): void {
+  collectGarbage();
+  trimNativeHeap();
+}
 
 /** One row of the session-options matrix. */
 interface SessionMatrixRow {
@@ -185,6 +203,9 @@ async function main(): Promise<void> {
   }
   const scratchDir = path.join(process.cwd(), '.cache', 'bench', 'scratch');
   fs.mkdirSync(scratchDir, { recursive: true });
+  // Which side (the harness's plain onnxruntime sessions or onnsight's) holds sessions: counted
+  // from here on, so that the two are never alive at once (bench/README.md, "Memory").
+  trackSessionSides();
   let plain: Promise<ort.InferenceSession> | undefined;
   // Peak RSS by phase: each phase's peak is recorded, then the peak is reset (Linux).
   let onnsightPeak = 0;
@@ -208,11 +229,18 @@ async function main(): Promise<void> {
       peakResettable = resetPeakRss() && peakResettable;
       ctx.extra[`rss_after_${name}_mb`] = current;
     },
+    pssSide: async (side) => {
+      enterSide(side);
+      await pss?.side(side);
+    },
   };
 
   // PSS sampled by a child process through the whole benchmark (bench/pss.ts), and marked
   // right before and after every measurement.
+  // Each sample also counts toward the current side's peak: `baseline` while a plain
+  // onnxruntime session of the harness is alive (ctx.pssSide, withPlainSession), else `onnsight`.
   const pss = await PssSampler.start(PSS_INTERVAL_MS);
+  await ctx.pssSide!(MEASUREMENTS[0]?.phase === 'baseline' ? 'baseline' : 'onnsight');
   const pssBy: Record<string, { before_mb: number; peak_mb: number; peak_anon_mb: number; peak_file_mb: number; after_mb: number }> = {};
   let pssPeak: PssReading | undefined;
   const r1 = (v: number): number => Math.round(v * 10) / 10;
@@ -227,6 +255,7 @@ async function main(): Promise<void> {
       if (plain) await (await plain).release();
       plain = undefined;
       trimNativeHeap(); // as onnsight's backend does after a release (backends/malloc-trim.ts)
+      await ctx.pssSide!('onnsight');
       ctx.rssPhase('baseline');
       phase = 'onnsight';
     }
@@ -235,6 +264,7 @@ async function main(): Promise<void> {
       continue;
     }
     log(`measuring ${m.name} ...`);
+    settle();
     const before = await pss?.reset();
     const t0 = performance.now();
     values[m.name] = await m.run(ctx);
@@ -247,6 +277,8 @@ async function main(): Promise<void> {
   }
   ctx.rssPhase('end');
   const pssSamples = (await pss?.mark())?.samples;
+  await pss?.side(sideSessions.side); // the sides' peaks up to now
+  const sidePeaks = pss?.sidePeaks() ?? {};
   pss?.stop();
   // Without a resettable peak (not Linux), the process maximum is all we have.
   const peakRssMb = peakResettable ? onnsightPeak : rssMb().peak;
@@ -267,6 +299,11 @@ async function main(): Promise<void> {
     ...Object.fromEntries(Object.entries(values).map(([k, v]) => [k, v === null ? null : r2(v)])),
     peak_rss_mb: Math.round(peakRssMb),
     ...(pssPeak ? { peak_pss_mb: Math.round(pssPeak.pss), peak_pss_anon_mb: Math.round(pssPeak.anon), peak_pss_file_mb: Math.round(pssPeak.file), pss_samples: pssSamples, pss_interval_ms: PSS_INTERVAL_MS } : {}),
+    // The peak while the harness's plain onnxruntime sessions were alive, and the peak of the rest (onnsight's).
+    ...Object.fromEntries(Object.entries(sidePeaks).flatMap(([side, r]) => [
+      [`peak_pss_${side}_mb`, Math.round(r.pss)], [`peak_pss_${side}_anon_mb`, Math.round(r.anon)], [`peak_pss_${side}_file_mb`, Math.round(r.file)],
+    ])),
+    ...(pss ? { pss_side_overlaps: sideSessions.overlaps.length } : {}),
     ...Object.fromEntries(Object.entries(ctx.extra).map(([k, v]) => [k, r2(v)])),
     notes: ctx.notes,
     onnxruntime_node: ort.env.versions.common,
@@ -282,6 +319,7 @@ async function main(): Promise<void> {
   };
   if (matrix) report.session_matrix = matrix;
   if (pss) report.pss_by_measurement = pssBy;
+  if (sideSessions.overlaps.length) ctx.notes.pss_side_overlaps = sideSessions.overlaps.join('; ');
 
   // ── table ──
   const out: string[] = [];
@@ -297,6 +335,10 @@ async function main(): Promise<void> {
   }
   out.push(`${'peak_rss_mb'.padEnd(width)}${fmt(peakRssMb, 'MB')}`);
   if (pssPeak) out.push(`${'peak_pss_mb'.padEnd(width)}${fmt(pssPeak.pss, 'MB').padEnd(14)}  anon ${pssPeak.anon.toFixed(0)} MB + file ${pssPeak.file.toFixed(0)} MB (${Object.entries(pssBy).sort((a, b) => b[1].peak_mb - a[1].peak_mb)[0]?.[0] ?? '?'})`);
+  for (const [side, r] of Object.entries(sidePeaks)) {
+    out.push(`${`peak_pss_${side}_mb`.padEnd(width)}${fmt(r.pss, 'MB').padEnd(14)}  anon ${r.anon.toFixed(0)} MB + file ${r.file.toFixed(0)} MB, ${(r.pss / bm.weightsMb).toFixed(2)}× the weights`);
+  }
+  if (pss) out.push(`${'pss_side_overlaps'.padEnd(width)}${sideSessions.overlaps.length}`);
   out.push('');
   for (const [k, v] of Object.entries(ctx.extra)) {
     const note = ctx.notes[k];

@@ -3,8 +3,16 @@
  * seeing memory this process allocates (checked against the allocation's size, not timing).
  */
 import fs from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { enterSide, sideSessions, trackSessionSides, withPlainSession, type BenchContext } from '../../bench/measure.js';
 import { parseSmapsRollup, PssSampler } from '../../bench/pss.js';
+import { LanguageModel } from '../../src/index.js';
+
+const FACTS = path.resolve(__dirname, '../../models/gpt2-facts');
 
 describe('PSS sampler', () => {
   it('parses smaps_rollup (kB → MB of 10⁶ bytes); a missing field is undefined', () => {
@@ -30,5 +38,51 @@ describe('PSS sampler', () => {
     } finally {
       s.stop();
     }
+  });
+
+  it.runIf(fs.existsSync('/proc/self/smaps_rollup'))('side peaks: memory held while a side is current counts toward that side only', async () => {
+    const s = (await PssSampler.start(20))!;
+    try {
+      const start = await s.side('baseline');
+      let big: Buffer | undefined = Buffer.alloc(200e6, 7);
+      await s.mark();
+      expect(big.length).toBe(200e6);
+      big = undefined;
+      v8.setFlagsFromString('--expose-gc');
+      (vm.runInNewContext('gc') as () => void)(); // the buffer's memory goes back now
+      const back = await s.side('onnsight');
+      const peaks = s.sidePeaks();
+      expect(peaks.baseline!.pss - start.now.pss).toBeGreaterThan(180);
+      expect(back.now.pss - start.now.pss).toBeLessThan(100);
+      // The onnsight side saw the memory before the switch to baseline and after the switch back, not the buffer.
+      expect(peaks.baseline!.pss - peaks.onnsight!.pss).toBeGreaterThan(100);
+    } finally {
+      s.stop();
+    }
+  });
+
+  it('withPlainSession: the plain session lives on the baseline side only; an onnsight session alive meanwhile is an overlap', async () => {
+    trackSessionSides();
+    const switches: string[] = [];
+    const ctx = { pssSide: async (side: 'baseline' | 'onnsight') => { enterSide(side); switches.push(side); } } as Partial<BenchContext> as BenchContext;
+    const graph = path.join(FACTS, 'onnx', 'model.onnx');
+    const n0 = sideSessions.overlaps.length;
+    const live = await withPlainSession(ctx, () => ort.InferenceSession.create(graph), async () => ({ ...sideSessions.live }));
+    expect(live).toEqual({ baseline: 1, onnsight: 0 });
+    expect(sideSessions.live).toEqual({ baseline: 0, onnsight: 0 });
+    expect(switches).toEqual(['baseline', 'onnsight']);
+    expect(sideSessions.overlaps.length).toBe(n0);
+    // onnsight's sessions still open when a plain one comes: recorded.
+    const lm = await LanguageModel.load(FACTS);
+    try {
+      await lm.trace('The Eiffel Tower is in', (m) => { m.output.logits.save('l'); });
+      expect(sideSessions.live.onnsight).toBeGreaterThan(0);
+      await withPlainSession(ctx, () => ort.InferenceSession.create(graph), async () => undefined);
+      expect(sideSessions.overlaps.length).toBeGreaterThan(n0);
+      expect(sideSessions.overlaps.at(-1)).toMatch(/onnsight session\(s\) were alive/);
+    } finally {
+      await lm.dispose();
+    }
+    expect(sideSessions.live.onnsight).toBe(0);
   });
 });
