@@ -177,6 +177,7 @@ export function reduce(x: Tensor, dim: number | null, keepdim: boolean, outType:
 
 /** Softmax / log-softmax along `dim` like onnxruntime's MLAS kernel: subtract the max, exp, sum, multiply by 1/sum (or add −log sum). */
 export function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Tensor {
+  if (dtype === 'float32' && (x.data instanceof Float32Array || x.data instanceof Float64Array)) return softmax32(x, dim, log);
   const f32 = dtype === 'float32';
   const r = (v: number): number => (f32 ? Math.fround(v) : v);
   const v = nums(x);
@@ -200,6 +201,37 @@ export function softmax(x: Tensor, dim: number, log: boolean, dtype: DType): Ten
     }
   });
   return tensorOf(dtype, x.shape, out);
+}
+
+/**
+ * {@link softmax} into float32 from float data: the same operations, each result rounded to
+ * float32 where the general version rounds it (`Math.fround`, or its store into the float32
+ * result), without the float64 copies — a logit lens softmaxes 12 × 50 257 values per trace.
+ */
+function softmax32(x: Tensor, dim: number, log: boolean): Tensor {
+  const v = x.data as Float32Array | Float64Array;
+  const out = new Float32Array(v.length);
+  const f = Math.fround;
+  lines(x.shape, axis(dim, x.shape.length), (base, step, len) => {
+    const end = base + len * step;
+    let m = -Infinity;
+    for (let k = base; k < end; k += step) m = Math.max(m, v[k]!);
+    let s = 0;
+    for (let k = base; k < end; k += step) {
+      const e = f(Math.exp(f(v[k]! - m)));
+      out[k] = e;
+      s += e;
+    }
+    const sum = f(s);
+    if (log) {
+      const negLogSum = f(-Math.log(sum));
+      for (let k = base; k < end; k += step) out[k] = f(v[k]! - m) + negLogSum;
+    } else {
+      const inv = f(1 / sum);
+      for (let k = base; k < end; k += step) out[k] = out[k]! * inv;
+    }
+  });
+  return { dtype: 'float32', shape: [...x.shape], data: out };
 }
 
 /** PyTorch matmul (1-D operands promoted and squeezed, batch dims broadcast); float64 accumulation. */

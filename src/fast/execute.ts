@@ -71,6 +71,8 @@ export interface FastExecutorOptions {
   cutTail?: boolean;
   /** Graph outputs the instrumented model computes at the last position only ({@link PortedModelOptions.lastPosition}). */
   lastPosition?: readonly string[];
+  /** With the tail cut, keep its copy on a fed range of positions in the instrumented model (default true; {@link PortedModelOptions.tailRange}). */
+  tailRange?: boolean;
   /**
    * Where the instrumented model and the module models run (default: local onnxruntime
    * sessions). An {@link FastRunner} over an Open Inference Protocol server sends the same
@@ -83,6 +85,15 @@ export interface FastExecutorOptions {
    * variable `ONNSIGHT_SWEEP` (`0`, `1` = force) overrides the default.
    */
   incremental?: 'auto' | 'force' | 'off';
+}
+
+/** A read of a tail output (see `FastExecutor.tailReads`). */
+interface TailRead {
+  target: Value;
+  output: number;
+  binding: ReadBinding;
+  before: IndexItem[] | null;
+  after: IndexItem[] | null;
 }
 
 /** A value the host cannot produce after all (shape or host value problem): the compiler reports it. */
@@ -197,7 +208,7 @@ export class FastExecutor implements FastPath {
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { cutTail: this.opts.cutTail ?? true, lastPosition: this.opts.lastPosition });
+    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { cutTail: this.opts.cutTail ?? true, lastPosition: this.opts.lastPosition, tailRange: this.opts.tailRange ?? true });
     return this.portedModel;
   }
 
@@ -294,8 +305,10 @@ export class FastExecutor implements FastPath {
     }
     const rows = runRows(plan.mainRows);
     const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows, sourceMemo) };
-    const fetched: Env = { out: await this.runner.runPorted(main, plan.mainFetch), rows };
     const memo = new Map<Value, Tensor>();
+    const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, plan.saves.map((x) => x.value), seqLen);
+    const fetched: Env = { out: await this.runner.runPorted(main, inModel?.fetch ?? plan.mainFetch, inModel?.range), rows };
+    inModel?.finish(fetched, memo);
     await this.runTails(ir, plan, plan.saves.map((x) => x.value), fetched, memo);
     await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
@@ -548,31 +561,12 @@ export class FastExecutor implements FastPath {
   private async runTails(ir: Graph, plan: FastPlan, roots: readonly Value[], env: Env, memo: Map<Value, Tensor>): Promise<void> {
     const tail = this.ported.tail;
     if (!tail) return;
-    const wanted: Value[] = [];
-    const seen = new Set<Value>();
-    const stack = [...roots];
-    while (stack.length) {
-      const v = stack.pop()!;
-      if (seen.has(v) || memo.has(v)) continue; // served already (an incremental sweep's changed rows)
-      seen.add(v);
-      if (plan.reads.get(v)?.tail) wanted.push(v);
-      else stack.push(...v.producer.inputs);
-    }
-    if (!wanted.length) return;
-    const users = new Map<Value, Node[]>();
-    for (const n of ir.nodes) for (const x of n.inputs) if (wanted.includes(x)) users.set(x, [...(users.get(x) ?? []), n]);
     interface Job { target: Value; output: number; x: Tensor; after: IndexItem[] | null }
-    const jobs: Job[] = [];
-    for (const v of wanted) {
-      const b = plan.reads.get(v)!;
-      const x = this.fetchedRows(b, env);
-      const us = (users.get(v) ?? []).filter((u) => !(u.results.length > 0 && u.results.every((r) => memo.has(r))));
-      if (!us.length && users.get(v)?.length) continue;
-      const sunk = us.length > 0 && us.every((u) => u.is('index') && sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank))
-        ? us.map((u) => ({ u, s: sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank)! })) : null;
-      if (sunk) for (const { u, s } of sunk) jobs.push({ target: u.results[0]!, output: b.tail!.output, x: indexTensor(x, s.before), after: s.after });
-      else jobs.push({ target: v, output: b.tail!.output, x, after: null });
-    }
+    const jobs: Job[] = this.tailReads(ir, plan, roots, memo).map((r) => {
+      const x = this.fetchedRows(r.binding, env);
+      return { target: r.target, output: r.output, x: r.before ? indexTensor(x, r.before) : x, after: r.after };
+    });
+    if (!jobs.length) return;
     const mm = this.modules.model(tail.path);
     const groups = new Map<string, Job[]>();
     for (const j of jobs) {
@@ -609,6 +603,92 @@ export class FastExecutor implements FastPath {
         memo.set(j.target, j.after ? indexTensor(part, j.after) : part);
       }
     }
+  }
+
+  /**
+   * The reads of tail outputs that `roots` need and `memo` does not hold yet, each as the
+   * value to compute (`target`) from tail output `output` on the read's rows: a read used
+   * only through selections of leading axes (`logits[:, -1, :]`) gives one job per
+   * selection, `before` applied to the tail's input (keeping every axis) and `after`
+   * dropping the indexed axes from the result; any other use gives the whole output.
+   */
+  private tailReads(ir: Graph, plan: FastPlan, roots: readonly Value[], memo: ReadonlyMap<Value, Tensor>): TailRead[] {
+    const tail = this.ported.tail;
+    if (!tail) return [];
+    const wanted: Value[] = [];
+    const seen = new Set<Value>();
+    const stack = [...roots];
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (seen.has(v) || memo.has(v)) continue; // served already (an incremental sweep's changed rows)
+      seen.add(v);
+      if (plan.reads.get(v)?.tail) wanted.push(v);
+      else stack.push(...v.producer.inputs);
+    }
+    if (!wanted.length) return [];
+    const users = new Map<Value, Node[]>();
+    for (const n of ir.nodes) for (const x of n.inputs) if (wanted.includes(x)) users.set(x, [...(users.get(x) ?? []), n]);
+    const out: TailRead[] = [];
+    for (const v of wanted) {
+      const b = plan.reads.get(v)!;
+      const us = (users.get(v) ?? []).filter((u) => !(u.results.length > 0 && u.results.every((r) => memo.has(r))));
+      if (!us.length && users.get(v)?.length) continue;
+      const sunk = us.length > 0 && us.every((u) => u.is('index') && sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank))
+        ? us.map((u) => ({ u, s: sinkable((u.attrs as { items: IndexItem[] }).items, tail.rank)! })) : null;
+      if (sunk) for (const { u, s } of sunk) out.push({ target: u.results[0]!, output: b.tail!.output, binding: b, before: s.before, after: s.after });
+      else out.push({ target: v, output: b.tail!.output, binding: b, before: null, after: null });
+    }
+    return out;
+  }
+
+  /**
+   * The tail reads of a run served by the instrumented model's own copy of the tail
+   * (src/fast/tail.ts `SelectedTail`): the range of positions covering every read's
+   * selection, the fetch list with the range outputs (and the tail input only when another
+   * read wants it), and `finish`, which puts each read's value into `memo` after the run.
+   * Null when the model has no such copy, nothing reads the tail, or a selection is not a
+   * forward range of positions (a step) or the positions' count is not known before the run.
+   */
+  private tailInModel(ir: Graph, plan: FastPlan, roots: readonly Value[], seqLen: number): { fetch: string[]; range: { start: number; end: number }; finish(env: Env, memo: Map<Value, Tensor>): void } | null {
+    const tail = this.ported.tail;
+    const range = tail?.range;
+    if (!tail || !range) return null;
+    const reads = this.tailReads(ir, plan, roots, new Map());
+    if (!reads.length) return null;
+    const dim = this.mc.tree.modules.get(tail.path)?.inputs[0]?.sig?.shape?.[range.axis];
+    const L = dim === 'sequence' ? seqLen : typeof dim === 'number' ? dim : undefined;
+    if (L === undefined) return null;
+    // Each read's positions along the range axis, as [from, to).
+    const spans: [number, number][] = [];
+    for (const r of reads) {
+      const item = r.before?.[range.axis];
+      if (!item) { spans.push([0, L]); continue; }
+      if (item.kind !== 'slice' || (item.step ?? 1) !== 1) return null;
+      const at = (x: number | undefined, dflt: number): number => (x === undefined ? dflt : Math.min(L, Math.max(0, x < 0 ? x + L : x)));
+      const from = at(item.start, 0), to = at(item.stop, L);
+      spans.push([from, Math.max(from, to)]);
+    }
+    const live = spans.filter(([a, b]) => b > a);
+    const start = live.length ? Math.min(...live.map(([a]) => a)) : 0;
+    const end = live.length ? Math.max(...live.map(([, b]) => b)) : 0;
+    const outputs = [...new Set(reads.map((r) => r.binding.tail!.name))].map((o) => range.outputs.get(o)!);
+    const tailInputRead = [...plan.reads.values()].some((b) => !b.tail && b.fetch === tail.fetch);
+    const fetch = [...plan.mainFetch.filter((f) => f !== tail.fetch || tailInputRead), ...outputs];
+    return {
+      fetch, range: { start, end },
+      finish: (env, memo) => {
+        reads.forEach((r, i) => {
+          const x = this.fetchedRows({ ...r.binding, fetch: range.outputs.get(r.binding.tail!.name)! }, env);
+          if (!r.before) {
+            memo.set(r.target, x); // the whole axis: start 0, end L
+            return;
+          }
+          const [from, to] = spans[i]!;
+          const before = r.before.map((it, a) => (a === range.axis ? { kind: 'slice', start: from - start, stop: to - start } as IndexItem : it));
+          memo.set(r.target, indexTensor(indexTensor(x, before), r.after!));
+        });
+      },
+    };
   }
 
   /** The rows of a read from a run's fetched outputs. */

@@ -149,10 +149,17 @@ export class ModuleModels {
    * right after the main run; prepacked, creation ~150 ms once per model and a run 8 ms
    * alone, ~15 ms after the main run; resident memory about the same either way (ORT holds
    * the weights in the session in both cases).
+   *
+   * Without spinning intra-op threads: a module run is a handful of operators right after the
+   * instrumented model's run, and the next trace's run of that model starts right after it;
+   * with spinning, the module session's threads kept a core busy for tens of milliseconds
+   * into that run (GPT-2 small, logit lens at 12 layers, traces back to back, idle: the
+   * instrumented run 196 ms vs 158 ms, the whole trace 230–235 vs 193 ms; the lm_head run
+   * itself 12–15 ms either way).
    */
   session(path: string): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     // Its own weights group: a module's weights are a subset the instrumented model (without its tail) may not hold.
-    return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, group: `module:${path}`, ...(externalDataDir ? { externalDataDir } : {}) });
+    return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, spinning: false, group: `module:${path}`, ...(externalDataDir ? { externalDataDir } : {}) });
   }
 }

@@ -30,12 +30,12 @@ import { OnnxGraphView, topoOrder } from '../onnx/view.js';
 import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
 import { pruneGraph } from '../../passes/prune.js';
-import { cutTail, findTail, type TailModule } from './tail.js';
+import { addSelectedTail, cutTail, findTail, type SelectedTail, type TailModule } from './tail.js';
 import { Emitter, makeTensor } from '../../passes/onnx-emit.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 6;
+export const PORTS_FORMAT = 7;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -83,9 +83,10 @@ export interface PortedModel {
   /**
    * The model's tail module (src/fast/tail.ts), when it was left out of the instrumented
    * model: `fetch` is the graph output to fetch instead of the tail's outputs (the tail
-   * input after the ports), which the executor computes on the tail's module model.
+   * input after the ports), which the executor computes on the tail's module model — or,
+   * with `range`, inside the same run on the positions fed ({@link SelectedTail}).
    */
-  tail?: TailModule & { fetch: string };
+  tail?: TailModule & { fetch: string; range?: SelectedTail };
   /** Graph outputs computed at the last position only ({@link PortedModelOptions.lastPosition}). */
   lastPosition: ReadonlySet<string>;
   /**
@@ -237,6 +238,8 @@ export interface PortedModelOptions {
    * Outputs without a sequence axis, or read inside the graph, stay whole.
    */
   lastPosition?: readonly string[];
+  /** With the tail cut, keep a copy of it on a fed range of positions inside the model (default true; {@link SelectedTail}). */
+  tailRange?: boolean;
 }
 
 /**
@@ -345,16 +348,42 @@ export function openGate(model: ModelProto, gate: OutputGate | undefined): Model
   return { ...model, graph: { ...g, initializer: [...(g.initializer ?? []), { ...makeTensor('int64', [gate.index.size], Array(gate.index.size).fill(GATE_OPEN)), name: gate.input }] } };
 }
 
-/** The gate's feed for a run that fetches `fetch` (see {@link gateOutputs}); empty without a gate. */
-export function gateFeed(ported: Pick<PortedModel, 'gate'>, fetch: readonly string[]): Record<string, { dtype: 'int64'; shape: number[]; data: BigInt64Array }> {
+/**
+ * The served copy of the instrumented model leaves the in-model tail ({@link SelectedTail})
+ * out: a server's client fetches the tail input and runs the tail's module model, as it
+ * knows nothing of the range inputs.
+ */
+function withoutTailRange(model: ModelProto, range: SelectedTail | undefined): ModelProto {
+  if (!range) return model;
+  const g = model.graph!;
+  const outs = new Set(range.outputs.values());
+  const served = { ...g, input: (g.input ?? []).filter((i) => i.name !== range.start && i.name !== range.end), output: (g.output ?? []).filter((o) => !outs.has(o.name!)) };
+  pruneGraph(served);
+  return { ...model, graph: served };
+}
+
+/**
+ * The feeds every run of the instrumented model needs besides the model's and the ports':
+ * the output gate for a run that fetches `fetch` (see {@link gateOutputs}), and the range of
+ * positions of the in-model tail ({@link SelectedTail}; empty unless `tailRange` is given).
+ * Empty for a model with neither.
+ */
+export function gateFeed(ported: Pick<PortedModel, 'gate' | 'tail'>, fetch: readonly string[], tailRange?: { start: number; end: number }): Record<string, { dtype: 'int64'; shape: number[]; data: BigInt64Array }> {
+  const out: Record<string, { dtype: 'int64'; shape: number[]; data: BigInt64Array }> = {};
+  const range = ported.tail?.range;
+  if (range) {
+    out[range.start] = { dtype: 'int64', shape: [1], data: BigInt64Array.of(BigInt(tailRange?.start ?? 0)) };
+    out[range.end] = { dtype: 'int64', shape: [1], data: BigInt64Array.of(BigInt(tailRange?.end ?? 0)) };
+  }
   const gate = ported.gate;
-  if (!gate) return {};
+  if (!gate) return out;
   const data = new BigInt64Array(gate.index.size);
   for (const f of fetch) {
     const k = gate.index.get(f);
     if (k !== undefined) data[k] = BigInt(GATE_OPEN);
   }
-  return { [gate.input]: { dtype: 'int64', shape: [data.length], data } };
+  out[gate.input] = { dtype: 'int64', shape: [data.length], data };
+  return out;
 }
 
 /** Ranks of the module boundaries and graph inputs/outputs (what {@link sinkSlices} cannot infer itself). */
@@ -426,17 +455,20 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
     const names = new Set(mc.tree.modules.get(t.path)!.nodes.map((i) => all[i]!.name ?? ''));
     const sig = mc.tree.modules.get(t.path)!.inputs[0]!.sig!;
     if (!names.has('')) {
+      const outputTypes = new Map((g.output ?? []).filter((o) => t.outputs.has(o.name!)).map((o) => [o.name!, o]));
       const fetch = cutTail(g, t, names, { elemType: ELEM_FLOAT, dims: sig.shape!.map((d) => (typeof d === 'number' ? d : String(d))) });
       if (fetch) {
+        const opset = Number((state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+        const range = opts.tailRange === false ? null : addSelectedTail(g, opset, t, names, fetch, outputTypes);
         pruneGraph(g);
-        tail = { ...t, fetch };
+        tail = { ...t, fetch, ...(range ? { range } : {}) };
       }
     }
   }
   // Port values (not the model's own outputs) are gated: a run holds only what it fetches.
   const own = new Set(mc.tree.graphOutputs.map((o) => o.name));
   const gate = gateOutputs(state.model, [...new Set(ports.flatMap((p) => [p.pre, p.post]))].filter((x) => !own.has(x)));
-  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}` : 'whole'}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}${tail.range ? '+range' : ''}` : 'whole'}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
-  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: openGate(state.model, gate), lastPosition: new Set(last), ...(tail ? { tail } : {}), ...(gate ? { gate } : {}) };
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: openGate(withoutTailRange(state.model, tail?.range), gate), lastPosition: new Set(last), ...(tail ? { tail } : {}), ...(gate ? { gate } : {}) };
 }

@@ -14,8 +14,11 @@ import { gateFeed } from './ports.js';
 
 /** Runs the fast path's models: feeds in, the named fetches out. */
 export interface FastRunner {
-  /** Runs the instrumented model. */
-  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[]): Promise<Record<string, Tensor>>;
+  /**
+   * Runs the instrumented model. `tailRange`: the positions its in-model tail computes
+   * (src/fast/tail.ts `SelectedTail`; local runs only, the executor never asks a server).
+   */
+  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[], tailRange?: { start: number; end: number }): Promise<Record<string, Tensor>>;
   /** Runs the standalone model of module `path` (a closed module). */
   runModule(path: string, feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[]): Promise<Record<string, Tensor>>;
   /**
@@ -35,8 +38,8 @@ export type RunnerFactory = (exec: FastExecutor, mc: ModelContext) => FastRunner
  * `gateOutputs`); a server (oip-runner) computes every output, as its model declares no gate.
  */
 export const localRunner: RunnerFactory = (exec, mc) => ({
-  async runPorted(feeds, fetch) {
-    return mc.backend.run(await exec.session(), { ...feeds, ...gateFeed(exec.ported, fetch) }, fetch);
+  async runPorted(feeds, fetch, tailRange) {
+    return mc.backend.run(await exec.session(), { ...feeds, ...gateFeed(exec.ported, fetch, tailRange) }, fetch);
   },
   async runModule(path, feeds, fetch) {
     return mc.backend.run(await exec.modules.session(path), feeds, fetch);

@@ -49,17 +49,17 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
 
   it('alternating fast-path and compiled traces create their sessions once; runs in a row rebuild the prepacked one, later and later', async () => {
     const fast = mc.fast as FastExecutor;
-    await trace(mc, true); // the instrumented model, prepacked (and the tail's module model: its own group)
+    await trace(mc, true); // the instrumented model, prepacked (the logits come from its own copy of the tail: no module model)
     oneCopy(be);
     const first = { ...be.created };
     expect(first.prepacked).toBeGreaterThanOrEqual(1);
-    await trace(mc, false); // compiled: an unprepacked whole-model session, the idle prepacked ones go (the tail's too)
+    await trace(mc, false); // compiled: an unprepacked whole-model session, the idle prepacked one goes
     oneCopy(be);
-    expect(be.exclusiveReleases).toBe(2);
+    expect(be.exclusiveReleases).toBe(1);
     expect(be.liveSessions().filter((s) => s.prepack)).toEqual([]);
-    await trace(mc, true); // the instrumented model and the tail again: unprepacked stand-ins, not rebuilds
+    await trace(mc, true); // the instrumented model again: an unprepacked stand-in, not a rebuild
     oneCopy(be);
-    expect(be.created.standIns).toBe(2);
+    expect(be.created.standIns).toBe(1);
     const settled = { ...be.created };
     expect(settled.prepacked).toBe(first.prepacked);
     for (let i = 0; i < 5; i++) {
@@ -70,11 +70,11 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
     }
     // Ten more switches: no session created, none released.
     expect(be.created).toEqual(settled);
-    expect(be.exclusiveReleases).toBe(2);
+    expect(be.exclusiveReleases).toBe(1);
     expect(fast.stats.fastRuns).toBeGreaterThanOrEqual(7);
 
-    // Runs in a row: the 8th consecutive use rebuilds the prepacked sessions, the instrumented model's and the
-    // tail's (releasing the stand-ins and the compiled one).
+    // Runs in a row: the 8th consecutive use rebuilds the instrumented model's prepacked session (releasing
+    // the stand-in and the compiled one).
     await trace(mc, false);
     let n = 0;
     while (be.created.prepacked === settled.prepacked && n < 20) {
@@ -83,7 +83,7 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
       n++;
     }
     expect(n).toBe(8);
-    expect(be.created.prepacked).toBe(settled.prepacked + 2);
+    expect(be.created.prepacked).toBe(settled.prepacked + 1);
     expect(be.liveSessions().filter((s) => s.group === 'model')).toEqual([expect.objectContaining({ prepack: true })]);
     expect(be.liveSessions().every((s) => s.prepack)).toBe(true);
     // Released again by a compiled trace: now it takes 16 in a row.

@@ -41,9 +41,9 @@ for (const exp of EXPORTS) {
       const [a, b] = [gatedNames[1]!, gatedNames[gatedNames.length - 1]!];
       const session = await ort.InferenceSession.create(ported.graphPath);
       try {
-        const open = await session.run({ ...feeds, [gate.input]: toOrtTensor(gateFeed(ported, [a, b])[gate.input]!) }, [a, b]);
-        const g = gateFeed(ported, [a]);
-        const gated = await session.run({ ...feeds, [gate.input]: toOrtTensor(g[gate.input]!) }, [a, b]);
+        const ortFeeds = (g: ReturnType<typeof gateFeed>): Record<string, ort.Tensor> => Object.fromEntries(Object.entries(g).map(([k, t]) => [k, toOrtTensor(t)]));
+        const open = await session.run({ ...feeds, ...ortFeeds(gateFeed(ported, [a, b])) }, [a, b]);
+        const gated = await session.run({ ...feeds, ...ortFeeds(gateFeed(ported, [a])) }, [a, b]);
         expect(gated[a]!.dims).toEqual(open[a]!.dims);
         expect(Buffer.from((gated[a]!.data as Float32Array).buffer).equals(Buffer.from((open[a]!.data as Float32Array).buffer))).toBe(true);
         expect(open[b]!.dims[0]).toBe(1);

@@ -1,9 +1,10 @@
 /**
  * The tail (src/fast/tail.ts): lm_head, found structurally, is left out of the instrumented
- * model and computed on demand on its module model, position selections sunk into the call.
+ * model's own layout and computed on demand — by the model's copy of it on a fed range of
+ * positions (one session run) or on its module model — position selections sunk into it.
  * Checked on both gpt2-facts exports: plain logits bit for bit against the instrumented model
  * with the tail kept in (the previous layout), selections against PyTorch (reference.json)
- * and against the compiled path, one tail run for every invoke's selection.
+ * and against the compiled path, one range (or one tail run) for every invoke's selection.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, type Tensor } from '../../src/index.js';
@@ -41,10 +42,12 @@ describe.each(EXPORTS)('the tail on the $name export', ({ path }) => {
   let model: LanguageModel;
   let fast: FastExecutor;
   let whole: FastExecutor;
+  let moduleTail: FastExecutor;
   beforeAll(async () => {
     model = await LanguageModel.load(path);
     fast = model.mc.fast as FastExecutor;
     whole = new FastExecutor(model.mc, { cutTail: false, pinned: false });
+    moduleTail = new FastExecutor(model.mc, { tailRange: false, pinned: false });
   });
   afterAll(async () => model?.dispose());
 
@@ -87,7 +90,7 @@ describe.each(EXPORTS)('the tail on the $name export', ({ path }) => {
     expectClose((l.data as Float32Array).subarray((ids.length - 1) * V), (c.expect as { last_logits: number[] }).last_logits, 1e-4);
   });
 
-  it('selections sink into the tail: one position per invoke, all invokes in one tail run; equal to the compiled path', async () => {
+  it('selections sink into the tail: one position per invoke, all invokes in one tail run (module model) or one range (in the model); equal to the compiled path', async () => {
     const ids = refCase('clean_logits').input_ids as number[];
     const prompts = [ids, ids.map((t) => (t * 7 + 3) % 800), [...ids].reverse()]; // equal lengths (the dynamo export takes no mask)
     const build = (): Built => model.build((tr) => {
@@ -99,28 +102,37 @@ describe.each(EXPORTS)('the tail on the $name export', ({ path }) => {
     const backend = model.mc.backend as OrtBackend;
     const run = backend.run.bind(backend);
     const tailFeeds: number[][] = [];
+    const ranges: number[][] = [];
     const tailInput = (await import('../../src/fast/module-model.js')).moduleModelProto(model.mc, 'lm_head').graph!.input![0]!.name!;
+    const range = fast.ported.tail!.range!;
+    expect(range.axis).toBe(1);
     backend.run = async (s, feeds, fetch) => {
       if (feeds[tailInput] && Object.keys(feeds).length === 1) tailFeeds.push([...feeds[tailInput]!.shape]);
+      if (feeds[range.start] && fetch?.includes(range.outputs.get('logits')!)) ranges.push([feeds[range.start]!.data[0], feeds[range.end]!.data[0]].map(Number));
       return run(s, feeds, fetch);
     };
     const runs0 = fast.stats.moduleRuns;
-    let a: Map<string, Tensor>;
+    const m0 = moduleTail.stats.moduleRuns;
+    let a: Map<string, Tensor>, m: Map<string, Tensor>;
     try {
       a = await on(fast, build);
+      m = await on(moduleTail, build);
     } finally {
       backend.run = run;
     }
-    expect(fast.stats.moduleRuns - runs0).toBe(1);
+    expect(fast.stats.moduleRuns - runs0).toBe(0);
+    expect(ranges).toEqual([[2, ids.length]]); // positions 2 and T − 1 of every row: one range
+    expect(moduleTail.stats.moduleRuns - m0).toBe(1);
     const D = model.mc.tree.modules.get('lm_head')!.inputs[0]!.sig!.shape!.at(-1);
     expect(tailFeeds).toEqual([[6, 1, D]]); // 3 invokes × (last position, position 2)
     const b = await on(whole, build);
     const cb = build();
     const compiled = await runGraph(cb.graph, model.mc, { host: cb.ctx.host, fast: false });
     for (const [k, t] of compiled) {
-      expect(a.get(k)!.shape, k).toEqual(t.shape);
-      expect(maxDiff(a.get(k)!, t), k).toBeLessThanOrEqual(1e-5);
-      expect(maxDiff(a.get(k)!, b.get(k)!), k).toBeLessThanOrEqual(1e-5);
+      for (const [name, r] of [['in-model tail', a], ['module tail', m], ['whole model', b]] as const) {
+        expect(r.get(k)!.shape, `${name} ${k}`).toEqual(t.shape);
+        expect(maxDiff(r.get(k)!, t), `${name} ${k}`).toBeLessThanOrEqual(1e-5);
+      }
     }
   });
 });
