@@ -35,8 +35,9 @@ export interface CompiledRunOptions {
   /** Session tiers: `false` runs every graph on a fast session only (default: on; `ONNSIGHT_TIERED=0` turns it off). */
   tiered?: boolean | TieredOptions;
   /**
-   * Activation memory budget of one run, bytes (default {@link batchBudget}: from the model's
-   * weights and the machine's memory, at least 512 MiB; or `ONNSIGHT_BATCH_BUDGET_MB`);
+   * Activation memory budget of one run, bytes (default {@link chunkBudget}: from the model's
+   * weights and the machine's memory, at least 512 MiB for models up to 256 MiB of weights, a
+   * quarter of the weights above; or `ONNSIGHT_BATCH_BUDGET_MB`);
    * bigger batches are split. Measured on GPT-2-small, T=128, a 97-row patching sweep:
    * 128 MiB → 48 chunks 44.5 s; 256 → 16 chunks 26.1 s; 512 → 7 chunks 22.7 s;
    * 1024 → 4 chunks 24.8 s; 2048 → 2 chunks 32.7 s (max RSS 2.8 GB vs 1.27 GB at 512).
@@ -116,6 +117,23 @@ export function batchBudget(mc?: ModelContext): number {
 }
 
 
+/**
+ * The activation budget of one chunk on the compiled path, bytes: {@link batchBudget}, except
+ * for models over {@link BIG_WEIGHTS} without `ONNSIGHT_BATCH_BUDGET_MB`, where it is a quarter
+ * of the weights (at least 64 MiB) even below 512 MiB: a compiled chunk runs on an unprepacked
+ * session that maps the whole weights file, and its activations come on top. Measured on
+ * GPT-2 small (652 MB of weights, T = 128, the 97-row patching sweep forced through the
+ * compiled path, load 4–12): peak PSS 1367 MB at 512 MiB, 1073–1113 MB at 155 MiB (a quarter), CPU
+ * 47.7 s vs 46.1–48.5 s. The fast path's own limit (a batch over {@link batchBudget} goes to the compiled
+ * path) is unchanged.
+ */
+export function chunkBudget(mc: ModelContext): number {
+  const b = batchBudget(mc);
+  const weights = weightsBytes(mc.loaded);
+  if (Number(process.env.ONNSIGHT_BATCH_BUDGET_MB) > 0 || weights <= BIG_WEIGHTS) return b;
+  return Math.min(b, Math.max(2 ** 26, weights / 4));
+}
+
 function envOff(name: string): boolean {
   return process.env[name] === '0';
 }
@@ -144,7 +162,7 @@ export async function runCompiled(
   runPasses([liftConstantsPass], state, ctx, { verifyEach: opts.verifyEach });
   for (const [k, v] of state.lifted ?? []) host.set(k, v);
   const { feeds: full, seqLen } = opts.feeds ? givenFeeds(opts.feeds) : buildFeeds(mc.feedInputs, rows, { padId: 0 });
-  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? batchBudget(mc);
+  const budget = opts.feeds ? Infinity : opts.memoryBudget ?? chunkBudget(mc);
   // Run variants compute the model's outputs only when a save needs them whole (fetch-saves, sink-slices).
   const wholeOutputs = ir.nodes.some((n) => n.is('save') && n.inputs[0]!.producer.op === 'model.output');
   state.maxRows = Math.max(1, Math.floor(budget / rowBytes(mc, seqLen, saveOrder.length / rows.length, wholeOutputs)));

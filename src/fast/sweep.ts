@@ -26,6 +26,7 @@ import type { Graph, IndexItem, Node, Value } from '../../ir/ir.js';
 import { broadcastTo, castTo, indexTensor, tensorOf } from '../../ir/eval.js';
 import { batchRows, weightsBytes, type ModelContext } from '../compile.js';
 import { batchBudget } from '../compiled-run.js';
+import { TrimOnGrowth } from '../../backends/malloc-trim.js';
 import { buildFeeds } from '../model/feeds.js';
 import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { FastPlan, SetPlan } from './plan.js';
@@ -351,7 +352,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -383,6 +384,9 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   // its smallest: at most 8 % of its positions recomputed); each bucket is one batch through
   // the segments, rows joining at their start cut (rows of every start share the later runs).
   const budget = host.budget ?? sweepBudget(host.mc);
+  // Freed batch memory goes back when it piles up (backends/malloc-trim.ts): by more than a batch's budget.
+  const trim = new TrimOnGrowth(budget);
+  trim.check();
   const sorted = [...rows].sort((a, b) => a.from - b.from || a.r.start - b.r.start);
   const groups: { from: number; items: typeof rows }[] = [];
   let cur: (typeof groups)[number] | undefined;
@@ -519,6 +523,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
         }
       }
     });
+    if (trim.check()) stats.trims++;
   }
   stats.totalMs = performance.now() - t0;
   return { env, memo, stats };
@@ -536,6 +541,8 @@ export interface SweepStats {
   tailRuns: number;
   /** Batches whose last block ran in full only from the first position the head reads ({@link BlockChain.lastCache}). */
   lastBlockCut: number;
+  /** Times freed batch memory was given back to the system during the sweep (`malloc_trim`, backends/malloc-trim.ts {@link TrimOnGrowth}). */
+  trims: number;
   /** The clean run. */
   cleanMs: number;
   /** Inside segment session runs. */

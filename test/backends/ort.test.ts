@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { canTrimNativeHeap, trimStats } from '../../backends/malloc-trim.js';
+import { canTrimNativeHeap, privateResidentBytes, TrimOnGrowth, trimStats } from '../../backends/malloc-trim.js';
 import { fromOrtTensor, OrtBackend, ortSessionOptions, setIntraOpSpinning, toOrtTensor } from '../../backends/ort.js';
 import { NnsError } from '../../src/errors.js';
 import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
@@ -274,6 +274,19 @@ describe('OrtBackend session cache', () => {
     await be.release();
     await new Promise((r) => setImmediate(r));
     expect(trimStats.calls).toBe(before + 1);
+  });
+
+  it('TrimOnGrowth trims only once private memory grew by more than its slack', () => {
+    if (!canTrimNativeHeap() || privateResidentBytes() === undefined) return; // no glibc, koffi or /proc here
+    const t = new TrimOnGrowth(50e6);
+    const before = trimStats.calls;
+    expect(t.check()).toBe(false); // the first check sets the floor
+    let big: Buffer | undefined = Buffer.alloc(100e6, 1); // touched: 100 MB private and resident
+    expect(t.check()).toBe(true);
+    expect([t.trims, trimStats.calls - before]).toEqual([1, 1]);
+    expect(t.check()).toBe(false); // nothing grew since
+    expect(big.length).toBe(100e6);
+    big = undefined;
   });
 });
 

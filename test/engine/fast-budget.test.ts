@@ -9,7 +9,7 @@ import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { LanguageModel } from '../../src/index.js';
 import type { FastExecutor } from '../../src/fast/index.js';
 import os from 'node:os';
-import { batchBudget, MIN_BATCH_BUDGET } from '../../src/compiled-run.js';
+import { batchBudget, chunkBudget, MIN_BATCH_BUDGET } from '../../src/compiled-run.js';
 import { weightsBytes, type ModelContext } from '../../src/compile.js';
 import { MODEL_DIR, refCase, expectClose } from '../helpers/reference.js';
 
@@ -83,8 +83,15 @@ describe('fast path limits', () => {
     const big = { loaded: { proto: { graph: { initializer: [{ name: 'w', dims: [1e9], data_type: 1 }] } } } } as unknown as ModelContext;
     expect(weightsBytes(big.loaded)).toBe(4e9);
     expect(batchBudget(big)).toBe(Math.max(2 ** 26, Math.min(1e9, spare(4e9))));
+    // compiled chunks: the same, except for models over 256 MiB, whose chunks hold a quarter of the weights below 512 MiB too
+    expect(chunkBudget(model.mc)).toBe(batchBudget(model.mc));
+    expect(chunkBudget(big)).toBe(batchBudget(big));
+    const mid = { loaded: { proto: { graph: { initializer: [{ name: 'w', dims: [163e6], data_type: 1 }] } } } } as unknown as ModelContext; // GPT-2 small's size
+    expect(chunkBudget(mid)).toBe(Math.min(batchBudget(mid), 163e6));
+    expect(chunkBudget(mid)).toBeLessThan(MIN_BATCH_BUDGET);
     process.env.ONNSIGHT_BATCH_BUDGET_MB = '3';
     expect(batchBudget(model.mc)).toBe(3 * 2 ** 20);
+    expect(chunkBudget(mid)).toBe(3 * 2 ** 20);
   });
 
   it('keeps the instrumented session through many compiled variants', async () => {

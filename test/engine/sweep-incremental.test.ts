@@ -14,6 +14,7 @@ import { LanguageModel, type ModelRef, type TensorProxy, type Tracer } from '../
 import type { FastExecutor } from '../../src/fast/execute.js';
 import { splitAtBlocks } from '../../src/fast/segments.js';
 import { MODEL_DIR, refCase } from '../helpers/reference.js';
+import { canTrimNativeHeap } from '../../backends/malloc-trim.js';
 
 const c = refCase('patch_block_outputs');
 const A = c.input_ids as number[];
@@ -103,6 +104,9 @@ describe.each(FILES)('incremental sweeps on %s', (file) => {
       const chunked = await model.trace((tr) => variants.forEach((v, i) => addVariant(tr, v, `v${i}`))).finally(() => { fast.sweepBudget = undefined; });
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 2);
       expect(fast.stats.lastSweep!.batches).toBeGreaterThanOrEqual(variants.length / 2);
+      // Never more trims than batches (one check after each), none without a way to trim.
+      expect(fast.stats.lastSweep!.trims).toBeLessThanOrEqual(fast.stats.lastSweep!.batches);
+      if (!canTrimNativeHeap()) expect(fast.stats.lastSweep!.trims).toBe(0);
       fast.incremental = 'off';
       let worst = 0;
       for (let i = 0; i < variants.length; i++) {
