@@ -261,8 +261,8 @@ export interface Measurement {
   name: string;
   /** What it measures (shown in bench/README.md and `--list`). */
   doc: string;
-  /** The measurement, or `null` while not implemented (reported as `null`). */
-  run: ((ctx: BenchContext) => Promise<number>) | null;
+  /** The measurement, or `null` while not implemented (reported as `null`); it may answer `null` where it does not apply to the model. */
+  run: ((ctx: BenchContext) => Promise<number | null>) | null;
   /**
    * `baseline` measurements use the plain onnxruntime session; before the first `onnsight`
    * one the harness releases it and resets the peak RSS, so `peak_rss_mb` is onnsight's.

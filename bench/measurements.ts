@@ -472,6 +472,36 @@ export const MEASUREMENTS: Measurement[] = [
     },
   },
   {
+    name: 'sweep_cached_ms',
+    doc: 'sweep_ms\'s script (12 blocks × 8 positions, last logits saved) on the model\'s with-past export when there is one beside it (model.with-past.onnx: a model that has a key/value cache, so each variant runs over the positions from the patched one on, on the clean keys and values); sweep_cached_naive_ms: the same variants one by one on that export, as sweep_naive_ms. Null without a with-past export. The goal row sweep / sweep_naive stays on the model itself.',
+    run: async (ctx) => {
+      const withPast = path.join(path.dirname(ctx.model.graphPath), 'model.with-past.onnx');
+      if (!fs.existsSync(withPast)) return null;
+      const st = await onnsightOther(ctx, withPast);
+      try {
+        const positions = spreadPositions(ctx.seqLen, SWEEP_POSITIONS);
+        const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions);
+        await runText(st, text); // warm-up: segment models written, sessions opened
+        const s0 = { ...st.fast.stats };
+        const c0 = cpuMs();
+        const t = await timeOnce(() => runText(st, text));
+        ctx.extra.sweep_cached_cpu_ms = cpuMs() - c0;
+        ctx.notes.sweep_cached_ms = st.fast.stats.sweepRuns > s0.sweepRuns ? 'model.with-past.onnx; incremental sweep' : `model.with-past.onnx; not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`;
+        const variants = st.blocks.paths.flatMap((_, l) => positions.map((p) => [l, p] as const));
+        const c1 = cpuMs();
+        let naive = 0;
+        for (const [l, p] of variants) naive += await timeOnce(() => runText(st, patchingVariantScript(st, st.prompt(1), st.prompt(0), l, p)));
+        ctx.extra.sweep_cached_naive_ms = naive;
+        ctx.extra.sweep_cached_naive_cpu_ms = cpuMs() - c1;
+        ctx.notes.sweep_cached_naive_ms = 'model.with-past.onnx; the variants one by one (its own source invoke, one patched invoke each)';
+        return t;
+      } finally {
+        await st.model.dispose();
+        ctx.rssPhase('sweep_cached');
+      }
+    },
+  },
+  {
     name: 'sweep_full_ms',
     doc: 'A full activation-patching grid: every block × every position (12 × 128 on GPT-2 small) as ONE .nns trace like sweep_ms, saving the logit difference of two tokens at the last position (the prompts\' last tokens) per variant; run on the model\'s with-past export when there is one beside it (model.with-past.onnx: incremental sweep over the positions from the patched one on, on the clean keys/values), else on the model itself; one run, end to end (model open not included).',
     run: async (ctx) => {
@@ -557,6 +587,7 @@ export const RATIOS: [string, string, string, number][] = [
   ['first_custom_trace / session_create_baseline', 'first_custom_trace_ms', 'session_create_baseline_ms', 0.15],
   ['repeat_trace / plain_run', 'repeat_trace_ms', 'plain_run_ms', 1.05],
   ['sweep / sweep_naive', 'sweep_ms', 'sweep_naive_ms', 0.25],
+  ['(sweep_cached / sweep_cached_naive)', 'sweep_cached_ms', 'sweep_cached_naive_ms', 0.25],
   ['sweep_full / plain_run', 'sweep_full_ms', 'plain_run_ms', 300],
   ['grad_all_blocks / plain_run', 'grad_all_blocks_ms', 'plain_run_ms', 3.0],
   ['attribution / plain_run', 'attribution_ms', 'plain_run_ms', 4.0],

@@ -35,7 +35,7 @@ import { Emitter, makeTensor } from '../../passes/onnx-emit.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 7;
+export const PORTS_FORMAT = 9;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -294,7 +294,11 @@ const GATE_OPEN = 2 ** 53 - 1;
  * `Where` on the gated output's size (always true: X' bit for bit), which makes onnxruntime run
  * the gate right after X' instead of after the whole model (its order ignores node placement;
  * gated at the end, every X' stayed alive to the end and memory grew: GPT-2 small, T = 1024,
- * +832 MB after two runs, vs +510 ungated and +237 with the `Where`). Outputs of rank 0 or without a producing
+ * +832 MB after two runs, vs +510 ungated and +237 with the `Where`). Since 2026-11-28 the
+ * readers read `Reshape(X', shape(X))` instead (a 0 in a Reshape's shape keeps the input's
+ * dim: X' whether the gate is open or not): the same dependency without the
+ * `Where`'s copy of every gated value per run (onnxruntime aliases a Reshape's output to its
+ * input); peak PSS over two T = 1024 traces the same (+418–441 MB either way). Outputs of rank 0 or without a producing
  * node are left alone. The gated outputs' first dim becomes symbolic. The served copy of the
  * model ({@link openGate}) has the gate as an initializer with every output open instead.
  */
@@ -318,16 +322,22 @@ export function gateOutputs(model: ModelProto, names: readonly string[]): Output
   }
   for (const v of g.value_info ?? []) if (v.name && renamed.has(v.name)) v.name = renamed.get(v.name)!;
   const model0 = [...(g.node ?? [])]; // the model's own nodes (readers of the X')
-  const zero = em.ints([0]), axis0 = em.ints([0]), none = em.scalarInt(0);
+  const zero = em.ints([0]), axis0 = em.ints([0]);
+  // The gate's elements, one [1] tensor each, from one Split (a Slice per output cost a node each per run).
+  const opset = Number((model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+  const ones = gated.map(() => 1);
+  const ends = gated.length === 1 ? [input]
+    : opset >= 13 ? em.node('Split', [input, em.ints(ones)], { axis: 0 }, gated.length) : em.node('Split', [input], { axis: 0, split: ones }, gated.length);
   gated.forEach((x, k) => {
     index.set(x, k);
     const xp = renamed.get(x)!;
-    const end = em.op('Slice', [input, em.ints([k]), em.ints([k + 1])]);
-    em.node('Slice', [xp, zero, end, axis0]);
+    em.node('Slice', [xp, zero, ends[k]!, axis0]);
     g.node![g.node!.length - 1]!.output = [x];
-    // The model reads X' through Where(size(X) >= 0, X', X') — X' itself, bit for bit — so the
-    // gate runs before the rest of the model and X' can be freed after its last reader.
-    const after = em.op('Where', [em.op('GreaterOrEqual', [em.op('Size', [x]), none]), xp, xp]);
+    // The model reads X' through Reshape(X', shape(X)) — X' itself, bit for bit: X is X' or X'
+    // with an empty first axis, and a 0 in a Reshape's shape keeps the input's dim — and no
+    // copy (onnxruntime aliases a Reshape's output to its input), so the gate runs before the
+    // rest of the model and X' can be freed after its last reader.
+    const after = em.op('Reshape', [xp, em.op('Shape', [x])]);
     for (const n of model0) if ((n.input ?? []).includes(xp)) n.input = n.input!.map((i) => (i === xp ? after : i));
     const d0 = outs.get(x)!.type!.tensor_type!.shape!.dim![0]!;
     if (d0.dim_value !== undefined) outs.get(x)!.type!.tensor_type!.shape!.dim![0] = { dim_param: `${input}_${k}` };

@@ -43,9 +43,16 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
   for (const name of ['ported_build_ms', 'ported_plain_run_ms', 'save_all_run_ms', 'patch_run_ms', 'first_trace_ms', 'first_custom_trace_ms', 'repeat_trace_ms', 'sweep_variants', 'sweep_ms', 'sweep_full_ms', 'grad_all_blocks_ms', 'attribution_ms']) {
     it(name, async () => {
       const v = await m(name).run!(ctx);
-      expect(Number.isFinite(v) && v >= 0).toBe(true);
+      expect(v !== null && Number.isFinite(v) && v >= 0).toBe(true);
     });
   }
+
+  it('sweep_cached_ms: the sweep and its naive variants on the with-past export beside the model', async () => {
+    const v = await m('sweep_cached_ms').run!(ctx);
+    expect(v !== null && Number.isFinite(v) && v >= 0).toBe(true);
+    expect(ctx.notes.sweep_cached_ms).toBe('model.with-past.onnx; incremental sweep');
+    expect(ctx.extra.sweep_cached_naive_ms).toBeGreaterThan(0);
+  });
 
   it('records which path served each trace', () => {
     expect(ctx.notes.ported_plain_run_ms).toMatch(/^fast path/);
@@ -61,7 +68,8 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
   });
 
   it('every ratio names a measured field', () => {
-    const fields = new Set([...MEASUREMENTS.map((x) => x.name), 'peak_rss_mb', 'peak_pss_mb', 'weights_mb']);
+    // sweep_cached_naive_ms: recorded by sweep_cached_ms (same variants, same export).
+    const fields = new Set([...MEASUREMENTS.map((x) => x.name), 'peak_rss_mb', 'peak_pss_mb', 'weights_mb', 'sweep_cached_naive_ms']);
     for (const [, num, den] of RATIOS) {
       expect(fields.has(num)).toBe(true);
       expect(fields.has(den)).toBe(true);
