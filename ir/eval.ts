@@ -218,9 +218,8 @@ function softmax32(x: Tensor, dim: number, log: boolean): Tensor {
     for (let k = base; k < end; k += step) m = Math.max(m, v[k]!);
     let s = 0;
     for (let k = base; k < end; k += step) {
-      const e = f(Math.exp(f(v[k]! - m)));
-      out[k] = e;
-      s += e;
+      out[k] = Math.exp(f(v[k]! - m)); // stored as float32: rounded as the general version rounds it
+      s += out[k]!;
     }
     const sum = f(s);
     if (log) {
