@@ -13,7 +13,7 @@
  */
 import { NnsError } from '../src/errors.js';
 import { scriptPath } from '../ir/ir.js';
-import type { ModelProto, NodeProto } from '../src/onnx/proto.js';
+import { defaultOpset, type ModelProto, type NodeProto } from '../src/onnx/proto.js';
 import type { TensorSig } from '../src/model/types.js';
 import { ModuleMap } from '../src/model/modules.js';
 import type { Pass } from './pass.js';
@@ -53,8 +53,7 @@ export const autodiffPass: Pass = {
     if (!reqs.length) return { changed: false };
     const g = state.model.graph!;
     const em = new Emitter(g);
-    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-    const opset = Number(op?.version ?? 0);
+    const opset = defaultOpset(state.model) ?? 0;
     const sigs = ctx.tree.modules instanceof ModuleMap ? ctx.tree.modules.sigs : new Map();
     const gb = new GradBuilder(em, opset, g, sigs);
 
@@ -127,8 +126,7 @@ export const autodiffPass: Pass = {
 export function emitGradients(model: ModelProto, y: string, xs: string[], sigs: ReadonlyMap<string, TensorSig> = new Map()): Map<string, string> {
   const g = model.graph!;
   const em = new Emitter(g);
-  const op = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-  const gb = new GradBuilder(em, Number(op?.version ?? 0), g, sigs);
+  const gb = new GradBuilder(em, defaultOpset(model) ?? 0, g, sigs);
   return sweep([...g.node!], y, xs, gb);
 }
 

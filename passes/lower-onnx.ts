@@ -18,7 +18,7 @@ import { scriptPath, type Span, type Dim, type Node, type Value, type IndexItem,
 import { formatType } from '../ir/shape.js';
 import { callRankDelta } from '../ir/call-rank.js';
 import { OPS, type LowerContext, type LowerRule } from '../ir/ops.js';
-import type { NodeProto, GraphProto } from '../src/onnx/proto.js';
+import { defaultOpset, type NodeProto, type GraphProto } from '../src/onnx/proto.js';
 import type { ModuleInfo, TensorSig } from '../src/model/types.js';
 import type { DType } from '../src/model/types.js';
 import { NnsError } from '../src/errors.js';
@@ -116,8 +116,7 @@ class Lowerer {
     this.g.output = [...(this.g.output ?? [])];
     this.g.input = [...(this.g.input ?? [])];
     this.em = new Emitter(this.g);
-    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-    this.opset = Number(op?.version ?? 0);
+    this.opset = defaultOpset(state.model) ?? 0;
     this.originalNodes.forEach((n, k) => this.nodeIndex.set(n, k));
     this.original = new OnnxGraphView({ node: this.originalNodes });
   }

@@ -38,7 +38,7 @@
 import { stableStringify } from '../ir/key.js';
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
-import { AttributeType, DataType } from '../src/onnx/proto.js';
+import { AttributeType, DataType, defaultOpset } from '../src/onnx/proto.js';
 import { attrOf } from '../src/onnx/attributes.js';
 import { tensorData } from '../src/onnx/graph-builder.js';
 import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
@@ -411,8 +411,7 @@ export const sinkSlicesPass: Pass = {
     };
     for (const m of ctx.tree.modules.values()) [...m.outputs, ...m.inputs].forEach(boundary);
     [...ctx.tree.graphInputs, ...ctx.tree.graphOutputs].forEach(boundary);
-    const op = (state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-    const s = sinkSlices(state.model.graph!, Number(op?.version ?? 0), { ranks });
+    const s = sinkSlices(state.model.graph!, defaultOpset(state.model) ?? 0, { ranks });
     return { changed: s.sunk + s.swapped + s.merged > 0 };
   },
 };

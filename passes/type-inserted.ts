@@ -11,7 +11,7 @@
  */
 import type { Pass } from './pass.js';
 import type { Dim } from '../src/model/types.js';
-import type { ValueInfoProto } from '../src/onnx/proto.js';
+import { defaultOpset, type ValueInfoProto } from '../src/onnx/proto.js';
 import { inferShapes, infoOfType, typeOfInfo, type SymDim, type TypeShape } from '../src/onnx/shapes.js';
 import { symbolMap } from '../src/model/shapes.js';
 import { nodeProvenance, onnxElemType } from './onnx-emit.js';
@@ -61,7 +61,7 @@ export const typeInsertedPass: Pass = {
     // and own value_info.
     const seed = new Map<string, TypeShape>();
     for (const v of g.value_info ?? []) { const t = typeOfInfo(v); if (t?.shape && v.name) seed.set(v.name, t); }
-    const opset = Number((state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+    const opset = defaultOpset(state.model) ?? 0;
     const { types } = inferShapes(g, opset, { seed, fallback, bind, valueInfo: false });
     const typed = new Map<string, TypeShape>();
     for (const n of g.node ?? []) {

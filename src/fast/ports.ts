@@ -25,7 +25,7 @@ import type { Span } from '../errors.js';
 import { compileGraph, type ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { Dim, ModuleTree } from '../model/types.js';
-import type { ModelProto, NodeProto } from '../onnx/proto.js';
+import { defaultOpset, type ModelProto, type NodeProto } from '../onnx/proto.js';
 import { OnnxGraphView, topoOrder } from '../onnx/view.js';
 import type { Pass } from '../../passes/pass.js';
 import { defaultPipeline } from '../../passes/pipeline.js';
@@ -249,7 +249,7 @@ export interface PortedModelOptions {
  */
 export function sliceOutputToLastPosition(model: ModelProto, name: string, axis: number, ranks: ReadonlyMap<string, number>): boolean {
   const g = model.graph!;
-  const opset = Number((model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+  const opset = defaultOpset(model) ?? 0;
   const out = (g.output ?? []).find((o) => o.name === name);
   const producer = (g.node ?? []).find((n) => (n.output ?? []).includes(name));
   const dims = out?.type?.tensor_type?.shape?.dim;
@@ -324,7 +324,7 @@ export function gateOutputs(model: ModelProto, names: readonly string[]): Output
   const model0 = [...(g.node ?? [])]; // the model's own nodes (readers of the X')
   const zero = em.ints([0]), axis0 = em.ints([0]);
   // The gate's elements, one [1] tensor each, from one Split (a Slice per output cost a node each per run).
-  const opset = Number((model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+  const opset = defaultOpset(model) ?? 0;
   const ones = gated.map(() => 1);
   const ends = gated.length === 1 ? [input]
     : opset >= 13 ? em.node('Split', [input, em.ints(ones)], { axis: 0 }, gated.length) : em.node('Split', [input], { axis: 0, split: ones }, gated.length);
@@ -468,8 +468,7 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
       const outputTypes = new Map((g.output ?? []).filter((o) => t.outputs.has(o.name!)).map((o) => [o.name!, o]));
       const fetch = cutTail(g, t, names, { elemType: ELEM_FLOAT, dims: sig.shape!.map((d) => (typeof d === 'number' ? d : String(d))) });
       if (fetch) {
-        const opset = Number((state.model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
-        const range = opts.tailRange === false ? null : addSelectedTail(g, opset, t, names, fetch, outputTypes);
+        const range = opts.tailRange === false ? null : addSelectedTail(g, defaultOpset(state.model) ?? 0, t, names, fetch, outputTypes);
         pruneGraph(g);
         tail = { ...t, fetch, ...(range ? { range } : {}) };
       }

@@ -41,7 +41,7 @@ import type { OrtSession } from '../../backends/ort.js';
 import type { ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { ModuleTree } from '../model/types.js';
-import { AttributeType, DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
+import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { nodeReads, OnnxGraphView } from '../onnx/view.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 import type { TailModule } from './tail.js';
@@ -263,9 +263,8 @@ function positionwise(head: Segment, model: ModelProto): boolean {
     g.output!.push({ name: out });
     ranks.set(o, 3);
   }
-  const op = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
   try {
-    sinkSlices(g, Number(op?.version ?? 0), { ranks });
+    sinkSlices(g, defaultOpset(model) ?? 0, { ranks });
   } catch {
     return false;
   }

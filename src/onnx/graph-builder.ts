@@ -23,7 +23,7 @@ import type {
   AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
   TensorProto, ValueInfoProto,
 } from './proto.js';
-import { AttributeType, DataType, dataTypeBits } from './proto.js';
+import { AttributeType, DataType, dataTypeBits, defaultOpset } from './proto.js';
 import { definedValues, topoOrder } from './view.js';
 
 // ───────────────────────────── tensors ─────────────────────────────
@@ -438,8 +438,7 @@ export class GraphBuilder {
   /** Extends a model's main graph in place; {@link GraphBuilder.build} returns the same model with opset imports completed. */
   static wrapModel(model: ModelProto, opts: Omit<GraphBuilderOptions, 'opset'> = {}): GraphBuilder {
     if (!model.graph) model.graph = { node: [] };
-    const def = model.opset_import?.find((o) => !o.domain || o.domain === 'ai.onnx');
-    return new GraphBuilder({ ...opts, opset: def?.version !== undefined ? Number(def.version) : 17 }, model.graph, model);
+    return new GraphBuilder({ ...opts, opset: defaultOpset(model) ?? 17 }, model.graph, model);
   }
 
   /** Starts an empty graph. */

@@ -227,3 +227,9 @@ export function dataTypeBits(dt: number): number {
     default: return 0;
   }
 }
+
+/** The version of the default (`ai.onnx`) operator set a model imports, or undefined when it imports none. */
+export function defaultOpset(model: { opset_import?: OperatorSetIdProto[] }): number | undefined {
+  const v = model.opset_import?.find((o) => !o.domain || o.domain === 'ai.onnx')?.version;
+  return v === undefined ? undefined : Number(v);
+}
