@@ -306,10 +306,11 @@ export class FastExecutor implements FastPath {
     const rows = runRows(plan.mainRows);
     const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows, sourceMemo) };
     const memo = new Map<Value, Tensor>();
-    const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, plan.saves.map((x) => x.value), seqLen);
+    const roots = plan.saves.map((x) => x.value);
+    const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, roots, seqLen);
     const fetched: Env = { out: await this.runner.runPorted(main, inModel?.fetch ?? plan.mainFetch, inModel?.range), rows };
-    inModel?.finish(fetched, memo);
-    await this.runTails(ir, plan, plan.saves.map((x) => x.value), fetched, memo);
+    if (inModel) inModel.finish(fetched, memo); // every tail read of the saves, from the run itself
+    else await this.runTails(ir, plan, roots, fetched, memo);
     await this.runCalls(plan, host, fetched, memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, fetched, memo));
     return results;
