@@ -290,15 +290,15 @@ const GATE_OPEN = 2 ** 53 - 1;
  * gated output X becomes `Slice(X', 0, gate[k], axis 0)` where X' is the value the model
  * computes (its readers renamed to it) and `gate` is one int64 graph input, fed per run by
  * the local runner ({@link gateFeed}): the whole axis for the outputs fetched (a copy,
- * bit-exact), 0 for the others (an empty tensor). The model's readers of X' read it through a
- * `Where` on the gated output's size (always true: X' bit for bit), which makes onnxruntime run
- * the gate right after X' instead of after the whole model (its order ignores node placement;
- * gated at the end, every X' stayed alive to the end and memory grew: GPT-2 small, T = 1024,
- * +832 MB after two runs, vs +510 ungated and +237 with the `Where`). Since 2026-11-28 the
- * readers read `Reshape(X', shape(X))` instead (a 0 in a Reshape's shape keeps the input's
- * dim: X' whether the gate is open or not): the same dependency without the
- * `Where`'s copy of every gated value per run (onnxruntime aliases a Reshape's output to its
- * input); peak PSS over two T = 1024 traces the same (+418–441 MB either way). Outputs of rank 0 or without a producing
+ * bit-exact), 0 for the others (an empty tensor); the gate's elements come from one `Split`.
+ * The model's readers of X' read it through `Reshape(X', shape(X))` — X' bit for bit, open or
+ * closed, since a 0 in a Reshape's shape keeps the input's dim, and without a copy
+ * (onnxruntime aliases a Reshape's output to its input) — which makes onnxruntime run the gate
+ * right after X' instead of after the whole model (its order ignores node placement; gated at
+ * the end, every X' stayed alive to the end and memory grew: GPT-2 small, T = 1024, +832 MB
+ * after two runs, vs +510 ungated and +237 with that dependency, then a `Where` on the gated
+ * output's size, which copied every gated value per run; the Reshape keeps the peak PSS of two
+ * T = 1024 traces the same, +418–441 MB). Outputs of rank 0 or without a producing
  * node are left alone. The gated outputs' first dim becomes symbolic. The served copy of the
  * model ({@link openGate}) has the gate as an initializer with every output open instead.
  */
