@@ -99,6 +99,8 @@ describe.each(FILES)('incremental sweeps on %s', (file) => {
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
       // With the cache, batches reading the last position only run the last block in full there alone (the cache segment before it).
       if (grid === 'full') expect(fast.stats.lastSweep!.lastBlockCut > 0).toBe(file === 'model.with-past.onnx');
+      // The exports without a cache run their variants on the key/value cache added to their blocks (src/fast/added-cache.ts).
+      expect(fast.stats.lastSweep!.addedCache, fast.segments() instanceof Object ? JSON.stringify((fast.segments() as { added(): unknown }).added?.() ?? '').slice(0, 300) : '').toBe(file !== 'model.with-past.onnx');
       // A tiny activation budget: batches of one or two rows.
       fast.sweepBudget = 100_000;
       const chunked = await model.trace((tr) => variants.forEach((v, i) => addVariant(tr, v, `v${i}`))).finally(() => { fast.sweepBudget = undefined; });
