@@ -36,7 +36,8 @@
 import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { canonicalDim, inferShapes, infoOfType, typeOfInfo, type TypeShape } from '../onnx/shapes.js';
 import { nodeReads, OnnxGraphView, topoOrder } from '../onnx/view.js';
-import type { CachePair, Segment } from './segments.js';
+import type { BlockChain, CachePair, Segment } from './segments.js';
+import { pruneGraph } from '../../passes/prune.js';
 
 /** Bump when the cached blocks' layout changes (invalidates written files). */
 export const ADDED_CACHE_FORMAT = 1;
@@ -60,6 +61,11 @@ export interface AddedCache {
   blocks: Segment[];
   /** Every pair, block by block. */
   pairs: AddedPair[];
+  /**
+   * The last cached block computing only its presents (no attention, no MLP: the keys and
+   * values of the positions it is given), as {@link BlockChain.lastCache} for a model's own cache.
+   */
+  lastCache?: Segment;
 }
 
 /**
@@ -87,7 +93,20 @@ export function addCache(segments: readonly Segment[], model: ModelProto): Added
     blocks.push(r.segment);
     pairs.push(...r.pairs);
   }
-  return { blocks, pairs };
+  const lastCache = presentsOnly(blocks.at(-1)!);
+  return { blocks, pairs, ...(lastCache ? { lastCache } : {}) };
+}
+
+/** Cached block `seg` computing its presents alone (undefined when that still needs its next cut). */
+function presentsOnly(seg: Segment): Segment | undefined {
+  const src = seg.proto.graph!;
+  const g: GraphProto = { ...src, node: [...(src.node ?? [])], output: (src.output ?? []).filter((o) => seg.modelOutputs.includes(o.name!)), initializer: [...(src.initializer ?? [])] };
+  pruneGraph(g);
+  if (seg.next && (g.node ?? []).some((n) => (n.output ?? []).includes(seg.next!))) return undefined;
+  const read = new Set((g.node ?? []).flatMap((n) => nodeReads(n)));
+  g.input = (src.input ?? []).filter((v) => read.has(v.name!));
+  if (!read.has(seg.input)) return undefined;
+  return { index: seg.index, input: seg.input, modelOutputs: seg.modelOutputs, graphInputs: seg.graphInputs.filter((v) => read.has(v)), proto: { ...seg.proto, graph: g } };
 }
 
 /** One attention of a block: its scores and context MatMuls and the element-wise nodes between them. */

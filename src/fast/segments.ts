@@ -274,9 +274,12 @@ function positionwise(head: Segment, model: ModelProto): boolean {
   return readers.length > 0 && readers.every((n) => n.op_type === 'Gather' && n.input?.[1] === idx);
 }
 
+/** A segment model of {@link Segments}: a segment index, the head up to the tail, the last block's cache outputs, a block with an added cache, or the last of those's cache outputs. */
+export type SegmentKey = number | 'tail' | 'cache' | `added${number}` | 'addedcache';
+
 /** The segment models of one model: written on first use, one pinned session each (no prepacking). */
 export class Segments {
-  private readonly paths = new Map<number | 'tail' | 'cache' | `added${number}`, string>();
+  private readonly paths = new Map<SegmentKey, string>();
   private addedOrWhy?: AddedCache | { reject: string };
   /** Sequence lengths at which the added cache was checked against the clean run. */
   readonly addedChecked = new Set<number>();
@@ -304,14 +307,17 @@ export class Segments {
   /**
    * The written model of segment `i` (`'tail'`: the head up to the tail's input,
    * {@link BlockChain.tailHead}; `'cache'`: the last block's cache outputs, {@link BlockChain.lastCache};
-   * `'added<i>'`: block i with the cache added to it, {@link Segments.added}).
+   * `'added<i>'`: block i with the cache added to it, {@link Segments.added}; `'addedcache'`: the
+   * last of those's cache outputs, {@link AddedCache.lastCache}).
    */
-  graphPath(i: number | 'tail' | 'cache' | `added${number}`): string {
+  graphPath(i: SegmentKey): string {
     let p = this.paths.get(i);
     if (!p) {
       const added = typeof i === 'string' && i.startsWith('added') ? this.added() : undefined;
       if (added && 'reject' in added) throw new Error(`internal: no added cache (${added.reject})`);
-      const seg = added ? added.blocks[Number((i as string).slice(5))]! : i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i as number]!;
+      const seg = added
+        ? (i === 'addedcache' ? added.lastCache! : added.blocks[Number((i as string).slice(5))]!)
+        : i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i as number]!;
       const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}${added ? `|${ADDED_CACHE_FORMAT}` : ''}`).digest('hex').slice(0, 24);
       p = writeVariant(this.mc.loaded, seg.proto, `segment-${key}`);
       this.paths.set(i, p);
@@ -328,7 +334,7 @@ export class Segments {
   }
 
   /** The session of segment `i` (or of the head up to the tail, or of the last block's cache outputs). */
-  session(i: number | 'tail' | 'cache' | `added${number}`): Promise<OrtSession> {
+  session(i: SegmentKey): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.graphPath(i), { prepack: false, pinned: true, arena: false, spinning: false, ...(externalDataDir ? { externalDataDir } : {}) });
   }

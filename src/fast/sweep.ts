@@ -382,6 +382,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   stats.cleanMs = performance.now() - t0;
   const pairs: readonly CachePair[] = sp.added ? sp.added.pairs : chain.cache;
   const segmentAt = (j: number): Segment => (sp.added ? sp.added.blocks[j]! : chain.segments[j]!);
+  const lastCache = sp.added ? sp.added.lastCache : chain.lastCache;
 
   // Each changed row: the first position its sets change (its residual is written per group).
   const sel = new Selections(T, D);
@@ -439,7 +440,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     // a run of the cache segment), when that saves at least half of its positions.
     let q = chain.headPositionwise ? T - 1 : g.from;
     for (const v of chain.headPositionwise ? g.items : []) for (const p of v.r.need) if (p >= g.from && p < q) q = p; // (no spread: rows × positions can exceed the argument limit)
-    const lastFrom = sp.cached && chain.lastCache && T - q <= N / 2 ? q : g.from;
+    const lastFrom = sp.cached && lastCache && T - q <= N / 2 ? q : g.from;
     const active: typeof rows = [];
     let x: Tensor | null = null;
     let xFrom = g.from; // the first position `x` holds (axis 1)
@@ -480,7 +481,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     };
     const runSegment = async (i: number | 'cache', feeds: Record<string, Tensor>, fetch: readonly string[]): Promise<Record<string, Tensor>> => {
       const t1 = performance.now();
-      const out = await host.mc.backend.run(await host.segments.session(sp.added && typeof i === 'number' ? `added${i}` : i), feeds, fetch);
+      const out = await host.mc.backend.run(await host.segments.session(sp.added ? (typeof i === 'number' ? `added${i}` : 'addedcache') : i), feeds, fetch);
       stats.segmentMs += performance.now() - t1;
       stats.runs++;
       return out;
@@ -490,10 +491,10 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
       const seg = segmentAt(j);
       if (j === L - 1 && lastFrom > xFrom) {
         // The last block's keys and values over every position, then the block over positions ≥ lastFrom on them.
-        const kv = chain.lastCache!;
+        const kv = lastCache!;
         const kvOut = await runSegment('cache', { [kv.input]: x!, ...feedsFor(kv.graphInputs, xFrom) }, kv.modelOutputs);
         const given = new Map<string, Tensor>();
-        for (const pair of chain.cache) {
+        for (const pair of pairs) {
           const present = kvOut[pair.present];
           if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
         }
