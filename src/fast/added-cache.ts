@@ -36,6 +36,7 @@
 import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { canonicalDim, inferShapes, infoOfType, typeOfInfo, type TypeShape } from '../onnx/shapes.js';
 import { nodeReads, OnnxGraphView, topoOrder } from '../onnx/view.js';
+import { intAttr } from '../onnx/attributes.js';
 import type { BlockChain, CachePair, Segment } from './segments.js';
 import { pruneGraph } from '../../passes/prune.js';
 
@@ -260,6 +261,10 @@ function cacheBlock(seg: Segment, opset: number, inputInfo: ReadonlyMap<string, 
     for (const { node } of a.path) {
       const s = fixed.get(node.output![0]!)?.shape;
       if (!s || s.length < 2 || s.at(-2) !== NEW || s.at(-1) !== TOTAL) return { reject: `attention value ${node.output![0]} is not [..., new, past + new] after the rewrite (${JSON.stringify(s)})` };
+      if (node.op_type === 'Softmax') {
+        const axis = intAttr(node, 'axis', -1);
+        if ((axis < 0 ? axis + s.length : axis) !== s.length - 1) return { reject: `${node.name ?? 'a Softmax'} is not over the last axis` };
+      }
     }
   }
   const outputs = (g.output ?? []).map((o) => o.name!);

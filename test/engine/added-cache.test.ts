@@ -154,6 +154,38 @@ describe('a cached block that computes something else', () => {
   });
 });
 
+describe('the rewritten blocks (gpt2-facts)', () => {
+  const FACTS = path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx');
+  const neutralPads = async (file: string): Promise<{ concats: number[]; pads: (number | boolean)[] }> => {
+    const model = await LanguageModel.load(path.join(FACTS, file));
+    try {
+      const chain = splitAtBlocks(model.mc);
+      if ('reject' in chain) throw new Error(chain.reject);
+      const added = addCache(chain.segments.slice(0, -1), model.mc.loaded.proto);
+      if ('reject' in added) throw new Error(added.reject);
+      const ours = added.blocks[1]!.proto.graph!.node!.filter((n) => n.metadata_props?.some((m) => m.value === 'added-cache'));
+      const concats = ours.filter((n) => n.op_type === 'Concat' && n.output![0]!.endsWith('/nns.present')).map((n) => Number(n.attribute![0]!.i));
+      const pads = ours.filter((n) => n.op_type === 'ConstantOfShape').map((n) => {
+        const t = n.attribute![0]!.t!;
+        return t.data_type === 9 ? t.int32_data![0] === 1 : t.float_data![0]!;
+      });
+      return { concats, pads };
+    } finally {
+      await model.dispose();
+    }
+  };
+
+  it('TorchScript: keys on their last axis, values on the second to last; the causal Where condition padded with true (past allowed)', async () => {
+    // The block's causal mask is sliced from a buffer by its own length; the additive padding mask
+    // comes from attention_mask, fed over every position, and is left as it is.
+    expect(await neutralPads('model.onnx')).toEqual({ concats: [-1, -2], pads: [true] });
+  });
+
+  it('dynamo: the additive mask built from the new tokens\' length padded with 0', async () => {
+    expect(await neutralPads('model.dynamo.onnx')).toEqual({ concats: [-1, -2], pads: [0] });
+  });
+});
+
 describe('what gets no added cache', () => {
   it('a segment without attention (the head), and a model that has its own cache', async () => {
     const model = await LanguageModel.load(TORCH);
