@@ -25,6 +25,7 @@ import { structuralKey } from '../src/compile-cache.js';
 import { releaseCompiled, tieredOf } from '../src/compiled-run.js';
 import { compileGraph, runGraph } from '../src/engine.js';
 import { explainFastPath, type PlanOptions } from '../src/fast/plan.js';
+import type { SweepStats } from '../src/fast/sweep.js';
 import { gateFeed } from '../src/fast/ports.js';
 import { grad, type ModelRef, type TensorProxy, type Tracer } from '../src/index.js';
 import { writeVariant } from '../src/model/load.js';
@@ -509,18 +510,9 @@ export const MEASUREMENTS: Measurement[] = [
       const cached = fs.existsSync(withPast);
       const st = cached ? await onnsightOther(ctx, withPast) : await onnsight(ctx);
       try {
-        const positions = Array.from({ length: ctx.seqLen }, (_, i) => i);
-        // One number per variant, the logit difference of the two prompts' last tokens (a grid of whole
-        // last-position logits would be 1,536 × the vocabulary: 309 MB of results on GPT-2 small).
-        const diff = [st.prompt(1).at(-1)!, st.prompt(0).at(-1)!] as const;
-        const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions, false, diff);
-        const s0 = { ...st.fast.stats };
-        const c0 = cpuMs();
-        const t = await timeOnce(() => runText(st, text));
-        ctx.extra.sweep_full_cpu_ms = cpuMs() - c0;
-        ctx.extra.sweep_full_variants = st.blocks.paths.length * positions.length;
-        const swept = st.fast.stats.sweepRuns - s0.sweepRuns;
-        const ls = st.fast.stats.lastSweep;
+        const { t, cpu, swept, ls } = await fullGrid(ctx, st);
+        ctx.extra.sweep_full_cpu_ms = cpu;
+        ctx.extra.sweep_full_variants = st.blocks.paths.length * ctx.seqLen;
         if (swept && ls) Object.assign(ctx.extra, { sweep_full_run_ms: ls.totalMs, sweep_full_clean_ms: ls.cleanMs, sweep_full_segments_ms: ls.segmentMs, sweep_full_batches: ls.batches, sweep_full_session_runs: ls.runs });
         ctx.notes.sweep_full_ms = `${cached ? 'model.with-past.onnx' : 'the model itself (no with-past export beside it)'}; ${swept ? 'incremental sweep' : `not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`}`;
         ctx.rssPhase('sweep_full');
@@ -537,15 +529,8 @@ export const MEASUREMENTS: Measurement[] = [
     run: async (ctx) => {
       if (!fs.existsSync(path.join(path.dirname(ctx.model.graphPath), 'model.with-past.onnx'))) return null;
       const st = await onnsight(ctx);
-      const positions = Array.from({ length: ctx.seqLen }, (_, i) => i);
-      const diff = [st.prompt(1).at(-1)!, st.prompt(0).at(-1)!] as const;
-      const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions, false, diff);
-      const s0 = { ...st.fast.stats };
-      const c0 = cpuMs();
-      const t = await timeOnce(() => runText(st, text));
-      ctx.extra.sweep_full_added_cpu_ms = cpuMs() - c0;
-      const ls = st.fast.stats.lastSweep;
-      const swept = st.fast.stats.sweepRuns > s0.sweepRuns;
+      const { t, cpu, swept, ls } = await fullGrid(ctx, st);
+      ctx.extra.sweep_full_added_cpu_ms = cpu;
       if (swept && !ls?.addedCache) return null; // a cache of its own: sweep_full_ms measured it
       ctx.notes.sweep_full_added_ms = swept ? 'the model itself; incremental sweep on the key/value cache added to its blocks' : `the model itself; not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`;
       ctx.rssPhase('sweep_full_added');
@@ -598,6 +583,22 @@ export const MEASUREMENTS: Measurement[] = [
   ...GENERATE_MEASUREMENTS,
   ...REMOTE_MEASUREMENTS,
 ];
+
+/**
+ * The full patching grid (every block × every position) as one trace, one run: its wall and
+ * CPU time, whether the incremental sweep ran it, and that sweep's stats.
+ */
+async function fullGrid(ctx: BenchContext, st: OnnsightState): Promise<{ t: number; cpu: number; swept: boolean; ls: SweepStats | undefined }> {
+  const positions = Array.from({ length: ctx.seqLen }, (_, i) => i);
+  // One number per variant, the logit difference of the two prompts' last tokens (a grid of whole
+  // last-position logits would be 1,536 × the vocabulary: 309 MB of results on GPT-2 small).
+  const diff = [st.prompt(1).at(-1)!, st.prompt(0).at(-1)!] as const;
+  const text = patchingSweepScript(st, st.prompt(1), st.prompt(0), positions, false, diff);
+  const s0 = { ...st.fast.stats };
+  const c0 = cpuMs();
+  const t = await timeOnce(() => runText(st, text));
+  return { t, cpu: cpuMs() - c0, swept: st.fast.stats.sweepRuns > s0.sweepRuns, ls: st.fast.stats.lastSweep };
+}
 
 /** Ratios and the issue's goals: `[label, numerator field, denominator field, goal (≤)]`. */
 export const RATIOS: [string, string, string, number][] = [
