@@ -33,6 +33,7 @@ import { ModuleModels } from './module-model.js';
 import { buildPortedModel, choosePorts, gateFeed, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
 import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
+import type { AddedCache } from './added-cache.js';
 import { planSweep, runSweep, SweepFallback, type Env, type SweepStats } from './sweep.js';
 
 /** Counters of an executor (tests and benchmarks assert which path a trace took). */
@@ -392,7 +393,7 @@ export class FastExecutor implements FastPath {
     };
     const sp = this.mc.feedInputs.some((f) => typeof f.dims?.[0] === 'number')
       ? { reject: 'a graph input with a fixed batch size' }
-      : planSweep(ir, plan, segs.chain, this.ported, { force: this.incremental === 'force', batchFirst });
+      : planSweep(ir, plan, segs.chain, this.ported, { force: this.incremental === 'force', batchFirst, ...addedOf(segs) });
     if ('reject' in sp) {
       this.stats.lastSweepReject = sp.reject;
       return false;
@@ -819,4 +820,10 @@ export class FastExecutor implements FastPath {
     if (!t) this.neutral.set(key, (t = { dtype: 'float32', shape: Array(rank).fill(1), data: Float32Array.of(value) }));
     return t;
   }
+}
+
+/** The added key/value cache of a model without one (src/fast/added-cache.ts) as planner options, when there is one. */
+function addedOf(segs: Segments): { added?: AddedCache } {
+  const a = segs.added();
+  return 'reject' in a ? {} : { added: a };
 }

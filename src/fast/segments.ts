@@ -45,6 +45,7 @@ import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto
 import { nodeReads, OnnxGraphView } from '../onnx/view.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
 import type { TailModule } from './tail.js';
+import { ADDED_CACHE_FORMAT, addCache, type AddedCache } from './added-cache.js';
 
 /** Bump when the segment models' layout changes (invalidates written files). */
 export const SEGMENT_FORMAT = 1;
@@ -273,21 +274,51 @@ function positionwise(head: Segment, model: ModelProto): boolean {
   return readers.length > 0 && readers.every((n) => n.op_type === 'Gather' && n.input?.[1] === idx);
 }
 
+/** A segment model of {@link Segments}: a segment index, the head up to the tail, the last block's cache outputs, a block with an added cache, or the last of those's cache outputs. */
+export type SegmentKey = number | 'tail' | 'cache' | `added${number}` | 'addedcache';
+
 /** The segment models of one model: written on first use, one pinned session each (no prepacking). */
 export class Segments {
-  private readonly paths = new Map<number | 'tail' | 'cache', string>();
+  private readonly paths = new Map<SegmentKey, string>();
+  private addedOrWhy?: AddedCache | { reject: string };
+  /** Sequence lengths at which the added cache was checked against the clean run. */
+  readonly addedChecked = new Set<number>();
 
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 
   /**
-   * The written model of segment `i` (`'tail'`: the head up to the tail's input,
-   * {@link BlockChain.tailHead}; `'cache'`: the last block's cache outputs, {@link BlockChain.lastCache}).
+   * A key/value cache added to the blocks (src/fast/added-cache.ts) when the model has none
+   * of its own, or why not (also after a failed check against the clean run: {@link dropAdded}).
    */
-  graphPath(i: number | 'tail' | 'cache'): string {
+  added(): AddedCache | { reject: string } {
+    if (!this.addedOrWhy) {
+      this.addedOrWhy = this.chain.cache.length
+        ? { reject: 'the model has its own cache' }
+        : addCache(this.chain.segments.slice(0, this.chain.blocks.length), this.mc.loaded.proto);
+    }
+    return this.addedOrWhy;
+  }
+
+  /** Gives up the added cache (its blocks did not compute what the model does). */
+  dropAdded(why: string): void {
+    this.addedOrWhy = { reject: why };
+  }
+
+  /**
+   * The written model of segment `i` (`'tail'`: the head up to the tail's input,
+   * {@link BlockChain.tailHead}; `'cache'`: the last block's cache outputs, {@link BlockChain.lastCache};
+   * `'added<i>'`: block i with the cache added to it, {@link Segments.added}; `'addedcache'`: the
+   * last of those's cache outputs, {@link AddedCache.lastCache}).
+   */
+  graphPath(i: SegmentKey): string {
     let p = this.paths.get(i);
     if (!p) {
-      const seg = i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i]!;
-      const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}`).digest('hex').slice(0, 24);
+      const added = typeof i === 'string' && i.startsWith('added') ? this.added() : undefined;
+      if (added && 'reject' in added) throw new Error(`internal: no added cache (${added.reject})`);
+      const seg = added
+        ? (i === 'addedcache' ? added.lastCache! : added.blocks[Number((i as string).slice(5))]!)
+        : i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i as number]!;
+      const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}${added ? `|${ADDED_CACHE_FORMAT}` : ''}`).digest('hex').slice(0, 24);
       p = writeVariant(this.mc.loaded, seg.proto, `segment-${key}`);
       this.paths.set(i, p);
     }
@@ -303,7 +334,7 @@ export class Segments {
   }
 
   /** The session of segment `i` (or of the head up to the tail, or of the last block's cache outputs). */
-  session(i: number | 'tail' | 'cache'): Promise<OrtSession> {
+  session(i: SegmentKey): Promise<OrtSession> {
     const externalDataDir = this.mc.loaded.externalDataDir;
     return this.mc.backend.session(this.graphPath(i), { prepack: false, pinned: true, arena: false, spinning: false, ...(externalDataDir ? { externalDataDir } : {}) });
   }

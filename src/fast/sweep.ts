@@ -31,7 +31,8 @@ import { buildFeeds } from '../model/feeds.js';
 import { numel, selectRows, type Tensor } from '../tensor.js';
 import type { FastPlan, SetPlan } from './plan.js';
 import type { Port, PortedModel } from './ports.js';
-import type { BlockChain, Segments } from './segments.js';
+import type { BlockChain, CachePair, Segment, Segments } from './segments.js';
+import { fedOverAll, type AddedCache } from './added-cache.js';
 
 /** Outputs of one run and the batch rows it computed (fetched tensors hold those rows, in order). */
 export interface Env {
@@ -74,8 +75,10 @@ export interface SweepPlan {
   cutFetch: Map<number, string>;
   /** Sequence length (every invoke has it). */
   seqLen: number;
-  /** Whether the model has a key/value cache (variants then run over their positions ≥ p only). */
+  /** Whether the model has a key/value cache, its own or added (variants then run over their positions ≥ p only). */
   cached: boolean;
+  /** The cache added to the blocks of a model without one (src/fast/added-cache.ts): variants run on those blocks. */
+  added?: AddedCache;
 }
 
 /** What the executor lends the sweep runner. */
@@ -99,6 +102,8 @@ export interface SweepOptions {
   force?: boolean;
   /** Whether a fetched value has the batch as its first axis (rows of a run over some rows are those rows). */
   batchFirst?: (fetch: string) => boolean;
+  /** A cache added to the blocks (for a model without its own): used when given. */
+  added?: AddedCache;
 }
 
 /**
@@ -113,7 +118,8 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
   const L = chain.blocks.length;
   const head = chain.segments[L]!;
   const cutOf = new Map(chain.cuts.map((c, i) => [c, i]));
-  const cached = chain.cache.length > 0;
+  const added = chain.cache.length === 0 ? opts.added : undefined;
+  const cached = chain.cache.length > 0 || added !== undefined;
 
   const byRow = new Map<number, SetPlan[]>();
   for (const s of plan.sets) {
@@ -183,6 +189,16 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
     rows.push({ row, sets, start, reads, need });
   }
   const cleanRows = [...new Set([...plan.sourceRows, ...cleanMainRows, ...firstOf.values()])].sort((a, b) => a - b);
+  const minStart = Math.min(...rows.map((r) => r.start));
+  if (added) {
+    // The added cache's pass over the clean prompts reads every cut from the first start on.
+    for (let j = minStart; j <= L; j++) {
+      if (cutFetch.has(j)) continue;
+      const port = ported.ports.find((p) => p.value === chain.cuts[j]);
+      if (!port) return { reject: `the clean run cannot fetch boundary ${chain.cuts[j]}` };
+      cutFetch.set(j, port.pre);
+    }
+  }
   const cleanFetch = [...new Set([...plan.sourceFetch, ...cleanMain, ...cutFetch.values(), ...(cached ? chain.cache.map((c) => c.present) : [])])];
   if (cleanFetch.some((f) => !ported.outputUpstream.has(f) && !ported.ports.some((p) => p.pre === f || p.post === f))) return { reject: 'a value the clean run cannot fetch' };
   const shared = opts.batchFirst ? cleanFetch.find((f) => !opts.batchFirst!(f)) : undefined;
@@ -192,11 +208,11 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
     // Cost in forward passes of one row: the ordinary fast path runs the source rows and every
     // main row; the sweep runs the clean rows, then each changed row over its segments (and positions).
     const ordinary = plan.sourceRows.length + plan.mainRows.length;
-    let incremental = cleanRows.length;
+    let incremental = cleanRows.length + (added ? firstOf.size * (L - minStart) / (L + 1) : 0);
     for (const r of rows) incremental += ((L - r.start + 0.5) / (L + 1)) * (cached ? (T - Math.min(r.need[0] ?? 0, firstChanged(r))) / T : 1);
     if (incremental > 0.7 * ordinary) return { reject: `no gain expected (${incremental.toFixed(1)} vs ${ordinary} row passes)` };
   }
-  return { rows, cleanRows, cleanFetch, rep, cutFetch, seqLen: T, cached };
+  return { rows, cleanRows, cleanFetch, rep, cutFetch, seqLen: T, cached, ...(added ? { added } : {}) };
 }
 
 /** Lowest position any set of the row may touch, from its items (a lower bound; the exact one comes with the values). */
@@ -352,15 +368,21 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
   const T = sp.seqLen;
   const env = await host.cleanRun(sp.cleanRows, sp.cleanFetch);
-  stats.cleanMs = performance.now() - t0;
   const memo = new Map<Value, Tensor>();
   const tokens = batchRows(ir);
+  const full = buildFeeds(host.mc.feedInputs, tokens, { padId: 0 }).feeds;
+  // The presents the variants' pasts come from: the clean run's, or the added cache's pass.
+  const kv = sp.added ? await addedCachePass(host, sp, sp.added, env, full) : env;
+  stats.cleanMs = performance.now() - t0;
+  const pairs: readonly CachePair[] = sp.added ? sp.added.pairs : chain.cache;
+  const segmentAt = (j: number): Segment => (sp.added ? sp.added.blocks[j]! : chain.segments[j]!);
+  const lastCache = sp.added ? sp.added.lastCache : chain.lastCache;
 
   // Each changed row: the first position its sets change (its residual is written per group).
   const sel = new Selections(T, D);
@@ -398,14 +420,13 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     cur.items.push(v);
   }
 
-  const full = buildFeeds(host.mc.feedInputs, tokens, { padId: 0 }).feeds;
   const head = chain.segments[L]!;
   const pasts = new Map<string, Tensor>();
   const pastOf = (pair: BlockChain['cache'][number], rep: number, from: number): Tensor => {
     const key = `${pair.past}/${rep}/${from}`;
     let t = pasts.get(key);
     if (!t) {
-      const present = rowOf(env, pair.present, rep);
+      const present = rowOf(kv, pair.present, rep);
       pasts.set(key, (t = sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, from)));
     }
     return t;
@@ -419,7 +440,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     // a run of the cache segment), when that saves at least half of its positions.
     let q = chain.headPositionwise ? T - 1 : g.from;
     for (const v of chain.headPositionwise ? g.items : []) for (const p of v.r.need) if (p >= g.from && p < q) q = p; // (no spread: rows × positions can exceed the argument limit)
-    const lastFrom = sp.cached && chain.lastCache && T - q <= N / 2 ? q : g.from;
+    const lastFrom = sp.cached && lastCache && T - q <= N / 2 ? q : g.from;
     const active: typeof rows = [];
     let x: Tensor | null = null;
     let xFrom = g.from; // the first position `x` holds (axis 1)
@@ -445,7 +466,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
           f[name] = own;
           continue;
         }
-        const pair = chain.cache.find((c) => c.past === name);
+        const pair = pairs.find((c) => c.past === name);
         if (pair) {
           f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
           continue;
@@ -454,26 +475,26 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
         if (!t) throw new SweepFallback(`no feed for ${name}`);
         const rowsT = selectRows(t, batch);
         // With a cache the mask covers past + new positions; the other token inputs the new ones.
-        f[name] = sp.cached && name !== 'attention_mask' && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
+        f[name] = sp.cached && !fedOverAll(name) && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
       }
       return f;
     };
     const runSegment = async (i: number | 'cache', feeds: Record<string, Tensor>, fetch: readonly string[]): Promise<Record<string, Tensor>> => {
       const t1 = performance.now();
-      const out = await host.mc.backend.run(await host.segments.session(i), feeds, fetch);
+      const out = await host.mc.backend.run(await host.segments.session(sp.added ? (typeof i === 'number' ? `added${i}` : 'addedcache') : i), feeds, fetch);
       stats.segmentMs += performance.now() - t1;
       stats.runs++;
       return out;
     };
     for (let j = g.items[0]!.r.start; j < L; j++) {
       join(j);
-      const seg = chain.segments[j]!;
+      const seg = segmentAt(j);
       if (j === L - 1 && lastFrom > xFrom) {
         // The last block's keys and values over every position, then the block over positions ≥ lastFrom on them.
-        const kv = chain.lastCache!;
+        const kv = lastCache!;
         const kvOut = await runSegment('cache', { [kv.input]: x!, ...feedsFor(kv.graphInputs, xFrom) }, kv.modelOutputs);
         const given = new Map<string, Tensor>();
-        for (const pair of chain.cache) {
+        for (const pair of pairs) {
           const present = kvOut[pair.present];
           if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
         }
@@ -543,12 +564,90 @@ export interface SweepStats {
   lastBlockCut: number;
   /** Times freed batch memory was given back to the system during the sweep (`malloc_trim`, backends/malloc-trim.ts {@link TrimOnGrowth}). */
   trims: number;
-  /** The clean run. */
+  /** Whether the variants ran on a key/value cache added to the model's blocks (src/fast/added-cache.ts). */
+  addedCache: boolean;
+  /** The clean run (and the added cache's pass over the clean prompts). */
   cleanMs: number;
   /** Inside segment session runs. */
   segmentMs: number;
   /** The whole sweep run (clean run, host work, segment runs). */
   totalMs: number;
+}
+
+/**
+ * The added cache's pass (src/fast/added-cache.ts): each cached block from the first start
+ * on, over the clean prompts (one row each), from the clean run's cut with an empty past:
+ * its presents are the pasts of the variants. The first time at a sequence length, each
+ * block is also checked against the clean run: its next cut over every position, and over
+ * the second half of the positions on the first half's keys and values, must equal the
+ * clean run's (1e-4 of the cut's largest magnitude); else the added cache is dropped for the
+ * model and the trace takes the ordinary path ({@link SweepFallback}).
+ */
+async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache, env: Env, full: Record<string, Tensor>): Promise<Env> {
+  const T = sp.seqLen;
+  const reps = [...new Set(sp.rep.values())].sort((a, b) => a - b);
+  const start = Math.min(...sp.rows.map((r) => r.start));
+  const L = added.blocks.length;
+  const check = !host.segments.addedChecked.has(T);
+  const half = T >> 1;
+  const clean = (j: number): Tensor => selectRows(env.out[sp.cutFetch.get(j)!]!, reps.map((r) => env.rows.indexOf(r)));
+  const out: Record<string, Tensor> = {};
+  const run = async (j: number, x: Tensor, from: number, pasts: (p: AddedCache['pairs'][number]) => Tensor): Promise<Record<string, Tensor>> => {
+    const seg = added.blocks[j]!;
+    const feeds: Record<string, Tensor> = { [seg.input]: x };
+    for (const name of seg.graphInputs) {
+      const pair = added.pairs.find((p) => p.past === name);
+      if (pair) { feeds[name] = pasts(pair); continue; }
+      const t = full[name];
+      if (!t) throw new SweepFallback(`no feed for ${name}`);
+      const rowsT = selectRows(t, reps);
+      feeds[name] = !fedOverAll(name) && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
+    }
+    return host.mc.backend.run(await host.segments.session(`added${j}`), feeds, [seg.next!, ...seg.modelOutputs]);
+  };
+  const differs = (got: Tensor, want: Tensor): string | null => {
+    if (got.shape.join() !== want.shape.join()) return `shape [${got.shape}] instead of [${want.shape}]`;
+    const a = got.data as Float32Array;
+    const b = want.data as Float32Array;
+    let scale = 1;
+    for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+    let worst = 0;
+    for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    return worst <= 1e-4 * scale ? null : `differs by ${worst.toExponential(2)} (largest magnitude ${scale.toPrecision(3)})`;
+  };
+  for (let j = start; j < L; j++) {
+    const seg = added.blocks[j]!;
+    const x = clean(j);
+    const empty = (p: AddedCache['pairs'][number]): Tensor => {
+      const shape = p.shape.map((d) => (d === 'batch' ? reps.length : d === 'past' ? 0 : d));
+      return { dtype: 'float32', shape, data: new Float32Array(0) };
+    };
+    let why: string | null = null;
+    try {
+      const res = await run(j, x, 0, empty);
+      for (const o of seg.modelOutputs) out[o] = res[o]!;
+      if (!check) continue;
+      const next = clean(j + 1);
+      why = differs(res[seg.next!]!, next);
+      if (!why && half > 0) {
+        const part = await run(j, sliceAxis(x, 1, half, T), half, (p) => {
+          const present = out[p.present]!;
+          return sliceAxis(present, p.axis + present.shape.length, 0, half);
+        });
+        why = differs(part[seg.next!]!, sliceAxis(next, 1, half, T));
+      }
+    } catch (e) {
+      if (!check || e instanceof SweepFallback) throw e;
+      why = `onnxruntime: ${(e as Error).message.split('\n')[0]}`; // a block onnxruntime refuses is one more way of not computing what the model does
+    }
+    if (why) {
+      const reason = `the added key/value cache of block ${j} does not compute what the model does: ${why}`;
+      host.segments.dropAdded(reason);
+      throw new SweepFallback(reason);
+    }
+  }
+  if (check) host.segments.addedChecked.add(T);
+  return { out, rows: reps };
 }
 
 /** Columns `[from, n)` of a `[B, n]` integer tensor. */

@@ -54,6 +54,12 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(ctx.extra.sweep_cached_naive_ms).toBeGreaterThan(0);
   });
 
+  it('sweep_full_added_ms: the full grid on the model itself, on the key/value cache added to its blocks', async () => {
+    const v = await m('sweep_full_added_ms').run!(ctx);
+    expect(v !== null && Number.isFinite(v) && v >= 0).toBe(true);
+    expect(ctx.notes.sweep_full_added_ms).toBe('the model itself; incremental sweep on the key/value cache added to its blocks');
+  });
+
   it('records which path served each trace', () => {
     expect(ctx.notes.ported_plain_run_ms).toMatch(/^fast path/);
     // The logit lens applies closed modules (ln_f, lm_head): module models on the fast path.
@@ -61,7 +67,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(ctx.notes.repeat_trace_ms).toMatch(/^fast path/);
     expect(ctx.notes.repeat_trace_prepacked_ms).toMatch(/^fast path/);
     // 4 blocks × 8 positions: the incremental sweep (block-range sub-models) pays off even here
-    expect(ctx.notes.sweep_ms).toMatch(/^incremental sweep/);
+    expect(ctx.notes.sweep_ms).toMatch(/^incremental sweep .*on a key\/value cache added to the blocks/);
     expect(ctx.notes.sweep_full_ms).toMatch(/^model\.with-past\.onnx; incremental sweep/);
     expect(ctx.extra.sweep_full_variants).toBe(4 * 16);
     expect(ctx.extra.sweep_rows).toBe(1 + 4 * 8); // the per-layer source invokes merged into one row

@@ -1,0 +1,206 @@
+/**
+ * The key/value cache added to models exported without one (src/fast/added-cache.ts): an
+ * incremental sweep on such a model runs each variant over the positions from the patched one
+ * on, on cached blocks. Differential: every grid runs batched on the added cache and one
+ * variant per trace on the ordinary fast path (the whole instrumented model), within 1e-5, on
+ * a real PyTorch TorchScript export (test/fixtures/torch-gpt2-tiny) and on the benchmark's
+ * Llama generator (rotary embeddings from position ids, grouped key/value heads, RMS norms),
+ * whose with-past export — the model's own cache, an independent computation — gives the same
+ * results too. (gpt2-facts' TorchScript and dynamo exports: test/engine/sweep-incremental.test.ts.)
+ * A cached block that does not compute what the model does is caught by the check against the
+ * clean run: the trace takes the ordinary path, with the same numbers.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildLlamaModel, type LlamaConfig } from '../../bench/llama-model.js';
+import { LanguageModel, type ModelRef, type TensorProxy, type Tracer } from '../../src/index.js';
+import type { FastExecutor } from '../../src/fast/execute.js';
+import { addCache } from '../../src/fast/added-cache.js';
+import { splitAtBlocks, type Segments } from '../../src/fast/segments.js';
+
+const TINY: LlamaConfig = { layers: 3, width: 16, heads: 4, kvHeads: 2, intermediate: 24, vocab: 50, positions: 32 };
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-added-cache-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const llama = buildLlamaModel({ ...TINY, seed: 11, dir: path.join(tmp, 'llama') });
+const TORCH = path.join(import.meta.dirname, '..', 'fixtures', 'torch-gpt2-tiny', 'onnx', 'model.onnx');
+
+const A = [5, 9, 14, 3, 27, 8, 30, 12, 6, 19];
+const B = [7, 2, 33, 41, 18, 4, 26, 11, 39, 15];
+const T = A.length;
+
+/** Module `p` (`model.layers.2`) of a trace's model proxy. */
+function moduleAt(m: ModelRef, p: string): { output: TensorProxy } {
+  return p.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], m) as { output: TensorProxy };
+}
+
+/** Block `block`'s output at position `p` replaced by the source prompt's, last logits and a logits slice saved. */
+function variant(tr: Tracer, block: string, p: number, name: string): void {
+  let src: TensorProxy | undefined;
+  tr.invoke(B, (m) => { src = moduleAt(m, block).output.at(':', p, ':'); });
+  tr.invoke(A, (m) => {
+    moduleAt(m, block).output.at(':', p, ':').set(src!);
+    m.output.logits.at(':', -1, ':').save(`${name}.last`);
+    m.output.logits.at(':', '4:7', ':').softmax(-1).save(`${name}.slice`);
+  });
+}
+
+const grid = (blocks: readonly string[]): [string, number][] => blocks.flatMap((b) => [0, 1, 5, T - 1].map((p) => [b, p] as [string, number]));
+const worstDiff = (a: Record<string, { data: unknown }>, b: Record<string, { data: unknown }>): number => {
+  let worst = 0;
+  for (const [k, t] of Object.entries(b)) {
+    const x = a[k]!.data as Float32Array;
+    const y = t.data as Float32Array;
+    expect(x.length, k).toBe(y.length);
+    for (let i = 0; i < y.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+  }
+  return worst;
+};
+
+/** The grid batched (forced incremental) and one variant per trace on the ordinary path. */
+async function sweepAndNaive(model: LanguageModel): Promise<{ batched: Record<string, { data: unknown }>; naive: Record<string, { data: unknown }> }> {
+  const fast = model.mc.fast as FastExecutor;
+  const chain = splitAtBlocks(model.mc);
+  if ('reject' in chain) throw new Error(chain.reject);
+  const cells = grid(chain.blocks);
+  fast.incremental = 'force';
+  const { saves: batched } = await model.trace((tr) => cells.forEach(([b, p], i) => variant(tr, b, p, `v${i}`)));
+  fast.incremental = 'off';
+  const naive: Record<string, { data: unknown }> = {};
+  for (let i = 0; i < cells.length; i++) Object.assign(naive, (await model.trace((tr) => variant(tr, cells[i]![0], cells[i]![1], `v${i}`))).saves);
+  fast.incremental = 'auto';
+  return { batched, naive };
+}
+
+describe.each([['torch-gpt2-tiny (TorchScript)', TORCH], ['the Llama generator (no cache)', llama.graphPath]])('added key/value cache: %s', (_, file) => {
+  it('each block gets a cache; a sweep of every block × 4 positions runs on it = one variant per trace on the ordinary path (1e-5)', async () => {
+    const model = await LanguageModel.load(file);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      expect(added.blocks.length).toBe(segs.chain.blocks.length);
+      expect(added.pairs.length).toBe(2 * segs.chain.blocks.length); // a key and a value per block
+      const before = fast.stats.sweepRuns;
+      const { batched, naive } = await sweepAndNaive(model);
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(segs.addedChecked.has(T)).toBe(true);
+      expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
+      expect(Object.keys(batched).length).toBe(2 * 4 * segs.chain.blocks.length);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('added key/value cache against the model\'s own', () => {
+  it('the Llama generator: the same sweep on the with-past export (its own cache) gives the added cache\'s results (1e-5)', async () => {
+    const plain = await LanguageModel.load(llama.graphPath);
+    const cached = await LanguageModel.load(llama.withPastPath);
+    try {
+      const cells = grid((splitAtBlocks(plain.mc) as { blocks: string[] }).blocks);
+      const run = async (m: LanguageModel): Promise<Record<string, { data: unknown }>> => {
+        const fast = m.mc.fast as FastExecutor;
+        fast.incremental = 'force';
+        const before = fast.stats.sweepRuns;
+        const r = await m.trace((tr) => cells.forEach(([b, p], i) => variant(tr, b, p, `v${i}`)));
+        expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+        return r.saves;
+      };
+      const a = await run(plain);
+      expect((plain.mc.fast as FastExecutor).stats.lastSweep!.addedCache).toBe(true);
+      const b = await run(cached);
+      expect((cached.mc.fast as FastExecutor).stats.lastSweep!.addedCache).toBe(false);
+      expect(worstDiff(a, b)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await plain.dispose();
+      await cached.dispose();
+    }
+  });
+});
+
+describe('a cached block that computes something else', () => {
+  it('is caught by the check against the clean run: the ordinary path, the same numbers; the next sweep runs without the added cache', async () => {
+    // Its own model (another seed: another cache entry), so that the broken block is written nowhere else.
+    const own = buildLlamaModel({ ...TINY, seed: 12, dir: path.join(tmp, 'broken') });
+    const model = await LanguageModel.load(own.graphPath);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      // The last block's past values after its new ones instead of before: the same block over
+      // every position with an empty past (the first check passes), other numbers on a past.
+      const last = added.blocks.length - 1;
+      const g = added.blocks[last]!.proto.graph!;
+      const values = added.pairs.filter((p) => added.blocks[last]!.modelOutputs.includes(p.present))[1]!;
+      const concat = g.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
+      concat.input = [concat.input![1]!, concat.input![0]!];
+      const before = fast.stats.sweepRuns;
+      const { batched, naive } = await sweepAndNaive(model);
+      expect(fast.stats.sweepRuns).toBe(before);
+      expect(fast.stats.lastSweepReject).toMatch(/added key\/value cache of block 2 does not compute what the model does: differs by/);
+      expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
+      expect(segs.added()).toMatchObject({ reject: expect.stringMatching(/block 2/) });
+      fast.incremental = 'force';
+      await model.trace((tr) => variant(tr, segs.chain.blocks[1]!, 3, 'again'));
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(fast.stats.lastSweep!.addedCache).toBe(false);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('the rewritten blocks (gpt2-facts)', () => {
+  const FACTS = path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx');
+  const neutralPads = async (file: string): Promise<{ concats: number[]; pads: (number | boolean)[] }> => {
+    const model = await LanguageModel.load(path.join(FACTS, file));
+    try {
+      const chain = splitAtBlocks(model.mc);
+      if ('reject' in chain) throw new Error(chain.reject);
+      const added = addCache(chain.segments.slice(0, -1), model.mc.loaded.proto);
+      if ('reject' in added) throw new Error(added.reject);
+      const ours = added.blocks[1]!.proto.graph!.node!.filter((n) => n.metadata_props?.some((m) => m.value === 'added-cache'));
+      const concats = ours.filter((n) => n.op_type === 'Concat' && n.output![0]!.endsWith('/nns.present')).map((n) => Number(n.attribute![0]!.i));
+      const pads = ours.filter((n) => n.op_type === 'ConstantOfShape').map((n) => {
+        const t = n.attribute![0]!.t!;
+        return t.data_type === 9 ? t.int32_data![0] === 1 : t.float_data![0]!;
+      });
+      return { concats, pads };
+    } finally {
+      await model.dispose();
+    }
+  };
+
+  it('TorchScript: keys on their last axis, values on the second to last; the causal Where condition padded with true (past allowed)', async () => {
+    // The block's causal mask is sliced from a buffer by its own length; the additive padding mask
+    // comes from attention_mask, fed over every position, and is left as it is.
+    expect(await neutralPads('model.onnx')).toEqual({ concats: [-1, -2], pads: [true] });
+  });
+
+  it('dynamo: the additive mask built from the new tokens\' length padded with 0', async () => {
+    expect(await neutralPads('model.dynamo.onnx')).toEqual({ concats: [-1, -2], pads: [0] });
+  });
+});
+
+describe('what gets no added cache', () => {
+  it('a segment without attention (the head), and a model that has its own cache', async () => {
+    const model = await LanguageModel.load(TORCH);
+    try {
+      const chain = splitAtBlocks(model.mc);
+      if ('reject' in chain) throw new Error(chain.reject);
+      expect(addCache(chain.segments.slice(-1), model.mc.loaded.proto)).toEqual({ reject: expect.stringMatching(/^block 3: no attention/) });
+    } finally {
+      await model.dispose();
+    }
+    const cached = await LanguageModel.load(llama.withPastPath);
+    try {
+      expect(((cached.mc.fast as FastExecutor).segments() as Segments).added()).toEqual({ reject: 'the model has its own cache' });
+    } finally {
+      await cached.dispose();
+    }
+  });
+});
