@@ -94,6 +94,12 @@ export interface SweepHost {
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
   /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
   budget?: number;
+  /**
+   * Called after each batch with the values it served (`written`, now in `memo`): what is
+   * complete may be evaluated and the served values no later evaluation needs dropped, so that
+   * a grid of thousands of variants does not hold every variant's logits until the end.
+   */
+  afterBatch?(memo: Map<Value, Tensor>, env: Env, written: readonly Value[]): void;
 }
 
 /** Planner options. */
@@ -368,7 +374,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, heldMax: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -422,6 +428,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
 
   const head = chain.segments[L]!;
   const pasts = new Map<string, Tensor>();
+  const held = new Set<Value>(); // served values still in the memo
   const pastOf = (pair: BlockChain['cache'][number], rep: number, from: number): Tensor => {
     const key = `${pair.past}/${rep}/${from}`;
     let t = pasts.get(key);
@@ -525,6 +532,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     stats.segmentMs += performance.now() - t2;
     stats.runs++;
     stats.batches++;
+    const written: Value[] = [];
     active.forEach((v, i) => {
       for (const rd of v.r.reads) {
         const o = hout[rd.output]!;
@@ -538,12 +546,18 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
           if (u.positions === null) {
             if (need.length !== T) throw new Error('internal: a whole read needs every position');
             memo.set(rd.value, mine);
+            written.push(rd.value);
             continue;
           }
           memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), u.items!));
+          written.push(u.node.results[0]!);
         }
       }
     });
+    host.afterBatch?.(memo, env, written);
+    for (const v of written) held.add(v);
+    for (const v of held) if (!memo.has(v)) held.delete(v);
+    stats.heldMax = Math.max(stats.heldMax, held.size);
     if (trim.check()) stats.trims++;
   }
   stats.totalMs = performance.now() - t0;
@@ -564,6 +578,8 @@ export interface SweepStats {
   lastBlockCut: number;
   /** Times freed batch memory was given back to the system during the sweep (`malloc_trim`, backends/malloc-trim.ts {@link TrimOnGrowth}). */
   trims: number;
+  /** Most values served by the batches (model-output reads of changed rows) held at once after a batch ({@link SweepHost.afterBatch} drops those nothing needs any more). */
+  heldMax: number;
   /** Whether the variants ran on a key/value cache added to the model's blocks (src/fast/added-cache.ts). */
   addedCache: boolean;
   /** The clean run (and the added cache's pass over the clean prompts). */
