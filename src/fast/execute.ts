@@ -56,6 +56,8 @@ export interface FastStats {
   lastSweepReject?: string;
   /** Where the last incremental sweep's time went. */
   lastSweep?: SweepStats;
+  /** Outputs put together on the host from a fed input and a fetched new part ({@link FastExecutorOptions.appendOf}). */
+  appendedOutputs: number;
 }
 
 /** Options of a {@link FastExecutor}. */
@@ -75,6 +77,13 @@ export interface FastExecutorOptions {
   /** With the tail cut, keep its copy on a fed range of positions in the instrumented model (default true; {@link PortedModelOptions.tailRange}). */
   tailRange?: boolean;
   /**
+   * Graph outputs that are a graph input with a new part appended (a key/value cache:
+   * {@link PortedModelOptions.appendOf}). A run given an {@link AppendSink} fetches only
+   * the new parts of those it reads and puts each output together on the host, from the
+   * fed input and the part, into the sink's buffers ({@link FastExecutor.run}).
+   */
+  appendOf?: readonly { input: string; output: string }[];
+  /**
    * Where the instrumented model and the module models run (default: local onnxruntime
    * sessions). An {@link FastRunner} over an Open Inference Protocol server sends the same
    * feeds and fetches over HTTP instead (src/fast/oip-runner.ts).
@@ -86,6 +95,16 @@ export interface FastExecutorOptions {
    * variable `ONNSIGHT_SWEEP` (`0`, `1` = force) overrides the default.
    */
   incremental?: 'auto' | 'force' | 'off';
+}
+
+/**
+ * Buffers for the outputs a run puts together on the host ({@link FastExecutorOptions.appendOf}):
+ * `take(output, n)` returns a `Float32Array` of at least `n` elements whose first `n` the
+ * run overwrites; it must not hold the fed input of the same run (a generation alternates
+ * two buffers per output: the previous step's output is this step's input).
+ */
+export interface AppendSink {
+  take(output: string, n: number): Float32Array;
 }
 
 /** A read of a tail output (see `FastExecutor.tailReads`). */
@@ -140,6 +159,30 @@ export function sinkable(items: readonly IndexItem[], rank: number): { before: I
 }
 
 
+/**
+ * `Concat([a, b], axis)` into the first elements of `into` (float32; `a`'s and `b`'s other
+ * dims equal, else an internal error): the output of {@link FastExecutorOptions.appendOf}
+ * from its fed input and its new part.
+ */
+export function appendInto(a: Tensor, b: Tensor, axis: number, into: Float32Array): Tensor {
+  if (b.dtype !== 'float32' || a.shape.length !== b.shape.length || a.shape.some((d, i) => i !== axis && d !== b.shape[i])) {
+    throw new Error(`internal: cannot append [${b.shape}] ${b.dtype} to [${a.shape}] along axis ${axis}`);
+  }
+  const outer = numel(a.shape.slice(0, axis));
+  const ia = numel(a.shape.slice(axis));
+  const ib = numel(b.shape.slice(axis));
+  const n = outer * (ia + ib);
+  if (into.length < n) throw new Error(`internal: an append buffer of ${into.length} elements for ${n}`);
+  const da = a.data as Float32Array, db = b.data as Float32Array;
+  for (let o = 0; o < outer; o++) {
+    if (ia) into.set(da.subarray(o * ia, (o + 1) * ia), o * (ia + ib));
+    if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+  }
+  const shape = [...a.shape];
+  shape[axis] = a.shape[axis]! + b.shape[axis]!;
+  return { dtype: 'float32', shape, data: into.length === n ? into : into.subarray(0, n) };
+}
+
 /** Whether `v` is computed from literals alone (no reads, host values or module calls). */
 function literalOnly(v: Value): boolean {
   const stack = [v];
@@ -161,7 +204,7 @@ const READ_OPS = new Set(['module.output', 'module.input', 'model.output', 'para
 /** Runs traces on the instrumented model (see the module comment). */
 export class FastExecutor implements FastPath {
   /** Counters. */
-  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0, sweepRuns: 0 };
+  readonly stats: FastStats = { fastRuns: 0, sourceRuns: 0, fallbacks: 0, moduleCalls: 0, moduleRuns: 0, sweepRuns: 0, appendedOutputs: 0 };
   /** Incremental sweeps: see {@link FastExecutorOptions.incremental} (may be changed between traces). */
   incremental: 'auto' | 'force' | 'off';
   /** Activation bytes a sweep's segment run may hold (default: src/fast/sweep.ts `sweepBudget`; tests make it small). */
@@ -209,7 +252,7 @@ export class FastExecutor implements FastPath {
 
   /** The instrumented model (built and written on first use). */
   get ported(): PortedModel {
-    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { cutTail: this.opts.cutTail ?? true, lastPosition: this.opts.lastPosition, tailRange: this.opts.tailRange ?? true });
+    this.portedModel ??= buildPortedModel(this.mc, this.opts.ports ?? choosePorts(this.mc.tree), { cutTail: this.opts.cutTail ?? true, lastPosition: this.opts.lastPosition, tailRange: this.opts.tailRange ?? true, ...(this.opts.appendOf ? { appendOf: this.opts.appendOf } : {}) });
     return this.portedModel;
   }
 
@@ -240,10 +283,15 @@ export class FastExecutor implements FastPath {
     return r;
   }
 
-  /** Runs a plan of `ir`; null when a value turns out not computable on the host after all (the compiler takes over). */
-  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
+  /**
+   * Runs a plan of `ir`; null when a value turns out not computable on the host after all (the compiler takes over).
+   * With given `feeds` and a `sink`, the outputs of {@link FastExecutorOptions.appendOf} the
+   * run reads are fetched as their new parts and put together in the sink's buffers (the
+   * same values, bit for bit): results may then share the sink's memory.
+   */
+  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>, sink?: AppendSink): Promise<Map<string, Tensor> | null> {
     try {
-      const out = await this.execute(ir, plan as FastPlan, host, feeds);
+      const out = await this.execute(ir, plan as FastPlan, host, feeds, sink);
       this.stats.fastRuns++;
       return out;
     } catch (e) {
@@ -275,7 +323,7 @@ export class FastExecutor implements FastPath {
     return this.separable;
   }
 
-  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor>> {
+  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>, sink?: AppendSink): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
     const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
@@ -309,7 +357,18 @@ export class FastExecutor implements FastPath {
     const memo = new Map<Value, Tensor>();
     const roots = plan.saves.map((x) => x.value);
     const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, roots, seqLen);
-    const fetched: Env = { out: await this.runner.runPorted(main, inModel?.fetch ?? plan.mainFetch, inModel?.range), rows };
+    const fetch = inModel?.fetch ?? plan.mainFetch;
+    const joined = given && sink && !this.runner.exclusive ? this.appendedReads(fetch, given) : [];
+    const out = await this.runner.runPorted(main, joined.length ? fetch.map((f) => joined.find((j) => j.output === f)?.part ?? f) : fetch, inModel?.range);
+    for (const j of joined) {
+      const x = given![j.input]!, part = out[j.part]!;
+      const n = numel(x.shape) + numel(part.shape);
+      const buf = sink!.take(j.output, n);
+      out[j.output] = appendInto(x, part, j.axis, buf.buffer === x.data.buffer ? new Float32Array(n) : buf); // never over its own input
+      delete out[j.part];
+      this.stats.appendedOutputs++;
+    }
+    const fetched: Env = { out, rows };
     if (inModel) inModel.finish(fetched, memo); // every tail read of the saves, from the run itself
     else await this.runTails(ir, plan, roots, fetched, memo);
     await this.runCalls(plan, host, fetched, memo);
@@ -744,6 +803,17 @@ export class FastExecutor implements FastPath {
         });
       },
     };
+  }
+
+  /** The fetched outputs a run may put together from their fed input and new part ({@link FastExecutorOptions.appendOf}). */
+  private appendedReads(fetch: readonly string[], given: Readonly<Record<string, Tensor>>): { output: string; input: string; part: string; axis: number }[] {
+    const out: { output: string; input: string; part: string; axis: number }[] = [];
+    for (const f of fetch) {
+      const a = this.ported.appended.get(f);
+      const x = a && given[a.input];
+      if (a && x && x.dtype === 'float32' && x.shape.length > a.axis && !fetch.includes(a.part)) out.push({ output: f, ...a });
+    }
+    return out;
   }
 
   /** The rows of a read from a run's fetched outputs. */

@@ -89,6 +89,8 @@ export interface PortedModel {
   tail?: TailModule & { fetch: string; range?: SelectedTail };
   /** Graph outputs computed at the last position only ({@link PortedModelOptions.lastPosition}). */
   lastPosition: ReadonlySet<string>;
+  /** Graph outputs whose appended part is a graph output too, by output ({@link PortedModelOptions.appendOf}). */
+  appended: ReadonlyMap<string, AppendedOutput>;
   /**
    * The output gate ({@link gateOutputs}): every run of the instrumented model feeds `input`
    * ({@link gateFeed}); `index` numbers the gated graph outputs.
@@ -240,6 +242,54 @@ export interface PortedModelOptions {
   lastPosition?: readonly string[];
   /** With the tail cut, keep a copy of it on a fed range of positions inside the model (default true; {@link SelectedTail}). */
   tailRange?: boolean;
+  /**
+   * Graph outputs that may be the concatenation of a graph input and a new part (a
+   * key/value cache: `present.i.key = Concat(past_key_values.i.key, k)`), as (input,
+   * output) pairs: for each pair whose output is produced by a `Concat` of exactly
+   * `[input, part]`, the model also outputs `part` ({@link PortedModel.appended}), so a
+   * caller can fetch the small new part and put the output together on the host. Pairs of
+   * any other form are left out.
+   */
+  appendOf?: readonly { input: string; output: string }[];
+}
+
+/** A graph output that is a graph input with a new part appended ({@link PortedModelOptions.appendOf}). */
+export interface AppendedOutput {
+  /** The graph input it starts with. */
+  input: string;
+  /** The graph output holding the new part. */
+  part: string;
+  /** The concatenation axis (non-negative). */
+  axis: number;
+}
+
+/**
+ * Adds the appended parts of `pairs` ({@link PortedModelOptions.appendOf}) as graph outputs
+ * of `model`; returns them by the output they make up.
+ */
+export function exposeAppendedParts(model: ModelProto, pairs: readonly { input: string; output: string }[]): Map<string, AppendedOutput> {
+  const g = model.graph!;
+  const found = new Map<string, AppendedOutput>();
+  const producer = new Map<string, NodeProto>();
+  for (const n of g.node ?? []) for (const o of n.output ?? []) producer.set(o, n);
+  const inputs = new Map((g.input ?? []).map((i) => [i.name!, i]));
+  const outputs = new Map((g.output ?? []).map((o) => [o.name!, o]));
+  for (const { input, output } of pairs) {
+    const n = producer.get(output);
+    const out = outputs.get(output);
+    const rank = inputs.get(input)?.type?.tensor_type?.shape?.dim?.length;
+    if (!n || !out || rank === undefined || n.op_type !== 'Concat' || (n.domain ?? '') !== '' || n.input?.length !== 2 || n.input[0] !== input) continue;
+    const part = n.input[1]!;
+    const a = Number((n.attribute ?? []).find((x) => x.name === 'axis')?.i ?? NaN);
+    const axis = a < 0 ? a + rank : a;
+    if (!Number.isInteger(axis) || axis < 0 || axis >= rank || part === '' || inputs.has(part) || outputs.has(part)) continue;
+    const tt = out.type?.tensor_type;
+    const dims = tt?.shape?.dim?.map((d, i) => (i === axis ? {} : { ...d }));
+    g.output = [...(g.output ?? []), { name: part, type: { tensor_type: { elem_type: tt?.elem_type, ...(dims ? { shape: { dim: dims } } : {}) } } }];
+    outputs.set(part, g.output[g.output.length - 1]!);
+    found.set(output, { input, part, axis });
+  }
+  return found;
 }
 
 /**
@@ -477,7 +527,8 @@ export function buildPortedModel(mc: ModelContext, given: readonly PortSpec[] = 
   // Port values (not the model's own outputs) are gated: a run holds only what it fetches.
   const own = new Set(mc.tree.graphOutputs.map((o) => o.name));
   const gate = gateOutputs(state.model, [...new Set(ports.flatMap((p) => [p.pre, p.post]))].filter((x) => !own.has(x)));
-  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}${tail.range ? '+range' : ''}` : 'whole'}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}`).digest('hex').slice(0, 24);
+  const appended = opts.appendOf?.length ? exposeAppendedParts(state.model, opts.appendOf) : new Map<string, AppendedOutput>();
+  const key = crypto.createHash('sha256').update(`${mc.loaded.id}|${JSON.stringify(specs)}|${tail ? `tail:${tail.path}${tail.range ? '+range' : ''}` : 'whole'}|${PORTS_FORMAT}${last.length ? `|last-position 1:${JSON.stringify(last)}` : ''}${appended.size ? `|appended:${JSON.stringify([...appended])}` : ''}`).digest('hex').slice(0, 24);
   const graphPath = writeVariant(mc.loaded, state.model, `ports-${key}`);
-  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: openGate(withoutTailRange(state.model, tail?.range), gate), lastPosition: new Set(last), ...(tail ? { tail } : {}), ...(gate ? { gate } : {}) };
+  return { graphPath, ports, byKey: new Map(ports.map((p) => [portKey(p.path, p.kind), p])), outputUpstream, proto: openGate(withoutTailRange(state.model, tail?.range), gate), lastPosition: new Set(last), appended, ...(tail ? { tail } : {}), ...(gate ? { gate } : {}) };
 }

@@ -11,8 +11,14 @@
  *   of step s − 1 and feeds the previous step's `present.*` outputs back as `past_key_values.*`.
  *   The attention mask covers past + new positions (0 on left pads); `position_ids` are
  *   `cumsum(mask) - 1`, with 1 where the mask is 0 (as transformers and Transformers.js).
- *   The cache tensors come back from onnxruntime-node as typed arrays and are fed back as
- *   they are (no copy on the JS side; see the README for the measured cost).
+ *   On the fast path a step's model also outputs each cache output's new positions (the
+ *   second input of the `Concat` that makes `present.*`, src/fast/ports.ts
+ *   `exposeAppendedParts`); the step fetches those instead of the whole `present.*` and puts
+ *   each cache output together in one of two buffers per output that the generation owns
+ *   and uses in turn ({@link CacheBuffers}): onnxruntime-node copies every fetched output
+ *   into new JavaScript memory, so fetching `present.*` cost a fresh copy of the whole cache
+ *   per step, its page faults and the garbage collections its memory triggers. The values
+ *   are the same, bit for bit; a user's save that shares a buffer is copied out of it.
  * - **Without a cache** every step recomputes the whole sequence. Step s ≥ 1's statements
  *   see only the new position (a {@link StepBuilder} window), exactly as with a cache; the
  *   earlier positions keep what earlier steps did to them: every boundary value a step sets is
@@ -30,7 +36,7 @@ import { compileGraph } from '../compile.js';
 import { structuralText } from '../compile-cache.js';
 import { irPipeline } from '../../passes/pipeline.js';
 import { stepExecutor } from './step-ports.js';
-import type { FastExecutor } from '../fast/execute.js';
+import type { AppendSink, FastExecutor } from '../fast/execute.js';
 import type { FastPlan } from '../fast/plan.js';
 import { numel, type Tensor } from '../tensor.js';
 import { detectCache, type CacheLayout } from './cache-layout.js';
@@ -181,6 +187,33 @@ function span(file: string): Span {
   return { file, line: 1, col: 1, endLine: 1, endCol: 1, offset: 0, endOffset: 0 };
 }
 
+/**
+ * The cache buffers of one generation ({@link AppendSink}): two per cache output, used in
+ * turn, so step s writes one while it reads the other (step s − 1's output, fed back as its
+ * input) and a step allocates no cache memory. Each is sized at first use for the
+ * generation's last step (`capacity`), or grown to what a step asks.
+ */
+class CacheBuffers implements AppendSink {
+  private readonly pairs = new Map<string, { bufs: (Float32Array | undefined)[]; next: number }>();
+  constructor(private readonly capacity: (output: string) => number) {}
+
+  take(output: string, n: number): Float32Array {
+    let p = this.pairs.get(output);
+    if (!p) this.pairs.set(output, (p = { bufs: [undefined, undefined], next: 0 }));
+    const i = p.next;
+    p.next = 1 - i;
+    let b = p.bufs[i];
+    if (!b || b.length < n) p.bufs[i] = b = new Float32Array(Math.max(n, this.capacity(output)));
+    return b;
+  }
+
+  /** Whether `t` shares memory with one of the buffers. */
+  owns(t: Tensor): boolean {
+    for (const p of this.pairs.values()) for (const b of p.bufs) if (b && b.buffer === t.data.buffer) return true;
+    return false;
+  }
+}
+
 /** A recorded boundary value over absolute positions [start, stop) of the padded sequence. */
 interface Record_ {
   path: string;
@@ -233,6 +266,10 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
   const records = new Map<string, Record_[]>();
   const mask: number[][] = req.prompts.map((p) => [...Array(P - p.length).fill(0), ...Array(p.length).fill(1)]);
   let past: Tensor[] | undefined = layout?.entries.map((e) => ({ dtype: 'float32', shape: [B, ...e.emptyShape.slice(1)], data: new Float32Array(0) }));
+  // Cache outputs put together on the host (fast path): sized for the last step's P + maxNewTokens − 1 positions.
+  const appendOf = layout?.entries.map((e) => ({ input: e.input, output: e.output }));
+  const perPosition = new Map(layout?.entries.map((e) => [e.output, B * numel(e.emptyShape.filter((_, a) => a !== layout.pastAxis).slice(1))]) ?? []);
+  const buffers = layout ? new CacheBuffers((out) => (perPosition.get(out) ?? 0) * (P + o.maxNewTokens - 1)) : undefined;
   let steps = 0;
   const prepared = preparedSteps(mc);
   for (let s = 0; s < o.maxNewTokens; s++) {
@@ -303,11 +340,11 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
     if (ready && mc.fast && req.run?.fast !== false) {
       // The step's executor and plan, once per prepared step structure.
       if (ready.fast === undefined) {
-        const executor = stepExecutor(mc, ready.ir);
+        const executor = stepExecutor(mc, ready.ir, appendOf);
         const r = executor.planOnly(ready.ir);
         ready.fast = 'plan' in r ? { executor, plan: r.plan } : null;
       }
-      if (ready.fast) results = await ready.fast.executor.run(ready.ir, ready.fast.plan, host, feeds);
+      if (ready.fast) results = await ready.fast.executor.run(ready.ir, ready.fast.plan, host, feeds, buffers);
     }
     if (!results) {
       results = await runGraph(ready?.ir ?? graph, mc, { ...req.run, host, ...(feeds ? { feeds } : {}), ...(ready ? { prepared: true, fast: false } : {}) });
@@ -329,7 +366,9 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
     }
     const stepSaves = new Map<string, Tensor>();
     for (const name of userSaves) {
-      const t = results.get(name);
+      const r = results.get(name);
+      // A save sharing a cache buffer (a read of `present.*`) would change two steps later: copied out.
+      const t = r && buffers?.owns(r) ? { ...r, shape: [...r.shape], data: r.data.slice() } : r;
       if (t) {
         saves.set(`${name}.${s}`, t);
         stepSaves.set(`${name}.${s}`, t);

@@ -50,14 +50,24 @@ export function lastPositionOutputs(mc: ModelContext, ir: Graph): string[] {
   return [...out].filter((x) => !reject.has(x)).sort();
 }
 
-/** The fast-path executor for a step's IR (after the IR pipeline). */
-export function stepExecutor(mc: ModelContext, ir: Graph): FastExecutor {
+/** The step executors made so far for a model (tests, benchmarks). */
+export function stepExecutors(mc: ModelContext): FastExecutor[] {
+  return [...(executors.get(mc)?.values() ?? [])];
+}
+
+/**
+ * The fast-path executor for a step's IR (after the IR pipeline). `appendOf`: the model's
+ * key/value cache as (input, output) pairs, whose outputs the step's model also gives as
+ * their new positions (src/fast/ports.ts `exposeAppendedParts`), so a step fetches those
+ * and the decode loop puts each cache output together in buffers of its own.
+ */
+export function stepExecutor(mc: ModelContext, ir: Graph, appendOf?: readonly { input: string; output: string }[]): FastExecutor {
   const ports = stepPorts(mc, ir);
   const lastPosition = lastPositionOutputs(mc, ir);
-  const key = JSON.stringify([ports, lastPosition]);
+  const key = JSON.stringify([ports, lastPosition, appendOf ?? []]);
   let m = executors.get(mc);
   if (!m) executors.set(mc, (m = new Map()));
   let ex = m.get(key);
-  if (!ex) m.set(key, (ex = new FastExecutor(mc, { ports, pinned: false, lastPosition })));
+  if (!ex) m.set(key, (ex = new FastExecutor(mc, { ports, pinned: false, lastPosition, ...(appendOf?.length ? { appendOf } : {}) })));
   return ex;
 }

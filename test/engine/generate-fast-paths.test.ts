@@ -4,6 +4,7 @@
  * rule for when a step may use it, and the host index's block-copy path (against a plain
  * element-by-element reading of numpy's basic indexing).
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, type ModelRef } from '../../src/index.js';
@@ -11,8 +12,11 @@ import { compileGraph } from '../../src/engine.js';
 import { irPipeline } from '../../passes/pipeline.js';
 import { FastExecutor } from '../../src/fast/index.js';
 import { readsLastPositionOnly } from '../../src/fast/plan.js';
-import { gateFeed } from '../../src/fast/ports.js';
-import { lastPositionOutputs } from '../../src/generate/step-ports.js';
+import * as ort from 'onnxruntime-node';
+import { appendInto } from '../../src/fast/execute.js';
+import { exposeAppendedParts, gateFeed } from '../../src/fast/ports.js';
+import { lastPositionOutputs, stepExecutors } from '../../src/generate/step-ports.js';
+import { cacheLayoutOf } from '../../src/generate/decode.js';
 import { indexTensor } from '../../ir/eval.js';
 import type { IndexItem } from '../../ir/ir.js';
 import type { Tensor } from '../../src/tensor.js';
@@ -95,6 +99,132 @@ describe('step model with last-position logits', () => {
       expect(lastPositionOutputs(model.mc, ir), what).toEqual(want);
       const out = ir.nodes.find((n) => n.is('model.output'));
       if (out) expect(readsLastPositionOnly(ir, out.result, 1), what).toBe(want.length > 0);
+    }
+  });
+});
+
+/**
+ * A plain onnxruntime-node greedy loop on the unmodified with-past graph (its own session,
+ * feeds and fetches only, every output fetched as it is): the tokens and each step's outputs.
+ */
+async function plainLoop(ids: number[], n: number): Promise<{ tokens: number[]; outputs: Record<string, ort.Tensor>[] }> {
+  const mc = model.mc;
+  const session = await ort.InferenceSession.create(fs.readFileSync(mc.loaded.graphPath), { extra: { session: { model_external_initializers_file_folder_path: mc.loaded.externalDataDir ?? path.dirname(mc.loaded.graphPath) } } });
+  try {
+    const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
+    const meta = session.inputMetadata as unknown as { name: string; shape?: (number | string)[] }[];
+    let past: Record<string, ort.Tensor> = {};
+    for (const name of pastNames) {
+      const d = meta.find((m) => m.name === name)!.shape!;
+      past[name] = new ort.Tensor('float32', new Float32Array(0), [1, Number(d[1]), 0, Number(d[3])]);
+    }
+    const tokens: number[] = [];
+    const outputs: Record<string, ort.Tensor>[] = [];
+    let step = [...ids];
+    let total = 0;
+    for (let s = 0; s < n; s++) {
+      const T = step.length;
+      total += T;
+      const r = await session.run({
+        input_ids: new ort.Tensor('int64', BigInt64Array.from(step, BigInt), [1, T]),
+        attention_mask: new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(total - T + i)), [1, T]),
+        ...past,
+      });
+      outputs.push(r);
+      const V = r.logits!.dims[2]!;
+      const row = (r.logits!.data as Float32Array).subarray((T - 1) * V, T * V);
+      let best = 0;
+      for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
+      tokens.push(best);
+      step = [best];
+      past = Object.fromEntries(pastNames.map((x) => [x, r[x.replace('past_key_values.', 'present.')]!]));
+    }
+    return { tokens, outputs };
+  } finally {
+    await session.release();
+  }
+}
+
+const sameBits = (a: Tensor, b: ort.Tensor): boolean => JSON.stringify(a.shape) === JSON.stringify(b.dims)
+  && Buffer.from((a.data as Float32Array).buffer, (a.data as Float32Array).byteOffset, (a.data as Float32Array).byteLength).equals(Buffer.from((b.data as Float32Array).buffer, (b.data as Float32Array).byteOffset, (b.data as Float32Array).byteLength));
+
+describe('cache outputs put together on the host', () => {
+  it('a step model outputs each cache output\'s new positions; other pairs are left out', () => {
+    const layout = cacheLayoutOf(model.mc)!;
+    const ex = new FastExecutor(model.mc, { ports: [], lastPosition: ['logits'], pinned: false, appendOf: [...layout.entries, { input: 'input_ids', output: 'logits' }] });
+    const ported = ex.ported;
+    expect(ported.appended.size).toBe(layout.entries.length);
+    const outs = new Set(ported.proto.graph!.output!.map((o) => o.name));
+    for (const e of layout.entries) {
+      const a = ported.appended.get(e.output)!;
+      expect([a.input, a.axis]).toEqual([e.input, layout.pastAxis]);
+      expect(outs.has(a.part)).toBe(true);
+    }
+    // Not a Concat of the input: nothing added.
+    const proto = structuredClone(ported.proto);
+    expect(exposeAppendedParts(proto, [{ input: 'input_ids', output: 'logits' }, { input: 'attention_mask', output: layout.entries[0]!.output }]).size).toBe(0);
+  });
+
+  it('generations equal a plain onnxruntime loop: tokens, and saved cache outputs bit for bit at every step', async () => {
+    const n = 5;
+    const want = await plainLoop(IDS, n);
+    const layout = cacheLayoutOf(model.mc)!;
+    const first = layout.entries[0]!.output, last = layout.entries[layout.entries.length - 1]!.output;
+    for (let round = 0; round < 2; round++) {
+      const before = stepExecutors(model.mc).reduce((a, e) => a + e.stats.appendedOutputs, 0);
+      const clean = await model.generate(IDS, { maxNewTokens: n, stopAtEos: false });
+      expect(clean.newIds[0]).toEqual(want.tokens);
+      // Saves of cache outputs share the buffers a generation reuses two steps later: each step's save stays its own.
+      const r = await model.generate(IDS, { maxNewTokens: n, stopAtEos: false }, (m) => {
+        m.output[first]!.save('k');
+        m.output[last]!.save('v');
+        m.output.logits.at(':', -1, ':').save('logits');
+      });
+      expect(r.newIds[0]).toEqual(want.tokens);
+      for (let s = 0; s < n; s++) {
+        expect(sameBits(r.saves[`k.${s}`]!, want.outputs[s]![first]!), `${first} at step ${s}`).toBe(true);
+        expect(sameBits(r.saves[`v.${s}`]!, want.outputs[s]![last]!), `${last} at step ${s}`).toBe(true);
+        const V = want.outputs[s]!.logits!.dims[2]!;
+        const wl = (want.outputs[s]!.logits!.data as Float32Array);
+        const got = r.saves[`logits.${s}`]!.data as Float32Array;
+        let worst = 0;
+        for (let i = 0; i < V; i++) worst = Math.max(worst, Math.abs(got[i]! - wl[wl.length - V + i]!));
+        expect(worst).toBeLessThan(1e-5);
+      }
+      // Every step of both generations put every cache output together on the host.
+      const after = stepExecutors(model.mc).reduce((a, e) => a + e.stats.appendedOutputs, 0);
+      expect(after - before).toBe(2 * n * layout.entries.length);
+    }
+  });
+
+  it('appendInto concatenates like an element-by-element concat', () => {
+    let seed = 11;
+    const rnd = (k: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % k; };
+    for (let c = 0; c < 200; c++) {
+      const rank = 1 + rnd(4);
+      const axis = rnd(rank);
+      const sa = Array.from({ length: rank }, () => 1 + rnd(3));
+      const sb = [...sa];
+      sa[axis] = rnd(4);
+      sb[axis] = rnd(3);
+      const na = sa.reduce((p, d) => p * d, 1), nb = sb.reduce((p, d) => p * d, 1);
+      const a: Tensor = { dtype: 'float32', shape: sa, data: Float32Array.from({ length: na }, (_, i) => i + 0.25) };
+      const b: Tensor = { dtype: 'float32', shape: sb, data: Float32Array.from({ length: nb }, (_, i) => -i - 0.5) };
+      const into = new Float32Array(na + nb + rnd(3)).fill(NaN);
+      const got = appendInto(a, b, axis, into);
+      const shape = sa.map((d, i) => (i === axis ? d + sb[axis]! : d));
+      expect(got.shape).toEqual(shape);
+      // Element by element: the output index's axis coordinate picks a or b.
+      const want: number[] = [];
+      const idx = shape.map(() => 0);
+      const flat = (s: number[], ix: number[]): number => ix.reduce((p, v, i) => p * s[i]! + v, 0);
+      for (let k = 0; k < na + nb; k++) {
+        const i = idx[axis]!;
+        want.push(i < sa[axis]! ? (a.data as Float32Array)[flat(sa, idx)]! : (b.data as Float32Array)[flat(sb, idx.map((v, j) => (j === axis ? v - sa[axis]! : v)))]!);
+        for (let j = rank - 1; j >= 0; j--) { if (++idx[j]! < shape[j]!) break; idx[j] = 0; }
+      }
+      expect(Array.from(got.data as Float32Array), JSON.stringify([sa, sb, axis])).toEqual(want);
     }
   });
 });
