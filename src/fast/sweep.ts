@@ -596,8 +596,10 @@ export interface SweepStats {
  * its presents are the pasts of the variants. The first time at a sequence length, each
  * block is also checked against the clean run: its next cut over every position, and over
  * the second half of the positions on the first half's keys and values, must equal the
- * clean run's (1e-4 of the cut's largest magnitude); else the added cache is dropped for the
- * model and the trace takes the ordinary path ({@link SweepFallback}).
+ * clean run's (1e-4 of the cut's largest magnitude), and over the first half it must not
+ * change when the second half's inputs do (causal attention: a variant changes no earlier
+ * position); else the added cache is dropped for the model and the trace takes the ordinary
+ * path ({@link SweepFallback}).
  */
 async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache, env: Env, full: Record<string, Tensor>): Promise<Env> {
   const T = sp.seqLen;
@@ -651,6 +653,17 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
           return sliceAxis(present, p.axis + present.shape.length, 0, half);
         });
         why = differs(part[seg.next!]!, sliceAxis(next, 1, half, T));
+      }
+      if (!why && half > 0) {
+        // Causal: the first half's outputs do not depend on the second half's inputs (each of
+        // those rows' features reversed). A block whose attention sees later positions (an
+        // encoder's) would pass the checks above and still be wrong in a sweep, whose variants
+        // change later positions: their earlier positions' keys and values would change too.
+        const moved = new Float32Array(x.data as Float32Array);
+        const D = x.shape[2]!;
+        for (let r = 0; r < x.shape[0]!; r++) for (let t = half; t < T; t++) moved.subarray((r * T + t) * D, (r * T + t + 1) * D).reverse();
+        const out2 = await run(j, { dtype: 'float32', shape: x.shape, data: moved }, 0, empty);
+        if (differs(sliceAxis(out2[seg.next!]!, 1, 0, half), sliceAxis(next, 1, 0, half))) why = 'its attention is not causal (earlier positions read later ones)';
       }
     } catch (e) {
       if (!check || e instanceof SweepFallback) throw e;
