@@ -594,7 +594,7 @@ export interface SweepStats {
  * The added cache's pass (src/fast/added-cache.ts): each cached block from the first start
  * on, over the clean prompts (one row each), from the clean run's cut with an empty past:
  * its presents are the pasts of the variants. The first time at a sequence length, each
- * block is also checked against the clean run: its next cut over every position, and over
+ * block (the first time it runs at that length) is also checked against the clean run: its next cut over every position, and over
  * the second half of the positions on the first half's keys and values, must equal the
  * clean run's (1e-4 of the cut's largest magnitude), and over the first half it must not
  * change when the second half's inputs do (causal attention: a variant changes no earlier
@@ -606,7 +606,7 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
   const reps = [...new Set(sp.rep.values())].sort((a, b) => a - b);
   const start = Math.min(...sp.rows.map((r) => r.start));
   const L = added.blocks.length;
-  const check = !host.segments.addedChecked.has(T);
+  const checked = host.segments.addedChecked;
   const half = T >> 1;
   const clean = (j: number): Tensor => selectRows(env.out[sp.cutFetch.get(j)!]!, reps.map((r) => env.rows.indexOf(r)));
   const out: Record<string, Tensor> = {};
@@ -641,6 +641,7 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
       return { dtype: 'float32', shape, data: new Float32Array(0) };
     };
     let why: string | null = null;
+    const check = !checked.has(`${T}/${j}`); // each block, the first time at each length
     try {
       const res = await run(j, x, 0, empty);
       for (const o of seg.modelOutputs) out[o] = res[o]!;
@@ -674,8 +675,8 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
       host.segments.dropAdded(reason);
       throw new SweepFallback(reason);
     }
+    checked.add(`${T}/${j}`);
   }
-  if (check) host.segments.addedChecked.add(T);
   return { out, rows: reps };
 }
 

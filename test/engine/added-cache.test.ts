@@ -88,7 +88,8 @@ describe.each([['torch-gpt2-tiny (TorchScript)', TORCH], ['the Llama generator (
       const before = fast.stats.sweepRuns;
       const { batched, naive } = await sweepAndNaive(model);
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
-      expect(segs.addedChecked.has(T)).toBe(true);
+      // every block checked at this length (the grid patches block 0's output: blocks 1.. run; block 0 never)
+      expect([...segs.addedChecked].sort()).toEqual(segs.chain.blocks.slice(1).map((_, i) => `${T}/${i + 1}`));
       expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
       expect(Object.keys(batched).length).toBe(2 * 4 * segs.chain.blocks.length);
     } finally {
@@ -150,6 +151,36 @@ describe('a cached block that computes something else', () => {
       await model.trace((tr) => variant(tr, segs.chain.blocks[1]!, 3, 'again'));
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
       expect(fast.stats.lastSweep!.addedCache).toBe(false);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('a broken block that only a later sweep runs', () => {
+  it('is checked when that sweep first runs it (each block is checked the first time it runs at a length)', async () => {
+    const own = buildLlamaModel({ ...TINY, seed: 14, dir: path.join(tmp, 'broken-early') });
+    const model = await LanguageModel.load(own.graphPath);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      const values = added.pairs.filter((p) => added.blocks[1]!.modelOutputs.includes(p.present))[1]!;
+      const concat = added.blocks[1]!.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
+      concat.input = [concat.input![1]!, concat.input![0]!];
+      const [b0, b1] = segs.chain.blocks;
+      fast.incremental = 'force';
+      const before = fast.stats.sweepRuns;
+      await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b1!, p, `late${i}`))); // from block 2 on: block 1 not run
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(fast.stats.lastSweep!.addedCache).toBe(true);
+      const { saves } = await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b0!, p, `early${i}`))); // from block 1 on
+      expect(fast.stats.sweepRuns).toBe(before + 1);
+      expect(fast.stats.lastSweepReject).toMatch(/block 1 does not compute what the model does/);
+      fast.incremental = 'off';
+      const naive = (await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b0!, p, `early${i}`)))).saves;
+      expect(worstDiff(saves, naive)).toBeLessThanOrEqual(1e-5);
     } finally {
       await model.dispose();
     }
