@@ -414,6 +414,7 @@ export class FastExecutor implements FastPath {
         mc: this.mc, ported: this.ported, segments: segs, ...(this.sweepBudget ? { budget: this.sweepBudget } : {}),
         cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, { ...neutral(rows), ...gateFeed(this.ported, fetch) }, fetch), rows }),
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
+        afterBatch: this.settleSaves(ir, plan, host, new Set(sp.rows.map((r) => r.row))),
         runTail: async (x, outputs) => {
           const tail = this.ported.tail!;
           const mm = this.modules.model(tail.path);
@@ -437,6 +438,58 @@ export class FastExecutor implements FastPath {
     await this.runCalls(plan, host, out.env, out.memo);
     for (const s of plan.saves) results.set(s.name, this.evaluate(s.value, plan, host, out.env, out.memo));
     return true;
+  }
+
+  /**
+   * The sweep's `afterBatch` (src/fast/sweep.ts): after each batch, the saves whose inputs are
+   * all there (served by the batches so far or fetched by the clean run; none through a module
+   * application or a tail read of a clean row, which come after the sweep) are evaluated, and the
+   * values the sweep served are dropped once every node reading them has its result (a grid's
+   * per-variant logits rows: GPT-2 small's 12 × 128 grid held 309 MB of them to the end).
+   */
+  private settleSaves(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, changed: ReadonlySet<number>): (memo: Map<Value, Tensor>, env: Env, written: readonly Value[]) => void {
+    const readers = new Map<Value, Node[]>();
+    for (const n of ir.nodes) for (const x of n.inputs) readers.set(x, [...(readers.get(x) ?? []), n]);
+    const saved = new Set(plan.saves.map((x) => x.value));
+    const pending = new Set(saved);
+    const served: Value[] = [];
+    /** 'ready', 'wait' (a changed row's read the sweep serves later) or 'never' (needs what comes after the sweep). */
+    const state = (root: Value, memo: ReadonlyMap<Value, Tensor>): 'ready' | 'wait' | 'never' => {
+      const stack = [root];
+      const seen = new Set<Value>();
+      let wait = false;
+      while (stack.length) {
+        const v = stack.pop()!;
+        if (seen.has(v) || memo.has(v)) continue;
+        seen.add(v);
+        const b = plan.reads.get(v);
+        if (b) {
+          let mine = false;
+          for (let r = b.rowStart; r < b.rowEnd; r++) if (changed.has(r)) mine = true;
+          if (mine) wait = true;
+          else if (b.tail) return 'never';
+          continue;
+        }
+        if (v.producer.is('call_module')) return 'never';
+        stack.push(...v.producer.inputs);
+      }
+      return wait ? 'wait' : 'ready';
+    };
+    return (memo, env, written) => {
+      served.push(...written);
+      for (const v of [...pending]) {
+        const st = state(v, memo);
+        if (st === 'wait') continue;
+        pending.delete(v);
+        if (st === 'ready') this.evaluate(v, plan, host, env, memo);
+      }
+      for (let i = served.length - 1; i >= 0; i--) {
+        const v = served[i]!;
+        if (saved.has(v) || !(readers.get(v) ?? []).every((n) => n.results.every((r) => memo.has(r)))) continue;
+        memo.delete(v);
+        served.splice(i, 1);
+      }
+    };
   }
 
   /**

@@ -281,8 +281,8 @@ export type SegmentKey = number | 'tail' | 'cache' | `added${number}` | 'addedca
 export class Segments {
   private readonly paths = new Map<SegmentKey, string>();
   private addedOrWhy?: AddedCache | { reject: string };
-  /** Sequence lengths at which the added cache was checked against the clean run. */
-  readonly addedChecked = new Set<number>();
+  /** The added cache's blocks checked against the clean run, as `<sequence length>/<block index>`. */
+  readonly addedChecked = new Set<string>();
 
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 

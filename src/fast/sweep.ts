@@ -94,6 +94,12 @@ export interface SweepHost {
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
   /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
   budget?: number;
+  /**
+   * Called after each batch with the values it served (`written`, now in `memo`): what is
+   * complete may be evaluated and the served values no later evaluation needs dropped, so that
+   * a grid of thousands of variants does not hold every variant's logits until the end.
+   */
+  afterBatch?(memo: Map<Value, Tensor>, env: Env, written: readonly Value[]): void;
 }
 
 /** Planner options. */
@@ -368,7 +374,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, heldMax: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -422,6 +428,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
 
   const head = chain.segments[L]!;
   const pasts = new Map<string, Tensor>();
+  const held = new Set<Value>(); // served values still in the memo
   const pastOf = (pair: BlockChain['cache'][number], rep: number, from: number): Tensor => {
     const key = `${pair.past}/${rep}/${from}`;
     let t = pasts.get(key);
@@ -525,6 +532,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     stats.segmentMs += performance.now() - t2;
     stats.runs++;
     stats.batches++;
+    const written: Value[] = [];
     active.forEach((v, i) => {
       for (const rd of v.r.reads) {
         const o = hout[rd.output]!;
@@ -538,12 +546,18 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
           if (u.positions === null) {
             if (need.length !== T) throw new Error('internal: a whole read needs every position');
             memo.set(rd.value, mine);
+            written.push(rd.value);
             continue;
           }
           memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), u.items!));
+          written.push(u.node.results[0]!);
         }
       }
     });
+    host.afterBatch?.(memo, env, written);
+    for (const v of written) held.add(v);
+    for (const v of held) if (!memo.has(v)) held.delete(v);
+    stats.heldMax = Math.max(stats.heldMax, held.size);
     if (trim.check()) stats.trims++;
   }
   stats.totalMs = performance.now() - t0;
@@ -564,6 +578,8 @@ export interface SweepStats {
   lastBlockCut: number;
   /** Times freed batch memory was given back to the system during the sweep (`malloc_trim`, backends/malloc-trim.ts {@link TrimOnGrowth}). */
   trims: number;
+  /** Most values served by the batches (model-output reads of changed rows) held at once after a batch ({@link SweepHost.afterBatch} drops those nothing needs any more). */
+  heldMax: number;
   /** Whether the variants ran on a key/value cache added to the model's blocks (src/fast/added-cache.ts). */
   addedCache: boolean;
   /** The clean run (and the added cache's pass over the clean prompts). */
@@ -578,17 +594,19 @@ export interface SweepStats {
  * The added cache's pass (src/fast/added-cache.ts): each cached block from the first start
  * on, over the clean prompts (one row each), from the clean run's cut with an empty past:
  * its presents are the pasts of the variants. The first time at a sequence length, each
- * block is also checked against the clean run: its next cut over every position, and over
+ * block (the first time it runs at that length) is also checked against the clean run: its next cut over every position, and over
  * the second half of the positions on the first half's keys and values, must equal the
- * clean run's (1e-4 of the cut's largest magnitude); else the added cache is dropped for the
- * model and the trace takes the ordinary path ({@link SweepFallback}).
+ * clean run's (1e-4 of the cut's largest magnitude), and over the first half it must not
+ * change when the second half's inputs do (causal attention: a variant changes no earlier
+ * position); else the added cache is dropped for the model and the trace takes the ordinary
+ * path ({@link SweepFallback}).
  */
 async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache, env: Env, full: Record<string, Tensor>): Promise<Env> {
   const T = sp.seqLen;
   const reps = [...new Set(sp.rep.values())].sort((a, b) => a - b);
   const start = Math.min(...sp.rows.map((r) => r.start));
   const L = added.blocks.length;
-  const check = !host.segments.addedChecked.has(T);
+  const checked = host.segments.addedChecked;
   const half = T >> 1;
   const clean = (j: number): Tensor => selectRows(env.out[sp.cutFetch.get(j)!]!, reps.map((r) => env.rows.indexOf(r)));
   const out: Record<string, Tensor> = {};
@@ -623,6 +641,7 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
       return { dtype: 'float32', shape, data: new Float32Array(0) };
     };
     let why: string | null = null;
+    const check = !checked.has(`${T}/${j}`); // each block, the first time at each length
     try {
       const res = await run(j, x, 0, empty);
       for (const o of seg.modelOutputs) out[o] = res[o]!;
@@ -636,6 +655,17 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
         });
         why = differs(part[seg.next!]!, sliceAxis(next, 1, half, T));
       }
+      if (!why && half > 0) {
+        // Causal: the first half's outputs do not depend on the second half's inputs (each of
+        // those rows' features reversed). A block whose attention sees later positions (an
+        // encoder's) would pass the checks above and still be wrong in a sweep, whose variants
+        // change later positions: their earlier positions' keys and values would change too.
+        const moved = new Float32Array(x.data as Float32Array);
+        const D = x.shape[2]!;
+        for (let r = 0; r < x.shape[0]!; r++) for (let t = half; t < T; t++) moved.subarray((r * T + t) * D, (r * T + t + 1) * D).reverse();
+        const out2 = await run(j, { dtype: 'float32', shape: x.shape, data: moved }, 0, empty);
+        if (differs(sliceAxis(out2[seg.next!]!, 1, 0, half), sliceAxis(next, 1, 0, half))) why = 'its attention is not causal (earlier positions read later ones)';
+      }
     } catch (e) {
       if (!check || e instanceof SweepFallback) throw e;
       why = `onnxruntime: ${(e as Error).message.split('\n')[0]}`; // a block onnxruntime refuses is one more way of not computing what the model does
@@ -645,8 +675,8 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
       host.segments.dropAdded(reason);
       throw new SweepFallback(reason);
     }
+    checked.add(`${T}/${j}`);
   }
-  if (check) host.segments.addedChecked.add(T);
   return { out, rows: reps };
 }
 

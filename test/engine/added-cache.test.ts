@@ -15,7 +15,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildLlamaModel, type LlamaConfig } from '../../bench/llama-model.js';
-import { LanguageModel, type ModelRef, type TensorProxy, type Tracer } from '../../src/index.js';
+import { encodeModel, LanguageModel, type ModelRef, type TensorProxy, type Tracer } from '../../src/index.js';
+import { decodeModel } from '../../src/onnx/serde.js';
+import { DataType } from '../../src/onnx/proto.js';
 import type { FastExecutor } from '../../src/fast/execute.js';
 import { addCache } from '../../src/fast/added-cache.js';
 import { splitAtBlocks, type Segments } from '../../src/fast/segments.js';
@@ -86,7 +88,8 @@ describe.each([['torch-gpt2-tiny (TorchScript)', TORCH], ['the Llama generator (
       const before = fast.stats.sweepRuns;
       const { batched, naive } = await sweepAndNaive(model);
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
-      expect(segs.addedChecked.has(T)).toBe(true);
+      // every block checked at this length (the grid patches block 0's output: blocks 1.. run; block 0 never)
+      expect([...segs.addedChecked].sort()).toEqual(segs.chain.blocks.slice(1).map((_, i) => `${T}/${i + 1}`));
       expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
       expect(Object.keys(batched).length).toBe(2 * 4 * segs.chain.blocks.length);
     } finally {
@@ -148,6 +151,89 @@ describe('a cached block that computes something else', () => {
       await model.trace((tr) => variant(tr, segs.chain.blocks[1]!, 3, 'again'));
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
       expect(fast.stats.lastSweep!.addedCache).toBe(false);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('a broken block that only a later sweep runs', () => {
+  it('is checked when that sweep first runs it (each block is checked the first time it runs at a length)', async () => {
+    const own = buildLlamaModel({ ...TINY, seed: 14, dir: path.join(tmp, 'broken-early') });
+    const model = await LanguageModel.load(own.graphPath);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      const values = added.pairs.filter((p) => added.blocks[1]!.modelOutputs.includes(p.present))[1]!;
+      const concat = added.blocks[1]!.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
+      concat.input = [concat.input![1]!, concat.input![0]!];
+      const [b0, b1] = segs.chain.blocks;
+      fast.incremental = 'force';
+      const before = fast.stats.sweepRuns;
+      await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b1!, p, `late${i}`))); // from block 2 on: block 1 not run
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(fast.stats.lastSweep!.addedCache).toBe(true);
+      const { saves } = await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b0!, p, `early${i}`))); // from block 1 on
+      expect(fast.stats.sweepRuns).toBe(before + 1);
+      expect(fast.stats.lastSweepReject).toMatch(/block 1 does not compute what the model does/);
+      fast.incremental = 'off';
+      const naive = (await model.trace((tr) => [2, 5, 8].forEach((p, i) => variant(tr, b0!, p, `early${i}`)))).saves;
+      expect(worstDiff(saves, naive)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('an attention that reads later positions (no causal mask)', () => {
+  it('passes the structural rewrite, is refused by the causality check; the numbers equal one variant per trace; then sweeps without it', async () => {
+    // The Llama generator's model with each attention's mask replaced by 0: every position reads every other.
+    const own = buildLlamaModel({ ...TINY, seed: 13, dir: path.join(tmp, 'bidi') });
+    const proto = decodeModel(fs.readFileSync(own.graphPath));
+    const g = proto.graph!;
+    g.initializer!.push({ name: 'test.no_mask', dims: [], data_type: DataType.FLOAT, float_data: [0] });
+    let masks = 0;
+    for (const n of g.node!) {
+      if (n.op_type !== 'Add' || !g.node!.some((m) => m.op_type === 'Softmax' && m.input![0] === n.output![0])) continue;
+      n.input![1] = 'test.no_mask';
+      masks++;
+    }
+    expect(masks).toBe(TINY.layers);
+    const file = path.join(own.dir, 'model.bidi.onnx');
+    fs.writeFileSync(file, encodeModel(proto));
+    const model = await LanguageModel.load(file);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      expect('reject' in segs.added()).toBe(false);
+      const ids = [11, 4, 29, 7, 33, 5];
+      const src = [6, 42, 2, 18, 7, 40];
+      const cells = segs.chain.blocks.flatMap((b) => [1, 3].map((p) => [b, p] as const));
+      const add = (tr: Tracer, b: string, p: number, name: string): void => {
+        let h: TensorProxy | undefined;
+        tr.invoke(src, (m) => { h = moduleAt(m, b).output.at(':', p, ':'); });
+        tr.invoke(ids, (m) => {
+          moduleAt(m, b).output.at(':', p, ':').set(h!);
+          m.output.logits.at(':', -1, ':').save(name);
+        });
+      };
+      fast.incremental = 'force';
+      const before = fast.stats.sweepRuns;
+      const { saves } = await model.trace((tr) => cells.forEach(([b, p], i) => add(tr, b, p, `v${i}`)));
+      expect(fast.stats.sweepRuns).toBe(before);
+      expect(fast.stats.lastSweepReject).toMatch(/does not compute what the model does: its attention is not causal/);
+      const again = await model.trace((tr) => cells.forEach(([b, p], i) => add(tr, b, p, `v${i}`)));
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1); // the incremental path without the added cache
+      expect(fast.stats.lastSweep!.addedCache).toBe(false);
+      fast.incremental = 'off';
+      const naive: Record<string, { data: unknown }> = {};
+      for (let i = 0; i < cells.length; i++) Object.assign(naive, (await model.trace((tr) => add(tr, cells[i]![0], cells[i]![1], `v${i}`))).saves);
+      expect(worstDiff(saves, naive)).toBeLessThanOrEqual(1e-5);
+      expect(worstDiff(again.saves, naive)).toBeLessThanOrEqual(1e-5);
+      // A patch at position 3 changes the last logits (not a vacuous grid).
+      expect(worstDiff(naive, { v0: naive.v1! })).toBeGreaterThan(1e-4);
     } finally {
       await model.dispose();
     }

@@ -158,6 +158,35 @@ describe.each(FILES)('incremental sweeps on %s', (file) => {
     }
   });
 
+  it('a grid saving one number per variant holds no variant\'s logits after its batch; the numbers equal one variant per trace (1e-5)', async () => {
+    // As a full patching grid is written (the logit difference of two tokens per variant): in
+    // batches of one or two rows, each batch's last-position logits are reduced to the saved
+    // difference and dropped before the next batch (else a grid holds rows × vocabulary floats).
+    const add = (tr: Tracer, k: number, p: number): void => {
+      let src: TensorProxy | undefined;
+      tr.invoke(B, (m) => { src = m.transformer.h[k]!.output.at(':', p, ':'); });
+      tr.invoke(A, (m) => {
+        m.transformer.h[k]!.output.at(':', p, ':').set(src!);
+        const l = m.output.logits.at(':', -1, ':');
+        l.at(':', c.answer_id!).sub(l.at(':', c.source_answer_id!)).save(`d.${k}.${p}`);
+      });
+    };
+    const cells = [0, 1, 2, 3].flatMap((k) => Array.from({ length: T }, (_, p) => [k, p] as const));
+    fast.incremental = 'force';
+    fast.sweepBudget = 100_000;
+    const before = fast.stats.sweepRuns;
+    const { saves } = await model.trace((tr) => cells.forEach(([k, p]) => add(tr, k, p))).finally(() => { fast.sweepBudget = undefined; });
+    expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+    expect(fast.stats.lastSweep!.batches).toBeGreaterThanOrEqual(cells.length / 2);
+    expect(fast.stats.lastSweep!.heldMax).toBe(0);
+    fast.incremental = 'off';
+    for (const [k, p] of cells) {
+      const one = await model.trace((tr) => add(tr, k, p));
+      expect(Math.abs(data(saves[`d.${k}.${p}`]!)[0]! - data(one.saves[`d.${k}.${p}`]!)[0]!), `d.${k}.${p}`).toBeLessThanOrEqual(1e-5);
+    }
+    fast.incremental = 'auto';
+  });
+
   it('falls back to the ordinary path for what is not such a sweep', async () => {
     fast.incremental = 'force';
     const before = fast.stats.sweepRuns;
