@@ -5,6 +5,7 @@
  * element-by-element reading of numpy's basic indexing).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, type ModelRef } from '../../src/index.js';
@@ -21,6 +22,7 @@ import { indexTensor } from '../../ir/eval.js';
 import type { IndexItem } from '../../ir/ir.js';
 import type { Tensor } from '../../src/tensor.js';
 import { MODEL_DIR } from '../helpers/reference.js';
+import { buildLlamaModel } from '../../bench/llama-model.js';
 
 const WITH_PAST = path.join(MODEL_DIR, 'onnx', 'model.with-past.onnx');
 const IDS = [464, 412, 733, 318, 287, 262];
@@ -107,8 +109,8 @@ describe('step model with last-position logits', () => {
  * A plain onnxruntime-node greedy loop on the unmodified with-past graph (its own session,
  * feeds and fetches only, every output fetched as it is): the tokens and each step's outputs.
  */
-async function plainLoop(ids: number[], n: number): Promise<{ tokens: number[]; outputs: Record<string, ort.Tensor>[] }> {
-  const mc = model.mc;
+async function plainLoop(ids: number[], n: number, lm: LanguageModel = model): Promise<{ tokens: number[]; outputs: Record<string, ort.Tensor>[] }> {
+  const mc = lm.mc;
   const session = await ort.InferenceSession.create(fs.readFileSync(mc.loaded.graphPath), { extra: { session: { model_external_initializers_file_folder_path: mc.loaded.externalDataDir ?? path.dirname(mc.loaded.graphPath) } } });
   try {
     const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
@@ -195,6 +197,33 @@ describe('cache outputs put together on the host', () => {
       // Every step of both generations put every cache output together on the host.
       const after = stepExecutors(model.mc).reduce((a, e) => a + e.stats.appendedOutputs, 0);
       expect(after - before).toBe(2 * n * layout.entries.length);
+    }
+  });
+
+  it('on another architecture (the Llama generator: grouped key/value heads, rotary keys), the same against a plain loop', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-gen-append-'));
+    try {
+      const llama = buildLlamaModel({ layers: 2, width: 16, heads: 4, kvHeads: 2, intermediate: 24, vocab: 50, positions: 32, seed: 5, dir: path.join(tmp, 'llama') });
+      const lm = await LanguageModel.load(llama.withPastPath);
+      try {
+        const ids = [3, 17, 42, 8, 29];
+        const n = 6;
+        const want = await plainLoop(ids, n, lm);
+        const layout = cacheLayoutOf(lm.mc)!;
+        expect(layout.entries.length).toBe(4);
+        const first = layout.entries[0]!.output, last = layout.entries[layout.entries.length - 1]!.output;
+        const r = await lm.generate(ids, { maxNewTokens: n, stopAtEos: false }, (m) => { m.output[first]!.save('k'); m.output[last]!.save('v'); });
+        expect(r.newIds[0]).toEqual(want.tokens);
+        for (let s = 0; s < n; s++) {
+          expect(sameBits(r.saves[`k.${s}`]!, want.outputs[s]![first]!), `${first} at step ${s}`).toBe(true);
+          expect(sameBits(r.saves[`v.${s}`]!, want.outputs[s]![last]!), `${last} at step ${s}`).toBe(true);
+        }
+        expect(stepExecutors(lm.mc).reduce((a, e) => a + e.stats.appendedOutputs, 0)).toBe(n * layout.entries.length);
+      } finally {
+        await lm.dispose();
+      }
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
 
