@@ -199,7 +199,8 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
         const v = await tokensPerS(ctx, () => plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
         // The cache leaves onnxruntime-node as JS typed arrays every step (IO binding and
         // preferredOutputLocation exist only in ONNX Runtime Web): what one such copy costs
-        // at the last step's length, and the step's share of it.
+        // at the last step's length (the plain loop's binding makes it into new memory every
+        // step; onnsight fetches the new positions and makes it into reused buffers).
         const ids = promptIds(ctx);
         const total = ids.length + GENERATE_TOKENS - 1;
         const pastNames = session.inputNames.filter((x) => x.startsWith('past_key_values.'));
@@ -210,7 +211,7 @@ export const GENERATE_MEASUREMENTS: Measurement[] = [
         ctx.extra.generate_cache_bytes_per_step = per.reduce((a, b) => a + b, 0) * 4;
         ctx.extra.generate_cache_copy_ms = copy.median;
         ctx.extra.generate_plain_step_ms = 1000 / v;
-        ctx.notes.generate_cache_copy_ms = 'one JS copy of every present.* tensor at the last step (the copy onnxruntime-node makes of each output); cache inputs are fed without a copy';
+        ctx.notes.generate_cache_copy_ms = 'one JS copy of every present.* tensor at the last step (the copy onnxruntime-node makes of each output into new memory in the plain loop; onnsight makes one into reused buffers from the fetched new positions); cache inputs are fed without a copy';
         plainTokens.set(ctx, await plainGreedy(session, promptIds(ctx), GENERATE_TOKENS));
         return v;
       });
