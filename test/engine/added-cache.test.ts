@@ -124,23 +124,29 @@ describe('added key/value cache against the model\'s own', () => {
   });
 });
 
+/**
+ * A Llama generator model of its own (another seed: another cache entry, so that the broken block
+ * is written nowhere else) whose cached block `block` concatenates its past values after its new
+ * ones instead of before: the same block over every position on an empty past, other numbers on a past.
+ */
+async function withBrokenBlock(seed: number, block: number | 'last'): Promise<{ model: LanguageModel; fast: FastExecutor; segs: Segments }> {
+  const own = buildLlamaModel({ ...TINY, seed, dir: path.join(tmp, `broken-${seed}`) });
+  const model = await LanguageModel.load(own.graphPath);
+  const fast = model.mc.fast as FastExecutor;
+  const segs = fast.segments() as Segments;
+  const added = segs.added();
+  if ('reject' in added) throw new Error(added.reject);
+  const seg = added.blocks[block === 'last' ? added.blocks.length - 1 : block]!;
+  const values = added.pairs.filter((p) => seg.modelOutputs.includes(p.present))[1]!;
+  const concat = seg.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
+  concat.input = [concat.input![1]!, concat.input![0]!];
+  return { model, fast, segs };
+}
+
 describe('a cached block that computes something else', () => {
   it('is caught by the check against the clean run: the ordinary path, the same numbers; the next sweep runs without the added cache', async () => {
-    // Its own model (another seed: another cache entry), so that the broken block is written nowhere else.
-    const own = buildLlamaModel({ ...TINY, seed: 12, dir: path.join(tmp, 'broken') });
-    const model = await LanguageModel.load(own.graphPath);
+    const { model, fast, segs } = await withBrokenBlock(12, 'last');
     try {
-      const fast = model.mc.fast as FastExecutor;
-      const segs = fast.segments() as Segments;
-      const added = segs.added();
-      if ('reject' in added) throw new Error(added.reject);
-      // The last block's past values after its new ones instead of before: the same block over
-      // every position with an empty past (the first check passes), other numbers on a past.
-      const last = added.blocks.length - 1;
-      const g = added.blocks[last]!.proto.graph!;
-      const values = added.pairs.filter((p) => added.blocks[last]!.modelOutputs.includes(p.present))[1]!;
-      const concat = g.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
-      concat.input = [concat.input![1]!, concat.input![0]!];
       const before = fast.stats.sweepRuns;
       const { batched, naive } = await sweepAndNaive(model);
       expect(fast.stats.sweepRuns).toBe(before);
@@ -159,16 +165,8 @@ describe('a cached block that computes something else', () => {
 
 describe('a broken block that only a later sweep runs', () => {
   it('is checked when that sweep first runs it (each block is checked the first time it runs at a length)', async () => {
-    const own = buildLlamaModel({ ...TINY, seed: 14, dir: path.join(tmp, 'broken-early') });
-    const model = await LanguageModel.load(own.graphPath);
+    const { model, fast, segs } = await withBrokenBlock(14, 1);
     try {
-      const fast = model.mc.fast as FastExecutor;
-      const segs = fast.segments() as Segments;
-      const added = segs.added();
-      if ('reject' in added) throw new Error(added.reject);
-      const values = added.pairs.filter((p) => added.blocks[1]!.modelOutputs.includes(p.present))[1]!;
-      const concat = added.blocks[1]!.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
-      concat.input = [concat.input![1]!, concat.input![0]!];
       const [b0, b1] = segs.chain.blocks;
       fast.incremental = 'force';
       const before = fast.stats.sweepRuns;
