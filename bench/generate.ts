@@ -143,8 +143,9 @@ async function paired(ctx: BenchContext, key: string, file: string, open: () => 
   ctx.extra[`${key}_paired_cpu`] = r(median(cpu));
   ctx.extra[`${key}_decode_paired`] = r(median(dWall));
   ctx.extra[`${key}_decode_paired_cpu`] = r(median(dCpu));
-  ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time); per pair each side's sessions created and warmed up untimed, the other side's released`;
-  ctx.notes[`${key}_decode_paired`] = `the same for the decode phase only (steps 1..${GENERATE_TOKENS - 1}: each generation minus a one-token one)`;
+  const each = (xs: number[]): string => xs.map((x) => r(x).toFixed(3)).join(' ');
+  ctx.notes[`${key}_paired`] = `onnsight / plain tokens per second, median of ${ctx.timing.runs} back-to-back pairs (wall time; _cpu: process CPU time); per pair each side's sessions created and warmed up untimed, the other side's released; pairs in order, wall: ${each(wall)}; cpu: ${each(cpu)}`;
+  ctx.notes[`${key}_decode_paired`] = `the same for the decode phase only (steps 1..${GENERATE_TOKENS - 1}: each generation minus a one-token one); pairs, wall: ${each(dWall)}; cpu: ${each(dCpu)}`;
 }
 
 /** An onnsight {@link Generator} on `file`: a freshly loaded model, `fn` (from the model) every step, warmed up by one generation. */
