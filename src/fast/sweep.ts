@@ -283,6 +283,23 @@ function sliceAxis(t: Tensor, axis: number, start: number, stop: number): Tensor
   return { dtype: 'float32', shape, data };
 }
 
+/** Two float tensors of one shape but along `axis`, joined along it. */
+function concatAxis(a: Tensor, b: Tensor, axis: number): Tensor {
+  const outer = numel(a.shape.slice(0, axis));
+  const na = numel(a.shape.slice(axis));
+  const nb = numel(b.shape.slice(axis));
+  const data = new Float32Array(outer * (na + nb));
+  const x = a.data as Float32Array;
+  const y = b.data as Float32Array;
+  for (let o = 0; o < outer; o++) {
+    data.set(x.subarray(o * na, (o + 1) * na), o * (na + nb));
+    data.set(y.subarray(o * nb, (o + 1) * nb), o * (na + nb) + na);
+  }
+  const shape = [...a.shape];
+  shape[axis] = a.shape[axis]! + b.shape[axis]!;
+  return { dtype: 'float32', shape, data };
+}
+
 /** Positions `pos` of axis 1 of a `[B, N, ...]` float tensor. */
 function gatherPositions(t: Tensor, pos: readonly number[]): Tensor {
   const [B, N] = t.shape as [number, number];
@@ -475,7 +492,9 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
         }
         const pair = pairs.find((c) => c.past === name);
         if (pair) {
-          f[name] = stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
+          // The added cache's blocks broadcast a past of batch 1 over the rows (src/fast/added-cache.ts): one copy when the rows share a prompt.
+          const reps = new Set(active.map((v) => sp.rep.get(v.r.row)!));
+          f[name] = sp.added && reps.size === 1 ? pastOf(pair, [...reps][0]!, from) : stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
           continue;
         }
         const t = full[name];
@@ -503,7 +522,12 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
         const given = new Map<string, Tensor>();
         for (const pair of pairs) {
           const present = kvOut[pair.present];
-          if (present) given.set(pair.past, sliceAxis(present, pair.axis < 0 ? pair.axis + present.shape.length : pair.axis, 0, lastFrom));
+          if (!present) continue;
+          const axis = pair.axis < 0 ? pair.axis + present.shape.length : pair.axis;
+          // A model's own cache returns past + new; the added cache's blocks the new positions alone (from xFrom on).
+          given.set(pair.past, sp.added
+            ? concatAxis(stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, xFrom))), sliceAxis(present, axis, 0, lastFrom - xFrom), axis)
+            : sliceAxis(present, axis, 0, lastFrom));
         }
         const xs = sliceAxis(x!, 1, lastFrom - xFrom, T - xFrom);
         x = (await runSegment(j, { [seg.input]: xs, ...feedsFor(seg.graphInputs, lastFrom, given) }, [seg.next!]))[seg.next!]!;

@@ -126,8 +126,9 @@ describe('added key/value cache against the model\'s own', () => {
 
 /**
  * A Llama generator model of its own (another seed: another cache entry, so that the broken block
- * is written nowhere else) whose cached block `block` concatenates its past values after its new
- * ones instead of before: the same block over every position on an empty past, other numbers on a past.
+ * is written nowhere else) whose cached block `block` subtracts the past values' share of the
+ * attention context instead of adding it: the same block over every position on an empty past
+ * (that share is 0), other numbers on a past.
  */
 async function withBrokenBlock(seed: number, block: number | 'last'): Promise<{ model: LanguageModel; fast: FastExecutor; segs: Segments }> {
   const own = buildLlamaModel({ ...TINY, seed, dir: path.join(tmp, `broken-${seed}`) });
@@ -137,9 +138,9 @@ async function withBrokenBlock(seed: number, block: number | 'last'): Promise<{ 
   const added = segs.added();
   if ('reject' in added) throw new Error(added.reject);
   const seg = added.blocks[block === 'last' ? added.blocks.length - 1 : block]!;
-  const values = added.pairs.filter((p) => seg.modelOutputs.includes(p.present))[1]!;
-  const concat = seg.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === values.present)!;
-  concat.input = [concat.input![1]!, concat.input![0]!];
+  const join = seg.proto.graph!.node!.find((n) => n.op_type === 'Add' && n.input![0]!.endsWith('/nns.past') && n.input![1]!.endsWith('/nns.new'))!;
+  join.op_type = 'Sub';
+  join.input = [join.input![1]!, join.input![0]!];
   return { model, fast, segs };
 }
 
@@ -240,7 +241,7 @@ describe('an attention that reads later positions (no causal mask)', () => {
 
 describe('the rewritten blocks (gpt2-facts)', () => {
   const FACTS = path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx');
-  const neutralPads = async (file: string): Promise<{ concats: number[]; pads: (number | boolean)[] }> => {
+  const neutralPads = async (file: string): Promise<{ matmuls: number; concats: number[]; pads: (number | boolean)[] }> => {
     const model = await LanguageModel.load(path.join(FACTS, file));
     try {
       const chain = splitAtBlocks(model.mc);
@@ -248,25 +249,27 @@ describe('the rewritten blocks (gpt2-facts)', () => {
       const added = addCache(chain.segments.slice(0, -1), model.mc.loaded.proto);
       if ('reject' in added) throw new Error(added.reject);
       const ours = added.blocks[1]!.proto.graph!.node!.filter((n) => n.metadata_props?.some((m) => m.value === 'added-cache'));
-      const concats = ours.filter((n) => n.op_type === 'Concat' && n.output![0]!.endsWith('/nns.present')).map((n) => Number(n.attribute![0]!.i));
+      // Scores: Concat(Q·pastKᵀ, Q·Kᵀ) on the last axis; context: past weights · past values + new · new.
+      const matmuls = ours.filter((n) => n.op_type === 'MatMul' && n.input![1]!.endsWith('/nns.past')).length;
+      const concats = ours.filter((n) => n.op_type === 'Concat' && n.input![0]!.endsWith('/nns.past') && n.input![1]!.endsWith('/nns.new')).map((n) => Number(n.attribute![0]!.i));
       const pads = ours.filter((n) => n.op_type === 'ConstantOfShape').map((n) => {
         const t = n.attribute![0]!.t!;
         return t.data_type === 9 ? t.int32_data![0] === 1 : t.float_data![0]!;
       });
-      return { concats, pads };
+      return { matmuls, concats, pads };
     } finally {
       await model.dispose();
     }
   };
 
-  it('TorchScript: keys on their last axis, values on the second to last; the causal Where condition padded with true (past allowed)', async () => {
+  it('TorchScript: scores joined on their last axis; the causal Where condition padded with true (past allowed)', async () => {
     // The block's causal mask is sliced from a buffer by its own length; the additive padding mask
     // comes from attention_mask, fed over every position, and is left as it is.
-    expect(await neutralPads('model.onnx')).toEqual({ concats: [-1, -2], pads: [true] });
+    expect(await neutralPads('model.onnx')).toEqual({ matmuls: 2, concats: [-1], pads: [true] });
   });
 
   it('dynamo: the additive mask built from the new tokens\' length padded with 0', async () => {
-    expect(await neutralPads('model.dynamo.onnx')).toEqual({ concats: [-1, -2], pads: [0] });
+    expect(await neutralPads('model.dynamo.onnx')).toEqual({ matmuls: 2, concats: [-1], pads: [0] });
   });
 });
 
