@@ -10,7 +10,9 @@
  * `set`. Both `h` (pre) and `h'` (post) are graph outputs, so any port can be fetched. Fed
  * keep = 1 and add = 0 (`[1,1,1]`), a port leaves `h` bit-exact. Those outputs are *gated*
  * ({@link gateOutputs}): a run computes only the ones it fetches as outputs, so the many
- * unfetched ones do not hold memory.
+ * unfetched ones do not hold memory. A generation step's model also outputs the part each
+ * key/value cache output appends to its past ({@link exposeAppendedParts}): the step fetches
+ * those, not the whole cache.
  *
  * Default ports (generic, no model-specific names): every *block* — a module whose last path
  * segment is an integer (`transformer.h.3`, `model.layers.7`) — gets an input port and an
@@ -284,8 +286,9 @@ export function exposeAppendedParts(model: ModelProto, pairs: readonly { input: 
     const axis = a < 0 ? a + rank : a;
     if (!Number.isInteger(axis) || axis < 0 || axis >= rank || part === '' || inputs.has(part) || outputs.has(part)) continue;
     const tt = out.type?.tensor_type;
+    if (tt?.elem_type === undefined) continue; // a graph output needs its type
     const dims = tt?.shape?.dim?.map((d, i) => (i === axis ? {} : { ...d }));
-    g.output = [...(g.output ?? []), { name: part, type: { tensor_type: { elem_type: tt?.elem_type, ...(dims ? { shape: { dim: dims } } : {}) } } }];
+    g.output = [...(g.output ?? []), { name: part, type: { tensor_type: { elem_type: tt.elem_type, ...(dims ? { shape: { dim: dims } } : {}) } } }];
     outputs.set(part, g.output[g.output.length - 1]!);
     found.set(output, { input, part, axis });
   }
