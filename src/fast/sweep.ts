@@ -620,7 +620,8 @@ export interface SweepStats {
  * its presents are the pasts of the variants. The first time at a sequence length, each
  * block (the first time it runs at that length) is also checked against the clean run: its next cut over every position, and over
  * the second half of the positions on the first half's keys and values, must equal the
- * clean run's (1e-4 of the cut's largest magnitude), and over the first half it must not
+ * clean run's (1e-5 of the cut's largest magnitude: passing blocks differ by ≤ 1.1e-7 of it on
+ * gpt2-facts' exports, the Llama generator and GPT-2 small, broken ones by ≥ 7.6e-3), and over the first half it must not
  * change when the second half's inputs do (causal attention: a variant changes no earlier
  * position); else the added cache is dropped for the model and the trace takes the ordinary
  * path ({@link SweepFallback}).
@@ -655,7 +656,7 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
     for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
     let worst = 0;
     for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-    return worst <= 1e-4 * scale ? null : `differs by ${worst.toExponential(2)} (largest magnitude ${scale.toPrecision(3)})`;
+    return worst <= 1e-5 * scale ? null : `differs by ${worst.toExponential(2)} (largest magnitude ${scale.toPrecision(3)})`;
   };
   for (let j = start; j < L; j++) {
     const seg = added.blocks[j]!;
