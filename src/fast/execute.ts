@@ -100,8 +100,9 @@ export interface FastExecutorOptions {
 /**
  * Buffers for the outputs a run puts together on the host ({@link FastExecutorOptions.appendOf}):
  * `take(output, n)` returns a `Float32Array` of at least `n` elements whose first `n` the
- * run overwrites; it must not hold the fed input of the same run (a generation alternates
- * two buffers per output: the previous step's output is this step's input).
+ * run overwrites. It may be the buffer whose start holds the fed input (a generation keeps
+ * one buffer per cache output: the previous step's output is this step's input): the output
+ * then grows over it in place, after the run ({@link appendInto}).
  */
 export interface AppendSink {
   take(output: string, n: number): Float32Array;
@@ -162,7 +163,11 @@ export function sinkable(items: readonly IndexItem[], rank: number): { before: I
 /**
  * `Concat([a, b], axis)` into the first elements of `into` (float32; `a`'s and `b`'s other
  * dims equal, else an internal error): the output of {@link FastExecutorOptions.appendOf}
- * from its fed input and its new part.
+ * from its fed input and its new part. When `a` is the start of `into` itself, the output
+ * grows in place: `a`'s blocks move up from the last one down (each to an offset at or above
+ * its own, never over a block not yet moved), and `b`'s go into the gaps — the same values,
+ * with half the memory traffic of a copy into another buffer. `a` then no longer holds its
+ * values. Any other overlap of `a` and `into` is an internal error.
  */
 export function appendInto(a: Tensor, b: Tensor, axis: number, into: Float32Array): Tensor {
   if (b.dtype !== 'float32' || a.shape.length !== b.shape.length || a.shape.some((d, i) => i !== axis && d !== b.shape[i])) {
@@ -174,9 +179,18 @@ export function appendInto(a: Tensor, b: Tensor, axis: number, into: Float32Arra
   const n = outer * (ia + ib);
   if (into.length < n) throw new Error(`internal: an append buffer of ${into.length} elements for ${n}`);
   const da = a.data as Float32Array, db = b.data as Float32Array;
-  for (let o = 0; o < outer; o++) {
-    if (ia) into.set(da.subarray(o * ia, (o + 1) * ia), o * (ia + ib));
-    if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+  if (db.buffer === into.buffer) throw new Error('internal: an appended part in its own output buffer');
+  if (da.buffer === into.buffer && da.length > 0) {
+    if (da.byteOffset !== into.byteOffset) throw new Error('internal: an append buffer overlapping its input elsewhere than at its start');
+    for (let o = outer - 1; o >= 0; o--) {
+      if (o > 0 && ia) into.copyWithin(o * (ia + ib), o * ia, (o + 1) * ia);
+      if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+    }
+  } else {
+    for (let o = 0; o < outer; o++) {
+      if (ia) into.set(da.subarray(o * ia, (o + 1) * ia), o * (ia + ib));
+      if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+    }
   }
   const shape = [...a.shape];
   shape[axis] = a.shape[axis]! + b.shape[axis]!;
@@ -364,7 +378,9 @@ export class FastExecutor implements FastPath {
       const x = given![j.input]!, part = out[j.part]!;
       const n = numel(x.shape) + numel(part.shape);
       const buf = sink!.take(j.output, n);
-      out[j.output] = appendInto(x, part, j.axis, buf.buffer === x.data.buffer ? new Float32Array(n) : buf); // never over its own input
+      // In place over the fed input when that is the buffer's start (the run is done with it); never over it elsewhere.
+      const own = buf.buffer === x.data.buffer && (x.data.byteOffset !== buf.byteOffset || numel(x.shape) === 0);
+      out[j.output] = appendInto(x, part, j.axis, own ? new Float32Array(n) : buf);
       delete out[j.part];
       this.stats.appendedOutputs++;
     }

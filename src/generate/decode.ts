@@ -14,8 +14,8 @@
  *   On the fast path a step's model also outputs each cache output's new positions (the
  *   second input of the `Concat` that makes `present.*`, src/fast/ports.ts
  *   `exposeAppendedParts`); the step fetches those instead of the whole `present.*` and puts
- *   each cache output together in one of two buffers per output that the generation owns
- *   and uses in turn ({@link CacheBuffers}): onnxruntime-node copies every fetched output
+ *   each cache output together in a buffer per output that the generation owns and grows
+ *   in place ({@link CacheBuffers}): onnxruntime-node copies every fetched output
  *   into new JavaScript memory, so fetching `present.*` cost a fresh copy of the whole cache
  *   per step, its page faults and the garbage collections its memory triggers. The values
  *   are the same, bit for bit; a user's save that shares a buffer is copied out of it.
@@ -188,28 +188,25 @@ function span(file: string): Span {
 }
 
 /**
- * The cache buffers of one generation ({@link AppendSink}): two per cache output, used in
- * turn, so step s writes one while it reads the other (step s − 1's output, fed back as its
- * input) and a step allocates no cache memory. Each is sized at first use for the
- * generation's last step (`capacity`), or grown to what a step asks.
+ * The cache buffers of one generation ({@link AppendSink}): one per cache output, holding
+ * step s − 1's output at its start, which step s feeds back as its input and then grows in
+ * place to its own output (src/fast/execute.ts `appendInto`), so a step allocates no cache
+ * memory. Each is sized at first use for the generation's last step (`capacity`), or
+ * replaced by a bigger one when a step asks more.
  */
 class CacheBuffers implements AppendSink {
-  private readonly pairs = new Map<string, { bufs: (Float32Array | undefined)[]; next: number }>();
+  private readonly bufs = new Map<string, Float32Array>();
   constructor(private readonly capacity: (output: string) => number) {}
 
   take(output: string, n: number): Float32Array {
-    let p = this.pairs.get(output);
-    if (!p) this.pairs.set(output, (p = { bufs: [undefined, undefined], next: 0 }));
-    const i = p.next;
-    p.next = 1 - i;
-    let b = p.bufs[i];
-    if (!b || b.length < n) p.bufs[i] = b = new Float32Array(Math.max(n, this.capacity(output)));
+    let b = this.bufs.get(output);
+    if (!b || b.length < n) this.bufs.set(output, (b = new Float32Array(Math.max(n, this.capacity(output)))));
     return b;
   }
 
   /** Whether `t` shares memory with one of the buffers. */
   owns(t: Tensor): boolean {
-    for (const p of this.pairs.values()) for (const b of p.bufs) if (b && b.buffer === t.data.buffer) return true;
+    for (const b of this.bufs.values()) if (b.buffer === t.data.buffer) return true;
     return false;
   }
 }
@@ -367,7 +364,7 @@ export async function decode(mc: ModelContext, req: DecodeRequest): Promise<Deco
     const stepSaves = new Map<string, Tensor>();
     for (const name of userSaves) {
       const r = results.get(name);
-      // A save sharing a cache buffer (a read of `present.*`) would change two steps later: copied out.
+      // A save sharing a cache buffer (a read of `present.*`) would change at the next step: copied out.
       const t = r && buffers?.owns(r) ? { ...r, shape: [...r.shape], data: r.data.slice() } : r;
       if (t) {
         saves.set(`${name}.${s}`, t);

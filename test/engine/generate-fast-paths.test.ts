@@ -227,7 +227,7 @@ describe('cache outputs put together on the host', () => {
     }
   });
 
-  it('appendInto concatenates like an element-by-element concat', () => {
+  it('appendInto concatenates like an element-by-element concat, into another buffer or growing its input in place', () => {
     let seed = 11;
     const rnd = (k: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % k; };
     for (let c = 0; c < 200; c++) {
@@ -241,7 +241,11 @@ describe('cache outputs put together on the host', () => {
       const a: Tensor = { dtype: 'float32', shape: sa, data: Float32Array.from({ length: na }, (_, i) => i + 0.25) };
       const b: Tensor = { dtype: 'float32', shape: sb, data: Float32Array.from({ length: nb }, (_, i) => -i - 0.5) };
       const into = new Float32Array(na + nb + rnd(3)).fill(NaN);
-      const got = appendInto(a, b, axis, into);
+      // Every other case: a at the start of the output buffer itself (what a generation feeds back).
+      const inPlace = c % 2 === 1;
+      if (inPlace) into.set(a.data as Float32Array);
+      const got = appendInto(inPlace ? { ...a, data: into.subarray(0, na) } : a, b, axis, into);
+      expect(got.data.buffer).toBe(into.buffer);
       const shape = sa.map((d, i) => (i === axis ? d + sb[axis]! : d));
       expect(got.shape).toEqual(shape);
       // Element by element: the output index's axis coordinate picks a or b.
