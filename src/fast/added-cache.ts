@@ -5,8 +5,9 @@
  *
  * Each block segment (src/fast/segments.ts) is rewritten into a *cached block*: it reads its
  * cut over the new positions only (`[batch, new, D]`), and for every attention in it, a past
- * key and a past value; it returns the next cut over the new positions and the keys and
- * values over past + new positions. Attention is found by structure, never by names: a
+ * key and a past value; it returns the next cut and the keys and values of the new positions
+ * (with an empty past: of every position, which is what a sweep's pass over the clean prompts
+ * keeps as the variants' pasts). Attention is found by structure, never by names: a
  * `Softmax` over the last axis of a value computed from the block's input, reached from a
  * `MatMul` of two such values (the scores: `Q @ Kᵀ`) through element-wise operators only, and
  * read (through element-wise operators) as the first operand of a `MatMul` whose second
@@ -32,9 +33,11 @@
  *
  * The shapes prove the rewrite well-formed, not that the block computes the same numbers
  * (a rotary embedding computed from the positions `0..new−1` of its input's length would
- * be silently shifted): the sweep therefore checks every cached block against the clean run
- * once per sequence length before using it (src/fast/sweep.ts), and on a mismatch takes the
- * ordinary path for that model.
+ * be silently shifted; an attention without a causal mask would pass every shape): the sweep
+ * therefore checks each cached block against the clean run the first time it runs at a
+ * sequence length — over every position, over the second half on the first half's keys and
+ * values, and that the first half does not read the second (src/fast/sweep.ts
+ * `addedCachePass`) — and on a mismatch takes the ordinary path for that model.
  * @module
  */
 import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
@@ -45,7 +48,7 @@ import type { BlockChain, CachePair, Segment } from './segments.js';
 import { pruneGraph } from '../../passes/prune.js';
 
 /** Bump when the cached blocks' layout changes (invalidates written files). */
-export const ADDED_CACHE_FORMAT = 1;
+export const ADDED_CACHE_FORMAT = 2;
 
 /** The sequence length of a cached block's input (the new positions). */
 export const NEW = 'nns_new';
