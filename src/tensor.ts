@@ -88,3 +88,18 @@ export function selectRows(t: Tensor, rows: readonly number[]): Tensor {
   rows.forEach((r, i) => data.set(src.subarray(r * size, (r + 1) * size), i * size));
   return { dtype: t.dtype, shape: [rows.length, ...t.shape.slice(1)], data };
 }
+
+/** Concatenates two tensors along `axis`. */
+export function concatAxis(a: Tensor, b: Tensor, axis: number): Tensor {
+  const outer = numel(a.shape.slice(0, axis));
+  const ia = numel(a.shape.slice(axis));
+  const ib = numel(b.shape.slice(axis));
+  const data = new (a.data.constructor as Float32ArrayConstructor)(outer * (ia + ib));
+  for (let o = 0; o < outer; o++) {
+    data.set((a.data as Float32Array).subarray(o * ia, (o + 1) * ia), o * (ia + ib));
+    data.set((b.data as Float32Array).subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+  }
+  const shape = [...a.shape];
+  shape[axis] = a.shape[axis]! + b.shape[axis]!;
+  return { dtype: a.dtype, shape, data };
+}

@@ -28,7 +28,7 @@ import { batchRows, weightsBytes, type ModelContext } from '../compile.js';
 import { batchBudget } from '../compiled-run.js';
 import { TrimOnGrowth } from '../../backends/malloc-trim.js';
 import { buildFeeds } from '../model/feeds.js';
-import { numel, selectRows, type Tensor } from '../tensor.js';
+import { concatAxis, numel, selectRows, type Tensor } from '../tensor.js';
 import type { FastPlan, SetPlan } from './plan.js';
 import type { Port, PortedModel } from './ports.js';
 import type { BlockChain, CachePair, Segment, Segments } from './segments.js';
@@ -280,23 +280,6 @@ function sliceAxis(t: Tensor, axis: number, start: number, stop: number): Tensor
   const data = new Float32Array(outer * len * inner);
   for (let o = 0; o < outer; o++) data.set(src.subarray((o * n + start) * inner, (o * n + stop) * inner), o * len * inner);
   shape[axis] = len;
-  return { dtype: 'float32', shape, data };
-}
-
-/** Two float tensors of one shape but along `axis`, joined along it. */
-function concatAxis(a: Tensor, b: Tensor, axis: number): Tensor {
-  const outer = numel(a.shape.slice(0, axis));
-  const na = numel(a.shape.slice(axis));
-  const nb = numel(b.shape.slice(axis));
-  const data = new Float32Array(outer * (na + nb));
-  const x = a.data as Float32Array;
-  const y = b.data as Float32Array;
-  for (let o = 0; o < outer; o++) {
-    data.set(x.subarray(o * na, (o + 1) * na), o * (na + nb));
-    data.set(y.subarray(o * nb, (o + 1) * nb), o * (na + nb) + na);
-  }
-  const shape = [...a.shape];
-  shape[axis] = a.shape[axis]! + b.shape[axis]!;
   return { dtype: 'float32', shape, data };
 }
 

@@ -38,7 +38,7 @@ import { irPipeline } from '../../passes/pipeline.js';
 import { stepExecutor } from './step-ports.js';
 import type { AppendSink, FastExecutor } from '../fast/execute.js';
 import type { FastPlan } from '../fast/plan.js';
-import { numel, type Tensor } from '../tensor.js';
+import { concatAxis, numel, type Tensor } from '../tensor.js';
 import { detectCache, type CacheLayout } from './cache-layout.js';
 import { chooseToken, Mulberry32, type SamplingOptions } from './sample.js';
 import { sequenceAxis, StepBuilder, type StepWindow } from './step-builder.js';
@@ -220,21 +220,6 @@ interface Record_ {
   start: number;
   stop: number;
   value: Tensor;
-}
-
-/** Concatenates two tensors along `axis`. */
-export function concatAxis(a: Tensor, b: Tensor, axis: number): Tensor {
-  const outer = numel(a.shape.slice(0, axis));
-  const ia = numel(a.shape.slice(axis));
-  const ib = numel(b.shape.slice(axis));
-  const data = new (a.data.constructor as Float32ArrayConstructor)(outer * (ia + ib));
-  for (let o = 0; o < outer; o++) {
-    data.set((a.data as Float32Array).subarray(o * ia, (o + 1) * ia), o * (ia + ib));
-    data.set((b.data as Float32Array).subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
-  }
-  const shape = [...a.shape];
-  shape[axis] = a.shape[axis]! + b.shape[axis]!;
-  return { dtype: a.dtype, shape, data };
 }
 
 /**
