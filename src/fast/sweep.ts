@@ -480,11 +480,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
           f[name] = sp.added && reps.size === 1 ? pastOf(pair, [...reps][0]!, from) : stack(active.map((v) => pastOf(pair, sp.rep.get(v.r.row)!, from)));
           continue;
         }
-        const t = full[name];
-        if (!t) throw new SweepFallback(`no feed for ${name}`);
-        const rowsT = selectRows(t, batch);
-        // With a cache the mask covers past + new positions; the other token inputs the new ones.
-        f[name] = sp.cached && !fedOverAll(name) && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
+        f[name] = inputFeed(full, name, batch, sp.cached ? from : 0);
       }
       return f;
     };
@@ -624,10 +620,7 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
     for (const name of seg.graphInputs) {
       const pair = added.pairs.find((p) => p.past === name);
       if (pair) { feeds[name] = pasts(pair); continue; }
-      const t = full[name];
-      if (!t) throw new SweepFallback(`no feed for ${name}`);
-      const rowsT = selectRows(t, reps);
-      feeds[name] = !fedOverAll(name) && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
+      feeds[name] = inputFeed(full, name, reps, from);
     }
     return host.mc.backend.run(await host.segments.session(`added${j}`), feeds, [seg.next!, ...seg.modelOutputs]);
   };
@@ -686,6 +679,18 @@ async function addedCachePass(host: SweepHost, sp: SweepPlan, added: AddedCache,
     checked.add(`${T}/${j}`);
   }
   return { out, rows: reps };
+}
+
+/**
+ * Graph input `name`'s feed (from the whole batch's `full`) for rows `rows` of a run over the
+ * positions from `from` on: over a cache, the mask covers past + new positions
+ * ({@link fedOverAll}), the other `[batch, sequence]` inputs (token and position ids) the new ones.
+ */
+function inputFeed(full: Readonly<Record<string, Tensor>>, name: string, rows: readonly number[], from: number): Tensor {
+  const t = full[name];
+  if (!t) throw new SweepFallback(`no feed for ${name}`);
+  const rowsT = selectRows(t, rows);
+  return from > 0 && !fedOverAll(name) && rowsT.shape.length === 2 ? sliceInt(rowsT, from) : rowsT;
 }
 
 /** Columns `[from, n)` of a `[B, n]` integer tensor. */
