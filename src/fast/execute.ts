@@ -464,8 +464,6 @@ export class FastExecutor implements FastPath {
    * per-variant logits rows: GPT-2 small's 12 × 128 grid held 309 MB of them to the end).
    */
   private settleSaves(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, changed: ReadonlySet<number>): (memo: Map<Value, Tensor>, env: Env, written: readonly Value[]) => void {
-    const readers = new Map<Value, Node[]>();
-    for (const n of ir.nodes) for (const x of n.inputs) readers.set(x, [...(readers.get(x) ?? []), n]);
     const saved = new Set(plan.saves.map((x) => x.value));
     const pending = new Set(saved);
     const served: Value[] = [];
@@ -501,7 +499,7 @@ export class FastExecutor implements FastPath {
       }
       for (let i = served.length - 1; i >= 0; i--) {
         const v = served[i]!;
-        if (saved.has(v) || !(readers.get(v) ?? []).every((n) => n.results.every((r) => memo.has(r)))) continue;
+        if (saved.has(v) || ![...v.uses].every((n) => n.results.every((r) => memo.has(r)))) continue;
         memo.delete(v);
         served.splice(i, 1);
       }
