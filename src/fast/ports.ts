@@ -272,12 +272,11 @@ export interface AppendedOutput {
 export function exposeAppendedParts(model: ModelProto, pairs: readonly { input: string; output: string }[]): Map<string, AppendedOutput> {
   const g = model.graph!;
   const found = new Map<string, AppendedOutput>();
-  const producer = new Map<string, NodeProto>();
-  for (const n of g.node ?? []) for (const o of n.output ?? []) producer.set(o, n);
+  const view = new OnnxGraphView(g);
   const inputs = new Map((g.input ?? []).map((i) => [i.name!, i]));
   const outputs = new Map((g.output ?? []).map((o) => [o.name!, o]));
   for (const { input, output } of pairs) {
-    const n = producer.get(output);
+    const n = view.producer(output);
     const out = outputs.get(output);
     const rank = inputs.get(input)?.type?.tensor_type?.shape?.dim?.length;
     if (!n || !out || rank === undefined || n.op_type !== 'Concat' || (n.domain ?? '') !== '' || n.input?.length !== 2 || n.input[0] !== input) continue;
