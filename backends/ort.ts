@@ -153,6 +153,7 @@ interface Entry {
   prepack: boolean;
   whole: boolean;
   memPattern: boolean;
+  arena: boolean;
   promise: Promise<ort.InferenceSession>;
   session?: ort.InferenceSession;
   busy: number;
@@ -198,9 +199,9 @@ export class OrtBackend {
     return this.entries.size;
   }
 
-  /** The sessions open or being created: graph file, weights group, prepacked or not, whole or not, memory patterns or not (tests, benchmarks). */
-  liveSessions(): { graphPath: string; group: string; prepack: boolean; whole: boolean; memPattern: boolean }[] {
-    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack, whole: e.whole, memPattern: e.memPattern }));
+  /** The sessions open or being created: graph file, weights group, prepacked or not, whole or not, arena and memory patterns or not (tests, benchmarks). */
+  liveSessions(): { graphPath: string; group: string; prepack: boolean; whole: boolean; arena: boolean; memPattern: boolean }[] {
+    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack, whole: e.whole, arena: e.arena, memPattern: e.memPattern }));
   }
 
   /**
@@ -239,7 +240,7 @@ export class OrtBackend {
     const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
     this.created.sessions++;
     if (o.prepack) this.created.prepacked++;
-    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, whole: !!o.whole, memPattern: o.memPattern ?? true, busy: 0, evicted: false, promise };
+    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, whole: !!o.whole, memPattern: o.memPattern ?? true, arena: o.arena ?? true, busy: 0, evicted: false, promise };
     entry.promise.then(
       (s) => {
         entry.session = s;

@@ -219,11 +219,15 @@ export async function runCompiled(
       if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
       feeds[input] = t;
     }
-    // A gradient's graph holds forward values until the backward reads them: onnxruntime's
-    // memory pattern (one block for all of a run's values, planned after the first run) would
-    // come on top of the arena's buffers from that first run, about doubling the run's memory.
+    // A gradient's graph holds forward values until the backward reads them, so its runs hold
+    // much at once. Measured on GPT-2 small's (T = 128, 6 runs): without the arena (the
+    // big-model default, src/engine.ts) each run's tensors come from malloc, whose freed
+    // blocks fragment the C heap (anon +200 MB at the run's peak); with the arena and
+    // onnxruntime's memory patterns, the pattern's one block (planned after the first run)
+    // comes on top of the arena's buffers from that first run (+257); the arena alone
+    // reuses its buffers (+121), and keeps about as much after the run as malloc's heap did.
     const backward = chunk.ir.nodes.some((n) => n.is('grad'));
-    const out = await runEntry(entry, mc, tiered, backward ? { ...sessionOpts, memPattern: false } : sessionOpts, feeds);
+    const out = await runEntry(entry, mc, tiered, backward ? { ...sessionOpts, arena: true, memPattern: false } : sessionOpts, feeds);
     for (const [name, output] of entry.saved) {
       results.set(name, out[output]!);
       if (name.startsWith(CUT_PREFIX)) host.set(name, out[output]!); // fed to a later chunk

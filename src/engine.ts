@@ -70,6 +70,8 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
  * the session is released, which at long sequences outweighs a share of the weights (GPT-2
  * small at T = 1024: peak PSS over plain, save-all and patch traces 1502 MB with arenas, 1123 MB
  * without; at T = 128 the CPU time of a trace was the same within the noise, bench/README.md).
+ * Gradient graphs are the exception (src/compiled-run.ts): their runs hold the forward values
+ * until the backward, and the arena reuses its buffers where malloc's heap fragmented.
  */
 function defaultBackend(loaded: LoadedModel): OrtBackend {
   const big = weightsBytes(loaded) > BIG_WEIGHTS;
