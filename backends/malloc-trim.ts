@@ -146,7 +146,7 @@ let fixedThreshold: number | undefined;
  * its heaps; a run at a long sequence allocates and frees hundreds of them in an order that
  * does not let freed blocks be reused, and the heaps grow far beyond what is live. Measured on
  * the 1.1 B Llama-shaped model at T = 1024 without onnxruntime's arena: one run of the
- * instrumented model peaked 1.7–2.0 GB above the session's own memory, 0.35 GB with the
+ * instrumented model peaked 1.8–1.9 GB above the session's own memory, 0.35 GB with the
  * threshold fixed at 4 MiB (plain onnxruntime over the original graph: 0.48 GB).
  * The cost: a mapped block's pages are faulted in again on every allocation.
  *

@@ -69,7 +69,7 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
  * ({@link fixMmapThreshold}): tensors of 4 MiB and more are mapped per allocation and unmapped
  * when freed, instead of piling up in glibc's heaps (such models' sessions run without
  * onnxruntime's arena). Measured on the 1.1 B Llama-shaped model (bench/README.md, "Memory"): one
- * run of the instrumented model at T = 1024 peaked 1.7–2.0 GB above the session's memory with
+ * run of the instrumented model at T = 1024 peaked 1.8–1.9 GB above the session's memory with
  * glibc's dynamic threshold, 0.35 GB with this one; CPU per trace at T = 128 and 1024 the same
  * within the noise (paired processes). Smaller models keep glibc's dynamic threshold: their
  * runs are short, so faulting in a mapped block's pages afresh each run is a visible share
