@@ -487,7 +487,7 @@ export const MEASUREMENTS: Measurement[] = [
         const c0 = cpuMs();
         const t = await timeOnce(() => runText(st, text));
         ctx.extra.sweep_cached_cpu_ms = cpuMs() - c0;
-        ctx.notes.sweep_cached_ms = st.fast.stats.sweepRuns > s0.sweepRuns ? 'model.with-past.onnx; incremental sweep' : `model.with-past.onnx; not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`;
+        ctx.notes.sweep_cached_ms = st.fast.stats.sweepRuns > s0.sweepRuns ? `model.with-past.onnx; incremental sweep${st.fast.stats.lastSweep?.addedCache ? ' (its own cache rewritten to the broadcast form: src/fast/added-cache.ts)' : ''}` : `model.with-past.onnx; not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`;
         const variants = st.blocks.paths.flatMap((_, l) => positions.map((p) => [l, p] as const));
         const c1 = cpuMs();
         let naive = 0;
@@ -514,7 +514,7 @@ export const MEASUREMENTS: Measurement[] = [
         ctx.extra.sweep_full_cpu_ms = cpu;
         ctx.extra.sweep_full_variants = st.blocks.paths.length * ctx.seqLen;
         if (swept && ls) Object.assign(ctx.extra, { sweep_full_run_ms: ls.totalMs, sweep_full_clean_ms: ls.cleanMs, sweep_full_segments_ms: ls.segmentMs, sweep_full_batches: ls.batches, sweep_full_session_runs: ls.runs });
-        ctx.notes.sweep_full_ms = `${cached ? 'model.with-past.onnx' : 'the model itself (no with-past export beside it)'}; ${swept ? 'incremental sweep' : `not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`}`;
+        ctx.notes.sweep_full_ms = `${cached ? 'model.with-past.onnx' : 'the model itself (no with-past export beside it)'}; ${swept ? `incremental sweep${ls?.addedCache ? `, keys/values in the broadcast form (src/fast/added-cache.ts${ls.ownCache ? ': the export\'s own cache rewritten' : ': a cache added to the blocks'})` : ''}` : `not incremental: ${st.fast.stats.lastSweepReject ?? '?'}`}`;
         ctx.rssPhase('sweep_full');
         return t;
       } finally {

@@ -38,6 +38,12 @@
  * sequence length — over every position, over the second half on the first half's keys and
  * values, and that the first half does not read the second (src/fast/sweep.ts
  * `addedCachePass`) — and on a mismatch takes the ordinary path for that model.
+ *
+ * A model with its own cache (a with-past export: `present = Concat(past, new)` read by the
+ * attention) gets the same form: each block is first made the block of a model without a
+ * cache ({@link withoutOwnCache}: the present replaced by `new`, the past by an empty one),
+ * then rewritten as above, so its sweeps need neither the per-row stacked pasts nor the
+ * export's `[rows, …, past + new, …]` concatenations.
  * @module
  */
 import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
@@ -92,14 +98,21 @@ export function fedOverAll(name: string): boolean {
 const ELEMENTWISE_UNARY = new Set(['Cast', 'Identity', 'Neg', 'Tanh', 'Dropout']);
 const ELEMENTWISE_BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']);
 
-/** The cached blocks of block segments `segments` (the head excluded), or why there are none. */
-export function addCache(segments: readonly Segment[], model: ModelProto): AddedCache | { reject: string } {
+/**
+ * The cached blocks of block segments `segments` (the head excluded), or why there are none.
+ * `own`: the model's own cache pairs (a with-past export, {@link BlockChain.cache}): each block
+ * is first made the block of a model without a cache ({@link withoutOwnCache}), then given the
+ * broadcast form like any other.
+ */
+export function addCache(segments: readonly Segment[], model: ModelProto, own: readonly CachePair[] = []): AddedCache | { reject: string } {
   const opset = defaultOpset(model) ?? 0;
   if (opset < 13) return { reject: `opset ${opset} < 13 (a cache is added on opset 13 and later)` };
   const inputInfo = new Map((model.graph?.input ?? []).map((v) => [v.name!, v]));
   const blocks: Segment[] = [];
   const pairs: AddedPair[] = [];
-  for (const seg of segments) {
+  for (const seg0 of segments) {
+    const seg = own.length ? withoutOwnCache(seg0, own) : seg0;
+    if ('reject' in seg) return { reject: `block ${seg0.index}: ${seg.reject}` };
     const r = cacheBlock(seg, opset, inputInfo);
     if ('reject' in r) return { reject: `block ${seg.index}: ${r.reject}` };
     blocks.push(r.segment);
@@ -107,6 +120,63 @@ export function addCache(segments: readonly Segment[], model: ModelProto): Added
   }
   const lastCache = presentsOnly(blocks.at(-1)!);
   return { blocks, pairs, ...(lastCache ? { lastCache } : {}) };
+}
+
+/**
+ * Block segment `seg` of a model with its own cache as it computes on an empty past, without
+ * the cache: each `present = Concat(past, new)` (a pair of `own` whose present the segment
+ * outputs) is replaced by `new` wherever it is read and is no output any more, and any other
+ * reader of `past` (its shape: a past length, a key length) reads `new`'s zero-length slice
+ * along the pair's axis, the empty past's value. With an empty past each of those is the
+ * value it replaces, so the block computes what the model does over every position; the
+ * past inputs are gone, and the block is then given a cache like the block of a model
+ * exported without one (its keys and values in the layout its attention reads them, of
+ * batch 1 over a batch of one prompt's variants: no `[rows, …, past + new, …]` tensor like
+ * the export's own `Concat`). Rejects a segment whose present is not such a `Concat`.
+ */
+export function withoutOwnCache(seg: Segment, own: readonly CachePair[]): Segment | { reject: string } {
+  const src = seg.proto.graph!;
+  const nodes: NodeProto[] = (src.node ?? []).map((n) => ({ ...n, input: [...(n.input ?? [])], output: [...(n.output ?? [])] }));
+  const g: GraphProto = { ...src, node: nodes, input: [...(src.input ?? [])], output: [...(src.output ?? [])], initializer: [...(src.initializer ?? [])] };
+  const mine = own.filter((p) => seg.modelOutputs.includes(p.present));
+  if (!mine.length) return seg;
+  const renamed = new Map<string, string>(); // present → new
+  const emptyOf = new Map<string, string>(); // past → new's zero-length slice
+  const drop = new Set<NodeProto>();
+  const inserts: NodeProto[] = [];
+  for (const pair of mine) {
+    const c = nodes.find((n) => (n.output ?? []).includes(pair.present));
+    if (!c || c.op_type !== 'Concat' || (c.domain ?? '') !== '' || c.input!.length !== 2 || c.input![0] !== pair.past || !c.input![1]) {
+      return { reject: `its cache output ${pair.present} is not Concat(${pair.past}, new)` };
+    }
+    const fresh = c.input![1]!;
+    renamed.set(pair.present, fresh);
+    drop.add(c);
+    const empty = `${pair.past}/nns.empty`;
+    const ints = (name: string, v: number): string => {
+      inserts.push({ op_type: 'Constant', name, input: [], output: [name], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [1], data_type: DataType.INT64, int64_data: [v] } }], ...provenance() });
+      return name;
+    };
+    inserts.push({ op_type: 'Slice', name: empty, input: [fresh, ints(`${empty}/zero`, 0), ints(`${empty}/end`, 0), ints(`${empty}/axis`, pair.axis)], output: [empty], ...provenance() });
+    emptyOf.set(pair.past, empty);
+  }
+  const kept = nodes.filter((n) => !drop.has(n));
+  for (const n of kept) n.input = n.input!.map((v) => renamed.get(v) ?? emptyOf.get(v) ?? v);
+  g.node = [...inserts, ...kept];
+  g.output = g.output!.filter((o) => !renamed.has(o.name!));
+  pruneGraph(g);
+  const ordered = topoOrder(g);
+  if (ordered.cyclic.length || ordered.order.length !== g.node.length) return { reject: 'the block without its cache has a cycle' };
+  g.node = ordered.order;
+  const read = new Set(g.node.flatMap((n) => nodeReads(n)));
+  for (const o of g.output) read.add(o.name!);
+  g.input = g.input!.filter((v) => v.name === seg.input || read.has(v.name!));
+  return {
+    index: seg.index, input: seg.input, ...(seg.next ? { next: seg.next } : {}),
+    modelOutputs: seg.modelOutputs.filter((o) => !renamed.has(o)),
+    graphInputs: seg.graphInputs.filter((v) => read.has(v)),
+    proto: { ...seg.proto, graph: g },
+  };
 }
 
 /** Cached block `seg` computing its presents alone (undefined when that still needs its next cut). */

@@ -287,15 +287,15 @@ export class Segments {
   constructor(private readonly mc: ModelContext, readonly chain: BlockChain) {}
 
   /**
-   * A key/value cache added to the blocks (src/fast/added-cache.ts) when the model has none
-   * of its own, or why not (also after a failed check against the clean run: {@link dropAdded}).
+   * The blocks in the broadcast form of a key/value cache (src/fast/added-cache.ts), or why
+   * not (also after a failed check against the clean run: {@link dropAdded}): a cache added to
+   * the blocks of a model without one, and for a model with its own cache (a with-past export)
+   * its blocks rewritten to read their pasts in that form instead of the export's
+   * `Concat(past, new)` (without it, a sweep stacks the clean past per variant row: the
+   * model's own cache as it is).
    */
   added(): AddedCache | { reject: string } {
-    if (!this.addedOrWhy) {
-      this.addedOrWhy = this.chain.cache.length
-        ? { reject: 'the model has its own cache' }
-        : addCache(this.chain.segments.slice(0, this.chain.blocks.length), this.mc.loaded.proto);
-    }
+    this.addedOrWhy ??= addCache(this.chain.segments.slice(0, this.chain.blocks.length), this.mc.loaded.proto, this.chain.cache);
     return this.addedOrWhy;
   }
 

@@ -12,7 +12,11 @@
  * values of positions < p as the past. Variants that start at the same cut run as one batch
  * (with a cache: positions bucketed, each bucket from its smallest position — a few
  * positions recomputed, which equal the clean ones); the head runs only at the positions
- * the saves index (when it is position-wise).
+ * the saves index (when it is position-wise). The keys and values are those of blocks in the
+ * broadcast form (src/fast/added-cache.ts: a past of batch 1 for a batch of one prompt's
+ * variants, from a pass of those blocks over the clean prompts) when the form applies — a
+ * cache added to a model without one, or a with-past export's own rewritten to it — else the
+ * export's own presents from the clean run, stacked per variant row.
  *
  * The detection is structural, on the fast-path plan ({@link planSweep}): every set is a
  * replace or steer of a port whose value is a cut, one port per row and one row per set
@@ -108,7 +112,7 @@ export interface SweepOptions {
   force?: boolean;
   /** Whether a fetched value has the batch as its first axis (rows of a run over some rows are those rows). */
   batchFirst?: (fetch: string) => boolean;
-  /** A cache added to the blocks (for a model without its own): used when given. */
+  /** The blocks in the broadcast form of a cache, added or the model's own rewritten (src/fast/added-cache.ts): used when given. */
   added?: AddedCache;
 }
 
@@ -124,7 +128,7 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
   const L = chain.blocks.length;
   const head = chain.segments[L]!;
   const cutOf = new Map(chain.cuts.map((c, i) => [c, i]));
-  const added = chain.cache.length === 0 ? opts.added : undefined;
+  const added = opts.added;
   const cached = chain.cache.length > 0 || added !== undefined;
 
   const byRow = new Map<number, SetPlan[]>();
@@ -205,7 +209,7 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
       cutFetch.set(j, port.pre);
     }
   }
-  const cleanFetch = [...new Set([...plan.sourceFetch, ...cleanMain, ...cutFetch.values(), ...(cached ? chain.cache.map((c) => c.present) : [])])];
+  const cleanFetch = [...new Set([...plan.sourceFetch, ...cleanMain, ...cutFetch.values(), ...(cached && !added ? chain.cache.map((c) => c.present) : [])])];
   if (cleanFetch.some((f) => !ported.outputUpstream.has(f) && !ported.ports.some((p) => p.pre === f || p.post === f))) return { reject: 'a value the clean run cannot fetch' };
   const shared = opts.batchFirst ? cleanFetch.find((f) => !opts.batchFirst!(f)) : undefined;
   if (shared) return { reject: `${shared} is one tensor every row shares` };
@@ -374,7 +378,7 @@ function chunkRows(N: number, T: number, D: number, budget: number): number {
  */
 export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promise<{ env: Env; memo: Map<Value, Tensor>; stats: SweepStats }> {
   const t0 = performance.now();
-  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, heldMax: 0, addedCache: !!sp.added, cleanMs: 0, segmentMs: 0, totalMs: 0 };
+  const stats: SweepStats = { rows: sp.rows.length, batches: 0, runs: 0, tailRuns: 0, lastBlockCut: 0, trims: 0, heldMax: 0, addedCache: !!sp.added, ownCache: host.segments.chain.cache.length > 0, cleanMs: 0, segmentMs: 0, totalMs: 0 };
   const { chain } = host.segments;
   const L = chain.blocks.length;
   const D = chain.width;
@@ -583,8 +587,14 @@ export interface SweepStats {
   trims: number;
   /** Most values served by the batches (model-output reads of changed rows) held at once after a batch ({@link SweepHost.afterBatch} drops those nothing needs any more). */
   heldMax: number;
-  /** Whether the variants ran on a key/value cache added to the model's blocks (src/fast/added-cache.ts). */
+  /**
+   * Whether the variants ran on blocks in the broadcast form of a key/value cache
+   * (src/fast/added-cache.ts): a cache added to the blocks of a model without one, or, with
+   * {@link ownCache}, the model's own cache rewritten to that form.
+   */
   addedCache: boolean;
+  /** Whether the model has a key/value cache of its own (a with-past export). */
+  ownCache: boolean;
   /** The clean run (and the added cache's pass over the clean prompts). */
   cleanMs: number;
   /** Inside segment session runs. */

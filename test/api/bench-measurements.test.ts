@@ -50,7 +50,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
   it('sweep_cached_ms: the sweep and its naive variants on the with-past export beside the model', async () => {
     const v = await m('sweep_cached_ms').run!(ctx);
     expect(v !== null && Number.isFinite(v) && v >= 0).toBe(true);
-    expect(ctx.notes.sweep_cached_ms).toBe('model.with-past.onnx; incremental sweep');
+    expect(ctx.notes.sweep_cached_ms).toBe('model.with-past.onnx; incremental sweep (its own cache rewritten to the broadcast form: src/fast/added-cache.ts)');
     expect(ctx.extra.sweep_cached_naive_ms).toBeGreaterThan(0);
   });
 
@@ -68,7 +68,7 @@ describe('benchmark measurements (gpt2-facts, one run each)', () => {
     expect(ctx.notes.repeat_trace_prepacked_ms).toMatch(/^fast path/);
     // 4 blocks × 8 positions: the incremental sweep (block-range sub-models) pays off even here
     expect(ctx.notes.sweep_ms).toMatch(/^incremental sweep .*on a key\/value cache added to the blocks/);
-    expect(ctx.notes.sweep_full_ms).toMatch(/^model\.with-past\.onnx; incremental sweep/);
+    expect(ctx.notes.sweep_full_ms).toMatch(/^model\.with-past\.onnx; incremental sweep, keys\/values in the broadcast form \(src\/fast\/added-cache.ts: the export's own cache rewritten\)$/);
     expect(ctx.extra.sweep_full_variants).toBe(4 * 16);
     expect(ctx.extra.sweep_rows).toBe(1 + 4 * 8); // the per-layer source invokes merged into one row
   });

@@ -9,6 +9,9 @@
  * results too. (gpt2-facts' TorchScript and dynamo exports: test/engine/sweep-incremental.test.ts.)
  * A cached block that does not compute what the model does is caught by the check against the
  * clean run: the trace takes the ordinary path, with the same numbers.
+ * With-past exports (gpt2-facts', the Llama generator's) get the same form instead of their own
+ * `Concat(past, new)`: their grids equal one variant per trace on the ordinary path and the
+ * export's cache as it is (pasts stacked per row); a block rewritten wrongly is caught too.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -99,27 +102,71 @@ describe.each([['torch-gpt2-tiny (TorchScript)', TORCH], ['the Llama generator (
 });
 
 describe('added key/value cache against the model\'s own', () => {
-  it('the Llama generator: the same sweep on the with-past export (its own cache) gives the added cache\'s results (1e-5)', async () => {
+  it('the Llama generator: the with-past export\'s own cache in the broadcast form, its own cache as exported (pasts stacked per row) and the cache added to the plain export give the same results (1e-5)', async () => {
     const plain = await LanguageModel.load(llama.graphPath);
     const cached = await LanguageModel.load(llama.withPastPath);
+    const stacked = await LanguageModel.load(llama.withPastPath);
     try {
       const cells = grid((splitAtBlocks(plain.mc) as { blocks: string[] }).blocks);
-      const run = async (m: LanguageModel): Promise<Record<string, { data: unknown }>> => {
+      const run = async (m: LanguageModel): Promise<{ saves: Record<string, { data: unknown }>; added: boolean; own: boolean }> => {
         const fast = m.mc.fast as FastExecutor;
         fast.incremental = 'force';
         const before = fast.stats.sweepRuns;
         const r = await m.trace((tr) => cells.forEach(([b, p], i) => variant(tr, b, p, `v${i}`)));
         expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
-        return r.saves;
+        return { saves: r.saves, added: fast.stats.lastSweep!.addedCache, own: fast.stats.lastSweep!.ownCache };
       };
       const a = await run(plain);
-      expect((plain.mc.fast as FastExecutor).stats.lastSweep!.addedCache).toBe(true);
+      expect(a).toMatchObject({ added: true, own: false });
       const b = await run(cached);
-      expect((cached.mc.fast as FastExecutor).stats.lastSweep!.addedCache).toBe(false);
-      expect(worstDiff(a, b)).toBeLessThanOrEqual(1e-5);
+      expect(b).toMatchObject({ added: true, own: true });
+      // The export's cache as it is: the broadcast form given up, the pasts stacked per variant row, the export's Concat(past, new).
+      ((stacked.mc.fast as FastExecutor).segments() as Segments).dropAdded('test: the export\'s own cache as it is');
+      const c = await run(stacked);
+      expect(c).toMatchObject({ added: false, own: true });
+      expect(worstDiff(a.saves, b.saves)).toBeLessThanOrEqual(1e-5);
+      expect(worstDiff(c.saves, b.saves)).toBeLessThanOrEqual(1e-5);
     } finally {
       await plain.dispose();
       await cached.dispose();
+      await stacked.dispose();
+    }
+  });
+});
+
+describe.each([
+  ['gpt2-facts (TorchScript, with past)', path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx', 'model.with-past.onnx')],
+  ['the Llama generator (with past)', llama.withPastPath],
+])('a model\'s own cache in the broadcast form: %s', (_, file) => {
+  it('every block rewritten (no past input, no present output, no Concat(past, new)); a sweep of every block × 4 positions on it = one variant per trace on the ordinary path (1e-5)', async () => {
+    const model = await LanguageModel.load(file);
+    try {
+      const fast = model.mc.fast as FastExecutor;
+      const segs = fast.segments() as Segments;
+      expect(segs.chain.cache.length).toBe(2 * segs.chain.blocks.length);
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      const pasts = new Set(segs.chain.cache.map((c) => c.past));
+      const presents = new Set(segs.chain.cache.map((c) => c.present));
+      for (const seg of [...added.blocks, added.lastCache!]) {
+        const g = seg.proto.graph!;
+        expect(g.input!.filter((v) => pasts.has(v.name!))).toEqual([]);
+        expect(g.output!.filter((v) => presents.has(v.name!))).toEqual([]);
+        expect(g.node!.filter((n) => n.input!.some((v) => pasts.has(v) || presents.has(v)))).toEqual([]);
+        expect(seg.graphInputs.filter((v) => pasts.has(v))).toEqual([]);
+      }
+      // A key and a value per block, in the layout the attention reads them (keys transposed: their past axis is the last).
+      expect(added.pairs.length).toBe(2 * segs.chain.blocks.length);
+      expect(added.pairs.map((p) => p.shape.indexOf('past') - p.shape.length)).toEqual(added.pairs.map((_, i) => (i % 2 ? -2 : -1)));
+      const before = fast.stats.sweepRuns;
+      const { batched, naive } = await sweepAndNaive(model);
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(fast.stats.lastSweep).toMatchObject({ addedCache: true, ownCache: true });
+      expect([...segs.addedChecked].sort()).toEqual(segs.chain.blocks.slice(1).map((_, i) => `${T}/${i + 1}`));
+      expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
+      expect(Object.keys(batched).length).toBe(2 * 4 * segs.chain.blocks.length);
+    } finally {
+      await model.dispose();
     }
   });
 });
@@ -130,9 +177,9 @@ describe('added key/value cache against the model\'s own', () => {
  * attention context instead of adding it: the same block over every position on an empty past
  * (that share is 0), other numbers on a past.
  */
-async function withBrokenBlock(seed: number, block: number | 'last'): Promise<{ model: LanguageModel; fast: FastExecutor; segs: Segments }> {
+async function withBrokenBlock(seed: number, block: number | 'last', withPast = false): Promise<{ model: LanguageModel; fast: FastExecutor; segs: Segments }> {
   const own = buildLlamaModel({ ...TINY, seed, dir: path.join(tmp, `broken-${seed}`) });
-  const model = await LanguageModel.load(own.graphPath);
+  const model = await LanguageModel.load(withPast ? own.withPastPath : own.graphPath);
   const fast = model.mc.fast as FastExecutor;
   const segs = fast.segments() as Segments;
   const added = segs.added();
@@ -158,6 +205,28 @@ describe('a cached block that computes something else', () => {
       await model.trace((tr) => variant(tr, segs.chain.blocks[1]!, 3, 'again'));
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
       expect(fast.stats.lastSweep!.addedCache).toBe(false);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('a with-past export\'s block rewritten wrongly', () => {
+  it('is caught by the check against the clean run: the ordinary path, the same numbers; the next sweep runs on the export\'s own cache as it is', async () => {
+    const { model, fast, segs } = await withBrokenBlock(15, 1, true);
+    try {
+      expect(segs.chain.cache.length).toBeGreaterThan(0);
+      const before = fast.stats.sweepRuns;
+      const { batched, naive } = await sweepAndNaive(model);
+      expect(fast.stats.sweepRuns).toBe(before);
+      expect(fast.stats.lastSweepReject).toMatch(/cache of block 1 does not compute what the model does: differs by/);
+      expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
+      expect(segs.added()).toMatchObject({ reject: expect.stringMatching(/block 1/) });
+      fast.incremental = 'force';
+      const again = await model.trace((tr) => grid(segs.chain.blocks).forEach(([b, p], i) => variant(tr, b, p, `v${i}`)));
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
+      expect(fast.stats.lastSweep).toMatchObject({ addedCache: false, ownCache: true });
+      expect(worstDiff(again.saves, naive)).toBeLessThanOrEqual(1e-5);
     } finally {
       await model.dispose();
     }
@@ -274,7 +343,7 @@ describe('the rewritten blocks (gpt2-facts)', () => {
 });
 
 describe('what gets no added cache', () => {
-  it('a segment without attention (the head), and a model that has its own cache', async () => {
+  it('a segment without attention (the head); a with-past block whose present is not Concat(past, new)', async () => {
     const model = await LanguageModel.load(TORCH);
     try {
       const chain = splitAtBlocks(model.mc);
@@ -285,7 +354,13 @@ describe('what gets no added cache', () => {
     }
     const cached = await LanguageModel.load(llama.withPastPath);
     try {
-      expect(((cached.mc.fast as FastExecutor).segments() as Segments).added()).toEqual({ reject: 'the model has its own cache' });
+      const chain = splitAtBlocks(cached.mc);
+      if ('reject' in chain) throw new Error(chain.reject);
+      const blocks = chain.segments.slice(0, -1).map((seg) => ({ ...seg, proto: { ...seg.proto, graph: { ...seg.proto.graph!, node: seg.proto.graph!.node!.map((n) => ({ ...n, input: [...(n.input ?? [])] })) } } }));
+      // Block 1's keys concatenated the other way round (new, past): not the form the rewrite knows.
+      const c = blocks[1]!.proto.graph!.node!.find((n) => n.op_type === 'Concat' && n.output![0] === 'present.1.key')!;
+      c.input!.reverse();
+      expect(addCache(blocks, cached.mc.loaded.proto, chain.cache)).toEqual({ reject: 'block 1: its cache output present.1.key is not Concat(past_key_values.1.key, new)' });
     } finally {
       await cached.dispose();
     }
