@@ -55,6 +55,13 @@ export interface OrtSessionOptions {
    */
   arena?: boolean;
   /**
+   * onnxruntime's memory patterns (default true): after a run, the session plans one block
+   * for all of a run's intermediate values at those input shapes and allocates it whole in
+   * the next runs. With the arena on, that block comes on top of the first run's buffers,
+   * which the arena keeps.
+   */
+  memPattern?: boolean;
+  /**
    * Whether the intra-op threads spin between parallel sections (default: the process-wide
    * setting, {@link setIntraOpSpinning}). Off for sessions that run many short runs back to
    * back beside other sessions (src/fast/segments.ts): a spinning thread burns a core while
@@ -145,6 +152,8 @@ interface Entry {
   group: string;
   prepack: boolean;
   whole: boolean;
+  memPattern: boolean;
+  arena: boolean;
   promise: Promise<ort.InferenceSession>;
   session?: ort.InferenceSession;
   busy: number;
@@ -190,9 +199,9 @@ export class OrtBackend {
     return this.entries.size;
   }
 
-  /** The sessions open or being created: graph file, weights group, prepacked or not, whole or not (tests, benchmarks). */
-  liveSessions(): { graphPath: string; group: string; prepack: boolean; whole: boolean }[] {
-    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack, whole: e.whole }));
+  /** The sessions open or being created: graph file, weights group, prepacked or not, whole or not, arena and memory patterns or not (tests, benchmarks). */
+  liveSessions(): { graphPath: string; group: string; prepack: boolean; whole: boolean; arena: boolean; memPattern: boolean }[] {
+    return [...this.entries.values()].map((e) => ({ graphPath: (JSON.parse(e.key) as string[])[0]!, group: e.group, prepack: e.prepack, whole: e.whole, arena: e.arena, memPattern: e.memPattern }));
   }
 
   /**
@@ -201,7 +210,7 @@ export class OrtBackend {
    */
   session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
     let o = { ...this.defaults, ...opts };
-    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning]);
+    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning, x.memPattern ?? true]);
     let key = keyOf(o);
     const group = o.group ?? 'model';
     if (this.exclusive) {
@@ -231,7 +240,7 @@ export class OrtBackend {
     const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
     this.created.sessions++;
     if (o.prepack) this.created.prepacked++;
-    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, whole: !!o.whole, busy: 0, evicted: false, promise };
+    const entry: Entry = { key, pinned: !!o.pinned, group, prepack: !!o.prepack, whole: !!o.whole, memPattern: o.memPattern ?? true, arena: o.arena ?? true, busy: 0, evicted: false, promise };
     entry.promise.then(
       (s) => {
         entry.session = s;
@@ -373,6 +382,7 @@ export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.Se
     logSeverityLevel: ORT_QUIET,
     ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
     ...(o.arena === false ? { enableCpuMemArena: false } : {}),
+    ...(o.memPattern === false ? { enableMemPattern: false } : {}),
     extra: { session },
   };
 }

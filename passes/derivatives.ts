@@ -42,8 +42,12 @@ export class GradBuilder {
   private readonly inits = new Map<string, import('../src/onnx/proto.js').TensorProto>();
   /** Static shapes where known (numbers, or symbols: one symbol is one size throughout the graph). */
   private readonly shapes = new Map<string, (number | string)[]>();
+  /** The model input and axis giving each symbolic dim's run-time size (`batch`, `sequence`), from the probed types. */
+  private readonly dimSources = new Map<string, [string, number]>();
+  /** Shape vectors built by {@link GradBuilder.shapeOf}, by static shape. */
+  private readonly shapeVectors = new Map<string, string>();
 
-  constructor(readonly em: Emitter, readonly opset: number, graph: GraphProto, sigs: ReadonlyMap<string, TensorSig>) {
+  constructor(readonly em: Emitter, readonly opset: number, graph: GraphProto, private readonly sigs: ReadonlyMap<string, TensorSig>) {
     for (const [k, s] of sigs) if (s.shape) { this.ranks.set(k, s.shape.length); this.shapes.set(k, [...s.shape]); }
     for (const vi of [...(graph.value_info ?? []), ...(graph.input ?? []), ...(graph.output ?? [])]) {
       const dims = vi.type?.tensor_type?.shape?.dim;
@@ -54,6 +58,11 @@ export class GradBuilder {
       }
     }
     for (const t of graph.initializer ?? []) if (t.name) { this.ranks.set(t.name, (t.dims ?? []).length); this.inits.set(t.name, t); this.shapes.set(t.name, (t.dims ?? []).map(Number)); }
+    for (const vi of graph.input ?? []) {
+      (sigs.get(vi.name ?? '')?.shape ?? []).forEach((d, i) => {
+        if ((d === 'batch' || d === 'sequence') && !this.dimSources.has(d)) this.dimSources.set(d, [vi.name!, i]);
+      });
+    }
     for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) this.producers.set(o, n);
   }
 
@@ -71,11 +80,47 @@ export class GradBuilder {
   }
 
   onesLike(x: string): string {
-    return this.op('CastLike', [this.op('ConstantOfShape', [this.op('Shape', [x])], { value: makeTensor('float32', [1], [1]) }), x]);
+    return this.op('CastLike', [this.op('ConstantOfShape', [this.shapeOf(x)], { value: makeTensor('float32', [1], [1]) }), x]);
   }
 
   zerosLike(x: string): string {
-    return this.op('CastLike', [this.op('ConstantOfShape', [this.op('Shape', [x])], { value: makeTensor('float32', [1], [0]) }), x]);
+    return this.op('CastLike', [this.op('ConstantOfShape', [this.shapeOf(x)], { value: makeTensor('float32', [1], [0]) }), x]);
+  }
+
+  /**
+   * The run-time shape of `x` (an int64 vector). For a value whose probed type has a shape
+   * of numbers and the symbolic dims `batch` and `sequence` of a model input, it is built
+   * from that input's shape instead of `Shape(x)`: onnxruntime runs a node when its first
+   * consumer needs it, so a `Shape` of a forward value read by the backward keeps the value
+   * itself alive from the forward pass to that point of the backward (on GPT-2 small's
+   * gradient graph: each attention's keys, values and their head layouts, ~16 MB of
+   * forward values kept for their shapes alone). One vector per static shape.
+   */
+  shapeOf(x: string): string {
+    const sh = this.sigs.get(x)?.shape;
+    if (!sh || !sh.every((d) => typeof d === 'number' ? d >= 0 : this.dimSources.has(d))) return this.op('Shape', [x]);
+    const key = JSON.stringify(sh);
+    const hit = this.shapeVectors.get(key);
+    if (hit) return hit;
+    const parts: string[] = [];
+    let nums: number[] = [];
+    for (const d of sh) {
+      if (typeof d === 'number') { nums.push(d); continue; }
+      if (nums.length) { parts.push(this.ints(nums)); nums = []; }
+      const [input, axis] = this.dimSources.get(d)!;
+      parts.push(this.op('Gather', [this.inputShape(input), this.ints([axis])]));
+    }
+    if (nums.length || !parts.length) parts.push(this.ints(nums));
+    const v = parts.length === 1 ? parts[0]! : this.op('Concat', parts, { axis: 0 });
+    this.shapeVectors.set(key, v);
+    return v;
+  }
+
+  private inputShape(input: string): string {
+    const key = `input:${input}`;
+    let v = this.shapeVectors.get(key);
+    if (!v) this.shapeVectors.set(key, (v = this.op('Shape', [input])));
+    return v;
   }
 
   /** Whether a node's outputs carry no gradient (a Cast to a non-float type). */
@@ -223,11 +268,11 @@ export class GradBuilder {
     if (out !== undefined) {
       const sa = this.shapes.get(a);
       const so = this.shapes.get(out);
-      if (sa && so && sa.length === so.length && sa.every((d, i) => d === so[i])) return g;
+      if (sa && so && sa.length === so.length && sa.every((d, i) => d === so[i] && d !== '?')) return g;
     }
     const ra = this.rank(a);
     const rg = this.rank(g);
-    const sa = this.op('Shape', [a]);
+    const sa = this.shapeOf(a);
     const sg = this.op('Shape', [g]);
     let padded = sa;
     if (!(ra !== undefined && rg !== undefined && ra === rg)) {
@@ -240,6 +285,18 @@ export class GradBuilder {
     const axes = this.op('Reshape', [this.op('NonZero', [mask]), this.ints([-1])]);
     const summed = this.op('ReduceSum', [g, axes], { keepdims: 1, noop_with_empty_axes: 1 });
     return this.op('Reshape', [summed, sa]);
+  }
+
+  /**
+   * {@link GradBuilder.unbroadcast} for an operand `a` of `out = MatMul(…)` (rank ≥ 2 both):
+   * `g` itself when `a`'s batch axes (all but the last two) are statically `out`'s — the
+   * product's gradient then has `a`'s shape (a head-split attention's scores and context).
+   */
+  unbroadcastBatch(g: string, a: string, out: string): string {
+    const sa = this.shapes.get(a);
+    const so = this.shapes.get(out);
+    if (sa && so && sa.length === so.length && sa.slice(0, -2).every((d, i) => d === so[i] && d !== '?')) return g;
+    return this.unbroadcast(g, a);
   }
 
   /** `Unsqueeze` at constant `axes` (attribute before opset 13, input from 13). */
@@ -259,7 +316,7 @@ export class GradBuilder {
     const shape = this.shapes.get(y);
     if (ry !== 2 || !this.inits.has(y) || this.producers.has(y) || typeof shape?.[1] !== 'number') return undefined;
     const flat = this.op('Reshape', [g, this.ints([-1, shape[1]])]);
-    return this.op('Reshape', [this.op('Gemm', [flat, y], { transB: 1 }), this.op('Shape', [x])]);
+    return this.op('Reshape', [this.op('Gemm', [flat, y], { transB: 1 }), this.shapeOf(x)]);
   }
 
   /** Swap the last two axes of a value of rank `r`. */
@@ -292,7 +349,7 @@ const unary = (f: (b: GradBuilder, g: string, x: string, y: string, n: NodeProto
   (b, n, [g]) => [f(b, g!, n.input![0]!, n.output![0]!, n)];
 
 const same: Derivative = (_b, _n, [g]) => [g ?? null];
-const reshapeBack: Derivative = (b, n, [g]) => [b.op('Reshape', [g!, b.op('Shape', [n.input![0]!])])];
+const reshapeBack: Derivative = (b, n, [g]) => [b.op('Reshape', [g!, b.shapeOf(n.input![0]!)])];
 
 /** The table: ONNX op type → derivative rule. */
 export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
@@ -355,13 +412,14 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
       const r2x = Math.max(rx, 2);
       const r2y = Math.max(ry, 2);
       return [
-        w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [g2, b.swapLast(y2, r2y)]), x2), b.op('Shape', [x])]) : null,
-        w[1] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [b.swapLast(x2, r2x), g2]), y2), b.op('Shape', [y])]) : null,
+        w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [g2, b.swapLast(y2, r2y)]), x2), b.shapeOf(x)]) : null,
+        w[1] ? b.op('Reshape', [b.unbroadcast(b.op('MatMul', [b.swapLast(x2, r2x), g2]), y2), b.shapeOf(y)]) : null,
       ];
     }
+    const out = n.output![0]!;
     return [
-      w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.unbroadcast(b.op('MatMul', [g!, b.swapLast(y, ry)]), x) : null,
-      w[1] ? b.unbroadcast(b.op('MatMul', [b.swapLast(x, rx), g!]), y) : null,
+      w[0] ? b.matMulTransposed(g!, y, ry, x) ?? b.unbroadcastBatch(b.op('MatMul', [g!, b.swapLast(y, ry)]), x, out) : null,
+      w[1] ? b.unbroadcastBatch(b.op('MatMul', [b.swapLast(x, rx), g!]), y, out) : null,
     ];
   },
   Gemm: (b, n, [g], w) => {
@@ -414,10 +472,10 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     // y = sqrt(Σ x²): dx = g · x / y (0 where y = 0).
     const x = n.input![0]!;
     const { gk, yk } = keptDims(b, n, g!);
-    const y = b.op('Expand', [yk, b.op('Shape', [x])]);
+    const y = b.op('Expand', [yk, b.shapeOf(x)]);
     const zero = b.scalar(0, x);
     const safe = b.op('Where', [b.op('Equal', [y, zero]), b.scalar(1, x), y]);
-    return [b.op('Where', [b.op('Equal', [y, zero]), zero, b.op('Div', [b.op('Mul', [b.op('Expand', [gk, b.op('Shape', [x])]), x]), safe])]), null];
+    return [b.op('Where', [b.op('Equal', [y, zero]), zero, b.op('Div', [b.op('Mul', [b.op('Expand', [gk, b.shapeOf(x)]), x]), safe])]), null];
   },
   Max: (b, n, [g], w) => extremumBack(b, n, g!, w),
   Min: (b, n, [g], w) => extremumBack(b, n, g!, w),
@@ -454,7 +512,7 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     const q = b.needRank(n, idx);
     let axis = intAttr(n, 'axis', 0);
     if (axis < 0) axis += r;
-    const shape = b.op('Shape', [data]);
+    const shape = b.shapeOf(data);
     const dim = b.op('Gather', [shape, b.ints([axis])]);
     const i64 = b.op('Cast', [idx], { to: 7 });
     const norm = b.op('Where', [b.op('Less', [i64, b.em.constant('int64', [], [0])]), b.op('Add', [i64, b.op('Reshape', [dim, b.ints([])])]), i64]);
@@ -479,7 +537,7 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     if ((stepsIn && (!steps || steps.some((s) => s !== 1))) || (axesIn && !axesC)) {
       // Any step (or run-time axes): slice the element indices of x the same way, then
       // scatter the gradient into zeros at those indices (they are distinct).
-      const shape = b.op('Shape', [x]);
+      const shape = b.shapeOf(x);
       const count = b.op('Size', [x]);
       const iota = b.op('Reshape', [b.op('Range', [b.em.constant('int64', [], [0]), count, b.em.constant('int64', [], [1])]), shape]);
       const idx = b.op('Slice', [iota, ...(n.input as string[]).slice(1)]);
@@ -493,7 +551,7 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     if (count === undefined) throw new NotDifferentiable(n, 'Slice with starts computed at run time and no axes');
     const axes = (axesC ?? Array.from({ length: count }, (_, i) => i)).map((a) => (a < 0 ? a + r : a));
     // Clamp starts/ends to [0, dim] as Slice does (step 1), then pad the gradient back.
-    const shape = b.op('Shape', [x]);
+    const shape = b.shapeOf(x);
     const dims = b.op('Gather', [shape, b.ints(axes)]);
     const zero = b.ints(Array(axes.length).fill(0));
     const norm = (v: string): string => {
@@ -515,7 +573,7 @@ export const DERIVATIVES: Readonly<Record<string, Derivative>> = {
     if (axis < 0) axis += r;
     let start = b.ints([0]);
     return ins.map((x, i) => {
-      const len = b.op('Gather', [b.op('Shape', [x]), b.ints([axis])]);
+      const len = b.op('Gather', [b.shapeOf(x), b.ints([axis])]);
       const end = b.op('Add', [start, len]);
       const d = w[i] ? b.op('Slice', [g!, start, end, b.ints([axis])]) : null;
       start = end;
@@ -556,7 +614,7 @@ function reduceBack(b: GradBuilder, n: NodeProto, g: string, mean: boolean): (st
   const keep = intAttr(n, 'keepdims', 1);
   let axes = intsAttr(n, 'axes') ?? (n.input![1] ? b.constValue(n.input![1]) : undefined);
   if (n.input![1] && !axes) throw new NotDifferentiable(n, 'a reduction over axes computed at run time');
-  const shape = b.op('Shape', [x]);
+  const shape = b.shapeOf(x);
   let gk = g;
   if (!keep && axes && axes.length) {
     const r = b.needRank(n, x);

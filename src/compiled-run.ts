@@ -22,6 +22,7 @@ import { NnsError } from './errors.js';
 import { buildFeeds } from './model/feeds.js';
 import { writeVariant } from './model/load.js';
 import { encodeModel } from './onnx/serde.js';
+import { collectAfter, heapUsed } from './js-heap.js';
 import type { ProgressCallback } from './progress.js';
 import { selectRows, type Tensor } from './tensor.js';
 
@@ -204,11 +205,11 @@ export async function runCompiled(
     if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again
     if (entry) entry.uses++;
     else {
-      const st = lower(chunk.ir, RUN_VARIANT);
-      const bytes = encodeModel(st.model);
-      const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
-      entry = { key, graphPath: writeVariant(mc.loaded, bytes, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };
+      const heap = heapUsed();
+      entry = compileEntry(chunk.ir, key, mc, lower);
       if (useCache) cache.set(entry);
+      // What the compile allocated is garbage now: collected before the run when it is large.
+      collectAfter(heap);
     }
     progress('compile');
     const feeds: Record<string, Tensor> = {};
@@ -218,7 +219,15 @@ export async function runCompiled(
       if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
       feeds[input] = t;
     }
-    const out = await runEntry(entry, mc, tiered, sessionOpts, feeds);
+    // A gradient's graph holds forward values until the backward reads them, so its runs hold
+    // much at once. Measured on GPT-2 small's (T = 128, 6 runs): without the arena (the
+    // big-model default, src/engine.ts) each run's tensors come from malloc, whose freed
+    // blocks fragment the C heap (anon +200 MB at the run's peak); with the arena and
+    // onnxruntime's memory patterns, the pattern's one block (planned after the first run)
+    // comes on top of the arena's buffers from that first run (+257); the arena alone
+    // reuses its buffers (+121), and keeps about as much after the run as malloc's heap did.
+    const backward = chunk.ir.nodes.some((n) => n.is('grad'));
+    const out = await runEntry(entry, mc, tiered, backward ? { ...sessionOpts, arena: true, memPattern: false } : sessionOpts, feeds);
     for (const [name, output] of entry.saved) {
       results.set(name, out[output]!);
       if (name.startsWith(CUT_PREFIX)) host.set(name, out[output]!); // fed to a later chunk
@@ -230,6 +239,14 @@ export async function runCompiled(
     progress('run');
   }
   return new Map(saveOrder.filter((n) => results.has(n)).map((n) => [n, results.get(n)!]));
+}
+
+/** Lowers a chunk's IR and writes its variant next to the weights (a compile cache miss). */
+function compileEntry(ir: Graph, key: string, mc: ModelContext, lower: (ir: Graph, settings: typeof RUN_VARIANT) => CompileState): CompiledEntry {
+  const st = lower(ir, RUN_VARIANT);
+  const bytes = encodeModel(st.model);
+  const file = crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 24);
+  return { key, graphPath: writeVariant(mc.loaded, bytes, file), saved: new Map(st.saved), hostInputs: new Map(st.hostInputs ?? []), uses: 1 };
 }
 
 /** Feeds given by the caller (generation); the sequence length is `input_ids`' last dim. */

@@ -24,6 +24,7 @@ import type { Tensor } from './tensor.js';
 import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
 import type { RunnerFactory } from './fast/runner.js';
+import { fixMmapThreshold } from '../backends/malloc-trim.js';
 import { BIG_WEIGHTS, compileGraph, continueCompile, weightsBytes, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
 export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
@@ -64,15 +65,33 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
 }
 
 /**
+ * glibc's mmap threshold once a model over {@link MMAP_THRESHOLD_WEIGHTS} is open
+ * ({@link fixMmapThreshold}): tensors of 4 MiB and more are mapped per allocation and unmapped
+ * when freed, instead of piling up in glibc's heaps (such models' sessions run without
+ * onnxruntime's arena). Measured on the 1.1 B Llama-shaped model (bench/README.md, "Memory"): one
+ * run of the instrumented model at T = 1024 peaked 1.8–1.9 GB above the session's memory with
+ * glibc's dynamic threshold, 0.35 GB with this one; CPU per trace at T = 128 and 1024 the same
+ * within the noise (paired processes). Smaller models keep glibc's dynamic threshold: their
+ * runs are short, so faulting in a mapped block's pages afresh each run is a visible share
+ * (GPT-2 small's sweeps: +13 % CPU with a 1 MiB threshold), and their tensors are small.
+ */
+export const BIG_MMAP_THRESHOLD = 4 * 2 ** 20;
+/** Weights above which {@link BIG_MMAP_THRESHOLD} is set: 1 GiB. */
+export const MMAP_THRESHOLD_WEIGHTS = 2 ** 30;
+
+/**
  * The session cache of a model opened without a backend of the caller's. Big models (weights
  * over {@link BIG_WEIGHTS}) keep one copy of their weights (`exclusive`) and run every session
  * without onnxruntime's arena: an arena keeps each session's buffers for its largest run until
  * the session is released, which at long sequences outweighs a share of the weights (GPT-2
  * small at T = 1024: peak PSS over plain, save-all and patch traces 1502 MB with arenas, 1123 MB
  * without; at T = 128 the CPU time of a trace was the same within the noise, bench/README.md).
+ * Gradient graphs are the exception (src/compiled-run.ts): their runs hold the forward values
+ * until the backward, and the arena reuses its buffers where malloc's heap fragmented.
  */
 function defaultBackend(loaded: LoadedModel): OrtBackend {
   const big = weightsBytes(loaded) > BIG_WEIGHTS;
+  if (weightsBytes(loaded) > MMAP_THRESHOLD_WEIGHTS) fixMmapThreshold(BIG_MMAP_THRESHOLD);
   return new OrtBackend({ maxSessions: sessionBound(loaded), exclusive: big, ...(big ? { defaults: { arena: false } } : {}) });
 }
 

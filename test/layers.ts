@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The layers, lowest first: [name, path prefixes (a folder ends with '/')]. */
 export const LAYERS: readonly (readonly [string, readonly string[]])[] = [
-  ['foundation', ['src/errors.ts', 'src/error-codes.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/demo.ts', 'src/read-file.ts', 'src/version.ts', 'src/onnx/', 'src/model/', 'src/oip/']],
+  ['foundation', ['src/errors.ts', 'src/error-codes.ts', 'src/diagnostics.ts', 'src/suggest.ts', 'src/tensor.ts', 'src/progress.ts', 'src/demo.ts', 'src/read-file.ts', 'src/version.ts', 'src/js-heap.ts', 'src/onnx/', 'src/model/', 'src/oip/']],
   ['ir', ['ir/']],
   ['front end and passes', ['grammar/', 'passes/']],
   ['backends', ['backends/']],

@@ -14,6 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, grad, type ModelRef, type TensorProxy } from '../../src/index.js';
 import { EXPORTS, ROOT, refCase, expectClose } from '../helpers/reference.js';
 import { nns } from '../helpers/cli.js';
+import type { OrtBackend } from '../../backends/ort.js';
+import { tieredOf } from '../../src/compiled-run.js';
+import { decodeModel } from '../../src/onnx/serde.js';
+import { ModuleMap } from '../../src/model/modules.js';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-grad-'));
 
@@ -49,6 +53,11 @@ describe.each(EXPORTS)('grad on the $name export', ({ name, path: modelPath }) =
       expectClose(saves[`g${l}`]!.data as Float32Array, want.values, 1e-4, `grad h.${l}`);
       expectClose(saves[`a${l}`]!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
     }
+    // The gradient's graph (a whole-model compiled variant) runs on onnxruntime's arena without
+    // its memory patterns, whose block would come on top of the arena's buffers (src/compiled-run.ts).
+    const compiled = (model.mc.backend as OrtBackend).liveSessions().filter((s) => s.whole);
+    expect(compiled.length).toBeGreaterThan(0);
+    expect(compiled.every((s) => s.arena && !s.memPattern)).toBe(true);
   });
 
   it('.nns: the same in one batched script', async () => {
@@ -64,6 +73,45 @@ describe.each(EXPORTS)('grad on the $name export', ({ name, path: modelPath }) =
       expectClose(saved[`g.${l}`]!.data, want.values, 1e-4, `grad h.${l}`);
       expectClose(saved[`a${l}`]!.data, e.attribution[l]!, 1e-4, `attribution h.${l}`);
     }
+  }, 60_000);
+
+  it('one gradient graph serves another length: its backward takes shapes from the model inputs, not from forward values (finite differences)', async () => {
+    const c = refCase('gradients');
+    const ids = c.input_ids as number[];
+    const longer = [...ids.slice(0, 5), ...ids]; // another length, the same structure
+    const T = longer.length;
+    const delta = 0.05;
+    const body = (bump?: { p: number; d: number; h: number }) => (m: ModelRef): void => {
+      const h = m.transformer.h[1]!.output;
+      if (bump) h.at(0, bump.p, bump.d).set(h.at(0, bump.p, bump.d).add(bump.h));
+      const y = m.output.logits.at(0, -1, c.answer_id!).save('y');
+      if (!bump) grad(y, h).save('g');
+    };
+    const tiers = tieredOf(model.mc);
+    const before = new Set(tiers.known());
+    await model.trace(ids, body());
+    const made = tiers.known().filter((p) => !before.has(p));
+    expect(made.length).toBe(1);
+    const { saves } = await model.trace(longer, body());
+    expect(tiers.known().filter((p) => !before.has(p))).toEqual(made); // the same graph (structural cache)
+    const g = saves.g!;
+    const D = g.shape[2]!;
+    expect(g.shape).toEqual([1, T, D]);
+    for (const [p, d] of [[0, 3], [T - 1, 10], [7, 40], [T - 2, D - 1]] as const) {
+      const plus = (await model.trace(longer, body({ p, d, h: delta }))).saves.y!.data[0] as number;
+      const minus = (await model.trace(longer, body({ p, d, h: -delta }))).saves.y!.data[0] as number;
+      const fd = (plus - minus) / (2 * delta);
+      const an = (g.data as Float32Array)[p * D + d]!;
+      expect(Math.abs(an - fd), `d y / d h.1[0, ${p}, ${d}]: analytic ${an}, finite differences ${fd}`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(fd)));
+    }
+    // The mechanism: no backward Shape reads a forward value whose probed shape is made of numbers,
+    // batch and sequence (such a Shape would keep that value alive until the backward reaches it).
+    const proto = decodeModel(fs.readFileSync(made[0]!));
+    const sigs = (model.mc.tree.modules as ModuleMap).sigs;
+    const inputs = new Set((proto.graph!.input ?? []).map((i) => i.name));
+    const kept = (proto.graph!.node ?? []).filter((n) => n.op_type === 'Shape' && /nns\.backward/.test(n.name ?? '') && !inputs.has(n.input![0]!)
+      && (sigs.get(n.input![0]!)?.shape ?? ['?']).every((d) => typeof d === 'number' || d === 'batch' || d === 'sequence'));
+    expect(kept.map((n) => n.input![0])).toEqual([]);
   }, 60_000);
 
   it('gradients with respect to an op value, through a set, match finite differences of the model', async () => {

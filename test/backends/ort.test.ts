@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { canTrimNativeHeap, privateResidentBytes, TrimOnGrowth, trimStats } from '../../backends/malloc-trim.js';
+import { canTrimNativeHeap, fixMmapThreshold, mmapThreshold, privateResidentBytes, TrimOnGrowth, trimStats } from '../../backends/malloc-trim.js';
 import { fromOrtTensor, OrtBackend, ortSessionOptions, setIntraOpSpinning, toOrtTensor } from '../../backends/ort.js';
 import { NnsError } from '../../src/errors.js';
 import { buildFeeds, graphFeedInputs } from '../../src/model/feeds.js';
@@ -274,6 +274,29 @@ describe('OrtBackend session cache', () => {
     await be.release();
     await new Promise((r) => setImmediate(r));
     expect(trimStats.calls).toBe(before + 1);
+  });
+
+  it('fixMmapThreshold: glibc takes it (mallopt), the smallest threshold set wins, ONNSIGHT_MMAP_THRESHOLD overrides', () => {
+    if (!canTrimNativeHeap()) return; // no glibc or no koffi here: nothing is set
+    const before = mmapThreshold();
+    const env = process.env.ONNSIGHT_MMAP_THRESHOLD;
+    try {
+      process.env.ONNSIGHT_MMAP_THRESHOLD = '0'; // the user's switch: leave glibc's dynamic threshold
+      expect(fixMmapThreshold(1 << 20)).toBe(before);
+      expect(mmapThreshold()).toBe(before);
+      delete process.env.ONNSIGHT_MMAP_THRESHOLD;
+      const big = 24 << 20, small = 6 << 20;
+      if (before !== undefined && before <= small) return; // already lower in this worker: nothing to see
+      expect(fixMmapThreshold(big)).toBe(big);
+      expect(fixMmapThreshold(big + (1 << 20))).toBe(big); // a bigger one does not undo a smaller
+      expect(fixMmapThreshold(small)).toBe(small);
+      expect(fixMmapThreshold(64 << 20)).toBe(small); // above glibc's 32 MiB maximum: clamped, and bigger anyway
+      process.env.ONNSIGHT_MMAP_THRESHOLD = String(5 << 20);
+      expect(fixMmapThreshold(big)).toBe(5 << 20); // the environment wins over the caller's value
+    } finally {
+      if (env === undefined) delete process.env.ONNSIGHT_MMAP_THRESHOLD;
+      else process.env.ONNSIGHT_MMAP_THRESHOLD = env;
+    }
   });
 
   it('TrimOnGrowth trims only once private memory grew by more than its slack', () => {

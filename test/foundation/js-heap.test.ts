@@ -1,0 +1,23 @@
+/**
+ * src/js-heap.ts: a collection after a compile that grew the heap past the threshold frees
+ * the compile's garbage (the heap's used size falls back), and none is made below it.
+ */
+import { describe, expect, it } from 'vitest';
+import { collectAfter, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
+
+describe('collectAfter', () => {
+  it('collects garbage past the threshold, and only then', () => {
+    const since = heapUsed();
+    expect(collectAfter(since)).toBe(false);
+    // Many small objects, as a compile leaves them; live while the heap's growth is read.
+    let rows: { a: number; b: string }[] | null = [];
+    for (let i = 0; heapUsed() - since <= GARBAGE_AFTER * 1.25; i++) for (let j = 0; j < 10_000; j++) rows.push({ a: i, b: `v${i}.${j}` });
+    const grown = heapUsed() - since;
+    expect(rows.length).toBeGreaterThan(0);
+    rows = null; // now garbage
+    const calls = gcStats.calls;
+    expect(collectAfter(since)).toBe(true);
+    expect(gcStats.calls).toBe(calls + 1);
+    expect(heapUsed() - since).toBeLessThan(grown / 4);
+  });
+});
