@@ -19,7 +19,9 @@
  *   sweep feeds one prompt's keys and values once for a whole batch of its variants, and no
  *   `[rows, …, past + new, …]` keys or values are ever materialized (a 12 × 128 grid of GPT-2
  *   small: peak PSS 1156 → 979 MB, 84 → 76 s, with `Concat(past, new)` keys and values before).
- *   The presents (graph outputs) are the new positions' keys and values `Kᵀ` and `V`;
+ *   The presents (graph outputs) are the new positions' keys and values `Kᵀ` and `V` — or,
+ *   for keys or values repeated for grouped-query heads, the values before the repeat, which
+ *   the block then applies to the past too (`repeatedPast`: a past `heads / kv_heads` smaller);
  * - every other operand of the operators between the two MatMuls (the scale, the causal and
  *   padding masks) is brought to the scores' `[…, new, past + new]`, from its symbolic shape
  *   (src/onnx/shapes.ts, with the cut's sequence `nns_new`, the pasts' `nns_past` and the
@@ -96,6 +98,23 @@ export function fedOverAll(name: string): boolean {
 }
 
 const ELEMENTWISE_UNARY = new Set(['Cast', 'Identity', 'Neg', 'Tanh', 'Dropout']);
+/** Operators that only move or repeat their first input's elements (their other inputs: shapes, axes). */
+const LAYOUT = new Set(['Transpose', 'Reshape', 'Unsqueeze', 'Squeeze', 'Expand', 'Tile', 'Identity', 'Concat']);
+/** Of those, the ones that repeat elements (a past before them is smaller). */
+const REPEATS = new Set(['Expand', 'Tile', 'Concat']);
+
+/** A past's dims from a key or value's over the new positions (`k`: its key axis): numbers but for the batch and the past; null when another dim is symbolic. */
+function pastShapeOf(shape: readonly (number | string | null)[], k: number): AddedPair['shape'] | null {
+  const out: AddedPair['shape'] = [];
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i];
+    if (i === k) out.push('past');
+    else if (i === 0 && d === 'batch') out.push('batch');
+    else if (typeof d === 'number') out.push(d);
+    else return null;
+  }
+  return out;
+}
 const ELEMENTWISE_BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']);
 
 /**
@@ -277,6 +296,7 @@ function cacheBlock(seg: Segment, opset: number, inputInfo: ReadonlyMap<string, 
     add('Constant', [], name, [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [values.length], data_type: DataType.INT64, int64_data: values } }]);
     return name;
   };
+  const fedAs = new Map<string, string>(); // operand → the value standing for its past (the past itself, or the repeat of it)
   const extend = (operand: string, axisFromEnd: 1 | 2): AddedPair | { reject: string } => {
     let pair = pastOf.get(operand);
     if (!pair) {
@@ -285,22 +305,71 @@ function cacheBlock(seg: Segment, opset: number, inputInfo: ReadonlyMap<string, 
       if (!t || t.elem !== DataType.FLOAT || !shape || shape.length < 2) return { reject: `attention operand ${operand} has no float shape` };
       const k = shape.length - axisFromEnd;
       if (shape[k] !== NEW) return { reject: `attention operand ${operand}'s key axis is ${String(shape[k])}, not the block's sequence` };
-      const pastShape: AddedPair['shape'] = [];
-      for (let i = 0; i < shape.length; i++) {
-        const d = shape[i];
-        if (i === k) pastShape.push('past');
-        else if (i === 0 && d === 'batch') pastShape.push('batch');
-        else if (typeof d === 'number') pastShape.push(d);
-        else return { reject: `attention operand ${operand} has dim ${String(d)}` };
+      const pastShape = pastShapeOf(shape, k);
+      if (!pastShape) return { reject: `attention operand ${operand} has dims ${JSON.stringify(shape)}` };
+      const found = repeatedPast(operand, pastShape);
+      const repeated = found && !pairs.some((p) => p.past === found.past) ? found : undefined; // (another operand repeated from it: its own past)
+      if (repeated) {
+        // Keys or values repeated (grouped-query heads): the past before the repeat, the repeat applied to it.
+        pair = { past: repeated.past, present: repeated.base, axis: repeated.shape.indexOf('past') - repeated.shape.length, shape: repeated.shape };
+        inserts.push(...repeated.nodes);
+        fedAs.set(operand, repeated.out);
+      } else {
+        pair = { past: `${operand}/nns.past`, present: operand, axis: -axisFromEnd, shape: pastShape };
+        fedAs.set(operand, pair.past);
       }
-      const past = `${operand}/nns.past`;
-      pair = { past, present: operand, axis: -axisFromEnd, shape: pastShape };
       pastOf.set(operand, pair);
       pairs.push(pair);
-      newInputs.push(infoOfType(past, { elem: DataType.FLOAT, shape: pastShape.map((d) => (d === 'past' ? PAST : d)) }));
-      newOutputs.push(infoOfType(operand, { elem: DataType.FLOAT, shape: pastShape.map((d) => (d === 'past' ? NEW : d)) }));
+      newInputs.push(infoOfType(pair.past, { elem: DataType.FLOAT, shape: pair.shape.map((d) => (d === 'past' ? PAST : d)) }));
+      newOutputs.push(infoOfType(pair.present, { elem: DataType.FLOAT, shape: pair.shape.map((d) => (d === 'past' ? NEW : d)) }));
     }
     return pair;
+  };
+  /**
+   * When `operand` is a value repeated from a smaller one (grouped-query attention's key/value
+   * heads: `Unsqueeze`, `Concat` of copies or `Expand`/`Tile`, `Reshape`, `Transpose`, each
+   * reading the one before and otherwise only shapes), the earliest such value as the past's
+   * layout and those nodes cloned onto the past: a past `heads / kv_heads` times smaller. Only
+   * when the cloned nodes give the operand's shape over the past (inferred with a batch of the
+   * past's own, so that a reshape by the block's batch, which is not the past's, rejects).
+   */
+  const repeatedPast = (operand: string, want: AddedPair['shape']): { base: string; past: string; shape: AddedPair['shape']; nodes: NodeProto[]; out: string } | undefined => {
+    const chain: NodeProto[] = [];
+    for (let v = operand, step = 0; step < 8; step++) {
+      const p = view.producer(v);
+      const ins = p?.input ?? [];
+      if (!p || (p.domain ?? '') !== '' || !LAYOUT.has(p.op_type!) || !ins[0] || !data.has(ins[0])) break;
+      if (p.op_type === 'Concat' ? ins.some((x) => x !== ins[0]) : ins.slice(1).some((x) => x && data.has(x))) break;
+      chain.unshift(p);
+      v = ins[0];
+    }
+    // From the first repeat back (over axes only inserted or removed: the value before them), then further back.
+    let first = chain.findIndex((n) => REPEATS.has(n.op_type!));
+    if (first < 0) return undefined;
+    while (first > 0 && ['Unsqueeze', 'Squeeze', 'Identity'].includes(chain[first - 1]!.op_type!)) first--;
+    for (let i = first; i >= 0; i--) {
+      const sub = chain.slice(i);
+      const base = sub[0]!.input![0]!;
+      const shape = before.get(base)?.shape;
+      const k = shape ? shape.indexOf(NEW) : -1;
+      if (!shape || before.get(base)!.elem !== DataType.FLOAT || k < 0 || shape.lastIndexOf(NEW) !== k) continue;
+      const baseShape = pastShapeOf(shape, k);
+      if (!baseShape) continue;
+      const past = `${base}/nns.past`;
+      let prev = past;
+      const clones = sub.map((n) => {
+        const out = `${n.output![0]!}/nns.past`;
+        const c: NodeProto = { ...n, name: `${n.name ?? out}/nns.past`, input: n.op_type === 'Concat' ? n.input!.map(() => prev) : [prev, ...n.input!.slice(1)], output: [out], ...provenance() };
+        prev = out;
+        return c;
+      });
+      const PB = 'nns_past_batch';
+      const trial: GraphProto = { ...g, node: [...g.node!, ...clones], input: [...g.input!, infoOfType(past, { elem: DataType.FLOAT, shape: baseShape.map((d) => (d === 'past' ? PAST : d === 'batch' ? PB : d)) })] };
+      const got = inferShapes(trial, opset, { seed, valueInfo: false }).types.get(prev)?.shape;
+      const expect = want.map((d) => (d === 'past' ? PAST : d === 'batch' ? PB : d));
+      if (got && got.length === expect.length && got.every((d, j) => d === expect[j])) return { base, past, shape: baseShape, nodes: clones, out: prev };
+    }
+    return undefined;
   };
   const scoresOf = new Map<Attention, string>();
   for (const a of attentions) {
@@ -311,17 +380,18 @@ function cacheBlock(seg: Segment, opset: number, inputInfo: ReadonlyMap<string, 
     // Scores: Q·pastKᵀ beside Q·Kᵀ (a past of batch 1 broadcasts over the rows).
     const sOut = a.scores.output![0]!;
     a.scores.output![0] = `${sOut}/nns.new`;
-    add('MatMul', [a.scores.input![0]!, kp.past], `${sOut}/nns.past`);
+    add('MatMul', [a.scores.input![0]!, fedAs.get(a.scores.input![1]!)!], `${sOut}/nns.past`);
     add('Concat', [`${sOut}/nns.past`, `${sOut}/nns.new`], sOut, [{ name: 'axis', type: AttributeType.INT, i: -1 }]);
     scoresOf.set(a, sOut);
     // Context: the weights of the past positions times the past values, plus the new ones times the new.
     const cOut = a.context.output![0]!;
     const weights = a.context.input![0]!;
     const k = vp.shape.indexOf('past');
+    const pastV = fedAs.get(a.context.input![1]!)!;
     add('Shape', [vp.past], `${cOut}/nns.past_length`, [{ name: 'start', type: AttributeType.INT, i: k }, { name: 'end', type: AttributeType.INT, i: k + 1 }]);
     add('Slice', [weights, intConst(`${cOut}/nns.zero`, [0]), `${cOut}/nns.past_length`, intConst(`${cOut}/nns.last_axis`, [-1])], `${cOut}/nns.past_weights`);
     add('Slice', [weights, `${cOut}/nns.past_length`, intConst(`${cOut}/nns.end`, [2 ** 53 - 1]), `${cOut}/nns.last_axis`], `${cOut}/nns.new_weights`);
-    add('MatMul', [`${cOut}/nns.past_weights`, vp.past], `${cOut}/nns.past`);
+    add('MatMul', [`${cOut}/nns.past_weights`, pastV], `${cOut}/nns.past`);
     a.context.input![0] = `${cOut}/nns.new_weights`;
     a.context.output![0] = `${cOut}/nns.new`;
     add('Add', [`${cOut}/nns.past`, `${cOut}/nns.new`], cOut);

@@ -135,9 +135,11 @@ describe('added key/value cache against the model\'s own', () => {
 });
 
 describe.each([
-  ['gpt2-facts (TorchScript, with past)', path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx', 'model.with-past.onnx')],
-  ['the Llama generator (with past)', llama.withPastPath],
-])('a model\'s own cache in the broadcast form: %s', (_, file) => {
+  // gpt2-facts: keys transposed as the scores read them (4 heads of 32); the Llama generator: keys and values
+  // before the grouped-query repeat (2 key/value heads of 4 for 4 query heads), the export's own layout.
+  ['gpt2-facts (TorchScript, with past)', path.join(import.meta.dirname, '..', '..', 'models', 'gpt2-facts', 'onnx', 'model.with-past.onnx'), [['batch', 4, 32, 'past'], ['batch', 4, 'past', 32]]],
+  ['the Llama generator (with past)', llama.withPastPath, [['batch', TINY.kvHeads, 'past', TINY.width / TINY.heads], ['batch', TINY.kvHeads, 'past', TINY.width / TINY.heads]]],
+] as [string, string, (number | string)[][]][])('a model\'s own cache in the broadcast form: %s', (_, file, layouts) => {
   it('every block rewritten (no past input, no present output, no Concat(past, new)); a sweep of every block × 4 positions on it = one variant per trace on the ordinary path (1e-5)', async () => {
     const model = await LanguageModel.load(file);
     try {
@@ -155,9 +157,8 @@ describe.each([
         expect(g.node!.filter((n) => n.input!.some((v) => pasts.has(v) || presents.has(v)))).toEqual([]);
         expect(seg.graphInputs.filter((v) => pasts.has(v))).toEqual([]);
       }
-      // A key and a value per block, in the layout the attention reads them (keys transposed: their past axis is the last).
-      expect(added.pairs.length).toBe(2 * segs.chain.blocks.length);
-      expect(added.pairs.map((p) => p.shape.indexOf('past') - p.shape.length)).toEqual(added.pairs.map((_, i) => (i % 2 ? -2 : -1)));
+      // A key and a value per block.
+      expect(added.pairs.map((p) => p.shape)).toEqual(segs.chain.blocks.flatMap(() => layouts));
       const before = fast.stats.sweepRuns;
       const { batched, naive } = await sweepAndNaive(model);
       expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(before + 1);
@@ -251,6 +252,54 @@ describe('a broken block that only a later sweep runs', () => {
       expect(worstDiff(saves, naive)).toBeLessThanOrEqual(1e-5);
     } finally {
       await model.dispose();
+    }
+  });
+});
+
+describe('keys and values repeated for grouped-query heads', () => {
+  it('a repeat reshaped by the block\'s own batch (not the past\'s): the past stays in the repeated layout; the grid equals one variant per trace', async () => {
+    // The Llama generator's head repeat `Reshape(Concat(u, u), [0, heads, -1, hd])` given the batch from
+    // the repeated keys' own shape instead of 0: on a past of batch 1 beside a batch of rows it would
+    // reshape the past by the rows' batch, so the past is not taken before that repeat.
+    const own = buildLlamaModel({ ...TINY, seed: 16, dir: path.join(tmp, 'batch-reshape') });
+    const proto = decodeModel(fs.readFileSync(own.graphPath));
+    const g = proto.graph!;
+    let n = 0;
+    for (const r of [...g.node!]) {
+      const c = g.node!.find((m) => m.op_type === 'Concat' && m.output![0] === r.input?.[0]);
+      if (r.op_type !== 'Reshape' || !c || c.input!.some((x) => x !== c.input![0])) continue;
+      const tag = `${r.name!.slice(0, r.name!.lastIndexOf('/'))}/TestBatch_${n++}`; // in the block's scope
+      g.initializer!.push({ name: `onnx::TestReshape_${n}`, dims: [3], data_type: DataType.INT64, int64_data: [TINY.heads, -1, TINY.width / TINY.heads] });
+      g.node!.splice(g.node!.indexOf(r), 0,
+        { op_type: 'Shape', name: `${tag}.shape`, input: [c.output![0]!], output: [`${tag}.batch`], attribute: [{ name: 'end', type: 2, i: 1 }] },
+        { op_type: 'Concat', name: `${tag}.target`, input: [`${tag}.batch`, `onnx::TestReshape_${n}`], output: [`${tag}.target`], attribute: [{ name: 'axis', type: 2, i: 0 }] });
+      r.input![1] = `${tag}.target`;
+    }
+    expect(n).toBe(2 * TINY.layers);
+    const file = path.join(own.dir, 'model.batch-reshape.onnx');
+    fs.writeFileSync(file, encodeModel(proto));
+    const model = await LanguageModel.load(file);
+    try {
+      const segs = (model.mc.fast as FastExecutor).segments();
+      if (typeof segs === 'string') throw new Error(segs);
+      const added = segs.added();
+      if ('reject' in added) throw new Error(added.reject);
+      const hd = TINY.width / TINY.heads;
+      expect(added.pairs.map((p) => p.shape)).toEqual(segs.chain.blocks.flatMap(() => [['batch', TINY.heads, hd, 'past'], ['batch', TINY.heads, 'past', hd]]));
+      const { batched, naive } = await sweepAndNaive(model);
+      expect((model.mc.fast as FastExecutor).stats.lastSweep!.addedCache).toBe(true);
+      expect(worstDiff(batched, naive)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await model.dispose();
+    }
+    // The generator's own models: the pasts before the repeat (key/value heads only).
+    const plain = await LanguageModel.load(llama.graphPath);
+    try {
+      const added = ((plain.mc.fast as FastExecutor).segments() as Segments).added();
+      if ('reject' in added) throw new Error(added.reject);
+      expect(new Set(added.pairs.map((p) => JSON.stringify(p.shape)))).toEqual(new Set([JSON.stringify(['batch', TINY.kvHeads, 'past', TINY.width / TINY.heads])]));
+    } finally {
+      await plain.dispose();
     }
   });
 });
