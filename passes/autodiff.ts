@@ -86,7 +86,7 @@ export const autodiffPass: Pass = {
       const through = (n: NodeProto): void => { em.prov = part(blockOf(moduleOf(n)) || base.module); };
       try {
         const xs = [...new Set(group.map((r) => r.placeholder.input![1]!))];
-        const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb, through);
+        const grads = sweep(g.node!.filter((n) => !placeholders.has(n)), y, xs, gb, through, !state.functions);
         const producer = new Map<string, NodeProto>();
         for (const n of g.node!) for (const o of n.output ?? []) producer.set(o, n);
         for (const r of group) {
@@ -132,9 +132,9 @@ export function emitGradients(model: ModelProto, y: string, xs: string[], sigs: 
 
 /**
  * One backward sweep over `nodes` (the graph without placeholders): dY/dX for every X that
- * Y depends on (absent: Y does not depend on it).
+ * Y depends on (absent: Y does not depend on it); `recomputing`: see {@link recompute}.
  */
-function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder, through?: (n: NodeProto) => void): Map<string, string> {
+function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder, through?: (n: NodeProto) => void, recomputing = true): Map<string, string> {
   const producer = new Map<string, NodeProto>();
   const consumers = new Map<string, NodeProto[]>();
   for (const n of nodes) {
@@ -190,6 +190,7 @@ function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder, thr
   }
   if (order.length !== activeNodes.length) throw new Error('internal: autodiff over a cyclic graph');
 
+  const firstBackward = gb.em.graph.node!.length;
   const acc = new Map<string, string>();
   acc.set(y, gb.onesLike(y));
   const add = (v: string, d: string): void => {
@@ -214,5 +215,40 @@ function sweep(nodes: NodeProto[], y: string, xs: string[], gb: GradBuilder, thr
     const d = acc.get(x);
     if (d !== undefined) result.set(x, d);
   }
+  // Not when statements become functions (`nns compile`'s default): a copy listed among the
+  // forward nodes would leave its block's backward function unfoldable.
+  if (recomputing) recompute(nodes, gb.em.graph.node!.slice(firstBackward), gb, through);
   return result;
+}
+
+/**
+ * Forward values the backward reads that are one `Add`/`Mul` of another value it reads and a
+ * one-element constant (GPT-2's GELU: `1 + tanh(…)` beside `tanh(…)`) are computed again in
+ * the backward instead of kept from the forward pass: one value kept per layer instead of two.
+ * The copy swaps the operands (exactly the same sum or product; onnxruntime's common
+ * subexpression elimination would otherwise merge it back into the original) and is placed
+ * right after the original in the node list: onnxruntime orders nodes by a depth-first walk
+ * from the outputs that visits a node's later-listed inputs first, so a copy listed early runs
+ * last among its consumer's inputs — when the backward reaches it — while one listed late
+ * would run with the forward pass and be kept as long as the original was.
+ */
+function recompute(forward: NodeProto[], backward: NodeProto[], gb: GradBuilder, through?: (n: NodeProto) => void): void {
+  const producer = new Map<string, NodeProto>();
+  for (const n of forward) for (const o of n.output ?? []) if (o) producer.set(o, n);
+  const readers = new Map<string, NodeProto[]>();
+  for (const b of backward) for (const i of new Set(b.input ?? [])) if (i && producer.has(i)) readers.set(i, [...(readers.get(i) ?? []), b]);
+  const scalar = (v: string): boolean => gb.constValue(v)?.length === 1;
+  const list = gb.em.graph.node!;
+  for (const [v, rs] of readers) {
+    const p = producer.get(v)!;
+    if ((p.op_type !== 'Add' && p.op_type !== 'Mul') || (p.domain && p.domain !== 'ai.onnx') || (p.input ?? []).length !== 2) continue;
+    const [a, b] = p.input as [string, string];
+    const kept = readers.has(a) && scalar(b) ? a : readers.has(b) && scalar(a) ? b : undefined;
+    if (kept === undefined) continue;
+    through?.(p);
+    const copy = gb.op(p.op_type, kept === a ? [b, a] : [a, b]);
+    const node = list.pop()!; // the copy, just emitted: moved next to the original
+    list.splice(list.indexOf(p) + 1, 0, node);
+    for (const r of rs) r.input = r.input!.map((i) => (i === v ? copy : i));
+  }
 }

@@ -265,6 +265,8 @@ describe('nns compile: graphs for Netron', () => {
         checked++;
       }
     }
-    expect(checked).toBeGreaterThan(2000);
+    // Not vacuous: 1848 inserted values over the six examples since the gradient graphs build run-time
+    // shapes from the model input's shape (4fa9108: fewer Shape nodes; 2000+ before).
+    expect(checked).toBeGreaterThan(1500);
   }, 240_000);
 });
