@@ -56,7 +56,7 @@ import type { BlockChain, CachePair, Segment } from './segments.js';
 import { pruneGraph } from '../../passes/prune.js';
 
 /** Bump when the cached blocks' layout changes (invalidates written files). */
-export const ADDED_CACHE_FORMAT = 2;
+export const ADDED_CACHE_FORMAT = 3;
 
 /** The sequence length of a cached block's input (the new positions). */
 export const NEW = 'nns_new';
@@ -98,6 +98,7 @@ export function fedOverAll(name: string): boolean {
 }
 
 const ELEMENTWISE_UNARY = new Set(['Cast', 'Identity', 'Neg', 'Tanh', 'Dropout']);
+const ELEMENTWISE_BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']);
 /** Operators that only move or repeat their first input's elements (their other inputs: shapes, axes). */
 const LAYOUT = new Set(['Transpose', 'Reshape', 'Unsqueeze', 'Squeeze', 'Expand', 'Tile', 'Identity', 'Concat']);
 /** Of those, the ones that repeat elements (a past before them is smaller). */
@@ -115,7 +116,6 @@ function pastShapeOf(shape: readonly (number | string | null)[], k: number): Add
   }
   return out;
 }
-const ELEMENTWISE_BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']);
 
 /**
  * The cached blocks of block segments `segments` (the head excluded), or why there are none.
