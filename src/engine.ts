@@ -90,8 +90,9 @@ export const MMAP_THRESHOLD_WEIGHTS = 2 ** 30;
  * until the backward, and the arena reuses its buffers where malloc's heap fragmented.
  */
 function defaultBackend(loaded: LoadedModel): OrtBackend {
-  const big = weightsBytes(loaded) > BIG_WEIGHTS;
-  if (weightsBytes(loaded) > MMAP_THRESHOLD_WEIGHTS) fixMmapThreshold(BIG_MMAP_THRESHOLD);
+  const bytes = weightsBytes(loaded);
+  const big = bytes > BIG_WEIGHTS;
+  if (bytes > MMAP_THRESHOLD_WEIGHTS) fixMmapThreshold(BIG_MMAP_THRESHOLD);
   return new OrtBackend({ maxSessions: sessionBound(loaded), exclusive: big, ...(big ? { defaults: { arena: false } } : {}) });
 }
 
