@@ -92,14 +92,26 @@ export function selectRows(t: Tensor, rows: readonly number[]): Tensor {
 /** Concatenates two tensors along `axis`. */
 export function concatAxis(a: Tensor, b: Tensor, axis: number): Tensor {
   const outer = numel(a.shape.slice(0, axis));
-  const ia = numel(a.shape.slice(axis));
-  const ib = numel(b.shape.slice(axis));
-  const data = new (a.data.constructor as Float32ArrayConstructor)(outer * (ia + ib));
-  for (let o = 0; o < outer; o++) {
-    data.set((a.data as Float32Array).subarray(o * ia, (o + 1) * ia), o * (ia + ib));
-    data.set((b.data as Float32Array).subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
-  }
+  const n = outer * (numel(a.shape.slice(axis)) + numel(b.shape.slice(axis)));
+  const data = new (a.data.constructor as Float32ArrayConstructor)(n);
+  concatInto(a, b, axis, data);
   const shape = [...a.shape];
   shape[axis] = a.shape[axis]! + b.shape[axis]!;
   return { dtype: a.dtype, shape, data };
+}
+
+/**
+ * Writes `a` and `b` concatenated along `axis` into the first elements of `into` (of their
+ * element type, overlapping neither): the copy loop of {@link concatAxis}, also used for a
+ * buffer the caller owns (src/fast/execute.ts `appendInto`).
+ */
+export function concatInto(a: Tensor, b: Tensor, axis: number, into: TensorData): void {
+  const outer = numel(a.shape.slice(0, axis));
+  const ia = numel(a.shape.slice(axis));
+  const ib = numel(b.shape.slice(axis));
+  const out = into as Float32Array, da = a.data as Float32Array, db = b.data as Float32Array;
+  for (let o = 0; o < outer; o++) {
+    if (ia) out.set(da.subarray(o * ia, (o + 1) * ia), o * (ia + ib));
+    if (ib) out.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
+  }
 }

@@ -24,7 +24,7 @@ import { NnsError } from '../errors.js';
 import { batchRows, type FastPath, type ModelContext } from '../compile.js';
 import { buildFeeds } from '../model/feeds.js';
 import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
-import { numel, selectRows, type Tensor } from '../tensor.js';
+import { concatInto, numel, selectRows, type Tensor } from '../tensor.js';
 import type { OrtSession } from '../../backends/ort.js';
 import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
 import { evalOp, HOST_OPS } from '../../ir/ops.js';
@@ -187,10 +187,7 @@ export function appendInto(a: Tensor, b: Tensor, axis: number, into: Float32Arra
       if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
     }
   } else {
-    for (let o = 0; o < outer; o++) {
-      if (ia) into.set(da.subarray(o * ia, (o + 1) * ia), o * (ia + ib));
-      if (ib) into.set(db.subarray(o * ib, (o + 1) * ib), o * (ia + ib) + ia);
-    }
+    concatInto(a, b, axis, into);
   }
   const shape = [...a.shape];
   shape[axis] = a.shape[axis]! + b.shape[axis]!;
