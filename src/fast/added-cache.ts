@@ -173,10 +173,10 @@ export function withoutOwnCache(seg: Segment, own: readonly CachePair[]): Segmen
     drop.add(c);
     const empty = `${pair.past}/nns.empty`;
     const ints = (name: string, v: number): string => {
-      inserts.push({ op_type: 'Constant', name, input: [], output: [name], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [1], data_type: DataType.INT64, int64_data: [v] } }], ...provenance() });
+      inserts.push(addedNode('Constant', name, [], name, int64Value([v])));
       return name;
     };
-    inserts.push({ op_type: 'Slice', name: empty, input: [fresh, ints(`${empty}/zero`, 0), ints(`${empty}/end`, 0), ints(`${empty}/axis`, pair.axis)], output: [empty], ...provenance() });
+    inserts.push(addedNode('Slice', empty, [fresh, ints(`${empty}/zero`, 0), ints(`${empty}/end`, 0), ints(`${empty}/axis`, pair.axis)], empty));
     emptyOf.set(pair.past, empty);
   }
   const kept = nodes.filter((n) => !drop.has(n));
@@ -290,10 +290,10 @@ function cacheBlock(seg: Segment, opset: number, inputInfo: ReadonlyMap<string, 
   const newOutputs: ValueInfoProto[] = [];
   const inserts: NodeProto[] = [];
   const add = (op: string, input: string[], output: string, attribute: NodeProto['attribute'] = []): void => {
-    inserts.push({ op_type: op, name: `${output}/${op}`, input, output: [output], attribute, ...provenance() });
+    inserts.push(addedNode(op, `${output}/${op}`, input, output, attribute));
   };
   const intConst = (name: string, values: number[]): string => {
-    add('Constant', [], name, [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [values.length], data_type: DataType.INT64, int64_data: values } }]);
+    add('Constant', [], name, int64Value(values));
     return name;
   };
   const fedAs = new Map<string, string>(); // operand → the value standing for its past (the past itself, or the repeat of it)
@@ -493,6 +493,16 @@ function neutralOf(node: NodeProto, i: number, at: number, elem: number): number
 
 const provenance = (): Pick<NodeProto, 'metadata_props'> => ({ metadata_props: [{ key: 'onnsight.op', value: 'added-cache' }] });
 
+/** A node of the rewrite, marked as the added cache's (`onnsight.op` metadata). */
+function addedNode(op: string, name: string, input: string[], output: string, attribute: NodeProto['attribute'] = []): NodeProto {
+  return { op_type: op, name, input, output: [output], attribute, ...provenance() };
+}
+
+/** The `value` attribute of a `Constant` holding the 1-D int64 tensor `values`. */
+function int64Value(values: number[]): NodeProto['attribute'] {
+  return [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [values.length], data_type: DataType.INT64, int64_data: values } }];
+}
+
 /** Emits the nodes of the operand fixes (inserted before the first node that reads them). */
 class Emit {
   private readonly pending: NodeProto[] = [];
@@ -507,13 +517,12 @@ class Emit {
 
   private node(op: string, input: string[], attrs: NodeProto['attribute'] = []): string {
     const out = this.name(op);
-    this.pending.push({ op_type: op, name: out, input, output: [out], attribute: attrs, ...provenance() });
+    this.pending.push(addedNode(op, out, input, out, attrs));
     return out;
   }
 
   private constInt(values: number[]): string {
-    const t: TensorProto = { dims: [values.length], data_type: DataType.INT64, int64_data: values };
-    return this.node('Constant', [], [{ name: 'value', type: AttributeType.TENSOR, t }]);
+    return this.node('Constant', [], int64Value(values));
   }
 
   /** `-new` and `past` as 1-D int64 tensors (the new positions from the cut's shape, the past from the first pair's). */
