@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CLI_MEASUREMENTS } from './cli.js';
 import * as ort from 'onnxruntime-node';
+import { toOrtTensor } from '../backends/ort.js';
 import type { Graph } from '../ir/ir.js';
 import { dedupInvokes } from '../passes/dedup-invokes.js';
 import { liftConstants } from '../passes/lift-constants.js';
@@ -93,8 +94,9 @@ async function readyFast(st: OnnsightState, text: string): Promise<void> {
   const r = explainFastPath(state.ir, mc.tree, st.fast.ported, fastPlanOptions(st));
   if ('reject' in r) throw new Error(`benchmark: expected the fast path, got: ${r.reject}`);
   await st.fast.session();
-  // Module applications run on module models (src/fast/module-model.ts): written and opened once per model.
-  for (const path of new Set(r.plan.calls.map((c) => c.attrs.path))) await st.fast.modules.session(path);
+  // Module applications run on module models (src/fast/module-model.ts), written and opened once per model —
+  // or, for the tail (lm_head), on the instrumented model's own copy of it (FastExecutor.tailCallsInModel).
+  for (const path of new Set(r.plan.calls.map((c) => c.attrs.path))) await st.fast.callSession(path);
 }
 
 /** The planner options the engine's fast path uses (closed modules run as module models). */
@@ -252,7 +254,7 @@ export const MEASUREMENTS: Measurement[] = [
         feeds[p.add] = one(0, p.shape.length);
       }
       const fetch = [st.fast.ported.tail?.fetch ?? st.blocks.output];
-      for (const [k, g] of Object.entries(gateFeed(st.fast.ported, fetch))) feeds[k] = new ort.Tensor('int64', g.data, g.shape);
+      for (const [k, g] of Object.entries(gateFeed(st.fast.ported, fetch))) feeds[k] = toOrtTensor(g);
       const t = await timeRuns(() => session.run(feeds, fetch), ctx.timing); // the tail (lm_head) is not in the instrumented model
       ctx.extra.ported_session_run_ms = t.median;
       ctx.extra.ported_session_run_cpu_ms = t.cpuMedian;
