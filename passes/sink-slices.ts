@@ -6,7 +6,7 @@
  *
  * A *selection* S is a `Gather` (scalar or 1-D constant indices) or a `Slice` (constant
  * starts/ends/axes/steps, opset ≥ 10 input form) whose axes, normalized with the known rank,
- * are not the last one. Three exact rewrites:
+ * are not the last one (except in rule 4). Four rewrites (1–3 exact):
  *
  * 1. **sink** — S's data input `y` is produced by a position-wise node P (below) whose output
  *    has S as its only reader and is not a graph output: S is re-emitted on P's data input
@@ -19,6 +19,12 @@
  * 3. **merge** — identical selections (same op, attributes and parameter inputs) of one value
  *    become one; the readers of the others read the kept one. After 2 and 3, a batched sweep's
  *    N per-invoke `logits[r:r+1][:, -1, :]` read the logits through ONE Gather, which sinks.
+ * 4. **columns** — a selection of the last axis only (`logits[0, -1, token]`, after the
+ *    position selection sank) of `MatMul(x, W)` with a constant 2-D `W` whose output S alone
+ *    reads becomes `MatMul(x, S'(W))`, S' selecting the same columns of `W` (at most an eighth
+ *    of them): the product computes the selected columns only, and reads only them of the
+ *    weight (onnxruntime folds `S'(W)` into a small constant when the session is created). The
+ *    same products, summed by another kernel (within a few ulp: test/passes/sink-slices.test.ts).
  *
  * Position-wise P (r = rank of P's output = rank of its data operand, a = every selected axis):
  * - unary elementwise (Relu, Gelu, Tanh, Sigmoid, Erf, Sqrt, Cast, Neg, Exp, Log, Abs,
@@ -35,12 +41,15 @@
  * Moved nodes are emitted as `/<module>/nns.sink/<Op>` with provenance `onnsight.op = sink`.
  * @module
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { stableStringify } from '../ir/key.js';
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
-import { AttributeType, DataType, defaultOpset } from '../src/onnx/proto.js';
+import { AttributeType, DataType, dataTypeBits, defaultOpset } from '../src/onnx/proto.js';
 import { attrOf } from '../src/onnx/attributes.js';
-import { tensorData } from '../src/onnx/graph-builder.js';
+import { externalRefOf, tensorData } from '../src/onnx/graph-builder.js';
 import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
 import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
 
@@ -61,6 +70,8 @@ export interface SinkOptions {
   ranks?: ReadonlyMap<string, number>;
   /** Emitter to create nodes with (a fresh one on the graph by default). */
   emitter?: Emitter;
+  /** The folder the graph's external data is relative to (rule 4 reads weight columns from it; without it, external weights are left alone). */
+  weightsDir?: string;
 }
 
 /** What {@link sinkSlices} did. */
@@ -68,6 +79,8 @@ export interface SinkStats {
   sunk: number;
   swapped: number;
   merged: number;
+  /** Selections of a MatMul's last axis moved onto its constant weight's columns (rule 4). */
+  columns: number;
 }
 
 /** A parsed selection node. */
@@ -93,7 +106,7 @@ function setAttrInt(n: NodeProto, name: string, v: number): void {
 
 /** Rewrites `g` in place; returns counts. */
 export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {}): SinkStats {
-  const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0 };
+  const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0, columns: 0 };
   const em = opts.emitter ?? new Emitter(g);
 
   // ── constants, producers and readers: the graph view (refreshed every round) ──
@@ -352,6 +365,60 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     return true;
   };
 
+  /**
+   * The columns of an `n`-column axis that `s` selects, in order (a Gather's indices, a
+   * Slice's range), normalized; undefined when not known or out of range.
+   */
+  const selectedColumns = (s: NodeProto, n: number): number[] | undefined => {
+    const ins = s.input!;
+    if (s.op_type === 'Gather') {
+      const idx = constInts(ins[1]!);
+      if (!idx || idx.some((i) => i < -n || i >= n)) return undefined;
+      return idx.map((i) => (i < 0 ? i + n : i));
+    }
+    const [start, end] = [constInts(ins[1]!)?.[0], constInts(ins[2]!)?.[0]];
+    const step = ins[4] ? constInts(ins[4])?.[0] : 1;
+    if (start === undefined || end === undefined || step === undefined || step === 0) return undefined;
+    const clamp = (v: number, lo: number, hi: number): number => Math.min(Math.max(v < 0 ? v + n : v, lo), hi);
+    const out: number[] = [];
+    if (step > 0) for (let i = clamp(start, 0, n); i < clamp(end, 0, n) && out.length <= n; i += step) out.push(i);
+    else for (let i = clamp(start, -1, n - 1); i > clamp(end, -1, n - 1) && out.length <= n; i += step) out.push(i);
+    return out;
+  };
+
+  /**
+   * 4. columns: S(MatMul(x, W)) → MatMul(x, W[:, cols]) for a selection S of the last axis
+   * only (a vocabulary index of the logits) and a constant 2-D W [K, N]: the selected columns
+   * become a constant of their own, read from W at compile time (from the weights file: one
+   * read of the selected span per row). The product then computes those columns only, and the
+   * session never maps the rest of W (GPT-2's lm_head: 154 MB of the weights file for one
+   * logit). A `Gather` of W's columns in the graph instead would be folded by onnxruntime at
+   * session creation, reading the whole of W into memory. Only when S keeps at most an eighth
+   * of W's columns.
+   */
+  const columnRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
+    const y = s.input![0]!;
+    if (p.op_type !== 'MatMul' || (p.domain ?? '') !== '' || (p.output ?? [])[0] !== y) return false;
+    if (sel.axes.length !== 1 || sel.axes[0] !== sel.rank - 1) return false;
+    const ins = p.input ?? [];
+    const t = ins.length === 2 && ins[0] ? constTensor(ins[1] ?? '') : undefined;
+    const dims = t ? (t.dims ?? []).map(Number) : undefined;
+    if (!t || dims?.length !== 2) return false;
+    const [k, n] = dims as [number, number];
+    const cols = selectedColumns(s, n);
+    if (!cols || cols.length * 8 > n) return false;
+    const raw = readColumns(t, k, n, cols, opts.weightsDir);
+    if (!raw) return false;
+    const name = em.unique(`${ins[1]}.nns.columns`);
+    g.initializer = [...(g.initializer ?? []), { name, data_type: t.data_type, dims: sel.drop ? [k] : [k, cols.length], raw_data: raw }];
+    ranks.set(name, 2 - sel.drop);
+    emitCopy(p, [ins[0], name], s.output![0]!, p, s);
+    r.remove.add(s).add(p);
+    r.claimed.add(s).add(p);
+    stats.columns++;
+    return true;
+  };
+
   /** 1. sink: S(P(x, w)) → P(S(x), w) for a position-wise P. */
   const sinkRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
     const y = s.input![0]!;
@@ -390,13 +457,46 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
         const y = s.input![0]!;
         const p = view.producer(y);
         if (!p || r.claimed.has(p) || !onlyReaderIs(y, s)) continue;
-        changed = swapRule(s, sel, p, r) || sinkRule(s, sel, p, r) || changed;
+        changed = swapRule(s, sel, p, r) || sinkRule(s, sel, p, r) || columnRule(s, sel, p, r) || changed;
       }
     }
     if (!changed) break;
     g.node = (g.node ?? []).filter((n) => !r.remove.has(n));
   }
   return stats;
+}
+
+/**
+ * Columns `cols` of a 2-D constant `t` [k, n] as the raw little-endian bytes of a [k, cols]
+ * tensor (row-major); external data is read from `weightsDir`, one read of the columns' span
+ * per row. Undefined when the data cannot be read that way (no folder for external data, an
+ * element type narrower than a byte, a big-endian host).
+ */
+export function readColumns(t: TensorProto, k: number, n: number, cols: readonly number[], weightsDir?: string): Uint8Array | undefined {
+  const w = dataTypeBits(t.data_type ?? 0) / 8;
+  if (!Number.isInteger(w) || w < 1 || os.endianness() !== 'LE') return undefined;
+  const out = new Uint8Array(k * cols.length * w);
+  const ext = externalRefOf(t);
+  if (ext) {
+    if (weightsDir === undefined) return undefined;
+    const lo = Math.min(...cols), span = (Math.max(...cols) - lo + 1) * w;
+    const row = Buffer.alloc(span);
+    const fd = fs.openSync(path.join(weightsDir, ext.location), 'r');
+    try {
+      for (let i = 0; i < k; i++) {
+        if (fs.readSync(fd, row, 0, span, ext.offset + (i * n + lo) * w) !== span) return undefined;
+        cols.forEach((c, j) => out.set(row.subarray((c - lo) * w, (c - lo + 1) * w), (i * cols.length + j) * w));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return out;
+  }
+  const all = tensorData(t);
+  const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+  if (bytes.length !== k * n * w) return undefined;
+  for (let i = 0; i < k; i++) cols.forEach((c, j) => out.set(bytes.subarray((i * n + c) * w, (i * n + c + 1) * w), (i * cols.length + j) * w));
+  return out;
 }
 
 /** The sink-slices pass: ranks from the IR types and module boundaries, then {@link sinkSlices}. */
@@ -411,7 +511,7 @@ export const sinkSlicesPass: Pass = {
     };
     for (const m of ctx.tree.modules.values()) [...m.outputs, ...m.inputs].forEach(boundary);
     [...ctx.tree.graphInputs, ...ctx.tree.graphOutputs].forEach(boundary);
-    const s = sinkSlices(state.model.graph!, defaultOpset(state.model) ?? 0, { ranks });
-    return { changed: s.sunk + s.swapped + s.merged > 0 };
+    const s = sinkSlices(state.model.graph!, defaultOpset(state.model) ?? 0, { ranks, ...(ctx.weightsDir !== undefined ? { weightsDir: ctx.weightsDir } : {}) });
+    return { changed: s.sunk + s.swapped + s.merged + s.columns > 0 };
   },
 };

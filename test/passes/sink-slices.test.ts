@@ -116,7 +116,7 @@ describe('sink-slices on synthetic graphs', () => {
     }
     const m = b.build();
     const { model, stats } = rewrite(m);
-    expect(stats).toEqual({ swapped: 3, merged: 2, sunk: 1 });
+    expect(stats).toEqual({ swapped: 3, merged: 2, sunk: 1, columns: 0 });
     const mm = model.graph!.node!.filter((n) => n.op_type === 'MatMul');
     expect(mm.length).toBe(1);
     expect(producerOf(model, mm[0]!.input![0]!)!.op_type).toBe('Gather');
@@ -138,7 +138,7 @@ describe('sink-slices on synthetic graphs', () => {
   describe('must NOT be rewritten', () => {
     const unchanged = (m: ModelProto, ranks?: Map<string, number>): void => {
       const { stats } = rewrite(m, ranks);
-      expect(stats).toEqual({ sunk: 0, swapped: 0, merged: 0 });
+      expect(stats).toEqual({ sunk: 0, swapped: 0, merged: 0, columns: 0 });
     };
     const gatherOn = (b: GraphBuilder, v: string, axis: number, index = -1): string => b.op('Gather', [v, b.constant(scalarInt64(index))], { axis: attr.int(axis) }, { outputs: ['o'] });
 
