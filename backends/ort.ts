@@ -130,6 +130,11 @@ export interface OrtBackendOptions {
    * releases the idle prepacked module sessions (the tail's 154 MB on GPT-2 small, anon,
    * would otherwise sit beside the same weights mapped from the file), and a new prepacked
    * module session releases the idle whole-model unprepacked ones.
+   *
+   * Two sessions with onnxruntime's arena (turned off by such a backend's defaults; gradient
+   * graphs turn it on) conflict too: an idle arena holds its largest run's buffers, so a new
+   * arena session releases the idle ones of an overlapping group (recreated when asked for
+   * again: alternating two gradient graphs creates a session at every switch).
    */
   exclusive?: boolean;
   /**
@@ -235,7 +240,7 @@ export class OrtBackend {
       return hit.promise;
     }
     // The released sessions' memory goes back before the new session allocates its own.
-    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack, !!o.whole) : [];
+    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack, !!o.whole, o.arena ?? true) : [];
     const made = o;
     const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
     this.created.sessions++;
@@ -303,13 +308,16 @@ export class OrtBackend {
   /**
    * Releases the idle sessions that would hold a second copy of some weights next to a new
    * session of `group`: those of an overlapping group (the same, or either side whole) when
-   * either of the two is prepacked.
+   * either of the two is prepacked; and, when both have onnxruntime's arena (an exclusive
+   * backend's defaults turn it off: gradient graphs turn it on, src/compiled-run.ts), the idle
+   * one, whose arena keeps its largest run's buffers until it is released (GPT-2 small's
+   * gradient graph: ~90 MB after its run, measured by PSS).
    */
-  private releaseConflicts(group: string, prepack: boolean, whole: boolean): Promise<void>[] {
+  private releaseConflicts(group: string, prepack: boolean, whole: boolean, arena: boolean): Promise<void>[] {
     const gone: Promise<void>[] = [];
     for (const [key, e] of this.entries) {
       const overlaps = e.group === group || whole || e.whole;
-      if (!overlaps || !(prepack || e.prepack) || !e.session || e.busy > 0) continue;
+      if (!overlaps || !(prepack || e.prepack || (arena && e.arena)) || !e.session || e.busy > 0) continue;
       this.entries.delete(key);
       e.evicted = true;
       this.exclusiveReleases++;
