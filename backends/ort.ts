@@ -131,10 +131,11 @@ export interface OrtBackendOptions {
    * would otherwise sit beside the same weights mapped from the file), and a new prepacked
    * module session releases the idle whole-model unprepacked ones.
    *
-   * Two sessions with onnxruntime's arena (turned off by such a backend's defaults; gradient
-   * graphs turn it on) conflict too: an idle arena holds its largest run's buffers, so a new
-   * arena session releases the idle ones of an overlapping group (recreated when asked for
-   * again: alternating two gradient graphs creates a session at every switch).
+   * When the backend's defaults turn onnxruntime's arena off (big models, src/engine.ts), two
+   * sessions that turn it on (gradient graphs) conflict too: an idle arena holds its largest
+   * run's buffers, so a new such session releases the idle ones of an overlapping group
+   * (recreated when asked for again: alternating two gradient graphs creates a session at every
+   * switch).
    */
   exclusive?: boolean;
   /**
@@ -308,16 +309,18 @@ export class OrtBackend {
   /**
    * Releases the idle sessions that would hold a second copy of some weights next to a new
    * session of `group`: those of an overlapping group (the same, or either side whole) when
-   * either of the two is prepacked; and, when both have onnxruntime's arena (an exclusive
-   * backend's defaults turn it off: gradient graphs turn it on, src/compiled-run.ts), the idle
-   * one, whose arena keeps its largest run's buffers until it is released (GPT-2 small's
-   * gradient graph: ~90 MB after its run, measured by PSS).
+   * either of the two is prepacked; and, when the backend's defaults turn onnxruntime's arena
+   * off and both turn it on (gradient graphs, src/compiled-run.ts), the idle one, whose arena
+   * keeps its largest run's buffers until it is released (GPT-2 small's gradient graph: ~90 MB
+   * after its run, measured by PSS).
    */
   private releaseConflicts(group: string, prepack: boolean, whole: boolean, arena: boolean): Promise<void>[] {
     const gone: Promise<void>[] = [];
     for (const [key, e] of this.entries) {
       const overlaps = e.group === group || whole || e.whole;
-      if (!overlaps || !(prepack || e.prepack || (arena && e.arena)) || !e.session || e.busy > 0) continue;
+            // Arenas the backend's defaults turn off, turned on by both (gradient graphs): one at a time.
+      const arenas = arena && e.arena && this.defaults.arena === false;
+      if (!overlaps || !(prepack || e.prepack || arenas) || !e.session || e.busy > 0) continue;
       this.entries.delete(key);
       e.evicted = true;
       this.exclusiveReleases++;
