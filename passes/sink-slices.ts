@@ -21,10 +21,11 @@
  *    N per-invoke `logits[r:r+1][:, -1, :]` read the logits through ONE Gather, which sinks.
  * 4. **columns** — a selection of the last axis only (`logits[0, -1, token]`, after the
  *    position selection sank) of `MatMul(x, W)` with a constant 2-D `W` whose output S alone
- *    reads becomes `MatMul(x, S'(W))`, S' selecting the same columns of `W` (at most an eighth
- *    of them): the product computes the selected columns only, and reads only them of the
- *    weight (onnxruntime folds `S'(W)` into a small constant when the session is created). The
- *    same products, summed by another kernel (within a few ulp: test/passes/sink-slices.test.ts).
+ *    (or the `Transpose` of one) whose output S alone reads becomes `MatMul(x, C)`, C a new
+ *    constant holding the selected columns of `W` (at most an eighth of them), read from the
+ *    weights at compile time: the product computes those columns only, and the session never
+ *    maps the rest of the weight. The same products, summed by another kernel (within a few
+ *    ulp: test/passes/sink-slices.test.ts).
  *
  * Position-wise P (r = rank of P's output = rank of its data operand, a = every selected axis):
  * - unary elementwise (Relu, Gelu, Tanh, Sigmoid, Erf, Sqrt, Cast, Neg, Exp, Log, Abs,
@@ -388,7 +389,8 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
 
   /**
    * 4. columns: S(MatMul(x, W)) → MatMul(x, W[:, cols]) for a selection S of the last axis
-   * only (a vocabulary index of the logits) and a constant 2-D W [K, N]: the selected columns
+   * only (a vocabulary index of the logits) and a constant 2-D W [K, N] (or the `Transpose` of
+   * a constant [N, K]: a tied lm_head as the dynamo exporter writes it): the selected columns
    * become a constant of their own, read from W at compile time (from the weights file: one
    * read of the selected span per row). The product then computes those columns only, and the
    * session never maps the rest of W (GPT-2's lm_head: 154 MB of the weights file for one
@@ -396,23 +398,53 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
    * session creation, reading the whole of W into memory. Only when S keeps at most an eighth
    * of W's columns.
    */
-  const columnRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
-    const y = s.input![0]!;
-    if (p.op_type !== 'MatMul' || (p.domain ?? '') !== '' || (p.output ?? [])[0] !== y) return false;
+  const columnRule = (s: NodeProto, sel: Selection, p0: NodeProto, r: Round): boolean => {
     if (sel.axes.length !== 1 || sel.axes[0] !== sel.rank - 1) return false;
+    // Selections of other axes between S and the product (a position the Reshape before a
+    // dynamo export's lm_head kept from sinking) stay where they are, on the new product.
+    const between: { node: NodeProto; sel: Selection }[] = [];
+    let p = p0;
+    for (;;) {
+      const ps = p.op_type === 'MatMul' ? undefined : selection(p);
+      if (!ps) break;
+      const up = view.producer(p.input![0]!);
+      if (ps.axes.some((a) => a === ps.rank - 1) || (p.output ?? []).length !== 1 || !up || r.claimed.has(up) || !onlyReaderIs(p.input![0]!, p)) return false;
+      between.unshift({ node: p, sel: ps });
+      p = up;
+    }
+    if (p.op_type !== 'MatMul' || (p.domain ?? '') !== '') return false;
     const ins = p.input ?? [];
-    const t = ins.length === 2 && ins[0] ? constTensor(ins[1] ?? '') : undefined;
+    if (ins.length !== 2 || !ins[0] || !ins[1]) return false;
+    // W itself a constant, or the Transpose of one (a tied lm_head in a dynamo export: the columns are rows of the embedding).
+    let t = constTensor(ins[1]);
+    const tp = t ? undefined : view.producer(ins[1]);
+    const perm = tp ? attrOf(tp, 'perm')?.ints?.map(Number) : undefined;
+    const transposed = !!tp && tp.op_type === 'Transpose' && (tp.domain ?? '') === '' && !!tp.input?.[0] && (perm === undefined || (perm[0] === 1 && perm[1] === 0));
+    if (transposed) t = constTensor(tp!.input![0]!);
     const dims = t ? (t.dims ?? []).map(Number) : undefined;
     if (!t || dims?.length !== 2) return false;
-    const [k, n] = dims as [number, number];
+    const [k, n] = (transposed ? [dims[1], dims[0]] : dims) as [number, number];
     const cols = selectedColumns(s, n);
-    if (!cols || cols.length * 8 > n) return false;
-    const raw = readColumns(t, k, n, cols, opts.weightsDir);
+    if (!cols || cols.length === 0 || cols.length * 8 > n) return false;
+    const raw = readColumns(t, transposed, k, n, cols, opts.weightsDir);
     if (!raw) return false;
     const name = em.unique(`${ins[1]}.nns.columns`);
     g.initializer = [...(g.initializer ?? []), { name, data_type: t.data_type, dims: sel.drop ? [k] : [k, cols.length], raw_data: raw }];
     ranks.set(name, 2 - sel.drop);
-    emitCopy(p, [ins[0], name], s.output![0]!, p, s);
+    let v = emitCopy(p, [ins[0], name], between.length ? undefined : s.output![0]!, p, s).output![0]!;
+    ranks.set(v, (ranks.get(p.output![0]!) ?? sel.rank) - sel.drop);
+    between.forEach(({ node, sel: bs }, i) => {
+      // The same selection on the product without S's axis: its axes, all below the last, as non-negative numbers.
+      const bIns = [v, ...node.input!.slice(1)];
+      if (node.op_type === 'Slice') bIns[3] = em.ints(bs.axes);
+      const c = emitCopy(node, bIns, i === between.length - 1 ? s.output![0]! : undefined, node, node);
+      if (node.op_type === 'Gather') setAttrInt(c, 'axis', bs.axes[0]!);
+      const rank = bs.rank - sel.drop - bs.drop;
+      v = c.output![0]!;
+      ranks.set(v, rank);
+      r.remove.add(node);
+      r.claimed.add(node);
+    });
     r.remove.add(s).add(p);
     r.claimed.add(s).add(p);
     stats.columns++;
@@ -467,35 +499,48 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
 }
 
 /**
- * Columns `cols` of a 2-D constant `t` [k, n] as the raw little-endian bytes of a [k, cols]
- * tensor (row-major); external data is read from `weightsDir`, one read of the columns' span
- * per row. Undefined when the data cannot be read that way (no folder for external data, an
- * element type narrower than a byte, a big-endian host).
+ * Columns `cols` of the 2-D weight `W` [k, n] as the raw little-endian bytes of a [k, cols]
+ * tensor (row-major): `t` is W itself, or with `transposed` the constant whose `Transpose` W is
+ * ([n, k]: the columns are rows of `t`). External data is read from `weightsDir`, one read per
+ * row (of W: the columns' span; of `t`: the selected rows). Undefined when the data cannot be
+ * read that way (no folder for external data, an element type narrower than a byte, a
+ * big-endian host).
  */
-export function readColumns(t: TensorProto, k: number, n: number, cols: readonly number[], weightsDir?: string): Uint8Array | undefined {
+export function readColumns(t: TensorProto, transposed: boolean, k: number, n: number, cols: readonly number[], weightsDir?: string): Uint8Array | undefined {
   const w = dataTypeBits(t.data_type ?? 0) / 8;
   if (!Number.isInteger(w) || w < 1 || os.endianness() !== 'LE') return undefined;
-  const out = new Uint8Array(k * cols.length * w);
+  // The rows of `t` to read and the span of each: [lo, lo + span) elements.
+  const lo = transposed ? 0 : Math.min(...cols);
+  const span = transposed ? k : Math.max(...cols) - lo + 1;
+  const rows = transposed ? cols : Array.from({ length: k }, (_, i) => i);
+  const rowLen = transposed ? k : n;
+  const read: Uint8Array[] = [];
   const ext = externalRefOf(t);
   if (ext) {
     if (weightsDir === undefined) return undefined;
-    const lo = Math.min(...cols), span = (Math.max(...cols) - lo + 1) * w;
-    const row = Buffer.alloc(span);
     const fd = fs.openSync(path.join(weightsDir, ext.location), 'r');
     try {
-      for (let i = 0; i < k; i++) {
-        if (fs.readSync(fd, row, 0, span, ext.offset + (i * n + lo) * w) !== span) return undefined;
-        cols.forEach((c, j) => out.set(row.subarray((c - lo) * w, (c - lo + 1) * w), (i * cols.length + j) * w));
+      for (const r of rows) {
+        const buf = Buffer.alloc(span * w);
+        if (fs.readSync(fd, buf, 0, buf.length, ext.offset + (r * rowLen + lo) * w) !== buf.length) return undefined;
+        read.push(buf);
       }
     } finally {
       fs.closeSync(fd);
     }
-    return out;
+  } else {
+    const all = tensorData(t);
+    const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+    if (bytes.length !== k * n * w) return undefined;
+    for (const r of rows) read.push(bytes.subarray((r * rowLen + lo) * w, (r * rowLen + lo + span) * w));
   }
-  const all = tensorData(t);
-  const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
-  if (bytes.length !== k * n * w) return undefined;
-  for (let i = 0; i < k; i++) cols.forEach((c, j) => out.set(bytes.subarray((i * n + c) * w, (i * n + c + 1) * w), (i * cols.length + j) * w));
+  const out = new Uint8Array(k * cols.length * w);
+  for (let i = 0; i < k; i++) {
+    cols.forEach((c, j) => {
+      const from = transposed ? read[j]!.subarray(i * w, (i + 1) * w) : read[i]!.subarray((c - lo) * w, (c - lo + 1) * w);
+      out.set(from, (i * cols.length + j) * w);
+    });
+  }
   return out;
 }
 
