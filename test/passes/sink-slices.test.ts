@@ -391,6 +391,20 @@ describe('gpt2-facts: run variants compute the lm_head on the saved position onl
     expectNear(saves.last!, ref, 'last');
   });
 
+  it('one token\'s logit (columns): the lm_head reads that column only; = PyTorch (1e-4) and the unoptimized variant', async () => {
+    const e = c.expect as { last_logits: number[]; top5: number[] };
+    for (const t of [e.top5[0]!, 3, 873]) {
+      const fn = (m: ModelRef): void => { m.output.logits.at(0, -1, t).save('y'); };
+      const graph = compileGraph(model.build(ids, fn).graph, model.mc, { keepModelOutputs: false }).model.graph!;
+      expect(graph.node!.some((n) => n.input?.includes('onnx::MatMul_1005'))).toBe(false);
+      expect(graph.initializer!.filter((x) => x.name!.endsWith('.nns.columns')).map((x) => x.dims!.map(Number))).toEqual([[128]]);
+      const { saves } = await model.trace(ids, fn, { fast: false });
+      expect(saves.y!.shape).toEqual([]);
+      expectClose(saves.y!.data as Float32Array, [e.last_logits[t]!], 1e-4, `logit ${t}`);
+      expectNear(saves.y!, (await plain(fn)).get('y')!, `logit ${t}`);
+    }
+  });
+
   it('an intervention that needs a later module\'s value is still the order error when no save depends on it', async () => {
     const err = await model.trace(ids, (m) => {
       m.transformer.h[0]!.output.save('h0');
