@@ -253,8 +253,13 @@ async function batched(ctx: BenchContext): Promise<void> {
   try {
     const vocab = ctx.model.vocab ?? 50257;
     const n = Math.min(REMOTE_PROMPT_TOKENS, ctx.seqLen);
-    // Warm-up: the instrumented model is built and its session opened by the first trace.
+    // Warm-up: the instrumented model is built and its session opened by the first trace;
+    // then one untimed round per mode (every client one trace, other prompts than the timed
+    // ones), so the batched mode has run a pass of CLIENTS rows before it is timed, as the
+    // one-by-one mode has run its one-row passes (the first pass at a new batch size costs
+    // more: whole-2026-11-28f's first batched round took 3331 ms, its second 2316).
     for (const m of [on, off]) await m.clients[0]!.trace(promptIds(999, n, vocab), (r: ModelRef) => { r.output.logits.at(':', -1, ':').save('logits'); });
+    for (const m of [on, off]) await round(ctx, m, PER_CLIENT, 1, { ms: [], cpuMs: [], lat: [], merged: 0, batches: 0, sizes: {} });
     const a: Throughput = { ms: [], cpuMs: [], lat: [], merged: 0, batches: 0, sizes: {} };
     const b: Throughput = { ms: [], cpuMs: [], lat: [], merged: 0, batches: 0, sizes: {} };
     const per = PER_CLIENT / ROUNDS;

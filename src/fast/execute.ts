@@ -367,7 +367,7 @@ export class FastExecutor implements FastPath {
     const main = { ...base(rows), ...this.cachedPortFeeds(ir, plan, seqLen, host, source, rows, sourceMemo) };
     const memo = new Map<Value, Tensor>();
     const roots = plan.saves.map((x) => x.value);
-    const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, roots, seqLen);
+    const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, roots, seqLen, rows.length);
     const fetch = inModel?.fetch ?? plan.mainFetch;
     const joined = given && sink && !this.runner.exclusive ? this.appendedReads(fetch, given) : [];
     const out = await this.runner.runPorted(main, joined.length ? fetch.map((f) => joined.find((j) => j.output === f)?.part ?? f) : fetch, inModel?.range);
@@ -546,6 +546,7 @@ export class FastExecutor implements FastPath {
     const module = this.mc.tree.modules.get(path)!;
     const mm = module; // the module model's inputs and outputs are the module's (src/fast/module-model.ts)
     const fetch = mm.outputs.slice(0, nOut).map((o) => o.name);
+    const inModel = this.tailCallsInModel(path);
     const runOnce = async (args: Tensor[]): Promise<Tensor[]> => {
       const feeds: Record<string, Tensor> = {};
       // A value of another rank runs at the module's rank (passes/call-rank.ts; infer-types checked that it can).
@@ -556,7 +557,7 @@ export class FastExecutor implements FastPath {
       });
       let out: Record<string, Tensor>;
       try {
-        out = await this.runner.runModule(path, feeds, fetch);
+        out = inModel ? await this.tailRows(feeds[mm.inputs[0]!.name]!, fetch) : await this.runner.runModule(path, feeds, fetch);
       } catch (e) {
         // A local module run that onnxruntime refuses goes to the compiler; a remote runner's errors are the user's to see.
         if (e instanceof NnsError && !this.runner.exclusive) throw new Fallback(`module ${path}: ${e.message}`);
@@ -675,6 +676,68 @@ export class FastExecutor implements FastPath {
   }
 
   /**
+   * Whether calls of module `path` run on the instrumented model's own copy of the tail
+   * ({@link SelectedTail.extra} in src/fast/tail.ts) rather than on the module's model: when
+   * `path` is the tail, the model has that copy, the runner is local, and the model can be fed
+   * a one-token prompt. Then the tail's weights are held once, by the instrumented model's
+   * session (a prepacked module session beside it held a second copy of `lm_head`: 154 MB
+   * on GPT-2 small), at the cost of the model's body run over one token per call level.
+   */
+  tailCallsInModel(path: string): boolean {
+    const tail = this.ported.tail;
+    return !!tail?.range?.extra && tail.path === path && !this.runner.exclusive && this.oneToken() !== null;
+  }
+
+  /**
+   * The session calls of module `path` run on: the instrumented model's when the tail's
+   * calls run there ({@link tailCallsInModel}), else the module model's.
+   */
+  callSession(path: string): Promise<OrtSession> {
+    return this.tailCallsInModel(path) ? this.session() : this.modules.session(path);
+  }
+
+  private oneTokenFeeds: Record<string, Tensor> | null | undefined;
+
+  /** Feeds of a one-token prompt with neutral ports (the body's cheapest run), or null when the model cannot take one. */
+  private oneToken(): Record<string, Tensor> | null {
+    if (this.oneTokenFeeds === undefined) {
+      try {
+        const f = buildFeeds(this.mc.feedInputs, [[0]], { padId: 0 }).feeds;
+        for (const p of this.ported.ports) {
+          f[p.keep] = this.constant(1, p.shape.length);
+          f[p.add] = this.constant(0, p.shape.length);
+        }
+        this.oneTokenFeeds = f;
+      } catch (e) {
+        if (!(e instanceof NnsError)) throw e;
+        this.oneTokenFeeds = null; // a fixed sequence length, an input it cannot fill: the module model serves
+      }
+    }
+    return this.oneTokenFeeds;
+  }
+
+  /**
+   * The tail applied to `x` (`[…, hidden]`, the tail module's input) in a run of the
+   * instrumented model over a one-token prompt, `x`'s rows fed as the tail copy's extra rows
+   * (empty range). Returns tail outputs `fetch` by name, shaped `[…x's leading dims, …]`.
+   */
+  private async tailRows(x: Tensor, fetch: readonly string[]): Promise<Record<string, Tensor>> {
+    const range = this.ported.tail!.range!;
+    const extra = range.extra!;
+    const rows = numel(x.shape) / extra.hidden;
+    if (x.shape.at(-1) !== extra.hidden || !Number.isInteger(rows)) throw new Fallback(`module ${this.ported.tail!.path}: an input of shape [${x.shape.join(', ')}]`);
+    const feed: Tensor = { dtype: 'float32', shape: [...Array<number>(range.axis).fill(1), rows, extra.hidden], data: castTo(x, 'float32').data };
+    const names = fetch.map((o) => range.outputs.get(o)!);
+    const out = await this.runner.runPorted(this.oneToken()!, names, { start: 0, end: 0, extra: feed });
+    const res: Record<string, Tensor> = {};
+    fetch.forEach((o, i) => {
+      const t = out[names[i]!]!;
+      res[o] = { ...t, shape: [...x.shape.slice(0, -1), ...t.shape.slice(range.axis + 1)] };
+    });
+    return res;
+  }
+
+  /**
    * Computes the reads of tail outputs (`logits`: the instrumented model stops at the tail's
    * input, src/fast/tail.ts) that `roots` need, into `memo`. A read used only through
    * selections of leading axes (`logits[:, -1, :]`) gets each selection applied to the tail's
@@ -774,15 +837,19 @@ export class FastExecutor implements FastPath {
    * Null when the model has no such copy, nothing reads the tail, or a selection is not a
    * forward range of positions (a step) or the positions' count is not known before the run.
    */
-  private tailInModel(ir: Graph, plan: FastPlan, roots: readonly Value[], seqLen: number): { fetch: string[]; range: { start: number; end: number }; finish(env: Env, memo: Map<Value, Tensor>): void } | null {
+  private tailInModel(ir: Graph, plan: FastPlan, roots: readonly Value[], seqLen: number, rowCount: number): { fetch: string[]; range: { start: number; end: number }; finish(env: Env, memo: Map<Value, Tensor>): void } | null {
     const tail = this.ported.tail;
     const range = tail?.range;
     if (!tail || !range) return null;
     const reads = this.tailReads(ir, plan, roots, new Map());
     if (!reads.length) return null;
-    const dim = this.mc.tree.modules.get(tail.path)?.inputs[0]?.sig?.shape?.[range.axis];
+    const sig = this.mc.tree.modules.get(tail.path)?.inputs[0]?.sig?.shape;
+    const dim = sig?.[range.axis];
     const L = dim === 'sequence' ? seqLen : typeof dim === 'number' ? dim : undefined;
     if (L === undefined) return null;
+    // With extra rows, the range's outputs come flattened to [1, …, rows, …]: their leading dims, to put back.
+    const lead = sig!.slice(0, range.axis).map((d) => (d === 'batch' ? rowCount : typeof d === 'number' ? d : undefined));
+    if (range.extra && lead.some((d) => d === undefined)) return null;
     // Each read's positions along the range axis, as [from, to).
     const spans: [number, number][] = [];
     for (const r of reads) {
@@ -802,6 +869,12 @@ export class FastExecutor implements FastPath {
     return {
       fetch, range: { start, end },
       finish: (env, memo) => {
+        if (range.extra) {
+          for (const o of outputs) {
+            const t = env.out[o]!;
+            env.out[o] = { ...t, shape: [...(lead as number[]), end - start, ...t.shape.slice(range.axis + 1)] };
+          }
+        }
         reads.forEach((r, i) => {
           const x = this.fetchedRows({ ...r.binding, fetch: range.outputs.get(r.binding.tail!.name)! }, env);
           if (!r.before) {

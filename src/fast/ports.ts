@@ -35,9 +35,10 @@ import { pruneGraph } from '../../passes/prune.js';
 import { addSelectedTail, cutTail, findTail, type SelectedTail, type TailModule } from './tail.js';
 import { Emitter, makeTensor } from '../../passes/onnx-emit.js';
 import { sinkSlices } from '../../passes/sink-slices.js';
+import type { Tensor } from '../tensor.js';
 
 /** Bump when the ported graph's layout changes (invalidates written variants). */
-export const PORTS_FORMAT = 9;
+export const PORTS_FORMAT = 10;
 
 /** Where a port sits: a module's first output or first input. */
 export interface PortSpec {
@@ -419,9 +420,16 @@ function withoutTailRange(model: ModelProto, range: SelectedTail | undefined): M
   if (!range) return model;
   const g = model.graph!;
   const outs = new Set(range.outputs.values());
-  const served = { ...g, input: (g.input ?? []).filter((i) => i.name !== range.start && i.name !== range.end), output: (g.output ?? []).filter((o) => !outs.has(o.name!)) };
+  const served = { ...g, input: (g.input ?? []).filter((i) => i.name !== range.start && i.name !== range.end && i.name !== range.extra?.input), output: (g.output ?? []).filter((o) => !outs.has(o.name!)) };
   pruneGraph(served);
   return { ...model, graph: served };
+}
+
+/** The positions the in-model tail computes in a run ({@link SelectedTail}), and the rows the host appends (`extra`: its graph input's layout). */
+export interface TailRange {
+  start: number;
+  end: number;
+  extra?: Tensor;
 }
 
 /**
@@ -430,12 +438,14 @@ function withoutTailRange(model: ModelProto, range: SelectedTail | undefined): M
  * positions of the in-model tail ({@link SelectedTail}; empty unless `tailRange` is given).
  * Empty for a model with neither.
  */
-export function gateFeed(ported: Pick<PortedModel, 'gate' | 'tail'>, fetch: readonly string[], tailRange?: { start: number; end: number }): Record<string, { dtype: 'int64'; shape: number[]; data: BigInt64Array }> {
-  const out: Record<string, { dtype: 'int64'; shape: number[]; data: BigInt64Array }> = {};
+export function gateFeed(ported: Pick<PortedModel, 'gate' | 'tail'>, fetch: readonly string[], tailRange?: TailRange): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
   const range = ported.tail?.range;
   if (range) {
     out[range.start] = { dtype: 'int64', shape: [1], data: BigInt64Array.of(BigInt(tailRange?.start ?? 0)) };
     out[range.end] = { dtype: 'int64', shape: [1], data: BigInt64Array.of(BigInt(tailRange?.end ?? 0)) };
+    // No rows of the host's unless the caller feeds them (src/fast/execute.ts, module calls of the tail).
+    if (range.extra) out[range.extra.input] = tailRange?.extra ?? { dtype: 'float32', shape: [...Array<number>(range.axis).fill(1), 0, range.extra.hidden], data: new Float32Array(0) };
   }
   const gate = ported.gate;
   if (!gate) return out;

@@ -10,7 +10,7 @@
 import type { ModelContext } from '../compile.js';
 import type { Tensor } from '../tensor.js';
 import type { FastExecutor } from './execute.js';
-import { gateFeed } from './ports.js';
+import { gateFeed, type TailRange } from './ports.js';
 
 /** Runs the fast path's models: feeds in, the named fetches out. */
 export interface FastRunner {
@@ -18,7 +18,7 @@ export interface FastRunner {
    * Runs the instrumented model. `tailRange`: the positions its in-model tail computes
    * (src/fast/tail.ts `SelectedTail`; local runs only, the executor never asks a server).
    */
-  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[], tailRange?: { start: number; end: number }): Promise<Record<string, Tensor>>;
+  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[], tailRange?: TailRange): Promise<Record<string, Tensor>>;
   /** Runs the standalone model of module `path` (a closed module). */
   runModule(path: string, feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[]): Promise<Record<string, Tensor>>;
   /**

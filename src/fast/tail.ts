@@ -166,6 +166,13 @@ export function cutTail(g: GraphProto, tail: TailModule, tailNodeNames: Readonly
  * session run on the tail's module model (whose threads would start while the instrumented
  * session's were still spinning: ~30 ms per trace on GPT-2 small, 2 cores). Runs that read
  * no tail output feed an empty range, and the copy computes nothing.
+ *
+ * With {@link SelectedTail.extra}, the copy also takes rows given by the host: the range's
+ * positions are flattened to `[1, …, rows, hidden]` and the fed rows appended on that axis,
+ * so that one node of each kind (one `MatMul` over the weight: onnxruntime prepacks a weight
+ * once per node that reads it) computes both. A module call of the tail (the logit lens's
+ * `lm_head(ln_f(h))`) then runs on the instrumented model's own copy of the tail's weights
+ * instead of a second session holding them again (src/fast/execute.ts `applyModule`).
  */
 export interface SelectedTail {
   /** int64 `[1]` graph input: the first position of the range. */
@@ -174,8 +181,19 @@ export interface SelectedTail {
   end: string;
   /** The axis of the tail input that is sliced (rank − 2: the positions of `[batch, sequence, hidden]`). */
   axis: number;
-  /** Tail output (graph output of the model) → the graph output holding it on the range. */
+  /**
+   * Tail output (graph output of the model) → the graph output holding it on the range. With
+   * {@link extra}, laid out as `[1, …, 1, rows, …]` (rows on {@link axis}): the range's rows
+   * (every leading index in order, then the positions) followed by the extra rows.
+   */
   outputs: ReadonlyMap<string, string>;
+  /**
+   * float graph input `[1, …, 1, rows, hidden]` (rank of the tail input, rows on {@link axis}):
+   * rows the copy computes after the range's, fed empty unless the host asks for them
+   * ({@link gateFeed} in src/fast/ports.ts). Absent when the tail input's last dim is not a
+   * known number.
+   */
+  extra?: { input: string; hidden: number };
 }
 
 /**
@@ -196,7 +214,19 @@ export function addSelectedTail(g: GraphProto, opset: number, tail: TailModule, 
   const range = (name: string): ValueInfoProto => ({ name, type: { tensor_type: { elem_type: 7, shape: { dim: [{ dim_value: 1 }] } } } });
   g.input = [...(g.input ?? []), range(start), range(end)];
   const sliced = em.op('Slice', [input, start, end, em.ints([axis])]);
-  const renamed = new Map<string, string>([[input, sliced]]);
+  // The host's rows beside the range's (see the interface comment): one node reads the weights either way.
+  const hidden = inputDims(g, input)?.[tail.rank - 1];
+  let extra: SelectedTail['extra'];
+  let x = sliced;
+  if (opset >= 5 && typeof hidden === 'number' && hidden > 0) {
+    const name = em.unique('nns.tail_range.extra');
+    const lead = Array<number>(tail.rank - 2).fill(1);
+    g.input = [...(g.input ?? []), { name, type: { tensor_type: { elem_type: 1, shape: { dim: [...lead.map((d) => ({ dim_value: d })), { dim_param: `${name}_rows` }, { dim_value: hidden }] } } } }];
+    const flat = em.op('Reshape', [sliced, em.ints([...lead, -1, hidden])]);
+    x = em.op('Concat', [flat, name], { axis });
+    extra = { input: name, hidden };
+  }
+  const renamed = new Map<string, string>([[input, x]]);
   for (const n of nodes) for (const o of n.output ?? []) if (o) renamed.set(o, em.unique(`${o}/nns.tail_range`));
   const copies: NodeProto[] = nodes.map((n) => ({
     ...n,
@@ -211,9 +241,15 @@ export function addSelectedTail(g: GraphProto, opset: number, tail: TailModule, 
     const name = renamed.get(o)!;
     outputs.set(o, name);
     const t = outputTypes.get(o)!.type!.tensor_type!;
-    const dims = (t.shape?.dim ?? []).map((d, i) => (i === axis ? { dim_param: `${start}_positions` } : d));
+    const dims = (t.shape?.dim ?? []).map((d, i) => (i === axis ? { dim_param: `${start}_positions` } : extra && i < axis ? { dim_value: 1 } : d));
     added.push({ name, type: { tensor_type: { elem_type: t.elem_type, shape: { dim: dims } } } });
   }
   g.output = [...(g.output ?? []), ...added];
-  return { start, end, axis, outputs };
+  return { start, end, axis, outputs, ...(extra ? { extra } : {}) };
+}
+
+/** The dims of graph value `name` as the graph declares them (its output, input or value_info entry). */
+function inputDims(g: GraphProto, name: string): (number | string)[] | undefined {
+  const vi = [...(g.output ?? []), ...(g.input ?? []), ...(g.value_info ?? [])].find((v) => v.name === name);
+  return vi?.type?.tensor_type?.shape?.dim?.map((d) => (d.dim_value !== undefined && d.dim_value !== null && !d.dim_param ? Number(d.dim_value) : String(d.dim_param ?? '?')));
 }

@@ -83,6 +83,62 @@ describe.each(EXPORTS)('module application on the $name export', ({ name, path }
     }
   });
 
+  it('logit lens: lm_head\'s calls run on the instrumented model\'s own copy of it (no session over lm_head\'s module model), equal to the module model\'s results and to PyTorch', async () => {
+    const c = refCase('logit_lens');
+    const e = c.expect as { layer: number; top1: number; p_top1: number; p_answer: number }[];
+    expect(fast.tailCallsInModel('lm_head')).toBe(true);
+    expect(fast.tailCallsInModel('transformer.ln_f')).toBe(false);
+    const moduleTail = new FastExecutor(model.mc, { tailRange: false, pinned: false });
+    expect(moduleTail.tailCallsInModel('lm_head')).toBe(false);
+    const build = (): Built => model.build(c.input_ids as number[], (m) => {
+      for (const k of e) {
+        const h = m.transformer.h[k.layer]!.output.at(':', -1, ':');
+        m.lm_head(m.transformer.ln_f(h)).softmax(-1).save(`lens.${k.layer}`);
+      }
+      m.output.logits.at(':', -1, ':').save('last'); // the range and the host's rows in one model, one run each
+    });
+    const lmGraph = fast.modules.model('lm_head').graphPath;
+    const backend = model.mc.backend;
+    const session = backend.session.bind(backend);
+    const opened: string[] = [];
+    backend.session = (g, o) => { opened.push(g); return session(g, o); };
+    const runs = async (ex: FastExecutor): Promise<Map<string, Tensor>> => {
+      const saved = model.mc.fast;
+      model.mc.fast = ex;
+      try {
+        const b = build();
+        const n = ex.stats.fastRuns;
+        const r = await runGraph(b.graph, model.mc, { host: b.ctx.host });
+        expect(ex.stats.fastRuns, ex.stats.lastReject).toBe(n + 1);
+        return r;
+      } finally {
+        model.mc.fast = saved;
+      }
+    };
+    let inModel: Map<string, Tensor>;
+    try {
+      inModel = await runs(fast);
+    } finally {
+      backend.session = session;
+    }
+    expect(opened).not.toContain(lmGraph);
+    expect(opened).toContain(fast.ported.graphPath);
+    const viaModule = await runs(moduleTail);
+    for (const k of e) {
+      const probs = inModel.get(`lens.${k.layer}`)!;
+      expect(probs.shape).toEqual([1, 874]);
+      expect(maxDiff(probs, viaModule.get(`lens.${k.layer}`)!)).toBeLessThanOrEqual(1e-6);
+      const p = probs.data as Float32Array;
+      expect(argmax(p), `layer ${k.layer}`).toBe(k.top1);
+      expect(Math.abs(p[k.top1]! - k.p_top1)).toBeLessThanOrEqual(1e-5);
+      expect(Math.abs(p[c.answer_id!]! - k.p_answer)).toBeLessThanOrEqual(1e-5);
+    }
+    expect(maxDiff(inModel.get('last')!, viaModule.get('last')!)).toBeLessThanOrEqual(1e-6);
+    const clean = refCase('clean_logits');
+    expect(clean.input_ids).toEqual(c.input_ids);
+    expect(maxDiff(inModel.get('last')!, { dtype: 'float32', shape: [1, 874], data: Float32Array.from((clean.expect as { last_logits: number[] }).last_logits) })).toBeLessThanOrEqual(1e-4);
+  });
+
   it('calls of different argument shapes run separately; full-rank arguments are not stacked; results feed host ops', async () => {
     const ids = refCase('logit_lens').input_ids as number[];
     const r = await both(() => model.build(ids, (m) => {
