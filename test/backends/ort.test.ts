@@ -264,7 +264,7 @@ describe('OrtBackend session cache', () => {
     await ex.release();
   });
 
-  it('exclusive with the arena off by default (big models): sessions that turn it on (gradient graphs) are kept one at a time; others stay', async () => {
+  it('exclusive with the arena off by default (big models): sessions that turn it on (gradient graphs) are kept one at a time; others stay; makeRoom releases them ahead', async () => {
     const m = await loadModel(ROOT, { cacheDir });
     const ex = new OrtBackend({ exclusive: true, defaults: { arena: false } });
     const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
@@ -282,7 +282,19 @@ describe('OrtBackend session cache', () => {
     // The released one is recreated when run (releasing g2, idle), with the same results.
     for (const s of [plain, g1, g2, other]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
     expect(ex.exclusiveReleases).toBe(3);
+    // makeRoom: what a new arena session would release (g2, recreated and idle), now; the arena-less ones stay.
+    await ex.makeRoom({ whole: true, arena: true });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 4]);
+    expect(ex.liveSessions().every((s) => !s.arena)).toBe(true);
+    await ex.makeRoom({ whole: true }); // an unprepacked arena-less session conflicts with none of them
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 4]);
     await ex.release();
+    // Not exclusive: nothing to make room for.
+    const shared = new OrtBackend({ defaults: { arena: false } });
+    await shared.session(m.graphPath, { whole: true, arena: true });
+    await shared.makeRoom({ whole: true, arena: true, prepack: true });
+    expect(shared.size).toBe(1);
+    await shared.release();
   });
 
   it('released sessions give their memory back (glibc malloc_trim, once per event-loop turn)', async () => {
