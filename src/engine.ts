@@ -24,7 +24,8 @@ import type { Tensor } from './tensor.js';
 import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
 import type { RunnerFactory } from './fast/runner.js';
-import { fixMmapThreshold } from '../backends/malloc-trim.js';
+import { fixMmapThreshold, trimNativeHeap } from '../backends/malloc-trim.js';
+import { buffersUsed, collectBuffersAfter } from './js-heap.js';
 import { BIG_WEIGHTS, compileGraph, continueCompile, weightsBytes, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
 export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
@@ -47,12 +48,20 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
   step(2, 'building the module tree');
   const tree = buildModuleTree(loaded.proto);
   step(3, 'inferring shapes');
+  const buffers = buffersUsed();
   try {
     await inferBoundaryTypes(loaded.proto, tree, createOrtProbe(loaded.externalDataDir ?? loaded.dir));
   } catch (e) {
     if (e instanceof NnsError) throw e;
     const reason = oneLine(e);
     throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
+  }
+  // The probe's fetched boundary values are garbage now (~40 MB on GPT-2 small): collected and
+  // their pages given back before the model's first session is created, not at its peak (V8
+  // frees the buffers' memory after the collection, by the next turn of the event loop).
+  if (collectBuffersAfter(buffers)) {
+    await new Promise((r) => setImmediate(r));
+    trimNativeHeap();
   }
   step(4);
   const mc: ModelContext = {

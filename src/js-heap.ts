@@ -63,3 +63,27 @@ export function collectAfter(since: number): boolean {
   gc();
   return true;
 }
+
+/** Growth of the ArrayBuffers' memory above which {@link collectBuffersAfter} collects: 16 MiB. */
+export const BUFFERS_AFTER = 2 ** 24;
+
+/** Bytes held by ArrayBuffers now (the starting point for {@link collectBuffersAfter}). */
+export function buffersUsed(): number {
+  return process.memoryUsage().arrayBuffers;
+}
+
+/**
+ * A full collection when the memory of ArrayBuffers grew by more than {@link BUFFERS_AFTER}
+ * since `since` (a {@link buffersUsed} reading); whether one was made. For a step that leaves
+ * host tensors behind as garbage (the load's shape probe fetches every boundary value): their
+ * buffers live outside V8's heap, so its heap-size heuristics may keep them for a long time,
+ * through the next session's creation.
+ */
+export function collectBuffersAfter(since: number): boolean {
+  if (buffersUsed() - since <= BUFFERS_AFTER) return false;
+  const gc = gcFunction();
+  if (!gc) return false;
+  gcStats.calls++;
+  gc();
+  return true;
+}

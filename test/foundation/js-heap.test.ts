@@ -1,9 +1,10 @@
 /**
  * src/js-heap.ts: a collection after a compile that grew the heap past the threshold frees
- * the compile's garbage (the heap's used size falls back), and none is made below it.
+ * the compile's garbage (the heap's used size falls back), and none is made below it; the same
+ * for ArrayBuffers (collectBuffersAfter, after the load's shape probe).
  */
 import { describe, expect, it } from 'vitest';
-import { collectAfter, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
+import { BUFFERS_AFTER, buffersUsed, collectAfter, collectBuffersAfter, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
 
 describe('collectAfter', () => {
   it('collects garbage past the threshold, and only then', () => {
@@ -19,5 +20,21 @@ describe('collectAfter', () => {
     expect(collectAfter(since)).toBe(true);
     expect(gcStats.calls).toBe(calls + 1);
     expect(heapUsed() - since).toBeLessThan(grown / 4);
+  });
+});
+
+describe('collectBuffersAfter', () => {
+  it('collects ArrayBuffers left as garbage past the threshold (the load\'s probe outputs), and only then', () => {
+    const since = buffersUsed();
+    expect(collectBuffersAfter(since)).toBe(false);
+    let bufs: Float32Array[] | null = Array.from({ length: 12 }, () => new Float32Array(2 ** 20)); // 48 MiB
+    const grown = buffersUsed() - since;
+    expect(grown).toBeGreaterThan(BUFFERS_AFTER);
+    expect(bufs.length).toBe(12);
+    bufs = null; // now garbage
+    const calls = gcStats.calls;
+    expect(collectBuffersAfter(since)).toBe(true);
+    expect(gcStats.calls).toBe(calls + 1);
+    expect(buffersUsed() - since).toBeLessThan(grown / 4);
   });
 });
