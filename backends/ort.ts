@@ -216,7 +216,7 @@ export class OrtBackend {
    */
   session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
     let o = { ...this.defaults, ...opts };
-    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning, x.memPattern ?? true]);
+    const keyOf = (x: OrtSessionOptions): string => sessionKey(graphPath, x);
     let key = keyOf(o);
     const group = o.group ?? 'model';
     if (this.exclusive) {
@@ -261,6 +261,19 @@ export class OrtBackend {
     this.entries.set(key, entry);
     this.evict();
     return entry.promise;
+  }
+
+  /**
+   * Whether a session over `graphPath` with options `opts` (this backend's defaults applied)
+   * is open or being created. Asks only: no request is counted, nothing is created.
+   */
+  isOpen(graphPath: string, opts: OrtSessionOptions = {}): boolean {
+    return this.entries.has(sessionKey(graphPath, { ...this.defaults, ...opts }));
+  }
+
+  /** Whether the backend keeps one copy of each weights group ({@link OrtBackendOptions.exclusive}). */
+  get exclusiveGroups(): boolean {
+    return this.exclusive;
   }
 
   /**
@@ -384,6 +397,11 @@ export const ORT_QUIET = 4;
 ort.env.logLevel = 'fatal';
 
 let spinning = true;
+
+/** The session cache's key of a graph file and options (those that make a different session). */
+function sessionKey(graphPath: string, x: OrtSessionOptions): string {
+  return JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning, x.memPattern ?? true]);
+}
 
 /**
  * Process-wide, for sessions created from now on: whether onnxruntime's intra-op threads
