@@ -17,7 +17,7 @@ import ort from 'onnxruntime-node';
 import { decodeModel, encodeModel } from '../src/onnx/serde.js';
 import { dataTypeBits } from '../src/onnx/proto.js';
 import { modelError, NnsError } from '../src/errors.js';
-import { trimNativeHeapSoon } from './malloc-trim.js';
+import { trimNativeHeap, trimNativeHeapSoon } from './malloc-trim.js';
 import type { DType } from '../src/model/types.js';
 import type { Tensor, TensorData } from '../src/tensor.js';
 
@@ -133,6 +133,12 @@ export interface OrtBackendOptions {
    * releases the idle prepacked module sessions (the tail's 154 MB on GPT-2 small, anon,
    * would otherwise sit beside the same weights mapped from the file), and a new prepacked
    * module session releases the idle whole-model unprepacked ones.
+   *
+   * When the backend's defaults turn onnxruntime's arena off (big models, src/engine.ts), two
+   * sessions that turn it on (gradient graphs) conflict too: an idle arena holds its largest
+   * run's buffers, so a new such session releases the idle ones of an overlapping group
+   * (recreated when asked for again: alternating two gradient graphs creates a session at every
+   * switch).
    */
   exclusive?: boolean;
   /**
@@ -213,7 +219,7 @@ export class OrtBackend {
    */
   session(graphPath: string, opts: OrtSessionOptions = {}): Promise<OrtSession> {
     let o = { ...this.defaults, ...opts };
-    const keyOf = (x: OrtSessionOptions): string => JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning, x.memPattern ?? true]);
+    const keyOf = (x: OrtSessionOptions): string => sessionKey(graphPath, x);
     let key = keyOf(o);
     const group = o.group ?? 'model';
     if (this.exclusive) {
@@ -238,7 +244,7 @@ export class OrtBackend {
       return hit.promise;
     }
     // The released sessions' memory goes back before the new session allocates its own.
-    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack, !!o.whole) : [];
+    const gone = this.exclusive ? this.releaseConflicts(group, !!o.prepack, !!o.whole, o.arena ?? true) : [];
     const made = o;
     const promise = gone.length ? Promise.all(gone).then(() => createSession(graphPath, made)) : createSession(graphPath, made);
     this.created.sessions++;
@@ -258,6 +264,19 @@ export class OrtBackend {
     this.entries.set(key, entry);
     this.evict();
     return entry.promise;
+  }
+
+  /**
+   * Whether a session over `graphPath` with options `opts` (this backend's defaults applied)
+   * is open or being created. Asks only: no request is counted, nothing is created.
+   */
+  isOpen(graphPath: string, opts: OrtSessionOptions = {}): boolean {
+    return this.entries.has(sessionKey(graphPath, { ...this.defaults, ...opts }));
+  }
+
+  /** Whether the backend keeps one copy of each weights group ({@link OrtBackendOptions.exclusive}). */
+  get exclusiveGroups(): boolean {
+    return this.exclusive;
   }
 
   /**
@@ -293,6 +312,22 @@ export class OrtBackend {
     }
   }
 
+  /**
+   * With {@link OrtBackendOptions.exclusive}: releases now the idle sessions that a new session
+   * with `opts` would release when created, and gives their memory back; a no-op otherwise. For
+   * a caller about to allocate much before it asks for that session: compiling a gradient graph
+   * (~130 MB of JS garbage on GPT-2 small) beside an idle prepacked session (a copy of the weights)
+   * peaked at both (src/compiled-run.ts).
+   */
+  async makeRoom(opts: OrtSessionOptions = {}): Promise<void> {
+    if (!this.exclusive) return;
+    const o = { ...this.defaults, ...opts };
+    const gone = this.releaseConflicts(o.group ?? 'model', !!o.prepack, !!o.whole, o.arena ?? true);
+    if (gone.length === 0) return;
+    await Promise.all(gone);
+    trimNativeHeap();
+  }
+
   /** Releases every session (or those of one graph file). Sessions running finish first. */
   async release(graphPath?: string): Promise<void> {
     const doomed = [...this.entries.values()].filter((e) => graphPath === undefined || (JSON.parse(e.key) as unknown[])[0] === graphPath);
@@ -306,13 +341,18 @@ export class OrtBackend {
   /**
    * Releases the idle sessions that would hold a second copy of some weights next to a new
    * session of `group`: those of an overlapping group (the same, or either side whole) when
-   * either of the two is prepacked.
+   * either of the two is prepacked; and, when the backend's defaults turn onnxruntime's arena
+   * off and both turn it on (gradient graphs, src/compiled-run.ts), the idle one, whose arena
+   * keeps its largest run's buffers until it is released (GPT-2 small's gradient graph: ~90 MB
+   * after its run, measured by PSS).
    */
-  private releaseConflicts(group: string, prepack: boolean, whole: boolean): Promise<void>[] {
+  private releaseConflicts(group: string, prepack: boolean, whole: boolean, arena: boolean): Promise<void>[] {
     const gone: Promise<void>[] = [];
     for (const [key, e] of this.entries) {
       const overlaps = e.group === group || whole || e.whole;
-      if (!overlaps || !(prepack || e.prepack) || !e.session || e.busy > 0) continue;
+            // Arenas the backend's defaults turn off, turned on by both (gradient graphs): one at a time.
+      const arenas = arena && e.arena && this.defaults.arena === false;
+      if (!overlaps || !(prepack || e.prepack || arenas) || !e.session || e.busy > 0) continue;
       this.entries.delete(key);
       e.evicted = true;
       this.exclusiveReleases++;
@@ -360,6 +400,11 @@ export const ORT_QUIET = 4;
 ort.env.logLevel = 'fatal';
 
 let spinning = true;
+
+/** The session cache's key of a graph file and options (those that make a different session). */
+function sessionKey(graphPath: string, x: OrtSessionOptions): string {
+  return JSON.stringify([graphPath, !!x.prepack, x.optimization ?? 'all', x.threads ?? 0, x.externalDataDir ?? '', x.arena ?? true, x.spinning ?? spinning, x.memPattern ?? true]);
+}
 
 /**
  * Process-wide, for sessions created from now on: whether onnxruntime's intra-op threads

@@ -35,6 +35,11 @@ export interface PassContext {
   printAfterEach?: (passName: string, text: string) => void;
   /** The fast path, when the run may use it (plan-fast-path); absent: always compile. */
   fast?: FastPlanner;
+  /**
+   * The folder the model's external data is relative to, for passes that read weights at
+   * compile time (sink-slices' column rule); absent: such rewrites leave external weights alone.
+   */
+  weightsDir?: string;
 }
 
 /** What passes transform. */

@@ -6,7 +6,7 @@
  *
  * A *selection* S is a `Gather` (scalar or 1-D constant indices) or a `Slice` (constant
  * starts/ends/axes/steps, opset ≥ 10 input form) whose axes, normalized with the known rank,
- * are not the last one. Three exact rewrites:
+ * are not the last one (except in rule 4). Four rewrites (1–3 exact):
  *
  * 1. **sink** — S's data input `y` is produced by a position-wise node P (below) whose output
  *    has S as its only reader and is not a graph output: S is re-emitted on P's data input
@@ -19,6 +19,13 @@
  * 3. **merge** — identical selections (same op, attributes and parameter inputs) of one value
  *    become one; the readers of the others read the kept one. After 2 and 3, a batched sweep's
  *    N per-invoke `logits[r:r+1][:, -1, :]` read the logits through ONE Gather, which sinks.
+ * 4. **columns** — a selection of the last axis only (`logits[0, -1, token]`, after the
+ *    position selection sank) of `MatMul(x, W)` with a constant 2-D `W` whose output S alone
+ *    (or the `Transpose` of one) whose output S alone reads becomes `MatMul(x, C)`, C a new
+ *    constant holding the selected columns of `W` (at most an eighth of them), read from the
+ *    weights at compile time: the product computes those columns only, and the session never
+ *    maps the rest of the weight. The same products, summed by another kernel (within a few
+ *    ulp: test/passes/sink-slices.test.ts).
  *
  * Position-wise P (r = rank of P's output = rank of its data operand, a = every selected axis):
  * - unary elementwise (Relu, Gelu, Tanh, Sigmoid, Erf, Sqrt, Cast, Neg, Exp, Log, Abs,
@@ -35,12 +42,15 @@
  * Moved nodes are emitted as `/<module>/nns.sink/<Op>` with provenance `onnsight.op = sink`.
  * @module
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { stableStringify } from '../ir/key.js';
 import type { Pass } from './pass.js';
 import type { GraphProto, NodeProto, TensorProto } from '../src/onnx/proto.js';
-import { AttributeType, DataType, defaultOpset } from '../src/onnx/proto.js';
+import { AttributeType, DataType, dataTypeBits, defaultOpset } from '../src/onnx/proto.js';
 import { attrOf } from '../src/onnx/attributes.js';
-import { tensorData } from '../src/onnx/graph-builder.js';
+import { externalRefOf, tensorData } from '../src/onnx/graph-builder.js';
 import { OnnxGraphView, topoOrder } from '../src/onnx/view.js';
 import { Emitter, nodeProvenance, nodeSpans } from './onnx-emit.js';
 
@@ -61,6 +71,8 @@ export interface SinkOptions {
   ranks?: ReadonlyMap<string, number>;
   /** Emitter to create nodes with (a fresh one on the graph by default). */
   emitter?: Emitter;
+  /** The folder the graph's external data is relative to (rule 4 reads weight columns from it; without it, external weights are left alone). */
+  weightsDir?: string;
 }
 
 /** What {@link sinkSlices} did. */
@@ -68,6 +80,8 @@ export interface SinkStats {
   sunk: number;
   swapped: number;
   merged: number;
+  /** Selections of a MatMul's last axis moved onto its constant weight's columns (rule 4). */
+  columns: number;
 }
 
 /** A parsed selection node. */
@@ -93,7 +107,7 @@ function setAttrInt(n: NodeProto, name: string, v: number): void {
 
 /** Rewrites `g` in place; returns counts. */
 export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {}): SinkStats {
-  const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0 };
+  const stats: SinkStats = { sunk: 0, swapped: 0, merged: 0, columns: 0 };
   const em = opts.emitter ?? new Emitter(g);
 
   // ── constants, producers and readers: the graph view (refreshed every round) ──
@@ -352,6 +366,91 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
     return true;
   };
 
+  /**
+   * The columns of an `n`-column axis that `s` selects, in order (a Gather's indices, a
+   * Slice's range), normalized; undefined when not known or out of range.
+   */
+  const selectedColumns = (s: NodeProto, n: number): number[] | undefined => {
+    const ins = s.input!;
+    if (s.op_type === 'Gather') {
+      const idx = constInts(ins[1]!);
+      if (!idx || idx.some((i) => i < -n || i >= n)) return undefined;
+      return idx.map((i) => (i < 0 ? i + n : i));
+    }
+    const [start, end] = [constInts(ins[1]!)?.[0], constInts(ins[2]!)?.[0]];
+    const step = ins[4] ? constInts(ins[4])?.[0] : 1;
+    if (start === undefined || end === undefined || step === undefined || step === 0) return undefined;
+    const clamp = (v: number, lo: number, hi: number): number => Math.min(Math.max(v < 0 ? v + n : v, lo), hi);
+    const out: number[] = [];
+    if (step > 0) for (let i = clamp(start, 0, n); i < clamp(end, 0, n) && out.length <= n; i += step) out.push(i);
+    else for (let i = clamp(start, -1, n - 1); i > clamp(end, -1, n - 1) && out.length <= n; i += step) out.push(i);
+    return out;
+  };
+
+  /**
+   * 4. columns: S(MatMul(x, W)) → MatMul(x, W[:, cols]) for a selection S of the last axis
+   * only (a vocabulary index of the logits) and a constant 2-D W [K, N] (or the `Transpose` of
+   * a constant [N, K]: a tied lm_head as the dynamo exporter writes it): the selected columns
+   * become a constant of their own, read from W at compile time (from the weights file: one
+   * read of the selected span per row). The product then computes those columns only, and the
+   * session never maps the rest of W (GPT-2's lm_head: 154 MB of the weights file for one
+   * logit). A `Gather` of W's columns in the graph instead would be folded by onnxruntime at
+   * session creation, reading the whole of W into memory. Only when S keeps at most an eighth
+   * of W's columns.
+   */
+  const columnRule = (s: NodeProto, sel: Selection, p0: NodeProto, r: Round): boolean => {
+    if (sel.axes.length !== 1 || sel.axes[0] !== sel.rank - 1) return false;
+    // Selections of other axes between S and the product (a position the Reshape before a
+    // dynamo export's lm_head kept from sinking) stay where they are, on the new product.
+    const between: { node: NodeProto; sel: Selection }[] = [];
+    let p = p0;
+    for (;;) {
+      const ps = p.op_type === 'MatMul' ? undefined : selection(p);
+      if (!ps) break;
+      const up = view.producer(p.input![0]!);
+      if (ps.axes.some((a) => a === ps.rank - 1) || (p.output ?? []).length !== 1 || !up || r.claimed.has(up) || !onlyReaderIs(p.input![0]!, p)) return false;
+      between.unshift({ node: p, sel: ps });
+      p = up;
+    }
+    if (p.op_type !== 'MatMul' || (p.domain ?? '') !== '') return false;
+    const ins = p.input ?? [];
+    if (ins.length !== 2 || !ins[0] || !ins[1]) return false;
+    // W itself a constant, or the Transpose of one (a tied lm_head in a dynamo export: the columns are rows of the embedding).
+    let t = constTensor(ins[1]);
+    const tp = t ? undefined : view.producer(ins[1]);
+    const perm = tp ? attrOf(tp, 'perm')?.ints?.map(Number) : undefined;
+    const transposed = !!tp && tp.op_type === 'Transpose' && (tp.domain ?? '') === '' && !!tp.input?.[0] && (perm === undefined || (perm[0] === 1 && perm[1] === 0));
+    if (transposed) t = constTensor(tp!.input![0]!);
+    const dims = t ? (t.dims ?? []).map(Number) : undefined;
+    if (!t || dims?.length !== 2) return false;
+    const [k, n] = (transposed ? [dims[1], dims[0]] : dims) as [number, number];
+    const cols = selectedColumns(s, n);
+    if (!cols || cols.length === 0 || cols.length * 8 > n) return false;
+    const raw = readColumns(t, transposed, k, n, cols, opts.weightsDir);
+    if (!raw) return false;
+    const name = em.unique(`${ins[1]}.nns.columns`);
+    g.initializer = [...(g.initializer ?? []), { name, data_type: t.data_type, dims: sel.drop ? [k] : [k, cols.length], raw_data: raw }];
+    ranks.set(name, 2 - sel.drop);
+    let v = emitCopy(p, [ins[0], name], between.length ? undefined : s.output![0]!, p, s).output![0]!;
+    ranks.set(v, (ranks.get(p.output![0]!) ?? sel.rank) - sel.drop);
+    between.forEach(({ node, sel: bs }, i) => {
+      // The same selection on the product without S's axis: its axes, all below the last, as non-negative numbers.
+      const bIns = [v, ...node.input!.slice(1)];
+      if (node.op_type === 'Slice') bIns[3] = em.ints(bs.axes);
+      const c = emitCopy(node, bIns, i === between.length - 1 ? s.output![0]! : undefined, node, node);
+      if (node.op_type === 'Gather') setAttrInt(c, 'axis', bs.axes[0]!);
+      const rank = bs.rank - sel.drop - bs.drop;
+      v = c.output![0]!;
+      ranks.set(v, rank);
+      r.remove.add(node);
+      r.claimed.add(node);
+    });
+    r.remove.add(s).add(p);
+    r.claimed.add(s).add(p);
+    stats.columns++;
+    return true;
+  };
+
   /** 1. sink: S(P(x, w)) → P(S(x), w) for a position-wise P. */
   const sinkRule = (s: NodeProto, sel: Selection, p: NodeProto, r: Round): boolean => {
     const y = s.input![0]!;
@@ -390,13 +489,59 @@ export function sinkSlices(g: GraphProto, opset: number, opts: SinkOptions = {})
         const y = s.input![0]!;
         const p = view.producer(y);
         if (!p || r.claimed.has(p) || !onlyReaderIs(y, s)) continue;
-        changed = swapRule(s, sel, p, r) || sinkRule(s, sel, p, r) || changed;
+        changed = swapRule(s, sel, p, r) || sinkRule(s, sel, p, r) || columnRule(s, sel, p, r) || changed;
       }
     }
     if (!changed) break;
     g.node = (g.node ?? []).filter((n) => !r.remove.has(n));
   }
   return stats;
+}
+
+/**
+ * Columns `cols` of the 2-D weight `W` [k, n] as the raw little-endian bytes of a [k, cols]
+ * tensor (row-major): `t` is W itself, or with `transposed` the constant whose `Transpose` W is
+ * ([n, k]: the columns are rows of `t`). External data is read from `weightsDir`, one read per
+ * row (of W: the columns' span; of `t`: the selected rows). Undefined when the data cannot be
+ * read that way (no folder for external data, an element type narrower than a byte, a
+ * big-endian host).
+ */
+export function readColumns(t: TensorProto, transposed: boolean, k: number, n: number, cols: readonly number[], weightsDir?: string): Uint8Array | undefined {
+  const w = dataTypeBits(t.data_type ?? 0) / 8;
+  if (!Number.isInteger(w) || w < 1 || os.endianness() !== 'LE') return undefined;
+  // The rows of `t` to read and the span of each: [lo, lo + span) elements.
+  const lo = transposed ? 0 : Math.min(...cols);
+  const span = transposed ? k : Math.max(...cols) - lo + 1;
+  const rows = transposed ? cols : Array.from({ length: k }, (_, i) => i);
+  const rowLen = transposed ? k : n;
+  const read: Uint8Array[] = [];
+  const ext = externalRefOf(t);
+  if (ext) {
+    if (weightsDir === undefined) return undefined;
+    const fd = fs.openSync(path.join(weightsDir, ext.location), 'r');
+    try {
+      for (const r of rows) {
+        const buf = Buffer.alloc(span * w);
+        if (fs.readSync(fd, buf, 0, buf.length, ext.offset + (r * rowLen + lo) * w) !== buf.length) return undefined;
+        read.push(buf);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  } else {
+    const all = tensorData(t);
+    const bytes = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+    if (bytes.length !== k * n * w) return undefined;
+    for (const r of rows) read.push(bytes.subarray((r * rowLen + lo) * w, (r * rowLen + lo + span) * w));
+  }
+  const out = new Uint8Array(k * cols.length * w);
+  for (let i = 0; i < k; i++) {
+    cols.forEach((c, j) => {
+      const from = transposed ? read[j]!.subarray(i * w, (i + 1) * w) : read[i]!.subarray((c - lo) * w, (c - lo + 1) * w);
+      out.set(from, (i * cols.length + j) * w);
+    });
+  }
+  return out;
 }
 
 /** The sink-slices pass: ranks from the IR types and module boundaries, then {@link sinkSlices}. */
@@ -411,7 +556,7 @@ export const sinkSlicesPass: Pass = {
     };
     for (const m of ctx.tree.modules.values()) [...m.outputs, ...m.inputs].forEach(boundary);
     [...ctx.tree.graphInputs, ...ctx.tree.graphOutputs].forEach(boundary);
-    const s = sinkSlices(state.model.graph!, defaultOpset(state.model) ?? 0, { ranks });
-    return { changed: s.sunk + s.swapped + s.merged > 0 };
+    const s = sinkSlices(state.model.graph!, defaultOpset(state.model) ?? 0, { ranks, ...(ctx.weightsDir !== undefined ? { weightsDir: ctx.weightsDir } : {}) });
+    return { changed: s.sunk + s.swapped + s.merged + s.columns > 0 };
   },
 };

@@ -101,6 +101,11 @@ export class CompileCache {
     return this.entries.size;
   }
 
+  /** Whether `key` has an entry (no hit or miss counted, recency unchanged). */
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   /** The entry for `key` (marked most recently used), counting a hit or a miss. */
   get(key: string): CompiledEntry | undefined {
     const e = this.entries.get(key);

@@ -89,6 +89,11 @@ export function workingCopy(proto: ModelProto): ModelProto {
   return { ...proto, graph: { ...g, node: [...(g.node ?? [])], input: [...(g.input ?? [])], output: [...(g.output ?? [])], initializer: [...(g.initializer ?? [])] } };
 }
 
+/** The folder the model's external data is relative to (as the backend resolves it: src/model/load.ts). */
+export function weightsDirOf(mc: Pick<ModelContext, 'loaded'>): string {
+  return mc.loaded.externalDataDir ?? mc.loaded.dir;
+}
+
 /**
  * Runs the pipeline on `ir` against the model. Throws {@link NnsErrors} carrying every
  * user error found (later passes are skipped once a pass reports errors).
@@ -103,7 +108,7 @@ export function compileGraph(ir: Graph, mc: ModelContext, opts: CompileOptions =
       return st ? text.slice(st.offset, st.endOffset).split('\n')[0]!.trim() : undefined;
     };
   }
-  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, ...(mc.fast ? { fast: mc.fast } : {}) };
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, weightsDir: weightsDirOf(mc), ...(mc.fast ? { fast: mc.fast } : {}) };
   const { ok } = runPasses([...(opts.pipeline ?? defaultPipeline)], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
   return state;
@@ -137,7 +142,7 @@ export function checkPrompts(ir: Graph, mc: Pick<ModelContext, 'maxPositions' | 
 
 /** Runs the ONNX half of the pipeline on a state that went through {@link irPipeline}. */
 export function continueCompile(state: CompileState, mc: ModelContext, opts: CompileOptions): CompileState {
-  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach };
+  const ctx: PassContext = { tree: mc.tree, errors: [], printAfterEach: opts.printAfterEach, weightsDir: weightsDirOf(mc) };
   const { ok } = runPasses([...onnxPipeline], state, ctx, { verifyEach: opts.verifyEach });
   if (!ok || ctx.errors.length) throw new NnsErrors(ctx.errors);
   return state;

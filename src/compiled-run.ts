@@ -182,6 +182,18 @@ export async function runCompiled(
   let rowsDone = 0;
   const progress = (phase: 'compile' | 'run'): void => opts.onProgress?.({ phase, done: ++done, total: chunks.length * 2, rowsDone, rows: totalRows });
   const results = new Map<string, Tensor>();
+  // A gradient's graph to compile releases (exclusive backends) the idle sessions its session
+  // will, before anything else of this run allocates: the other rows' forward step, then the
+  // compile's garbage (GPT-2 small: an idle prepacked copy of the weights, or the last
+  // gradient graph's arena, beside both).
+  const gradOpts: OrtSessionOptions = { ...sessionOpts, arena: true, memPattern: false };
+  const keys = new Map<Chunk, string>();
+  const keyOf = (c: Chunk): string => keys.get(c) ?? keys.set(c, structuralKey(c.ir, RUN_VARIANT)).get(c)!;
+  const backwardOf = (c: Chunk): boolean => c.ir.nodes.some((n) => n.is('grad'));
+  if (chunks.some((c) => backwardOf(c) && !(useCache && cache.has(keyOf(c))))) await mc.backend.makeRoom(gradOpts);
+  // A chunk's session holds an arena sized for its batch; chunk graphs are rarely reused.
+  // (The two steps of a gradient's row split are reused like any graph: kept.)
+  const releaseAfter = chunks.filter((c) => c.gradStep !== 'forward').length > 1;
   for (const chunk of chunks) {
     if (chunk.gradStep === 'forward' && opts.fastExecutor) {
       // The rows no gradient needs, forward only: on the instrumented model when it can (its
@@ -200,9 +212,24 @@ export async function runCompiled(
         continue;
       }
     }
-    const key = structuralKey(chunk.ir, RUN_VARIANT);
+    const key = keyOf(chunk);
     let entry = useCache ? cache.get(key) : undefined;
     if (entry && !fs.existsSync(entry.graphPath)) entry = undefined; // the variant was deleted: compile again
+    // A gradient's graph holds forward values until the backward reads them, so its runs hold
+    // much at once. Measured on GPT-2 small's (T = 128, 6 runs): without the arena (the
+    // big-model default, src/engine.ts) each run's tensors come from malloc, whose freed
+    // blocks fragment the C heap (anon +200 MB at the run's peak); with the arena and
+    // onnxruntime's memory patterns, the pattern's one block (planned after the first run)
+    // comes on top of the arena's buffers from that first run (+257); the arena alone
+    // reuses its buffers (+121), and keeps about as much after the run as malloc's heap did.
+    //
+    // A chunk of a batch split in several is released after its one run (below): its arena
+    // lives for that run, reusing its buffers within it. Without it the run's blocks fragment
+    // the C heap the same way: GPT-2 small's 97-row patching sweep forced through the compiled
+    // path (7 chunks of ~14 rows, T = 128) peaked at 1026 MB PSS (anon 647 + the weights file
+    // 379) without the arena, 775 MB (anon 272 + file 503) with it, the same results; CPU
+    // 48.2 s vs 44.8 s (one run each, load ~9).
+    const so = backwardOf(chunk) || releaseAfter ? gradOpts : sessionOpts;
     if (entry) entry.uses++;
     else {
       const heap = heapUsed();
@@ -219,22 +246,12 @@ export async function runCompiled(
       if (!t) throw new NnsError('missing-host-value', `no value was given for '${name}'`, { kind: 'usage' });
       feeds[input] = t;
     }
-    // A gradient's graph holds forward values until the backward reads them, so its runs hold
-    // much at once. Measured on GPT-2 small's (T = 128, 6 runs): without the arena (the
-    // big-model default, src/engine.ts) each run's tensors come from malloc, whose freed
-    // blocks fragment the C heap (anon +200 MB at the run's peak); with the arena and
-    // onnxruntime's memory patterns, the pattern's one block (planned after the first run)
-    // comes on top of the arena's buffers from that first run (+257); the arena alone
-    // reuses its buffers (+121), and keeps about as much after the run as malloc's heap did.
-    const backward = chunk.ir.nodes.some((n) => n.is('grad'));
-    const out = await runEntry(entry, mc, tiered, backward ? { ...sessionOpts, arena: true, memPattern: false } : sessionOpts, feeds);
+    const out = await runEntry(entry, mc, tiered, so, feeds);
     for (const [name, output] of entry.saved) {
       results.set(name, out[output]!);
       if (name.startsWith(CUT_PREFIX)) host.set(name, out[output]!); // fed to a later chunk
     }
-    // A chunk's session holds an arena sized for its batch; chunk graphs are rarely reused.
-    // (The two steps of a gradient's row split are reused like any graph: kept.)
-    if (chunks.filter((c) => c.gradStep !== 'forward').length > 1) await mc.backend.release(entry.graphPath);
+    if (releaseAfter) await mc.backend.release(entry.graphPath);
     rowsDone += chunk.ownRows;
     progress('run');
   }

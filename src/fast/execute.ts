@@ -25,7 +25,7 @@ import { batchRows, type FastPath, type ModelContext } from '../compile.js';
 import { buildFeeds } from '../model/feeds.js';
 import { batchBudget, givenFeeds, rowBytes } from '../compiled-run.js';
 import { concatInto, numel, selectRows, type Tensor } from '../tensor.js';
-import type { OrtSession } from '../../backends/ort.js';
+import type { OrtSession, OrtSessionOptions } from '../../backends/ort.js';
 import { broadcastTo, castTo, HostEvalError, indexTensor, strides, tensorOf } from '../../ir/eval.js';
 import { evalOp, HOST_OPS } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions, type ReadBinding } from './plan.js';
@@ -269,8 +269,29 @@ export class FastExecutor implements FastPath {
 
   /** The one session over the instrumented model. */
   session(): Promise<OrtSession> {
+    return this.mc.backend.session(this.ported.graphPath, this.sessionOptions());
+  }
+
+  private sessionOptions(): OrtSessionOptions {
     const externalDataDir = this.mc.loaded.externalDataDir;
-    return this.mc.backend.session(this.ported.graphPath, { prepack: this.opts.prepack ?? true, pinned: this.opts.pinned ?? true, ...(externalDataDir ? { externalDataDir } : {}) });
+    return { prepack: this.opts.prepack ?? true, pinned: this.opts.pinned ?? true, ...(externalDataDir ? { externalDataDir } : {}) };
+  }
+
+  /**
+   * The session of an incremental sweep's clean run: the instrumented model's own
+   * ({@link session}), except with a backend that keeps one copy of the weights when that
+   * session (prepacked) is not open: then the same graph without prepacking. The sweep's
+   * segment sessions, opened right after, release a prepacked session of the model's weights
+   * at once, so one built for the clean run served one run, at the cost of its creation
+   * (GPT-2 small: 2–3 s of CPU) and a peak while it was built (its packed copy beside the
+   * weights file's pages: 850 MB on GPT-2 small's 652 MB, against 820 for the whole sweep after
+   * it). Without prepacking it maps the weights file, whose pages the segments share.
+   */
+  private cleanRunSession(): Promise<OrtSession> {
+    const o = this.sessionOptions();
+    const backend = this.mc.backend;
+    if (!o.prepack || !backend.exclusiveGroups || backend.isOpen(this.ported.graphPath, o)) return this.session();
+    return backend.session(this.ported.graphPath, { ...o, prepack: false });
   }
 
   /** Plans `ir` on the instrumented model: the plan and its printed partition, or why not. */
@@ -411,7 +432,7 @@ export class FastExecutor implements FastPath {
       this.stats.lastSweepReject = sp.reject;
       return false;
     }
-    const session = await this.session();
+    const session = await this.cleanRunSession();
     const tokens = batchRows(ir);
     const neutral = (rows: number[]): Record<string, Tensor> => {
       const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => tokens[r]!), { padId: 0 });
@@ -428,12 +449,19 @@ export class FastExecutor implements FastPath {
         cleanRun: async (rows, fetch) => ({ out: await this.mc.backend.run(session, { ...neutral(rows), ...gateFeed(this.ported, fetch) }, fetch), rows }),
         evaluate: (v, env, memo) => this.evaluate(v, plan, host, env, memo),
         afterBatch: this.settleSaves(ir, plan, host, new Set(sp.rows.map((r) => r.row))),
-        runTail: async (x, outputs) => {
-          const tail = this.ported.tail!;
-          const mm = this.modules.model(tail.path);
-          const out = await this.runner.runModule(tail.path, { [mm.inputs[0]!.name]: castTo(x, mm.inputs[0]!.sig!.dtype) }, outputs.map((o) => mm.outputs[tail.outputs.get(o)!]!.name));
-          return Object.fromEntries(outputs.map((o) => [o, out[mm.outputs[tail.outputs.get(o)!]!.name]!]));
-        },
+        // The head ends on the tail's module session only when that is open already (it holds the
+        // tail's weights); else the whole head segment runs, reading the tail's weights from the
+        // file's pages, released with the segments after the sweep: a module session opened for
+        // the sweep stayed after it beside the instrumented model's own copy of the tail
+        // (src/fast/tail.ts; 154 MB on GPT-2 small), and was built while the segments held the file.
+        ...(this.ported.tail && this.modules.isOpen(this.ported.tail.path) ? {
+          runTail: async (x: Tensor, outputs: readonly string[]) => {
+            const tail = this.ported.tail!;
+            const mm = this.modules.model(tail.path);
+            const out = await this.runner.runModule(tail.path, { [mm.inputs[0]!.name]: castTo(x, mm.inputs[0]!.sig!.dtype) }, outputs.map((o) => mm.outputs[tail.outputs.get(o)!]!.name));
+            return Object.fromEntries(outputs.map((o) => [o, out[mm.outputs[tail.outputs.get(o)!]!.name]!]));
+          },
+        } : {}),
       }, ir, sp);
     } catch (e) {
       // onnxruntime refusing a segment model (an operator it cannot run alone): the ordinary path (nothing was returned yet).

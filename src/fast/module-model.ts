@@ -19,7 +19,7 @@
  * @module
  */
 import crypto from 'node:crypto';
-import type { OrtSession } from '../../backends/ort.js';
+import type { OrtSession, OrtSessionOptions } from '../../backends/ort.js';
 import type { ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { BoundaryValue, DType } from '../model/types.js';
@@ -158,8 +158,20 @@ export class ModuleModels {
    * itself 12–15 ms either way).
    */
   session(path: string): Promise<OrtSession> {
+    return this.mc.backend.session(this.model(path).graphPath, this.sessionOptions(path));
+  }
+
+  /** Whether a session over the module model of `path` is open (prepacked, or an unprepacked stand-in for it). Opens nothing. */
+  isOpen(path: string): boolean {
+    const mm = this.models.get(path);
+    if (!mm) return false;
+    const o = this.sessionOptions(path);
+    return this.mc.backend.isOpen(mm.graphPath, o) || this.mc.backend.isOpen(mm.graphPath, { ...o, prepack: false });
+  }
+
+  private sessionOptions(path: string): OrtSessionOptions {
     const externalDataDir = this.mc.loaded.externalDataDir;
     // Its own weights group: a module's weights are a subset the instrumented model (without its tail) may not hold.
-    return this.mc.backend.session(this.model(path).graphPath, { prepack: true, pinned: true, spinning: false, group: `module:${path}`, ...(externalDataDir ? { externalDataDir } : {}) });
+    return { prepack: true, pinned: true, spinning: false, group: `module:${path}`, ...(externalDataDir ? { externalDataDir } : {}) };
   }
 }

@@ -58,6 +58,20 @@ describe.each(EXPORTS)('grad on the $name export', ({ name, path: modelPath }) =
     const compiled = (model.mc.backend as OrtBackend).liveSessions().filter((s) => s.whole);
     expect(compiled.length).toBeGreaterThan(0);
     expect(compiled.every((s) => s.arena && !s.memPattern)).toBe(true);
+    // Y is one logit: the gradient's graph reads the answer's column of the lm_head weight only,
+    // a constant of its own (sink-slices' column rule), never the whole weight (or, in the
+    // dynamo export, the tied embedding it is the transpose of).
+    const proto = model.mc.loaded.proto.graph!;
+    const head = proto.node!.find((n) => n.output!.includes('logits'))!;
+    const weight = proto.node!.find((n) => n.output!.includes(head.input![1]!) && n.op_type === 'Transpose')?.input![0] ?? head.input![1]!;
+    for (const s of compiled) {
+      const g = decodeModel(fs.readFileSync(s.graphPath)).graph!;
+      // (A tied weight's embedding lookup reads the rows of the prompt's tokens: that stays.)
+      const readers = g.node!.filter((n) => (n.input ?? []).includes(weight) && !(n.op_type === 'Gather' && n.input![0] === weight));
+      expect(readers.map((n) => `${n.op_type} ${n.name}`), s.graphPath).toEqual([]);
+      const columns = g.initializer!.filter((t) => t.name!.endsWith('.nns.columns'));
+      expect(columns.map((t) => t.dims!.map(Number))).toEqual([[e.grads['transformer.h.0']!.shape.at(-1)]]); // one column: [hidden]
+    }
   });
 
   it('.nns: the same in one batched script', async () => {

@@ -264,6 +264,39 @@ describe('OrtBackend session cache', () => {
     await ex.release();
   });
 
+  it('exclusive with the arena off by default (big models): sessions that turn it on (gradient graphs) are kept one at a time; others stay; makeRoom releases them ahead', async () => {
+    const m = await loadModel(ROOT, { cacheDir });
+    const ex = new OrtBackend({ exclusive: true, defaults: { arena: false } });
+    const { feeds } = buildFeeds(graphFeedInputs(m.proto), [CLEAN.input_ids]);
+    const plain = await ex.session(m.graphPath, { whole: true }); // no arena
+    const g1 = await ex.session(m.graphPath, { whole: true, arena: true, memPattern: false });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 0]);
+    expect(top(lastRow((await ex.run(g1, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    // A second arena session: the idle first one goes (its arena kept its run's buffers); the arena-less one stays.
+    const g2 = await ex.session(m.graphPath, { whole: true, arena: true, memPattern: false, optimization: 'basic' });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 1]);
+    expect(ex.liveSessions().map((s) => s.arena).sort()).toEqual([false, true]);
+    // Another arena-less session releases nothing.
+    const other = await ex.session(m.graphPath, { whole: true, optimization: 'extended' });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([3, 1]);
+    // The released one is recreated when run (releasing g2, idle), with the same results.
+    for (const s of [plain, g1, g2, other]) expect(top(lastRow((await ex.run(s, feeds, ['logits'])).logits!), 1)).toEqual([383]);
+    expect(ex.exclusiveReleases).toBe(3);
+    // makeRoom: what a new arena session would release (g2, recreated and idle), now; the arena-less ones stay.
+    await ex.makeRoom({ whole: true, arena: true });
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 4]);
+    expect(ex.liveSessions().every((s) => !s.arena)).toBe(true);
+    await ex.makeRoom({ whole: true }); // an unprepacked arena-less session conflicts with none of them
+    expect([ex.size, ex.exclusiveReleases]).toEqual([2, 4]);
+    await ex.release();
+    // Not exclusive: nothing to make room for.
+    const shared = new OrtBackend({ defaults: { arena: false } });
+    await shared.session(m.graphPath, { whole: true, arena: true });
+    await shared.makeRoom({ whole: true, arena: true, prepack: true });
+    expect(shared.size).toBe(1);
+    await shared.release();
+  });
+
   it('released sessions give their memory back (glibc malloc_trim, once per event-loop turn)', async () => {
     if (!canTrimNativeHeap()) return; // no glibc or no koffi here: the trim is a no-op
     const m = await loadModel(ROOT, { cacheDir });

@@ -98,3 +98,67 @@ describe('exclusive sessions: one copy of the weights without rebuilding at ever
     expect(n).toBe(16);
   });
 });
+
+describe('exclusive sessions: an incremental sweep opens no prepacked session for its clean run and no tail module session', () => {
+  const PATCH = refCase('patch_block_outputs');
+  const A = PATCH.input_ids as number[];
+  const B = PATCH.source_ids!;
+  const grid = PATCH.expect as number[][][];
+  const sweep = (k: number): string => {
+    const lines = [`trace {`];
+    A.forEach((_, p) => {
+      lines.push(`  invoke [${B.join(', ')}] {\n    s${p} = model.transformer.h[${k}].output[:, ${p}, :]\n  }`);
+      lines.push(`  invoke [${A.join(', ')}] {\n    model.transformer.h[${k}].output[:, ${p}, :] = s${p}\n    p${p} = softmax(model.output.logits[:, -1, :], -1)\n    a${p} = p${p}[:, ${PATCH.answer_id}].save()\n    b${p} = p${p}[:, ${PATCH.source_answer_id}].save()\n  }`);
+    });
+    return `${lines.join('\n')}\n}`;
+  };
+  const run = async (mc: ModelContext, k: number): Promise<void> => {
+    const { ast, errors } = parseScript(sweep(k), '<sweep>');
+    expect(errors).toEqual([]);
+    const lowered = lowerTrace(traces(ast!)[0]!, { file: '<sweep>', tokenize: () => [], tree: mc.tree });
+    expect(lowered.errors).toEqual([]);
+    const out = await runGraph(lowered.graph, mc, { tiered: false });
+    A.forEach((_, p) => {
+      // PyTorch's patching grid (reference.json patch_block_outputs), 1e-5.
+      expect(Math.abs((out.get(`a${p}`)!.data as Float32Array)[0]! - grid[k]![p]![0]!), `a ${k}.${p}`).toBeLessThanOrEqual(1e-5);
+      expect(Math.abs((out.get(`b${p}`)!.data as Float32Array)[0]! - grid[k]![p]![1]!), `b ${k}.${p}`).toBeLessThanOrEqual(1e-5);
+    });
+  };
+
+  it('a fresh model: unprepacked clean run, the whole head segment; with the prepacked session open, the clean run takes it', async () => {
+    const be = new OrtBackend({ exclusive: true, maxSessions: 2 });
+    const mc = await openModel(MODEL_DIR, { backend: be });
+    const fast = mc.fast as FastExecutor;
+    fast.incremental = 'force';
+    try {
+      const models = (): string[] => be.liveSessions().map((s) => s.graphPath);
+      const opened: { graphPath: string; prepack: boolean }[] = [];
+      const session = be.session.bind(be);
+      be.session = (graphPath, opts) => {
+        opened.push({ graphPath, prepack: !!opts?.prepack });
+        return session(graphPath, opts);
+      };
+      await run(mc, 1);
+      expect(fast.stats.sweepRuns, fast.stats.lastSweepReject).toBe(1);
+      expect(be.created.prepacked).toBe(0);
+      expect(fast.stats.lastSweep!.tailRuns).toBe(0);
+      const tail = fast.ported.tail!.path;
+      expect(fast.modules.isOpen(tail)).toBe(false);
+      // The clean run asked for the instrumented model without prepacking; no session over the tail's module model.
+      expect(opened.filter((o) => o.graphPath === fast.ported.graphPath)).toEqual([{ graphPath: fast.ported.graphPath, prepack: false }]);
+      expect(opened.some((o) => o.graphPath === fast.modules.model(tail).graphPath)).toBe(false);
+      expect(models()).not.toContain(fast.modules.model(tail).graphPath);
+      // The prepacked session open (a fast-path trace builds it), the next sweep's clean run runs on it.
+      await trace(mc, true);
+      expect(be.created.prepacked).toBe(1);
+      opened.length = 0;
+      await run(mc, 3);
+      expect(fast.stats.sweepRuns).toBe(2);
+      expect(opened.filter((o) => o.graphPath === fast.ported.graphPath)).toEqual([{ graphPath: fast.ported.graphPath, prepack: true }]);
+      expect(be.created.prepacked).toBe(1);
+      oneCopy(be);
+    } finally {
+      await mc.backend.release();
+    }
+  });
+});

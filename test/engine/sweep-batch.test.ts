@@ -70,11 +70,30 @@ describe('batched sweeps', () => {
     const one = await run({ memoryBudget: Infinity });
     expect(one.events.length).toBe(2);
     const budget = rowBytes(model.mc, (c.input_ids as number[]).length, 1) * 4;
-    const split = await run({ memoryBudget: budget });
+    const be = model.mc.backend;
+    const session = be.session.bind(be);
+    const asked: { arena?: boolean; memPattern?: boolean }[] = [];
+    be.session = (graphPath, opts) => {
+      asked.push({ arena: opts?.arena, memPattern: opts?.memPattern });
+      return session(graphPath, opts);
+    };
+    const split = await run({ memoryBudget: budget }).finally(() => { be.session = session; });
     const chunks = split.events.length / 2;
     expect(chunks).toBeGreaterThanOrEqual(3);
     expect(split.events.at(-1)!.rowsDone).toBe(split.events.at(-1)!.rows);
+    // Each chunk's session (released after its one run) runs on onnxruntime's arena without memory patterns.
+    expect(asked.length).toBe(chunks);
+    expect(asked.every((o) => o.arena === true && o.memPattern === false)).toBe(true);
     expectEqual(split.saves, one.saves, 1e-6); // measured bit-identical here
+    // Every patched probability of the split run = PyTorch's grid (reference.json patch_block_outputs).
+    const grid = c.expect as number[][][];
+    for (const k of LAYERS) {
+      for (const p of POSITIONS) {
+        const probs = split.saves[`p.${k}.${p}`]!;
+        expect(Math.abs(probs[c.answer_id!]! - grid[k]![p]![0]!), `${k}.${p}`).toBeLessThanOrEqual(1e-5);
+        expect(Math.abs(probs[c.source_answer_id!]! - grid[k]![p]![1]!), `${k}.${p}`).toBeLessThanOrEqual(1e-5);
+      }
+    }
   });
 
   it('progress bar text', () => {

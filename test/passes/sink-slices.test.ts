@@ -7,7 +7,10 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { DataType, GraphBuilder, attr, int64Tensor, scalarInt64, topoSort } from '../../src/onnx/graph-builder.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DataType, GraphBuilder, attr, externalTensor, int64Tensor, scalarInt64, topoSort } from '../../src/onnx/graph-builder.js';
 import type { ModelProto, NodeProto } from '../../src/onnx/proto.js';
 import { decodeModel, encodeModel } from '../../src/onnx/serde.js';
 import { sinkSlices, sinkSlicesPass, type SinkStats } from '../../passes/sink-slices.js';
@@ -24,9 +27,9 @@ const F = DataType.FLOAT;
 const INT64_MAX = 9223372036854775807n;
 
 /** Rewrites a copy of `m` (then prune + toposort, as the pipeline does); checks it is valid. */
-function rewrite(m: ModelProto, ranks?: Map<string, number>): { model: ModelProto; stats: SinkStats } {
+function rewrite(m: ModelProto, ranks?: Map<string, number>, weightsDir?: string): { model: ModelProto; stats: SinkStats } {
   const c = decodeModel(encodeModel(m));
-  const stats = sinkSlices(c.graph!, 17, { ranks });
+  const stats = sinkSlices(c.graph!, 17, { ranks, ...(weightsDir ? { weightsDir } : {}) });
   pruneGraph(c.graph!);
   topoSort(c.graph!);
   expect(checkModel(c)).toEqual([]);
@@ -116,7 +119,7 @@ describe('sink-slices on synthetic graphs', () => {
     }
     const m = b.build();
     const { model, stats } = rewrite(m);
-    expect(stats).toEqual({ swapped: 3, merged: 2, sunk: 1 });
+    expect(stats).toEqual({ swapped: 3, merged: 2, sunk: 1, columns: 0 });
     const mm = model.graph!.node!.filter((n) => n.op_type === 'MatMul');
     expect(mm.length).toBe(1);
     expect(producerOf(model, mm[0]!.input![0]!)!.op_type).toBe('Gather');
@@ -135,10 +138,129 @@ describe('sink-slices on synthetic graphs', () => {
     await expectSame(m, model, { x: new ort.Tensor('float32', rand(20, 5), [5, 4]) });
   });
 
+  describe('columns: a last-axis selection of MatMul(x, W) reads only those columns of W', () => {
+    const W = rand(4 * 40, 21);
+    /** x [B, S, 4] @ W [4, 40], then `select` on the last axis; the output named `o`. */
+    const head = (select: (b: GraphBuilder, y: string) => string): ModelProto => {
+      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
+      const x = b.input('x', F, ['B', 'S', 4]);
+      const y = b.op('MatMul', [x, b.initializer('W', W, [4, 40])], {}, { name: '/lm_head/MatMul' });
+      b.output(select(b, y), F, null as never);
+      return b.build();
+    };
+    const gather = (idx: number | number[]) => (b: GraphBuilder, y: string): string =>
+      b.op('Gather', [y, typeof idx === 'number' ? b.constant(scalarInt64(idx)) : b.constInt64(idx)], { axis: attr.int(-1) }, { outputs: ['o'] });
+    const slice = (start: number, end: number, step: number) => (b: GraphBuilder, y: string): string =>
+      b.op('Slice', [y, b.constInt64([start]), b.constInt64([end]), b.constInt64([2]), b.constInt64([step])], {}, { outputs: ['o'] });
+    /** The MatMul's constant right operand after the rewrite: W's columns `cols`, as W holds them. */
+    const expectColumns = (model: ModelProto, cols: number[], dims: number[]): void => {
+      const mm = model.graph!.node!.filter((n) => n.op_type === 'MatMul');
+      expect(mm.map((n) => [n.name, n.output![0]])).toEqual([['/lm_head/nns.sink/MatMul', 'o']]);
+      const t = model.graph!.initializer!.find((i) => i.name === mm[0]!.input![1])!;
+      expect(t.dims!.map(Number)).toEqual(dims);
+      const got = new Float32Array(t.raw_data!.slice().buffer);
+      expect(Array.from(got)).toEqual(Array.from({ length: 4 }, (_, r) => cols.map((c) => W[r * 40 + c]!)).flat());
+      expect(model.graph!.initializer!.some((i) => i.name === 'W' || i.name === 'T')).toBe(false); // pruned: nothing reads W
+    };
+
+    it('a scalar Gather (the logit of one token), 1-D Gather indices, Slices with steps: the same numbers', async () => {
+      const cases: [(b: GraphBuilder, y: string) => string, number[], number[]][] = [
+        [gather(7), [7], [4]],
+        [gather(-1), [39], [4]],
+        [gather([3, 39, 3]), [3, 39, 3], [4, 3]],
+        [slice(10, 14, 2), [10, 12], [4, 2]],
+        [slice(-1, -6, -2), [39, 37, 35], [4, 3]],
+      ];
+      for (const [select, cols, dims] of cases) {
+        const m = head(select);
+        const { model, stats } = rewrite(m);
+        expect(stats.columns).toBe(1);
+        expectColumns(model, cols, dims);
+        await expectSame(m, model, { x: x3(2, 3, 4, 5) });
+      }
+    });
+
+    it('W the Transpose of a constant [N, K] (a tied lm_head as the dynamo exporter writes it): the columns are its rows', async () => {
+      const T = new Float32Array(40 * 4);
+      for (let r = 0; r < 4; r++) for (let c = 0; c < 40; c++) T[c * 4 + r] = W[r * 40 + c]!;
+      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
+      const x = b.input('x', F, ['B', 'S', 4]);
+      const wt = b.op('Transpose', [b.initializer('T', T, [40, 4])], { perm: attr.ints([1, 0]) });
+      const y = b.op('MatMul', [x, wt], {}, { name: '/lm_head/MatMul' });
+      b.output(gather([31, 0])(b, y), F, null as never);
+      const m = b.build();
+      const { model, stats } = rewrite(m);
+      expect(stats.columns).toBe(1);
+      expectColumns(model, [31, 0], [4, 2]);
+      expect(model.graph!.node!.some((n) => n.op_type === 'Transpose')).toBe(false);
+      await expectSame(m, model, { x: x3(2, 3, 4, 7) });
+    });
+
+    it('a position selection first, then the token: both move (the product is one position × one column)', async () => {
+      const m = head((b, y) => gather(5)(b, b.op('Gather', [y, b.constant(scalarInt64(-1))], { axis: attr.int(1) })));
+      const { model, stats } = rewrite(m);
+      expect([stats.sunk, stats.columns]).toEqual([1, 1]);
+      const mm = model.graph!.node!.find((n) => n.op_type === 'MatMul')!;
+      expect(producerOf(model, mm.input![0]!)!.op_type).toBe('Gather');
+      await expectSame(m, model, { x: x3(2, 3, 4, 6) });
+    });
+
+    it('a position selection that cannot sink (W a Transpose, as in dynamo exports) stays, on the product of the token\'s column', async () => {
+      const T = new Float32Array(40 * 4);
+      for (let r = 0; r < 4; r++) for (let c = 0; c < 40; c++) T[c * 4 + r] = W[r * 40 + c]!;
+      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
+      const x = b.input('x', F, ['B', 'S', 4]);
+      const wt = b.op('Transpose', [b.initializer('T', T, [40, 4])], { perm: attr.ints([1, 0]) });
+      const y = b.op('MatMul', [x, wt], {}, { name: '/lm_head/MatMul' });
+      const pos = b.op('Gather', [y, b.constant(scalarInt64(-1))], { axis: attr.int(-2) });
+      b.output(gather(11)(b, pos), F, null as never);
+      const m = b.build();
+      const { model, stats } = rewrite(m);
+      expect([stats.sunk, stats.columns]).toEqual([0, 1]);
+      const last = producerOf(model, 'o')!;
+      expect([last.op_type, producerOf(model, last.input![0]!)!.op_type]).toEqual(['Gather', 'MatMul']);
+      expect(last.attribute!.find((a) => a.name === 'axis')!.i).toBe(1); // -2 of [B, S, 40] is 1 of [B, S]
+      await expectSame(m, model, { x: x3(2, 3, 4, 9) });
+    });
+
+    it('W in an external data file: read from the weights folder, one span per row', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nns-columns-'));
+      try {
+        fs.writeFileSync(path.join(dir, 'w.bin'), Buffer.concat([Buffer.alloc(12), Buffer.from(W.buffer)]));
+        const m = head(gather([9, 2]));
+        const ext = decodeModel(encodeModel(m));
+        ext.graph!.initializer = ext.graph!.initializer!.map((t) => (t.name === 'W' ? externalTensor('W', F, [4, 40], { location: 'w.bin', offset: 12, length: 640 }) : t));
+        expect(rewrite(ext).stats.columns).toBe(0); // no folder to read it from: left alone
+        const { model, stats } = rewrite(ext, undefined, dir);
+        expect(stats.columns).toBe(1);
+        expectColumns(model, [9, 2], [4, 2]);
+        await expectSame(m, model, { x: x3(1, 5, 4, 8) });
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('left alone: more than an eighth of the columns, a non-constant right operand, another reader of the product', () => {
+      const none = { sunk: 0, swapped: 0, merged: 0, columns: 0 };
+      expect(rewrite(head(slice(0, 6, 1))).stats).toEqual(none); // 6 of 40
+      const b = new GraphBuilder();
+      const x = b.input('x', F, ['B', 'S', 4]);
+      const w = b.input('w', F, [4, 40]);
+      b.output(gather(3)(b, b.op('MatMul', [x, w])), F, null as never);
+      expect(rewrite(b.build()).stats).toEqual(none);
+      const b2 = new GraphBuilder();
+      const x2 = b2.input('x', F, ['B', 'S', 4]);
+      const y2 = b2.op('MatMul', [x2, b2.initializer('W', W, [4, 40])], {}, { outputs: ['y'] });
+      b2.output(y2, F, ['B', 'S', 40]);
+      b2.output(gather(3)(b2, y2), F, null as never);
+      expect(rewrite(b2.build()).stats).toEqual(none);
+    });
+  });
+
   describe('must NOT be rewritten', () => {
     const unchanged = (m: ModelProto, ranks?: Map<string, number>): void => {
       const { stats } = rewrite(m, ranks);
-      expect(stats).toEqual({ sunk: 0, swapped: 0, merged: 0 });
+      expect(stats).toEqual({ sunk: 0, swapped: 0, merged: 0, columns: 0 });
     };
     const gatherOn = (b: GraphBuilder, v: string, axis: number, index = -1): string => b.op('Gather', [v, b.constant(scalarInt64(index))], { axis: attr.int(axis) }, { outputs: ['o'] });
 
@@ -267,6 +389,20 @@ describe('gpt2-facts: run variants compute the lm_head on the saved position onl
     expectClose(saves.last!.data as Float32Array, e.last_logits, 1e-4);
     const ref = (await plain(lastLogits)).get('last')!;
     expectNear(saves.last!, ref, 'last');
+  });
+
+  it('one token\'s logit (columns): the lm_head reads that column only; = PyTorch (1e-4) and the unoptimized variant', async () => {
+    const e = c.expect as { last_logits: number[]; top5: number[] };
+    for (const t of [e.top5[0]!, 3, 873]) {
+      const fn = (m: ModelRef): void => { m.output.logits.at(0, -1, t).save('y'); };
+      const graph = compileGraph(model.build(ids, fn).graph, model.mc, { keepModelOutputs: false }).model.graph!;
+      expect(graph.node!.some((n) => n.input?.includes('onnx::MatMul_1005'))).toBe(false);
+      expect(graph.initializer!.filter((x) => x.name!.endsWith('.nns.columns')).map((x) => x.dims!.map(Number))).toEqual([[128]]);
+      const { saves } = await model.trace(ids, fn, { fast: false });
+      expect(saves.y!.shape).toEqual([]);
+      expectClose(saves.y!.data as Float32Array, [e.last_logits[t]!], 1e-4, `logit ${t}`);
+      expectNear(saves.y!, (await plain(fn)).get('y')!, `logit ${t}`);
+    }
   });
 
   it('an intervention that needs a later module\'s value is still the order error when no save depends on it', async () => {
