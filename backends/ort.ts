@@ -435,6 +435,9 @@ export function ortSessionOptions(o: OrtSessionOptions): ort.InferenceSession.Se
   };
 }
 
+/** Graph files up to this size (weights external) are reordered by {@link biggestWeightsFirst} before a prepacked session: 64 MiB. */
+export const PACK_FIRST_GRAPH_BYTES = 2 ** 26;
+
 /** Weights from which {@link biggestWeightsFirst} moves their readers to the front: 16 MiB. */
 export const PACK_FIRST_BYTES = 2 ** 24;
 
@@ -474,7 +477,9 @@ async function createSession(graphPath: string, o: OrtSessionOptions): Promise<o
     // Prepacked: the biggest weights packed first (see biggestWeightsFirst), from the graph's bytes.
     let packFirst: Uint8Array | null = null;
     try {
-      packFirst = o.prepack ? biggestWeightsFirst(fs.readFileSync(graphPath)) : null;
+      // Only for graphs whose weights are external (a small file): decoding and encoding a
+      // graph with its weights inline would hold them twice more in this process.
+      packFirst = o.prepack && fs.statSync(graphPath).size <= PACK_FIRST_GRAPH_BYTES ? biggestWeightsFirst(fs.readFileSync(graphPath)) : null;
     } catch {
       packFirst = null; // not a graph this reader takes: onnxruntime says why below
     }
