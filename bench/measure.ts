@@ -7,6 +7,8 @@
  * @module
  */
 import fs from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { trimNativeHeap } from '../backends/malloc-trim.js';
 
@@ -199,6 +201,7 @@ export function trackSessionSides(): void {
  * `onnsight`. Nothing of onnsight's may hold a session meanwhile (checked: {@link sideSessions}).
  */
 export async function withPlainSession<T>(ctx: BenchContext, create: () => Promise<ort.InferenceSession>, fn: (s: ort.InferenceSession) => Promise<T>): Promise<T> {
+  await settleMemory(); // onnsight's garbage (a model just disposed) is not the plain session's
   await ctx.pssSide?.('baseline');
   try {
     const s = await create();
@@ -211,6 +214,26 @@ export async function withPlainSession<T>(ctx: BenchContext, create: () => Promi
   } finally {
     await ctx.pssSide?.('onnsight');
   }
+}
+
+let collect: (() => void) | undefined;
+
+/**
+ * Outside timed regions — between measurements, and before a plain session of the harness is
+ * created: V8's full collection, then glibc's free pages given back (backends/malloc-trim.ts),
+ * so that memory held only as garbage (results of an earlier measurement, a model just
+ * disposed) is not counted in the next peak. The trim waits for a turn of the event loop: V8
+ * frees the memory of collected ArrayBuffers after the collection itself (measured: a trim
+ * right after it left the 40 MB of a load's probe outputs in place).
+ */
+export async function settleMemory(): Promise<void> {
+  if (!collect) {
+    v8.setFlagsFromString('--expose-gc');
+    collect = vm.runInNewContext('gc') as () => void;
+  }
+  collect();
+  await new Promise((r) => setImmediate(r));
+  trimNativeHeap();
 }
 
 /** Current and peak resident set size of this process (all threads, workers included), MB (10⁶ bytes, like `weights_mb`). */

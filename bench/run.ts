@@ -11,11 +11,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { ensureGpt2Small } from './gpt2-model.js';
-import { cpuMs, enterSide, median, resetPeakRss, rssMb, sideSessions, trackSessionSides, type BenchContext, type BenchModel } from './measure.js';
+import { cpuMs, enterSide, median, resetPeakRss, rssMb, settleMemory, sideSessions, trackSessionSides, type BenchContext, type BenchModel } from './measure.js';
 import { MEASUREMENTS, RATIOS } from './measurements.js';
 import { describeModel, makeFeeds, maxPositions, resolveGraph } from './setup.js';
 import { PssSampler, type PssReading } from './pss.js';
@@ -85,20 +83,9 @@ const PSS_INTERVAL_MS = Number(process.env.ONNSIGHT_PSS_INTERVAL_MS) || 200;
 const log = (msg: string): void => { process.stderr.write(`[bench] ${msg}\n`); };
 
 // A full garbage collection of the JavaScript heap between measurements (outside every timed
-// region): results of an earlier measurement (logits, saves: array buffers of tens of MB) would
-// otherwise be collected whenever V8 decides, inside a later measurement's peak.
-v8.setFlagsFromString('--expose-gc');
-const collectGarbage = vm.runInNewContext('gc') as () => void;
-
-/**
- * Between two measurements: the JavaScript heap collected and glibc's free pages given back
- * (backends/malloc-trim.ts), so each measurement's memory starts from what is really held
- * (bench/README.md, "Memory").
- */
-function settle(): void {
-  collectGarbage();
-  trimNativeHeap();
-}
+// region), then glibc's free pages given back (settleMemory, bench/measure.ts): results of an
+// earlier measurement (logits, saves: array buffers of tens of MB) would otherwise be collected
+// whenever V8 decides, inside a later measurement's peak (bench/README.md, "Memory").
 
 /** One row of the session-options matrix. */
 interface SessionMatrixRow {
@@ -264,7 +251,7 @@ async function main(): Promise<void> {
       continue;
     }
     log(`measuring ${m.name} ...`);
-    settle();
+    await settleMemory();
     const before = await pss?.reset();
     const t0 = performance.now();
     values[m.name] = await m.run(ctx);

@@ -95,8 +95,9 @@ export interface BlockChain {
    * With a tail module (src/fast/tail.ts, `lm_head`) given to {@link splitAtBlocks}: the head
    * up to the tail's input (`modelOutputs` = that one value), so that a sweep runs the tail
    * on its own (prepacked) module model instead of on the weights file's pages of the whole
-   * head: the tail's weights are then held once, by its module session. Only when it is
-   * position-wise exactly when the head is.
+   * head when that module's session is open already (src/fast/execute.ts): the tail's weights
+   * are then held once, by its module session. Only when it is position-wise exactly when the
+   * head is.
    */
   tailHead?: { segment: Segment; tail: TailModule };
   /**

@@ -94,7 +94,11 @@ export interface SweepHost {
   cleanRun(rows: number[], fetch: string[]): Promise<Env>;
   /** A value on the host (reads from `env`, `memo` first). */
   evaluate(v: Value, env: Env, memo: Map<Value, Tensor>): Tensor;
-  /** Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph outputs `outputs`. */
+  /**
+   * Runs the tail module ({@link BlockChain.tailHead}) on its input `x`, returning the graph
+   * outputs `outputs`; without it the whole head segment runs (the executor gives it only when
+   * the tail's module session is open already).
+   */
   runTail?(x: Tensor, outputs: readonly string[]): Promise<Record<string, Tensor>>;
   /** Activation bytes one batch may hold (default {@link sweepBudget}; tests set it small to run many batches). */
   budget?: number;

@@ -401,3 +401,42 @@ describe('errors and conversions', () => {
     expect(fromOrtTensor(toOrtTensor(wrong)).shape).toEqual([2, 2]);
   });
 });
+
+describe('biggestWeightsFirst (prepacked sessions pack the biggest weights first)', () => {
+  it('moves the readers of the biggest weights to the front, biggest first; onnxruntime runs the reordered graph to the same bits', async () => {
+    const { biggestWeightsFirst, PACK_FIRST_BYTES } = await import('../../backends/ort.js');
+    const { decodeModel } = await import('../../src/onnx/serde.js');
+    const bytes = fs.readFileSync(path.join(ROOT, 'onnx', 'model.onnx'));
+    expect(biggestWeightsFirst(bytes)).toBeNull(); // gpt2-facts' weights are all below 16 MiB: nothing moves
+    expect(PACK_FIRST_BYTES).toBe(2 ** 24);
+    const reordered = biggestWeightsFirst(bytes, 64 * 1024)!;
+    const before = decodeModel(bytes).graph!;
+    const after = decodeModel(reordered).graph!;
+    const sizes = new Map(before.initializer!.map((t) => [t.name!, (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * 4]));
+    const w = (n: { op_type?: string; input?: string[] }): number => (n.op_type === 'MatMul' || n.op_type === 'Gemm' ? Math.max(0, ...(n.input ?? []).map((x) => sizes.get(x) ?? 0)) : 0);
+    const moved = after.node!.filter((n) => w(n) >= 64 * 1024);
+    expect(moved.length).toBeGreaterThan(1);
+    expect(after.node!.slice(0, moved.length)).toEqual(moved); // all at the front
+    for (let i = 1; i < moved.length; i++) expect(w(moved[i - 1]!)).toBeGreaterThanOrEqual(w(moved[i]!));
+    expect(moved[0]!.name).toBe('/lm_head/MatMul'); // the unembedding: the biggest weight
+    expect(after.node!.map((n) => n.name).sort()).toEqual(before.node!.map((n) => n.name).sort()); // the same nodes
+    // Both prepacked, the original graph's order and the reordered one: the same logits, bit for bit, and PyTorch's.
+    const ort = (await import('onnxruntime-node')).default;
+    const opts = ortSessionOptions({ prepack: true });
+    const a = await ort.InferenceSession.create(bytes, opts);
+    const b = await ort.InferenceSession.create(reordered, opts);
+    try {
+      const { feeds: host } = buildFeeds(graphFeedInputs(decodeModel(bytes)), [CLEAN.input_ids]);
+      const feeds = Object.fromEntries(Object.entries(host).map(([k, t]) => [k, toOrtTensor(t)]));
+      const x = (await a.run(feeds, ['logits'])).logits!.data as Float32Array;
+      const y = (await b.run(feeds, ['logits'])).logits!.data as Float32Array;
+      expect(Buffer.from(y.buffer, y.byteOffset, y.byteLength).equals(Buffer.from(x.buffer, x.byteOffset, x.byteLength))).toBe(true);
+      const V = CLEAN.expect.last_logits.length;
+      const last = y.subarray(y.length - V);
+      expect(Math.max(...CLEAN.expect.last_logits.map((v, i) => Math.abs(v - last[i]!)))).toBeLessThanOrEqual(1e-4);
+    } finally {
+      await a.release();
+      await b.release();
+    }
+  });
+});
