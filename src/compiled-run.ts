@@ -50,7 +50,7 @@ export interface CompiledRunOptions {
 
 /** The fast path's planner-runner (src/fast/), as the compiled path uses it: the forward-only step of a gradient's row split. */
 export interface FastRunner {
-  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null>;
+  tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>, opts?: { spare?: boolean }): Promise<Map<string, Tensor> | null>;
 }
 
 const tiers = new WeakMap<ModelContext, TieredSessions>();
@@ -200,7 +200,10 @@ export async function runCompiled(
       // session is built already; a second compiled graph would compete for the prepacked tier).
       const feeds: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(full)) feeds[k] = selectRows(t, chunk.rows);
-      const out = await opts.fastExecutor.tryRun(chunk.ir, host, feeds);
+      // Unprepacked unless the prepacked session is open (exclusive backends): the gradient's
+      // session releases a prepacked one right after (GPT-2 small: one built for these rows
+      // peaked at 768 MB in attribution's first run, against ~620 for the rest).
+      const out = await opts.fastExecutor.tryRun(chunk.ir, host, feeds, { spare: true });
       if (out) {
         for (const [name, t] of out) {
           results.set(name, t);

@@ -31,7 +31,7 @@ import { evalOp, HOST_OPS } from '../../ir/ops.js';
 import { explainFastPath, printFastPlan, type FastPlan, type PlanOptions, type ReadBinding } from './plan.js';
 import { ModuleModels } from './module-model.js';
 import { buildPortedModel, choosePorts, gateFeed, type PortedModel, type PortedModelOptions, type PortSpec } from './ports.js';
-import { localRunner, type FastRunner, type RunnerFactory } from './runner.js';
+import { localRunner, type FastRunner, type PortedRunOptions, type RunnerFactory } from './runner.js';
 import { Segments, splitAtBlocks } from './segments.js';
 import type { AddedCache } from './added-cache.js';
 import { planSweep, runSweep, SweepFallback, type Env, type SweepStats } from './sweep.js';
@@ -294,6 +294,11 @@ export class FastExecutor implements FastPath {
     return backend.session(this.ported.graphPath, { ...o, prepack: false });
   }
 
+  /** {@link cleanRunSession}'s choice, for a gradient's forward rows ({@link PortedRunOptions.spare}). */
+  spareSession(): Promise<OrtSession> {
+    return this.cleanRunSession();
+  }
+
   /** Plans `ir` on the instrumented model: the plan and its printed partition, or why not. */
   plan(ir: Graph): { plan: FastPlan; text: string } | { reject: string } {
     const r = explainFastPath(ir, this.mc.tree, this.ported, { callable: (p) => this.modules.reason(p), ...this.opts.plan });
@@ -321,9 +326,9 @@ export class FastExecutor implements FastPath {
    * run reads are fetched as their new parts and put together in the sink's buffers (the
    * same values, bit for bit): results may then share the sink's memory.
    */
-  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>, sink?: AppendSink): Promise<Map<string, Tensor> | null> {
+  async run(ir: Graph, plan: unknown, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>, sink?: AppendSink, opts?: PortedRunOptions): Promise<Map<string, Tensor> | null> {
     try {
-      const out = await this.execute(ir, plan as FastPlan, host, feeds, sink);
+      const out = await this.execute(ir, plan as FastPlan, host, feeds, sink, opts);
       this.stats.fastRuns++;
       return out;
     } catch (e) {
@@ -333,9 +338,9 @@ export class FastExecutor implements FastPath {
   }
 
   /** Plans and runs `ir`; null when it needs the compiler. */
-  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>): Promise<Map<string, Tensor> | null> {
+  async tryRun(ir: Graph, host: ReadonlyMap<string, Tensor>, feeds?: Readonly<Record<string, Tensor>>, opts?: PortedRunOptions): Promise<Map<string, Tensor> | null> {
     const r = this.plan(ir);
-    return 'reject' in r ? null : this.run(ir, r.plan, host, feeds);
+    return 'reject' in r ? null : this.run(ir, r.plan, host, feeds, undefined, opts);
   }
 
   private fallback(reason: string): null {
@@ -355,7 +360,7 @@ export class FastExecutor implements FastPath {
     return this.separable;
   }
 
-  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>, sink?: AppendSink): Promise<Map<string, Tensor>> {
+  private async execute(ir: Graph, plan: FastPlan, host: ReadonlyMap<string, Tensor>, given?: Readonly<Record<string, Tensor>>, sink?: AppendSink, runOpts?: PortedRunOptions): Promise<Map<string, Tensor>> {
     const results = new Map<string, Tensor>();
     if (plan.saves.length === 0) return results; // like the compiler: nothing to fetch, nothing to run
     const { feeds, seqLen } = given ? givenFeeds(given) : buildFeeds(this.mc.feedInputs, batchRows(ir), { padId: 0 });
@@ -380,7 +385,7 @@ export class FastExecutor implements FastPath {
     const sourceMemo = new Map<Value, Tensor>();
     if (plan.sourceFetch.length) {
       const rows = runRows(plan.sourceRows);
-      source = { out: await this.runner.runPorted(base(rows), plan.sourceFetch), rows };
+      source = { out: await this.runner.runPorted(base(rows), plan.sourceFetch, undefined, runOpts), rows };
       this.stats.sourceRuns++;
       await this.runTails(ir, plan, plan.sets.map((x) => x.value), source, sourceMemo);
     }
@@ -391,7 +396,7 @@ export class FastExecutor implements FastPath {
     const inModel = this.runner.exclusive ? null : this.tailInModel(ir, plan, roots, seqLen, rows.length);
     const fetch = inModel?.fetch ?? plan.mainFetch;
     const joined = given && sink && !this.runner.exclusive ? this.appendedReads(fetch, given) : [];
-    const out = await this.runner.runPorted(main, joined.length ? fetch.map((f) => joined.find((j) => j.output === f)?.part ?? f) : fetch, inModel?.range);
+    const out = await this.runner.runPorted(main, joined.length ? fetch.map((f) => joined.find((j) => j.output === f)?.part ?? f) : fetch, inModel?.range, runOpts);
     for (const j of joined) {
       const x = given![j.input]!, part = out[j.part]!;
       const n = numel(x.shape) + numel(part.shape);

@@ -18,7 +18,7 @@ export interface FastRunner {
    * Runs the instrumented model. `tailRange`: the positions its in-model tail computes
    * (src/fast/tail.ts `SelectedTail`; local runs only, the executor never asks a server).
    */
-  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[], tailRange?: TailRange): Promise<Record<string, Tensor>>;
+  runPorted(feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[], tailRange?: TailRange, opts?: PortedRunOptions): Promise<Record<string, Tensor>>;
   /** Runs the standalone model of module `path` (a closed module). */
   runModule(path: string, feeds: Readonly<Record<string, Tensor>>, fetch: readonly string[]): Promise<Record<string, Tensor>>;
   /**
@@ -27,6 +27,16 @@ export interface FastRunner {
    * fast path cannot run then fail instead of being compiled and run locally.
    */
   readonly exclusive?: string;
+}
+
+/** Options of one run of the instrumented model. */
+export interface PortedRunOptions {
+  /**
+   * On a backend that keeps one copy of the weights, run without prepacking unless the
+   * prepacked session is open (a gradient's forward rows: the gradient's session releases a
+   * prepacked one right after, so one built for them would serve one run).
+   */
+  spare?: boolean;
 }
 
 /** Makes the runner of an executor (called once, in the executor's constructor). */
@@ -38,8 +48,8 @@ export type RunnerFactory = (exec: FastExecutor, mc: ModelContext) => FastRunner
  * `gateOutputs`); a server (oip-runner) computes every output, as its model declares no gate.
  */
 export const localRunner: RunnerFactory = (exec, mc) => ({
-  async runPorted(feeds, fetch, tailRange) {
-    return mc.backend.run(await exec.session(), { ...feeds, ...gateFeed(exec.ported, fetch, tailRange) }, fetch);
+  async runPorted(feeds, fetch, tailRange, opts) {
+    return mc.backend.run(await (opts?.spare ? exec.spareSession() : exec.session()), { ...feeds, ...gateFeed(exec.ported, fetch, tailRange) }, fetch);
   },
   async runModule(path, feeds, fetch) {
     return mc.backend.run(await exec.modules.session(path), feeds, fetch);

@@ -162,3 +162,33 @@ describe('exclusive sessions: an incremental sweep opens no prepacked session fo
     }
   });
 });
+
+describe('a gradient\'s forward rows on a big-model backend', () => {
+  it('run on the instrumented model unprepacked while its prepacked session is not open (none is built for them); attribution = reference.json (1e-4)', async () => {
+    const be = new OrtBackend({ exclusive: true, maxSessions: 2, defaults: { arena: false } });
+    const mc = await openModel(MODEL_DIR, { backend: be });
+    const g = refCase('gradients');
+    const e = g.expect as { attribution: number[][] };
+    const blocks = [0, 1, 2, 3];
+    const text = `trace {
+  invoke [${g.source_ids!.join(', ')}] {
+${blocks.map((l) => `    s${l} = model.transformer.h[${l}].output`).join('\n')}
+  }
+  invoke [${(g.input_ids as number[]).join(', ')}] {
+    y = model.output.logits[0, -1, ${g.answer_id}]
+${blocks.map((l) => `    a${l} = sum((s${l} - model.transformer.h[${l}].output) * grad(y, model.transformer.h[${l}].output), -1).save()`).join('\n')}
+  }
+}`;
+    const { ast, errors } = parseScript(text, '<t>');
+    expect(errors).toEqual([]);
+    const lowered = lowerTrace(traces(ast!)[0]!, { file: '<t>', tokenize: () => [], tree: mc.tree });
+    expect(lowered.errors).toEqual([]);
+    for (let run = 0; run < 2; run++) {
+      const out = await runGraph(lowered.graph, mc, { tiered: false });
+      for (const l of blocks) expectClose(out.get(`a${l}`)!.data as Float32Array, e.attribution[l]!, 1e-4, `attribution h.${l}`);
+    }
+    expect((mc.fast as FastExecutor).stats.fastRuns).toBe(2); // the source rows, on the fast path both times
+    expect(be.created.prepacked).toBe(0);
+    await be.release();
+  });
+});
