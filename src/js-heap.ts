@@ -56,7 +56,11 @@ export const gcStats = { calls: 0 };
  * since `since` (a {@link heapUsed} reading); whether one was made.
  */
 export function collectAfter(since: number): boolean {
-  if (heapUsed() - since <= GARBAGE_AFTER) return false;
+  return heapUsed() - since > GARBAGE_AFTER && collectNow();
+}
+
+/** A full collection now, counted in {@link gcStats}; false where `gc` cannot be had. */
+function collectNow(): boolean {
   const gc = gcFunction();
   if (!gc) return false;
   gcStats.calls++;
@@ -80,10 +84,5 @@ export function buffersUsed(): number {
  * through the next session's creation.
  */
 export function collectBuffersAfter(since: number): boolean {
-  if (buffersUsed() - since <= BUFFERS_AFTER) return false;
-  const gc = gcFunction();
-  if (!gc) return false;
-  gcStats.calls++;
-  gc();
-  return true;
+  return buffersUsed() - since > BUFFERS_AFTER && collectNow();
 }

@@ -11,10 +11,8 @@ import { runGraph } from '../../src/engine.js';
 import { FastExecutor } from '../../src/fast/index.js';
 import { moduleClosure, moduleModelProto } from '../../src/fast/module-model.js';
 import { EXPORTS, refCase, argmax, maxDiff } from '../helpers/reference.js';
-import type { TraceContext } from '../../src/trace.js';
-import type { Graph } from '../../ir/ir.js';
+import { onFastPath, type Built } from '../helpers/fast.js';
 
-type Built = { graph: Graph; ctx: TraceContext };
 
 describe.each(EXPORTS)('module application on the $name export', ({ name, path }) => {
   let model: LanguageModel;
@@ -102,19 +100,7 @@ describe.each(EXPORTS)('module application on the $name export', ({ name, path }
     const session = backend.session.bind(backend);
     const opened: string[] = [];
     backend.session = (g, o) => { opened.push(g); return session(g, o); };
-    const runs = async (ex: FastExecutor): Promise<Map<string, Tensor>> => {
-      const saved = model.mc.fast;
-      model.mc.fast = ex;
-      try {
-        const b = build();
-        const n = ex.stats.fastRuns;
-        const r = await runGraph(b.graph, model.mc, { host: b.ctx.host });
-        expect(ex.stats.fastRuns, ex.stats.lastReject).toBe(n + 1);
-        return r;
-      } finally {
-        model.mc.fast = saved;
-      }
-    };
+    const runs = (ex: FastExecutor): Promise<Map<string, Tensor>> => onFastPath(model, ex, build);
     let inModel: Map<string, Tensor>;
     try {
       inModel = await runs(fast);

@@ -13,11 +13,9 @@ import { FastExecutor } from '../../src/fast/index.js';
 import { sinkable } from '../../src/fast/execute.js';
 import { findTail } from '../../src/fast/tail.js';
 import { EXPORTS, refCase, expectClose, maxDiff } from '../helpers/reference.js';
-import type { TraceContext } from '../../src/trace.js';
-import type { Graph } from '../../ir/ir.js';
+import { onFastPath, type Built } from '../helpers/fast.js';
 import type { OrtBackend } from '../../backends/ort.js';
 
-type Built = { graph: Graph; ctx: TraceContext };
 
 function bitwise(a: Tensor, b: Tensor): boolean {
   const x = a.data as Float32Array;
@@ -52,19 +50,7 @@ describe.each(EXPORTS)('the tail on the $name export', ({ path }) => {
   afterAll(async () => model?.dispose());
 
   /** Runs a trace on `ex`'s fast path (asserting it took it). */
-  async function on(ex: FastExecutor, build: () => Built): Promise<Map<string, Tensor>> {
-    const saved = model.mc.fast;
-    model.mc.fast = ex;
-    try {
-      const b = build();
-      const n = ex.stats.fastRuns;
-      const r = await runGraph(b.graph, model.mc, { host: b.ctx.host });
-      expect(ex.stats.fastRuns, ex.stats.lastReject).toBe(n + 1);
-      return r;
-    } finally {
-      model.mc.fast = saved;
-    }
-  }
+  const on = (ex: FastExecutor, build: () => Built): Promise<Map<string, Tensor>> => onFastPath(model, ex, build);
 
   it('lm_head is the tail: found by structure, absent from the instrumented model', () => {
     const t = findTail(model.mc);

@@ -148,6 +148,17 @@ describe('sink-slices on synthetic graphs', () => {
       b.output(select(b, y), F, null as never);
       return b.build();
     };
+    /** As {@link head}, with W the Transpose of a constant [40, 4] holding W's transpose (a tied lm_head as the dynamo exporter writes it). */
+    const transposedHead = (select: (b: GraphBuilder, y: string) => string): ModelProto => {
+      const T = new Float32Array(40 * 4);
+      for (let r = 0; r < 4; r++) for (let c = 0; c < 40; c++) T[c * 4 + r] = W[r * 40 + c]!;
+      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
+      const x = b.input('x', F, ['B', 'S', 4]);
+      const wt = b.op('Transpose', [b.initializer('T', T, [40, 4])], { perm: attr.ints([1, 0]) });
+      const y = b.op('MatMul', [x, wt], {}, { name: '/lm_head/MatMul' });
+      b.output(select(b, y), F, null as never);
+      return b.build();
+    };
     const gather = (idx: number | number[]) => (b: GraphBuilder, y: string): string =>
       b.op('Gather', [y, typeof idx === 'number' ? b.constant(scalarInt64(idx)) : b.constInt64(idx)], { axis: attr.int(-1) }, { outputs: ['o'] });
     const slice = (start: number, end: number, step: number) => (b: GraphBuilder, y: string): string =>
@@ -181,14 +192,7 @@ describe('sink-slices on synthetic graphs', () => {
     });
 
     it('W the Transpose of a constant [N, K] (a tied lm_head as the dynamo exporter writes it): the columns are its rows', async () => {
-      const T = new Float32Array(40 * 4);
-      for (let r = 0; r < 4; r++) for (let c = 0; c < 40; c++) T[c * 4 + r] = W[r * 40 + c]!;
-      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
-      const x = b.input('x', F, ['B', 'S', 4]);
-      const wt = b.op('Transpose', [b.initializer('T', T, [40, 4])], { perm: attr.ints([1, 0]) });
-      const y = b.op('MatMul', [x, wt], {}, { name: '/lm_head/MatMul' });
-      b.output(gather([31, 0])(b, y), F, null as never);
-      const m = b.build();
+      const m = transposedHead((b, y) => gather([31, 0])(b, y));
       const { model, stats } = rewrite(m);
       expect(stats.columns).toBe(1);
       expectColumns(model, [31, 0], [4, 2]);
@@ -206,15 +210,7 @@ describe('sink-slices on synthetic graphs', () => {
     });
 
     it('a position selection that cannot sink (W a Transpose, as in dynamo exports) stays, on the product of the token\'s column', async () => {
-      const T = new Float32Array(40 * 4);
-      for (let r = 0; r < 4; r++) for (let c = 0; c < 40; c++) T[c * 4 + r] = W[r * 40 + c]!;
-      const b = new GraphBuilder({ namePrefix: '/lm_head/' });
-      const x = b.input('x', F, ['B', 'S', 4]);
-      const wt = b.op('Transpose', [b.initializer('T', T, [40, 4])], { perm: attr.ints([1, 0]) });
-      const y = b.op('MatMul', [x, wt], {}, { name: '/lm_head/MatMul' });
-      const pos = b.op('Gather', [y, b.constant(scalarInt64(-1))], { axis: attr.int(-2) });
-      b.output(gather(11)(b, pos), F, null as never);
-      const m = b.build();
+      const m = transposedHead((b, y) => gather(11)(b, b.op('Gather', [y, b.constant(scalarInt64(-1))], { axis: attr.int(-2) })));
       const { model, stats } = rewrite(m);
       expect([stats.sunk, stats.columns]).toEqual([0, 1]);
       const last = producerOf(model, 'o')!;
