@@ -337,7 +337,9 @@ export class Jobs {
     }
     if (m.type !== 'started' && m.type !== 'progress' && m.type !== 'token' && m.type !== 'done') return;
     const job = this.jobs.get(m.id);
-    if (!job) return;
+    // Only a job of the running batch hears from the worker (a message about any other, e.g.
+    // one still queued, would complete it while its request waits to be handed out).
+    if (!job || !this.running.includes(job)) return;
     if (m.type === 'token') {
       this.emit(job, { id: job.id, status: 'token', token: { step: m.step, row: m.row, token: m.token } });
       return;
