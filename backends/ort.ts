@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { decodeModel, encodeModel } from '../src/onnx/serde.js';
-import { dataTypeBits } from '../src/onnx/proto.js';
+import { tensorDataBytes } from '../src/onnx/proto.js';
 import { modelError, NnsError } from '../src/errors.js';
 import { trimNativeHeap, trimNativeHeapSoon } from './malloc-trim.js';
 import type { DType } from '../src/model/types.js';
@@ -461,7 +461,7 @@ export function biggestWeightsFirst(bytes: Uint8Array, minBytes = PACK_FIRST_BYT
   const model = decodeModel(bytes);
   const g = model.graph;
   if (!g?.node?.length) return null;
-  const size = new Map((g.initializer ?? []).map((t) => [t.name!, (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8]));
+  const size = new Map((g.initializer ?? []).map((t) => [t.name!, tensorDataBytes(t)]));
   const weight = (n: { op_type?: string; domain?: string; input?: string[] }): number =>
     (n.op_type === 'MatMul' || n.op_type === 'Gemm') && !n.domain ? Math.max(0, ...(n.input ?? []).map((x) => size.get(x) ?? 0)) : 0;
   const first = g.node.filter((n) => weight(n) >= minBytes).sort((a, b) => weight(b) - weight(a));

@@ -10,7 +10,7 @@ import type { Graph } from '../ir/ir.js';
 import type { CompileState, FastPlanner, Pass, PassContext } from '../passes/pass.js';
 import { defaultPipeline, onnxPipeline } from '../passes/pipeline.js';
 import { runPasses } from '../passes/run.js';
-import { dataTypeBits, type ModelProto } from './onnx/proto.js';
+import { tensorDataBytes, type ModelProto } from './onnx/proto.js';
 import type { LoadedModel } from './model/load.js';
 import type { FeedInput } from './model/feeds.js';
 import type { ModuleTree } from './model/types.js';
@@ -157,7 +157,7 @@ export function continueCompile(state: CompileState, mc: ModelContext, opts: Com
 export function weightsBytes(loaded: LoadedModel): number {
   let bytes = 0;
   for (const t of loaded.proto.graph?.initializer ?? []) {
-    bytes += (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0) / 8;
+    bytes += tensorDataBytes(t);
   }
   return bytes;
 }

@@ -215,6 +215,11 @@ export const DataType = {
 } as const;
 
 /** Bits per element of each data type (0 for strings and unknown types). */
+/** Bytes a tensor's data takes (its dims' product × its element type's bits / 8). */
+export function tensorDataBytes(t: Pick<TensorProto, 'dims' | 'data_type'>): number {
+  return ((t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0)) / 8;
+}
+
 export function dataTypeBits(dt: number): number {
   switch (dt) {
     case 1: case 6: case 12: return 32;
