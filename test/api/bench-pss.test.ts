@@ -14,6 +14,12 @@ import { LanguageModel } from '../../src/index.js';
 
 const FACTS = path.resolve(__dirname, '../../models/gpt2-facts');
 
+/** A full collection now, so garbage of earlier tests is not freed between a test's two samples. */
+function collectNow(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
+
 describe('PSS sampler', () => {
   it('parses smaps_rollup (kB → MB of 10⁶ bytes); a missing field is undefined', () => {
     const text = 'Rss:              204800 kB\nPss:              102400 kB\nPss_Dirty:          1000 kB\nPss_Anon:          98304 kB\nPss_File:           4096 kB\nPss_Shmem:             0 kB\n';
@@ -22,6 +28,7 @@ describe('PSS sampler', () => {
   });
 
   it.runIf(fs.existsSync('/proc/self/smaps_rollup'))('a child process samples this process: a 200 MB allocation shows in the mark, the peak and a reset', async () => {
+    collectNow(); // before the sampler starts: no earlier garbage in any of its peaks
     const s = (await PssSampler.start(20))!;
     try {
       const before = await s.reset();
@@ -41,6 +48,7 @@ describe('PSS sampler', () => {
   });
 
   it.runIf(fs.existsSync('/proc/self/smaps_rollup'))('side peaks: memory held while a side is current counts toward that side only', async () => {
+    collectNow(); // before the sampler starts: no earlier garbage in any of its peaks
     const s = (await PssSampler.start(20))!;
     try {
       const start = await s.side('baseline');
@@ -48,8 +56,7 @@ describe('PSS sampler', () => {
       await s.mark();
       expect(big.length).toBe(200e6);
       big = undefined;
-      v8.setFlagsFromString('--expose-gc');
-      (vm.runInNewContext('gc') as () => void)(); // the buffer's memory goes back now
+      collectNow(); // the buffer's memory goes back now
       const back = await s.side('onnsight');
       const peaks = s.sidePeaks();
       expect(peaks.baseline!.pss - start.now.pss).toBeGreaterThan(180);
