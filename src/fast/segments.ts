@@ -38,7 +38,7 @@
  */
 import crypto from 'node:crypto';
 import type { OrtSession } from '../../backends/ort.js';
-import type { ModelContext } from '../compile.js';
+import { weightsDirOf, type ModelContext } from '../compile.js';
 import { writeVariant } from '../model/load.js';
 import type { ModuleTree } from '../model/types.js';
 import { AttributeType, DataType, defaultOpset, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
@@ -275,12 +275,59 @@ function positionwise(head: Segment, model: ModelProto): boolean {
   return readers.length > 0 && readers.every((n) => n.op_type === 'Gather' && n.input?.[1] === idx);
 }
 
-/** A segment model of {@link Segments}: a segment index, the head up to the tail, the last block's cache outputs, a block with an added cache, or the last of those's cache outputs. */
-export type SegmentKey = number | 'tail' | 'cache' | `added${number}` | 'addedcache';
+/**
+ * The head computing only some columns (last-axis items) of its outputs: `cols` maps a head
+ * output to the columns a sweep's reads index (one token's logit each), the segment's outputs
+ * are those outputs narrowed to them, in that order. A `Gather` of the columns on each output,
+ * moved onto the unembedding's weight by passes/sink-slices.ts (rule 4, columns: the selected
+ * columns become a small constant read from the weights file now), so the head's product
+ * computes those columns only and its session never maps the rest of the weight (GPT-2 small's
+ * `lm_head`: 154 MB of the weights file, resident through a whole patching grid otherwise).
+ * Undefined when rule 4 does not apply to every output (no constant 2-D weight under it, more
+ * than an eighth of the columns): the whole head is no worse then.
+ */
+export function columnsHead(head: Segment, cols: ReadonlyMap<string, readonly number[]>, model: ModelProto, weightsDir: string): Segment | undefined {
+  if (![...cols.keys()].every((o) => head.modelOutputs.includes(o))) return undefined;
+  const g0 = head.proto.graph!;
+  const full = (o: string): string => (cols.has(o) ? `${o}/nns.full` : o);
+  const g: GraphProto = {
+    ...g0,
+    node: g0.node!.map((n) => ({ ...n, input: (n.input ?? []).map(full), output: (n.output ?? []).map(full) })),
+    initializer: [...(g0.initializer ?? [])],
+    output: [],
+  };
+  const ranks = new Map<string, number>([[head.input, 3]]);
+  for (const [o, c] of cols) {
+    const idx = `${o}/nns.columns.index`;
+    g.node!.push({ op_type: 'Constant', name: idx, output: [idx], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [c.length], data_type: DataType.INT64, int64_data: [...c] } }] });
+    g.node!.push({ op_type: 'Gather', name: `${o}/nns.columns`, input: [full(o), idx], output: [o], attribute: [{ name: 'axis', type: AttributeType.INT, i: 2 }] });
+    ranks.set(full(o), 3);
+    const orig = (g0.output ?? []).find((v) => v.name === o);
+    g.output!.push({ name: o, type: { tensor_type: { elem_type: orig?.type?.tensor_type?.elem_type ?? DataType.FLOAT } } });
+  }
+  let moved: number;
+  try {
+    moved = sinkSlices(g, defaultOpset(model) ?? 0, { ranks, weightsDir }).columns;
+  } catch {
+    return undefined;
+  }
+  if (moved < cols.size) return undefined;
+  const live = new OnnxGraphView(g).live();
+  g.node = g.node!.filter((n) => live.has(n));
+  const read = new Set(g.node.flatMap(nodeReads));
+  g.initializer = g.initializer!.filter((t) => read.has(t.name!));
+  const modelOutputs = [...cols.keys()];
+  return { ...head, modelOutputs, graphInputs: head.graphInputs.filter((x) => read.has(x)), proto: { ...head.proto, graph: { ...g, input: (g.input ?? []).filter((v) => v.name === head.input || read.has(v.name!)) } } };
+}
+
+/** A segment model of {@link Segments}: a segment index, the head up to the tail, the last block's cache outputs, a block with an added cache, the last of those's cache outputs, or a head of some columns ({@link Segments.columns}). */
+export type SegmentKey = number | 'tail' | 'cache' | `added${number}` | 'addedcache' | `cols${string}`;
 
 /** The segment models of one model: written on first use, one pinned session each (no prepacking). */
 export class Segments {
   private readonly paths = new Map<SegmentKey, string>();
+  /** Heads of some columns ({@link columnsHead}) by key; null: rule 4 did not apply. */
+  private readonly heads = new Map<string, Segment | null>();
   private addedOrWhy?: AddedCache | { reject: string };
   /** The added cache's blocks checked against the clean run, as `<sequence length>/<block index>`. */
   readonly addedChecked = new Set<string>();
@@ -298,6 +345,20 @@ export class Segments {
   added(): AddedCache | { reject: string } {
     this.addedOrWhy ??= addCache(this.chain.segments.slice(0, this.chain.blocks.length), this.mc.loaded.proto, this.chain.cache);
     return this.addedOrWhy;
+  }
+
+  /**
+   * The head computing only the columns `cols` of its outputs ({@link columnsHead}): its key and
+   * segment, or undefined when that head cannot be made. One per column set, made once.
+   */
+  columns(cols: ReadonlyMap<string, readonly number[]>): { key: SegmentKey; segment: Segment } | undefined {
+    const key: SegmentKey = `cols${crypto.createHash('sha256').update(JSON.stringify([...cols])).digest('hex').slice(0, 16)}`;
+    let seg = this.heads.get(key);
+    if (seg === undefined) {
+      seg = columnsHead(this.chain.segments[this.chain.blocks.length]!, cols, this.mc.loaded.proto, weightsDirOf(this.mc)) ?? null;
+      this.heads.set(key, seg);
+    }
+    return seg ? { key, segment: seg } : undefined;
   }
 
   /** Gives up the added cache (its blocks did not compute what the model does). */
@@ -318,6 +379,7 @@ export class Segments {
       if (added && 'reject' in added) throw new Error(`internal: no added cache (${added.reject})`);
       const seg = added
         ? (i === 'addedcache' ? added.lastCache! : added.blocks[Number((i as string).slice(5))]!)
+        : typeof i === 'string' && i.startsWith('cols') ? this.heads.get(i)!
         : i === 'tail' ? this.chain.tailHead!.segment : i === 'cache' ? this.chain.lastCache! : this.chain.segments[i as number]!;
       const key = crypto.createHash('sha256').update(`${this.mc.loaded.id}|segment|${i}|${seg.modelOutputs.join(',')}|${SEGMENT_FORMAT}${added ? `|${ADDED_CACHE_FORMAT}` : ''}`).digest('hex').slice(0, 24);
       p = writeVariant(this.mc.loaded, seg.proto, `segment-${key}`);

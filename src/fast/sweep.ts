@@ -12,7 +12,10 @@
  * values of positions < p as the past. Variants that start at the same cut run as one batch
  * (with a cache: positions bucketed, each bucket from its smallest position — a few
  * positions recomputed, which equal the clean ones); the head runs only at the positions
- * the saves index (when it is position-wise). The keys and values are those of blocks in the
+ * the saves index (when it is position-wise), and when every read takes single columns of
+ * the head's outputs (`logits[:, -1, token]`: a patching grid's logit difference), only those
+ * columns ({@link headColumns}, src/fast/segments.ts `columnsHead`: the unembedding's other
+ * columns are never computed nor read from the weights file). The keys and values are those of blocks in the
  * broadcast form (src/fast/added-cache.ts: a past of batch 1 for a batch of one prompt's
  * variants, from a pass of those blocks over the clean prompts) when the form applies — a
  * cache added to a model without one, or a with-past export's own rewritten to it — else the
@@ -435,6 +438,10 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   }
 
   const head = chain.segments[L]!;
+  // Reads of single columns of the head's outputs (a token's logit): the head of those columns only.
+  const narrow = headColumns(rows.map((v) => v.r), (o) => lastDimOf(host.mc, o));
+  const colsHead = narrow ? host.segments.columns(narrow.cols) : undefined;
+  if (colsHead) stats.headColumns = [...narrow!.cols.values()].reduce((a, c) => a + c.length, 0);
   const pasts = new Map<string, Tensor>();
   const held = new Set<Value>(); // served values still in the memo
   const pastOf = (pair: BlockChain['cache'][number], rep: number, from: number): Tensor => {
@@ -531,11 +538,11 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
     const hx = chain.headPositionwise ? gatherPositions(xs, need.map((p) => p - xFrom)) : xs;
     // Reads of tail outputs only: the head up to the tail's input, then the tail on its module model.
     const wanted = [...new Set(active.flatMap((v) => v.r.reads.map((rd) => rd.output)))];
-    const tailHead = host.runTail && chain.tailHead && wanted.every((o) => chain.tailHead!.tail.outputs.has(o)) ? chain.tailHead : undefined;
-    const hseg = tailHead?.segment ?? head;
+    const tailHead = !colsHead && host.runTail && chain.tailHead && wanted.every((o) => chain.tailHead!.tail.outputs.has(o)) ? chain.tailHead : undefined;
+    const hseg = colsHead?.segment ?? tailHead?.segment ?? head;
     const hfeeds = { [hseg.input]: hx, ...feedsFor(hseg.graphInputs, xFrom) };
     const t2 = performance.now();
-    let hout = await host.mc.backend.run(await host.segments.session(tailHead ? 'tail' : L), hfeeds, hseg.modelOutputs);
+    let hout = await host.mc.backend.run(await host.segments.session(colsHead?.key ?? (tailHead ? 'tail' : L)), hfeeds, hseg.modelOutputs);
     if (tailHead) {
       hout = await host.runTail!(hout[tailHead.tail.input]!, wanted);
       stats.tailRuns++;
@@ -560,7 +567,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
             written.push(rd.value);
             continue;
           }
-          memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), u.items!));
+          memo.set(u.node.results[0]!, indexTensor(gatherPositions(mine, u.positions.map(at)), (colsHead && narrow!.items.get(u)) || u.items!));
           written.push(u.node.results[0]!);
         }
       }
@@ -575,6 +582,61 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   return { env, memo, stats };
 }
 
+/**
+ * The columns of the head's outputs every read of the changed rows indexes, when each use
+ * of each read takes one column (`logits[:, -1, token]`: an index item on the last of the
+ * three axes): the sorted columns per output, and each use's items with that index rewritten
+ * for a tensor holding just those columns. Undefined when some use takes more (a whole row of
+ * logits, a slice of the vocabulary) or a negative column of an output of unknown width.
+ */
+function headColumns(rows: readonly RowPlan[], lastDim: (output: string) => number | undefined): { cols: Map<string, number[]>; items: Map<UsePlan, IndexItem[]> } | undefined {
+  const found = new Map<string, Set<number>>();
+  const at = new Map<UsePlan, { output: string; item: number; col: number }>();
+  for (const r of rows) {
+    for (const rd of r.reads) {
+      for (const u of rd.uses) {
+        if (!u.positions || !u.items) return undefined;
+        let axis = 0;
+        let item = -1;
+        u.items.forEach((it, i) => {
+          if (it.kind === 'newaxis') return;
+          if (axis === 2) item = i;
+          axis++;
+        });
+        const it = u.items[item];
+        if (axis !== 3 || it?.kind !== 'index') return undefined;
+        let col = it.index;
+        if (col < 0) {
+          const n = lastDim(rd.output);
+          if (n === undefined) return undefined;
+          col += n;
+        }
+        if (col < 0) return undefined;
+        let set = found.get(rd.output);
+        if (!set) found.set(rd.output, (set = new Set()));
+        set.add(col);
+        at.set(u, { output: rd.output, item, col });
+      }
+    }
+  }
+  if (found.size === 0) return undefined;
+  const cols = new Map([...found].map(([o, set]) => [o, [...set].sort((a, b) => a - b)]));
+  const items = new Map<UsePlan, IndexItem[]>();
+  for (const [u, { output, item, col }] of at) {
+    const its = [...u.items!];
+    its[item] = { kind: 'index', index: cols.get(output)!.indexOf(col) };
+    items.set(u, its);
+  }
+  return { cols, items };
+}
+
+/** The last dimension of graph output `name` of the model, when its shape says it. */
+function lastDimOf(mc: ModelContext, name: string): number | undefined {
+  const dims = mc.loaded.proto.graph?.output?.find((o) => o.name === name)?.type?.tensor_type?.shape?.dim;
+  const d = dims?.at(-1)?.dim_value;
+  return d === undefined || d === null ? undefined : Number(d);
+}
+
 /** What the last sweep did (benchmarks: where its time went). */
 export interface SweepStats {
   /** Changed rows. */
@@ -587,6 +649,11 @@ export interface SweepStats {
   tailRuns: number;
   /** Batches whose last block ran in full only from the first position the head reads ({@link BlockChain.lastCache}). */
   lastBlockCut: number;
+  /**
+   * Columns of the head's outputs the head computed ({@link headColumns}; the head then reads
+   * those columns of the unembedding only), or undefined when it computed whole outputs.
+   */
+  headColumns?: number;
   /** Times freed batch memory was given back to the system during the sweep (`malloc_trim`, backends/malloc-trim.ts {@link TrimOnGrowth}). */
   trims: number;
   /** Most values served by the batches (model-output reads of changed rows) held at once after a batch ({@link SweepHost.afterBatch} drops those nothing needs any more). */
