@@ -59,6 +59,17 @@ export function collectAfter(since: number): boolean {
   return heapUsed() - since > GARBAGE_AFTER && collectNow();
 }
 
+/**
+ * A full collection when the heap holds more than {@link GARBAGE_AFTER} bytes now; whether one
+ * was made. For the start of long work that follows a large front end whose start is not
+ * known here (a patching grid's trace of thousands of invokes: parsed, lowered and planned
+ * before the sweep, ~150 MB of garbage on GPT-2 small's 12 × 128 grid, sitting in the heap
+ * through the sweep's clean run otherwise).
+ */
+export function collectIfLarge(): boolean {
+  return heapUsed() > GARBAGE_AFTER && collectNow();
+}
+
 /** A full collection now, counted in {@link gcStats}; false where `gc` cannot be had. */
 function collectNow(): boolean {
   const gc = gcFunction();

@@ -34,6 +34,7 @@ import { broadcastTo, castTo, indexTensor, tensorOf } from '../../ir/eval.js';
 import { batchRows, weightsBytes, type ModelContext } from '../compile.js';
 import { batchBudget } from '../compiled-run.js';
 import { TrimOnGrowth } from '../../backends/malloc-trim.js';
+import { collectIfLarge } from '../js-heap.js';
 import { buildFeeds } from '../model/feeds.js';
 import { concatAxis, numel, selectRows, type Tensor } from '../tensor.js';
 import type { FastPlan, SetPlan } from './plan.js';
@@ -390,6 +391,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
   const L = chain.blocks.length;
   const D = chain.width;
   const T = sp.seqLen;
+  collectIfLarge(); // the front end's garbage (a grid's thousands of invokes), before the clean run
   const env = await host.cleanRun(sp.cleanRows, sp.cleanFetch);
   const memo = new Map<Value, Tensor>();
   const tokens = batchRows(ir);

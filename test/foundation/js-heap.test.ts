@@ -1,10 +1,11 @@
 /**
  * src/js-heap.ts: a collection after a compile that grew the heap past the threshold frees
  * the compile's garbage (the heap's used size falls back), and none is made below it; the same
- * for ArrayBuffers (collectBuffersAfter, after the load's shape probe).
+ * for ArrayBuffers (collectBuffersAfter, after the load's shape probe), and for a heap larger
+ * than the threshold (collectIfLarge, before a sweep's clean run).
  */
 import { describe, expect, it } from 'vitest';
-import { BUFFERS_AFTER, buffersUsed, collectAfter, collectBuffersAfter, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
+import { BUFFERS_AFTER, buffersUsed, collectAfter, collectBuffersAfter, collectIfLarge, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
 
 describe('collectAfter', () => {
   it('collects garbage past the threshold, and only then', () => {
@@ -36,5 +37,21 @@ describe('collectBuffersAfter', () => {
     expect(collectBuffersAfter(since)).toBe(true);
     expect(gcStats.calls).toBe(calls + 1);
     expect(buffersUsed() - since).toBeLessThan(grown / 4);
+  });
+});
+
+describe('collectIfLarge', () => {
+  it('collects when the heap holds more than the threshold, and only then', () => {
+    collectIfLarge();
+    expect(heapUsed()).toBeLessThan(GARBAGE_AFTER); // this test's premise: a worker's live heap is smaller
+    expect(collectIfLarge()).toBe(false);
+    let rows: { a: number; b: string }[] | null = [];
+    for (let i = 0; heapUsed() <= GARBAGE_AFTER * 1.25; i++) for (let j = 0; j < 10_000; j++) rows.push({ a: i, b: `v${i}.${j}` });
+    expect(rows.length).toBeGreaterThan(0);
+    rows = null; // now garbage
+    const calls = gcStats.calls;
+    expect(collectIfLarge()).toBe(true);
+    expect(gcStats.calls).toBe(calls + 1);
+    expect(heapUsed()).toBeLessThan(GARBAGE_AFTER);
   });
 });
