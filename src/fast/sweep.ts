@@ -183,7 +183,7 @@ export function planSweep(ir: Graph, plan: FastPlan, chain: BlockChain, ported: 
     if (v.producer.op !== 'model.output' || !head.modelOutputs.includes(output)) return { reject: `a read of ${output} in a changed row (only model outputs after the last block)` };
     const shape = v.type?.shape;
     if (!shape || shape.length !== 3 || shape[1] !== 'sequence') return { reject: `model output ${output} is not [batch, sequence, ...]` };
-    const uses: UsePlan[] = (usesOf.get(v) ?? []).map((u) => usePlan(u, v, T));
+    const uses: UsePlan[] = (usesOf.get(v) ?? []).flatMap((u) => indexedAgain(usePlan(u, v, T)));
     const l = rowReads.get(b.rowStart) ?? [];
     l.push({ value: v, output, uses });
     rowReads.set(b.rowStart, l);
@@ -271,6 +271,38 @@ function usePlan(u: Node, v: Value, T: number): UsePlan {
     axis++;
   }
   return positions ? { node: u, positions, items } : { node: u, positions: null, items: null };
+}
+
+/**
+ * A use taking whole slices besides its positions (`l = logits[:, -1, :]`) whose result only
+ * indexes read again (`l[:, a] - l[:, b]`): those indexes, each served as one use with the two
+ * item lists composed (`logits[:, -1, a]`), so the reads say which columns they take
+ * ({@link headColumns}). Otherwise the use itself.
+ */
+function indexedAgain(up: UsePlan): UsePlan[] {
+  if (!up.positions || !up.items || up.items.some((it) => it.kind === 'newaxis')) return [up];
+  const users = [...up.node.results[0]!.uses];
+  if (users.length === 0 || users.some((w) => w.op !== 'index' || w.inputs[0] !== up.node.results[0])) return [up];
+  const rank = up.items.filter((it) => it.kind === 'slice').length;
+  const out: UsePlan[] = [];
+  for (const w of users) {
+    const b = expandItems((w.attrs as { items: IndexItem[] }).items, rank);
+    if (!Array.isArray(b)) return [up];
+    const items: IndexItem[] = [];
+    let k = 0;
+    for (const it of up.items) {
+      if (it.kind === 'index') { items.push(it); continue; }
+      if (it.kind !== 'slice' || it.start !== undefined || it.stop !== undefined || (it.step ?? 1) !== 1) return [up];
+      while (b[k]?.kind === 'newaxis') items.push(b[k++]!);
+      const next = b[k++];
+      if (!next) return [up];
+      items.push(next);
+    }
+    while (b[k]?.kind === 'newaxis') items.push(b[k++]!);
+    if (k !== b.length) return [up];
+    out.push({ node: w, positions: up.positions, items });
+  }
+  return out;
 }
 
 /** Rows of a fetched `[rows, ...]` tensor: row `r` of the batch, from a run over `env.rows`. */

@@ -181,8 +181,13 @@ describe.each(FILES)('incremental sweeps on %s', (file) => {
       tr.invoke(B, (m) => { src = m.transformer.h[k]!.output.at(':', p, ':'); });
       tr.invoke(A, (m) => {
         m.transformer.h[k]!.output.at(':', p, ':').set(src!);
+        // Written both ways: one bracket for block k even, the last row read first for k odd (composed by the planner).
         const l = m.output.logits;
-        l.at(':', -1, c.answer_id!).sub(l.at(':', -1, c.source_answer_id!)).save(`d.${k}.${p}`);
+        if (k % 2 === 0) l.at(':', -1, c.answer_id!).sub(l.at(':', -1, c.source_answer_id!)).save(`d.${k}.${p}`);
+        else {
+          const last = l.at(':', -1, ':');
+          last.at(':', c.answer_id!).sub(last.at(':', c.source_answer_id!)).save(`d.${k}.${p}`);
+        }
       });
     };
     const cells = [0, 1, 2, 3].flatMap((k) => Array.from({ length: T }, (_, p) => [k, p] as const));
