@@ -473,7 +473,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
 
   const head = chain.segments[L]!;
   // Reads of single columns of the head's outputs (a token's logit): the head of those columns only.
-  const narrow = headColumns(rows.map((v) => v.r), (o) => lastDimOf(host.mc, o));
+  const narrow = headColumns(rows.map((v) => v.r));
   const colsHead = narrow ? host.segments.columns(narrow.cols) : undefined;
   if (colsHead) stats.headColumns = [...narrow!.cols.values()].reduce((a, c) => a + c.length, 0);
   const pasts = new Map<string, Tensor>();
@@ -623,7 +623,7 @@ export async function runSweep(host: SweepHost, ir: Graph, sp: SweepPlan): Promi
  * for a tensor holding just those columns. Undefined when some use takes more (a whole row of
  * logits, a slice of the vocabulary) or a negative column of an output of unknown width.
  */
-function headColumns(rows: readonly RowPlan[], lastDim: (output: string) => number | undefined): { cols: Map<string, number[]>; items: Map<UsePlan, IndexItem[]> } | undefined {
+function headColumns(rows: readonly RowPlan[]): { cols: Map<string, number[]>; items: Map<UsePlan, IndexItem[]> } | undefined {
   const found = new Map<string, Set<number>>();
   const at = new Map<UsePlan, { output: string; item: number; col: number }>();
   for (const r of rows) {
@@ -641,8 +641,8 @@ function headColumns(rows: readonly RowPlan[], lastDim: (output: string) => numb
         if (axis !== 3 || it?.kind !== 'index') return undefined;
         let col = it.index;
         if (col < 0) {
-          const n = lastDim(rd.output);
-          if (n === undefined) return undefined;
+          const n = rd.value.type?.shape?.[2]; // the read's type: [batch, sequence, columns]
+          if (typeof n !== 'number') return undefined;
           col += n;
         }
         if (col < 0) return undefined;
@@ -662,13 +662,6 @@ function headColumns(rows: readonly RowPlan[], lastDim: (output: string) => numb
     items.set(u, its);
   }
   return { cols, items };
-}
-
-/** The last dimension of graph output `name` of the model, when its shape says it. */
-function lastDimOf(mc: ModelContext, name: string): number | undefined {
-  const dims = mc.loaded.proto.graph?.output?.find((o) => o.name === name)?.type?.tensor_type?.shape?.dim;
-  const d = dims?.at(-1)?.dim_value;
-  return d === undefined || d === null ? undefined : Number(d);
 }
 
 /** What the last sweep did (benchmarks: where its time went). */
