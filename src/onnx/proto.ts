@@ -214,12 +214,12 @@ export const DataType = {
   UINT4: 21, INT4: 22, FLOAT4E2M1: 23, FLOAT8E8M0: 24, UINT2: 25, INT2: 26,
 } as const;
 
-/** Bits per element of each data type (0 for strings and unknown types). */
 /** Bytes a tensor's data takes (its dims' product × its element type's bits / 8). */
 export function tensorDataBytes(t: Pick<TensorProto, 'dims' | 'data_type'>): number {
   return ((t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1) * dataTypeBits(t.data_type ?? 0)) / 8;
 }
 
+/** Bits per element of each data type (0 for strings and unknown types). */
 export function dataTypeBits(dt: number): number {
   switch (dt) {
     case 1: case 6: case 12: return 32;
