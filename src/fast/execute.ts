@@ -278,25 +278,22 @@ export class FastExecutor implements FastPath {
   }
 
   /**
-   * The session of an incremental sweep's clean run: the instrumented model's own
-   * ({@link session}), except with a backend that keeps one copy of the weights when that
-   * session (prepacked) is not open: then the same graph without prepacking. The sweep's
-   * segment sessions, opened right after, release a prepacked session of the model's weights
-   * at once, so one built for the clean run served one run, at the cost of its creation
-   * (GPT-2 small: 2–3 s of CPU) and a peak while it was built (its packed copy beside the
-   * weights file's pages: 850 MB on GPT-2 small's 652 MB, against 820 for the whole sweep after
-   * it). Without prepacking it maps the weights file, whose pages the segments share.
+   * The session for one run that a prepacked session would serve once — an incremental
+   * sweep's clean run, a gradient's forward rows ({@link PortedRunOptions.spare}): the
+   * instrumented model's own ({@link session}), except with a backend that keeps one copy of
+   * the weights when that session (prepacked) is not open: then the same graph without
+   * prepacking. The sweep's segment sessions (the gradient's session), opened right after,
+   * release a prepacked session of the model's weights at once, so one built for that run
+   * served one run, at the cost of its creation (GPT-2 small: 2–3 s of CPU) and a peak while it
+   * was built (its packed copy beside the weights file's pages: 850 MB on GPT-2 small's 652 MB,
+   * against 820 for the whole sweep after it). Without prepacking it maps the weights file,
+   * whose pages the segments share.
    */
-  private cleanRunSession(): Promise<OrtSession> {
+  spareSession(): Promise<OrtSession> {
     const o = this.sessionOptions();
     const backend = this.mc.backend;
     if (!o.prepack || !backend.exclusiveGroups || backend.isOpen(this.ported.graphPath, o)) return this.session();
     return backend.session(this.ported.graphPath, { ...o, prepack: false });
-  }
-
-  /** {@link cleanRunSession}'s choice, for a gradient's forward rows ({@link PortedRunOptions.spare}). */
-  spareSession(): Promise<OrtSession> {
-    return this.cleanRunSession();
   }
 
   /** Plans `ir` on the instrumented model: the plan and its printed partition, or why not. */
@@ -437,7 +434,7 @@ export class FastExecutor implements FastPath {
       this.stats.lastSweepReject = sp.reject;
       return false;
     }
-    const session = await this.cleanRunSession();
+    const session = await this.spareSession();
     const tokens = batchRows(ir);
     const neutral = (rows: number[]): Record<string, Tensor> => {
       const { feeds } = buildFeeds(this.mc.feedInputs, rows.map((r) => tokens[r]!), { padId: 0 });
