@@ -7,13 +7,21 @@
 import { describe, expect, it } from 'vitest';
 import { BUFFERS_AFTER, buffersUsed, collectAfter, collectBuffersAfter, collectIfLarge, gcStats, GARBAGE_AFTER, heapUsed } from '../../src/js-heap.js';
 
+/**
+ * Many small objects, as a compile leaves them, allocated until the heap holds more than
+ * `bytes`; live while the caller reads the heap, garbage once it lets them go.
+ */
+function rowsUntilHeap(bytes: number): { a: number; b: string }[] {
+  const rows: { a: number; b: string }[] = [];
+  for (let i = 0; heapUsed() <= bytes; i++) for (let j = 0; j < 10_000; j++) rows.push({ a: i, b: `v${i}.${j}` });
+  return rows;
+}
+
 describe('collectAfter', () => {
   it('collects garbage past the threshold, and only then', () => {
     const since = heapUsed();
     expect(collectAfter(since)).toBe(false);
-    // Many small objects, as a compile leaves them; live while the heap's growth is read.
-    let rows: { a: number; b: string }[] | null = [];
-    for (let i = 0; heapUsed() - since <= GARBAGE_AFTER * 1.25; i++) for (let j = 0; j < 10_000; j++) rows.push({ a: i, b: `v${i}.${j}` });
+    let rows: { a: number; b: string }[] | null = rowsUntilHeap(since + GARBAGE_AFTER * 1.25);
     const grown = heapUsed() - since;
     expect(rows.length).toBeGreaterThan(0);
     rows = null; // now garbage
@@ -45,8 +53,7 @@ describe('collectIfLarge', () => {
     collectIfLarge();
     expect(heapUsed()).toBeLessThan(GARBAGE_AFTER); // this test's premise: a worker's live heap is smaller
     expect(collectIfLarge()).toBe(false);
-    let rows: { a: number; b: string }[] | null = [];
-    for (let i = 0; heapUsed() <= GARBAGE_AFTER * 1.25; i++) for (let j = 0; j < 10_000; j++) rows.push({ a: i, b: `v${i}.${j}` });
+    let rows: { a: number; b: string }[] | null = rowsUntilHeap(GARBAGE_AFTER * 1.25);
     expect(rows.length).toBeGreaterThan(0);
     rows = null; // now garbage
     const calls = gcStats.calls;
