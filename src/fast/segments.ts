@@ -247,6 +247,16 @@ export function splitAtBlocks(mc: Pick<ModelContext, 'tree' | 'loaded'>, opts: {
   return { cuts, blocks, width, segments, cache, headPositionwise, ...(tailHead ? { tailHead } : {}), ...(lastCache ? { lastCache } : {}) };
 }
 
+/** A `Constant` node named `name` holding int64 `indices` (1-D), its output of the same name. */
+function indicesNode(name: string, indices: readonly number[]): NodeProto {
+  return { op_type: 'Constant', name, output: [name], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [indices.length], data_type: DataType.INT64, int64_data: [...indices] } }] };
+}
+
+/** A `Gather` of `data` at the int64 `indices` along `axis`, writing (and named) `out`. */
+function gatherNode(out: string, data: string, indices: string, axis: number): NodeProto {
+  return { op_type: 'Gather', name: out, input: [data, indices], output: [out], attribute: [{ name: 'axis', type: AttributeType.INT, i: axis }] };
+}
+
 /**
  * Whether the head segment acts on each position independently: a `Gather` of position 0
  * on every output, sunk by passes/sink-slices.ts, must end up reading the head's input
@@ -258,10 +268,10 @@ function positionwise(head: Segment, model: ModelProto): boolean {
   const g: GraphProto = { ...g0, node: g0.node!.map((n) => ({ ...n, input: [...(n.input ?? [])], output: [...(n.output ?? [])] })), output: [] };
   const ranks = new Map<string, number>([[head.input, 3]]);
   const idx = `${head.input}/nns.positionwise.index`;
-  g.node!.push({ op_type: 'Constant', name: idx, output: [idx], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [1], data_type: DataType.INT64, int64_data: [0] } }] });
+  g.node!.push(indicesNode(idx, [0]));
   for (const o of head.modelOutputs) {
     const out = `${o}/nns.positionwise`;
-    g.node!.push({ op_type: 'Gather', name: out, input: [o, idx], output: [out], attribute: [{ name: 'axis', type: AttributeType.INT, i: 1 }] });
+    g.node!.push(gatherNode(out, o, idx, 1));
     g.output!.push({ name: out });
     ranks.set(o, 3);
   }
@@ -299,8 +309,7 @@ export function columnsHead(head: Segment, cols: ReadonlyMap<string, readonly nu
   const ranks = new Map<string, number>([[head.input, 3]]);
   for (const [o, c] of cols) {
     const idx = `${o}/nns.columns.index`;
-    g.node!.push({ op_type: 'Constant', name: idx, output: [idx], attribute: [{ name: 'value', type: AttributeType.TENSOR, t: { dims: [c.length], data_type: DataType.INT64, int64_data: [...c] } }] });
-    g.node!.push({ op_type: 'Gather', name: `${o}/nns.columns`, input: [full(o), idx], output: [o], attribute: [{ name: 'axis', type: AttributeType.INT, i: 2 }] });
+    g.node!.push(indicesNode(idx, c), { ...gatherNode(o, full(o), idx, 2), name: `${o}/nns.columns` });
     ranks.set(full(o), 3);
     const orig = (g0.output ?? []).find((v) => v.name === o);
     g.output!.push({ name: o, type: { tensor_type: { elem_type: orig?.type?.tensor_type?.elem_type ?? DataType.FLOAT } } });
