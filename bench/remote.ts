@@ -4,7 +4,7 @@
  *
  * - `remote_overhead_ms`: the gpt2-facts eiffel trace (save block 2's output and the last
  *   logits) through a server minus the same trace on the model loaded here; median of
- *   paired differences (remote and local runs alternate). Goal ≤ 10 ms.
+ *   paired differences (remote and local runs alternate, a 50 ms pause before each). Goal ≤ 10 ms.
  * - `remote_batched_speedup`: 16 concurrent clients × 10 save-all traces (every block output
  *   and the last position's logits; a distinct random prompt of `REMOTE_PROMPT_TOKENS` tokens
  *   per trace, so no two rows are deduplicated) on the benchmark model: throughput with
@@ -96,19 +96,28 @@ async function overhead(ctx: BenchContext): Promise<void> {
     const l: number[] = [], r: number[] = [], d: number[] = [];
     // 40 pairs: under load, single traces vary by tens of ms; the median of 40 differences is stable to a few.
     const pairs = Math.max(40, ctx.timing.runs);
-    // Remote first, then local, then a pause: the local session's onnxruntime threads spin for
-    // a while after its run (the library's default), and a remote trace started right then would
-    // compete with them for the cores — something no real client of a server does.
+    // The same 50 ms pause before each remote and each local trace: the local session's
+    // onnxruntime threads spin for a while after its run (the library's default), and a remote
+    // trace started right then would compete with them for the cores — something no real client
+    // of a server does; and after an idle pause every trace starts slower (the processes and
+    // threads it wakes), so both halves of a pair get one. Until 2026-11-28 only the remote
+    // trace followed the pause and the local one ran right after it, warm: on the machine of
+    // session 10 that charged the remote trace ~10 ms of wake-ups the local one never paid
+    // (`--only remote_overhead_ms`: 10.4 ms, remote 14.9 / local 4.4; symmetric: 5.8–6.9 ms,
+    // remote 15.5–16.1 / local 8.8–10.0; block medians 2.4–2.6 ms either way).
+    const pause = (): Promise<void> => new Promise((res) => setTimeout(res, 50));
     for (let i = 0; i < pairs; i++) {
+      await pause();
       const t0 = performance.now();
       await remote.trace(prompt, fn);
       const t1 = performance.now();
-      await local.trace(prompt, fn);
+      await pause();
       const t2 = performance.now();
+      await local.trace(prompt, fn);
+      const t3 = performance.now();
       r.push(t1 - t0);
-      l.push(t2 - t1);
-      d.push(t1 - t0 - (t2 - t1));
-      await new Promise((res) => setTimeout(res, 50));
+      l.push(t3 - t2);
+      d.push(t1 - t0 - (t3 - t2));
     }
     // CPU time in blocks (not interleaved: onnxruntime's threads spin a little after a run, which
     // would be charged to the next trace): client + server (this process) + worker, vs local.
@@ -137,7 +146,7 @@ async function overhead(ctx: BenchContext): Promise<void> {
     ctx.extra.remote_overhead_cpu_ms = (remoteCpu - localCpu) / pairs;
     ctx.extra.remote_trace_cpu_ms = remoteCpu / pairs;
     ctx.extra.remote_local_trace_cpu_ms = localCpu / pairs;
-    ctx.notes.remote_overhead_ms = `gpt2-facts eiffel trace, ${pairs} pairs (remote, local, 50 ms pause); median remote ${median(r).toFixed(2)} ms vs local ${median(l).toFixed(2)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
+    ctx.notes.remote_overhead_ms = `gpt2-facts eiffel trace, ${pairs} pairs (remote, local, a 50 ms pause before each); median remote ${median(r).toFixed(2)} ms vs local ${median(l).toFixed(2)} ms (load average ${os.loadavg()[0]!.toFixed(2)})`;
   } finally {
     await local.dispose();
     await server.close();
