@@ -121,8 +121,8 @@ async function overhead(ctx: BenchContext): Promise<void> {
     }
     // CPU time in blocks (not interleaved: onnxruntime's threads spin a little after a run, which
     // would be charged to the next trace): client + server (this process) + worker, vs local.
-    // Their wall times too: the median of each block (no local session's threads spinning
-    // right before a remote trace, as in the alternating pairs).
+    // Their wall times too: the median of each block (back to back: no idle pause before a
+    // trace, as in the pairs).
     const rb: number[] = [], lb: number[] = [];
     const c0 = selfCpuMs(), w0 = procCpuMs(server.worker.pid);
     for (let i = 0; i < pairs; i++) {
