@@ -11,7 +11,6 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { trimNativeHeap } from '../backends/malloc-trim.js';
-import { buffersReleased } from '../src/js-heap.js';
 
 /** Median of a non-empty list (mean of the two middle values for even lengths). */
 export function median(xs: readonly number[]): number {
@@ -223,10 +222,11 @@ let collect: (() => void) | undefined;
  * Outside timed regions — between measurements, and before a plain session of the harness is
  * created: V8's full collection, then glibc's free pages given back (backends/malloc-trim.ts),
  * so that memory held only as garbage (results of an earlier measurement, a model just
- * disposed) is not counted in the next peak. The trim waits until V8 has freed the memory of
- * the collected ArrayBuffers, which it does after the collection itself (src/js-heap.ts
- * `buffersReleased`; measured: a trim right after it left the 40 MB of a load's probe outputs
- * in place, and one event-loop turn later still 23–36 MB one time in three).
+ * disposed) is not counted in the next peak. Two collections before the trim: V8 frees the
+ * memory of the ArrayBuffers a collection found dead after it and finishes that at the start of
+ * the next one (src/js-heap.ts `collectBuffersAfter`; measured: a trim right after one
+ * collection left the 40 MB of a load's probe outputs in place, and one event-loop turn later
+ * still 23–36 MB one time in three).
  */
 export async function settleMemory(): Promise<void> {
   if (!collect) {
@@ -234,7 +234,7 @@ export async function settleMemory(): Promise<void> {
     collect = vm.runInNewContext('gc') as () => void;
   }
   collect();
-  await buffersReleased();
+  collect();
   trimNativeHeap();
 }
 

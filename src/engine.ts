@@ -25,7 +25,7 @@ import type { ProgressCallback } from './progress.js';
 import { FastExecutor } from './fast/execute.js';
 import type { RunnerFactory } from './fast/runner.js';
 import { fixMmapThreshold, trimNativeHeap } from '../backends/malloc-trim.js';
-import { buffersReleased, buffersUsed, collectBuffersAfter } from './js-heap.js';
+import { buffersUsed, collectBuffersAfter } from './js-heap.js';
 import { BIG_WEIGHTS, compileGraph, continueCompile, weightsBytes, workingCopy, type CompileOptions, type ModelContext } from './compile.js';
 
 export { compileGraph, batchRows, type CompileOptions, type ModelContext, type FastPath } from './compile.js';
@@ -57,12 +57,8 @@ export async function openModel(source: string, opts: LoadOptions & { backend?: 
     throw modelError('invalid-model', `onnxruntime cannot run ${source}: ${reason}`);
   }
   // The probe's fetched boundary values are garbage now (~40 MB on GPT-2 small): collected and
-  // their pages given back before the model's first session is created, not at its peak (once
-  // V8 has freed the buffers' memory, which it does after the collection: src/js-heap.ts).
-  if (collectBuffersAfter(buffers)) {
-    await buffersReleased(buffers);
-    trimNativeHeap();
-  }
+  // their pages given back before the model's first session is created, not at its peak.
+  if (collectBuffersAfter(buffers)) trimNativeHeap();
   step(4);
   const mc: ModelContext = {
     loaded, tree, backend: opts.backend ?? defaultBackend(loaded), feedInputs: graphFeedInputs(loaded.proto),

@@ -93,36 +93,15 @@ export function buffersUsed(): number {
  * host tensors behind as garbage (the load's shape probe fetches every boundary value): their
  * buffers live outside V8's heap, so its heap-size heuristics may keep them for a long time,
  * through the next session's creation.
+ *
+ * Two collections, in fact: V8 frees the memory of the buffers a collection found dead after
+ * it, partly off the main thread, and finishes that work at the start of its next collection.
+ * So when this returns, that memory is back in the C heap and a `malloc_trim` right after
+ * gives it back to the system. With one collection, a trim one event-loop turn later ran before
+ * it was back in 2 loads of GPT-2 small in 6, leaving 23–36 MB of the probe's outputs in glibc's
+ * heap until some later trim; with two, 8 loads in 8 left none.
  */
 export function collectBuffersAfter(since: number): boolean {
-  return buffersUsed() - since > BUFFERS_AFTER && collectNow();
+  return buffersUsed() - since > BUFFERS_AFTER && collectNow() && collectNow();
 }
 
-/** Longest {@link buffersReleased} waits, ms. */
-export const RELEASE_WAIT_MS = 200;
-
-/**
- * Waits, after a collection, until V8 has given back the memory of the ArrayBuffers it found
- * dead: the memory of collected buffers is freed after the collection, partly off the main
- * thread, so a `malloc_trim` right after the collection — or one event-loop turn later — can
- * run before that memory is back in the C heap and then leaves it there until some later trim
- * (measured on GPT-2 small: 2 loads in 6 kept 23–36 MB of the load's probe outputs in glibc's
- * heap, the other 4 none). Done when the ArrayBuffers' memory is within 1 MiB of `target`
- * (a {@link buffersUsed} reading from before the garbage was made) or, without one, when it
- * stopped falling for three readings 2 ms apart; gives up after {@link RELEASE_WAIT_MS}.
- * Resolves to whether it was done in time.
- */
-export async function buffersReleased(target?: number): Promise<boolean> {
-  const turn = (ms: number): Promise<void> => new Promise((r) => (ms ? setTimeout(r, ms) : setImmediate(r)));
-  await turn(0);
-  const end = performance.now() + RELEASE_WAIT_MS;
-  let last = buffersUsed();
-  let still = 0;
-  for (;;) {
-    const now = buffersUsed();
-    if (target !== undefined ? now <= target + 2 ** 20 : (still = now < last ? 0 : still + 1) >= 3) return true;
-    if (performance.now() >= end) return false;
-    last = now;
-    await turn(2);
-  }
-}
