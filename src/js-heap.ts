@@ -104,4 +104,3 @@ export function buffersUsed(): number {
 export function collectBuffersAfter(since: number): boolean {
   return buffersUsed() - since > BUFFERS_AFTER && collectNow() && collectNow();
 }
-

@@ -13,7 +13,6 @@ import { moduleClosure, moduleModelProto } from '../../src/fast/module-model.js'
 import { EXPORTS, refCase, argmax, maxDiff } from '../helpers/reference.js';
 import { onFastPath, type Built } from '../helpers/fast.js';
 
-
 describe.each(EXPORTS)('module application on the $name export', ({ name, path }) => {
   let model: LanguageModel;
   let fast: FastExecutor;

@@ -16,7 +16,6 @@ import { EXPORTS, refCase, expectClose, maxDiff } from '../helpers/reference.js'
 import { onFastPath, type Built } from '../helpers/fast.js';
 import type { OrtBackend } from '../../backends/ort.js';
 
-
 function bitwise(a: Tensor, b: Tensor): boolean {
   const x = a.data as Float32Array;
   const y = b.data as Float32Array;

@@ -63,4 +63,3 @@ describe('collectIfLarge', () => {
     expect(heapUsed()).toBeLessThan(GARBAGE_AFTER);
   });
 });
-
